@@ -1,0 +1,1 @@
+"""Thin adapters around pretrained backbones (Stable Diffusion, CLIP, DINO, MoCo)."""

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``odbench bench NAME``: speed as ratios against a reference run in the same process."""

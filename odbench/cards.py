@@ -1,0 +1,144 @@
+"""Declarative cards: one TOML file per method (``methods/``) and per dataset (``datasets/``).
+
+A card holds what a researcher needs to know and cite: hyperparameters, weights, URLs and
+checksums, the paper's reported numbers.  It also names the Python object that implements it
+(``entry = "odbench.methods.center_prior:CenterPrior"``), which is how built-in methods and
+datasets are registered without importing anything (see :mod:`odbench.registry`).
+
+In a source checkout the cards are read from the repository's top-level folders; an installed
+wheel carries them under ``odbench/_cards/`` (see ``pyproject.toml``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+_PKG = Path(__file__).resolve().parent
+
+
+def card_dir(kind: str) -> Path:
+    """Folder holding the cards of ``kind`` ("methods", "datasets" or "reported")."""
+    installed = _PKG / "_cards" / kind
+    if installed.is_dir():
+        return installed
+    repo = _PKG.parent / ("leaderboard/reported" if kind == "reported" else kind)
+    return repo
+
+
+class CardError(ValueError):
+    """A card that cannot be read; the message names the file."""
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise CardError(f"{path}: cannot read card: {e}") from e
+
+
+def _require(data: dict[str, Any], key: str, path: Path) -> Any:
+    if key not in data:
+        raise CardError(f"{path}: card lacks the required key {key!r}")
+    return data[key]
+
+
+@dataclass(frozen=True)
+class MethodCard:
+    """A method's card.  ``reported`` rows: dicts with ``source``, ``dataset`` and metric keys
+    (``acc``, ``iou``, ``max_fbeta``, ``corloc``), as published, never computed by odbench."""
+
+    name: str
+    description: str
+    entry: str
+    path: Path
+    sha256: str
+    task: tuple[str, ...] = ("saliency",)
+    paper: str = ""
+    citation: str = ""
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, Any] = field(default_factory=dict)
+    reported: tuple[dict[str, Any], ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_file(cls, path: Path) -> MethodCard:
+        data = _read_toml(path)
+        return cls(
+            name=_require(data, "name", path),
+            description=_require(data, "description", path),
+            entry=_require(data, "entry", path),
+            path=path,
+            sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+            task=tuple(data.get("task", ["saliency"])),
+            paper=data.get("paper", ""),
+            citation=data.get("citation", ""),
+            hyperparameters=dict(data.get("hyperparameters", {})),
+            weights=dict(data.get("weights", {})),
+            reported=tuple(data.get("reported", [])),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class DatasetCard:
+    """A dataset's card.  Download/layout fields are kept in ``raw`` and read by
+    :mod:`odbench.data`; the fields here are the ones every dataset has."""
+
+    name: str
+    description: str
+    entry: str
+    path: Path
+    sha256: str
+    task: tuple[str, ...] = ("saliency",)
+    aliases: tuple[str, ...] = ()
+    count: int | None = None
+    citation: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_file(cls, path: Path) -> DatasetCard:
+        data = _read_toml(path)
+        return cls(
+            name=_require(data, "name", path),
+            description=_require(data, "description", path),
+            entry=_require(data, "entry", path),
+            path=path,
+            sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+            task=tuple(data.get("task", ["saliency"])),
+            aliases=tuple(data.get("aliases", [])),
+            count=data.get("count"),
+            citation=data.get("citation", ""),
+            raw=data,
+        )
+
+
+@cache
+def method_cards() -> dict[str, MethodCard]:
+    cards = (MethodCard.from_file(p) for p in sorted(card_dir("methods").glob("*.toml")))
+    return {c.name: c for c in cards}
+
+
+@cache
+def dataset_cards() -> dict[str, DatasetCard]:
+    cards = (DatasetCard.from_file(p) for p in sorted(card_dir("datasets").glob("*.toml")))
+    return {c.name: c for c in cards}
+
+
+def method_card(name: str) -> MethodCard | None:
+    return method_cards().get(name)
+
+
+def dataset_card(name: str) -> DatasetCard | None:
+    cards = dataset_cards()
+    if name in cards:
+        return cards[name]
+    for card in cards.values():
+        if name in card.aliases:
+            return card
+    return None

@@ -1,0 +1,99 @@
+"""The ``odbench`` command line.
+
+Commands live in their own modules (``odbench/commands/``, ``odbench/bench/``) and are imported
+only when invoked, so ``odbench --help``, ``odbench list`` and ``odbench score`` start without
+importing torch.  Errors that the user must fix are printed as one line, exit code 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from odbench.registry import import_target
+
+# name -> ("module:attr", one-line help).  The help is here so --help imports nothing.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "list": ("odbench.commands.listing:list_cmd", "List registered methods, datasets, protocols."),
+    "score": ("odbench.commands.score:score", "Score saved prediction maps against GT masks."),
+    "score-boxes": ("odbench.commands.score:score_boxes", "Score saved boxes (CorLoc)."),
+    "eval": ("odbench.commands.evaluate:eval_cmd", "Run a method over a dataset and score it."),
+    "leaderboard": ("odbench.commands.leaderboard:leaderboard", "Render markdown leaderboards."),
+    "compare": ("odbench.commands.leaderboard:compare", "Compare methods with bootstrap CIs."),
+    "data": ("odbench.commands.data:data", "Download, verify and locate benchmark datasets."),
+    "stats": ("odbench.commands.stats:stats", "Dataset statistics: size, contrast, center, shape."),
+    "bench": ("odbench.cli:bench", "Speed and memory benchmarks."),
+}
+
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "metrics": ("odbench.bench.metrics:cli", "Saliency metrics vs pysodmetrics; score images/s."),
+    "backbone": ("odbench.bench.backbone:cli", "SD UNet inversion + capture speed and memory."),
+    "attentioncut": ("odbench.bench.attentioncut:cli", "AttentionCut per-stage timing."),
+    "wctr": ("odbench.bench.wctr:cli", "wCtr images/s on one core."),
+    "tokencut": ("odbench.bench.tokencut:cli", "TokenCut NCut eigen-solve time."),
+}
+
+
+class UserError(click.ClickException):
+    """One-line error, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class LazyGroup(click.Group):
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            target, _ = self.lazy[cmd_name]
+            try:
+                cmd = import_target(target)
+            except ImportError as e:
+                raise UserError(f"command {cmd_name!r} is not available: {e}") from e
+            return cmd  # type: ignore[no-any-return]
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, self.lazy[name][1]) for name in sorted(self.lazy)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="odbench")
+def main() -> None:
+    """odbench: benchmark and evaluation toolkit for unsupervised object discovery."""
+
+
+@click.group(cls=LazyGroup, lazy=BENCHMARKS)
+def bench() -> None:
+    """Speed and memory benchmarks (ratios against a reference run in the same process)."""
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors a user must fix into one line on stderr and exit code 2.
+
+    Commands wrap their body in ``with user_errors():``; everything else is a bug and keeps its
+    traceback."""
+    from odbench.cards import CardError
+    from odbench.data.base import DatasetError
+    from odbench.imageio import ImageReadError
+    from odbench.registry import UnknownNameError
+
+    try:
+        yield
+    except (UnknownNameError, DatasetError, ImageReadError, CardError, FileNotFoundError) as e:
+        raise UserError(str(e)) from e

@@ -1,0 +1,1 @@
+"""Dataset interface, loaders, downloads, generated datasets and statistics."""

@@ -1,0 +1,1 @@
+"""Metric core: pure functions, streaming accumulators and evaluation protocols."""
