@@ -1,0 +1,271 @@
+"""COCO-format datasets through pycocotools: ``coco`` (any annotation file + image folder) and
+``coco20k`` (the 19,817 COCO train2014 images selected by rOSD, Vo et al. ECCV 2020, with the
+file list published by LOST, Siméoni et al. BMVC 2021).
+
+Boxes: COCO stores ``[x, y, w, h]`` in continuous pixel coordinates; odbench returns
+``[x, y, x + w, y + h]`` as float64 (LOST / TokenCut round them to integers; odbench does not).
+``drop_crowd`` removes ``iscrowd = 1`` annotations (always on for COCO20K, as in LOST's
+``extract_gt_COCO``).  With ``masks=True`` a sample also carries the union of its (kept)
+instance masks as a 0/255 uint8 mask.
+
+COCO20K: on first use the selection list and ``annotations/instances_train2014.json`` are turned
+into ``annotations/instances_train2014_sel20k.json`` (images of the list, their non-crowd
+annotations, all categories), written atomically; its ``info.odbench`` records the sha256 of the
+list it was built from, and it is rebuilt if the list changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from odbench.cards import DatasetCard
+from odbench.data.base import Dataset, DatasetError, Sample
+from odbench.data.locate import locate_dataset
+from odbench.imageio import ImageReadError, atomic_write_bytes, read_rgb
+
+SEL20K_JSON = "instances_train2014_sel20k.json"
+
+
+def _load_coco(annotations: Path) -> Any:
+    from pycocotools.coco import COCO
+
+    if not annotations.is_file():
+        raise DatasetError(f"{annotations}: annotation file not found")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            return COCO(str(annotations))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AssertionError) as e:
+        raise DatasetError(
+            f"{annotations}: not a COCO annotation file ({type(e).__name__}: {e})"
+        ) from e
+
+
+class CocoDataset(Dataset):
+    """Images of a COCO annotation file with their boxes (and optionally union masks)."""
+
+    name = "coco"
+    task: tuple[str, ...] = ("localization",)
+
+    def __init__(
+        self,
+        annotations: str | Path,
+        images_dir: str | Path,
+        name: str = "coco",
+        drop_crowd: bool = False,
+        masks: bool = False,
+        selection: set[str] | None = None,
+    ) -> None:
+        self.annotations, self.images_dir = Path(annotations), Path(images_dir)
+        self.name = name  # type: ignore[misc]
+        self.drop_crowd, self.masks = drop_crowd, masks
+        if masks:
+            self.task = ("saliency", "localization")
+        if not self.images_dir.is_dir():
+            raise DatasetError(f"{self.images_dir}: image folder not found")
+        self.coco = _load_coco(self.annotations)
+        self._by_id: dict[str, int] = {}
+        for image_id, info in self.coco.imgs.items():
+            file_name = str(info["file_name"])
+            if selection is not None and Path(file_name).name not in selection:
+                continue
+            stem = Path(file_name).stem
+            if stem in self._by_id:
+                raise DatasetError(f"{self.annotations}: two images named {file_name!r}")
+            self._by_id[stem] = int(image_id)
+        if not self._by_id:
+            raise DatasetError(f"{self.annotations}: no images (empty dataset)")
+
+    @classmethod
+    def from_card(
+        cls,
+        card: DatasetCard | None,
+        data_root: Any = None,
+        path: str | Path | None = None,
+        split: str | None = None,
+        annotations: str | Path | None = None,
+        images: str | Path | None = None,
+        drop_crowd: bool = False,
+        masks: bool = False,
+    ) -> CocoDataset:
+        """Either ``annotations=`` + ``images=`` (explicit files), or ``path=`` (or the data
+        root) + ``split=`` (e.g. ``val2017``): ``<path>/annotations/instances_<split>.json`` and
+        ``<path>/<split>/`` (or ``<path>/images/<split>/``)."""
+        name = card.name if card is not None else "coco"
+        if annotations is None or images is None:
+            base = path if path is not None else data_root
+            if base is None or split is None:
+                raise DatasetError(
+                    "coco: give annotations= and images=, or path= (or --data-root) and split= "
+                    "(e.g. split='val2017')"
+                )
+            base = Path(base)
+            annotations = annotations or base / "annotations" / f"instances_{split}.json"
+            if images is None:
+                images = base / split
+                if not images.is_dir() and (base / "images" / split).is_dir():
+                    images = base / "images" / split
+        return cls(annotations, images, name=name, drop_crowd=drop_crowd, masks=masks)
+
+    def ids(self) -> list[str]:
+        return sorted(self._by_id)
+
+    def files(self, sample_id: str) -> tuple[Path, Path]:
+        info = self.coco.imgs[self._by_id[sample_id]]
+        return self.images_dir / Path(info["file_name"]).name, self.annotations
+
+    def load(self, sample_id: str) -> Sample:
+        if sample_id not in self._by_id:
+            raise DatasetError(f"{self.name}: no sample {sample_id!r}")
+        image_id = self._by_id[sample_id]
+        image_path, _ = self.files(sample_id)
+        try:
+            image = read_rgb(image_path)
+        except ImageReadError as e:
+            raise DatasetError(str(e)) from e
+        info = self.coco.imgs[image_id]
+        if (info.get("height"), info.get("width")) != image.shape[:2]:
+            raise DatasetError(
+                f"{image_path}: image is {image.shape[1]}x{image.shape[0]} but the annotations "
+                f"say {info.get('width')}x{info.get('height')}"
+            )
+        anns = self.coco.loadAnns(self.coco.getAnnIds(imgIds=[image_id]))
+        if self.drop_crowd:
+            anns = [a for a in anns if not a.get("iscrowd", 0)]
+        boxes = np.array(
+            [
+                [
+                    a["bbox"][0],
+                    a["bbox"][1],
+                    a["bbox"][0] + a["bbox"][2],
+                    a["bbox"][1] + a["bbox"][3],
+                ]
+                for a in anns
+            ],
+            dtype=np.float64,
+        ).reshape(-1, 4)
+        mask = None
+        if self.masks:
+            union = np.zeros(image.shape[:2], dtype=bool)
+            for a in anns:
+                union |= self.coco.annToMask(a).astype(bool)
+            mask = union.astype(np.uint8) * 255
+        return Sample(id=sample_id, image=image, mask=mask, boxes=boxes)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "annotations": str(self.annotations),
+            "images": str(self.images_dir),
+            "drop_crowd": self.drop_crowd,
+        }
+
+
+# ----------------------------------------------------------------------------- COCO20K
+
+
+def read_selection(path: Path) -> list[str]:
+    """The COCO20K list: one ``train2014/COCO_train2014_<12 digits>.jpg`` per line -> file names."""
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    basenames = [Path(n).name for n in names]
+    if len(set(basenames)) != len(basenames):
+        raise DatasetError(f"{path}: the selection list repeats file names")
+    return basenames
+
+
+def build_sel20k(selection_file: Path, instances: Path, out: Path) -> None:
+    """Write the filtered COCO20K annotation file (see the module docstring), atomically."""
+    names = set(read_selection(selection_file))
+    digest = hashlib.sha256(selection_file.read_bytes()).hexdigest()
+    try:
+        data = json.loads(instances.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DatasetError(f"{instances}: unreadable COCO annotation file ({e})") from e
+    images = [im for im in data["images"] if Path(im["file_name"]).name in names]
+    missing = names - {Path(im["file_name"]).name for im in images}
+    if missing:
+        example = sorted(missing)[0]
+        raise DatasetError(
+            f"{selection_file}: {len(missing)} listed images are not in {instances.name} (e.g. {example})"
+        )
+    keep = {im["id"] for im in images}
+    anns = [a for a in data["annotations"] if a["image_id"] in keep and not a.get("iscrowd", 0)]
+    info = {
+        **data.get("info", {}),
+        "odbench": {
+            "selection": selection_file.name,
+            "selection_sha256": digest,
+            "source": instances.name,
+            "iscrowd_removed": True,
+        },
+    }
+    out_data = {
+        "info": info,
+        "images": images,
+        "annotations": anns,
+        "categories": data["categories"],
+    }
+    if "licenses" in data:
+        out_data["licenses"] = data["licenses"]
+    atomic_write_bytes(out, json.dumps(out_data).encode())
+
+
+def _sel20k_is_current(out: Path, selection_file: Path) -> bool:
+    if not out.is_file():
+        return False
+    try:
+        with out.open("rb") as f:
+            info = json.load(f).get("info", {}).get("odbench", {})
+    except (OSError, json.JSONDecodeError):
+        return False
+    return bool(
+        info.get("selection_sha256") == hashlib.sha256(selection_file.read_bytes()).hexdigest()
+    )
+
+
+class Coco20kDataset(CocoDataset):
+    """COCO20K: boxes of the 19,817 selected train2014 images, iscrowd boxes removed."""
+
+    @classmethod
+    def from_card(  # type: ignore[override]
+        cls,
+        card: DatasetCard | None,
+        data_root: Any = None,
+        path: str | Path | None = None,
+        download: bool = True,
+        progressbar: bool = True,
+        masks: bool = False,
+    ) -> Coco20kDataset:
+        """``path``: the COCO folder (``annotations/instances_train2014.json``, ``train2014/``
+        or ``images/train2014/``, and ``coco_20k_filenames.txt`` in it or beside it)."""
+        if card is None:
+            raise DatasetError("Coco20kDataset needs a dataset card")
+        list_name = card.raw.get("layout", {}).get("selection", "coco_20k_filenames.txt")
+
+        def match(folder: Path) -> tuple[Path, Path] | None:
+            if not (folder / "annotations" / "instances_train2014.json").is_file():
+                return None
+            images = next(
+                (p for p in (folder / "train2014", folder / "images" / "train2014") if p.is_dir()),
+                None,
+            )
+            listed = next(
+                (p for p in (folder / list_name, folder.parent / list_name) if p.is_file()), None
+            )
+            return (images, listed) if images is not None and listed is not None else None
+
+        expected = f"annotations/instances_train2014.json, train2014/ (or images/train2014/) and {list_name}"
+        folder, (images, listed) = locate_dataset(
+            card, data_root, path, match, expected, download=download, progressbar=progressbar
+        )
+        sel = folder / "annotations" / SEL20K_JSON
+        if not _sel20k_is_current(sel, listed):
+            build_sel20k(listed, folder / "annotations" / "instances_train2014.json", sel)
+        selection = set(read_selection(listed))
+        return cls(sel, images, name=card.name, drop_crowd=True, masks=masks, selection=selection)
