@@ -1,0 +1,233 @@
+"""``odbench eval``: the runner, its per-image cache (resume), results files and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from scipy import ndimage
+
+from odbench.cards import method_card
+from odbench.cli import main
+from odbench.data.base import create_dataset
+from odbench.evaluate import EvalError, evaluate, parse_set, quantize, safe_name
+from odbench.methods.center_prior import CenterPrior, center_gaussian
+from odbench.metrics.protocols import get_protocol
+from odbench.results import SCHEMA_VERSION, read_records, read_results
+
+
+def _run(args: list[str]) -> Any:
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def _eval_args(tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "eval",
+        "--method",
+        "center-prior",
+        "--dataset",
+        "toy",
+        "--results-dir",
+        str(tmp_path / "results"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        *extra,
+    ]
+
+
+def _independent_scores(sigma: float = 0.25) -> dict[str, float]:
+    """Acc, IoU, MAE (odbench protocol) and CorLoc of center-prior on toy, computed here from
+    the definitions: GT >= 128, prediction (uint16 / 65535) > 0.5, box of the largest
+    8-connected component (scipy.ndimage), hit = IoU >= 0.5."""
+    ds = create_dataset("toy")
+    acc, iou, mae, hits = [], [], [], []
+    for s in ds:
+        p = quantize(center_gaussian(*s.image.shape[:2], sigma)).astype(np.float64) / 65535
+        g = s.mask >= 128
+        f = p > 0.5
+        acc.append(np.mean(f == g))
+        union = np.sum(f | g)
+        iou.append(np.sum(f & g) / union if union else 1.0)
+        mae.append(np.mean(np.abs(p - g)))
+        lab, n = ndimage.label(f, structure=np.ones((3, 3)))
+        big = np.argmax(np.bincount(lab.ravel())[1:]) + 1
+        ys, xs = np.nonzero(lab == big)
+        box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        gx1, gy1, gx2, gy2 = s.boxes[0]
+        iw = max(0.0, min(box[2], gx2) - max(box[0], gx1))
+        ih = max(0.0, min(box[3], gy2) - max(box[1], gy1))
+        inter = iw * ih
+        a = (box[2] - box[0]) * (box[3] - box[1]) + (gx2 - gx1) * (gy2 - gy1) - inter
+        hits.append(inter / a >= 0.5)
+    return {
+        "acc": float(np.mean(acc)),
+        "iou": float(np.mean(iou)),
+        "mae": float(np.mean(mae)),
+        "corloc": 100.0 * float(np.mean(hits)),
+    }
+
+
+def test_eval_center_prior_toy_end_to_end(tmp_path: Path) -> None:
+    preds = tmp_path / "preds"
+    result = _run(_eval_args(tmp_path, "--save-preds", str(preds)))
+    assert result.exit_code == 0, result.output
+    assert "saliency:" in result.output and "corloc" in result.output
+    files = sorted((tmp_path / "results").iterdir())
+    jsons = [p for p in files if p.suffix == ".json"]
+    assert len(jsons) == 1 and not [p for p in files if p.name.startswith(".")]
+    assert jsons[0].name.startswith("center-prior__toy__odbench__")
+    r = read_results(jsons[0])
+    assert r["schema_version"] == SCHEMA_VERSION
+    assert r["method"]["card_sha256"] == method_card("center-prior").sha256
+    assert r["method"]["hyperparameters"] == {"sigma": 0.25}
+    assert r["dataset"]["name"] == "toy" and r["dataset"]["n_evaluated"] == 16
+    assert r["protocol"]["definition"]["gt_rule"] == "ge128"
+    assert r["packages"]["odbench"] and r["packages"]["numpy"] == np.__version__
+    assert r["device"] == "cpu" and r["wall_time_s"] > 0 and r["images_per_s"] > 0
+    assert r["n_predicted"] == 16 and r["n_cached"] == 0
+    ref = _independent_scores()
+    sal, loc = r["metrics"]["saliency"], r["metrics"]["localization"]
+    for key in ("acc", "iou", "mae"):
+        assert sal[key] == pytest.approx(ref[key], abs=1e-12)
+    assert loc["corloc"] == pytest.approx(ref["corloc"])
+    rec = read_records(r)
+    assert list(rec["ids"]) == create_dataset("toy").ids()
+    assert rec["fbeta"].shape == (16, 255)
+    assert sal["max_fbeta"] == pytest.approx(rec["fbeta"].mean(axis=0).max())
+    # --save-preds: 16-bit PNGs named by id that score the same with `odbench score`'s reader.
+    png = np.asarray(Image.open(preds / "toy_00003.png"))
+    assert png.dtype == np.uint16 and png.shape == (96, 128)
+    np.testing.assert_array_equal(png, quantize(center_gaussian(96, 128, 0.25)))
+    boxes = json.loads((preds / "boxes.json").read_text())
+    np.testing.assert_allclose(boxes["toy_00003"], rec["pred_box"][3])
+
+
+class FlakyPrior(CenterPrior):
+    """center-prior that records what it predicts and raises after ``fail_after`` images."""
+
+    def __init__(self, fail_after: int | None = None, **kw: Any) -> None:
+        super().__init__(method_card("center-prior"), **kw)
+        self.name = "center-prior"
+        self.fail_after = fail_after
+        self.seen: list[tuple[int, int]] = []
+
+    def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        if self.fail_after is not None and len(self.seen) + len(images) > self.fail_after:
+            raise KeyboardInterrupt("simulated interruption")
+        self.seen.extend(im.shape[:2] for im in images)
+        return super().predict(images)
+
+
+def test_interrupted_run_resumes(tmp_path: Path) -> None:
+    ds = create_dataset("toy", n=10)
+    proto = get_protocol("odbench")
+    kw: dict[str, Any] = {"dataset_name": "toy", "batch_size": 3, "cache_dir": tmp_path / "c"}
+    first = FlakyPrior(fail_after=7)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(first, ds, proto, results_dir=tmp_path / "r", **kw)
+    assert len(first.seen) == 6  # two batches of 3 were predicted and cached
+    assert not (tmp_path / "r").exists()  # nothing half-written
+    second = FlakyPrior()
+    resumed = evaluate(second, ds, proto, results_dir=tmp_path / "r", **kw)
+    assert len(second.seen) == 4 and resumed.n_predicted == 4 and resumed.n_cached == 6
+    fresh = evaluate(
+        FlakyPrior(), ds, proto, results_dir=None, **{**kw, "cache_dir": tmp_path / "d"}
+    )
+    assert fresh.n_predicted == 10
+    assert resumed.results["metrics"] == fresh.results["metrics"]
+    # Another protocol re-scores the cached maps without predicting; new hyperparameters do not.
+    third = FlakyPrior(fail_after=0)
+    evaluate(third, ds, get_protocol("tokencut"), results_dir=None, **kw)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(FlakyPrior(fail_after=0, sigma=0.3), ds, proto, results_dir=None, **kw)
+
+
+def test_cached_maps_are_checked(tmp_path: Path) -> None:
+    ds = create_dataset("toy", n=2)
+    kw: dict[str, Any] = {"dataset_name": "toy", "cache_dir": tmp_path, "results_dir": None}
+    out = evaluate(FlakyPrior(), ds, get_protocol("odbench"), **kw)
+    entry = next(Path(out.results["cache"]).glob("toy_00000.npz"))
+    entry.write_bytes(b"not a zip")
+    with pytest.raises(EvalError, match="toy_00000.npz: corrupt cache entry"):
+        evaluate(FlakyPrior(), ds, get_protocol("odbench"), **kw)
+
+
+class WrongShape(CenterPrior):
+    def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.zeros((5, 5), np.float32) for _ in images]
+
+
+def test_method_output_shape_is_checked(tmp_path: Path) -> None:
+    method = WrongShape(method_card("center-prior"))
+    method.name = "wrong"
+    with pytest.raises(EvalError, match="returned a map of shape"):
+        evaluate(
+            method,
+            create_dataset("toy", n=1),
+            get_protocol("odbench"),
+            dataset_name="toy",
+            cache_dir=tmp_path,
+            results_dir=None,
+        )
+
+
+def test_set_override_and_limit(tmp_path: Path) -> None:
+    result = _run(_eval_args(tmp_path, "--set", "sigma=0.4", "--limit", "5"))
+    assert result.exit_code == 0, result.output
+    (path,) = (tmp_path / "results").glob("*.json")
+    r = read_results(path)
+    assert r["method"]["hyperparameters"]["sigma"] == 0.4
+    assert r["method"]["overrides"] == {"sigma": 0.4}
+    assert r["dataset"]["limit"] == 5 and r["dataset"]["n_evaluated"] == 5
+
+
+def test_parse_set_literals() -> None:
+    got = parse_set(["a=3", "b=0.5", "c=true", 'd="x y"', "e=[1, 2]", "f=plain text", "g={}"])
+    assert got == {"a": 3, "b": 0.5, "c": True, "d": "x y", "e": [1, 2], "f": "plain text", "g": {}}
+    with pytest.raises(EvalError, match="expected key=value"):
+        parse_set(["novalue"])
+
+
+def test_safe_name() -> None:
+    assert safe_name("2007_000032") == "2007_000032"
+    odd = [safe_name(i) for i in ("a/b", "a_b", "a:b", "../x", ".hidden")]
+    assert len(set(odd)) == len(odd)
+    assert all("/" not in n and not n.startswith(".") for n in odd)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--method", "center-priorr"],
+            "unknown method 'center-priorr'. Did you mean 'center-prior'?",
+        ),
+        (["--dataset", "nope"], "unknown dataset 'nope'"),
+        (["--protocol", "tokenkut"], "unknown protocol 'tokenkut'. Did you mean 'tokencut'?"),
+        (["--set", "sigmaa=1"], "unknown hyperparameter(s) sigmaa for method center-prior"),
+        (["--set", "sigma"], "--set 'sigma': expected key=value"),
+        (["--backbone", "sd-tiny"], "method center-prior does not use a diffusion backbone"),
+        (["--device", "tpu"], "--device 'tpu': expected cpu or cuda"),
+        (["--limit", "0"], "--limit must be >= 1"),
+        (["--batch-size", "0"], "--batch-size must be >= 1"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path: Path, extra: list[str], message: str) -> None:
+    args = _eval_args(tmp_path)
+    for flag, value in zip(extra[::2], extra[1::2]):
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    if "unknown" in message and "hyperparameter" not in message:
+        assert "Valid:" in lines[0]
+    assert not (tmp_path / "results").exists()

@@ -1,0 +1,314 @@
+"""Leaderboards (reported rows, latest-run selection, rendering) and ``odbench compare``."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tomllib
+from click.testing import CliRunner
+
+from odbench.cards import card_dir, method_card
+from odbench.cli import main
+from odbench.data.base import create_dataset
+from odbench.evaluate import evaluate
+from odbench.leaderboard import (
+    bootstrap_p_value,
+    bootstrap_weights,
+    compare_records,
+    latest_runs,
+    percentile_ci,
+    reported_rows,
+    weighted_mean,
+)
+from odbench.methods.center_prior import CenterPrior
+from odbench.metrics.protocols import get_protocol
+from odbench.results import ResultsError
+
+PAPER_TABLES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper-tables.md"
+REPORTED = card_dir("reported") / "diffusionseg-paper.toml"
+# Rows that live in method cards (their engineers' files), not in diffusionseg-paper.toml.
+IN_CARDS = {"wCtr", "LOST", "TokenCut", "LOST + BS", "TokenCut + BS", "AttentionCut"}
+
+
+# ----------------------------------------------------------------------------- reported rows
+
+
+def _markdown_tables(text: str) -> dict[str, list[list[str]]]:
+    """'## Table X...' heading -> body rows (cells stripped), parsed from paper-tables.md."""
+    tables: dict[str, list[list[str]]] = {}
+    current = None
+    for line in text.splitlines():
+        m = re.match(r"## Table (\w+)", line)
+        if m:
+            current = m.group(1)
+            tables[current] = []
+        elif current and line.startswith("|") and not line.startswith("|---"):
+            tables[current].append([c.strip() for c in line.strip().strip("|").split("|")])
+    return {k: rows[1:] for k, rows in tables.items()}  # drop header rows
+
+
+def _value(cell: str) -> float | None:
+    cell = cell.replace("(?)", "").strip()
+    return None if cell == "-" else float(cell)
+
+
+def _expected_rows() -> dict[tuple[str, str, str, str], dict[str, float]]:
+    """(method, variant, table, dataset) -> metrics, for the rows our file must hold."""
+    tables = _markdown_tables(PAPER_TABLES.read_text())
+    sal = ("dut_omron", "duts_te", "ecssd")
+    out: dict[tuple[str, str, str, str], dict[str, float]] = {}
+
+    def put(key: tuple[str, str, str, str], metrics: dict[str, float | None]) -> None:
+        out[key] = {k: v for k, v in metrics.items() if v is not None}
+
+    for row in tables["1a"]:
+        if row[0] not in IN_CARDS:
+            for j, d in enumerate(sal):
+                a, i, f = (_value(c) for c in row[1 + 3 * j : 4 + 3 * j])
+                put((row[0], "", "1a", d), {"acc": a, "iou": i, "max_fbeta": f})
+    for row in tables["1b"]:
+        if row[0] not in IN_CARDS:
+            for j, d in enumerate(("voc07", "voc12", "coco20k")):
+                put((row[0], "", "1b", d), {"corloc": _value(row[1 + j])})
+    for row in tables["1c"]:
+        if row[0] not in IN_CARDS:
+            put(
+                (row[0], "", "1c", "cub"),
+                dict(zip(("acc", "iou", "max_fbeta"), map(_value, row[1:]))),
+            )
+    for t in ("3", "4"):
+        for row in tables[t]:
+            for j, d in enumerate(sal):
+                a, i = row[2 + j].split("/")
+                put((row[0], row[1], t, d), {"acc": _value(a), "iou": _value(i)})
+    for row in tables["7"]:
+        if row[0].startswith("DiffusionSeg"):
+            method, variant = row[0].split(" ", 1)
+            for j, d in enumerate(sal):
+                a, i = row[1 + j].split("/")
+                put((method, variant, "7", d), {"acc": _value(a), "iou": _value(i)})
+    return out
+
+
+@pytest.mark.skipif(not PAPER_TABLES.is_file(), reason="shared/reference/paper-tables.md absent")
+def test_reported_file_reproduces_paper_tables() -> None:
+    expected = _expected_rows()
+    data = tomllib.loads(REPORTED.read_text())["reported"]
+    got = {}
+    for r in data:
+        key = (r["method"], r.get("variant", ""), r["table"], r["dataset"])
+        assert key not in got, f"duplicate reported row {key}"
+        assert r["source"] == "DiffusionSeg (Ma et al. 2023)"
+        got[key] = {k: r[k] for k in ("acc", "iou", "max_fbeta", "corloc") if k in r}
+    assert set(got) == set(expected)
+    for key, metrics in expected.items():
+        assert got[key] == pytest.approx(metrics, abs=1e-9), key
+    assert len(got) == 136
+
+
+def test_reported_rows_are_well_formed() -> None:
+    rows = reported_rows()
+    assert {r.table for r in rows} >= {"1a", "1b", "1c", "3", "4", "7"}
+    names = {r.method for r in rows}
+    assert "DiffusionSeg" in names and not names & IN_CARDS
+
+
+def test_bad_reported_file_names_it(tmp_path: Path) -> None:
+    (tmp_path / "x.toml").write_text(
+        '[[reported]]\nmethod = "A"\ntable = "1a"\ndataset = "ecssd"\n'
+        'source = "S"\naccuracy = 0.5\n'
+    )
+    from odbench.cards import CardError
+
+    with pytest.raises(CardError, match=r"x\.toml: .* unknown key\(s\) accuracy"):
+        reported_rows(tmp_path)
+
+
+# ----------------------------------------------------------------------------- runs + render
+
+
+class Prior(CenterPrior):
+    """center-prior under another name (a second "method" for leaderboard/compare tests)."""
+
+    def __init__(self, name: str, sigma: float) -> None:
+        super().__init__(method_card("center-prior"), sigma=sigma)
+        self.name = name
+
+
+def _eval(tmp_path: Path, name: str, sigma: float, **kw: Any) -> dict[str, Any]:
+    out = evaluate(
+        Prior(name, sigma),
+        create_dataset("toy", n=kw.pop("n", 16)),
+        get_protocol(kw.pop("protocol", "odbench")),
+        dataset_name="toy",
+        cache_dir=tmp_path / "cache",
+        results_dir=tmp_path / "results",
+        **kw,
+    )
+    assert out.path is not None
+    return json.loads(out.path.read_text()) | {"_path": str(out.path)}
+
+
+def test_leaderboard_renders_runs_beside_paper_rows(tmp_path: Path) -> None:
+    r = _eval(tmp_path, "center-prior", 0.25)
+    result = CliRunner().invoke(main, ["leaderboard", "--results-dir", str(tmp_path / "results")])
+    assert result.exit_code == 0, result.output
+    text = result.output
+    sal = r["metrics"]["saliency"]
+    cells = [f"{sal[k]:.3f}".lstrip("0") for k in ("acc", "iou", "max_fbeta")]
+    assert re.search(
+        r"\| center-prior \| odbench \|( - \|){12} " + r" \| ".join(cells) + " |", text
+    )
+    assert "| HS † (reported, DiffusionSeg Tab. 1a) | paper | .843 | .433 | .561 |" in text
+    assert (
+        "| DiffusionSeg † (reported, DiffusionSeg Tab. 1a, 1c) | paper | .948 | .661 | .772 "
+        "| .959 | .704 | .829 | .964 | .831 | .955 | .963 | .726 | .852 |"
+    ) in text
+    assert "DUT-OMRON Acc | DUT-OMRON IoU | DUT-OMRON maxFβ | DUTS-TE Acc" in text
+    corloc = r["metrics"]["localization"]["corloc"]
+    assert f"| center-prior | odbench | - | - | - | {corloc:.1f} |" in text
+    assert (
+        "| DiffusionSeg † (reported, DiffusionSeg Tab. 1b) | paper | 75.2 | 78.3 | 63.1 |" in text
+    )
+    assert (
+        "| DiffusionSeg (w/o prior) † | paper | .929 / .628 | .943 / .672 | .952 / .801 |" in text
+    )
+    out = tmp_path / "board.md"
+    result = CliRunner().invoke(
+        main,
+        [
+            "leaderboard",
+            "--task",
+            "localization",
+            "--out",
+            str(out),
+            "--results-dir",
+            str(tmp_path / "results"),
+        ],
+    )
+    assert result.exit_code == 0 and out.read_text().startswith("## Single-object localization")
+
+
+def test_latest_full_run_wins(tmp_path: Path) -> None:
+    base = {"method": {"name": "m", "overrides": {}}, "protocol": {"name": "odbench"}}
+    runs = [
+        base | {"dataset": {"name": "toy", "limit": None}, "date": "2026-01-01", "_path": "a"},
+        base | {"dataset": {"name": "toy", "limit": None}, "date": "2026-01-02", "_path": "b"},
+        base | {"dataset": {"name": "toy", "limit": 5}, "date": "2026-01-03", "_path": "c"},
+        base | {"dataset": {"name": "ecssd", "limit": 5}, "date": "2026-01-01", "_path": "d"},
+    ]
+    best = latest_runs(runs)
+    assert {k[-1]: v["_path"] for k, v in best.items()} == {"toy": "b", "ecssd": "d"}
+
+
+def test_corrupt_results_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.json").write_text("{nope")
+    result = CliRunner().invoke(main, ["leaderboard", "--results-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("error: ") and "bad.json" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def test_bootstrap_ci_covers_true_mean() -> None:
+    """95% percentile CIs of a mean cover the true mean in ~95% of simulated datasets."""
+    rng = np.random.default_rng(1)
+    a, b, n, trials = 2.0, 5.0, 80, 300
+    true_mean = a / (a + b)
+    covered = 0
+    for t in range(trials):
+        x = rng.beta(a, b, size=n)
+        lo, hi = percentile_ci(weighted_mean(x, bootstrap_weights(n, 500, seed=t)))
+        covered += lo <= true_mean <= hi
+    assert 0.90 <= covered / trials <= 0.985
+
+
+def test_weighted_mean_and_weights() -> None:
+    w = bootstrap_weights(7, 50, seed=3)
+    assert w.shape == (50, 7) and np.all(w.sum(axis=1) == 7)
+    np.testing.assert_array_equal(w, bootstrap_weights(7, 50, seed=3))  # seeded
+    x = np.arange(7.0)
+    idx = np.repeat(np.arange(7), w[0].astype(int))
+    assert weighted_mean(x, w)[0] == pytest.approx(x[idx].mean())
+    x[2] = np.nan  # a NaN image makes exactly the resamples that draw it NaN
+    np.testing.assert_array_equal(np.isnan(weighted_mean(x, w)), w[:, 2] > 0)
+
+
+def _records(rng: np.random.Generator, n: int, shift: float) -> dict[str, np.ndarray]:
+    base = rng.uniform(0.3, 0.7, size=n)
+    curves = np.clip(base[:, None] + np.linspace(-0.2, 0.2, 255)[None, :] ** 2 * -1 + shift, 0, 1)
+    return {
+        "ids": np.array([f"im{i:03d}" for i in range(n)]),
+        "acc": np.clip(base + shift, 0, 1),
+        "iou": np.clip(base - 0.2 + shift, 0, 1),
+        "mae": np.clip(0.5 - base / 2 - shift / 2, 0, 1),
+        "fbeta": curves,
+        "hit": base + shift > 0.5,
+    }
+
+
+def test_compare_identical_methods() -> None:
+    rec = _records(np.random.default_rng(0), 60, 0.0)
+    for c in compare_records(rec, rec):
+        assert c.p_value == pytest.approx(1.0)
+        assert c.diff == 0 and c.diff_ci[0] <= 0 <= c.diff_ci[1]
+        assert c.a == c.b and c.a_ci == c.b_ci
+
+
+def test_compare_clearly_different_methods() -> None:
+    rng = np.random.default_rng(0)
+    a = _records(rng, 60, 0.0)
+    b = {
+        k: (v + rng.normal(0, 0.02, v.shape) if v.dtype == np.float64 else v)
+        for k, v in _records(np.random.default_rng(0), 60, 0.1).items()
+    }
+    b["hit"] = a["hit"] | (np.arange(60) % 3 == 0)
+    by_metric = {c.metric: c for c in compare_records(a, b)}
+    assert set(by_metric) == {"acc", "iou", "mae", "max_fbeta", "corloc"}
+    for c in by_metric.values():
+        assert c.p_value < 0.01, c
+        assert not c.diff_ci[0] <= 0 <= c.diff_ci[1], c
+    assert by_metric["acc"].diff == pytest.approx(np.mean(b["acc"] - a["acc"]))
+    assert by_metric["max_fbeta"].b == pytest.approx(b["fbeta"].mean(axis=0).max())
+    assert by_metric["max_fbeta"].test == "paired bootstrap"
+    assert by_metric["acc"].test == "Wilcoxon signed-rank"
+    # Paired: the images are aligned by id even when stored in another order.
+    perm = np.random.default_rng(5).permutation(60)
+    shuffled = {k: v[perm] for k, v in b.items()}
+    assert compare_records(a, shuffled)[0] == compare_records(a, b)[0]
+
+
+def test_bootstrap_p_value_tails() -> None:
+    assert bootstrap_p_value(np.zeros(999)) == 1.0
+    assert bootstrap_p_value(np.ones(999)) == pytest.approx(2 / 1000)
+    assert bootstrap_p_value(np.r_[-np.ones(500), np.ones(499)]) == 1.0
+
+
+def test_compare_refuses_different_image_sets() -> None:
+    a = _records(np.random.default_rng(0), 10, 0.0)
+    b = {k: v[:9] for k, v in a.items()}
+    with pytest.raises(ResultsError, match="different images"):
+        compare_records(a, b)
+
+
+def test_compare_cli(tmp_path: Path) -> None:
+    _eval(tmp_path, "prior-narrow", 0.15)
+    _eval(tmp_path, "prior-wide", 0.35)
+    _eval(tmp_path, "prior-few", 0.35, limit=8)
+    args = ["compare", "--results-dir", str(tmp_path / "results"), "--dataset", "toy"]
+    result = CliRunner().invoke(main, [*args, "--methods", "prior-narrow,prior-wide"])
+    assert result.exit_code == 0, result.output
+    assert "| max_fbeta |" in result.output and "paired bootstrap" in result.output
+    bad = CliRunner().invoke(main, [*args, "--methods", "prior-narrow,prior-few"])
+    assert bad.exit_code == 2 and "different images" in bad.output
+    missing = CliRunner().invoke(main, [*args, "--methods", "prior-narrow,nobody"])
+    assert missing.exit_code == 2 and "no results of method 'nobody'" in missing.output
+    one = CliRunner().invoke(main, [*args, "--methods", "prior-narrow"])
+    assert one.exit_code == 2 and "exactly two" in one.output
