@@ -1,0 +1,795 @@
+"""Stable Diffusion backbone: loading, DDIM inversion (Eq. 7), capture of attention and features
+(Eqs. 2, 8), and text-to-image generation.  DiffusionSeg (Ma et al. 2023), Secs. 3.1, 3.2, 3.3.1.
+
+Interface (stable; consumers: AttentionCut, the synthesis stage, DiffusionSeg)::
+
+    bb = load_backbone("sd-v1-4" | "sd-tiny", device="cpu", dtype="fp32")
+    prompt, idx = bb.class_prompt("tabby cat")          # "a photo of a tabby cat", [5, 6]
+    out = bb.invert(images, prompt, idx, num_steps=40)  # InversionOutput
+    out.captures.cross        # {layer: (B, s, s)}   class-token cross-attention, mean over steps
+    out.captures.self_attn    # {s: (B, s*s, s*s)}   self-attention, mean over layers and steps
+    out.captures.features     # {block: (B, C, s, s)} Eq. 8 features, mean over reverse steps
+    out.latent_error, out.pixel_error, out.finite     # did the inversion work?
+    gen = bb.generate(["a photo of a dog"], [[5]], num_steps=40, guidance=7.5)  # GenerationOutput
+
+Conventions
+-----------
+* Images are resized (bilinear, antialiased) to ``bb.resolution`` square (512 for sd-v1-4, 64 for
+  sd-tiny); maps are returned at their own side ``s``; ``bb.stride(s)`` gives image pixels per
+  cell at that resolution.  Consumers upsample to the original image size themselves.
+* Token indices are positions in the 77-token sequence INCLUDING the BOS token at position 0
+  (``bb.token_indices(prompt, phrase)`` finds all sub-tokens of a multi-token phrase).
+  The class map of a layer is the mean over the class's sub-token maps.
+* Maps per layer are kept so that a consumer can rank layers (e.g. top-k by std, Eq. 2).
+* Default captured resolutions: the map sides of the down-path transformer blocks
+  (64, 32, 16 for sd-v1-4 at 512 px; 32, 16 for sd-tiny at 64 px).
+
+DDIM (Eq. 7), eta = 0, both directions with the same step
+``x_to = sqrt(ā_to) f + sqrt(1 - ā_to) ε,  f = (x_from - sqrt(1 - ā_from) ε) / sqrt(ā_from)``
+where ``ε = ε_θ(x_from, t_from, y)``.  The levels are ``[0] + timesteps`` with the "leading"
+spacing of SD's scheduler (t = 1, 26, ..., 976 for T = 40, ``steps_offset=1``) and ā at level 0 =
+``alphas_cumprod[0]`` (SD's ``set_alpha_to_one=False``); no clipping of f (``clip_sample=False``).
+Inversion therefore evaluates ε at 0, 1, ..., 951 and the reverse pass at 976, ..., 1: T UNet
+passes each.  Inversion uses guidance 1 (the conditional ε only): classifier-free guidance > 1
+breaks the approximation ε(x_t) ≈ ε(x_{t+1}) that inversion relies on, and reconstructions fail.
+The reverse pass from the inverted latent (also guidance 1) is where attention and features are
+captured.  DDIM arithmetic runs in fp32 whatever the UNet dtype.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from odbench.backbones.attention import AttentionStore, capture_attention
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PROMPT_TEMPLATE = "a photo of a {}"
+MAX_TOKENS = 77
+
+#: SD-1.x noise schedule (scaled_linear, 1000 steps), DDIM settings used by every variant.
+SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+}
+
+#: The real CompVis/stable-diffusion-v1-4 UNet configuration (values of its unet/config.json).
+SD14_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 2,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+    "norm_num_groups": 32,
+    "norm_eps": 1e-5,
+    "act_fn": "silu",
+    "center_input_sample": False,
+    "downsample_padding": 1,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "mid_block_scale_factor": 1,
+}
+
+TINY_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 32,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 2,
+    "block_out_channels": (32, 64),
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "cross_attention_dim": 32,
+    "attention_head_dim": 4,
+    "norm_num_groups": 32,
+}
+
+TINY_VAE_CONFIG: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D", "DownEncoderBlock2D"),
+    "up_block_types": ("UpDecoderBlock2D", "UpDecoderBlock2D"),
+    "block_out_channels": (32, 64),
+    "layers_per_block": 1,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "sample_size": 64,
+}
+
+TINY_TEXT_CONFIG: dict[str, Any] = {
+    "vocab_size": 49408,
+    "hidden_size": 32,
+    "intermediate_size": 37,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": MAX_TOKENS,
+    "bos_token_id": 49406,
+    "eos_token_id": 49407,
+    "pad_token_id": 49407,
+}
+
+
+class WeightsNotFoundError(RuntimeError):
+    """Model weights are not available locally; the message is one line saying how to get them."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A named backbone variant (the ``--backbone NAME`` of every diffusion command)."""
+
+    name: str
+    repo_id: str | None  # None: built from configs in code (random weights)
+    revision: str | None
+    resolution: int
+    size: str
+    description: str
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "sd-v1-4": BackboneSpec(
+        "sd-v1-4",
+        "CompVis/stable-diffusion-v1-4",
+        "133a221b8aa7292a167afc5127cb63fb5005638b",
+        512,
+        "~4.3 GB (fp32 safetensors: unet 3.4 GB, vae 0.33 GB, text encoder 0.49 GB)",
+        "Stable Diffusion v1.4 (the paper's backbone)",
+    ),
+    "sd-tiny": BackboneSpec(
+        "sd-tiny",
+        None,
+        None,
+        64,
+        "0 (built in code)",
+        "tiny random SD (tests/CI): UNet (32, 64), 2-layer CLIP text model, 2-block VAE, "
+        "real CLIP tokenizer",
+    ),
+}
+
+
+# --------------------------------------------------------------------------- DDIM math (Eq. 7)
+
+
+def ddim_timesteps(num_steps: int, num_train_timesteps: int = 1000, offset: int = 1) -> list[int]:
+    """Ascending DDIM timesteps with SD's "leading" spacing: offset + i * (N // T)."""
+    if not 1 <= num_steps <= num_train_timesteps:
+        raise ValueError(f"num_steps must be in [1, {num_train_timesteps}], got {num_steps}")
+    ratio = num_train_timesteps // num_steps
+    return [offset + i * ratio for i in range(num_steps)]
+
+
+def ddim_step(x: torch.Tensor, eps: torch.Tensor, a_from: float, a_to: float) -> torch.Tensor:
+    """One deterministic DDIM step (Eq. 7) from cumulative alpha ``a_from`` to ``a_to``.
+
+    f = (x - sqrt(1 - ā_from) ε) / sqrt(ā_from) is the predicted clean sample; the same formula
+    moves up (inversion) or down (reverse process)."""
+    f = (x - math.sqrt(1.0 - a_from) * eps) / math.sqrt(a_from)
+    return math.sqrt(a_to) * f + math.sqrt(1.0 - a_to) * eps
+
+
+EpsFn = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+def ddim_invert(
+    eps_fn: EpsFn, x0: torch.Tensor, timesteps: Sequence[int], alphas_cumprod: torch.Tensor
+) -> torch.Tensor:
+    """DDIM inversion (Eq. 7, first line): x_0 -> x_T through the levels [0] + timesteps.
+
+    Each step evaluates ε at the CURRENT level (x_t, t) and moves to the next level."""
+    levels = [0, *timesteps]
+    x = x0
+    for t_from, t_to in zip(levels[:-1], levels[1:]):
+        eps = eps_fn(x, t_from)
+        x = ddim_step(x, eps, float(alphas_cumprod[t_from]), float(alphas_cumprod[t_to]))
+    return x
+
+
+def ddim_reverse(
+    eps_fn: EpsFn, xT: torch.Tensor, timesteps: Sequence[int], alphas_cumprod: torch.Tensor
+) -> torch.Tensor:
+    """Deterministic DDIM sampling (Eq. 7, second line, eta = 0): x_T -> x_0, exact inverse of
+    :func:`ddim_invert` when ε(x_t, t) is the same at both ends of each step."""
+    levels = [0, *timesteps]
+    x = xT
+    for t_from, t_to in zip(levels[:0:-1], levels[-2::-1]):
+        eps = eps_fn(x, t_from)
+        x = ddim_step(x, eps, float(alphas_cumprod[t_from]), float(alphas_cumprod[t_to]))
+    return x
+
+
+# --------------------------------------------------------------------------- capture settings
+
+
+@dataclass(frozen=True)
+class Capture:
+    """What to record during the reverse pass (inversion itself records nothing).
+
+    ``cross_sides`` / ``self_sides``: map sides to capture (None = the sides of the down-path
+    transformer blocks). ``feature_blocks``: Transformer2DModel module names (None = all on the
+    down path, the paper's L = 6 for SD-1.x: ``down_blocks.{0,1,2}.attentions.{0,1}``).
+    ``self_device`` / ``self_dtype``: where the self-attention running sums live ("cpu", "fp16"
+    halve GPU memory).  ``keep_all_tokens`` also returns the maps of all 77 tokens."""
+
+    cross: bool = True
+    self_attn: bool = True
+    features: bool = True
+    cross_sides: tuple[int, ...] | None = None
+    self_sides: tuple[int, ...] | None = None
+    feature_blocks: tuple[str, ...] | None = None
+    keep_all_tokens: bool = False
+    self_device: str | None = None
+    self_dtype: str = "fp32"
+
+
+NO_CAPTURE = Capture(cross=False, self_attn=False, features=False)
+
+
+@dataclass
+class Captures:
+    """What the reverse pass recorded, every entry averaged over the T reverse steps.
+
+    * ``cross[layer]``: (B, s, s) float32, cross-attention of the class tokens (mean over the
+      sub-tokens of the class name), heads averaged; ``cross_side[layer] = s``.  Layer names are
+      diffusers module paths, e.g. ``down_blocks.0.attentions.0.transformer_blocks.0.attn2``.
+    * ``cross_all[layer]``: (B, s, s, 77) all-token maps (only with ``keep_all_tokens``); sums
+      to 1 over the last axis.
+    * ``self_attn[s]``: (B, s*s, s*s), mean over the captured layers of that side and the steps;
+      rows are queries (row-major cells), each row sums to 1.
+    * ``features[block]``: (B, C, s, s) float32 outputs of the Transformer2DModel blocks (Eq. 8),
+      ``feature_strides[block]`` image pixels per cell.
+    """
+
+    cross: dict[str, torch.Tensor] = field(default_factory=dict)
+    cross_side: dict[str, int] = field(default_factory=dict)
+    cross_all: dict[str, torch.Tensor] | None = None
+    self_attn: dict[int, torch.Tensor] = field(default_factory=dict)
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+    feature_strides: dict[str, int] = field(default_factory=dict)
+    num_steps: int = 0
+
+    def cross_layers_at(self, side: int) -> list[str]:
+        """Names of the captured cross-attention layers with map side ``side``."""
+        return [name for name, s in self.cross_side.items() if s == side]
+
+
+@dataclass
+class InversionOutput:
+    """Result of :meth:`DiffusionBackbone.invert`.
+
+    ``latents_T`` inverted noise, ``latents_0`` the VAE latents of the inputs, ``latents_rec``
+    the reverse pass's output (B, 4, h, w) float32; ``latent_error`` (B,) relative L2 error
+    ||rec - x0|| / ||x0||; ``pixel_error`` (B,) mean absolute error in [0, 1] units between the
+    decoded reconstruction and the (resized) input, None without decoding; ``finite`` (B,) bool,
+    False where NaN/inf appeared (e.g. fp16 overflow)."""
+
+    latents_T: torch.Tensor
+    latents_0: torch.Tensor
+    latents_rec: torch.Tensor
+    captures: Captures
+    latent_error: torch.Tensor
+    pixel_error: torch.Tensor | None
+    finite: torch.Tensor
+    timesteps: list[int]
+    prompts: list[str]
+    token_indices: list[list[int]]
+
+
+@dataclass
+class GenerationOutput:
+    """Result of :meth:`DiffusionBackbone.generate`: images (B, R, R, 3) uint8, final latents,
+    the captures of the conditional branch, and the inputs."""
+
+    images: np.ndarray
+    latents: torch.Tensor
+    captures: Captures
+    finite: torch.Tensor
+    timesteps: list[int]
+    prompts: list[str]
+    token_indices: list[list[int]]
+    guidance: float
+    seed: int
+
+
+# --------------------------------------------------------------------------- the backbone
+
+
+class DiffusionBackbone:
+    """Frozen SD components plus inversion / generation with capture (see module docstring)."""
+
+    def __init__(
+        self,
+        spec: BackboneSpec,
+        unet: Any,
+        vae: Any,
+        text_encoder: Any,
+        tokenizer: Any,
+        device: str = "cpu",
+        dtype: str = "fp32",
+    ) -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        self.spec = spec
+        self.device = torch.device(device)
+        self.dtype_name = dtype
+        self.dtype = DTYPES[dtype]
+        self.unet, self.vae, self.text_encoder = (
+            _frozen(m, self.device, self.dtype) for m in (unet, vae, text_encoder)
+        )
+        self.tokenizer = tokenizer
+        self.alphas_cumprod = _alphas_cumprod()
+        self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.resolution = spec.resolution
+
+    # -- description / geometry
+    def describe(self) -> dict[str, Any]:
+        """Identity of the backbone for results JSON."""
+        import diffusers
+
+        return {
+            "name": self.spec.name,
+            "repo_id": self.spec.repo_id,
+            "revision": self.spec.revision,
+            "dtype": self.dtype_name,
+            "device": str(self.device),
+            "resolution": self.resolution,
+            "scheduler": "DDIM eta=0 clip_sample=False leading spacing, steps_offset=1",
+            "diffusers": diffusers.__version__,
+        }
+
+    @property
+    def latent_side(self) -> int:
+        return self.resolution // self.vae_scale
+
+    def stride(self, side: int) -> int:
+        """Image pixels per cell of a map with side ``side``."""
+        return self.resolution // side
+
+    def default_sides(self) -> tuple[int, ...]:
+        """Map sides of the down-path transformer blocks (descending)."""
+        sides = {self.latent_side // 2**lvl for lvl in self._down_attention_levels()}
+        return tuple(sorted(sides, reverse=True))
+
+    def feature_blocks(self) -> tuple[str, ...]:
+        """Default Eq. 8 blocks: every Transformer2DModel on the down path."""
+        return tuple(
+            f"down_blocks.{i}.attentions.{j}"
+            for i, block in enumerate(self.unet.down_blocks)
+            for j in range(len(getattr(block, "attentions", [])))
+        )
+
+    def _down_attention_levels(self) -> list[int]:
+        return [i for i, b in enumerate(self.unet.down_blocks) if getattr(b, "attentions", None)]
+
+    # -- text
+    def class_prompt(self, cls: str, template: str = PROMPT_TEMPLATE) -> tuple[str, list[int]]:
+        """The prompt y for a class (Sec. 3.3.1) and the positions of the class's sub-tokens.
+
+        An empty class (the "w/o prior" ablation) gives the empty prompt and no indices."""
+        if not cls:
+            return "", []
+        prompt = template.format(cls)
+        return prompt, self.token_indices(prompt, cls)
+
+    def token_indices(self, prompt: str, phrase: str) -> list[int]:
+        """Positions (BOS at 0) of all sub-tokens of ``phrase`` inside ``prompt`` (last match)."""
+        return find_token_indices(self.tokenizer, prompt, phrase)
+
+    @torch.no_grad()
+    def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        """(B, 77, D) text embeddings (last hidden state) for the UNet's cross-attention."""
+        ids = self.tokenizer(
+            list(prompts),
+            padding="max_length",
+            max_length=MAX_TOKENS,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(self.device)
+        return self.text_encoder(ids)[0]  # type: ignore[no-any-return]
+
+    # -- images
+    def preprocess(self, images: Any) -> torch.Tensor:
+        """uint8 (B, H, W, 3) array / tensor or list of (H, W, 3) arrays -> (B, 3, R, R) in [-1, 1]."""
+        if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 3:
+            images = [images]
+        out = []
+        for img in images:
+            t = torch.as_tensor(np.asarray(img))
+            if t.ndim != 3 or t.shape[-1] != 3 or t.dtype != torch.uint8:
+                raise ValueError(f"expected (H, W, 3) uint8 images, got {tuple(t.shape)} {t.dtype}")
+            x = t.permute(2, 0, 1)[None].float() / 127.5 - 1.0
+            if x.shape[-2:] != (self.resolution, self.resolution):
+                x = torch.nn.functional.interpolate(
+                    x, size=(self.resolution,) * 2, mode="bilinear", antialias=True
+                ).clamp(-1, 1)
+            out.append(x)
+        return torch.cat(out).to(self.device)
+
+    @torch.no_grad()
+    def encode_images(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, R, R) in [-1, 1] -> (B, 4, R/f, R/f) fp32 latents (posterior mean, scaled)."""
+        dist = self.vae.encode(x.to(self.dtype)).latent_dist
+        return dist.mean.float() * self.vae.config.scaling_factor  # type: ignore[no-any-return]
+
+    @torch.no_grad()
+    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents -> (B, 3, R, R) fp32 images in [-1, 1]."""
+        x = self.vae.decode((z / self.vae.config.scaling_factor).to(self.dtype)).sample
+        return x.float().clamp(-1, 1)  # type: ignore[no-any-return]
+
+    # -- UNet
+    @torch.no_grad()
+    def eps(self, x: torch.Tensor, t: int, text: torch.Tensor) -> torch.Tensor:
+        """One UNet pass ε_θ(x_t, t, y) in the model dtype, returned in fp32."""
+        tt = torch.full((x.shape[0],), t, device=self.device, dtype=torch.long)
+        out = self.unet(x.to(self.dtype), tt, encoder_hidden_states=text, return_dict=False)[0]
+        return out.float()  # type: ignore[no-any-return]
+
+    @contextmanager
+    def _capturing(self, capture: Capture, store: AttentionStore) -> Iterator[_FeatureHooks]:
+        side = self.latent_side
+        cross = (capture.cross_sides or self.default_sides()) if capture.cross else ()
+        self_ = (capture.self_sides or self.default_sides()) if capture.self_attn else ()
+        blocks = (capture.feature_blocks or self.feature_blocks()) if capture.features else ()
+        hooks = _FeatureHooks(self.unet, blocks, store)
+        try:
+            with capture_attention(self.unet, store, side, tuple(cross), tuple(self_)):
+                yield hooks
+        finally:
+            hooks.remove()
+
+    def _captures(
+        self, store: AttentionStore, hooks: _FeatureHooks, capture: Capture, idx: list[list[int]]
+    ) -> Captures:
+        out = Captures(num_steps=hooks.count, cross_side=dict(store.cross_side))
+        all_maps = store.cross_mean()
+        for name, m in all_maps.items():
+            if any(not i for i in idx):
+                if not capture.keep_all_tokens:
+                    raise ValueError(
+                        "cross-attention capture needs class token indices for every image "
+                        "(or Capture(keep_all_tokens=True) / Capture(cross=False))"
+                    )
+                break
+            out.cross[name] = torch.stack(
+                [m[b, :, :, ix].mean(-1) for b, ix in enumerate(idx)]
+            ).cpu()
+        if capture.keep_all_tokens:
+            out.cross_all = {k: v.cpu() for k, v in all_maps.items()}
+        out.self_attn = store.self_mean()
+        out.features = hooks.mean()
+        out.feature_strides = {k: self.resolution // v.shape[-1] for k, v in out.features.items()}
+        return out
+
+    # -- inversion (Eq. 7) + reverse pass with capture (Eqs. 2, 8)
+    @torch.no_grad()
+    def invert(
+        self,
+        images: Any,
+        prompts: str | Sequence[str],
+        token_indices: Sequence[int] | Sequence[Sequence[int]] | None = None,
+        num_steps: int = 40,
+        capture: Capture = Capture(),  # noqa: B008 (frozen)
+        decode: bool = True,
+    ) -> InversionOutput:
+        """DDIM-invert images under prompt y (guidance 1), then run the reverse pass from the
+        inverted latent and capture attention and features there.
+
+        ``prompts``: one prompt or one per image; ``token_indices``: class token positions, one
+        list for all images or one list per image (see :meth:`class_prompt`)."""
+        if isinstance(images, torch.Tensor) and images.is_floating_point():
+            x = images.to(self.device)  # already (B, 3, R, R) in [-1, 1]
+        else:
+            x = self.preprocess(images)
+        n = x.shape[0]
+        prompt_list = _broadcast_prompts(prompts, n)
+        idx = _broadcast_indices(token_indices, n)
+        text = self.encode_text(prompt_list)
+        x0 = self.encode_images(x)
+        steps = ddim_timesteps(num_steps)
+        ac = self.alphas_cumprod
+
+        def eps_fn(z: torch.Tensor, t: int) -> torch.Tensor:
+            return self.eps(z, t, text)
+
+        xT = ddim_invert(eps_fn, x0, steps, ac)
+        store = _store(capture)
+        with self._capturing(capture, store) as hooks:
+            rec = ddim_reverse(hooks.counting(eps_fn), xT, steps, ac)
+        caps = self._captures(store, hooks, capture, idx)
+        lat_err = (rec - x0).flatten(1).norm(dim=1) / x0.flatten(1).norm(dim=1).clamp_min(1e-12)
+        pix_err = None
+        if decode:
+            pix_err = (self.decode_latents(rec) - x.float()).abs().flatten(1).mean(1) / 2.0
+        finite = torch.isfinite(xT).flatten(1).all(1) & torch.isfinite(rec).flatten(1).all(1)
+        if not bool(finite.all()):
+            warnings.warn(
+                f"{self.spec.name}: non-finite latents in inversion ({self.dtype_name}); "
+                "use dtype='fp32'",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return InversionOutput(
+            latents_T=xT.cpu(),
+            latents_0=x0.cpu(),
+            latents_rec=rec.cpu(),
+            captures=caps,
+            latent_error=lat_err.cpu(),
+            pixel_error=None if pix_err is None else pix_err.cpu(),
+            finite=finite.cpu(),
+            timesteps=steps,
+            prompts=prompt_list,
+            token_indices=idx,
+        )
+
+    # -- generation (synthesis stage, Sec. 3.2.1)
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[str],
+        token_indices: Sequence[int] | Sequence[Sequence[int]] | None = None,
+        num_steps: int = 40,
+        guidance: float = 7.5,
+        seed: int = 0,
+        capture: Capture = Capture(),  # noqa: B008 (frozen)
+    ) -> GenerationOutput:
+        """Text -> image with deterministic DDIM (eta 0) and classifier-free guidance, one batch.
+
+        The initial noise comes from ``torch.Generator().manual_seed(seed)`` on the CPU, so it
+        does not depend on the device.  Captures come from the conditional branch only."""
+        prompt_list = list(prompts)
+        n = len(prompt_list)
+        idx = _broadcast_indices(token_indices, n)
+        cond = self.encode_text(prompt_list)
+        use_cfg = guidance != 1.0
+        text = torch.cat([self.encode_text([""] * n), cond]) if use_cfg else cond
+        gen = torch.Generator().manual_seed(seed)
+        side = self.latent_side
+        xT = torch.randn((n, self.unet.config.in_channels, side, side), generator=gen)
+        xT = xT.to(self.device)
+        store = _store(capture, cfg=use_cfg)
+
+        def eps_fn(z: torch.Tensor, t: int) -> torch.Tensor:
+            if not use_cfg:
+                return self.eps(z, t, text)
+            e_u, e_c = self.eps(torch.cat([z, z]), t, text).chunk(2)
+            return e_u + guidance * (e_c - e_u)
+
+        steps = ddim_timesteps(num_steps)
+        with self._capturing(capture, store) as hooks:
+            hooks.cfg = use_cfg
+            z0 = ddim_reverse(hooks.counting(eps_fn), xT, steps, self.alphas_cumprod)
+        caps = self._captures(store, hooks, capture, idx)
+        img = self.decode_latents(z0)
+        images = ((img + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        return GenerationOutput(
+            images=images.permute(0, 2, 3, 1).cpu().numpy(),
+            latents=z0.cpu(),
+            captures=caps,
+            finite=torch.isfinite(z0).flatten(1).all(1).cpu(),
+            timesteps=steps,
+            prompts=prompt_list,
+            token_indices=idx,
+            guidance=guidance,
+            seed=seed,
+        )
+
+
+class _FeatureHooks:
+    """Forward hooks summing Transformer2DModel outputs over steps (Eq. 8).
+
+    Blocks call the transformer with ``return_dict=False`` (a tuple) inside the UNet; a direct
+    call may return ``Transformer2DModelOutput``; both are handled."""
+
+    def __init__(self, unet: Any, blocks: Sequence[str], store: AttentionStore) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+        self.cfg = False
+        self.store = store
+        self.handles = [unet.get_submodule(b).register_forward_hook(self._hook(b)) for b in blocks]
+
+    def _hook(self, name: str) -> Callable[..., None]:
+        def hook(module: Any, args: Any, output: Any) -> None:
+            y = output[0] if isinstance(output, tuple) else output.sample
+            y = (y[y.shape[0] // 2 :] if self.cfg else y).float()
+            if name in self.sums:
+                self.sums[name] += y
+            else:
+                self.sums[name] = y.clone()
+
+        return hook
+
+    def counting(self, eps_fn: EpsFn) -> EpsFn:
+        """Wrap an ε function so that each call counts one reverse step."""
+
+        def wrapped(x: torch.Tensor, t: int) -> torch.Tensor:
+            self.count += 1
+            return eps_fn(x, t)
+
+        return wrapped
+
+    def mean(self) -> dict[str, torch.Tensor]:
+        return {k: (v / max(self.count, 1)).cpu() for k, v in self.sums.items()}
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _frozen(module: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    module = module.to(device=device).eval().requires_grad_(False)
+    return module if module.dtype == dtype else module.to(dtype=dtype)
+
+
+def _store(capture: Capture, cfg: bool = False) -> AttentionStore:
+    return AttentionStore(
+        self_device=capture.self_device, self_dtype=DTYPES[capture.self_dtype], cfg=cfg
+    )
+
+
+def _broadcast_prompts(prompts: str | Sequence[str], n: int) -> list[str]:
+    if isinstance(prompts, str):
+        return [prompts] * n
+    out = list(prompts)
+    if len(out) != n:
+        raise ValueError(f"got {len(out)} prompts for {n} images")
+    return out
+
+
+def _broadcast_indices(
+    idx: Sequence[int] | Sequence[Sequence[int]] | None, n: int
+) -> list[list[int]]:
+    if idx is None:
+        return [[] for _ in range(n)]
+    items: list[Any] = list(idx)
+    if all(isinstance(i, (int, np.integer)) for i in items):
+        return [[int(i) for i in items] for _ in range(n)]
+    if len(items) != n:
+        raise ValueError(f"got {len(items)} token index lists for {n} images")
+    return [[int(i) for i in ix] for ix in items]
+
+
+def find_token_indices(tokenizer: Any, prompt: str, phrase: str) -> list[int]:
+    """Positions of all sub-tokens of ``phrase`` in the tokenised ``prompt``, BOS included at 0.
+
+    CLIP's BPE splits words independently, so the phrase tokenises the same inside the prompt.
+    The last occurrence is used (the class name ends the prompt "a photo of a {class}")."""
+    p = tokenizer(prompt, truncation=True, max_length=MAX_TOKENS).input_ids
+    q = tokenizer(phrase, add_special_tokens=False).input_ids
+    if not q:
+        raise ValueError(f"phrase {phrase!r} has no tokens")
+    for start in range(len(p) - len(q), -1, -1):
+        if p[start : start + len(q)] == q:
+            return list(range(start, start + len(q)))
+    raise ValueError(f"phrase {phrase!r} not found in the tokenised prompt {prompt!r}")
+
+
+@lru_cache(maxsize=1)
+def _alphas_cumprod() -> torch.Tensor:
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(**SCHEDULER_CONFIG).alphas_cumprod.double()  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@lru_cache(maxsize=1)
+def clip_tokenizer() -> Any:
+    """The CLIP BPE tokenizer of SD-1.x / OpenAI CLIP, built offline from open_clip's vocabulary.
+
+    Same 49,408-token vocabulary and merges as ``openai/clip-vit-large-patch14`` (which SD-1.4
+    ships), so class names tokenise exactly as in the real model."""
+    import gzip
+
+    import open_clip
+    from open_clip.tokenizer import bytes_to_unicode
+    from transformers import CLIPTokenizer
+
+    path = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+    lines = gzip.open(path).read().decode("utf-8").split("\n")
+    merges = [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]
+    byte_chars = list(bytes_to_unicode().values())
+    vocab = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(
+        vocab={v: i for i, v in enumerate(vocab)}, merges=merges, model_max_length=MAX_TOKENS
+    )
+
+
+def _build_tiny(seed: int = 0) -> tuple[Any, Any, Any, Any]:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**TINY_UNET_CONFIG)
+        vae = AutoencoderKL(**TINY_VAE_CONFIG)
+        text = CLIPTextModel(CLIPTextConfig(**TINY_TEXT_CONFIG))
+    return unet, vae, text, clip_tokenizer()
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _load_pretrained(
+    source: str, revision: str | None, spec: BackboneSpec
+) -> tuple[Any, Any, Any, Any]:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    kw: dict[str, Any] = {"local_files_only": _offline()}
+    if not Path(source).is_dir():
+        kw["revision"] = revision
+    try:
+        unet = UNet2DConditionModel.from_pretrained(
+            source, subfolder="unet", use_safetensors=True, **kw
+        )
+        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", use_safetensors=True, **kw)
+        text = CLIPTextModel.from_pretrained(
+            source, subfolder="text_encoder", use_safetensors=True, **kw
+        )
+        tok = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw)
+    except Exception as e:  # hub / filesystem errors come in many classes; all mean "not here"
+        rev = f" --revision {revision}" if revision and "revision" in kw else ""
+        raise WeightsNotFoundError(
+            f"diffusion weights {source!r}{' @ ' + revision if revision else ''} not available "
+            f"({type(e).__name__}); size {spec.size}; fetch with: huggingface-cli download "
+            f"{source}{rev} --include '*.json' '*.txt' '*.safetensors' --exclude '*fp16*' "
+            "(or pass a local diffusers folder)"
+        ) from e
+    return unet, vae, text, tok
+
+
+def load_backbone(
+    name: str = "sd-v1-4",
+    device: str = "cpu",
+    dtype: str = "fp32",
+    revision: str | None = None,
+    local_path: str | os.PathLike[str] | None = None,
+) -> DiffusionBackbone:
+    """Load a backbone by variant name (``BACKBONES``), diffusers repo id or local folder.
+
+    ``sd-tiny`` is built from configs in code (seeded random weights, no download).  Real weights
+    are read through diffusers/transformers ``from_pretrained`` with safetensors only, at the
+    pinned revision unless ``revision`` is given; ``HF_HUB_OFFLINE=1`` is respected.  Missing
+    weights raise :class:`WeightsNotFoundError` with a one-line fix."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if name in BACKBONES:
+        spec = BACKBONES[name]
+    elif "/" in name or Path(name).is_dir():
+        spec = BackboneSpec(name, name, revision, 512, "unknown", "diffusers-format model")
+    else:
+        from odbench.registry import UnknownNameError
+
+        raise UnknownNameError(
+            f"unknown backbone {name!r}; known: {', '.join(BACKBONES)} "
+            "(or a diffusers repo id / local folder)"
+        )
+    if spec.repo_id is None:
+        parts = _build_tiny()
+    else:
+        rev = revision or spec.revision
+        spec = replace(spec, revision=rev)
+        source = str(local_path) if local_path is not None else str(spec.repo_id)
+        parts = _load_pretrained(source, rev, spec)
+    return DiffusionBackbone(spec, *parts, device=device, dtype=dtype)
