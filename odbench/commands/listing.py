@@ -1,18 +1,59 @@
-"""``odbench list methods|datasets|protocols``: what is registered, one line each."""
+"""``odbench list [methods|datasets|protocols]``: what is registered, one line each.
+
+Reads the registries and the TOML cards only: no method or dataset module is imported, so the
+command starts without torch.
+"""
 
 from __future__ import annotations
 
 import click
 
+_TASK_ABBREV = {"saliency": "sal", "localization": "loc"}
 
-@click.command("list")
-@click.argument("what", type=click.Choice(["methods", "datasets", "protocols"]))
-def list_cmd(what: str) -> None:
-    """List registered methods, datasets or protocols with a one-line description."""
+
+def _task(task: tuple[str, ...] | None) -> str:
+    return "+".join(_TASK_ABBREV.get(t, t) for t in task) if task else "?"
+
+
+def rows(what: str) -> list[tuple[str, ...]]:
+    """(name, [task, [images,]] description) rows of one registry, sorted by name."""
+    from odbench.cards import dataset_cards, method_cards
     from odbench.registry import DATASETS, METHODS, PROTOCOLS
 
-    registry = {"methods": METHODS, "datasets": DATASETS, "protocols": PROTOCOLS}[what]
-    rows = registry.describe()
-    width = max((len(name) for name, _ in rows), default=0)
-    for name, description in rows:
-        click.echo(f"{name:<{width}}  {description}")
+    if what == "methods":
+        cards = method_cards()
+        return [(n, _task(cards[n].task if n in cards else None), d) for n, d in METHODS.describe()]
+    if what == "datasets":
+        dcards = dataset_cards()
+        out: list[tuple[str, ...]] = []
+        for name, description in DATASETS.describe():
+            card = dcards.get(name)
+            count = f"{card.count:,}" if card is not None and card.count else "-"
+            out.append((name, _task(card.task if card else None), count, description))
+        return out
+    return [(n, d) for n, d in PROTOCOLS.describe()]
+
+
+def _print(table: list[tuple[str, ...]]) -> None:
+    widths = [max((len(r[i]) for r in table), default=0) for i in range(len(table[0]) - 1)]
+    for row in table:
+        cells = [f"{c:<{w}}" for c, w in zip(row, widths)]
+        click.echo("  ".join([*cells, row[-1]]))
+
+
+@click.command("list")
+@click.argument("what", type=click.Choice(["methods", "datasets", "protocols"]), required=False)
+def list_cmd(what: str | None) -> None:
+    """List registered methods, datasets or protocols (all three when WHAT is omitted), with
+    their task (sal = saliency, loc = localization), image count and a one-line description."""
+    from odbench.cli import user_errors
+
+    with user_errors():
+        for section in [what] if what else ["methods", "datasets", "protocols"]:
+            table = rows(section)
+            if not what:
+                click.echo(f"{section}:")
+            if table:
+                _print(table)
+            if not what and section != "protocols":
+                click.echo()
