@@ -527,6 +527,12 @@ def _check_reproduces(run: dict[str, Any], rec: dict[str, np.ndarray], per_image
                     f"{run['_path']}: {metric} = {stored} but its records give {value}; the "
                     f"records file does not belong to this run"
                 )
+    loc = run["metrics"].get("localization")
+    if loc is not None and not math.isclose(100.0 * float(np.mean(rec["hit"])), loc["corloc"]):
+        raise ResultsError(
+            f"{run['_path']}: corloc = {loc['corloc']} but its records give "
+            f"{100.0 * float(np.mean(rec['hit']))}; the records file does not belong to this run"
+        )
 
 
 def render_compare(
@@ -553,5 +559,9 @@ def render_compare(
             f"{f(c.diff, c.diff_ci, True)} | {c.p_value:.3g} | {c.test} |"
         )
     lines.append("")
+    lines.append(
+        "p: Wilcoxon signed-rank (scipy) on per-image values; exact McNemar on CorLoc hits; "
+        "two-sided paired bootstrap for maxFβ (smallest possible p = 2/(resamples + 1))."
+    )
     lines.append("runs: " + ", ".join(Path(r["_path"]).name for r in runs))
     return "\n".join(lines) + "\n"

@@ -312,3 +312,9 @@ def test_compare_cli(tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "no results of method 'nobody'" in missing.output
     one = CliRunner().invoke(main, [*args, "--methods", "prior-narrow"])
     assert one.exit_code == 2 and "exactly two" in one.output
+    # Records that do not reproduce their run's metrics are refused.
+    results = tmp_path / "results"
+    narrow = next(results.glob("prior-narrow__*.records.npz"))
+    narrow.write_bytes(next(results.glob("prior-wide__*.records.npz")).read_bytes())
+    stale = CliRunner().invoke(main, [*args, "--methods", "prior-narrow,prior-wide"])
+    assert stale.exit_code == 2 and "does not belong to this run" in stale.output
