@@ -36,10 +36,18 @@ def pair_files(images_dir: Path, masks_dir: Path) -> dict[str, tuple[Path, Path]
     """``stem -> (image, mask)``; one clear error for an unmatched file or an empty dataset."""
     images = index_by_stem(images_dir, "image")
     masks = index_by_stem(masks_dir, "mask")
-    for stem in sorted(images.keys() - masks.keys()):
-        raise DatasetError(f"{images[stem]}: image has no GT mask in {masks_dir}")
-    for stem in sorted(masks.keys() - images.keys()):
-        raise DatasetError(f"{masks[stem]}: GT mask has no image in {images_dir}")
+    no_gt = sorted(images.keys() - masks.keys())
+    if no_gt:
+        raise DatasetError(
+            f"{images[no_gt[0]]}: image has no GT mask in {masks_dir} "
+            f"({len(no_gt)} image(s) without GT in all)"
+        )
+    no_image = sorted(masks.keys() - images.keys())
+    if no_image:
+        raise DatasetError(
+            f"{masks[no_image[0]]}: GT mask has no image in {images_dir} "
+            f"({len(no_image)} mask(s) without an image in all)"
+        )
     if not images:
         raise DatasetError(f"{images_dir}: no images found (empty dataset)")
     return {stem: (images[stem], masks[stem]) for stem in sorted(images)}

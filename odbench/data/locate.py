@@ -93,8 +93,8 @@ def locate_dataset(
         def check(built: Path) -> None:
             if not any(match(built / rel) is not None for rel in inside if (built / rel).is_dir()):
                 raise DatasetError(
-                    f"{card.name}: the downloaded archives do not have the expected layout "
-                    f"({expected}); found: {listing(built)}"
+                    f"{card.name}: wrong layout in the downloaded archives: expected {expected}; "
+                    f"found: {listing(built)}"
                 )
 
         download_dataset(card, root, progressbar=progressbar, check=check)
