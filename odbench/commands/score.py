@@ -1,0 +1,182 @@
+"""``odbench score`` and ``odbench score-boxes``: score saved predictions (no torch imported).
+
+``score`` matches prediction maps to GT masks by file stem (``0001.png`` <-> ``0001.jpg``);
+a prediction without GT, a GT without prediction, two files with one stem, an unreadable
+image or a size mismatch the protocol does not resolve is an error naming the file(s).
+``score-boxes`` reads ``{image_id: [x1, y1, x2, y2]}`` predictions and
+``{image_id: [[x1, y1, x2, y2], ...]}`` GT boxes (continuous pixel coordinates); an image
+missing from the predictions (or predicted as ``null``) counts as a miss.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+
+from odbench.cli import UserError, user_errors
+
+MAX_NAMED = 5  # file names listed in one error line
+
+
+def _by_stem(folder: Path, what: str) -> dict[str, Path]:
+    from odbench.imageio import list_images
+
+    if not folder.is_dir():
+        raise UserError(f"{folder}: {what} folder not found")
+    files: dict[str, Path] = {}
+    for path in list_images(folder):
+        if path.stem in files:
+            raise UserError(f"{path}: two {what} files share the stem {path.stem!r}")
+        files[path.stem] = path
+    if not files:
+        raise UserError(f"{folder}: no images in the {what} folder")
+    return files
+
+
+def _name_some(paths: list[Path]) -> str:
+    shown = ", ".join(str(p) for p in paths[:MAX_NAMED])
+    more = len(paths) - MAX_NAMED
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def score_folders(pred_dir: Path, gt_dir: Path, protocol: str = "odbench") -> dict[str, Any]:
+    """Score every prediction in ``pred_dir`` against the GT of the same stem in ``gt_dir``."""
+    from odbench.imageio import read_gray
+    from odbench.metrics.protocols import MetricInputError
+    from odbench.metrics.saliency import SaliencyMeter
+
+    meter = SaliencyMeter(protocol)
+    preds = _by_stem(Path(pred_dir), "prediction")
+    gts = _by_stem(Path(gt_dir), "GT")
+    no_gt = sorted(preds[s] for s in preds.keys() - gts.keys())
+    if no_gt:
+        raise UserError(f"{len(no_gt)} prediction(s) without a GT mask: {_name_some(no_gt)}")
+    no_pred = sorted(gts[s] for s in gts.keys() - preds.keys())
+    if no_pred:
+        raise UserError(f"{len(no_pred)} GT mask(s) without a prediction: {_name_some(no_pred)}")
+    for stem in sorted(preds):
+        pred = read_gray(preds[stem], what="prediction")
+        gt = read_gray(gts[stem], what="mask")
+        try:
+            meter.update(pred, gt, stem)
+        except MetricInputError as e:
+            raise UserError(f"{preds[stem]}: {e}") from e
+    return meter.compute()
+
+
+def _json_ready(result: dict[str, Any]) -> dict[str, Any]:
+    """NaN -> null (strict JSON)."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in result.items()}
+
+
+def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in rows:
+        table.add_row(name, value)
+    Console().print(table)
+
+
+def _fmt(value: float | None) -> str:
+    return "NaN" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+@click.command("score")
+@click.option("--pred-dir", required=True, type=click.Path(path_type=Path), help="Prediction maps.")
+@click.option("--gt-dir", required=True, type=click.Path(path_type=Path), help="GT masks.")
+@click.option("--protocol", default="odbench", show_default=True, help="Evaluation protocol.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def score(pred_dir: Path, gt_dir: Path, protocol: str, as_json: bool) -> None:
+    """Score saved prediction maps (8/16-bit grayscale) against GT masks, matched by file stem."""
+    with user_errors():
+        result = score_folders(pred_dir, gt_dir, protocol)
+    if as_json:
+        click.echo(json.dumps(_json_ready(result)))
+        return
+    best = result["best_threshold"]
+    rows = [
+        ("Acc", _fmt(result["acc"])),
+        ("IoU", _fmt(result["iou"])),
+        ("max Fβ", _fmt(result["max_fbeta"])),
+        ("best threshold", "per image" if best is None else f"{best:.4f}"),
+        ("MAE", _fmt(result["mae"])),
+        ("images", str(result["n_images"])),
+        ("protocol", str(result["protocol"])),
+    ]
+    _print_table("odbench score", rows)
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise UserError(f"{path}: file not found") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from e
+
+
+def _box(value: Any, where: str) -> list[float]:
+    ok = (
+        isinstance(value, list)
+        and len(value) == 4
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        and all(math.isfinite(v) for v in value)
+    )
+    if not ok:
+        raise UserError(
+            f"{where}: expected a box [x1, y1, x2, y2] of 4 finite numbers, got {value!r}"
+        )
+    return [float(v) for v in value]
+
+
+def score_box_files(pred_path: Path, gt_path: Path) -> dict[str, Any]:
+    """CorLoc of ``pred_path`` ({id: box or null}) against ``gt_path`` ({id: [box, ...]})."""
+    from odbench.metrics.boxes import CorLocMeter
+
+    preds = _load_json(Path(pred_path))
+    gts = _load_json(Path(gt_path))
+    for path, data in ((pred_path, preds), (gt_path, gts)):
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: expected a JSON object mapping image ids to boxes")
+    extra = sorted(preds.keys() - gts.keys())
+    if extra:
+        shown = ", ".join(extra[:MAX_NAMED]) + (" ..." if len(extra) > MAX_NAMED else "")
+        raise UserError(f"{pred_path}: {len(extra)} image id(s) not in {gt_path}: {shown}")
+    if not gts:
+        raise UserError(f"{gt_path}: no images")
+    meter = CorLocMeter()
+    for image_id in sorted(gts):
+        boxes = gts[image_id]
+        if not isinstance(boxes, list):
+            raise UserError(f"{gt_path}: {image_id}: expected a list of boxes, got {boxes!r}")
+        gt_boxes = [_box(b, f"{gt_path}: {image_id}") for b in boxes]
+        pred = preds.get(image_id)
+        pred_box = None if pred is None else _box(pred, f"{pred_path}: {image_id}")
+        meter.update(pred_box, gt_boxes, image_id)
+    return meter.compute()
+
+
+@click.command("score-boxes")
+@click.option("--pred", "pred_path", required=True, type=click.Path(path_type=Path))
+@click.option("--gt", "gt_path", required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def score_boxes(pred_path: Path, gt_path: Path, as_json: bool) -> None:
+    """CorLoc: percentage of images whose predicted box has IoU >= 0.5 with a GT box."""
+    with user_errors():
+        result = score_box_files(pred_path, gt_path)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    rows = [
+        ("CorLoc (%)", f"{result['corloc']:.2f}"),
+        ("hits", f"{result['hits']}/{result['n_images']}"),
+    ]
+    _print_table("odbench score-boxes", rows)
