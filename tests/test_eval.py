@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 from scipy import ndimage
 
-from odbench.cards import method_card
+from odbench.cards import method_card, method_cards
 from odbench.cli import main
 from odbench.data.base import create_dataset
 from odbench.evaluate import EvalError, evaluate, parse_set, quantize, safe_name
@@ -231,3 +231,41 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, extra: list[str], message:
     if "unknown" in message and "hyperparameter" not in message:
         assert "Valid:" in lines[0]
     assert not (tmp_path / "results").exists()
+
+
+BACKBONE_METHODS = sorted(n for n, c in method_cards().items() if "backbone" in c.hyperparameters)
+
+
+@pytest.mark.skipif(not BACKBONE_METHODS, reason="no method card has a backbone hyperparameter")
+def test_backbone_option_overrides_the_hyperparameter(monkeypatch: pytest.MonkeyPatch) -> None:
+    import odbench.evaluate as ev
+    import odbench.methods.base as base
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(base, "create_method", lambda name, device, **o: seen.update(o) or name)
+    monkeypatch.setattr(ev, "evaluate", lambda method, *a, **kw: kw["overrides"])
+    name = BACKBONE_METHODS[0]
+    overrides = ev.run_eval(name, "toy", backbone="other-net", overrides={})
+    assert seen == overrides == {"backbone": "other-net"}
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "ECSSD").is_dir(), reason="shared/data/ECSSD absent")
+def test_eval_on_real_ecssd(tmp_path: Path) -> None:
+    """center-prior on 8 real ECSSD images through the CLI; Acc checked from the definition."""
+    args = _eval_args(tmp_path, "--limit", "8", "--data-root", str(SHARED_DATA))
+    args[args.index("toy")] = "ecssd"
+    result = _run(args)
+    assert result.exit_code == 0, result.output
+    (path,) = (tmp_path / "results").glob("center-prior__ecssd__odbench__*.json")
+    r = read_results(path)
+    assert r["tasks"] == ["saliency"] and r["dataset"]["n_evaluated"] == 8
+    ds = create_dataset("ecssd", data_root=SHARED_DATA)
+    acc = []
+    for sample_id in ds.ids()[:8]:
+        s = ds.load(sample_id)
+        p = quantize(center_gaussian(*s.image.shape[:2], 0.25)) / 65535 > 0.5
+        acc.append(np.mean(p == (s.mask >= 128)))
+    assert r["metrics"]["saliency"]["acc"] == pytest.approx(np.mean(acc), abs=1e-12)
