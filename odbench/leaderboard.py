@@ -157,7 +157,23 @@ def _fmt_percent(v: float | None) -> str:
 class _Row:
     label: str
     protocol: str
+    method: str = ""
     cells: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+def _interleave(run_rows: list[_Row], ref_rows: list[_Row]) -> list[_Row]:
+    """Our runs, each method's reported row (same method name) right after its runs, then the
+    remaining reported rows in source order."""
+    out: list[_Row] = []
+    placed: set[int] = set()
+    for i, row in enumerate(run_rows):
+        out.append(row)
+        if i + 1 == len(run_rows) or run_rows[i + 1].method != row.method:
+            for j, ref in enumerate(ref_rows):
+                if ref.method == row.method and j not in placed:
+                    out.append(ref)
+                    placed.add(j)
+    return out + [r for j, r in enumerate(ref_rows) if j not in placed]
 
 
 def _table(columns: list[tuple[str, str, str]], rows: list[_Row]) -> str:
@@ -183,7 +199,7 @@ def _reported_table_rows(
         if r.table not in tables:
             continue
         key = (r.method, r.variant, r.protocol, _short_source(r.source))
-        row = merged.setdefault(key, _Row("", r.protocol or "paper"))
+        row = merged.setdefault(key, _Row("", r.protocol or "paper", r.method))
         ids = table_ids.setdefault(key, [])
         if r.table not in ids:
             ids.append(r.table)
@@ -213,7 +229,7 @@ def _run_rows(
         label = method + (
             " (" + ", ".join(f"{k}={v}" for k, v in sorted(over.items())) + ")" if over else ""
         )
-        row = rows.setdefault((method, overrides, protocol), _Row(label, protocol))
+        row = rows.setdefault((method, overrides, protocol), _Row(label, protocol, method))
         mark = ""
         if r["dataset"].get("limit") is not None:
             mark, subset = "*", True
@@ -251,7 +267,7 @@ def render_saliency(results: list[dict[str, Any]], reported: list[ReportedRow]) 
         for k, h in SALIENCY_METRICS
     ]
     title = "## Saliency segmentation (layout of DiffusionSeg Table 1a/1c)"
-    return f"{title}\n\n{_table(columns, run_rows + ref_rows)}\n\n{_footer(subset)}\n"
+    return f"{title}\n\n{_table(columns, _interleave(run_rows, ref_rows))}\n\n{_footer(subset)}\n"
 
 
 def render_localization(results: list[dict[str, Any]], reported: list[ReportedRow]) -> str:
@@ -265,7 +281,7 @@ def render_localization(results: list[dict[str, Any]], reported: list[ReportedRo
         for d in _ordered_datasets(LOCALIZATION_DATASETS, found)
     ]
     title = "## Single-object localization, CorLoc % (layout of DiffusionSeg Table 1b)"
-    return f"{title}\n\n{_table(columns, run_rows + ref_rows)}\n\n{_footer(subset)}\n"
+    return f"{title}\n\n{_table(columns, _interleave(run_rows, ref_rows))}\n\n{_footer(subset)}\n"
 
 
 def render_ablation(reported: list[ReportedRow]) -> str:

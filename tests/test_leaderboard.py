@@ -318,3 +318,27 @@ def test_compare_cli(tmp_path: Path) -> None:
     narrow.write_bytes(next(results.glob("prior-wide__*.records.npz")).read_bytes())
     stale = CliRunner().invoke(main, [*args, "--methods", "prior-narrow,prior-wide"])
     assert stale.exit_code == 2 and "does not belong to this run" in stale.output
+
+
+def test_reported_row_follows_the_methods_run() -> None:
+    from odbench.leaderboard import ReportedRow, render_saliency
+
+    src = "Paper (X et al.)"
+    reported = [
+        ReportedRow("other", src, "1a", "ecssd", {"acc": 0.5}),
+        ReportedRow("m", src, "1a", "ecssd", {"acc": 0.8, "iou": 0.6}),
+    ]
+    run = {
+        "method": {"name": "m", "overrides": {"sigma": 0.3}},
+        "protocol": {"name": "voynov"},
+        "dataset": {"name": "ecssd", "limit": None},
+        "date": "2026-01-01",
+        "_path": "x",
+        "metrics": {"saliency": {"acc": 0.9123, "iou": 0.7, "max_fbeta": 0.75}},
+    }
+    lines = render_saliency([run], reported).splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith("| m (sigma=0.3) | voynov |"))
+    assert "| .912 | .700 | .750 |" in lines[i]
+    assert lines[i + 1].startswith("| m † (reported, Paper Tab. 1a) | paper |")
+    assert "| .800 | .600 | - |" in lines[i + 1]
+    assert lines[i + 2].startswith("| other † (reported, Paper Tab. 1a) |")
