@@ -77,9 +77,11 @@ def quantize(pred: np.ndarray) -> np.ndarray:
     return np.round(np.clip(pred.astype(np.float64), 0.0, 1.0) * 65535.0).astype(np.uint16)
 
 
-def cache_key(method: Method, dataset_info: dict[str, Any], limit: int | None) -> str:
-    """sha256 (first 16 hex digits) of the method name, card sha256, hyperparameters, dataset
-    description and limit: everything that changes the predictions."""
+def cache_key(
+    method: Method, dataset_info: dict[str, Any], limit: int | None
+) -> tuple[str, dict[str, Any]]:
+    """(sha256 in 16 hex digits, the hashed dict) of the method name, card sha256,
+    hyperparameters, dataset description and limit: everything that changes the predictions."""
     key = {
         "method": method.name,
         "card_sha256": method.card.sha256 if method.card else None,
@@ -88,7 +90,7 @@ def cache_key(method: Method, dataset_info: dict[str, Any], limit: int | None) -
         "limit": limit,
     }
     blob = json.dumps(key, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return hashlib.sha256(blob).hexdigest()[:16], key
 
 
 @dataclass
@@ -213,9 +215,10 @@ def evaluate(
     }
     do_saliency = "saliency" in dataset.task
     do_boxes = "localization" in dataset.task
-    cache = PredictionCache(
-        (cache_dir or default_cache_dir()) / method.name / cache_key(method, dataset_info, limit)
-    )
+    digest, key = cache_key(method, dataset_info, limit)
+    cache = PredictionCache((cache_dir or default_cache_dir()) / method.name / digest)
+    if not (cache.folder / "key.json").is_file():  # what the folder holds, for humans
+        atomic_write_bytes(cache.folder / "key.json", json.dumps(key, indent=2).encode())
     saliency, corloc = None, None
     if do_saliency:
         from odbench.metrics.saliency import SaliencyMeter
@@ -244,6 +247,11 @@ def evaluate(
                 n_predicted += len(todo)
             for s in samples:
                 pred, box = cache.get(s.id)
+                if pred.shape != s.image.shape[:2]:
+                    raise EvalError(
+                        f"{cache.path(s.id)}: cached map of shape {pred.shape} for an image of "
+                        f"size {s.image.shape[:2]}; delete {cache.folder} and re-run"
+                    )
                 if saliency is not None:
                     if s.mask is None:
                         raise EvalError(f"dataset {dataset_name!r}: sample {s.id!r} has no mask")
