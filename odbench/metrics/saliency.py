@@ -172,46 +172,16 @@ def score_image(pred: np.ndarray, gt: np.ndarray, protocol: Protocol, image_id: 
             )
         pred = resize_bilinear(to_unit(pred), gt_fg.shape)
 
-    unit: np.ndarray | None = None  # the [0, 1] prediction, computed only when needed
-    if protocol.pred_norm == "minmax":
-        unit = to_unit(pred)
-        lo, hi = unit.min(), unit.max()
-        if hi != lo:
-            unit = (unit - lo) / (hi - lo)
-        pred = unit
-
-    if protocol.grid == "ge_q256":
-        if unit is None:
-            unit = to_unit(pred)
-        code: np.ndarray = (unit * 255).astype(np.uint8).astype(np.uint16) + 1
+    if pred.dtype == np.uint8:
+        counts = _counts_uint8(pred, gt_fg, protocol)
     else:
-        code = codes_k255(pred)
-    n_codes = protocol.n_thresholds + 1
-    # one combined index per pixel, built in uint16 (small temporaries, much faster than intp)
-    index = gt_fg.astype(np.uint16)
-    index *= n_codes
-    index += code
-    hist = np.bincount(index.ravel(), minlength=2 * n_codes)
-    hist_bg, hist_fg = hist[:n_codes], hist[n_codes:]
+        counts = _counts_pixels(pred, gt_fg, protocol)
+    hist_bg, hist_fg, tp05, fp05, abs_err_sum = counts
     above_bg = np.cumsum(hist_bg[::-1])[::-1][1:]  # above[k] = #{code > k}
     above_fg = np.cumsum(hist_fg[::-1])[::-1][1:]
     n_gt = int(hist_fg.sum())
     n_pix = gt_fg.size
     fbeta = _fbeta_curve(above_fg, above_bg, n_gt, protocol)
-
-    fast = pred.dtype == np.uint8 and protocol.grid == "gt_k255" and protocol.binarize_at == 0.5
-    if fast:  # v/255 > 0.5 and v/255 >= 0.5 are both v >= 128; MAE straight from the histogram
-        tp05, fp05 = int(hist_fg[128:].sum()), int(hist_bg[128:].sum())
-        levels = np.arange(n_codes, dtype=np.float64) / 255.0
-        soft_mae = float(hist_bg @ levels + hist_fg @ (1.0 - levels)) / n_pix
-    else:
-        if unit is None:
-            unit = to_unit(pred)
-        t = protocol.binarize_at
-        pos = unit >= t if protocol.binarize_op == ">=" else unit > t
-        tp05 = int(np.count_nonzero(pos & gt_fg))
-        fp05 = int(np.count_nonzero(pos)) - tp05
-        soft_mae = float(np.mean(np.abs(unit - gt_fg)))
     fn05 = n_gt - tp05
     acc = 1.0 - (fp05 + fn05) / n_pix
     union = tp05 + fp05 + fn05
@@ -221,8 +191,71 @@ def score_image(pred: np.ndarray, gt: np.ndarray, protocol: Protocol, image_id: 
         iou = protocol.empty_iou
     else:
         iou = tp05 / union
-    mae = soft_mae if protocol.mae_on == "soft" else (fp05 + fn05) / n_pix
+    mae = abs_err_sum / n_pix if protocol.mae_on == "soft" else (fp05 + fn05) / n_pix
     return ImageRecord(id=image_id, acc=acc, iou=float(iou), mae=mae, fbeta=fbeta)
+
+
+# (code histogram of background pixels, of foreground pixels, TP and FP at the 0.5 binarisation,
+#  sum of |soft prediction - GT|)
+_Counts = tuple[np.ndarray, np.ndarray, int, int, float]
+
+
+def _normalise(unit: np.ndarray, protocol: Protocol, lo: float, hi: float) -> np.ndarray:
+    """``minmax``: (x - min) / (max - min) unless the map is constant (pysodmetrics)."""
+    if protocol.pred_norm == "minmax" and hi != lo:
+        return (unit - lo) / (hi - lo)
+    return unit
+
+
+def _codes(unit: np.ndarray, raw: np.ndarray, protocol: Protocol) -> np.ndarray:
+    """Threshold codes of the normalised prediction (``raw`` when it is unnormalised)."""
+    if protocol.grid == "ge_q256":
+        return (unit * 255).astype(np.uint8).astype(np.uint16) + 1
+    return codes_k255(raw if protocol.pred_norm == "dtype_max" else unit)
+
+
+def _positive(unit: np.ndarray, protocol: Protocol) -> np.ndarray:
+    t = protocol.binarize_at
+    return unit >= t if protocol.binarize_op == ">=" else unit > t
+
+
+def _counts_uint8(pred: np.ndarray, gt_fg: np.ndarray, protocol: Protocol) -> _Counts:
+    """8-bit predictions: one 512-bin histogram of (GT, value); every per-pixel quantity is a
+    function of the value, so it is evaluated on the 256 levels only (the same float
+    operations as per pixel, hence the same results)."""
+    index = gt_fg.astype(np.uint16)
+    index *= 256
+    index += pred
+    hist = np.bincount(index.ravel(), minlength=512).reshape(2, 256)
+    raw_levels = np.arange(256, dtype=np.uint8)
+    levels = to_unit(raw_levels)
+    present = np.flatnonzero(hist.sum(axis=0))
+    unit = _normalise(levels, protocol, levels[present[0]], levels[present[-1]])
+    code = _codes(unit, raw_levels, protocol)
+    n_codes = protocol.n_thresholds + 1
+    hist_bg = np.bincount(code, weights=hist[0], minlength=n_codes).astype(np.int64)
+    hist_fg = np.bincount(code, weights=hist[1], minlength=n_codes).astype(np.int64)
+    pos = _positive(unit, protocol)
+    tp05, fp05 = int(hist[1][pos].sum()), int(hist[0][pos].sum())
+    abs_err = float(hist[0] @ unit + hist[1] @ (1.0 - unit))
+    return hist_bg, hist_fg, tp05, fp05, abs_err
+
+
+def _counts_pixels(pred: np.ndarray, gt_fg: np.ndarray, protocol: Protocol) -> _Counts:
+    """Any other prediction (uint16, float, bool, resized): per-pixel codes, one bincount."""
+    unit = to_unit(pred)
+    unit = _normalise(unit, protocol, unit.min(), unit.max())
+    code = _codes(unit, pred, protocol)
+    n_codes = protocol.n_thresholds + 1
+    index = gt_fg.astype(np.uint16)
+    index *= n_codes
+    index += code
+    hist = np.bincount(index.ravel(), minlength=2 * n_codes)
+    pos = _positive(unit, protocol)
+    tp05 = int(np.count_nonzero(pos & gt_fg))
+    fp05 = int(np.count_nonzero(pos)) - tp05
+    abs_err = float(np.abs(unit - gt_fg).sum())
+    return hist[:n_codes], hist[n_codes:], tp05, fp05, abs_err
 
 
 # --------------------------------------------------------------------------- streaming meter
