@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import math
+import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
 
 from odbench.cards import CardError, card_dir, method_cards
 from odbench.results import ResultsError, load_all_results, read_records

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import tomllib
 from click.testing import CliRunner
 
 from odbench.cards import card_dir, method_card
