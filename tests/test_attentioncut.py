@@ -72,19 +72,25 @@ def test_objectness_reading_of_eq4() -> None:
     np.testing.assert_allclose(fg2, -np.log(np.clip(r, 1e-4, 1 - 1e-4)))
 
 
-def test_cross_attention_top_k_by_std_and_token_sum() -> None:
+def test_cross_attention_top_k_by_std() -> None:
     rng = np.random.default_rng(1)
-    flat = np.full((4, 4, 2), 0.25)  # std 0: never chosen when k < 3
-    peaked = np.zeros((8, 8, 2))
-    peaked[2:4, 2:4, 0] = 0.5
-    peaked[2:4, 2:4, 1] = 0.5
-    mid = rng.uniform(0, 0.1, size=(8, 8, 2))
+    flat = np.full((4, 4), 0.25)  # std 0: never chosen when k < 3
+    peaked = np.zeros((8, 8))
+    peaked[2:4, 2:4] = 0.5
+    mid = rng.uniform(0, 0.1, size=(8, 8))
     got = ac.aggregate_cross_attention([flat, peaked, mid], top_k=2, grid=8)
-    expected = ac.minmax((peaked.sum(-1) + mid.sum(-1)) / 2)
-    np.testing.assert_allclose(got, expected, atol=1e-6)
+    np.testing.assert_allclose(got, ac.minmax((peaked + mid) / 2), atol=1e-6)
     assert got.min() == 0 and got.max() == pytest.approx(1)
     up = ac.aggregate_cross_attention([flat, peaked], top_k=1, grid=16)
     assert up.shape == (16, 16) and up[5, 5] == pytest.approx(1)
+    # the 4x4 flat layer is resized to 8x8 and enters the mean when k covers it
+    got3 = ac.aggregate_cross_attention([flat, peaked, mid], top_k=3, grid=8)
+    np.testing.assert_allclose(got3, ac.minmax((peaked + mid + 0.25) / 3), atol=1e-6)
+
+
+def _dense(aff: ac.SelfAffinity) -> np.ndarray:
+    n = aff.grid**2
+    return aff.raw(np.arange(n)[:, None], np.arange(n)[None, :])
 
 
 def test_self_attention_upsampling_keeps_rows_stochastic() -> None:
@@ -93,22 +99,32 @@ def test_self_attention_upsampling_keeps_rows_stochastic() -> None:
     coarse /= coarse.sum(1, keepdims=True)
     fine = rng.uniform(size=(16, 16))
     fine /= fine.sum(1, keepdims=True)
-    a = ac.aggregate_self_attention([(fine, 3), (coarse, 1)], grid=4)
+    aff = ac.aggregate_self_attention([(fine, 3), (coarse, 1)], grid=4, chunk=5)
+    a = _dense(aff)
     np.testing.assert_allclose(a.sum(1), 1, atol=1e-5)
     # pixel (0, 0) and (1, 1) of the fine grid share coarse cell 0; keys (0,0) and (0,1) too
     assert a[0, 1] == pytest.approx(0.75 * fine[0, 1] + 0.25 * coarse[0, 0] / 4, rel=1e-5)
     assert a[5, 0] == pytest.approx(0.75 * fine[5, 0] + 0.25 * coarse[0, 0] / 4, rel=1e-5)
+    np.testing.assert_allclose(aff.row_max, a.max(1), rtol=1e-6)
 
 
 def test_self_affinity_is_row_max_normalised_and_symmetric() -> None:
     rng = np.random.default_rng(3)
-    a = rng.uniform(size=(9, 9))
+    a = rng.uniform(size=(16, 16))
     a /= a.sum(1, keepdims=True)
-    s = ac.SelfAffinity.from_attention(a)
+    aff = ac.aggregate_self_attention([(a, 1)], grid=4)
     dense = 0.5 * (a / a.max(1, keepdims=True) + (a / a.max(1, keepdims=True)).T)
-    p, q = np.meshgrid(np.arange(9), np.arange(9), indexing="ij")
-    np.testing.assert_allclose(s.entries(p, q), dense, rtol=1e-6)
-    np.testing.assert_allclose(s.columns(np.array([2, 7])), dense[:, [2, 7]], rtol=1e-6)
+    p, q = np.meshgrid(np.arange(16), np.arange(16), indexing="ij")
+    np.testing.assert_allclose(aff.entries(p, q), dense, rtol=1e-6)
+    np.testing.assert_allclose(aff.columns(np.array([2, 7])), dense[:, [2, 7]], rtol=1e-6)
+    edges = ac.grid_edges(4, 4, 8)
+    got = ac.semantic_coherence(aff, np.arange(16), edges)
+    np.testing.assert_allclose(got, dense[edges[:, 0], edges[:, 1]], rtol=1e-6)
+    # cutting at 8x8: pixels map to their 4x4 cell; pairs inside one cell get S(c, c)
+    cells = ac._cell_index_hw(8, 8, 4)
+    e8 = ac.grid_edges(8, 8, 8)
+    got8 = ac.semantic_coherence(aff, cells, e8)
+    np.testing.assert_allclose(got8, dense[cells[e8[:, 0]], cells[e8[:, 1]]], rtol=1e-6)
 
 
 def test_boundary_seeds_lie_on_the_mask_boundary_and_are_seeded() -> None:
@@ -195,7 +211,8 @@ def planted(kind: str, seed: int, grid: int = 32):
     fg, bg = rng.uniform(0.2, 0.8, 3), rng.uniform(0.2, 0.8, 3)
     bg = bg + 0.25 * np.sign(bg - fg)
     img = np.where(mask[..., None], fg, bg) + rng.normal(0, 0.08, (grid, grid, 3))
-    return mask, a_c, a_s.astype(np.float32), np.clip(img, 0, 1).astype(np.float32)
+    affinity = ac.aggregate_self_attention([(a_s.astype(np.float32), 1.0)], grid)
+    return mask, a_c, affinity, np.clip(img, 0, 1).astype(np.float32)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -66,18 +66,18 @@ def aggregate_cross_attention(layers: Sequence[np.ndarray], top_k: int, grid: in
     """A_c of Eq. (2): the mean over the top-k layers ranked by the standard deviation of their
     map, min-max normalised to [0, 1].
 
-    ``layers``: one array per captured cross-attention layer, shape (h, w, K): the attention
-    probability of each query pixel for each of the K sub-tokens of the class name, already
-    averaged over the T reverse steps (the backbone keeps running sums; the mean over t of
-    Eq. 2 commutes with everything here).  16², 32² and 64² layers may be mixed.  The K
-    sub-tokens of a multi-token class name are **summed** (the probability that the pixel
-    attends to the class name as a whole).  Every layer map is resized **bilinearly** to
-    ``grid`` × ``grid`` (the finest attention resolution, 64² for SD at 512²) before the ranking
-    and the mean.  ``top_k`` is clipped to the number of layers.  Returns float32 (grid, grid).
+    ``layers``: one (h, w) map per captured cross-attention layer: the attention probability of
+    each query pixel for the class name, already averaged over the T reverse steps (the backbone
+    keeps running sums; the mean over t of Eq. 2 commutes with everything here).  16², 32² and
+    64² layers may be mixed.  The sub-tokens of a multi-token class name are combined by their
+    mean (the backbone's convention); the sum would give the same A_c, since the factor K is
+    shared by all layers and removed by the normalisation.  Every map is resized **bilinearly**
+    to ``grid`` × ``grid`` (the finest attention resolution, 64² for SD at 512²) before the
+    ranking and the mean.  ``top_k`` is clipped to the number of layers.  Returns float32.
     """
     if not layers:
         raise ValueError("aggregate_cross_attention: no cross-attention layers given")
-    maps = [_resize(np.asarray(a, np.float32).sum(axis=-1), grid) for a in layers]
+    maps = [_resize(np.asarray(a, np.float32), grid) for a in layers]
     stds = np.array([m.std() for m in maps])
     k = max(1, min(int(top_k), len(maps)))
     chosen = np.argsort(-stds, kind="stable")[:k]
@@ -86,12 +86,37 @@ def aggregate_cross_attention(layers: Sequence[np.ndarray], top_k: int, grid: in
 
 def _cell_index(grid: int, res: int) -> np.ndarray:
     """Flat index, on a res × res grid, of the cell holding each pixel of a grid × grid grid."""
-    scale = grid // res
-    rows = np.arange(grid) // scale
+    rows = np.arange(grid) // (grid // res)
     return (rows[:, None] * res + rows[None, :]).ravel()
 
 
-def aggregate_self_attention(layers: Sequence[tuple[np.ndarray, float]], grid: int) -> np.ndarray:
+@dataclass(frozen=True)
+class SelfAffinity:
+    """A_s of Eq. (2) and its normalised, symmetrised form S (see the module docstring), kept
+    lazily per resolution level: A_s(p, q) = Σ_l c_l A_l(cell_l(p), cell_l(q)).  Only what the
+    cut needs is ever formed (|B| columns for Eq. 3, one entry per neighbour pair for Eq. 5,
+    the row maxima), never the dense G² × G² matrix."""
+
+    grid: int
+    levels: tuple[tuple[np.ndarray, float, np.ndarray], ...]  # (A_l, c_l, cell_l)
+    row_max: np.ndarray  # (G²,) max over keys of each row of A_s
+
+    def raw(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """A_s(p, q) for broadcastable flat index arrays p, q."""
+        return sum(c * a[cell[p], cell[q]] for a, c, cell in self.levels)  # type: ignore[return-value]
+
+    def entries(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """S(p, q) = ½ (A_s(p, q)/max A_s(p, ·) + A_s(q, p)/max A_s(q, ·))."""
+        return 0.5 * (self.raw(p, q) / self.row_max[p] + self.raw(q, p) / self.row_max[q])
+
+    def columns(self, b: np.ndarray) -> np.ndarray:
+        """S(·, b) for the flat indices b: (G², |b|)."""
+        return self.entries(np.arange(self.grid**2)[:, None], np.asarray(b)[None, :])
+
+
+def aggregate_self_attention(
+    layers: Sequence[tuple[np.ndarray, float]], grid: int, chunk: int = 256
+) -> SelfAffinity:
     """A_s of Eq. (2): the mean over all layers and steps, on the ``grid`` × ``grid`` grid.
 
     ``layers``: (mean self-attention (N_l, N_l) with N_l = res², weight) pairs, e.g. one per
@@ -99,49 +124,52 @@ def aggregate_self_attention(layers: Sequence[tuple[np.ndarray, float]], grid: i
     averages (the backbone's running sums divided by their counts).  A coarser map is brought to
     the grid by nearest-neighbour upsampling of both the query and the key index, the key mass
     split evenly over the (grid/res)² children, so every row still sums to 1.  ``grid`` must be a
-    multiple of every res.  Returns float32 (grid², grid²).
+    multiple of every res.  The row maxima are computed ``chunk`` rows at a time.
     """
+    import cv2
+
     if not layers:
         raise ValueError("aggregate_self_attention: no self-attention layers given")
     total = sum(float(w) for _, w in layers)
-    out = np.zeros((grid * grid, grid * grid), np.float32)
+    levels = []
     for a, w in layers:
         res = round(np.sqrt(a.shape[0]))
         if res * res != a.shape[0] or a.shape != (res * res, res * res) or grid % res:
             raise ValueError(f"self-attention of shape {a.shape} does not fit a {grid}² grid")
-        weight = float(w) / total
-        if res == grid:
-            out += weight * a.astype(np.float32, copy=False)
-        else:
-            idx = _cell_index(grid, res)
-            out += (weight / (grid // res) ** 2) * a.astype(np.float32)[np.ix_(idx, idx)]
-    return out
-
-
-@dataclass(frozen=True)
-class SelfAffinity:
-    """The normalised, symmetrised self-attention S (see the module docstring), kept lazily:
-    only the entries the cut needs are ever formed (|B| columns for Eq. 3, one entry per
-    neighbour pair for Eq. 5), never the dense symmetrised N × N matrix."""
-
-    a_s: np.ndarray  # (N, N) raw aggregated self-attention, rows sum to 1
-    row_max: np.ndarray  # (N,)
-
-    @classmethod
-    def from_attention(cls, a_s: np.ndarray) -> SelfAffinity:
-        a_s = np.asarray(a_s, np.float32)
-        row_max = np.maximum(a_s.max(axis=1), 1e-30)
-        return cls(a_s, row_max)
-
-    def entries(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
-        """S(p, q) for index arrays p, q (same shape)."""
-        return 0.5 * (self.a_s[p, q] / self.row_max[p] + self.a_s[q, p] / self.row_max[q])
-
-    def columns(self, b: np.ndarray) -> np.ndarray:
-        """S(·, b) for the indices b: (N, |b|)."""
-        fwd = self.a_s[:, b] / self.row_max[:, None]
-        bwd = (self.a_s[b, :] / self.row_max[b, None]).T
-        return 0.5 * (fwd + bwd)
+        coef = float(w) / total / (grid // res) ** 2
+        levels.append((np.asarray(a, np.float32), coef, _cell_index(grid, res)))
+    n = grid * grid
+    row_max = np.empty(n, np.float32)
+    order = sorted(levels, key=lambda lv: -lv[0].shape[0])  # finest first: it fills the block
+    buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    block_buf = np.empty((chunk, grid, grid), np.float32)  # reused: no page faults per chunk
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        m = stop - start
+        block = block_buf[:m]
+        if order[0][0].shape[0] != n:
+            block.fill(0.0)
+        for a, c, cell in order:
+            res = round(np.sqrt(a.shape[0]))
+            s = grid // res
+            if s == 1:
+                np.multiply(a[start:stop].reshape(m, grid, grid), c, out=block)
+                continue
+            if res not in buffers:
+                buffers[res] = (
+                    np.empty((chunk, res * res), np.float32),
+                    np.empty((chunk * res, grid), np.float32),
+                )
+            rows, wide = buffers[res][0][:m], buffers[res][1][: m * res]
+            np.take(a, cell[start:stop], axis=0, out=rows)
+            rows *= c
+            # keys repeated along x (OpenCV nearest, exact for integer factors), then along y
+            cv2.resize(
+                rows.reshape(m * res, res), (grid, m * res), wide, 0, 0, cv2.INTER_NEAREST_EXACT
+            )
+            block.reshape(m, res, s, grid)[...] += wide.reshape(m, res, 1, grid)
+        row_max[start:stop] = block.reshape(m, -1).max(axis=1)
+    return SelfAffinity(grid, tuple(levels), np.maximum(row_max, 1e-30))
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,7 +197,7 @@ def boundary_refinement(affinity: SelfAffinity, seeds: np.ndarray) -> np.ndarray
     """r(p) of Eq. (3): ``1/|B| Σ_b S(p, b)`` over the seeds, min-max normalised to [0, 1].
     Flat (N,) float32; all zeros when B is empty."""
     if seeds.size == 0:
-        return np.zeros(affinity.a_s.shape[0], np.float32)
+        return np.zeros(affinity.grid**2, np.float32)
     return minmax(affinity.columns(seeds).mean(axis=1))
 
 
@@ -255,6 +283,30 @@ def inner_coherence(
     if distance is not None:
         psi += lambda_psi * np.exp(-distance)
     return psi
+
+
+def semantic_coherence(affinity: SelfAffinity, cells: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The A_s part of Eq. (5) per neighbour pair: S(cell(p), cell(q)), where ``cells`` maps each
+    pixel of the cut grid to its attention-grid cell (identity when cutting on the attention
+    grid; nearest cell when cutting at a finer resolution).  Neighbours lie in the same or in
+    adjacent cells, so S is formed once per cell and cell offset and then gathered."""
+    cp = cells[edges[:, 0]]
+    off = cells[edges[:, 1]] - cp
+    g, n = affinity.grid, affinity.grid**2
+    out = np.empty(len(edges))
+    done = np.zeros(len(edges), bool)
+    for o in (0, 1, -1, g, g - 1, g + 1):
+        sel = off == o
+        if not sel.any():
+            continue
+        base = np.arange(max(0, -o), min(n, n - o))
+        table = np.zeros(n)
+        table[base] = affinity.entries(base, base + o)
+        out[sel] = table[cp[sel]]
+        done |= sel
+    if not done.all():
+        raise ValueError("semantic_coherence: some neighbour pairs are not in adjacent cells")
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,7 +421,7 @@ class CutParams:
 
 def attention_cut(
     a_c: np.ndarray,
-    a_s: np.ndarray,
+    affinity: SelfAffinity,
     image: np.ndarray,
     params: CutParams = CutParams(),
     out_size: tuple[int, int] | None = None,
@@ -377,8 +429,8 @@ def attention_cut(
 ) -> np.ndarray:
     """AttentionCut on aggregated maps: Eqs. (3)-(6) and post-processing.
 
-    ``a_c``: (G, G) aggregated cross-attention in [0, 1]; ``a_s``: (G², G²) aggregated
-    self-attention (rows sum to 1); ``image``: (H, W, 3) RGB (uint8 or float in [0, 1]).
+    ``a_c``: (G, G) aggregated cross-attention in [0, 1]; ``affinity``: the aggregated
+    self-attention (:func:`aggregate_self_attention`); ``image``: (H, W, 3) RGB (uint8 or float in [0, 1]).
     ``out_size=None`` cuts on the G × G attention grid (the image is area-resampled to G × G for
     D); ``out_size=(H', W')`` cuts at that resolution with A_c and r upsampled bilinearly, S taken
     between the grid cells holding p and q (nearest), and D from the image at (H', W').
@@ -401,7 +453,6 @@ def attention_cut(
 
     grid = a_c.shape[0]
     terms = set(params.terms)
-    affinity = SelfAffinity.from_attention(a_s)
     seeds = boundary_seeds(a_c, params.tau, params.n_seeds, params.seed)
     lap("seeds")
     r = boundary_refinement(affinity, seeds).reshape(grid, grid) if "r" in terms else None
@@ -417,8 +468,7 @@ def attention_cut(
     if pairwise:
         semantic = None
         if "A_s" in terms:
-            cells = _cell_index_hw(h, w, grid)
-            semantic = affinity.entries(cells[edges[:, 0]], cells[edges[:, 1]])
+            semantic = semantic_coherence(affinity, _cell_index_hw(h, w, grid), edges)
         distance = None
         if "D" in terms:
             img = image if image.dtype != np.uint8 else image.astype(np.float32) / 255.0
