@@ -85,11 +85,13 @@ def shape_diversity(polygons: list[np.ndarray], max_shapes: int = 1000, seed: in
     starts = np.cumsum([0] + [len(p) for p in shapes[:-1]])
     # directed[i, j] = sum over p in S_i of min over q in S_j of |p - q|^2
     directed = np.empty((n, n), dtype=np.float64)
-    sq_all = (all_points**2).sum(axis=1)
+    xs, ys = np.ascontiguousarray(all_points[:, 0]), np.ascontiguousarray(all_points[:, 1])
     for i, shape in enumerate(shapes):
-        # |p - q|^2 = |p|^2 + |q|^2 - 2 p.q (one matrix product instead of a (K, T, 2) array)
-        d2 = (shape**2).sum(axis=1)[:, None] + sq_all[None, :] - 2.0 * (shape @ all_points.T)
-        np.maximum(d2, 0.0, out=d2)
+        d2 = shape[:, 0, None] - xs[None, :]  # (K_i, T) squared distances, in place
+        d2 *= d2
+        dy = shape[:, 1, None] - ys[None, :]
+        dy *= dy
+        d2 += dy
         directed[i] = np.minimum.reduceat(d2, starts, axis=1).sum(axis=0)
     chamfer = directed + directed.T
     upper = np.triu_indices(n, k=1)
