@@ -229,6 +229,10 @@ def test_protocol_registry():
     with pytest.raises(UnknownNameError, match="Valid: found"):
         get_protocol("tokencutt")
     assert get_protocol("selfmask").effective_beta2 == pytest.approx(0.09)
+    with pytest.raises(ValueError, match="gt_rule"):
+        Protocol(name="typo", description="", gt_rule="ge_128")  # type: ignore[arg-type]
+    custom = Protocol(name="custom", description="odbench with GT > 128", gt_rule="gt128")
+    assert SaliencyMeter(custom).protocol is custom
 
 
 # --------------------------------------------------------------------------- pysodmetrics

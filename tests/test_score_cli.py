@@ -81,6 +81,17 @@ def test_nan_iou_is_null_in_json(tmp_path):
     assert score_json(pred_dir, gt_dir, "--protocol", "tokencut")["iou"] is None
 
 
+def test_rgb_prediction_is_converted_with_a_one_line_warning(tmp_path):
+    pred_dir, gt_dir = make_pairs(tmp_path)
+    gray = np.asarray(Image.open(pred_dir / "img2.png"))
+    Image.fromarray(np.stack([gray] * 3, axis=2)).save(pred_dir / "img2.png")
+    result = invoke("score", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--json")
+    assert result.exit_code == 0
+    assert result.stderr.strip().splitlines() == [
+        f"warning: {pred_dir / 'img2.png'}: prediction stored as RGB, converted to grayscale"
+    ]
+
+
 def test_mismatched_stems_name_the_files(tmp_path):
     pred_dir, gt_dir = make_pairs(tmp_path)
     (pred_dir / "img0.png").rename(pred_dir / "extra.png")

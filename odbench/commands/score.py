@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,12 @@ def score_folders(pred_dir: Path, gt_dir: Path, protocol: str = "odbench") -> di
     if no_pred:
         raise UserError(f"{len(no_pred)} GT mask(s) without a prediction: {_name_some(no_pred)}")
     for stem in sorted(preds):
-        pred = read_gray(preds[stem], what="prediction")
-        gt = read_gray(gts[stem], what="mask")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pred = read_gray(preds[stem], what="prediction")
+            gt = read_gray(gts[stem], what="mask")
+        for w in caught:  # e.g. an RGB file converted to grayscale: one line each
+            click.echo(f"warning: {w.message}", err=True)
         try:
             meter.update(pred, gt, stem)
         except MetricInputError as e:

@@ -69,7 +69,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -135,6 +135,27 @@ class Protocol:
     empty_iou: float = 1.0
     mae_on: MaeOn = "soft"
     sources: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        choices = {
+            "gt_rule": get_args(GtRule),
+            "pred_norm": get_args(PredNorm),
+            "resize": get_args(Resize),
+            "grid": get_args(Grid),
+            "max_over": get_args(MaxOver),
+            "binarize_op": get_args(BinarizeOp),
+            "mae_on": get_args(MaeOn),
+        }
+        for key, valid in choices.items():
+            if getattr(self, key) not in valid:
+                raise ValueError(
+                    f"protocol {self.name!r}: {key} must be one of {', '.join(valid)}, "
+                    f"got {getattr(self, key)!r}"
+                )
+        if not self.beta2 > 0 or self.eps < 0 or not 0 <= self.binarize_at <= 1:
+            raise ValueError(
+                f"protocol {self.name!r}: need beta2 > 0, eps >= 0, 0 <= binarize_at <= 1"
+            )
 
     @property
     def effective_beta2(self) -> float:
