@@ -3,7 +3,9 @@
 One histogram pass per image: every pixel gets an integer *code* such that the prediction is
 foreground at threshold index k exactly when ``code > k``; ``np.bincount`` over
 ``code + n_codes * gt`` and a suffix sum then give TP and FP for every threshold at once (no
-Python loop over thresholds).  Codes are exact for every input type:
+Python loop over thresholds).  For 8-bit predictions the pass is a 512-bin histogram of
+(GT, value) and the codes, the 0.5 binarisation and the MAE terms are evaluated on the 256
+levels only.  Codes are exact for every input type:
 
 * uint8 v with thresholds k/255 and ``>``: code = v (v/255 > k/255 ⟺ v > k);
 * uint16 v: code = ceil(v / 257) (v/65535 > k/255 ⟺ v > 257 k, as 65535 = 255 · 257);
@@ -20,7 +22,6 @@ Fβ = (1 + β²) P R / (β² P + R), β² = 0.3 (Achanta et al. 2009; DiffusionS
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -38,15 +39,6 @@ class ImageRecord:
     iou: float
     mae: float
     fbeta: np.ndarray = field(repr=False)
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "acc": self.acc,
-            "iou": None if math.isnan(self.iou) else self.iou,
-            "mae": self.mae,
-            "fbeta": [float(f) for f in self.fbeta],
-        }
 
 
 # --------------------------------------------------------------------------- input handling
@@ -89,16 +81,14 @@ def center_crop_square(arr: np.ndarray) -> np.ndarray:
 
 
 def to_unit(pred: np.ndarray) -> np.ndarray:
-    """Prediction -> float64 in [0, 1] by its dtype's maximum (float input clipped)."""
-    if pred.dtype == np.uint8:
-        return pred.astype(np.float64) / 255.0
-    if pred.dtype == np.uint16:
-        return pred.astype(np.float64) / 65535.0
-    if pred.dtype == np.bool_:
-        return pred.astype(np.float64)
-    if np.issubdtype(pred.dtype, np.floating):
-        return np.clip(pred.astype(np.float64), 0.0, 1.0)
-    raise MetricInputError(f"prediction must be uint8, uint16, bool or float, got {pred.dtype}")
+    """Prediction -> float64 in [0, 1] by its dtype's maximum (÷255, ÷65535; bool 0/1; float
+    clipped), as :func:`odbench.imageio.to_unit`."""
+    from odbench.imageio import to_unit as _to_unit
+
+    try:
+        return _to_unit(pred)
+    except TypeError as e:
+        raise MetricInputError(f"prediction must be uint8, uint16, bool or float: {e}") from e
 
 
 def resize_bilinear(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
