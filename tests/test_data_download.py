@@ -566,3 +566,31 @@ def test_wrong_layout_in_archive(server: Server, tmp_path: Path) -> None:
     ):
         DATASETS.get("ecssd").from_card(served, data_root=root, progressbar=False)
     assert not (root / "ECSSD").exists()
+
+
+def test_cli_download_and_verify(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    import odbench.cards
+    from odbench.cli import main
+
+    card = dataset_card("ecssd")
+    assert card is not None
+    served = serve_card(card, mini_ecssd(), server)
+    real = odbench.cards.dataset_card
+    monkeypatch.setattr(
+        odbench.cards, "dataset_card", lambda n: served if n == "ecssd" else real(n)
+    )
+    root = tmp_path / "root"
+    runner = CliRunner()
+    res = runner.invoke(main, ["data", "download", "ecssd", "--data-root", str(root), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert f"ecssd: 3 samples at {root / 'ECSSD'}" in res.output
+    res = runner.invoke(main, ["data", "verify", "ecssd", "--data-root", str(root)])
+    assert res.exit_code == 0 and res.output.strip().endswith("OK")
+    (root / "ECSSD" / "ground_truth_mask" / "0002.png").write_bytes(b"garbage")
+    res = runner.invoke(main, ["data", "verify", "ecssd", "--data-root", str(root)])
+    assert res.exit_code == 1
+    assert "0002.png: unreadable or corrupt image" in res.output and "1 problem(s)" in res.output

@@ -357,7 +357,11 @@ def download_dataset(
             )
         if check is not None:
             check(built)
-        os.replace(built, final)
+        try:
+            os.replace(built, final)
+        except OSError:
+            if not final.is_dir():  # another process may have finished first: keep its copy
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     lock = read_lock(data_root)["files"]
