@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from odbench.methods.base import Method
+
 #: All four terms of Table 6 (row 6, the full method).
 ALL_TERMS = ("A_c", "r", "A_s", "D")
 #: 4-connectivity structuring element.
@@ -498,3 +500,164 @@ def _cell_index_hw(h: int, w: int, grid: int) -> np.ndarray:
     rows = np.minimum(np.arange(h) * grid // h, grid - 1)
     cols = np.minimum(np.arange(w) * grid // w, grid - 1)
     return (rows[:, None] * grid + cols[None, :]).ravel()
+
+
+# --------------------------------------------------------------------------------------------
+# The registered methods: image → CLIP class → DDIM inversion with capture → AttentionCut
+# --------------------------------------------------------------------------------------------
+
+#: The tiny random backbone pairs with a tiny random CLIP over the first classes only (the same
+#: code path; building the 1,000-class text classifier of a random CLIP would only cost time).
+TINY_PRIOR_CLASSES = 8
+
+
+@dataclass
+class Evidence:
+    """What the diffusion backbone tells about one image, on the G × G attention grid."""
+
+    label: str  # the CLIP-classified class ("" without the prior)
+    a_c: np.ndarray  # (G, G) A_c of Eq. (2) in [0, 1]
+    affinity: SelfAffinity  # A_s of Eq. (2)
+    features: np.ndarray | None  # (G, G, C) Eq. (8) features, or None when not asked for
+
+
+class DiffusionMethod(Method):
+    """Shared pipeline of the methods that read SD's attention / features of a real image.
+
+    Per image: the CLIP-classifiable prior gives a class (``use_prior = false``: the empty
+    label, Table 7 "w/o prior"), the prompt is ``prompt_template`` with it, the image is
+    DDIM-inverted under that prompt (T = ``num_steps``, guidance 1) and the reverse pass captures
+    cross-attention for the class tokens, self-attention and (if asked) features.  Without the
+    prior the label is the empty string; A_c is then read at the position the label would
+    occupy, which holds the end-of-text token (the paper does not say; this is the position
+    "of the category token" once the category is empty).
+    """
+
+    needs_features = False
+
+    def __init__(self, card: Any = None, device: str = "cpu", **overrides: Any) -> None:
+        super().__init__(card, device, **overrides)
+        self._backbone: Any = None
+        self._prior: Any = None
+
+    @property
+    def backbone(self) -> Any:
+        if self._backbone is None:
+            from odbench.backbones.diffusion import load_backbone
+
+            self._backbone = load_backbone(
+                str(self.hparams.get("backbone", "sd-v1-4")),
+                device=self.device,
+                dtype=str(self.hparams.get("dtype", "fp32")),
+            )
+        return self._backbone
+
+    @property
+    def prior(self) -> Any:
+        if self._prior is None:
+            from odbench.backbones.clip_prior import ClipPrior, CoarseGroups, load_coarse_groups
+
+            if self.backbone.spec.name == "sd-tiny":
+                full = load_coarse_groups()
+                groups = CoarseGroups(
+                    full.classnames[:TINY_PRIOR_CLASSES], full.group_of[:TINY_PRIOR_CLASSES]
+                )
+                self._prior = ClipPrior.tiny(device=self.device, cache_dir=None, groups=groups)
+            else:
+                self._prior = ClipPrior.load(
+                    str(self.hparams.get("clip_model", "ViT-L-14")),
+                    str(self.hparams.get("clip_pretrained", "openai")),
+                    device=self.device,
+                )
+        return self._prior
+
+    def _prompt(self, label: str) -> tuple[str, list[int]]:
+        template = str(self.hparams.get("prompt_template", "a photo of a {}"))
+        bb = self.backbone
+        if label:
+            return bb.class_prompt(label, template)  # type: ignore[no-any-return]
+        prompt = template.format("").strip()
+        ids = bb.tokenizer(prompt, truncation=True, max_length=77).input_ids
+        return prompt, [len(ids) - 1]  # the end-of-text token where the label would start
+
+    def evidence(self, images: list[np.ndarray]) -> list[Evidence]:
+        """Classify, invert with capture, and aggregate (Eq. 2) every image."""
+        from odbench.backbones.diffusion import Capture
+
+        use_prior = bool(self.hparams.get("use_prior", True))
+        labels = self.prior.classify(images) if use_prior else [""] * len(images)
+        prompts = [self._prompt(lab) for lab in labels]
+        out = self.backbone.invert(
+            images,
+            [p for p, _ in prompts],
+            [ix for _, ix in prompts],
+            num_steps=int(self.hparams.get("num_steps", 40)),
+            capture=Capture(features=self.needs_features),
+            decode=False,
+        )
+        caps = out.captures
+        grid = max(caps.self_attn)
+        top_k = int(self.hparams.get("top_k", 4))
+        result = []
+        for b, label in enumerate(labels):
+            a_c = aggregate_cross_attention(
+                [m[b].numpy() for m in caps.cross.values()], top_k, grid
+            )
+            # weight each side by its number of layers (cross and self share the blocks)
+            selfs = [
+                (m[b].float().numpy(), float(len(caps.cross_layers_at(s)) or 1))
+                for s, m in caps.self_attn.items()
+            ]
+            feats = _stack_features(caps.features, b, grid) if self.needs_features else None
+            result.append(Evidence(label, a_c, aggregate_self_attention(selfs, grid), feats))
+        return result
+
+
+def _stack_features(features: dict[str, Any], b: int, grid: int) -> np.ndarray:
+    """Eq. (8) features of image b: every block's (C, s, s) map resized bilinearly to the grid and
+    L2-normalised per pixel (so each block weighs the same whatever its width), concatenated:
+    (G, G, ΣC) float32."""
+    import cv2
+
+    parts = []
+    for f in features.values():
+        x = np.ascontiguousarray(f[b].float().numpy().transpose(1, 2, 0))
+        if x.shape[0] != grid:
+            x = cv2.resize(x, (grid, grid), interpolation=cv2.INTER_LINEAR).reshape(grid, grid, -1)
+        parts.append(x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12))
+    return np.concatenate(parts, axis=-1).astype(np.float32)
+
+
+def upsample_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A binary mask as a float32 map at (height, width): bilinear, so the 0.5 level set is a
+    smooth boundary rather than the staircase of the coarse grid."""
+    return np.clip(_resize_hw(mask.astype(np.float32), height, width), 0.0, 1.0)
+
+
+class AttentionCut(DiffusionMethod):
+    """AttentionCut (paper section 3.2.2); the card's ``terms`` select the Table 6 row.
+
+    ``cut_resolution = "grid"`` (default) cuts on the G × G attention grid (64² for SD at 512²):
+    it is where A_c and A_s carry information, and the paper's λ balances one unary per pixel
+    against boundary pairs on that grid (at a finer grid the boundary count grows like the side,
+    the area like its square, so the same λ would smooth ~8× less at 512²).  ``"image"`` cuts at
+    the image's own size with upsampled terms (D then follows the image's edges pixel by pixel).
+    ``bilateral_solver = true`` refines the mask with the bilateral solver ("+BS" rows)."""
+
+    def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        params = CutParams.from_hparams(self.hparams)
+        mode = str(self.hparams.get("cut_resolution", "grid"))
+        if mode not in ("grid", "image"):
+            raise ValueError(f"cut_resolution must be 'grid' or 'image', got {mode!r}")
+        maps = []
+        for img, ev in zip(images, self.evidence(images)):
+            h, w = img.shape[:2]
+            size = (h, w) if mode == "image" else None
+            mask = attention_cut(ev.a_c, ev.affinity, img, params, out_size=size)
+            soft = upsample_mask(mask, h, w)
+            if self.hparams.get("bilateral_solver", False):
+                from odbench.methods.bilateral_solver import bilateral_solve
+
+                soft = bilateral_solve(img, soft, np.ones_like(soft))
+            maps.append(soft.astype(np.float32))
+        return maps
