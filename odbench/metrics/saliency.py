@@ -9,8 +9,8 @@ levels only.  Codes are exact for every input type:
 
 * uint8 v with thresholds k/255 and ``>``: code = v (v/255 > k/255 ⟺ v > k);
 * uint16 v: code = ceil(v / 257) (v/65535 > k/255 ⟺ v > 257 k, as 65535 = 255 · 257);
-* float p: code = ceil(255 p), corrected upward by one where rounding hid ``p > code / 255``,
-  so that ``code > k`` agrees with the float comparison ``p > k / 255`` bit for bit;
+* float p: code = floor(255 p) + [p > floor(255 p) / 255], which agrees with the float
+  comparison ``p > k / 255`` bit for bit (see :func:`codes_k255`);
 * pysodmetrics' grid: q = ``(p * 255).astype(uint8)``, foreground = q >= k, code = q + 1.
 
 The meter keeps only sums (memory independent of the number of images); the per-image
@@ -109,12 +109,12 @@ def codes_k255(pred: np.ndarray) -> np.ndarray:
     if pred.dtype == np.bool_:
         return pred.astype(np.uint8) * 255
     p = pred.astype(np.float64)
-    code = np.clip(np.ceil(p * 255.0), 0, 255).astype(np.int64)
-    # Rounding can only make 255 p too SMALL: fl(fl(k/255) * 255) <= k for every k (checked for
-    # all 256 k), so by monotonicity p <= fl(k/255) implies code <= k.  A p just above k/255 can
-    # still round to exactly k; move those up by one.
-    code += (code < 255) & (p > code / 255.0)
-    return code.astype(np.uint16)
+    # fl(fl(k/255) * 255) == k for every k (checked in the tests), so by monotonicity of
+    # rounding, f = floor(fl(255 p)) satisfies p <= fl((f+1)/255) and p > fl((f-1)/255): the
+    # count of thresholds below p is f or f + 1, decided by the float comparison itself.
+    code = (p * 255.0).astype(np.uint16)  # truncation = floor, as 255 p >= 0
+    code += p > code / 255.0
+    return code
 
 
 # --------------------------------------------------------------------------- per-image scores
