@@ -20,7 +20,7 @@ import math
 import platform
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -116,7 +116,7 @@ def git_commit(path: Path | None = None) -> str | None:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def results_stem(method: str, dataset: str, protocol: str, when: datetime) -> str:
