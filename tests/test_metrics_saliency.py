@@ -311,6 +311,16 @@ def test_voynov_center_crop_and_ge_half():
     assert od["acc"] == pytest.approx(1 - 12 / 32) and od["iou"] == 0.0
 
 
+def test_voynov_accepts_a_prediction_made_on_the_cropped_image():
+    rng = np.random.default_rng(8)
+    gt = random_gt(rng, (6, 9))
+    full = rng.integers(0, 256, (6, 9), dtype=np.uint8)
+    cropped = full[:, 2:8]  # (9 - 6) / 2 = 1.5 -> round -> 2
+    a, _ = run("voynov", [full], [gt])
+    b, _ = run("voynov", [cropped], [gt])
+    assert a == b
+
+
 def test_selfmask_squares_beta2_again():
     gt = np.array([[255, 255, 0, 0]], np.uint8)
     pred = np.array([[255, 0, 0, 0]], np.uint8)  # P = 1, R = 0.5 at every threshold
