@@ -58,7 +58,12 @@ def time_odbench(pairs: list[tuple[np.ndarray, np.ndarray]], protocol: str) -> t
 def time_pysodmetrics(
     pairs: list[tuple[np.ndarray, np.ndarray]],
 ) -> tuple[float, np.ndarray, float]:
-    import py_sod_metrics
+    try:
+        import py_sod_metrics
+    except ImportError as e:
+        from odbench.cli import UserError
+
+        raise UserError("pysodmetrics is not installed: pip install 'odbench[test]'") from e
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Fmeasure will be removed" deprecation notice
