@@ -461,12 +461,7 @@ class DiffusionBackbone:
         out = Captures(num_steps=hooks.count, cross_side=dict(store.cross_side))
         all_maps = store.cross_mean()
         for name, m in all_maps.items():
-            if any(not i for i in idx):
-                if not capture.keep_all_tokens:
-                    raise ValueError(
-                        "cross-attention capture needs class token indices for every image "
-                        "(or Capture(keep_all_tokens=True) / Capture(cross=False))"
-                    )
+            if any(not i for i in idx):  # no class tokens: only the all-token maps are kept
                 break
             out.cross[name] = torch.stack(
                 [m[b, :, :, ix].mean(-1) for b, ix in enumerate(idx)]
@@ -500,7 +495,7 @@ class DiffusionBackbone:
             x = self.preprocess(images)
         n = x.shape[0]
         prompt_list = _broadcast_prompts(prompts, n)
-        idx = _broadcast_indices(token_indices, n)
+        idx = _check_indices(capture, _broadcast_indices(token_indices, n))
         text = self.encode_text(prompt_list)
         x0 = self.encode_images(x)
         steps = ddim_timesteps(num_steps)
@@ -556,7 +551,7 @@ class DiffusionBackbone:
         does not depend on the device.  Captures come from the conditional branch only."""
         prompt_list = list(prompts)
         n = len(prompt_list)
-        idx = _broadcast_indices(token_indices, n)
+        idx = _check_indices(capture, _broadcast_indices(token_indices, n))
         cond = self.encode_text(prompt_list)
         use_cfg = guidance != 1.0
         text = torch.cat([self.encode_text([""] * n), cond]) if use_cfg else cond
@@ -642,6 +637,18 @@ def _store(capture: Capture, cfg: bool = False) -> AttentionStore:
     return AttentionStore(
         self_device=capture.self_device, self_dtype=DTYPES[capture.self_dtype], cfg=cfg
     )
+
+
+def _check_indices(capture: Capture, idx: list[list[int]]) -> list[list[int]]:
+    if capture.cross and not capture.keep_all_tokens and any(not i for i in idx):
+        raise ValueError(
+            "cross-attention capture needs class token indices for every image "
+            "(or Capture(keep_all_tokens=True) / Capture(cross=False))"
+        )
+    bad = [i for ix in idx for i in ix if not 0 <= i < MAX_TOKENS]
+    if bad:
+        raise ValueError(f"token indices must be in [0, {MAX_TOKENS}), got {bad}")
+    return idx
 
 
 def _broadcast_prompts(prompts: str | Sequence[str], n: int) -> list[str]:
@@ -765,13 +772,15 @@ def load_backbone(
     dtype: str = "fp32",
     revision: str | None = None,
     local_path: str | os.PathLike[str] | None = None,
+    resolution: int | None = None,
 ) -> DiffusionBackbone:
     """Load a backbone by variant name (``BACKBONES``), diffusers repo id or local folder.
 
     ``sd-tiny`` is built from configs in code (seeded random weights, no download).  Real weights
     are read through diffusers/transformers ``from_pretrained`` with safetensors only, at the
     pinned revision unless ``revision`` is given; ``HF_HUB_OFFLINE=1`` is respected.  Missing
-    weights raise :class:`WeightsNotFoundError` with a one-line fix."""
+    weights raise :class:`WeightsNotFoundError` with a one-line fix.  ``resolution`` overrides
+    the variant's image side (a multiple of 8 x the VAE factor; e.g. 32 for fast sd-tiny tests)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     if name in BACKBONES:
@@ -785,6 +794,8 @@ def load_backbone(
             f"unknown backbone {name!r}; known: {', '.join(BACKBONES)} "
             "(or a diffusers repo id / local folder)"
         )
+    if resolution is not None:
+        spec = replace(spec, resolution=resolution)
     if spec.repo_id is None:
         parts = _build_tiny()
     else:
