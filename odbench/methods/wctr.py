@@ -59,27 +59,90 @@ class SuperpixelGraph:
         return int(self.lab.shape[0])
 
 
+# sRGB (D65) -> CIE-Lab, the constants of IEC 61966-2-1 and CIE 15 (as skimage.color.rgb2lab).
+_SRGB_TO_XYZ = np.array(
+    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
+)
+_D65_WHITE = np.array([0.95047, 1.0, 1.08883])
+
+
+def rgb_to_lab(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 sRGB -> float32 CIE-Lab (D65): the sRGB gamma via a 256-entry table,
+    then XYZ and the CIE cube-root law."""
+    v = np.arange(256) / 255.0
+    linear = np.where(v > 0.04045, ((v + 0.055) / 1.055) ** 2.4, v / 12.92).astype(np.float32)
+    xyz = linear[image] @ (_SRGB_TO_XYZ / _D65_WHITE[:, None]).T.astype(np.float32)
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16.0 / 116.0)
+    return np.stack(
+        [
+            116.0 * f[..., 1] - 16.0,
+            500.0 * (f[..., 0] - f[..., 1]),
+            200.0 * (f[..., 1] - f[..., 2]),
+        ],
+        axis=-1,
+    ).astype(np.float32)
+
+
+def _neighbour_pairs(labels: np.ndarray) -> np.ndarray:
+    """(M, 2) label pairs of 4-adjacent pixels with different labels (each pair once per edge)."""
+    out = []
+    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
+        differ = a != b
+        out.append(np.stack([a[differ], b[differ]], 1))
+    return np.concatenate(out)
+
+
+def enforce_connectivity(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Relabel an over-segmentation so that every segment is 4-connected and (where a larger
+    neighbour exists) at least ``min_size`` pixels, as SLIC's post-processing does (Achanta et
+    al. 2012, Sec. 3): each connected piece becomes a segment; pieces below ``min_size`` join the
+    neighbour they share the longest border with.  Returns labels 0..n-1."""
+    from skimage.measure import label as connected
+
+    comp = connected(labels, connectivity=1, background=-1) - 1
+    for _ in range(4):  # small pieces next to small pieces join in a later round
+        sizes = np.bincount(comp.ravel())
+        pairs = _neighbour_pairs(comp)
+        pairs = np.concatenate([pairs, pairs[:, ::-1]])
+        pairs = pairs[(sizes[pairs[:, 0]] < min_size) & (sizes[pairs[:, 1]] >= min_size)]
+        if len(pairs) == 0:
+            break
+        code, border = np.unique(pairs[:, 0] * len(sizes) + pairs[:, 1], return_counts=True)
+        uniq = np.stack([code // len(sizes), code % len(sizes)], 1)
+        order = np.lexsort((-border, uniq[:, 0]))  # per small piece: longest border first
+        uniq = uniq[order]
+        first = np.ones(len(uniq), bool)
+        first[1:] = uniq[1:, 0] != uniq[:-1, 0]
+        target = np.arange(len(sizes))
+        target[uniq[first, 0]] = uniq[first, 1]
+        comp = target[comp]
+    _, relabelled = np.unique(comp, return_inverse=True)
+    return np.asarray(relabelled.reshape(labels.shape))
+
+
 def build_graph(
     image: np.ndarray, pixels_per_superpixel: int, compactness: float
 ) -> SuperpixelGraph:
-    """SLIC superpixels of an (H, W, 3) uint8 RGB image and their mean colour, position and
-    adjacency."""
-    from skimage.color import rgb2lab
+    """SLIC superpixels (in CIE-Lab) of an (H, W, 3) uint8 RGB image and their mean colour,
+    position and adjacency."""
     from skimage.segmentation import slic
 
     h, w = image.shape[:2]
-    lab_image = rgb2lab(image)
+    lab_image = rgb_to_lab(image)
     n_segments = max(2, round(h * w / pixels_per_superpixel))
+    # skimage stretches any input to [0, 1] before clustering; dividing the compactness by the
+    # same range keeps SLIC's distance (Lab units vs spatial units) what it is on raw Lab.
+    span = float(lab_image.max() - lab_image.min()) or 1.0
     raw = slic(
         lab_image,
         n_segments=n_segments,
-        compactness=compactness,
+        compactness=compactness / span,
         convert2lab=False,
+        enforce_connectivity=False,
         start_label=0,
         channel_axis=-1,
     )
-    _, labels = np.unique(raw, return_inverse=True)
-    labels = labels.reshape(h, w)
+    labels = enforce_connectivity(raw, min_size=max(1, pixels_per_superpixel // 4))
     n = int(labels.max()) + 1
     flat = labels.ravel()
     count = np.bincount(flat, minlength=n).astype(np.float64)
@@ -94,13 +157,7 @@ def build_graph(
         ],
         1,
     )
-    pairs = np.concatenate(
-        [
-            np.stack([labels[:, :-1].ravel(), labels[:, 1:].ravel()], 1),
-            np.stack([labels[:-1, :].ravel(), labels[1:, :].ravel()], 1),
-        ]
-    )
-    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    pairs = _neighbour_pairs(labels)
     adjacent = np.zeros((n, n), dtype=bool)
     adjacent[pairs[:, 0], pairs[:, 1]] = True
     adjacent |= adjacent.T

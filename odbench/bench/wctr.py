@@ -1,0 +1,78 @@
+"""``odbench bench wctr``: wCtr images/s on one core (target >= 5 images/s per core).
+
+Runs :func:`odbench.methods.wctr.wctr_saliency` on the first ``--n`` ECSSD images (falling back
+to generated toy images, with a message, when ``--data-root``/ECSSD is absent) with every
+thread pool limited to one thread, and reports images/s together with the share of the time
+spent in the superpixel stage (SLIC + graph) measured on the same images in the same process.
+Rates are per CPU-second of this process (``time.process_time``), so other load on the machine
+does not count against them; the wall-clock rate is printed beside.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+TARGET_IMAGES_PER_S = 5.0
+
+
+def _images(data_root: Path, n: int) -> tuple[list[np.ndarray], str]:
+    from odbench.imageio import read_rgb
+
+    folder = data_root / "ECSSD" / "images"
+    files = sorted(folder.glob("*.jpg"))[:n] if folder.is_dir() else []
+    if files:
+        return [read_rgb(f) for f in files], f"{len(files)} ECSSD images from {folder}"
+    from odbench.data.toy import ToyDataset
+
+    toy = ToyDataset(n=n, size=(300, 400))  # ECSSD's typical size
+    ids = toy.ids()
+    return [
+        toy.load(i).image for i in ids
+    ], f"{len(ids)} 300x400 toy images (no ECSSD under {data_root})"
+
+
+@click.command("wctr")
+@click.option("--n", "n_images", default=100, show_default=True, help="Images to time.")
+@click.option(
+    "--data-root",
+    type=click.Path(path_type=Path),
+    default=Path(__file__).resolve().parents[2].parent / "shared" / "data",
+    show_default=True,
+)
+def cli(n_images: int, data_root: Path) -> None:
+    """wCtr images/s on one core."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    from threadpoolctl import threadpool_limits
+
+    from odbench.methods.wctr import build_graph, wctr_saliency
+
+    images, what = _images(data_root, n_images)
+    click.echo(f"wctr: {what}, one thread")
+    with threadpool_limits(1):
+        wctr_saliency(images[0])  # warm-up (imports, caches)
+        c0 = time.process_time()
+        for im in images:
+            build_graph(im, 600, 20.0)
+        c_graph = time.process_time() - c0
+        t0, c0 = time.perf_counter(), time.process_time()
+        for im in images:
+            wctr_saliency(im)
+        t_total, c_total = time.perf_counter() - t0, time.process_time() - c0
+    n = len(images)
+    rate = n / c_total
+    click.echo(
+        f"  full pipeline   {1000 * c_total / n:7.1f} ms CPU/image  {rate:6.2f} images/s per core "
+        f"(wall clock {n / t_total:.2f} images/s)"
+    )
+    click.echo(
+        f"  SLIC + graph    {1000 * c_graph / n:7.1f} ms CPU/image  "
+        f"({100 * c_graph / c_total:.0f}% of the pipeline)"
+    )
+    verdict = "meets" if rate >= TARGET_IMAGES_PER_S else "MISSES"
+    click.echo(f"  {verdict} the target of {TARGET_IMAGES_PER_S:g} images/s per core (CPU time)")

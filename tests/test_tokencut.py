@@ -1,0 +1,156 @@
+"""TokenCut: NCut on planted graphs against scipy's generalized eigensolver, the foreground-side
+rule under both eigenvector signs, and the real path on a tiny random timm ViT."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.linalg import eigh
+
+from odbench.backbones.dino import (
+    TINY,
+    WeightsUnavailableError,
+    last_layer_keys,
+    load_dino,
+)
+from odbench.methods.base import create_method
+from odbench.methods.tokencut import (
+    bipartition,
+    cosine_affinity,
+    ncut_vector,
+    tokencut_patch_mask,
+)
+
+
+def _two_clusters(n_small: int, n_large: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy two-block affinity (dense within, sparse across) with the blocks interleaved."""
+    rng = np.random.default_rng(seed)
+    n = n_small + n_large
+    truth = np.zeros(n, bool)
+    truth[rng.choice(n, n_small, replace=False)] = True
+    same = truth[:, None] == truth[None, :]
+    p = np.where(same, 0.8, 0.03)
+    upper = np.triu(rng.random((n, n)) < p, 1)
+    a = np.where(upper | upper.T, 1.0, 1e-5)
+    np.fill_diagonal(a, 1.0)
+    return a, truth
+
+
+def _reference_vector(a: np.ndarray) -> np.ndarray:
+    """TokenCut's own formulation: scipy's generalized symmetric eigensolver on (D - A, D)."""
+    d = np.diag(a.sum(axis=1))
+    _, vecs = eigh(d - a, d, subset_by_index=[1, 1])
+    return np.asarray(vecs[:, 0])
+
+
+@pytest.mark.parametrize("solver", ["dense", "lobpcg"])
+def test_ncut_vector_matches_generalized_eigh(solver: str) -> None:
+    a, _ = _two_clusters(60, 140, seed=0)
+    got, ref = ncut_vector(a, solver), _reference_vector(a)  # type: ignore[arg-type]
+    d = a.sum(axis=1)
+    cos = abs(np.sum(d * got * ref)) / np.sqrt(np.sum(d * got**2) * np.sum(d * ref**2))
+    assert cos > 1 - 1e-8
+    # the generalized Rayleigh quotient is the second smallest eigenvalue
+    lap = np.diag(d) - a
+    lam2 = eigh(lap, np.diag(d), eigvals_only=True, subset_by_index=[1, 1])[0]
+    assert got @ lap @ got / (got @ (d * got)) == pytest.approx(lam2, rel=1e-7)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ncut_bipartition_recovers_planted_clusters(seed: int) -> None:
+    a, truth = _two_clusters(70, 130, seed)
+    fg, _ = bipartition(ncut_vector(a, "lobpcg"))
+    # Σ d_i x_i = 0 puts the larger magnitudes on the smaller-volume side: the smaller cluster
+    assert np.array_equal(fg, truth)
+
+
+def test_foreground_side_does_not_depend_on_the_eigenvector_sign() -> None:
+    a, truth = _two_clusters(50, 150, seed=3)
+    x = _reference_vector(a)
+    fg_pos, seed_pos = bipartition(x)
+    fg_neg, seed_neg = bipartition(-x)
+    assert seed_pos == seed_neg
+    assert truth[seed_pos]
+    assert np.array_equal(fg_pos, truth) and np.array_equal(fg_neg, truth)
+    # the side "x > mean" alone is the background for one of the two signs
+    assert not (np.array_equal(x > x.mean(), truth) and np.array_equal(-x > (-x).mean(), truth))
+
+
+def test_tokencut_mask_on_planted_keys_is_the_object_component() -> None:
+    rng = np.random.default_rng(0)
+    grid = (12, 16)
+    obj = np.zeros(grid, bool)
+    obj[3:8, 5:11] = True
+    base = rng.standard_normal((2, 32))
+    keys = base[obj.ravel().astype(int)] + 0.3 * rng.standard_normal((obj.size, 32))
+    keys[0] = base[1] + 0.3 * rng.standard_normal(32)  # an object-like patch far away (corner)
+    mask, seed = tokencut_patch_mask(keys, grid, tau=0.2, eps=1e-5)
+    assert obj[seed]
+    assert np.array_equal(mask, obj)  # the isolated corner patch is dropped with its component
+
+
+def test_cosine_affinity_is_binary_with_eps() -> None:
+    keys = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.0]])
+    a = cosine_affinity(keys, tau=0.2, eps=1e-5)
+    assert a[0, 1] == 1.0 and a[0, 2] == 1e-5 and a[0, 3] == 1e-5
+    assert np.array_equal(a, a.T) and np.all(np.diag(a) == 1.0)
+
+
+def test_hooked_keys_equal_a_manual_pass_through_the_vit() -> None:
+    import torch
+
+    from odbench.backbones.dino import preprocess
+
+    model = load_dino(TINY)
+    image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    got = last_layer_keys(model, image)
+    assert got.grid == (4, 5) and got.padded == (64, 80) and got.keys.shape == (20, 48)
+    with torch.inference_mode():
+        x = model.patch_embed(preprocess(image, 16))
+        x = model.norm_pre(model._pos_embed(x))
+        for block in model.blocks[:-1]:
+            x = block(x)
+        qkv = model.blocks[-1].attn.qkv(model.blocks[-1].norm1(x))
+        heads = model.blocks[-1].attn.num_heads
+        k = qkv.reshape(1, x.shape[1], 3, heads, 48 // heads)[0, :, 1].reshape(x.shape[1], 48)
+    np.testing.assert_allclose(got.keys, k[1:].numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_tokencut_real_path_on_tiny_vit() -> None:
+    method = create_method("tokencut", backbone=TINY)
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, s, dtype=np.uint8) for s in [(70, 90, 3), (64, 48, 3)]]
+    maps = method.predict(images)
+    for im, m in zip(images, maps):
+        assert m.shape == im.shape[:2] and m.dtype == np.float32
+        assert set(np.unique(m)) <= {0.0, 1.0} and m.max() == 1.0
+    for im, box in zip(images, method.predict_boxes(images, maps)):
+        x1, y1, x2, y2 = box
+        assert 0 <= x1 < x2 <= im.shape[1] and 0 <= y1 < y2 <= im.shape[0]
+
+
+def test_bilateral_solver_variant_is_visibly_unimplemented() -> None:
+    method = create_method("tokencut", backbone=TINY, bilateral_solver=True)
+    with pytest.raises(NotImplementedError, match="bilateral"):
+        method.predict([np.zeros((32, 32, 3), np.uint8)])
+
+
+def test_missing_pretrained_weights_give_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(*args: object, **kwargs: object) -> str:
+        raise LocalEntryNotFoundError("not cached and HF_HUB_OFFLINE=1")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(WeightsUnavailableError) as err:
+        load_dino("vit_small_patch16_224.dino")
+    message = str(err.value)
+    assert "\n" not in message and "vit_small_patch16_224.dino" in message
+    assert isinstance(err.value, FileNotFoundError)  # shown as one line by the CLI
+
+
+def test_patch_size_hyperparameter_is_checked() -> None:
+    method = create_method("tokencut", backbone=TINY, patch_size=8)
+    with pytest.raises(ValueError, match="patch size 16"):
+        method.predict([np.zeros((32, 32, 3), np.uint8)])

@@ -1,0 +1,134 @@
+"""wctr (Zhu et al. 2014): each step against an independent reference, then real ECSSD images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.sparse.csgraph import floyd_warshall
+
+from odbench.methods.base import create_method
+from odbench.methods.wctr import (
+    boundary_connectivity,
+    enforce_connectivity,
+    geodesic_distance,
+    optimise_saliency,
+    rgb_to_lab,
+    wctr_saliency,
+)
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ECSSD = DATA / "ECSSD"
+
+
+def _random_graph(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    pts = rng.uniform(0, 100, (n, 3))
+    d_app = np.linalg.norm(pts[:, None] - pts[None], axis=-1)
+    adjacent = rng.random((n, n)) < 0.15
+    adjacent |= adjacent.T
+    np.fill_diagonal(adjacent, False)
+    boundary = rng.random(n) < 0.3
+    return d_app, adjacent, boundary
+
+
+def test_geodesic_distance_matches_floyd_warshall() -> None:
+    d_app, adjacent, boundary = _random_graph(40, 0)
+    links = adjacent | (boundary[:, None] & boundary[None, :])
+    np.fill_diagonal(links, False)
+    dense = np.where(links, d_app, np.inf)
+    np.fill_diagonal(dense, 0.0)
+    expected = floyd_warshall(dense, directed=False)
+    got = geodesic_distance(d_app, adjacent, boundary)
+    np.testing.assert_allclose(got, expected, rtol=1e-7, atol=1e-6)
+
+
+def test_rgb_to_lab_matches_skimage() -> None:
+    from skimage.color import rgb2lab
+
+    image = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    np.testing.assert_allclose(rgb_to_lab(image), rgb2lab(image), atol=2e-3)
+
+
+def test_enforce_connectivity_splits_pieces_and_absorbs_small_ones() -> None:
+    from scipy import ndimage
+
+    labels = np.zeros((20, 20), int)
+    labels[:, 10:] = 1
+    labels[2:4, 2:4] = 1  # a 4-pixel stray piece of segment 1 inside segment 0
+    labels[12:20, 0:8] = 1  # a 64-pixel piece of segment 1, disconnected from its main part
+    out = enforce_connectivity(labels, min_size=10)
+    assert out.max() + 1 == 3  # segment 0, segment 1's main part, its large piece
+    assert np.all(out[2:4, 2:4] == out[0, 0])  # the stray piece joined its surrounding segment
+    for seg in range(3):
+        assert ndimage.label(out == seg)[1] == 1
+
+
+def test_boundary_connectivity_of_isolated_region_is_zero_and_of_boundary_region_is_high() -> None:
+    # Two boundary superpixels identical in colour, one interior superpixel far in colour.
+    d_geo = np.array([[0.0, 0.0, 1e3], [0.0, 0.0, 1e3], [1e3, 1e3, 0.0]])
+    boundary = np.array([True, True, False])
+    bnd = boundary_connectivity(d_geo, boundary, sigma_clr=10.0)
+    assert bnd[2] == pytest.approx(0.0)
+    assert bnd[0] == pytest.approx(2 / np.sqrt(2))  # Len_bnd = 2, Area = 2 (Eq. 1, 3, 4)
+
+
+def test_optimisation_is_the_least_squares_minimiser() -> None:
+    """Eq. 9 as a stacked least-squares problem, solved by lstsq, equals the linear system."""
+    d_app, adjacent, _ = _random_graph(30, 1)
+    rng = np.random.default_rng(2)
+    w_bg, w_fg = rng.random(30), rng.random(30)
+    got = optimise_saliency(w_bg, w_fg, d_app, adjacent, sigma_clr=10.0, mu=0.1)
+    rows, targets = [], []
+    for i in range(30):
+        e = np.eye(30)[i]
+        rows += [np.sqrt(w_bg[i]) * e, np.sqrt(w_fg[i]) * e]
+        targets += [0.0, np.sqrt(w_fg[i])]
+    for i, j in zip(*np.nonzero(np.triu(adjacent))):
+        wij = np.exp(-(d_app[i, j] ** 2) / 200.0) + 0.1
+        rows.append(np.sqrt(wij) * (np.eye(30)[i] - np.eye(30)[j]))
+        targets.append(0.0)
+    expected = np.linalg.lstsq(np.array(rows), np.array(targets), rcond=None)[0]
+    np.testing.assert_allclose(got, expected, atol=1e-9)
+    assert got.min() >= -1e-12 and got.max() <= 1 + 1e-12  # a weighted mean of 0s and 1s
+
+
+def test_planted_object_is_salient() -> None:
+    rng = np.random.default_rng(0)
+    image = np.full((120, 160, 3), (90, 140, 200), dtype=np.float64)  # sky blue background
+    image[40:85, 55:110] = (200, 60, 40)  # red object off the border
+    image = np.clip(image + rng.normal(0, 4, image.shape), 0, 255).astype(np.uint8)
+    sal = wctr_saliency(image)
+    assert sal.shape == (120, 160) and sal.dtype == np.float32
+    assert 0.0 <= sal.min() and sal.max() <= 1.0
+    truth = np.zeros((120, 160), bool)
+    truth[40:85, 55:110] = True
+    pred = sal > 0.5
+    assert (pred & truth).sum() / (pred | truth).sum() > 0.85
+
+
+def _ecssd_subset(n: int) -> list[str]:
+    ids = sorted(p.stem for p in (ECSSD / "images").glob("*.jpg"))
+    return ids[:: max(1, len(ids) // n)][:n]
+
+
+@pytest.mark.slow
+def test_wctr_on_50_ecssd_images_beats_center_prior() -> None:
+    if not (ECSSD / "images").is_dir():
+        pytest.skip(f"real ECSSD not found at {ECSSD}")
+    from odbench.imageio import read_gray, read_rgb
+    from odbench.metrics.saliency import SaliencyMeter
+
+    ids = _ecssd_subset(50)
+    images = [read_rgb(ECSSD / "images" / f"{i}.jpg") for i in ids]
+    gts = [read_gray(ECSSD / "ground_truth_mask" / f"{i}.png") for i in ids]
+    scores = {}
+    for name in ("wctr", "center-prior"):
+        meter = SaliencyMeter("odbench")
+        for i, pred, gt in zip(ids, create_method(name).predict(images), gts):
+            meter.update(pred, gt, i)
+        scores[name] = meter.compute()
+    assert scores["wctr"]["iou"] >= 0.40
+    assert scores["wctr"]["iou"] >= scores["center-prior"]["iou"] + 0.05
+    assert scores["wctr"]["max_fbeta"] >= scores["center-prior"]["max_fbeta"] + 0.05
