@@ -1,0 +1,127 @@
+"""``odbench bench tokencut``: the NCut eigen-solve per image at 480 × 480 (30 × 30 = 900 patches),
+one CPU thread (target <= 0.1 s per image).
+
+Three solvers of the same problem, timed on the same affinities in one process:
+
+- ``reference``: ``scipy.linalg.eigh(D - A, D, subset_by_index=[1, 2])``, the generalized
+  problem as TokenCut's code solves it;
+- ``dense``: :func:`odbench.methods.tokencut.ncut_vector` with LAPACK on the symmetric
+  normalised Laplacian (eigenpairs 0..1 only);
+- ``lobpcg``: the same with LOBPCG (and its exact dense fallback).
+
+Affinities come from planted 30 × 30 patch layouts (object/background key directions plus noise,
+so the cut is as well or ill conditioned as a real image's) and, when ``--data-root`` holds
+ECSSD, from the tiny random ViT's keys of ECSSD images resized to 480 × 480.  Each solver's
+bipartition is compared with the reference's (fraction of patches on the same side).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import numpy as np
+
+TARGET_S = 0.1
+GRID = 30  # 480 / 16
+
+
+def planted_keys(n: int, seed: int) -> list[np.ndarray]:
+    """``n`` (900, 64) key sets: an object rectangle, 1-3 background regions, noise."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        lab = np.zeros((GRID, GRID), int)
+        y, x = rng.integers(4, 14, 2)
+        lab[y : y + rng.integers(6, 14), x : x + rng.integers(6, 14)] = 1
+        for r in range(2, 2 + int(rng.integers(0, 3))):
+            lab[: rng.integers(3, 10) if r % 2 else GRID, : rng.integers(3, 30)] = r
+        base = rng.standard_normal((5, 64))
+        out.append(base[lab.ravel()] + rng.uniform(0.6, 1.2) * rng.standard_normal((GRID**2, 64)))
+    return out
+
+
+def ecssd_keys(data_root: Path, n: int) -> list[np.ndarray]:
+    from PIL import Image
+
+    from odbench.backbones.dino import TINY, last_layer_keys, load_dino
+
+    files = sorted((data_root / "ECSSD" / "images").glob("*.jpg"))[:n]
+    if not files:
+        return []
+    model = load_dino(TINY)
+    out = []
+    for f in files:
+        with Image.open(f) as im:
+            image = np.asarray(im.convert("RGB").resize((480, 480), Image.Resampling.BILINEAR))
+        out.append(last_layer_keys(model, image).keys)
+    return out
+
+
+def reference_vector(a: np.ndarray) -> np.ndarray:
+    from scipy.linalg import eigh
+
+    d = np.diag(a.sum(axis=1))
+    _, vecs = eigh(d - a, d, subset_by_index=[1, 2])
+    return np.asarray(vecs[:, 0])
+
+
+def _time(
+    solve: Callable[[np.ndarray], np.ndarray], affinities: list[np.ndarray]
+) -> tuple[float, list[np.ndarray]]:
+    solve(affinities[0])  # warm-up
+    t0 = time.process_time()
+    vectors = [solve(a) for a in affinities]
+    return (time.process_time() - t0) / len(affinities), vectors
+
+
+@click.command("tokencut")
+@click.option("--n", "n_images", default=20, show_default=True, help="Affinities per source.")
+@click.option(
+    "--data-root",
+    type=click.Path(path_type=Path),
+    default=Path(__file__).resolve().parents[2].parent / "shared" / "data",
+    show_default=True,
+)
+def cli(n_images: int, data_root: Path) -> None:
+    """TokenCut NCut eigen-solve time per image at 900 patches, one thread."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from odbench.methods.tokencut import bipartition, cosine_affinity, ncut_vector
+
+    torch.set_num_threads(1)
+    sources = {"planted": planted_keys(n_images, seed=0)}
+    ecssd = ecssd_keys(data_root, n_images)
+    if ecssd:
+        sources["ecssd+tiny-vit"] = ecssd
+    else:
+        click.echo(f"(no ECSSD under {data_root}: planted affinities only)")
+    solvers: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+        "reference": reference_vector,
+        "dense": lambda a: ncut_vector(a, "dense"),
+        "lobpcg": lambda a: ncut_vector(a, "lobpcg"),
+    }
+    with threadpool_limits(1):
+        for source, keys in sources.items():
+            affinities = [cosine_affinity(k, 0.2, 1e-5) for k in keys]
+            click.echo(
+                f"{source}: {len(affinities)} affinities of {affinities[0].shape[0]} patches"
+            )
+            ref_parts = None
+            for name, solve in solvers.items():
+                seconds, vectors = _time(solve, affinities)
+                parts = [bipartition(v)[0] for v in vectors]
+                if ref_parts is None:
+                    ref_parts = parts
+                agree = np.mean([np.mean(p == r) for p, r in zip(parts, ref_parts)])
+                ok = "meets" if seconds <= TARGET_S else "misses"
+                click.echo(
+                    f"  {name:10s} {1000 * seconds:8.1f} ms CPU/image ({ok} {1000 * TARGET_S:.0f} ms)"
+                    f"  bipartition agreement with reference {agree:.4f}"
+                )
