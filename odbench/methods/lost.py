@@ -23,7 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from odbench.backbones.dino import KeyFeatureMethod, component_of, upsample_patch_mask
+from odbench.backbones.dino import (
+    KeyFeatureMethod,
+    bilateral_refine,
+    component_of,
+    upsample_patch_mask,
+)
 
 
 @dataclass(frozen=True)
@@ -94,11 +99,10 @@ class Lost(KeyFeatureMethod):
         return cache[digest]
 
     def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        maps = [self.discover(im).mask.astype(np.float32) for im in images]
         if self.hparams.get("bilateral_solver", False):
-            raise NotImplementedError(
-                "LOST + BS: the bilateral solver is not implemented in odbench yet"
-            )
-        return [self.discover(im).mask.astype(np.float32) for im in images]
+            maps = [bilateral_refine(im, m).astype(np.float32) for im, m in zip(images, maps)]
+        return maps
 
     def predict_boxes(self, images: list[np.ndarray], maps: list[np.ndarray]) -> list[np.ndarray]:
         return [self.discover(im).box for im in images]

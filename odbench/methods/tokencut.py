@@ -12,8 +12,9 @@ Sec. 3 of the paper, on the h × w patch tokens of one image:
 - Post-processing: the connected component of the foreground that holds that seed patch
   (TokenCut's ``detect_box``), upsampled to pixels; the box for CorLoc is that component's box.
 
-``+BS`` (bilateral-solver refinement, Barron & Poole 2016) is not implemented yet: the
-hyperparameter exists and raises :class:`NotImplementedError` when set.
+``+BS`` (``bilateral_solver = true``): the pixel mask refined by the bilateral solver shared with
+AttentionCut (Barron & Poole 2016); boxes then come from the refined map (TokenCut's published
+CorLoc is without BS).  Raises :class:`NotImplementedError` while that solver is not in odbench.
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ from typing import Literal
 
 import numpy as np
 
-from odbench.backbones.dino import KeyFeatureMethod, component_of, upsample_patch_mask
+from odbench.backbones.dino import (
+    KeyFeatureMethod,
+    bilateral_refine,
+    component_of,
+    upsample_patch_mask,
+)
 
 Solver = Literal["dense", "lobpcg"]
 
@@ -102,15 +108,14 @@ class TokenCut(KeyFeatureMethod):
 
     def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
         hp = self.hparams
-        if hp.get("bilateral_solver", False):
-            raise NotImplementedError(
-                "TokenCut + BS: the bilateral solver is not implemented in odbench yet"
-            )
         out = []
         for image in images:
             k = self.keys(image)
             mask, _ = tokencut_patch_mask(
                 k.keys, k.grid, float(hp["tau"]), float(hp["eps"]), hp.get("eigensolver", "dense")
             )
-            out.append(upsample_patch_mask(mask, k.patch_size, image.shape[:2]).astype(np.float32))
+            pixels = upsample_patch_mask(mask, k.patch_size, image.shape[:2])
+            if hp.get("bilateral_solver", False):
+                pixels = bilateral_refine(image, pixels)
+            out.append(pixels.astype(np.float32))
         return out
