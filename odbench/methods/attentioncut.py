@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -543,32 +544,22 @@ class DiffusionMethod(Method):
     @property
     def backbone(self) -> Any:
         if self._backbone is None:
-            from odbench.backbones.diffusion import load_backbone
-
-            self._backbone = load_backbone(
+            self._backbone = _shared_backbone(
                 str(self.hparams.get("backbone", "sd-v1-4")),
-                device=self.device,
-                dtype=str(self.hparams.get("dtype", "fp32")),
+                self.device,
+                str(self.hparams.get("dtype", "fp32")),
             )
         return self._backbone
 
     @property
     def prior(self) -> Any:
         if self._prior is None:
-            from odbench.backbones.clip_prior import ClipPrior, CoarseGroups, load_coarse_groups
-
-            if self.backbone.spec.name == "sd-tiny":
-                full = load_coarse_groups()
-                groups = CoarseGroups(
-                    full.classnames[:TINY_PRIOR_CLASSES], full.group_of[:TINY_PRIOR_CLASSES]
-                )
-                self._prior = ClipPrior.tiny(device=self.device, cache_dir=None, groups=groups)
-            else:
-                self._prior = ClipPrior.load(
-                    str(self.hparams.get("clip_model", "ViT-L-14")),
-                    str(self.hparams.get("clip_pretrained", "openai")),
-                    device=self.device,
-                )
+            self._prior = _shared_prior(
+                self.backbone.spec.name == "sd-tiny",
+                str(self.hparams.get("clip_model", "ViT-L-14")),
+                str(self.hparams.get("clip_pretrained", "openai")),
+                self.device,
+            )
         return self._prior
 
     def _prompt(self, label: str) -> tuple[str, list[int]]:
@@ -611,6 +602,29 @@ class DiffusionMethod(Method):
             feats = _stack_features(caps.features, b, grid) if self.needs_features else None
             result.append(Evidence(label, a_c, aggregate_self_attention(selfs, grid), feats))
         return result
+
+
+@lru_cache(maxsize=2)
+def _shared_backbone(name: str, device: str, dtype: str) -> Any:
+    """One frozen backbone per (name, device, dtype) and process: every diffusion method (and
+    every ablation row evaluated in one run) reuses it; captures are per call, so sharing is
+    safe."""
+    from odbench.backbones.diffusion import load_backbone
+
+    return load_backbone(name, device=device, dtype=dtype)
+
+
+@lru_cache(maxsize=2)
+def _shared_prior(tiny: bool, model: str, pretrained: str, device: str) -> Any:
+    """The CLIP-classifiable prior, once per process (its text classifier is built once)."""
+    from odbench.backbones.clip_prior import ClipPrior, CoarseGroups, load_coarse_groups
+
+    if tiny:
+        full = load_coarse_groups()
+        n = TINY_PRIOR_CLASSES
+        groups = CoarseGroups(full.classnames[:n], full.group_of[:n])
+        return ClipPrior.tiny(device=device, cache_dir=None, groups=groups)
+    return ClipPrior.load(model, pretrained, device=device)
 
 
 def _stack_features(features: dict[str, Any], b: int, grid: int) -> np.ndarray:

@@ -1,0 +1,129 @@
+"""The registered AttentionCut / Table 5 methods: the baseline rules on planted features, and the
+whole pipeline (CLIP prior → DDIM inversion with capture → cut) on the tiny random SD."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from odbench.cards import method_card
+from odbench.methods.diffusion_baselines import (
+    densecrf_foreground,
+    kmeans_foreground,
+    ncut_foreground,
+)
+
+OURS = [
+    "attentioncut",
+    *(f"attentioncut-row{r}" for r in range(1, 7)),
+    "attentioncut-noprior",
+    "kmeans-diffusion",
+    "ncut-diffusion",
+    "densecrf-diffusion",
+]
+
+
+def _planted(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((24, 24), bool)
+    y, x = rng.integers(3, 9, 2)
+    mask[y : y + rng.integers(8, 13), x : x + rng.integers(8, 13)] = True
+    centre = 3.0 * np.linalg.qr(rng.normal(size=(16, 2)))[0].T  # two orthogonal directions
+    feats = np.where(mask[..., None], centre[1], centre[0]) + rng.normal(0, 0.5, (24, 24, 16))
+    a_c = np.clip(mask * 0.7 + rng.normal(0.15, 0.2, mask.shape), 0, 1)
+    img = np.where(mask[..., None], rng.integers(0, 256, 3), rng.integers(0, 256, 3))
+    return mask, feats, a_c, img.astype(np.uint8)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_table5_rules_recover_a_planted_object(seed: int) -> None:
+    mask, feats, a_c, img = _planted(seed)
+    assert _iou(kmeans_foreground(feats, a_c, seed), mask) > 0.9
+    assert _iou(ncut_foreground(feats), mask) > 0.8  # the complement would score < 0.3
+    assert _iou(densecrf_foreground(a_c, img), mask) > _iou(a_c > 0.5, mask)
+
+
+def test_kmeans_picks_the_cluster_with_more_cross_attention() -> None:
+    mask, feats, a_c, _ = _planted(0)
+    assert _iou(kmeans_foreground(feats, 1.0 - a_c), ~mask) > 0.9
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_cards_carry_backbone_and_paper_numbers(name: str) -> None:
+    card = method_card(name)
+    assert card is not None and card.hyperparameters["backbone"] == "sd-v1-4"
+    assert card.reported, f"{name}: no reported rows"
+    for row in card.reported:
+        assert row["source"] == "DiffusionSeg (Ma et al. 2023)"
+        assert row["table"] in {"1a", "1b", "1c", "5", "6", "7"}
+        assert all(0 < row[k] < 1 for k in ("acc", "iou", "max_fbeta") if k in row)
+
+
+@pytest.fixture(scope="module")
+def toy_images() -> list[np.ndarray]:
+    from odbench.data.base import create_dataset
+
+    ds = create_dataset("toy")
+    return [ds.load(i).image for i in ds.ids()[:2]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(  # rows 1-6 share attentioncut's code path (their terms: test_attentioncut)
+    "name",
+    [
+        "attentioncut",
+        "attentioncut-noprior",
+        "kmeans-diffusion",
+        "ncut-diffusion",
+        "densecrf-diffusion",
+    ],
+)
+def test_predict_on_the_tiny_backbone(name: str, toy_images: list[np.ndarray]) -> None:
+    from odbench.methods.base import create_method
+
+    method = create_method(name, backbone="sd-tiny", num_steps=1)
+    maps = method.predict(toy_images[:1])
+    assert len(maps) == 1
+    m = maps[0]
+    assert m.shape == toy_images[0].shape[:2] and m.dtype == np.float32
+    assert 0.0 <= m.min() and m.max() <= 1.0
+
+
+@pytest.mark.slow
+def test_eval_attentioncut_on_toy_with_the_tiny_backbone(tmp_path: Path) -> None:
+    from odbench.cli import main
+
+    res = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "--method",
+            "attentioncut",
+            "--dataset",
+            "toy",
+            "--limit",
+            "4",
+            "--backbone",
+            "sd-tiny",
+            "--set",
+            "num_steps=1",
+            "--results-dir",
+            str(tmp_path / "results"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    files = list((tmp_path / "results").rglob("*.json"))
+    assert files, res.output
+    doc = json.loads(files[0].read_text())
+    assert doc["method"]["name"] == "attentioncut"
+    assert doc["dataset"]["n_evaluated"] == 4
