@@ -77,19 +77,22 @@ def toy_images() -> list[np.ndarray]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(  # rows 1-6 share attentioncut's code path (their terms: test_attentioncut)
-    "name",
+    ("name", "extra"),
     [
-        "attentioncut",
-        "attentioncut-noprior",
-        "kmeans-diffusion",
-        "ncut-diffusion",
-        "densecrf-diffusion",
+        ("attentioncut", {}),
+        ("attentioncut", {"bilateral_solver": True, "cut_resolution": "image"}),
+        ("attentioncut-noprior", {}),
+        ("kmeans-diffusion", {}),
+        ("ncut-diffusion", {}),
+        ("densecrf-diffusion", {}),
     ],
 )
-def test_predict_on_the_tiny_backbone(name: str, toy_images: list[np.ndarray]) -> None:
+def test_predict_on_the_tiny_backbone(
+    name: str, extra: dict[str, object], toy_images: list[np.ndarray]
+) -> None:
     from odbench.methods.base import create_method
 
-    method = create_method(name, backbone="sd-tiny", num_steps=1)
+    method = create_method(name, backbone="sd-tiny", num_steps=1, **extra)
     maps = method.predict(toy_images[:1])
     assert len(maps) == 1
     m = maps[0]

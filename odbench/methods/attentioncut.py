@@ -672,6 +672,6 @@ class AttentionCut(DiffusionMethod):
             if self.hparams.get("bilateral_solver", False):
                 from odbench.methods.bilateral_solver import bilateral_solve
 
-                soft = bilateral_solve(img, soft, np.ones_like(soft))
+                soft = np.clip(bilateral_solve(img, soft, np.ones_like(soft)), 0.0, 1.0)
             maps.append(soft.astype(np.float32))
         return maps
