@@ -119,7 +119,17 @@ def test_self_affinity_is_row_max_normalised_and_symmetric() -> None:
     dense = 0.5 * (a / a.max(1, keepdims=True) + (a / a.max(1, keepdims=True)).T)
     p, q = np.meshgrid(np.arange(16), np.arange(16), indexing="ij")
     np.testing.assert_allclose(aff.entries(p, q), dense, rtol=1e-6)
-    np.testing.assert_allclose(aff.columns(np.array([2, 7])), dense[:, [2, 7]], rtol=1e-6)
+    np.testing.assert_allclose(
+        aff.mean_column(np.array([2, 7])), dense[:, [2, 7]].mean(1), rtol=1e-6
+    )
+    coarse = rng.uniform(size=(4, 4))
+    coarse /= coarse.sum(1, keepdims=True)
+    two = ac.aggregate_self_attention([(a, 2), (coarse, 1)], grid=4)
+    full = _dense(two)
+    s2 = 0.5 * (full / full.max(1, keepdims=True) + (full / full.max(1, keepdims=True)).T)
+    np.testing.assert_allclose(
+        two.mean_column(np.array([0, 5, 9])), s2[:, [0, 5, 9]].mean(1), rtol=1e-5
+    )
     edges = ac.grid_edges(4, 4, 8)
     got = ac.semantic_coherence(aff, np.arange(16), edges)
     np.testing.assert_allclose(got, dense[edges[:, 0], edges[:, 1]], rtol=1e-6)
@@ -145,10 +155,16 @@ def test_boundary_seeds_lie_on_the_mask_boundary_and_are_seeded() -> None:
 def test_geodesic_distance_between_neighbours() -> None:
     img = np.zeros((2, 2, 3), np.uint8)
     img[0, 1] = (255, 0, 0)
-    edges = ac.grid_edges(2, 2)
-    d = ac.geodesic_edge_distance(img, edges)
+    d = ac.geodesic_edge_distance(img, 4)
     raw = np.array([1.0, 0.0, 0.0, 1.0])  # pairs (0,1), (2,3), (0,2), (1,3)
     np.testing.assert_allclose(d, raw / raw.mean())
+    rng = np.random.default_rng(4)
+    img = rng.uniform(size=(5, 7, 3))
+    for nb in (4, 8):
+        e = ac.grid_edges(5, 7, nb)
+        flat = img.reshape(-1, 3)
+        ref = np.linalg.norm(flat[e[:, 0]] - flat[e[:, 1]], axis=1)
+        np.testing.assert_allclose(ac.geodesic_edge_distance(img, nb), ref / ref.mean(), rtol=1e-5)
 
 
 def test_postprocess_removes_specks_and_fills_holes() -> None:

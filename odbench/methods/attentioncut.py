@@ -112,9 +112,14 @@ class SelfAffinity:
         """S(p, q) = ½ (A_s(p, q)/max A_s(p, ·) + A_s(q, p)/max A_s(q, ·))."""
         return 0.5 * (self.raw(p, q) / self.row_max[p] + self.raw(q, p) / self.row_max[q])
 
-    def columns(self, b: np.ndarray) -> np.ndarray:
-        """S(·, b) for the flat indices b: (G², |b|)."""
-        return self.entries(np.arange(self.grid**2)[:, None], np.asarray(b)[None, :])
+    def mean_column(self, b: np.ndarray) -> np.ndarray:
+        """1/|b| Σ_{j ∈ b} S(·, j): (G²,).  Per level, the |b| key columns (and query rows) are
+        averaged at the level's own resolution, then expanded to the grid."""
+        b = np.asarray(b)
+        inv_b = 1.0 / self.row_max[b]
+        fwd = sum(c * a[:, cell[b]].mean(axis=1)[cell] for a, c, cell in self.levels)
+        bwd = sum(c * (inv_b @ a[cell[b]] / len(b))[cell] for a, c, cell in self.levels)
+        return 0.5 * (fwd / self.row_max + bwd)  # type: ignore[no-any-return]
 
 
 def aggregate_self_attention(
@@ -201,7 +206,7 @@ def boundary_refinement(affinity: SelfAffinity, seeds: np.ndarray) -> np.ndarray
     Flat (N,) float32; all zeros when B is empty."""
     if seeds.size == 0:
         return np.zeros(affinity.grid**2, np.float32)
-    return minmax(affinity.columns(seeds).mean(axis=1))
+    return minmax(affinity.mean_column(seeds))
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,22 +260,26 @@ def grid_edges(height: int, width: int, neighbourhood: int = 4) -> np.ndarray:
     return np.concatenate([np.stack([a.ravel(), b.ravel()], axis=1) for a, b in pairs])
 
 
-def geodesic_edge_distance(image: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """D(p, q) of Eq. (5) for neighbour pairs, on the image's RGB intensity surface.
+def geodesic_edge_distance(image: np.ndarray, neighbourhood: int = 4) -> np.ndarray:
+    """D(p, q) of Eq. (5) for the neighbour pairs of :func:`grid_edges` (same order), on the
+    image's RGB intensity surface.
 
     Discretisation: paths run along the pixel grid and the integral ∫‖∇I · v‖ds becomes the sum
     of ‖I(p_i) − I(p_{i+1})‖₂ over consecutive pixels (I in [0, 1]).  For two neighbours the
     direct step is then the geodesic (by the triangle inequality no detour is shorter), so
     D(p, q) = ‖I(p) − I(q)‖₂.  The paper gives D no scale; we divide by its mean over the
     image's neighbour pairs (contrast normalisation as in GrabCut, Rother et al. 2004), so
-    exp(−D) ≈ e⁻¹ on a typical edge whatever the image's contrast.  Returns (E,) float64.
+    exp(−D) ≈ e⁻¹ on a typical edge whatever the image's contrast.  Returns (E,) float32.
     """
-    flat = image.reshape(-1, image.shape[-1]).astype(np.float64)
+    img = image.astype(np.float32)
     if image.dtype == np.uint8:
-        flat /= 255.0
-    d = np.linalg.norm(flat[edges[:, 0]] - flat[edges[:, 1]], axis=1)
-    mean = d.mean() if d.size else 0.0
-    return d / mean if mean > 1e-12 else d
+        img /= 255.0
+    diffs = [img[:, 1:] - img[:, :-1], img[1:, :] - img[:-1, :]]
+    if neighbourhood == 8:
+        diffs += [img[1:, 1:] - img[:-1, :-1], img[1:, :-1] - img[:-1, 1:]]
+    d = np.concatenate([np.sqrt((x * x).sum(axis=-1)).ravel() for x in diffs])
+    mean = float(d.mean(dtype=np.float64)) if d.size else 0.0
+    return d / np.float32(mean) if mean > 1e-12 else d
 
 
 def inner_coherence(
@@ -280,7 +289,7 @@ def inner_coherence(
     None (Table 6 rows 4 and 5 drop one), not both."""
     if semantic is None and distance is None:
         raise ValueError("inner_coherence needs A_s, D or both")
-    psi = np.zeros_like(semantic if semantic is not None else distance, dtype=np.float64)
+    psi = np.zeros_like(semantic if semantic is not None else distance, dtype=np.float32)
     if semantic is not None:
         psi += semantic
     if distance is not None:
@@ -296,20 +305,17 @@ def semantic_coherence(affinity: SelfAffinity, cells: np.ndarray, edges: np.ndar
     cp = cells[edges[:, 0]]
     off = cells[edges[:, 1]] - cp
     g, n = affinity.grid, affinity.grid**2
-    out = np.empty(len(edges))
-    done = np.zeros(len(edges), bool)
-    for o in (0, 1, -1, g, g - 1, g + 1):
-        sel = off == o
-        if not sel.any():
-            continue
-        base = np.arange(max(0, -o), min(n, n - o))
-        table = np.zeros(n)
-        table[base] = affinity.entries(base, base + o)
-        out[sel] = table[cp[sel]]
-        done |= sel
-    if not done.all():
+    offsets = (0, 1, -1, g, g - 1, g + 1)
+    code = np.full(g + 3, -1)  # offset + 1 -> row of the table
+    code[np.array(offsets) + 1] = np.arange(len(offsets))
+    row = np.where((off >= -1) & (off <= g + 1), code[np.clip(off + 1, 0, g + 2)], -1)
+    if (row < 0).any():
         raise ValueError("semantic_coherence: some neighbour pairs are not in adjacent cells")
-    return out
+    table = np.zeros((len(offsets), n), np.float32)
+    for i, o in enumerate(offsets):
+        base = np.arange(max(0, -o), min(n, n - o))
+        table[i, base] = affinity.entries(base, base + o)
+    return table[row, cp]
 
 
 # --------------------------------------------------------------------------------------------
@@ -344,7 +350,7 @@ def min_cut(
 
     shape = cost_fg.shape
     n = cost_fg.size
-    g = maxflow.Graph[float](n, len(edges))
+    g = maxflow.Graph[float](n, 2 * len(edges))
     nodes = g.add_nodes(n)
     g.add_grid_tedges(nodes, cost_fg.ravel().astype(np.float64), cost_bg.ravel().astype(np.float64))
     if len(edges) and lam > 0:
@@ -476,7 +482,7 @@ def attention_cut(
         if "D" in terms:
             img = image if image.dtype != np.uint8 else image.astype(np.float32) / 255.0
             img = cv2.resize(img.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
-            distance = geodesic_edge_distance(img, edges)
+            distance = geodesic_edge_distance(img, params.neighbourhood)
         psi = inner_coherence(semantic, distance, params.lambda_psi)
     lap("psi")
     mask = min_cut(cost_fg, cost_bg, edges, psi, params.lam)
