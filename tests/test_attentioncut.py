@@ -261,3 +261,15 @@ def test_planted_signal_recovery_per_table6_row(capsys: pytest.CaptureFixture[st
     assert means["row 4"] >= means["row 3"] - tol  # + D
     assert means["row 5"] >= means["row 3"] - tol  # + A_s
     assert means["row 6"] >= max(means["row 4"], means["row 5"]) - tol  # both coherences
+
+
+def test_cut_at_a_finer_resolution_agrees_with_the_grid_cut() -> None:
+    mask, a_c, affinity, img = planted("ellipse", 0)
+    coarse = ac.attention_cut(a_c, affinity, img, ac.CutParams())
+    fine_img = np.repeat(np.repeat(img, 3, axis=0), 3, axis=1)
+    fine = ac.attention_cut(a_c, affinity, fine_img, ac.CutParams(), out_size=(96, 96))
+    assert fine.shape == (96, 96)
+    up = np.repeat(np.repeat(coarse, 3, axis=0), 3, axis=1)
+    assert _iou(fine, up) > 0.8
+    big = np.repeat(np.repeat(mask, 3, axis=0), 3, axis=1)
+    assert _iou(fine, big) > _iou(a_c > 0.5, mask)
