@@ -76,10 +76,9 @@ def toy_images() -> list[np.ndarray]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(  # rows 1-6 share attentioncut's code path (their terms: test_attentioncut)
+@pytest.mark.parametrize(  # plain attentioncut: the eval test; rows 1-6 share its code path
     ("name", "extra"),
     [
-        ("attentioncut", {}),
         ("attentioncut", {"bilateral_solver": True, "cut_resolution": "image"}),
         ("attentioncut-noprior", {}),
         ("kmeans-diffusion", {}),
