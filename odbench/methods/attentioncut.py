@@ -97,8 +97,8 @@ def _cell_index(grid: int, res: int) -> np.ndarray:
 class SelfAffinity:
     """A_s of Eq. (2) and its normalised, symmetrised form S (see the module docstring), kept
     lazily per resolution level: A_s(p, q) = Σ_l c_l A_l(cell_l(p), cell_l(q)).  Only what the
-    cut needs is ever formed (|B| columns for Eq. 3, one entry per neighbour pair for Eq. 5,
-    the row maxima), never the dense G² × G² matrix."""
+    cut needs is ever formed (the mean over the seed columns for Eq. 3, one entry per neighbour
+    pair for Eq. 5, the row maxima), never the dense G² × G² matrix."""
 
     grid: int
     levels: tuple[tuple[np.ndarray, float, np.ndarray], ...]  # (A_l, c_l, cell_l)
@@ -250,7 +250,8 @@ def objectness(
 
 def grid_edges(height: int, width: int, neighbourhood: int = 4) -> np.ndarray:
     """Unordered neighbour pairs of an H × W grid as flat indices, (E, 2) int64: right and down
-    neighbours (4), plus the two diagonals (8).  Each pair appears once."""
+    neighbours (4), plus the two diagonals (8; weighted like axis pairs).  Each pair appears
+    once."""
     if neighbourhood not in (4, 8):
         raise ValueError(f"neighbourhood must be 4 or 8, got {neighbourhood}")
     idx = np.arange(height * width).reshape(height, width)
