@@ -273,3 +273,13 @@ def test_cut_at_a_finer_resolution_agrees_with_the_grid_cut() -> None:
     assert _iou(fine, up) > 0.8
     big = np.repeat(np.repeat(mask, 3, axis=0), 3, axis=1)
     assert _iou(fine, big) > _iou(a_c > 0.5, mask)
+
+
+def test_attention_cut_weights_lambda_zero_and_large() -> None:
+    _, a_c, affinity, img = planted("cross", 1)
+    unary = ac.attention_cut(a_c, affinity, img, ac.CutParams(terms=("A_c", "r")))
+    zero = ac.attention_cut(a_c, affinity, img, ac.CutParams(lam=0.0))
+    np.testing.assert_array_equal(zero, unary)
+    nopost = ac.CutParams(lam=1e4, min_area=0.0)
+    big = ac.attention_cut(a_c, affinity, img, nopost)
+    assert big.all() or not big.any()
