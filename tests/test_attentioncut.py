@@ -283,3 +283,16 @@ def test_attention_cut_weights_lambda_zero_and_large() -> None:
     nopost = ac.CutParams(lam=1e4, min_area=0.0)
     big = ac.attention_cut(a_c, affinity, img, nopost)
     assert big.all() or not big.any()
+
+
+def test_row_max_is_exact_over_three_nested_levels() -> None:
+    rng = np.random.default_rng(5)
+    levels = []
+    for res, weight in ((8, 2.0), (4, 3.0), (2, 1.0), (4, 1.0)):
+        a = rng.uniform(size=(res * res, res * res)) ** 4
+        levels.append((a / a.sum(1, keepdims=True), weight))
+    for chunk in (7, 64):
+        aff = ac.aggregate_self_attention(levels, grid=8, chunk=chunk)
+        dense = _dense(aff)
+        np.testing.assert_allclose(dense.sum(1), 1, rtol=1e-5)
+        np.testing.assert_allclose(aff.row_max, dense.max(1), rtol=1e-6)

@@ -123,7 +123,7 @@ class SelfAffinity:
 
 
 def aggregate_self_attention(
-    layers: Sequence[tuple[np.ndarray, float]], grid: int, chunk: int = 256
+    layers: Sequence[tuple[np.ndarray, float]], grid: int, chunk: int = 64
 ) -> SelfAffinity:
     """A_s of Eq. (2): the mean over all layers and steps, on the ``grid`` × ``grid`` grid.
 
@@ -132,10 +132,9 @@ def aggregate_self_attention(
     averages (the backbone's running sums divided by their counts).  A coarser map is brought to
     the grid by nearest-neighbour upsampling of both the query and the key index, the key mass
     split evenly over the (grid/res)² children, so every row still sums to 1.  ``grid`` must be a
-    multiple of every res.  The row maxima are computed ``chunk`` rows at a time.
+    multiple of every res, and each res a multiple of the next coarser one.  The row maxima
+    are computed ``chunk`` rows at a time (:func:`_row_max`).
     """
-    import cv2
-
     if not layers:
         raise ValueError("aggregate_self_attention: no self-attention layers given")
     total = sum(float(w) for _, w in layers)
@@ -146,38 +145,63 @@ def aggregate_self_attention(
             raise ValueError(f"self-attention of shape {a.shape} does not fit a {grid}² grid")
         coef = float(w) / total / (grid // res) ** 2
         levels.append((np.asarray(a, np.float32), coef, _cell_index(grid, res)))
-    n = grid * grid
-    row_max = np.empty(n, np.float32)
-    order = sorted(levels, key=lambda lv: -lv[0].shape[0])  # finest first: it fills the block
-    buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    block_buf = np.empty((chunk, grid, grid), np.float32)  # reused: no page faults per chunk
-    for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
-        m = stop - start
-        block = block_buf[:m]
-        if order[0][0].shape[0] != n:
-            block.fill(0.0)
-        for a, c, cell in order:
-            res = round(np.sqrt(a.shape[0]))
+    return SelfAffinity(grid, tuple(levels), _row_max(levels, grid, chunk))
+
+
+def _pool_max(x: np.ndarray, f: int) -> np.ndarray:
+    """Max over f × f blocks of the last two axes of (m, r, r) (halving steps when f is even)."""
+    while f > 1 and f % 2 == 0:
+        out = np.maximum(x[:, 0::2, 0::2], x[:, 0::2, 1::2])
+        np.maximum(out, x[:, 1::2, 0::2], out=out)
+        np.maximum(out, x[:, 1::2, 1::2], out=out)
+        x, f = out, f // 2
+    if f > 1:
+        m, r = x.shape[0], x.shape[1] // f
+        x = x.reshape(m, r, f, r, f).max(axis=(2, 4))
+    return x
+
+
+def _row_max(
+    levels: list[tuple[np.ndarray, float, np.ndarray]], grid: int, chunk: int
+) -> np.ndarray:
+    """max_q A_s(p, q) for every p, exactly, without forming rows of A_s.
+
+    Coarser levels are constant over blocks of finer keys, so going from fine to coarse the
+    running sum is max-pooled onto the next level's key grid before that level is added (a max
+    commutes with adding a per-block constant).  Queries are taken a band of image rows at a
+    time, so a coarse level's rows are a contiguous slice broadcast over the s × s fine queries
+    of each coarse cell.  Needs every resolution to divide the next finer one."""
+    order = sorted(levels, key=lambda lv: -lv[0].shape[0])
+    sides = [round(np.sqrt(a.shape[0])) for a, _, _ in order]
+    for fine, coarse in zip(sides[:-1], sides[1:]):
+        if fine % coarse:
+            raise ValueError(f"self-attention sides {fine} and {coarse} are not nested")
+    step = grid // sides[-1]  # a band holds whole cells of the coarsest level
+    band = step * max(1, -(-chunk // (grid * step)))
+    out = np.empty((grid, grid), np.float32)
+    for y0 in range(0, grid, band):
+        y1 = min(y0 + band, grid)
+        k = y1 - y0
+        values: np.ndarray | None = None  # (k, grid, r, r): queries × keys at the current side
+        scale = 1.0
+        for (a, c, _), res in zip(order, sides):
             s = grid // res
-            if s == 1:
-                np.multiply(a[start:stop].reshape(m, grid, grid), c, out=block)
-                continue
-            if res not in buffers:
-                buffers[res] = (
-                    np.empty((chunk, res * res), np.float32),
-                    np.empty((chunk * res, grid), np.float32),
+            rows = a[(y0 // s) * res : (y1 // s) * res].reshape(k // s, 1, res, 1, res, res)
+            if values is None:  # the finest level, scaled lazily
+                values = np.broadcast_to(rows, (k // s, s, res, s, res, res)).reshape(
+                    k, grid, res, res
                 )
-            rows, wide = buffers[res][0][:m], buffers[res][1][: m * res]
-            np.take(a, cell[start:stop], axis=0, out=rows)
-            rows *= c
-            # keys repeated along x (OpenCV nearest, exact for integer factors), then along y
-            cv2.resize(
-                rows.reshape(m * res, res), (grid, m * res), wide, 0, 0, cv2.INTER_NEAREST_EXACT
-            )
-            block.reshape(m, res, s, grid)[...] += wide.reshape(m, res, 1, grid)
-        row_max[start:stop] = block.reshape(m, -1).max(axis=1)
-    return SelfAffinity(grid, tuple(levels), np.maximum(row_max, 1e-30))
+                scale = c
+                continue
+            cur = values.shape[-1]
+            pooled = _pool_max(values.reshape(k * grid, cur, cur), cur // res)
+            values = (scale * pooled).reshape(k // s, s, res, s, res, res)
+            values += c * rows
+            values = values.reshape(k, grid, res, res)
+            scale = 1.0
+        assert values is not None
+        out[y0:y1] = scale * values.reshape(k, grid, -1).max(axis=-1)
+    return np.maximum(out.ravel(), 1e-30)
 
 
 # --------------------------------------------------------------------------------------------
