@@ -119,7 +119,8 @@ def test_hooked_keys_equal_a_manual_pass_through_the_vit() -> None:
 def test_tokencut_real_path_on_tiny_vit() -> None:
     method = create_method("tokencut", backbone=TINY)
     rng = np.random.default_rng(1)
-    images = [rng.integers(0, 256, s, dtype=np.uint8) for s in [(70, 90, 3), (64, 48, 3)]]
+    shapes = [(70, 90, 3), (64, 48, 3), (12, 10, 3)]  # the last one is a single patch
+    images = [rng.integers(0, 256, s, dtype=np.uint8) for s in shapes]
     maps = method.predict(images)
     for im, m in zip(images, maps):
         assert m.shape == im.shape[:2] and m.dtype == np.float32

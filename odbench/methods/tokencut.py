@@ -53,6 +53,8 @@ def ncut_vector(affinity: np.ndarray, solver: Solver = "dense") -> np.ndarray:
     from scipy.linalg import eigh
 
     d = affinity.sum(axis=1)
+    if len(d) < 2:  # one patch: nothing to cut, it is the foreground
+        return np.ones(len(d))
     inv_sqrt = 1.0 / np.sqrt(d)
     lap = np.eye(len(d)) - inv_sqrt[:, None] * affinity * inv_sqrt[None, :]
     if solver == "dense":
