@@ -239,7 +239,7 @@ def test_features_are_step_means_of_block_outputs(bb: D.DiffusionBackbone) -> No
 
 def test_feature_hook_accepts_dataclass_output(bb: D.DiffusionBackbone) -> None:
     block = bb.unet.get_submodule("down_blocks.0.attentions.0")
-    hooks = D._FeatureHooks(bb.unet, ["down_blocks.0.attentions.0"], AttentionStore())
+    hooks = D.CaptureSession(bb.unet, ["down_blocks.0.attentions.0"], AttentionStore())
     x = torch.randn(1, 32, 8, 8)
     ctx = torch.randn(1, 77, 32)
     try:
@@ -296,3 +296,12 @@ def test_describe(bb: D.DiffusionBackbone) -> None:
     d = bb.describe()
     assert d["name"] == "sd-tiny" and d["dtype"] == "fp32" and d["resolution"] == 32
     assert D.BACKBONES["sd-v1-4"].revision == "133a221b8aa7292a167afc5127cb63fb5005638b"
+
+
+def test_bench_measure_smoke(bb: D.DiffusionBackbone) -> None:
+    from odbench.bench.backbone import count_flops, measure
+
+    assert count_flops(bb, 1) > 0
+    r = measure(bb, batch=1, steps=1, capture=True)
+    assert r["finite"] and r["capture_state_bytes"] > 0
+    assert r["seconds_per_inversion_pass"] > 0 and r["reverse_over_inversion"] > 0

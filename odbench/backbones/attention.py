@@ -93,8 +93,9 @@ class AttentionStore:
 class CaptureProcessor:
     """Attention processor that computes the probabilities explicitly and records them.
 
-    Numerically the same attention as diffusers' ``AttnProcessor`` (scores = q k^T * scale,
-    softmax in fp32, then cast back), for the plain ``BasicTransformerBlock`` layers of SD-1.x.
+    Numerically the same attention as diffusers' ``AttnProcessor`` with ``upcast_softmax`` (scores
+    q k^T * scale in the model dtype, softmax in fp32, cast back for the product with v), for the
+    plain ``BasicTransformerBlock`` layers of SD-1.x.  Recorded probabilities are fp32.
     """
 
     def __init__(self, store: AttentionStore, layer: str, side: int, kind: str) -> None:
@@ -136,10 +137,10 @@ class CaptureProcessor:
         out = torch.empty_like(q)
         prob_sum = None
         for h in range(heads):  # one head at a time bounds the explicit (B, Q, K) matrices
-            scores = torch.matmul(q[:, h].float(), k[:, h].float().transpose(-1, -2)) * attn.scale
+            scores = torch.matmul(q[:, h], k[:, h].transpose(-1, -2)) * attn.scale  # model dtype
             if mask is not None:
-                scores = scores + mask[:, h].float()
-            probs = scores.softmax(dim=-1)
+                scores = scores + mask[:, h]
+            probs = scores.softmax(dim=-1, dtype=torch.float32)
             del scores
             out[:, h] = torch.matmul(probs.to(v.dtype), v[:, h])
             prob_sum = probs if prob_sum is None else prob_sum + probs

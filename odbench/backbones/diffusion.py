@@ -90,6 +90,32 @@ SD14_UNET_CONFIG: dict[str, Any] = {
     "mid_block_scale_factor": 1,
 }
 
+#: The real SD-1.4 VAE and text-encoder (OpenAI CLIP ViT-L/14 text tower) configurations.
+SD14_VAE_CONFIG: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "block_out_channels": (128, 256, 512, 512),
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "sample_size": 512,
+}
+SD14_TEXT_CONFIG: dict[str, Any] = {
+    "vocab_size": 49408,
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "max_position_embeddings": MAX_TOKENS,
+    "hidden_act": "quick_gelu",
+    "projection_dim": 768,
+    "bos_token_id": 49406,
+    "eos_token_id": 49407,
+    "pad_token_id": 1,
+}
+
 TINY_UNET_CONFIG: dict[str, Any] = {
     "sample_size": 32,
     "in_channels": 4,
@@ -137,11 +163,12 @@ class BackboneSpec:
     """A named backbone variant (the ``--backbone NAME`` of every diffusion command)."""
 
     name: str
-    repo_id: str | None  # None: built from configs in code (random weights)
+    repo_id: str | None  # None: built from configs in code (random weights), see ``random``
     revision: str | None
     resolution: int
     size: str
     description: str
+    random: str | None = None  # key of RANDOM_CONFIGS for the random-weight variants
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -161,7 +188,23 @@ BACKBONES: dict[str, BackboneSpec] = {
         "0 (built in code)",
         "tiny random SD (tests/CI): UNet (32, 64), 2-layer CLIP text model, 2-block VAE, "
         "real CLIP tokenizer",
+        random="tiny",
     ),
+    "sd-v1-4-random": BackboneSpec(
+        "sd-v1-4-random",
+        None,
+        None,
+        512,
+        "0 (built in code)",
+        "SD-1.4 architecture (real configs) with random weights: speed/memory benchmarks only",
+        random="sd14",
+    ),
+}
+
+#: (unet, vae, text encoder) configurations of the random-weight variants.
+RANDOM_CONFIGS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
+    "tiny": (TINY_UNET_CONFIG, TINY_VAE_CONFIG, TINY_TEXT_CONFIG),
+    "sd14": (SD14_UNET_CONFIG, SD14_VAE_CONFIG, SD14_TEXT_CONFIG),
 }
 
 
@@ -337,6 +380,9 @@ class DiffusionBackbone:
         self.alphas_cumprod = _alphas_cumprod()
         self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.resolution = spec.resolution
+        multiple = self.vae_scale * 2 ** (len(self.unet.config.block_out_channels) - 1)
+        if self.resolution % multiple:
+            raise ValueError(f"{spec.name}: resolution must be a multiple of {multiple}")
 
     # -- description / geometry
     def describe(self) -> dict[str, Any]:
@@ -443,22 +489,33 @@ class DiffusionBackbone:
         return out.float()  # type: ignore[no-any-return]
 
     @contextmanager
-    def _capturing(self, capture: Capture, store: AttentionStore) -> Iterator[_FeatureHooks]:
+    def capturing(
+        self, capture: Capture = Capture(), cfg: bool = False
+    ) -> Iterator[CaptureSession]:  # noqa: B008
+        """Install capture on the UNet for the calls made inside (restored on exit).
+
+        ``cfg``: the UNet batch is [unconditional; conditional]; only the second half is recorded.
+        :meth:`invert` and :meth:`generate` use this around their reverse pass; it is public for
+        callers that drive the UNet themselves (benchmarks)."""
         side = self.latent_side
         cross = (capture.cross_sides or self.default_sides()) if capture.cross else ()
         self_ = (capture.self_sides or self.default_sides()) if capture.self_attn else ()
         blocks = (capture.feature_blocks or self.feature_blocks()) if capture.features else ()
-        hooks = _FeatureHooks(self.unet, blocks, store)
+        store = AttentionStore(
+            self_device=capture.self_device, self_dtype=DTYPES[capture.self_dtype], cfg=cfg
+        )
+        session = CaptureSession(self.unet, blocks, store, cfg)
         try:
             with capture_attention(self.unet, store, side, tuple(cross), tuple(self_)):
-                yield hooks
+                yield session
         finally:
-            hooks.remove()
+            session.remove()
 
     def _captures(
-        self, store: AttentionStore, hooks: _FeatureHooks, capture: Capture, idx: list[list[int]]
+        self, session: CaptureSession, capture: Capture, idx: list[list[int]]
     ) -> Captures:
-        out = Captures(num_steps=hooks.count, cross_side=dict(store.cross_side))
+        store = session.store
+        out = Captures(num_steps=session.count, cross_side=dict(store.cross_side))
         all_maps = store.cross_mean()
         for name, m in all_maps.items():
             if any(not i for i in idx):  # no class tokens: only the all-token maps are kept
@@ -469,7 +526,7 @@ class DiffusionBackbone:
         if capture.keep_all_tokens:
             out.cross_all = {k: v.cpu() for k, v in all_maps.items()}
         out.self_attn = store.self_mean()
-        out.features = hooks.mean()
+        out.features = session.mean()
         out.feature_strides = {k: self.resolution // v.shape[-1] for k, v in out.features.items()}
         return out
 
@@ -505,10 +562,9 @@ class DiffusionBackbone:
             return self.eps(z, t, text)
 
         xT = ddim_invert(eps_fn, x0, steps, ac)
-        store = _store(capture)
-        with self._capturing(capture, store) as hooks:
-            rec = ddim_reverse(hooks.counting(eps_fn), xT, steps, ac)
-        caps = self._captures(store, hooks, capture, idx)
+        with self.capturing(capture) as session:
+            rec = ddim_reverse(session.counting(eps_fn), xT, steps, ac)
+        caps = self._captures(session, capture, idx)
         lat_err = (rec - x0).flatten(1).norm(dim=1) / x0.flatten(1).norm(dim=1).clamp_min(1e-12)
         pix_err = None
         if decode:
@@ -559,7 +615,6 @@ class DiffusionBackbone:
         side = self.latent_side
         xT = torch.randn((n, self.unet.config.in_channels, side, side), generator=gen)
         xT = xT.to(self.device)
-        store = _store(capture, cfg=use_cfg)
 
         def eps_fn(z: torch.Tensor, t: int) -> torch.Tensor:
             if not use_cfg:
@@ -568,10 +623,9 @@ class DiffusionBackbone:
             return e_u + guidance * (e_c - e_u)
 
         steps = ddim_timesteps(num_steps)
-        with self._capturing(capture, store) as hooks:
-            hooks.cfg = use_cfg
-            z0 = ddim_reverse(hooks.counting(eps_fn), xT, steps, self.alphas_cumprod)
-        caps = self._captures(store, hooks, capture, idx)
+        with self.capturing(capture, cfg=use_cfg) as session:
+            z0 = ddim_reverse(session.counting(eps_fn), xT, steps, self.alphas_cumprod)
+        caps = self._captures(session, capture, idx)
         img = self.decode_latents(z0)
         images = ((img + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
         return GenerationOutput(
@@ -587,16 +641,19 @@ class DiffusionBackbone:
         )
 
 
-class _FeatureHooks:
-    """Forward hooks summing Transformer2DModel outputs over steps (Eq. 8).
+class CaptureSession:
+    """The state of one capture: the attention store and forward hooks summing the outputs of
+    the Eq. 8 Transformer2DModel blocks over steps; ``count`` reverse steps seen.
 
     Blocks call the transformer with ``return_dict=False`` (a tuple) inside the UNet; a direct
     call may return ``Transformer2DModelOutput``; both are handled."""
 
-    def __init__(self, unet: Any, blocks: Sequence[str], store: AttentionStore) -> None:
+    def __init__(
+        self, unet: Any, blocks: Sequence[str], store: AttentionStore, cfg: bool = False
+    ) -> None:
         self.sums: dict[str, torch.Tensor] = {}
         self.count = 0
-        self.cfg = False
+        self.cfg = cfg
         self.store = store
         self.handles = [unet.get_submodule(b).register_forward_hook(self._hook(b)) for b in blocks]
 
@@ -631,12 +688,6 @@ class _FeatureHooks:
 def _frozen(module: Any, device: torch.device, dtype: torch.dtype) -> Any:
     module = module.to(device=device).eval().requires_grad_(False)
     return module if module.dtype == dtype else module.to(dtype=dtype)
-
-
-def _store(capture: Capture, cfg: bool = False) -> AttentionStore:
-    return AttentionStore(
-        self_device=capture.self_device, self_dtype=DTYPES[capture.self_dtype], cfg=cfg
-    )
 
 
 def _check_indices(capture: Capture, idx: list[list[int]]) -> list[list[int]]:
@@ -721,15 +772,17 @@ def clip_tokenizer() -> Any:
     )
 
 
-def _build_tiny(seed: int = 0) -> tuple[Any, Any, Any, Any]:
+def _build_random(key: str, seed: int = 0) -> tuple[Any, Any, Any, Any]:
+    """Seeded random-weight components from ``RANDOM_CONFIGS[key]`` (global RNG untouched)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    unet_cfg, vae_cfg, text_cfg = RANDOM_CONFIGS[key]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**TINY_UNET_CONFIG)
-        vae = AutoencoderKL(**TINY_VAE_CONFIG)
-        text = CLIPTextModel(CLIPTextConfig(**TINY_TEXT_CONFIG))
+        unet = UNet2DConditionModel(**unet_cfg)
+        vae = AutoencoderKL(**vae_cfg)
+        text = CLIPTextModel(CLIPTextConfig(**text_cfg))
     return unet, vae, text, clip_tokenizer()
 
 
@@ -776,7 +829,8 @@ def load_backbone(
 ) -> DiffusionBackbone:
     """Load a backbone by variant name (``BACKBONES``), diffusers repo id or local folder.
 
-    ``sd-tiny`` is built from configs in code (seeded random weights, no download).  Real weights
+    ``sd-tiny`` and ``sd-v1-4-random`` are built from configs in code (seeded random weights, no
+    download; the latter has SD-1.4's real architecture, for benchmarks).  Real weights
     are read through diffusers/transformers ``from_pretrained`` with safetensors only, at the
     pinned revision unless ``revision`` is given; ``HF_HUB_OFFLINE=1`` is respected.  Missing
     weights raise :class:`WeightsNotFoundError` with a one-line fix.  ``resolution`` overrides
@@ -796,8 +850,8 @@ def load_backbone(
         )
     if resolution is not None:
         spec = replace(spec, resolution=resolution)
-    if spec.repo_id is None:
-        parts = _build_tiny()
+    if spec.random is not None:
+        parts = _build_random(spec.random)
     else:
         rev = revision or spec.revision
         spec = replace(spec, revision=rev)
