@@ -129,3 +129,76 @@ def test_eval_attentioncut_on_toy_with_the_tiny_backbone(tmp_path: Path) -> None
     doc = json.loads(files[0].read_text())
     assert doc["method"]["name"] == "attentioncut"
     assert doc["dataset"]["n_evaluated"] == 4
+
+
+class _FakeSD:
+    """Stands in for sd-v1-4 (no weights here): captures with the real model's shapes at 512 px
+    (cross/self attention at 64², 32², 16², five layers each; six feature blocks 320-1280 wide)."""
+
+    class spec:  # noqa: N801
+        name = "sd-v1-4"
+
+    @property
+    def tokenizer(self):  # noqa: ANN201
+        from odbench.backbones.diffusion import clip_tokenizer
+
+        return clip_tokenizer()
+
+    def class_prompt(self, label: str, template: str) -> tuple[str, list[int]]:
+        return template.format(label), [5]
+
+    def invert(self, images, prompts, idx, num_steps, capture, decode):  # noqa: ANN001, ANN201
+        import torch
+
+        from odbench.backbones.diffusion import Captures
+
+        rng = np.random.default_rng(0)
+        caps = Captures(num_steps=num_steps)
+        for side in (64, 32, 16):
+            for j in range(5):
+                name = f"block{side}.{j}.attn2"
+                caps.cross[name] = torch.rand(len(images), side, side)
+                caps.cross_side[name] = side
+            a = rng.uniform(size=(len(images), side * side, side * side)).astype(np.float32)
+            caps.self_attn[side] = torch.from_numpy(a / a.sum(-1, keepdims=True))
+        if capture.features:
+            for i, (side, width) in enumerate(((64, 320), (32, 640), (16, 1280)) * 2):
+                caps.features[f"down.{i}"] = torch.rand(len(images), width, side, side)
+
+        class Out:
+            captures = caps
+
+        return Out()
+
+
+@pytest.mark.parametrize(
+    "name", ["attentioncut", "kmeans-diffusion", "ncut-diffusion", "densecrf-diffusion"]
+)
+def test_methods_take_the_real_sd_capture_shapes(
+    name: str, monkeypatch: pytest.MonkeyPatch, toy_images: list[np.ndarray]
+) -> None:
+    from odbench.methods import attentioncut
+    from odbench.methods.base import create_method
+
+    monkeypatch.setattr(attentioncut, "_shared_backbone", lambda *a: _FakeSD())
+    method = create_method(name, use_prior=False)
+    ev = method.evidence(toy_images[:1])[0]  # type: ignore[attr-defined]
+    assert ev.a_c.shape == (64, 64) and ev.affinity.grid == 64
+    if ev.features is not None:
+        assert ev.features.shape == (64, 64, 2 * (320 + 640 + 1280))
+    (m,) = method.predict(toy_images[:1])
+    assert m.shape == toy_images[0].shape[:2] and 0 <= m.min() and m.max() <= 1
+
+
+def test_resize_channels_handles_wide_features() -> None:
+    import cv2
+
+    from odbench.methods.attentioncut import resize_channels
+
+    x = np.random.default_rng(0).uniform(size=(8, 8, 300)).astype(np.float32)
+    y = resize_channels(x, 16, cv2.INTER_LINEAR)
+    ref = cv2.resize(
+        np.ascontiguousarray(x[..., 299:300]), (16, 16), interpolation=cv2.INTER_LINEAR
+    )
+    assert y.shape == (16, 16, 300)
+    np.testing.assert_allclose(y[..., 299], ref, atol=1e-6)

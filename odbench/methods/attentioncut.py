@@ -658,6 +658,27 @@ def _shared_prior(tiny: bool, model: str, pretrained: str, device: str) -> Any:
     return ClipPrior.load(model, pretrained, device=device)
 
 
+def resize_channels(x: np.ndarray, size: int, interpolation: int) -> np.ndarray:
+    """Resize an (h, w, C) float map to (size, size, C) with OpenCV, any C (OpenCV refuses wide
+    arrays, 256 channels already with OpenCV 5; SD blocks have up to 1,280): 128 at a time."""
+    import cv2
+
+    if x.shape[:2] == (size, size):
+        return x.astype(np.float32, copy=False)
+    parts = [
+        cv2.resize(
+            np.ascontiguousarray(x[..., i : i + 128], np.float32),
+            (size, size),
+            None,
+            0,
+            0,
+            interpolation,
+        )
+        for i in range(0, x.shape[-1], 128)
+    ]
+    return np.concatenate([p.reshape(size, size, -1) for p in parts], axis=-1)
+
+
 def _stack_features(features: dict[str, Any], b: int, grid: int) -> np.ndarray:
     """Eq. (8) features of image b: every block's (C, s, s) map resized bilinearly to the grid and
     L2-normalised per pixel (so each block weighs the same whatever its width), concatenated:
@@ -666,9 +687,7 @@ def _stack_features(features: dict[str, Any], b: int, grid: int) -> np.ndarray:
 
     parts = []
     for f in features.values():
-        x = np.ascontiguousarray(f[b].float().numpy().transpose(1, 2, 0))
-        if x.shape[0] != grid:
-            x = cv2.resize(x, (grid, grid), interpolation=cv2.INTER_LINEAR).reshape(grid, grid, -1)
+        x = resize_channels(f[b].float().numpy().transpose(1, 2, 0), grid, cv2.INTER_LINEAR)
         parts.append(x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12))
     return np.concatenate(parts, axis=-1).astype(np.float32)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from odbench.methods.attentioncut import DiffusionMethod, Evidence, upsample_mask
+from odbench.methods.attentioncut import DiffusionMethod, Evidence, resize_channels, upsample_mask
 
 
 class _GridMethod(DiffusionMethod):
@@ -96,9 +96,7 @@ class NCutDiffusion(_GridMethod):
 
         assert ev.features is not None
         g = int(self.hparams.get("grid", 32))
-        feats = ev.features
-        if feats.shape[0] != g:
-            feats = cv2.resize(feats, (g, g), interpolation=cv2.INTER_AREA).reshape(g, g, -1)
+        feats = resize_channels(ev.features, g, cv2.INTER_AREA)
         tau = float(self.hparams.get("ncut_tau", 0.2))
         eps = float(self.hparams.get("ncut_eps", 1e-5))
         return ncut_foreground(feats, tau, eps)
