@@ -202,3 +202,26 @@ def test_resize_channels_handles_wide_features() -> None:
     )
     assert y.shape == (16, 16, 300)
     np.testing.assert_allclose(y[..., 299], ref, atol=1e-6)
+
+
+def test_bad_cut_settings_are_one_line_card_errors() -> None:
+    from odbench.cards import CardError
+    from odbench.methods.base import create_method
+
+    with pytest.raises(CardError, match="attentioncut.toml: terms must"):
+        create_method("attentioncut", terms=["A_s"])
+    with pytest.raises(CardError, match="cut_resolution"):
+        create_method("attentioncut", cut_resolution="full")
+
+
+def test_missing_weights_become_file_not_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    from odbench.backbones.diffusion import WeightsNotFoundError
+    from odbench.methods import attentioncut
+    from odbench.methods.base import create_method
+
+    def missing(*args: object) -> None:
+        raise WeightsNotFoundError("weights X not available; fetch with: Y")
+
+    monkeypatch.setattr(attentioncut, "_shared_backbone", missing)
+    with pytest.raises(FileNotFoundError, match="fetch with"):
+        create_method("kmeans-diffusion").predict([np.zeros((8, 8, 3), np.uint8)])

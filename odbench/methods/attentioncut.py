@@ -27,7 +27,8 @@ Ablations (paper Table 6) select which of the four terms enter: ``terms`` ⊆ {A
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -575,22 +576,24 @@ class DiffusionMethod(Method):
     @property
     def backbone(self) -> Any:
         if self._backbone is None:
-            self._backbone = _shared_backbone(
-                str(self.hparams.get("backbone", "sd-v1-4")),
-                self.device,
-                str(self.hparams.get("dtype", "fp32")),
-            )
+            with _missing_weights_as_file_not_found():
+                self._backbone = _shared_backbone(
+                    str(self.hparams.get("backbone", "sd-v1-4")),
+                    self.device,
+                    str(self.hparams.get("dtype", "fp32")),
+                )
         return self._backbone
 
     @property
     def prior(self) -> Any:
         if self._prior is None:
-            self._prior = _shared_prior(
-                self.backbone.spec.name == "sd-tiny",
-                str(self.hparams.get("clip_model", "ViT-L-14")),
-                str(self.hparams.get("clip_pretrained", "openai")),
-                self.device,
-            )
+            with _missing_weights_as_file_not_found():
+                self._prior = _shared_prior(
+                    self.backbone.spec.name == "sd-tiny",
+                    str(self.hparams.get("clip_model", "ViT-L-14")),
+                    str(self.hparams.get("clip_pretrained", "openai")),
+                    self.device,
+                )
         return self._prior
 
     def _prompt(self, label: str) -> tuple[str, list[int]]:
@@ -633,6 +636,18 @@ class DiffusionMethod(Method):
             feats = _stack_features(caps.features, b, grid) if self.needs_features else None
             result.append(Evidence(label, a_c, aggregate_self_attention(selfs, grid), feats))
         return result
+
+
+@contextmanager
+def _missing_weights_as_file_not_found() -> Iterator[None]:
+    """Missing SD / CLIP weights surface as FileNotFoundError, which the CLI prints as one line
+    (its message already says what to download and how) instead of a traceback."""
+    from odbench.backbones.diffusion import WeightsNotFoundError
+
+    try:
+        yield
+    except WeightsNotFoundError as e:
+        raise FileNotFoundError(str(e)) from e
 
 
 @lru_cache(maxsize=2)
@@ -708,11 +723,21 @@ class AttentionCut(DiffusionMethod):
     the image's own size with upsampled terms (D then follows the image's edges pixel by pixel).
     ``bilateral_solver = true`` refines the mask with the bilateral solver ("+BS" rows)."""
 
+    def __init__(self, card: Any = None, device: str = "cpu", **overrides: Any) -> None:
+        from odbench.cards import CardError
+
+        super().__init__(card, device, **overrides)
+        where = card.path if card is not None else "attentioncut"
+        try:
+            self.params = CutParams.from_hparams(self.hparams)
+        except (TypeError, ValueError) as e:
+            raise CardError(f"{where}: {e}") from e
+        self.mode = str(self.hparams.get("cut_resolution", "grid"))
+        if self.mode not in ("grid", "image"):
+            raise CardError(f"{where}: cut_resolution must be 'grid' or 'image', not {self.mode!r}")
+
     def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        params = CutParams.from_hparams(self.hparams)
-        mode = str(self.hparams.get("cut_resolution", "grid"))
-        if mode not in ("grid", "image"):
-            raise ValueError(f"cut_resolution must be 'grid' or 'image', got {mode!r}")
+        params, mode = self.params, self.mode
         maps = []
         for img, ev in zip(images, self.evidence(images)):
             h, w = img.shape[:2]
