@@ -297,13 +297,20 @@ def geodesic_edge_distance(image: np.ndarray, neighbourhood: int = 4) -> np.ndar
     image's neighbour pairs (contrast normalisation as in GrabCut, Rother et al. 2004), so
     exp(−D) ≈ e⁻¹ on a typical edge whatever the image's contrast.  Returns (E,) float32.
     """
-    img = image.astype(np.float32)
+    planes = np.moveaxis(image, -1, 0).astype(np.float32)  # channel planes: contiguous rows
     if image.dtype == np.uint8:
-        img /= 255.0
-    diffs = [img[:, 1:] - img[:, :-1], img[1:, :] - img[:-1, :]]
-    if neighbourhood == 8:
-        diffs += [img[1:, 1:] - img[:-1, :-1], img[1:, :-1] - img[:-1, 1:]]
-    d = np.concatenate([np.sqrt((x * x).sum(axis=-1)).ravel() for x in diffs])
+        planes /= 255.0
+    views = [
+        (np.s_[:, 1:], np.s_[:, :-1]),
+        (np.s_[1:, :], np.s_[:-1, :]),
+        (np.s_[1:, 1:], np.s_[:-1, :-1]),
+        (np.s_[1:, :-1], np.s_[:-1, 1:]),
+    ][: 2 if neighbourhood == 4 else 4]
+    parts = []
+    for a, b in views:
+        sq = sum(np.square(p[a] - p[b]) for p in planes)
+        parts.append(np.sqrt(sq).ravel())
+    d = np.concatenate(parts)
     mean = float(d.mean(dtype=np.float64)) if d.size else 0.0
     return d / np.float32(mean) if mean > 1e-12 else d
 
@@ -334,14 +341,13 @@ def semantic_coherence(affinity: SelfAffinity, cells: np.ndarray, edges: np.ndar
     offsets = (0, 1, -1, g, g - 1, g + 1)
     code = np.full(g + 3, -1)  # offset + 1 -> row of the table
     code[np.array(offsets) + 1] = np.arange(len(offsets))
-    row = np.where((off >= -1) & (off <= g + 1), code[np.clip(off + 1, 0, g + 2)], -1)
-    if (row < 0).any():
+    if len(off) and (off.min() < -1 or off.max() > g + 1 or (code[off + 1] < 0).any()):
         raise ValueError("semantic_coherence: some neighbour pairs are not in adjacent cells")
     table = np.zeros((len(offsets), n), np.float32)
     for i, o in enumerate(offsets):
         base = np.arange(max(0, -o), min(n, n - o))
         table[i, base] = affinity.entries(base, base + o)
-    return table[row, cp]
+    return table.ravel()[code[off + 1] * n + cp]
 
 
 # --------------------------------------------------------------------------------------------
