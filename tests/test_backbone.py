@@ -304,4 +304,4 @@ def test_bench_measure_smoke(bb: D.DiffusionBackbone) -> None:
     assert count_flops(bb, 1) > 0
     r = measure(bb, batch=1, steps=1, capture=True)
     assert r["finite"] and r["capture_state_bytes"] > 0
-    assert r["seconds_per_inversion_pass"] > 0 and r["reverse_over_inversion"] > 0
+    assert r["seconds_per_inversion_pass"] > 0 and r["seconds_per_reverse_pass"] > 0

@@ -13,11 +13,10 @@ is timed by forward hooks on the UNet, so inversion passes (never captured) and 
   process's peak RSS during the captured run over the uncaptured one, and the exact size of the
   capture state (running sums) in both cases.
 
-Capture overhead, the robust figure: single UNet passes at t = 501 alternate without and with
-capture installed (``DiffusionBackbone.capturing``), ``--repeats`` times each; the fastest pass
-of each condition is kept (load from other processes only ever adds time).  The end-to-end
-``invert`` runs (once per condition) give images/s and the within-run ratio of reverse to
-inversion pass times (inversion passes are never captured) as a second, noisier estimate.
+Capture overhead: single UNet passes at t = 501 alternate without and with capture installed
+(``DiffusionBackbone.capturing``), ``--repeats`` times each; the fastest pass of each condition
+is kept (load from other processes on a shared machine only ever adds time).  The end-to-end
+``invert`` runs (once per condition) give images/s, image-passes/s and the capture state size.
 
 Defaults: CPU -> 256² images, T = 2, batch 1, fp32; CUDA -> 512², T = 40, batches 1, 4, 16, bf16.
 """
@@ -122,7 +121,6 @@ def measure(bb: Any, batch: int, steps: int, capture: bool) -> dict[str, Any]:
         "seconds_total": total,
         "seconds_per_inversion_pass": float(np.mean(inv)),
         "seconds_per_reverse_pass": float(np.mean(rev)),
-        "reverse_over_inversion": float(np.mean(rev) / np.mean(inv)),
         "images_per_s": batch / total,
         "image_passes_per_s": 2 * steps * batch / sum(timer.times),
         "capture_state_bytes": _capture_state_bytes(out.captures),
@@ -246,7 +244,6 @@ def _report(
     b = plain["batch"]
     best_plain, best_cap = min(passes[0]), min(passes[1])
     overhead = best_cap / best_plain - 1.0
-    within_run = cap["reverse_over_inversion"] / plain["reverse_over_inversion"] - 1.0
     tflops = flops * b / best_plain / 1e12
     peak = _peak_tflops(name) if cuda else None
     click.echo(
@@ -257,7 +254,7 @@ def _report(
     click.echo(
         f"  invert (T inversion + T reverse passes): {plain['images_per_s']:.4f} images/s plain, "
         f"{cap['images_per_s']:.4f} captured; {plain['image_passes_per_s']:.3f} image-passes/s; "
-        f"within-run overhead estimate {within_run:+.1%}; finite: {plain['finite'] and cap['finite']}"
+        f"finite: {plain['finite'] and cap['finite']}"
     )
     mib = 2**20
     if cuda:
@@ -278,7 +275,6 @@ def _report(
         "pass_seconds_plain": passes[0],
         "pass_seconds_captured": passes[1],
         "capture_overhead": overhead,
-        "capture_overhead_within_run": within_run,
         "tflops": tflops,
         "peak_tflops": peak,
         "rss_growth_plain_bytes": rss_plain,
