@@ -305,3 +305,26 @@ def test_bench_measure_smoke(bb: D.DiffusionBackbone) -> None:
     r = measure(bb, batch=1, steps=1, capture=True)
     assert r["finite"] and r["capture_state_bytes"] > 0
     assert r["seconds_per_inversion_pass"] > 0 and r["seconds_per_reverse_pass"] > 0
+
+
+def test_missing_weights_is_a_one_line_cli_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import click
+
+    from odbench.cli import user_errors
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(click.ClickException) as e, user_errors():
+        D.load_backbone("sd-v1-4")
+    assert e.value.exit_code == 2 and "huggingface-cli download" in e.value.format_message()
+
+
+def test_fp16_self_sums_on_cpu_and_bf16_model() -> None:
+    bb = D.load_backbone("sd-tiny", dtype="bf16", resolution=32)
+    prompt, idx = bb.class_prompt("tabby cat")
+    ref = bb.invert(_images(1), prompt, idx, num_steps=1, decode=False)
+    cap = D.Capture(self_device="cpu", self_dtype="fp16")
+    half = bb.invert(_images(1), prompt, idx, num_steps=1, decode=False, capture=cap)
+    assert ref.finite.all() and ref.latents_T.dtype == torch.float32
+    for side, s in half.captures.self_attn.items():
+        assert s.dtype == torch.float16 and s.device.type == "cpu"
+        torch.testing.assert_close(s.float(), ref.captures.self_attn[side], atol=1e-3, rtol=0)

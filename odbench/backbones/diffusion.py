@@ -154,8 +154,10 @@ TINY_TEXT_CONFIG: dict[str, Any] = {
 }
 
 
-class WeightsNotFoundError(RuntimeError):
-    """Model weights are not available locally; the message is one line saying how to get them."""
+class WeightsNotFoundError(FileNotFoundError):
+    """Model weights are not available locally; the message is one line saying how to get them.
+
+    A FileNotFoundError, so ``odbench.cli.user_errors`` prints it as one line (exit 2)."""
 
 
 @dataclass(frozen=True)
