@@ -130,7 +130,7 @@ class ClipPrior:
 
         try:
             net, _, preprocess = open_clip.create_model_and_transforms(
-                model, pretrained=pretrained, device=device
+                model, pretrained=pretrained, device=device, weights_only=True
             )
         except Exception as e:  # hub / file errors come in many classes
             raise WeightsNotFoundError(
