@@ -3,14 +3,16 @@
 
 Interface (stable; consumers: AttentionCut, the synthesis stage, DiffusionSeg)::
 
-    bb = load_backbone("sd-v1-4" | "sd-tiny", device="cpu", dtype="fp32")
+    bb = load_backbone("sd-v1-4" | "sd-tiny" | "sd-v1-4-random", device="cpu", dtype="fp32")
+    # optional: revision=, local_path= (diffusers folder), resolution= (e.g. 32: fast tiny tests)
     prompt, idx = bb.class_prompt("tabby cat")          # "a photo of a tabby cat", [5, 6]
     out = bb.invert(images, prompt, idx, num_steps=40)  # InversionOutput
     out.captures.cross        # {layer: (B, s, s)}   class-token cross-attention, mean over steps
     out.captures.self_attn    # {s: (B, s*s, s*s)}   self-attention, mean over layers and steps
     out.captures.features     # {block: (B, C, s, s)} Eq. 8 features, mean over reverse steps
     out.latent_error, out.pixel_error, out.finite     # did the inversion work?
-    gen = bb.generate(["a photo of a dog"], [[5]], num_steps=40, guidance=7.5)  # GenerationOutput
+    gen = bb.generate(["a photo of a dog"], [5], num_steps=40, guidance=7.5)  # GenerationOutput
+    with bb.capturing(Capture()) as session: ...       # capture around your own UNet calls
 
 Conventions
 -----------
