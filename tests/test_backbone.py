@@ -299,12 +299,14 @@ def test_describe(bb: D.DiffusionBackbone) -> None:
 
 
 def test_bench_measure_smoke(bb: D.DiffusionBackbone) -> None:
-    from odbench.bench.backbone import count_flops, measure
+    from odbench.bench.backbone import count_flops, measure, time_passes
 
     assert count_flops(bb, 1) > 0
     r = measure(bb, batch=1, steps=1, capture=True)
     assert r["finite"] and r["capture_state_bytes"] > 0
     assert r["seconds_per_inversion_pass"] > 0 and r["seconds_per_reverse_pass"] > 0
+    plain, captured, peaks = time_passes(bb, batch=1, repeats=1)
+    assert len(plain) == len(captured) == 1 and len(peaks) == 2
 
 
 def test_missing_weights_is_a_one_line_cli_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,9 +9,9 @@ is timed by forward hooks on the UNet, so inversion passes (never captured) and 
 * without capture (``NO_CAPTURE``) and with the default capture (cross-attention of all layers at
   the down-path sides, self-attention running sums, the six Eq. 8 feature blocks);
 * FLOPs of one UNet pass counted with ``torch.utils.flop_counter`` during the warm-up pass;
-* memory: on CUDA ``max_memory_allocated`` with and without capture; on CPU the growth of the
-  process's peak RSS during the captured run over the uncaptured one, and the exact size of the
-  capture state (running sums) in both cases.
+* memory: on CUDA ``max_memory_allocated`` with and without capture; on CPU the peak RSS above
+  the pre-pass level (sampled, :class:`PeakRSS`) of one plain and one captured UNet pass; and the
+  exact size of the capture state (running sums) after an ``invert``.
 
 Capture overhead: single UNet passes at t = 501 alternate without and with capture installed
 (``DiffusionBackbone.capturing``), ``--repeats`` times each; the fastest pass of each condition
@@ -26,7 +26,9 @@ from __future__ import annotations
 import json
 import platform
 import resource
+import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +72,41 @@ class PassTimer:
             h.remove()
 
 
-def _rss_peak_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+class PeakRSS:
+    """Peak resident memory above the level at entry, sampled every ``interval`` s by a thread.
+
+    Large tensors (the 64 MiB attention matrices) are mmap-allocated by glibc and returned on
+    free, so the RSS follows live tensor memory closely on Linux."""
+
+    def __init__(self, interval: float = 0.002) -> None:
+        self.interval = interval
+        self.base = self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self.base = self.peak = self.rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
+
+    @property
+    def extra(self) -> int:
+        return self.peak - self.base
 
 
 def _capture_state_bytes(caps: Any) -> int:
@@ -131,8 +166,9 @@ def measure(bb: Any, batch: int, steps: int, capture: bool) -> dict[str, Any]:
     return result
 
 
-def time_passes(bb: Any, batch: int, repeats: int) -> tuple[list[float], list[float]]:
-    """Seconds of single UNet passes, alternating plain / captured (default Capture)."""
+def time_passes(bb: Any, batch: int, repeats: int) -> tuple[list[float], list[float], list[int]]:
+    """Seconds of single UNet passes, alternating plain / captured (default Capture), and on CPU
+    the peak RSS above the pre-pass level of the first plain and the first captured pass."""
     import torch
 
     from odbench.backbones.diffusion import Capture
@@ -144,20 +180,24 @@ def time_passes(bb: Any, batch: int, repeats: int) -> tuple[list[float], list[fl
     text = bb.encode_text(["a photo of a great white shark"] * batch)
     plain: list[float] = []
     captured: list[float] = []
-    for _ in range(repeats):
+    peaks: list[int] = []
+    for r in range(repeats):
         for times, capture in ((plain, False), (captured, True)):
             if cuda:
                 torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            if capture:
-                with bb.capturing(Capture()):
+            with PeakRSS() if r == 0 and not cuda else nullcontext() as rss:
+                t0 = time.perf_counter()
+                if capture:
+                    with bb.capturing(Capture()):
+                        bb.eps(x, 501, text)
+                else:
                     bb.eps(x, 501, text)
-            else:
-                bb.eps(x, 501, text)
-            if cuda:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-    return plain, captured
+                if cuda:
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+            if rss is not None:
+                peaks.append(rss.extra)
+    return plain, captured, peaks
 
 
 @click.command()
@@ -206,13 +246,10 @@ def cli(
         click.echo(f"UNet pass at {resolution}², batch 1: {flops / 1e12:.3f} TFLOP")
         rows = []
         for b in sizes:
-            rss0 = _rss_peak_bytes()
             plain = measure(bb, b, steps, capture=False)
-            rss1 = _rss_peak_bytes()
             cap = measure(bb, b, steps, capture=True)
-            rss2 = _rss_peak_bytes()
             passes = time_passes(bb, b, repeats)
-            rows.append(_report(plain, cap, passes, flops, name, cuda, rss1 - rss0, rss2 - rss1))
+            rows.append(_report(plain, cap, passes, flops, name, cuda))
         if json_out:
             from odbench.imageio import atomic_write_bytes
 
@@ -234,12 +271,10 @@ def cli(
 def _report(
     plain: dict[str, Any],
     cap: dict[str, Any],
-    passes: tuple[list[float], list[float]],
+    passes: tuple[list[float], list[float], list[int]],
     flops: int,
     name: str,
     cuda: bool,
-    rss_plain: int,
-    rss_cap: int,
 ) -> dict[str, Any]:
     b = plain["batch"]
     best_plain, best_cap = min(passes[0]), min(passes[1])
@@ -264,9 +299,10 @@ def _report(
             f"(+{(cap['peak_memory_bytes'] - plain['peak_memory_bytes']) / mib:.0f} MiB)"
         )
     else:
+        rss_plain, rss_cap = passes[2]
         click.echo(
-            f"  peak RSS growth {rss_plain / mib:.0f} MiB during the first plain run, "
-            f"{rss_cap / mib:.0f} MiB more during the first captured run (crude: allocator reuse)"
+            f"  peak RSS above the pre-pass level: {rss_plain / mib:.0f} MiB plain pass, "
+            f"{rss_cap / mib:.0f} MiB captured pass -> capture adds {(rss_cap - rss_plain) / mib:.0f} MiB"
         )
     click.echo(f"  capture state (running sums): {cap['capture_state_bytes'] / mib:.1f} MiB")
     return {
@@ -277,6 +313,5 @@ def _report(
         "capture_overhead": overhead,
         "tflops": tflops,
         "peak_tflops": peak,
-        "rss_growth_plain_bytes": rss_plain,
-        "rss_growth_captured_bytes": rss_cap,
+        "pass_peak_rss_extra_bytes": passes[2],
     }
