@@ -598,7 +598,7 @@ class DiffusionBackbone:
     @torch.no_grad()
     def generate(
         self,
-        prompts: Sequence[str],
+        prompts: str | Sequence[str],
         token_indices: Sequence[int] | Sequence[Sequence[int]] | None = None,
         num_steps: int = 40,
         guidance: float = 7.5,
@@ -609,7 +609,7 @@ class DiffusionBackbone:
 
         The initial noise comes from ``torch.Generator().manual_seed(seed)`` on the CPU, so it
         does not depend on the device.  Captures come from the conditional branch only."""
-        prompt_list = list(prompts)
+        prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
         n = len(prompt_list)
         idx = _check_indices(capture, _broadcast_indices(token_indices, n))
         cond = self.encode_text(prompt_list)
