@@ -72,9 +72,7 @@ def read_gray(path: str | Path, *, what: str = "mask") -> np.ndarray:
     if img.mode == "1":
         return np.asarray(img).astype(np.uint8) * 255
     if img.mode != "L":
-        warnings.warn(
-            f"{path}: {what} stored as {img.mode}, converted to grayscale", stacklevel=2
-        )
+        warnings.warn(f"{path}: {what} stored as {img.mode}, converted to grayscale", stacklevel=2)
         img = img.convert("L")
     return np.asarray(img)
 

@@ -56,8 +56,9 @@ class ToyDataset(Dataset):
         # Background: low-frequency noise texture in a random base colour.
         coarse = rng.normal(0.0, 1.0, size=(max(h // 16, 2), max(w // 16, 2), 3))
         texture = np.asarray(
-            Image.fromarray(((coarse - coarse.min()) / np.ptp(coarse) * 255).astype(np.uint8))
-            .resize((w, h), Image.Resampling.BICUBIC)
+            Image.fromarray(
+                ((coarse - coarse.min()) / np.ptp(coarse) * 255).astype(np.uint8)
+            ).resize((w, h), Image.Resampling.BICUBIC)
         ).astype(np.float64)
         base = rng.uniform(40, 215, size=3)
         background = np.clip(base + (texture - 127.5) * 0.35, 0, 255)
