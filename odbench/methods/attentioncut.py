@@ -15,10 +15,14 @@ plain arrays, so the cut does not depend on diffusers and runs on any attention 
 Scales (the paper's λφ = 0.16, λψ = 2.5, λ = 0.1 only mean something relative to them):
 
 * A_c is min-max normalised to [0, 1] after aggregation.
-* A_s rows sum to 1 over the N keys (raw values ~1/N).  Each row is divided by its maximum,
-  and the result is symmetrised, ``S(p, q) = ½ (A_s(p, q)/max A_s(p, ·) + A_s(q, p)/max A_s(q, ·))``
-  (the paper assumes A_s symmetric), so S ∈ [0, 1] with S(p, p) ≈ 1: the semantic part of ψ lives
-  on the same [0, 1] scale as exp(−D), and λψ weighs the two.
+* A_s rows sum to 1 over the N keys (raw values ~1/N).  Each row is divided by its peak
+  m(p) = Σ_l c_l max A_l(p, ·) — the sum of the per-level row maxima (an upper bound of the row's
+  maximum, equal to it when the levels peak at the same key, as self-attention does at and
+  around the query itself; one contiguous pass per level instead of an exact max over the
+  summed levels, which costs 3-4× more) — and the result is symmetrised,
+  ``S(p, q) = ½ (A_s(p, q)/m(p) + A_s(q, p)/m(q))`` (the paper assumes A_s symmetric), so
+  S ∈ [0, 1] with S(p, p) ≈ 1: the semantic part of ψ lives on the same [0, 1] scale as
+  exp(−D), and λψ weighs the two.
 * r(p) (Eq. 3, the mean of S over the seeds) is min-max normalised to [0, 1], so
   A_c + λφ r ∈ [0, 1.16] before clipping.
 
@@ -99,18 +103,18 @@ class SelfAffinity:
     """A_s of Eq. (2) and its normalised, symmetrised form S (see the module docstring), kept
     lazily per resolution level: A_s(p, q) = Σ_l c_l A_l(cell_l(p), cell_l(q)).  Only what the
     cut needs is ever formed (the mean over the seed columns for Eq. 3, one entry per neighbour
-    pair for Eq. 5, the row maxima), never the dense G² × G² matrix."""
+    pair for Eq. 5, the row peaks m(p)), never the dense G² × G² matrix."""
 
     grid: int
     levels: tuple[tuple[np.ndarray, float, np.ndarray], ...]  # (A_l, c_l, cell_l)
-    row_max: np.ndarray  # (G²,) max over keys of each row of A_s
+    row_max: np.ndarray  # (G²,) m(p) = Σ_l c_l max A_l(cell_l(p), ·) ≥ max_q A_s(p, q)
 
     def raw(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
         """A_s(p, q) for broadcastable flat index arrays p, q."""
         return sum(c * a[cell[p], cell[q]] for a, c, cell in self.levels)  # type: ignore[return-value]
 
     def entries(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
-        """S(p, q) = ½ (A_s(p, q)/max A_s(p, ·) + A_s(q, p)/max A_s(q, ·))."""
+        """S(p, q) = ½ (A_s(p, q)/m(p) + A_s(q, p)/m(q))."""
         return 0.5 * (self.raw(p, q) / self.row_max[p] + self.raw(q, p) / self.row_max[q])
 
     def mean_column(self, b: np.ndarray) -> np.ndarray:
@@ -123,9 +127,7 @@ class SelfAffinity:
         return 0.5 * (fwd / self.row_max + bwd)  # type: ignore[no-any-return]
 
 
-def aggregate_self_attention(
-    layers: Sequence[tuple[np.ndarray, float]], grid: int, chunk: int = 64
-) -> SelfAffinity:
+def aggregate_self_attention(layers: Sequence[tuple[np.ndarray, float]], grid: int) -> SelfAffinity:
     """A_s of Eq. (2): the mean over all layers and steps, on the ``grid`` × ``grid`` grid.
 
     ``layers``: (mean self-attention (N_l, N_l) with N_l = res², weight) pairs, e.g. one per
@@ -133,8 +135,7 @@ def aggregate_self_attention(
     averages (the backbone's running sums divided by their counts).  A coarser map is brought to
     the grid by nearest-neighbour upsampling of both the query and the key index, the key mass
     split evenly over the (grid/res)² children, so every row still sums to 1.  ``grid`` must be a
-    multiple of every res, and each res a multiple of the next coarser one.  The row maxima
-    are computed ``chunk`` rows at a time (:func:`_row_max`).
+    multiple of every res.  The row peaks m(p) (module docstring) take one pass per level.
     """
     if not layers:
         raise ValueError("aggregate_self_attention: no self-attention layers given")
@@ -146,63 +147,8 @@ def aggregate_self_attention(
             raise ValueError(f"self-attention of shape {a.shape} does not fit a {grid}² grid")
         coef = float(w) / total / (grid // res) ** 2
         levels.append((np.asarray(a, np.float32), coef, _cell_index(grid, res)))
-    return SelfAffinity(grid, tuple(levels), _row_max(levels, grid, chunk))
-
-
-def _pool_max(x: np.ndarray, f: int) -> np.ndarray:
-    """Max over f × f blocks of the last two axes of (m, r, r) (halving steps when f is even)."""
-    while f > 1 and f % 2 == 0:
-        out = np.maximum(x[:, 0::2, 0::2], x[:, 0::2, 1::2])
-        np.maximum(out, x[:, 1::2, 0::2], out=out)
-        np.maximum(out, x[:, 1::2, 1::2], out=out)
-        x, f = out, f // 2
-    if f > 1:
-        m, r = x.shape[0], x.shape[1] // f
-        x = x.reshape(m, r, f, r, f).max(axis=(2, 4))
-    return x
-
-
-def _row_max(
-    levels: list[tuple[np.ndarray, float, np.ndarray]], grid: int, chunk: int
-) -> np.ndarray:
-    """max_q A_s(p, q) for every p, exactly, without forming rows of A_s.
-
-    Coarser levels are constant over blocks of finer keys, so going from fine to coarse the
-    running sum is max-pooled onto the next level's key grid before that level is added (a max
-    commutes with adding a per-block constant).  Queries are taken a band of image rows at a
-    time, so a coarse level's rows are a contiguous slice broadcast over the s × s fine queries
-    of each coarse cell.  Needs every resolution to divide the next finer one."""
-    order = sorted(levels, key=lambda lv: -lv[0].shape[0])
-    sides = [round(np.sqrt(a.shape[0])) for a, _, _ in order]
-    for fine, coarse in zip(sides[:-1], sides[1:]):
-        if fine % coarse:
-            raise ValueError(f"self-attention sides {fine} and {coarse} are not nested")
-    step = grid // sides[-1]  # a band holds whole cells of the coarsest level
-    band = step * max(1, -(-chunk // (grid * step)))
-    out = np.empty((grid, grid), np.float32)
-    for y0 in range(0, grid, band):
-        y1 = min(y0 + band, grid)
-        k = y1 - y0
-        values: np.ndarray | None = None  # (k, grid, r, r): queries × keys at the current side
-        scale = 1.0
-        for (a, c, _), res in zip(order, sides):
-            s = grid // res
-            rows = a[(y0 // s) * res : (y1 // s) * res].reshape(k // s, 1, res, 1, res, res)
-            if values is None:  # the finest level, scaled lazily
-                values = np.broadcast_to(rows, (k // s, s, res, s, res, res)).reshape(
-                    k, grid, res, res
-                )
-                scale = c
-                continue
-            cur = values.shape[-1]
-            pooled = _pool_max(values.reshape(k * grid, cur, cur), cur // res)
-            values = (scale * pooled).reshape(k // s, s, res, s, res, res)
-            values += c * rows
-            values = values.reshape(k, grid, res, res)
-            scale = 1.0
-        assert values is not None
-        out[y0:y1] = scale * values.reshape(k, grid, -1).max(axis=-1)
-    return np.maximum(out.ravel(), 1e-30)
+    peak = sum(c * a.max(axis=1)[cell] for a, c, cell in levels)
+    return SelfAffinity(grid, tuple(levels), np.maximum(peak, 1e-30))
 
 
 # --------------------------------------------------------------------------------------------
