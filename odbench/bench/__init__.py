@@ -1,1 +1,33 @@
-"""Benchmarks behind ``odbench bench NAME``: speed as ratios against a reference run in the same process."""
+"""Benchmarks behind ``odbench bench NAME``: speed as ratios against a reference run in the same
+process, measured per core."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+#: The shared real data beside a source checkout (``../shared/data``), when present.
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Limit BLAS/OpenMP pools (threadpoolctl), OpenCV and, if loaded, torch to one thread."""
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    torch = sys.modules.get("torch")
+    torch_threads = torch.get_num_threads() if torch is not None else None
+    cv2_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    if torch is not None:
+        torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        cv2.setNumThreads(cv2_threads)
+        if torch is not None and torch_threads is not None:
+            torch.set_num_threads(torch_threads)

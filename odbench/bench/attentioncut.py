@@ -12,11 +12,12 @@ the same process so the figures can be compared across machines as ratios.
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from typing import Any
 
 import click
 import numpy as np
+
+from odbench.bench import one_thread
 
 STAGES = ("aggregate", "seeds", "r", "phi", "psi", "cut", "post")
 TARGETS_MS = {"64": 20.0, "512": 150.0}
@@ -57,23 +58,12 @@ def time_once(
     return timings
 
 
-def _one_thread() -> Any:
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # numpy then uses its default thread count; said in the output
-        return nullcontext()
-    return threadpool_limits(1)
-
-
 @click.command()
 @click.option("--repeats", default=20, show_default=True, help="Timed runs per setting.")
 def cli(repeats: int) -> None:
     """AttentionCut per-stage timing at a 64² and a 512² cut, one CPU thread (median ms)."""
-    import cv2
-
-    cv2.setNumThreads(1)
     cross, selfs, image = synthetic_maps()
-    with _one_thread() as limits:
+    with one_thread():
         ref = []
         big = selfs[-1][0]
         for _ in range(repeats):
@@ -81,8 +71,7 @@ def cli(repeats: int) -> None:
             big.copy()
             ref.append(time.perf_counter() - t)
         ref_ms = 1e3 * float(np.median(ref))
-        threads = "1 thread" if limits is not None else "default threads (no threadpoolctl)"
-        click.echo(f"AttentionCut per-stage median over {repeats} runs, {threads}")
+        click.echo(f"AttentionCut per-stage median over {repeats} runs, 1 thread")
         click.echo(f"reference: copy of the 4096x4096 float32 self-attention = {ref_ms:.2f} ms")
         header = "cut      " + " ".join(f"{s:>9s}" for s in STAGES) + "     total  target  x ref"
         click.echo(header)

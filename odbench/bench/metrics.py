@@ -16,20 +16,12 @@ from __future__ import annotations
 import tempfile
 import time
 import warnings
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
 
 import click
 import numpy as np
 
-
-def _one_thread() -> AbstractContextManager[Any]:
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # numpy then uses its default thread count; said in the output
-        return nullcontext()
-    return threadpool_limits(1)
+from odbench.bench import one_thread
 
 
 def random_pairs(n: int, shape: tuple[int, int], seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -111,9 +103,8 @@ def cli(n: int, n_files: int, seed: int) -> None:
     """Saliency metrics: odbench vs pysodmetrics on random 300x400 pairs; score images/s."""
     shape = (300, 400)
     pairs = random_pairs(n, shape, seed)
-    with _one_thread() as limits:
-        threads = "1 thread" if limits is not None else "default threads (no threadpoolctl)"
-        click.echo(f"{n} random {shape[0]}x{shape[1]} uint8 pairs, {threads}")
+    with one_thread():
+        click.echo(f"{n} random {shape[0]}x{shape[1]} uint8 pairs, 1 thread")
         time_odbench(pairs[:10], "odbench")  # warm-up (imports, allocator)
         t_od, _ = time_odbench(pairs, "odbench")
         t_odp, res_p = time_odbench(pairs, "pysodmetrics")

@@ -17,13 +17,14 @@ bipartition is compared with the reference's (fraction of patches on the same si
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 import numpy as np
+
+from odbench.bench import SHARED_DATA, one_thread
 
 TARGET_S = 0.1
 GRID = 30  # 480 / 16
@@ -83,19 +84,15 @@ def _time(
 @click.option(
     "--data-root",
     type=click.Path(path_type=Path),
-    default=Path(__file__).resolve().parents[2].parent / "shared" / "data",
+    default=SHARED_DATA,
     show_default=True,
 )
 def cli(n_images: int, data_root: Path) -> None:
     """TokenCut NCut eigen-solve time per image at 900 patches, one thread."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
-    import torch
-    from threadpoolctl import threadpool_limits
+    import torch  # noqa: F401  (loaded first so one_thread() limits it too)
 
     from odbench.methods.tokencut import bipartition, cosine_affinity, ncut_vector
 
-    torch.set_num_threads(1)
     sources = {"planted": planted_keys(n_images, seed=0)}
     ecssd = ecssd_keys(data_root, n_images)
     if ecssd:
@@ -107,7 +104,7 @@ def cli(n_images: int, data_root: Path) -> None:
         "dense": lambda a: ncut_vector(a, "dense"),
         "lobpcg": lambda a: ncut_vector(a, "lobpcg"),
     }
-    with threadpool_limits(1):
+    with one_thread():
         for source, keys in sources.items():
             affinities = [cosine_affinity(k, 0.2, 1e-5) for k in keys]
             click.echo(

@@ -10,12 +10,13 @@ does not count against them; the wall-clock rate is printed beside.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import click
 import numpy as np
+
+from odbench.bench import SHARED_DATA, one_thread
 
 TARGET_IMAGES_PER_S = 5.0
 
@@ -41,20 +42,16 @@ def _images(data_root: Path, n: int) -> tuple[list[np.ndarray], str]:
 @click.option(
     "--data-root",
     type=click.Path(path_type=Path),
-    default=Path(__file__).resolve().parents[2].parent / "shared" / "data",
+    default=SHARED_DATA,
     show_default=True,
 )
 def cli(n_images: int, data_root: Path) -> None:
     """wCtr images/s on one core."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
-    from threadpoolctl import threadpool_limits
-
     from odbench.methods.wctr import build_graph, wctr_saliency
 
     images, what = _images(data_root, n_images)
     click.echo(f"wctr: {what}, one thread")
-    with threadpool_limits(1):
+    with one_thread():
         wctr_saliency(images[0])  # warm-up (imports, caches)
         c0 = time.process_time()
         for im in images:
