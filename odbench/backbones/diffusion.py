@@ -804,14 +804,17 @@ def _load_pretrained(
     if not Path(source).is_dir():
         kw["revision"] = revision
     try:
-        unet = UNet2DConditionModel.from_pretrained(
-            source, subfolder="unet", use_safetensors=True, **kw
-        )
-        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", use_safetensors=True, **kw)
-        text = CLIPTextModel.from_pretrained(
-            source, subfolder="text_encoder", use_safetensors=True, **kw
-        )
-        tok = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw)
+        with warnings.catch_warnings():
+            # diffusers passes huggingface_hub an argument it deprecated; not the user's concern
+            warnings.filterwarnings("ignore", ".*local_dir_use_symlinks", UserWarning)
+            unet = UNet2DConditionModel.from_pretrained(
+                source, subfolder="unet", use_safetensors=True, **kw
+            )
+            vae = AutoencoderKL.from_pretrained(source, subfolder="vae", use_safetensors=True, **kw)
+            text = CLIPTextModel.from_pretrained(
+                source, subfolder="text_encoder", use_safetensors=True, **kw
+            )
+            tok = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw)
     except Exception as e:  # hub / filesystem errors come in many classes; all mean "not here"
         rev = f" --revision {revision}" if revision and "revision" in kw else ""
         raise WeightsNotFoundError(
