@@ -20,7 +20,11 @@ in their ``sources`` (read, not copied; file paths below), quirks included:
     ``get_saliency.py``.  GT is read with ``Image.open(...).convert('L')`` as uint8 and compared
     as ``gt > 0.5`` (IoU, Acc) or ``gt.to(bool)`` (precision/recall): foreground = ANY non-zero
     pixel.  Thresholds ``np.arange(0, 1, 1/255)`` with strict ``>``, P/R guarded to 1 exactly as
-    in ``odbench``, NaN F set to 0, curve averaged over images then maximised.  IoU is
+    in ``odbench``, NaN F set to 0, curve averaged over images then maximised.  Float maps are
+    compared as torch compares them: ``tensor > numpy.float64`` casts the threshold to the
+    tensor's dtype, so a float32 map meets ``float32(t_k)`` (``float32(k/255)`` rounds UP for 254
+    of the 255 k: a float32 v/255 is NOT above threshold v) and a float64 map meets the
+    ``np.arange`` values (24 of which lie one ulp below k/255: a float64 v/255 IS above them).  IoU is
     ``intersection / union`` with no guard: empty vs empty is 0/0 = NaN, and the per-image
     values are *summed* (``avg_values[...] += ...``), so one such image makes the dataset IoU
     NaN (we propagate NaN the same way).  No resize (predictions must have the GT size).
@@ -33,6 +37,7 @@ in their ``sources`` (read, not copied; file paths below), quirks included:
     ``ToTensor(mask) >= 0.5`` (8-bit value >= 128; their loader takes the R channel of an RGB
     conversion, we take luminance: identical for grayscale masks).  Acc/IoU use
     ``Threshold``: prediction ``>= 0.5`` (not ``>``).  Fβ as TokenCut; IoU NaN rule as TokenCut.
+    Float maps meet the thresholds as in TokenCut (``np.arange`` values in the map's precision).
     Note: the default of ``SegmentationDataset`` is ``crop=True`` (what this protocol follows);
     ``train_segmentation.evaluate`` passes ``crop=False``.
 
@@ -41,7 +46,9 @@ in their ``sources`` (read, not copied; file paths below), quirks included:
     GT ``m > 0`` when its max exceeds 1: foreground = non-zero.  ``beta_square = 0.3`` is squared
     again (``self.beta_square ** 2``): effective β² = 0.09.  P = TP / (TP+FP + 1e-7),
     R = TP / (TP+FN + 1e-7), F = (1+β²)PR / (β²P + R + 1e-7): an empty prediction has P = 0 and
-    an empty GT R = 0.  Thresholds ``torch.arange(0, 1, 1/255)`` with ``>``; the max over
+    an empty GT R = 0.  Thresholds ``torch.arange(0, 1, 1/255)`` with ``>``: float32 values
+    ``float32(k/255)``, so a float32 map equal to v/255 is not above threshold v (a float64 map is
+    compared in float64 against those float32 values, torch's promotion); the max over
     thresholds is taken PER IMAGE, then averaged (optimistic).  IoU = I / (U + 1e-7) (empty vs
     empty = 0), Acc at ``> 0.5``, MAE on the soft prediction.  Predictions are bilinearly
     upsampled (``F.interpolate``, ``align_corners=False``): we resize like ``odbench``.
@@ -79,6 +86,7 @@ Resize = Literal["bilinear", "none"]
 Grid = Literal["gt_k255", "ge_q256"]
 MaxOver = Literal["dataset", "per_image"]
 BinarizeOp = Literal[">", ">="]
+ThresholdValues = Literal["exact", "numpy_arange", "torch_arange"]
 MaeOn = Literal["soft", "binary"]
 
 
@@ -105,6 +113,11 @@ class Protocol:
             k = 0..255, foreground = q >= k (pysodmetrics).
         beta2, square_beta2: β² and whether the code squares it again (effective β² = beta2²).
         max_over: ``dataset`` (mean curve, then max) or ``per_image`` (max per image, then mean).
+        threshold_values: how FLOAT maps meet t_k (integer maps are exact in every mode, as
+            their float32 v/255 meets float32(k/255) exactly when v = k): ``exact`` (p > k/255
+            decided exactly), ``numpy_arange`` (t_k = ``np.arange(0, 1, 1/255)`` cast to the
+            map's precision: float32 or float64), ``torch_arange`` (t_k = ``float32(k/255)``, the
+            values of ``torch.arange(0, 1, 1/255)``, compared in the map's precision).
         binarize_op, binarize_at: prediction binarisation for Acc, IoU (and binary MAE).
         empty_pred_precision, empty_gt_recall: P when nothing is predicted, R when the GT is
             empty (used when ``eps == 0``).
@@ -127,6 +140,7 @@ class Protocol:
     beta2: float = 0.3
     square_beta2: bool = False
     max_over: MaxOver = "dataset"
+    threshold_values: ThresholdValues = "exact"
     binarize_op: BinarizeOp = ">"
     binarize_at: float = 0.5
     empty_pred_precision: float = 1.0
@@ -144,6 +158,7 @@ class Protocol:
             "grid": get_args(Grid),
             "max_over": get_args(MaxOver),
             "binarize_op": get_args(BinarizeOp),
+            "threshold_values": get_args(ThresholdValues),
             "mae_on": get_args(MaeOn),
         }
         for key, valid in choices.items():
@@ -165,6 +180,16 @@ class Protocol:
     @property
     def n_thresholds(self) -> int:
         return 255 if self.grid == "gt_k255" else 256
+
+    def float_thresholds(self, dtype: np.dtype) -> np.ndarray | None:
+        """The threshold values a float map of ``dtype`` is compared with (``threshold_values``),
+        in that precision; None for ``exact``."""
+        if self.threshold_values == "exact":
+            return None
+        ftype = np.float32 if dtype == np.float32 else np.float64
+        if self.threshold_values == "numpy_arange":
+            return np.arange(0.0, 1.0, 1.0 / 255).astype(ftype)
+        return (np.arange(255) / 255.0).astype(np.float32).astype(ftype)
 
     @property
     def thresholds(self) -> np.ndarray:
@@ -197,6 +222,7 @@ TOKENCUT = Protocol(
     "empty/empty IoU NaN (propagates), no resize.",
     gt_rule="nonzero",
     resize="none",
+    threshold_values="numpy_arange",
     empty_iou=math.nan,
     sources=(
         "YangtaoWANG95/TokenCut unsupervised_saliency_detection/metric.py",
@@ -211,6 +237,7 @@ VOYNOV = Protocol(
     gt_rule="ge128",
     resize="none",
     center_crop=True,
+    threshold_values="numpy_arange",
     binarize_op=">=",
     empty_iou=math.nan,
     sources=(
@@ -227,6 +254,7 @@ SELFMASK = Protocol(
     gt_rule="nonzero",
     square_beta2=True,
     max_over="per_image",
+    threshold_values="torch_arange",
     empty_pred_precision=0.0,
     empty_gt_recall=0.0,
     eps=1e-7,
@@ -245,6 +273,7 @@ FOUND = Protocol(
     gt_rule="eq255",
     square_beta2=True,
     max_over="per_image",
+    threshold_values="torch_arange",
     empty_pred_precision=0.0,
     empty_gt_recall=0.0,
     eps=1e-7,

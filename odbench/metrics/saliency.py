@@ -11,7 +11,10 @@ levels only.  Codes are exact for every input type:
 * uint16 v: code = ceil(v / 257) (v/65535 > k/255 ⟺ v > 257 k, as 65535 = 255 · 257);
 * float p: code = floor(255 p) + [p > floor(255 p) / 255], which agrees with the float
   comparison ``p > k / 255`` bit for bit (see :func:`codes_k255`);
-* pysodmetrics' grid: q = ``(p * 255).astype(uint8)``, foreground = q >= k, code = q + 1.
+* pysodmetrics' grid: q = ``(p * 255).astype(uint8)``, foreground = q >= k, code = q + 1;
+* float maps under a protocol whose ``threshold_values`` is not ``exact`` (the torch-based
+  originals compare in the map's own precision): code = #{k : t_k < p} by ``np.searchsorted``
+  over the protocol's threshold values in that precision.
 
 The meter keeps only sums (memory independent of the number of images); the per-image
 :class:`ImageRecord` returned by :meth:`SaliencyMeter.update` can be kept by the caller
@@ -201,6 +204,11 @@ def _codes(unit: np.ndarray, raw: np.ndarray, protocol: Protocol) -> np.ndarray:
     """Threshold codes of the normalised prediction (``raw`` when it is unnormalised)."""
     if protocol.grid == "ge_q256":
         return (unit * 255).astype(np.uint8).astype(np.uint16) + 1
+    if np.issubdtype(raw.dtype, np.floating) and protocol.pred_norm == "dtype_max":
+        thresholds = protocol.float_thresholds(raw.dtype)
+        if thresholds is not None:
+            codes = np.searchsorted(thresholds, raw.astype(thresholds.dtype), side="left")
+            return codes.astype(np.uint16)
     return codes_k255(raw if protocol.pred_norm == "dtype_max" else unit)
 
 
