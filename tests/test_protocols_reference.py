@@ -4,7 +4,8 @@ operations, dtypes and order; nothing pasted).
 
 How a prediction reaches the original code: float arrays go in as they are (``torch.from_numpy``
 keeps float32 / float64, as TokenCut's ``metric.metrics`` does with its numpy maps); uint8 maps go
-in as ``ToTensor`` would make them (float32 v / 255).  GT masks go through each repository's own
+in as ``ToTensor`` would make them (float32 v / 255), uint16 maps (odbench's prediction cache) as
+float32 w / 65535.  GT masks go through each repository's own
 loading rule (written out below).  The originals compute in float32 (``torch.tensor`` of Python
 floats, float32 division of counts, float32 means, AverageMeter sums of float32 values): that
 costs at most a few float32 ulps (~1e-7) on values in [0, 1], hence the 1e-6 tolerance.
@@ -30,9 +31,12 @@ TOL = 1e-6
 
 
 def _as_original_tensor(pred: np.ndarray) -> torch.Tensor:
-    """The map as the original code holds it: floats unchanged, uint8 as ToTensor (float32 / 255)."""
+    """The map as the original code holds it: floats unchanged, uint8 as ToTensor (float32 / 255),
+    uint16 likewise in float32 (w / 65535)."""
     if pred.dtype == np.uint8:
         return torch.from_numpy(pred.copy()).float().div(255)
+    if pred.dtype == np.uint16:
+        return torch.from_numpy(pred.astype(np.float32)).div(65535)
     return torch.from_numpy(pred.copy())
 
 
@@ -229,6 +233,11 @@ def soft_pred(rng: np.random.Generator, gt: np.ndarray, dtype: str) -> np.ndarra
     base = np.clip(gt / 255.0 * 0.7 + rng.normal(0.15, 0.25, gt.shape), 0, 1)
     if dtype == "uint8":
         return np.round(base * 255).astype(np.uint8)
+    if dtype == "uint16":  # odbench's prediction cache: round(p * 65535), with exact 257 k values
+        out16 = np.round(base * 65535).astype(np.uint16)
+        on_grid = rng.random(gt.shape) < 0.3
+        out16[on_grid] = 257 * rng.integers(0, 256, int(on_grid.sum()))
+        return out16
     out = base.astype(dtype)
     on_grid = rng.random(gt.shape) < 0.4
     levels = rng.integers(0, 256, int(on_grid.sum()))
@@ -249,7 +258,7 @@ def make_dataset(
     gts = [soft_gt(rng, s) for s in shapes]
     preds = [soft_pred(rng, g, dtype) for g in gts]
     gts[1][:] = 0  # empty GT, soft prediction
-    zero, one = (0, 255) if dtype == "uint8" else (0.0, 1.0)
+    zero, one = {"uint8": (0, 255), "uint16": (0, 65535)}.get(dtype, (0.0, 1.0))
     preds[2][:] = zero  # empty prediction
     preds[3][:] = one  # full prediction
     if both_empty:
@@ -278,10 +287,10 @@ def assert_close(ours: dict[str, object], ref: dict[str, float]) -> None:
 # --------------------------------------------------------------------------- tests
 
 
-@pytest.mark.parametrize("dtype", ["uint8", "float32", "float64"])
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32", "float64"])
 @pytest.mark.parametrize("name", sorted(REFERENCES))
 def test_protocol_matches_original_code(name: str, dtype: str) -> None:
-    for seed in (0, 1):
+    for seed in (0, 1) if dtype != "uint16" else (0,):
         preds, gts = make_dataset(seed, dtype, both_empty=False)
         assert_close(odbench_scores(name, preds, gts), REFERENCES[name](preds, gts))
 
