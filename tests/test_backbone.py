@@ -190,6 +190,27 @@ def test_store_drops_unconditional_half() -> None:
     assert store.cross_mean()["layer"].shape == (2, 4, 4, 7)
 
 
+class _OnAccelerator:
+    """Stands for a tensor on a GPU: only ``.cpu()`` gives a tensor numpy can read."""
+
+    def __init__(self, t: torch.Tensor) -> None:
+        self.t = t
+
+    def cpu(self) -> torch.Tensor:
+        return self.t
+
+
+def test_captures_come_back_on_the_cpu(bb: D.DiffusionBackbone) -> None:
+    """Self-attention sums live on the model's device (self_device=None); consumers call
+    .numpy() on Captures, so they must come back on the CPU like cross maps and features."""
+    store = AttentionStore()
+    t = torch.rand(1, 4, 4)
+    store.self_mean = lambda: {2: _OnAccelerator(t)}  # type: ignore[method-assign]
+    session = D.CaptureSession(bb.unet, [], store)
+    caps = bb._captures(session, D.Capture(cross=False, features=False), [[]])
+    assert caps.self_attn[2] is t
+
+
 def test_invert_outputs_shapes_and_normalisation(bb: D.DiffusionBackbone) -> None:
     prompt, idx = bb.class_prompt("great white shark")
     cap = D.Capture(keep_all_tokens=True)

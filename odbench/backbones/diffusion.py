@@ -521,15 +521,15 @@ class DiffusionBackbone:
         store = session.store
         out = Captures(num_steps=session.count, cross_side=dict(store.cross_side))
         all_maps = store.cross_mean()
-        for name, m in all_maps.items():
-            if any(not i for i in idx):  # no class tokens: only the all-token maps are kept
-                break
-            out.cross[name] = torch.stack(
-                [m[b, :, :, ix].mean(-1) for b, ix in enumerate(idx)]
-            ).cpu()
+        if all(idx):  # without class tokens only the all-token maps are kept
+            for name, m in all_maps.items():
+                out.cross[name] = torch.stack(
+                    [m[b, :, :, ix].mean(-1) for b, ix in enumerate(idx)]
+                ).cpu()
         if capture.keep_all_tokens:
             out.cross_all = {k: v.cpu() for k, v in all_maps.items()}
-        out.self_attn = store.self_mean()
+        # on the CPU like every other capture, whatever device the running sums lived on
+        out.self_attn = {k: v.cpu() for k, v in store.self_mean().items()}
         out.features = session.mean()
         out.feature_strides = {k: self.resolution // v.shape[-1] for k, v in out.features.items()}
         return out
