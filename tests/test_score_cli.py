@@ -139,6 +139,8 @@ def test_score_boxes(tmp_path):
     assert_one_line_error(invoke(*args), "pred.json", "zzz")
     (tmp_path / "pred.json").write_text("{not json")
     assert_one_line_error(invoke(*args), "pred.json", "not valid JSON")
+    folder = ["score-boxes", "--pred", str(tmp_path), "--gt", str(tmp_path / "gt.json")]
+    assert_one_line_error(invoke(*folder), str(tmp_path), "cannot read")
 
 
 def test_score_does_not_import_torch(tmp_path):

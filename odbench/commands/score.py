@@ -24,15 +24,9 @@ MAX_NAMED = 5  # file names listed in one error line
 
 
 def _by_stem(folder: Path, what: str) -> dict[str, Path]:
-    from odbench.imageio import list_images
+    from odbench.data.folder import index_by_stem
 
-    if not folder.is_dir():
-        raise UserError(f"{folder}: {what} folder not found")
-    files: dict[str, Path] = {}
-    for path in list_images(folder):
-        if path.stem in files:
-            raise UserError(f"{path}: two {what} files share the stem {path.stem!r}")
-        files[path.stem] = path
+    files = index_by_stem(folder, what)
     if not files:
         raise UserError(f"{folder}: no images in the {what} folder")
     return files
@@ -124,6 +118,8 @@ def _load_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
         raise UserError(f"{path}: file not found") from e
+    except OSError as e:  # a folder, no permission...
+        raise UserError(f"{path}: cannot read ({e.strerror or e})") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not valid JSON ({e})") from e
 
