@@ -204,6 +204,9 @@ def evaluate(
         raise EvalError(f"--batch-size must be >= 1, got {batch_size}")
     if limit is not None and limit < 1:
         raise EvalError(f"--limit must be >= 1, got {limit}")
+    for option, folder in (("--results-dir", results_dir), ("--save-preds", save_preds)):
+        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+            raise EvalError(f"{option} {folder}: exists and is not a folder")
     ids = dataset.ids()[:limit] if limit is not None else dataset.ids()
     if not ids:
         raise EvalError(f"dataset {dataset_name!r} has no samples")
@@ -339,6 +342,19 @@ def parse_set(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
     return out
 
 
+def _same_kind(default: Any, value: Any) -> bool:
+    """Whether an override has the type of the card's default: bool, int, float (an int is
+    fine too), str or list; other defaults accept anything."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) == isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    for kind in (int, str, list):
+        if isinstance(default, kind):
+            return isinstance(value, kind)
+    return True
+
+
 def run_eval(
     method_name: str,
     dataset_name: str,
@@ -378,6 +394,12 @@ def run_eval(
                 f"unknown hyperparameter(s) {', '.join(unknown)} for method {method_name} "
                 f"({card.path if card else ''}); valid: {', '.join(sorted(valid)) or 'none'}"
             )
+        for key, value in overrides.items():
+            if not _same_kind(valid[key], value):
+                raise EvalError(
+                    f"hyperparameter {key} of method {method_name} takes a value like "
+                    f"{valid[key]!r} ({type(valid[key]).__name__}), got {value!r}"
+                )
     if device.startswith("cuda"):
         import torch
 

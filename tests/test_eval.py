@@ -211,6 +211,8 @@ def test_safe_name() -> None:
         (["--protocol", "tokenkut"], "unknown protocol 'tokenkut'. Did you mean 'tokencut'?"),
         (["--set", "sigmaa=1"], "unknown hyperparameter(s) sigmaa for method center-prior"),
         (["--set", "sigma"], "--set 'sigma': expected key=value"),
+        (["--set", "sigma=abc"], "hyperparameter sigma of method center-prior takes a value"),
+        (["--set", "sigma=true"], "like 0.25 (float), got True"),
         (["--backbone", "sd-tiny"], "method center-prior does not use a diffusion backbone"),
         (["--device", "tpu"], "--device 'tpu': expected cpu or cuda"),
         (["--limit", "0"], "--limit must be >= 1"),
@@ -231,6 +233,21 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, extra: list[str], message:
     if "unknown" in message and "hyperparameter" not in message:
         assert "Valid:" in lines[0]
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("option", ["--results-dir", "--save-preds"])
+def test_output_folder_that_is_a_file_fails_before_predicting(tmp_path: Path, option: str) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    args = _eval_args(tmp_path)
+    if option in args:
+        args[args.index(option) + 1] = str(blocker)
+    else:
+        args += [option, str(blocker)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"error: {option} {blocker}: exists and is not a folder"
+    assert not (tmp_path / "cache").exists()
 
 
 BACKBONE_METHODS = sorted(n for n, c in method_cards().items() if "backbone" in c.hyperparameters)
