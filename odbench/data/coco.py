@@ -27,8 +27,9 @@ import numpy as np
 
 from odbench.cards import DatasetCard
 from odbench.data.base import Dataset, DatasetError, Sample
+from odbench.data.folder import read_image
 from odbench.data.locate import locate_dataset
-from odbench.imageio import ImageReadError, atomic_write_bytes, read_rgb
+from odbench.imageio import atomic_write_bytes
 
 SEL20K_JSON = "instances_train2014_sel20k.json"
 
@@ -125,10 +126,7 @@ class CocoDataset(Dataset):
             raise DatasetError(f"{self.name}: no sample {sample_id!r}")
         image_id = self._by_id[sample_id]
         image_path, _ = self.files(sample_id)
-        try:
-            image = read_rgb(image_path)
-        except ImageReadError as e:
-            raise DatasetError(str(e)) from e
+        image = read_image(image_path)
         info = self.coco.imgs[image_id]
         if (info.get("height"), info.get("width")) != image.shape[:2]:
             raise DatasetError(

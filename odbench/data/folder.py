@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from odbench.cards import DatasetCard
 from odbench.data.base import Dataset, DatasetError, Sample
 from odbench.imageio import ImageReadError, list_images, read_gray, read_rgb
@@ -53,10 +55,18 @@ def pair_files(images_dir: Path, masks_dir: Path) -> dict[str, tuple[Path, Path]
     return {stem: (images[stem], masks[stem]) for stem in sorted(images)}
 
 
+def read_image(path: Path) -> np.ndarray:
+    """:func:`odbench.imageio.read_rgb`, failing with a :class:`DatasetError`."""
+    try:
+        return read_rgb(path)
+    except ImageReadError as e:
+        raise DatasetError(str(e)) from e
+
+
 def load_pair(sample_id: str, image_path: Path, mask_path: Path) -> Sample:
     """Read one image/mask pair as stored; a size mismatch is an error naming both files."""
+    image = read_image(image_path)
     try:
-        image = read_rgb(image_path)
         mask = read_gray(mask_path, what="GT mask")
     except ImageReadError as e:
         raise DatasetError(str(e)) from e

@@ -25,8 +25,8 @@ import numpy as np
 
 from odbench.cards import DatasetCard
 from odbench.data.base import Dataset, DatasetError, Sample
+from odbench.data.folder import read_image
 from odbench.data.locate import locate_dataset
-from odbench.imageio import ImageReadError, read_rgb
 
 
 def parse_voc_xml(
@@ -124,10 +124,7 @@ class VOCDataset(Dataset):
         image_path, xml_path = self.files(sample_id)
         if not xml_path.is_file():
             raise DatasetError(f"{image_path}: image has no annotation ({xml_path} is missing)")
-        try:
-            image = read_rgb(image_path)
-        except ImageReadError as e:
-            raise DatasetError(str(e)) from e
+        image = read_image(image_path)
         boxes = parse_voc_xml(xml_path, self.drop_difficult, self.drop_truncated)
         return Sample(id=sample_id, image=image, boxes=boxes)
 
