@@ -68,24 +68,16 @@ class KMeansDiffusion(_GridMethod):
 
 
 def ncut_foreground(features: np.ndarray, tau: float = 0.2, eps: float = 1e-5) -> np.ndarray:
-    """Normalized cut of the pixels of (H, W, C) features (Shi & Malik 2000, TokenCut's graph).
-
-    W_ij = 1 if cos(f_i, f_j) > τ else ε; the second smallest eigenvector y of the generalized
-    problem (D − W) y = λ D y (dense LAPACK, exact) is split at its mean; the foreground is the
-    side containing argmax |y| (TokenCut, Wang et al. 2022).  Returns (H, W) bool."""
-    from scipy.linalg import eigh
+    """Normalized cut of the pixels of (H, W, C) features (Shi & Malik 2000) with TokenCut's
+    graph and bipartition (:mod:`odbench.methods.tokencut`, Wang et al. 2022): W_ij = 1 if
+    cos(f_i, f_j) > τ else ε; the second smallest eigenvector y of (D − W) y = λ D y (dense
+    LAPACK, exact) is split at its mean; the foreground is the side containing argmax |y|.
+    Returns (H, W) bool."""
+    from odbench.methods.tokencut import bipartition, cosine_affinity, ncut_vector
 
     h, w, c = features.shape
-    f = features.reshape(-1, c).astype(np.float64)
-    f /= np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
-    weights = np.where(f @ f.T > tau, 1.0, eps)
-    degree = np.diag(weights.sum(axis=1))
-    _, vecs = eigh(degree - weights, degree, subset_by_index=[1, 1])
-    y = vecs[:, 0]
-    side = y > y.mean()
-    if not side[np.argmax(np.abs(y))]:
-        side = ~side
-    return side.reshape(h, w)
+    fg, _ = bipartition(ncut_vector(cosine_affinity(features.reshape(-1, c), tau, eps)))
+    return fg.reshape(h, w)
 
 
 class NCutDiffusion(_GridMethod):
