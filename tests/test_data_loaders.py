@@ -167,6 +167,14 @@ def test_synthetic_round_trip(tmp_path: Path) -> None:
     (out / "manifest.json").write_text(json.dumps({"format": "other", "version": 1}))
     with pytest.raises(DatasetError, match="expected format 'odbench-synthetic'"):
         create_dataset("synthetic", path=out)
+    (out / "manifest.json").write_text("[]")
+    with pytest.raises(DatasetError, match="manifest.json: expected a JSON object, got list"):
+        create_dataset("synthetic", path=out)
+    header = {"format": "odbench-synthetic", "version": 1}
+    for bad in ({"image": "a.png", "mask": "b.png"}, {"id": "a", "image": 3, "mask": "b.png"}, 7):
+        (out / "manifest.json").write_text(json.dumps({**header, "samples": [bad]}))
+        with pytest.raises(DatasetError, match="manifest.json: a sample must be"):
+            create_dataset("synthetic", path=out)
 
 
 def test_coco_loader_boxes_and_crowd(tmp_path: Path) -> None:

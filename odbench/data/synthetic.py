@@ -49,6 +49,8 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         data = json.loads(manifest.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise DatasetError(f"{manifest}: unreadable manifest ({e})") from e
+    if not isinstance(data, dict):
+        raise DatasetError(f"{manifest}: expected a JSON object, got {type(data).__name__}")
     if data.get("format") != FORMAT or data.get("version") != VERSION:
         raise DatasetError(
             f"{manifest}: expected format {FORMAT!r} version {VERSION}, "
@@ -71,6 +73,15 @@ class SyntheticDataset(Dataset):
         self.generator: dict[str, Any] = dict(data.get("generator", {}))
         self._files: dict[str, tuple[Path, Path]] = {}
         for entry in data.get("samples", []):
+            if not (
+                isinstance(entry, dict)
+                and all(isinstance(entry.get(k), str) for k in ("image", "mask"))
+                and "id" in entry
+            ):
+                raise DatasetError(
+                    f'{manifest}: a sample must be {{"id": ..., "image": "path", '
+                    f'"mask": "path"}}, got {entry!r}'
+                )
             sid = str(entry["id"])
             if sid in self._files:
                 raise DatasetError(f"{manifest}: sample id {sid!r} listed twice")
