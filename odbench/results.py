@@ -148,6 +148,10 @@ def write_results(
     return path
 
 
+#: (key, required sub-key) of a results file, beyond kind and schema_version.
+_REQUIRED = (("method", "name"), ("dataset", "name"), ("protocol", "name"), ("metrics", None))
+
+
 def read_results(path: Path) -> dict[str, Any]:
     """Load one results JSON; refuse files that are not odbench results of this schema."""
     path = Path(path)
@@ -162,6 +166,14 @@ def read_results(path: Path) -> dict[str, Any]:
             f"{path}: results schema_version {data.get('schema_version')!r} is not "
             f"{SCHEMA_VERSION}; re-run odbench eval"
         )
+    missing = [
+        key
+        for key, sub in _REQUIRED
+        if not isinstance(data.get(key), dict) or (sub is not None and sub not in data[key])
+    ]
+    missing += [key for key in ("records", "date") if not isinstance(data.get(key), str)]
+    if missing:
+        raise ResultsError(f"{path}: results file lacks {', '.join(missing)}; re-run odbench eval")
     data["_path"] = str(path)
     return data
 

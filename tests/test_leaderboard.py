@@ -212,6 +212,15 @@ def test_corrupt_results_file_is_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert result.output.strip().startswith("error: ") and "bad.json" in result.output
     assert len(result.output.strip().splitlines()) == 1
+    header = {"kind": "odbench-results", "schema_version": 1}
+    (tmp_path / "bad.json").write_text(json.dumps(header | {"method": {}}))
+    for command in (["leaderboard"], ["compare", "--methods", "a,b", "--dataset", "toy"]):
+        result = CliRunner().invoke(main, [*command, "--results-dir", str(tmp_path)])
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().splitlines() == [
+            f"error: {tmp_path / 'bad.json'}: results file lacks method, dataset, protocol, "
+            "metrics, records, date; re-run odbench eval"
+        ]
 
 
 # ----------------------------------------------------------------------------- statistics

@@ -28,7 +28,7 @@ _RESULTS_DIR = click.option(
 )
 @click.option(
     "--out",
-    type=click.Path(path_type=Path),
+    type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Write the markdown here (atomically) instead of printing it.",
 )
