@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
-import pytest
 
 from odbench.backbones.dino import TINY
 from odbench.methods.base import create_method
@@ -71,9 +68,6 @@ def test_lost_real_path_on_tiny_vit_boxes_agree_with_masks() -> None:
         assert m.shape == im.shape[:2] and m.dtype == np.float32 and m.max() == 1.0
         np.testing.assert_allclose(box, mask_to_box(m > 0.5))
     bs = create_method("lost", backbone=TINY, bilateral_solver=True)
-    if importlib.util.find_spec("odbench.methods.bilateral_solver") is None:
-        with pytest.raises(NotImplementedError, match="bilateral"):
-            bs.predict(images)
-    else:  # refined maps; the boxes stay LOST's own
-        assert [m.shape for m in bs.predict(images)] == [m.shape for m in maps]
-        np.testing.assert_allclose(bs.predict_boxes(images, maps), boxes)
+    # refined maps; the boxes stay LOST's own
+    assert [m.shape for m in bs.predict(images)] == [m.shape for m in maps]
+    np.testing.assert_allclose(bs.predict_boxes(images, maps), boxes)

@@ -130,17 +130,11 @@ def test_tokencut_real_path_on_tiny_vit() -> None:
         assert 0 <= x1 < x2 <= im.shape[1] and 0 <= y1 < y2 <= im.shape[0]
 
 
-def test_bilateral_solver_variant_refines_or_is_visibly_unimplemented() -> None:
-    import importlib.util
-
+def test_bilateral_solver_variant_refines() -> None:
     method = create_method("tokencut", backbone=TINY, bilateral_solver=True)
     image = np.random.default_rng(4).integers(0, 256, (48, 64, 3), dtype=np.uint8)
-    if importlib.util.find_spec("odbench.methods.bilateral_solver") is None:
-        with pytest.raises(NotImplementedError, match="bilateral"):
-            method.predict([image])
-    else:
-        (refined,) = method.predict([image])
-        assert refined.shape == (48, 64) and 0.0 <= refined.min() and refined.max() <= 1.0
+    (refined,) = method.predict([image])
+    assert refined.shape == (48, 64) and 0.0 <= refined.min() and refined.max() <= 1.0
 
 
 def test_missing_pretrained_weights_give_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:

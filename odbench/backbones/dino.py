@@ -180,17 +180,3 @@ class KeyFeatureMethod(Method):
 
     def keys(self, image: np.ndarray) -> PatchKeys:
         return last_layer_keys(self.backbone(), image, self.device)
-
-
-def bilateral_refine(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The "+BS" post-processing of TokenCut and LOST (Barron & Poole 2016): the pixel mask
-    smoothed by the bilateral solver shared with AttentionCut, clipped to [0, 1].  Raises
-    :class:`NotImplementedError` while :mod:`odbench.methods.bilateral_solver` does not exist."""
-    try:
-        from odbench.methods.bilateral_solver import bilateral_solve
-    except ImportError as e:
-        raise NotImplementedError(
-            "+BS: the bilateral solver (odbench.methods.bilateral_solver) is not implemented yet"
-        ) from e
-    target = mask.astype(np.float64)
-    return np.clip(bilateral_solve(image, target, np.ones_like(target)), 0.0, 1.0)

@@ -697,8 +697,8 @@ class AttentionCut(DiffusionMethod):
             mask = attention_cut(ev.a_c, ev.affinity, img, params, out_size=size)
             soft = upsample_mask(mask, h, w)
             if self.hparams.get("bilateral_solver", False):
-                from odbench.methods.bilateral_solver import bilateral_solve
+                from odbench.methods.bilateral_solver import bilateral_refine
 
-                soft = np.clip(bilateral_solve(img, soft, np.ones_like(soft)), 0.0, 1.0)
+                soft = bilateral_refine(img, soft)
             maps.append(soft.astype(np.float32))
         return maps

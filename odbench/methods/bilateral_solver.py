@@ -108,3 +108,10 @@ def bilateral_solve(
     y0 = b / np.maximum(sc, 1e-5)
     y, _ = cg(a, b, x0=y0, M=precond, rtol=cg_tol, maxiter=cg_maxiter)
     return (splat.T @ y).reshape(h, w)
+
+
+def bilateral_refine(image: np.ndarray, soft: np.ndarray) -> np.ndarray:
+    """The "+BS" post-processing of AttentionCut, TokenCut and LOST: a (H, W) mask or map
+    smoothed by :func:`bilateral_solve` with uniform confidence, clipped to [0, 1] (float64)."""
+    target = soft.astype(np.float64)
+    return np.clip(bilateral_solve(image, target, np.ones_like(target)), 0.0, 1.0)

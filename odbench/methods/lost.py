@@ -23,12 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from odbench.backbones.dino import (
-    KeyFeatureMethod,
-    bilateral_refine,
-    component_of,
-    upsample_patch_mask,
-)
+from odbench.backbones.dino import KeyFeatureMethod, component_of, upsample_patch_mask
+from odbench.methods.bilateral_solver import bilateral_refine
 
 
 @dataclass(frozen=True)

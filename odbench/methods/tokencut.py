@@ -14,7 +14,7 @@ Sec. 3 of the paper, on the h × w patch tokens of one image:
 
 ``+BS`` (``bilateral_solver = true``): the pixel mask refined by the bilateral solver shared with
 AttentionCut (Barron & Poole 2016); boxes then come from the refined map (TokenCut's published
-CorLoc is without BS).  Raises :class:`NotImplementedError` while that solver is not in odbench.
+CorLoc is without BS).
 """
 
 from __future__ import annotations
@@ -24,12 +24,8 @@ from typing import Literal
 
 import numpy as np
 
-from odbench.backbones.dino import (
-    KeyFeatureMethod,
-    bilateral_refine,
-    component_of,
-    upsample_patch_mask,
-)
+from odbench.backbones.dino import KeyFeatureMethod, component_of, upsample_patch_mask
+from odbench.methods.bilateral_solver import bilateral_refine
 
 Solver = Literal["dense", "lobpcg"]
 
