@@ -52,15 +52,6 @@ _CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
 # --------------------------------------------------------------------------------------------
 
 
-def _resize(img: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear resize of a (h, w) float map to (size, size) (half-pixel centres)."""
-    import cv2
-
-    if img.shape == (size, size):
-        return img.astype(np.float32, copy=False)
-    return cv2.resize(img.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
-
-
 def minmax(x: np.ndarray) -> np.ndarray:
     """(x − min) / (max − min) in float32; a constant array becomes zeros."""
     x = x.astype(np.float32, copy=False)
@@ -85,17 +76,11 @@ def aggregate_cross_attention(layers: Sequence[np.ndarray], top_k: int, grid: in
     """
     if not layers:
         raise ValueError("aggregate_cross_attention: no cross-attention layers given")
-    maps = [_resize(np.asarray(a, np.float32), grid) for a in layers]
+    maps = [_resize_hw(np.asarray(a, np.float32), grid, grid) for a in layers]
     stds = np.array([m.std() for m in maps])
     k = max(1, min(int(top_k), len(maps)))
     chosen = np.argsort(-stds, kind="stable")[:k]
     return minmax(np.mean([maps[i] for i in chosen], axis=0))
-
-
-def _cell_index(grid: int, res: int) -> np.ndarray:
-    """Flat index, on a res × res grid, of the cell holding each pixel of a grid × grid grid."""
-    rows = np.arange(grid) // (grid // res)
-    return (rows[:, None] * res + rows[None, :]).ravel()
 
 
 @dataclass(frozen=True)
@@ -146,7 +131,7 @@ def aggregate_self_attention(layers: Sequence[tuple[np.ndarray, float]], grid: i
         if res * res != a.shape[0] or a.shape != (res * res, res * res) or grid % res:
             raise ValueError(f"self-attention of shape {a.shape} does not fit a {grid}² grid")
         coef = float(w) / total / (grid // res) ** 2
-        levels.append((np.asarray(a, np.float32), coef, _cell_index(grid, res)))
+        levels.append((np.asarray(a, np.float32), coef, _cell_index_hw(grid, grid, res)))
     peak = sum(c * a.max(axis=1)[cell] for a, c, cell in levels)
     return SelfAffinity(grid, tuple(levels), np.maximum(peak, 1e-30))
 
@@ -473,6 +458,7 @@ def attention_cut(
 
 
 def _resize_hw(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Bilinear resize of a (h', w') float map to (h, w) (half-pixel centres), float32."""
     import cv2
 
     if x.shape == (h, w):
