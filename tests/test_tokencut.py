@@ -156,3 +156,15 @@ def test_patch_size_hyperparameter_is_checked() -> None:
     method = create_method("tokencut", backbone=TINY, patch_size=8)
     with pytest.raises(ValueError, match="patch size 16"):
         method.predict([np.zeros((32, 32, 3), np.uint8)])
+
+
+def test_tiny_vit_is_seeded_without_touching_the_callers_rng() -> None:
+    import torch
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = load_dino(TINY)
+    assert torch.equal(torch.rand(3), expected)
+    b = load_dino(TINY)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

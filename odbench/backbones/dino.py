@@ -47,16 +47,17 @@ def _tiny_vit() -> Any:
     import torch
     from timm.models.vision_transformer import VisionTransformer
 
-    torch.manual_seed(0)
-    return VisionTransformer(
-        img_size=224,
-        patch_size=16,
-        embed_dim=48,
-        depth=2,
-        num_heads=3,
-        num_classes=0,
-        dynamic_img_size=True,
-    )
+    with torch.random.fork_rng(devices=[]):  # seeded weights, the caller's RNG untouched
+        torch.manual_seed(0)
+        return VisionTransformer(
+            img_size=224,
+            patch_size=16,
+            embed_dim=48,
+            depth=2,
+            num_heads=3,
+            num_classes=0,
+            dynamic_img_size=True,
+        )
 
 
 def load_dino(name: str = "vit_small_patch16_224.dino", device: str = "cpu") -> Any:
