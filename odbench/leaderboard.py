@@ -213,6 +213,13 @@ def _reported_table_rows(
     return list(merged.values())
 
 
+def run_label(method: str, overrides: dict[str, Any]) -> str:
+    """``wctr``, or ``wctr (sigma_clr=10)`` for a run with hyperparameter overrides."""
+    if not overrides:
+        return method
+    return method + " (" + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())) + ")"
+
+
 def _run_rows(
     runs: dict[tuple[str, str, str, str], dict[str, Any]],
     task: str,
@@ -225,10 +232,7 @@ def _run_rows(
         metrics = r["metrics"].get(task)
         if metrics is None:
             continue
-        over = json.loads(overrides)
-        label = method + (
-            " (" + ", ".join(f"{k}={v}" for k, v in sorted(over.items())) + ")" if over else ""
-        )
+        label = run_label(method, json.loads(overrides))
         row = rows.setdefault((method, overrides, protocol), _Row(label, protocol, method))
         mark = ""
         if r["dataset"].get("limit") is not None:
@@ -492,7 +496,9 @@ def compare_records(
 def select_run(
     results: list[dict[str, Any]], method: str, dataset: str, protocol: str
 ) -> dict[str, Any]:
-    """The latest full run (else the latest ``--limit`` run) of method on dataset/protocol."""
+    """The run of method on dataset/protocol to compare: one with the card's hyperparameters
+    (no overrides) before one with overrides, then a full run before a ``--limit`` run, then the
+    latest."""
     runs = [
         r
         for r in results
@@ -505,7 +511,15 @@ def select_run(
             f"no results of method {method!r} on dataset {dataset!r} with protocol {protocol!r}; "
             f"run: odbench eval --method {method} --dataset {dataset} --protocol {protocol}"
         )
-    return max(runs, key=lambda r: (r["dataset"].get("limit") is None, r["date"], r["_path"]))
+    return max(
+        runs,
+        key=lambda r: (
+            not r["method"].get("overrides"),
+            r["dataset"].get("limit") is None,
+            r["date"],
+            r["_path"],
+        ),
+    )
 
 
 def compare_runs(
@@ -554,7 +568,7 @@ def _check_reproduces(run: dict[str, Any], rec: dict[str, np.ndarray], per_image
 def render_compare(
     runs: list[dict[str, Any]], comparisons: list[MetricComparison], level: float = 0.95
 ) -> str:
-    a, b = (r["method"]["name"] for r in runs)
+    a, b = (run_label(r["method"]["name"], r["method"].get("overrides") or {}) for r in runs)
     pct = f"{round(level * 100)}%"
     lines = [
         f"{a} vs {b} on {runs[0]['dataset']['name']} ({runs[0]['dataset']['n_evaluated']} "

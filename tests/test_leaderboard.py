@@ -206,6 +206,23 @@ def test_latest_full_run_wins(tmp_path: Path) -> None:
     assert {k[-1]: v["_path"] for k, v in best.items()} == {"toy": "b", "ecssd": "d"}
 
 
+def test_compare_prefers_the_cards_hyperparameters() -> None:
+    from odbench.leaderboard import select_run
+
+    def run(overrides: dict[str, Any], date: str) -> dict[str, Any]:
+        return {
+            "method": {"name": "m", "overrides": overrides},
+            "protocol": {"name": "odbench"},
+            "dataset": {"name": "toy", "limit": None},
+            "date": date,
+            "_path": date,
+        }
+
+    default, tuned = run({}, "2026-01-01"), run({"sigma": 0.3}, "2026-01-02")
+    assert select_run([default, tuned], "m", "toy", "odbench") is default
+    assert select_run([tuned], "m", "toy", "odbench") is tuned
+
+
 def test_corrupt_results_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{nope")
     result = CliRunner().invoke(main, ["leaderboard", "--results-dir", str(tmp_path)])
