@@ -71,3 +71,13 @@ def test_lost_real_path_on_tiny_vit_boxes_agree_with_masks() -> None:
     # refined maps; the boxes stay LOST's own
     assert [m.shape for m in bs.predict(images)] == [m.shape for m in maps]
     np.testing.assert_allclose(bs.predict_boxes(images, maps), boxes)
+
+
+def test_images_with_the_same_bytes_but_other_shapes_are_not_confused() -> None:
+    """Blank 48 x 64 and 64 x 48 images have identical bytes; each gets a map of its own size."""
+    method = create_method("lost", backbone=TINY)
+    images = [np.zeros((48, 64, 3), np.uint8), np.zeros((64, 48, 3), np.uint8)]
+    maps = method.predict(images)
+    assert [m.shape for m in maps] == [(48, 64), (64, 48)]
+    for im, box in zip(images, method.predict_boxes(images, maps)):
+        assert box[2] <= im.shape[1] and box[3] <= im.shape[0]

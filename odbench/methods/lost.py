@@ -82,7 +82,9 @@ class Lost(KeyFeatureMethod):
 
     def discover(self, image: np.ndarray) -> LostResult:
         """LOST on one image, remembered for the next :meth:`predict_boxes` of the same pixels."""
-        digest = hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+        h = hashlib.sha1(repr((image.shape, image.dtype.str)).encode())
+        h.update(np.ascontiguousarray(image).tobytes())  # same bytes, other shape: other image
+        digest = h.hexdigest()
         cache = self._cache
         if digest not in cache:
             keys = self.keys(image)
