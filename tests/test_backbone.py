@@ -271,6 +271,14 @@ def test_feature_hook_accepts_dataclass_output(bb: D.DiffusionBackbone) -> None:
     torch.testing.assert_close(hooks.sums["down_blocks.0.attentions.0"], a + b)
 
 
+def test_bad_feature_block_leaves_no_hook_behind(bb: D.DiffusionBackbone) -> None:
+    good = "down_blocks.0.attentions.0"
+    cap = D.Capture(cross=False, self_attn=False, feature_blocks=(good, "down_blocks.9.nope"))
+    with pytest.raises(AttributeError):
+        bb.invert(_images(1), "a photo of a dog", [5], num_steps=1, capture=cap, decode=False)
+    assert not bb.unet.get_submodule(good)._forward_hooks
+
+
 def test_cross_capture_needs_token_indices(bb: D.DiffusionBackbone) -> None:
     with pytest.raises(ValueError, match="token indices"):
         bb.invert(_images(1), "", None, num_steps=1, decode=False)

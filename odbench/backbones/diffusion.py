@@ -659,7 +659,8 @@ class CaptureSession:
         self.count = 0
         self.cfg = cfg
         self.store = store
-        self.handles = [unet.get_submodule(b).register_forward_hook(self._hook(b)) for b in blocks]
+        modules = [unet.get_submodule(b) for b in blocks]  # a bad name fails before any hook
+        self.handles = [m.register_forward_hook(self._hook(b)) for m, b in zip(modules, blocks)]
 
     def _hook(self, name: str) -> Callable[..., None]:
         def hook(module: Any, args: Any, output: Any) -> None:
