@@ -48,6 +48,21 @@ def _require(data: dict[str, Any], key: str, path: Path) -> Any:
     return data[key]
 
 
+def _common_fields(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The fields every card has (name, description, entry, task, citation) plus its path,
+    sha256 and raw table."""
+    return {
+        "name": _require(data, "name", path),
+        "description": _require(data, "description", path),
+        "entry": _require(data, "entry", path),
+        "path": path,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "task": tuple(data.get("task", ["saliency"])),
+        "citation": data.get("citation", ""),
+        "raw": data,
+    }
+
+
 @dataclass(frozen=True)
 class MethodCard:
     """A method's card.  ``reported`` rows: dicts with ``source``, ``dataset`` and metric keys
@@ -70,18 +85,11 @@ class MethodCard:
     def from_file(cls, path: Path) -> MethodCard:
         data = _read_toml(path)
         return cls(
-            name=_require(data, "name", path),
-            description=_require(data, "description", path),
-            entry=_require(data, "entry", path),
-            path=path,
-            sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-            task=tuple(data.get("task", ["saliency"])),
+            **_common_fields(data, path),
             paper=data.get("paper", ""),
-            citation=data.get("citation", ""),
             hyperparameters=dict(data.get("hyperparameters", {})),
             weights=dict(data.get("weights", {})),
             reported=tuple(data.get("reported", [])),
-            raw=data,
         )
 
 
@@ -105,16 +113,9 @@ class DatasetCard:
     def from_file(cls, path: Path) -> DatasetCard:
         data = _read_toml(path)
         return cls(
-            name=_require(data, "name", path),
-            description=_require(data, "description", path),
-            entry=_require(data, "entry", path),
-            path=path,
-            sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-            task=tuple(data.get("task", ["saliency"])),
+            **_common_fields(data, path),
             aliases=tuple(data.get("aliases", [])),
             count=data.get("count"),
-            citation=data.get("citation", ""),
-            raw=data,
         )
 
 
