@@ -12,7 +12,6 @@ import difflib
 import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -68,6 +67,8 @@ class Registry(Generic[T]):
         if not self._entry_points_loaded:
             self._entry_points_loaded = True
             assert self._group is not None
+            from importlib.metadata import entry_points  # ~30 ms: only when names are needed
+
             for ep in entry_points(group=self._group):
                 if ep.name not in self._entries:
                     self._entries[ep.name] = Entry(ep.name, f"(plugin {ep.value})", ep.value)

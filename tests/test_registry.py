@@ -6,6 +6,7 @@ registered; nothing heavy is imported (method modules are located, not imported)
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import math
 import subprocess
@@ -17,7 +18,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import odbench.registry as registry_module
 from odbench.cards import dataset_card, dataset_cards, method_card, method_cards
 from odbench.cli import main
 from odbench.data.base import DatasetError, create_dataset
@@ -92,7 +92,7 @@ def test_unknown_name_lists_valid_ones() -> None:
 def test_register_decorator_and_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
     target = "odbench.methods.center_prior:CenterPrior"
     monkeypatch.setattr(
-        registry_module,
+        importlib.metadata,
         "entry_points",
         lambda group: [EntryPoint(name="plugged", value=target, group=group)],
     )
