@@ -222,9 +222,6 @@ def class_prompt(cls: str, template: str = "a photo of a {}") -> tuple[str, list
     """Prompt y for a class and the positions (BOS at 0) of its sub-tokens in SD's CLIP tokenizer.
 
     The empty class (the "w/o prior" ablation) gives the empty prompt and no indices."""
-    from odbench.backbones.diffusion import clip_tokenizer, find_token_indices
+    from odbench.backbones import diffusion
 
-    if not cls:
-        return "", []
-    prompt = template.format(cls)
-    return prompt, find_token_indices(clip_tokenizer(), prompt, cls)
+    return diffusion.class_prompt(diffusion.clip_tokenizer(), cls, template)

@@ -433,10 +433,7 @@ class DiffusionBackbone:
         """The prompt y for a class (Sec. 3.3.1) and the positions of the class's sub-tokens.
 
         An empty class (the "w/o prior" ablation) gives the empty prompt and no indices."""
-        if not cls:
-            return "", []
-        prompt = template.format(cls)
-        return prompt, self.token_indices(prompt, cls)
+        return class_prompt(self.tokenizer, cls, template)
 
     def token_indices(self, prompt: str, phrase: str) -> list[int]:
         """Positions (BOS at 0) of all sub-tokens of ``phrase`` inside ``prompt`` (last match)."""
@@ -742,6 +739,17 @@ def find_token_indices(tokenizer: Any, prompt: str, phrase: str) -> list[int]:
         if p[start : start + len(q)] == q:
             return list(range(start, start + len(q)))
     raise ValueError(f"phrase {phrase!r} not found in the tokenised prompt {prompt!r}")
+
+
+def class_prompt(
+    tokenizer: Any, cls: str, template: str = PROMPT_TEMPLATE
+) -> tuple[str, list[int]]:
+    """``template`` filled with ``cls`` and the positions of its sub-tokens (BOS at 0); the
+    empty class gives the empty prompt and no indices."""
+    if not cls:
+        return "", []
+    prompt = template.format(cls)
+    return prompt, find_token_indices(tokenizer, prompt, cls)
 
 
 @lru_cache(maxsize=1)
