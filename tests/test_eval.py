@@ -16,6 +16,7 @@ from odbench.cards import method_card, method_cards
 from odbench.cli import main
 from odbench.data.base import create_dataset
 from odbench.evaluate import EvalError, evaluate, parse_set, quantize, safe_name
+from odbench.imageio import write_png
 from odbench.methods.center_prior import CenterPrior, center_gaussian
 from odbench.metrics.protocols import get_protocol
 from odbench.results import SCHEMA_VERSION, read_records, read_results
@@ -145,6 +146,36 @@ def test_interrupted_run_resumes(tmp_path: Path) -> None:
     evaluate(third, ds, get_protocol("tokencut"), results_dir=None, **kw)
     with pytest.raises(KeyboardInterrupt):
         evaluate(FlakyPrior(fail_after=0, sigma=0.3), ds, proto, results_dir=None, **kw)
+
+
+def test_same_relative_data_root_elsewhere_is_not_served_from_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache key holds the dataset's absolute folders: ``--data-root data`` run from two
+    working folders is two datasets, even with the same ids and image sizes."""
+    rng = np.random.default_rng(0)
+    for project in ("a", "b"):
+        for sub in ("images", "masks"):
+            (tmp_path / project / "data" / sub).mkdir(parents=True)
+        image = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        write_png(tmp_path / project / "data" / "images" / "x.png", image)
+        write_png(tmp_path / project / "data" / "masks" / "x.png", image[..., 0])
+    runs = []
+    for project in ("a", "b"):
+        monkeypatch.chdir(tmp_path / project)
+        ds = create_dataset("folder", data_root="data")
+        runs.append(
+            evaluate(
+                FlakyPrior(),
+                ds,
+                get_protocol("odbench"),
+                dataset_name="folder",
+                cache_dir=tmp_path / "cache",
+                results_dir=None,
+            )
+        )
+    assert [r.n_predicted for r in runs] == [1, 1]
+    assert runs[1].results["dataset"]["images"] == str(tmp_path / "b" / "data" / "images")
 
 
 def test_cached_maps_are_checked(tmp_path: Path) -> None:

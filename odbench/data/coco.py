@@ -63,7 +63,9 @@ class CocoDataset(Dataset):
         masks: bool = False,
         selection: set[str] | None = None,
     ) -> None:
-        self.annotations, self.images_dir = Path(annotations), Path(images_dir)
+        # Absolute paths: describe() goes into the prediction-cache key and the results.
+        self.annotations = Path(annotations).expanduser().resolve()
+        self.images_dir = Path(images_dir).expanduser().resolve()
         self.name = name  # type: ignore[misc]
         self.drop_crowd, self.masks = drop_crowd, masks
         if masks:

@@ -85,7 +85,9 @@ class FolderDataset(Dataset):
     task = ("saliency",)
 
     def __init__(self, images_dir: str | Path, masks_dir: str | Path, name: str = "folder") -> None:
-        self.images_dir, self.masks_dir = Path(images_dir), Path(masks_dir)
+        # Absolute paths: describe() goes into the prediction-cache key and the results.
+        self.images_dir = Path(images_dir).expanduser().resolve()
+        self.masks_dir = Path(masks_dir).expanduser().resolve()
         self.name = name  # type: ignore[misc]
         self._pairs = pair_files(self.images_dir, self.masks_dir)
 

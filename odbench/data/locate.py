@@ -57,7 +57,7 @@ def locate_dataset(
     tried, then the data root itself; if none exists and ``download`` is true, the dataset is
     downloaded (see :mod:`odbench.data.download`)."""
     if path is not None:
-        folder = Path(path).expanduser()
+        folder = Path(path).expanduser().resolve()  # absolute: describe() keys the cache
         if not folder.is_dir():
             raise DatasetError(f"{folder}: {card.name} folder not found")
         found = match(folder)

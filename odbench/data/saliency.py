@@ -99,7 +99,9 @@ class CubDataset(Dataset):
     def __init__(
         self, folder: str | Path, masks_dir: str | Path, name: str = "cub", split: int = 2
     ) -> None:
-        self.folder, self.masks_dir = Path(folder), Path(masks_dir)
+        # Absolute paths: describe() goes into the prediction-cache key and the results.
+        self.folder = Path(folder).expanduser().resolve()
+        self.masks_dir = Path(masks_dir).expanduser().resolve()
         self.name = name  # type: ignore[misc]
         self.split = split
         names = _read_index(self.folder / "images.txt")

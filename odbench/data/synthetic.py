@@ -66,7 +66,7 @@ class SyntheticDataset(Dataset):
     task = ("saliency",)
 
     def __init__(self, folder: str | Path, name: str = "synthetic") -> None:
-        self.folder = Path(folder)
+        self.folder = Path(folder).expanduser().resolve()  # describe() keys the cache
         self.name = name  # type: ignore[misc]
         data = read_manifest(self.folder)
         manifest = self.folder / "manifest.json"

@@ -70,7 +70,7 @@ class VOCDataset(Dataset):
         drop_difficult: bool = False,
         drop_truncated: bool = False,
     ) -> None:
-        self.folder = Path(folder)
+        self.folder = Path(folder).expanduser().resolve()  # describe() keys the cache
         self.name = name  # type: ignore[misc]
         self.image_set = image_set
         self.drop_difficult, self.drop_truncated = drop_difficult, drop_truncated
