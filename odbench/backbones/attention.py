@@ -114,9 +114,16 @@ class CaptureProcessor:
         *args: Any,
         **kwargs: Any,
     ) -> torch.Tensor:
-        if attn.spatial_norm is not None or attn.group_norm is not None or hidden_states.ndim != 3:
+        if (
+            attn.spatial_norm is not None
+            or attn.group_norm is not None
+            or getattr(attn, "norm_q", None) is not None
+            or getattr(attn, "norm_k", None) is not None
+            or hidden_states.ndim != 3
+        ):
             raise NotImplementedError(
-                f"{self.layer}: capture supports plain transformer-block attention only"
+                f"{self.layer}: capture supports plain transformer-block attention only "
+                "(no spatial/group norm, no q/k normalisation: SD-1.x and SD-2.x)"
             )
         residual = hidden_states
         b, q_len, _ = hidden_states.shape
