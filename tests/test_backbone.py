@@ -359,3 +359,18 @@ def test_fp16_self_sums_on_cpu_and_bf16_model() -> None:
     for side, s in half.captures.self_attn.items():
         assert s.dtype == torch.float16 and s.device.type == "cpu"
         torch.testing.assert_close(s.float(), ref.captures.self_attn[side], atol=1e-3, rtol=0)
+
+
+def test_capture_refuses_attention_with_qk_normalisation() -> None:
+    """A layer that normalises q/k would be captured wrongly by the explicit softmax: refused."""
+    from diffusers.models.attention_processor import Attention
+
+    from odbench.backbones.attention import AttentionStore, CaptureProcessor
+
+    x = torch.randn(1, 4, 8)
+    proc = CaptureProcessor(AttentionStore(), "layer", side=2, kind="self")
+    plain = Attention(query_dim=8, heads=2, dim_head=4)
+    assert proc(plain, x).shape == x.shape
+    normed = Attention(query_dim=8, heads=2, dim_head=4, qk_norm="layer_norm")
+    with pytest.raises(NotImplementedError, match="q/k normalisation"):
+        proc(normed, x)
