@@ -3,11 +3,11 @@
 Per-image predictions are the unit of caching and resuming (architecture note 3).  Each image's
 map is stored as uint16 (``round(map · 65535)``) in ``<cache>/<method>/<key>/<id>.npz`` together
 with the method's box, written atomically as soon as its batch is predicted.  The key hashes the
-method name, its card's sha256, the resolved hyperparameters, the dataset's description and the
-``--limit``; the protocol is not part of it, so re-scoring under another protocol predicts
-nothing.  A run that stops (crash, Ctrl-C) resumes where it stopped: cached images are not
-predicted again.  Scoring always reads the uint16 map, so a resumed run and an uninterrupted one
-give identical numbers.
+method name, its card's sha256, the resolved hyperparameters and the dataset's description; the
+protocol and ``--limit`` are not part of it, so re-scoring under another protocol predicts nothing
+and a full run reuses the maps of an earlier ``--limit`` run.  A run that stops (crash, Ctrl-C)
+resumes where it stopped: cached images are not predicted again.  Scoring always reads the
+uint16 map, so a resumed run and an uninterrupted one give identical numbers.
 
 Saliency (dataset task "saliency", samples with masks): every map goes through
 :class:`odbench.metrics.saliency.SaliencyMeter` under the chosen protocol.  Localization (task
@@ -77,17 +77,15 @@ def quantize(pred: np.ndarray) -> np.ndarray:
     return np.round(np.clip(pred.astype(np.float64), 0.0, 1.0) * 65535.0).astype(np.uint16)
 
 
-def cache_key(
-    method: Method, dataset_info: dict[str, Any], limit: int | None
-) -> tuple[str, dict[str, Any]]:
+def cache_key(method: Method, dataset_info: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(sha256 in 16 hex digits, the hashed dict) of the method name, card sha256,
-    hyperparameters, dataset description and limit: everything that changes the predictions."""
+    hyperparameters and dataset description: everything that changes the predictions.  Maps
+    are per image, so ``--limit`` is not part of it: a full run reuses a ``--limit`` run's maps."""
     key = {
         "method": method.name,
         "card_sha256": method.card.sha256 if method.card else None,
         "hyperparameters": jsonable(method.hparams),
         "dataset": jsonable(dataset_info),
-        "limit": limit,
     }
     blob = json.dumps(key, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16], key
@@ -95,7 +93,7 @@ def cache_key(
 
 @dataclass
 class PredictionCache:
-    """One folder per (method, card, hyperparameters, dataset, limit) of per-image npz files."""
+    """One folder per (method, card, hyperparameters, dataset) of per-image npz files."""
 
     folder: Path
 
@@ -218,7 +216,7 @@ def evaluate(
     }
     do_saliency = "saliency" in dataset.task
     do_boxes = "localization" in dataset.task
-    digest, key = cache_key(method, dataset_info, limit)
+    digest, key = cache_key(method, {**dataset.describe(), "name": dataset_name})
     cache = PredictionCache((cache_dir or default_cache_dir()) / method.name / digest)
     if not (cache.folder / "key.json").is_file():  # what the folder holds, for humans
         atomic_write_bytes(cache.folder / "key.json", json.dumps(key, indent=2).encode())

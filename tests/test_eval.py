@@ -141,6 +141,15 @@ def test_interrupted_run_resumes(tmp_path: Path) -> None:
     )
     assert fresh.n_predicted == 10
     assert resumed.results["metrics"] == fresh.results["metrics"]
+    # A --limit run and a full run share the maps.
+    limited = evaluate(
+        FlakyPrior(), ds, proto, results_dir=None, **{**kw, "cache_dir": tmp_path / "e", "limit": 4}
+    )
+    full = evaluate(
+        FlakyPrior(), ds, proto, results_dir=None, **{**kw, "cache_dir": tmp_path / "e"}
+    )
+    assert (limited.n_predicted, full.n_predicted, full.n_cached) == (4, 6, 4)
+    assert full.results["metrics"] == fresh.results["metrics"]
     # Another protocol re-scores the cached maps without predicting; new hyperparameters do not.
     third = FlakyPrior(fail_after=0)
     evaluate(third, ds, get_protocol("tokencut"), results_dir=None, **kw)
