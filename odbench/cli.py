@@ -7,6 +7,7 @@ importing torch.  Errors that the user must fix are printed as one line, exit co
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -82,18 +83,27 @@ def bench() -> None:
     """Speed and memory benchmarks (ratios against a reference run in the same process)."""
 
 
+#: (module, class) of the errors a user must fix.  A module that is not imported cannot have
+#: raised its error, so :func:`user_errors` looks them up in ``sys.modules`` instead of importing
+#: them (``odbench list methods`` would otherwise pay for numpy and Pillow).
+_USER_ERRORS = (
+    ("odbench.registry", "UnknownNameError"),
+    ("odbench.data.base", "DatasetError"),
+    ("odbench.imageio", "ImageReadError"),
+    ("odbench.cards", "CardError"),
+)
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn the errors a user must fix into one line on stderr and exit code 2.
 
     Commands wrap their body in ``with user_errors():``; everything else is a bug and keeps its
     traceback."""
-    from odbench.cards import CardError
-    from odbench.data.base import DatasetError
-    from odbench.imageio import ImageReadError
-    from odbench.registry import UnknownNameError
-
     try:
         yield
-    except (UnknownNameError, DatasetError, ImageReadError, CardError, FileNotFoundError) as e:
-        raise UserError(str(e)) from e
+    except Exception as e:
+        loaded = tuple(getattr(sys.modules[m], c) for m, c in _USER_ERRORS if m in sys.modules)
+        if isinstance(e, (*loaded, FileNotFoundError)):
+            raise UserError(str(e)) from e
+        raise

@@ -136,6 +136,16 @@ def test_list_and_help_do_not_import_torch() -> None:
     assert out.stdout.strip() == "False"
 
 
+def test_list_methods_imports_neither_numpy_nor_pillow() -> None:
+    code = (
+        "import sys; from click.testing import CliRunner; from odbench.cli import main; "
+        "r = CliRunner().invoke(main, ['list', 'methods']); assert r.exit_code == 0, r.output; "
+        "print(sorted(m for m in ('numpy', 'PIL') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 # ----------------------------------------------------------------------------- toy dataset
 
 
