@@ -75,7 +75,7 @@ Dataset-level vs per-image max: with ``max_over="dataset"`` one threshold serves
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
 import numpy as np
@@ -267,17 +267,11 @@ SELFMASK = Protocol(
     ),
 )
 
-FOUND = Protocol(
+FOUND = replace(
+    SELFMASK,
     name="found",
     description="FOUND: as selfmask but GT==255 and MAE on the prediction binarised at 0.5.",
     gt_rule="eq255",
-    square_beta2=True,
-    max_over="per_image",
-    threshold_values="torch_arange",
-    empty_pred_precision=0.0,
-    empty_gt_recall=0.0,
-    eps=1e-7,
-    empty_iou=0.0,
     mae_on="binary",
     sources=(
         "valeoai/FOUND evaluation/saliency.py",
