@@ -8,8 +8,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import click
+
 #: The shared real data beside a source checkout (``../shared/data``), when present.
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+#: ``--data-root`` of the benchmarks that read real images (default: :data:`SHARED_DATA`).
+data_root_option = click.option(
+    "--data-root", type=click.Path(path_type=Path), default=SHARED_DATA, show_default=True
+)
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from odbench.bench import SHARED_DATA, one_thread
+from odbench.bench import data_root_option, one_thread
 
 TARGET_S = 0.1
 GRID = 30  # 480 / 16
@@ -81,12 +81,7 @@ def _time(
 
 @click.command("tokencut")
 @click.option("--n", "n_images", default=20, show_default=True, help="Affinities per source.")
-@click.option(
-    "--data-root",
-    type=click.Path(path_type=Path),
-    default=SHARED_DATA,
-    show_default=True,
-)
+@data_root_option
 def cli(n_images: int, data_root: Path) -> None:
     """TokenCut NCut eigen-solve time per image at 900 patches, one thread."""
     import torch  # noqa: F401  (loaded first so one_thread() limits it too)

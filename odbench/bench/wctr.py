@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from odbench.bench import SHARED_DATA, one_thread
+from odbench.bench import data_root_option, one_thread
 
 TARGET_IMAGES_PER_S = 5.0
 
@@ -39,12 +39,7 @@ def _images(data_root: Path, n: int) -> tuple[list[np.ndarray], str]:
 
 @click.command("wctr")
 @click.option("--n", "n_images", default=100, show_default=True, help="Images to time.")
-@click.option(
-    "--data-root",
-    type=click.Path(path_type=Path),
-    default=SHARED_DATA,
-    show_default=True,
-)
+@data_root_option
 def cli(n_images: int, data_root: Path) -> None:
     """wCtr images/s on one core."""
     from odbench.methods.wctr import build_graph, wctr_saliency
