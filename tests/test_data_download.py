@@ -366,7 +366,7 @@ def test_card_download_verify_load(name: str, server: Server, tmp_path: Path) ->
     served = serve_card(card, mini, server)
     root = tmp_path / "root"
     cls = DATASETS.get(name)
-    ds = cls.from_card(served, data_root=root, progressbar=False)  # downloads on first use
+    ds = cls.from_card(served, data_root=root, progressbar=False, download=True)  # downloads on first use
     assert ds.ids() == sorted(mini.expected)
     for sid, exp in mini.expected.items():
         check_sample(ds.load(sid), exp)
@@ -380,7 +380,7 @@ def test_card_download_verify_load(name: str, server: Server, tmp_path: Path) ->
     assert read_lock(root)["files"] == {}
     # second use: no new request
     n_requests = len(server.log)
-    cls.from_card(served, data_root=root, progressbar=False)
+    cls.from_card(served, data_root=root, progressbar=False, download=True)
     assert len(server.log) == n_requests
 
 
@@ -390,7 +390,7 @@ def test_voc_drop_difficult_and_truncated(server: Server, tmp_path: Path) -> Non
     served = serve_card(card, MINIATURES["voc07"](), server)
     root = tmp_path / "root"
     cls = DATASETS.get("voc07")
-    keep_all = cls.from_card(served, data_root=root, progressbar=False)
+    keep_all = cls.from_card(served, data_root=root, progressbar=False, download=True)
     assert len(keep_all.load("000007").boxes) == 2
     no_difficult = cls.from_card(served, data_root=root, drop_difficult=True)
     assert len(no_difficult.load("000005").boxes) == 2  # k=0: not difficult
@@ -407,7 +407,7 @@ def test_coco20k_records_selection_checksum(server: Server, tmp_path: Path) -> N
     mini = MINIATURES["coco20k"]()
     served = serve_card(card, mini, server)
     root = tmp_path / "root"
-    DATASETS.get("coco20k").from_card(served, data_root=root, progressbar=False)
+    DATASETS.get("coco20k").from_card(served, data_root=root, progressbar=False, download=True)
     sel = json.loads(
         (root / "COCO" / "annotations" / "instances_train2014_sel20k.json").read_text()
     )
@@ -426,7 +426,7 @@ def test_trust_on_first_use_then_enforced(server: Server, tmp_path: Path) -> Non
     served = serve_card(card, mini, server, with_sha=False)
     root = tmp_path / "root"
     cls = DATASETS.get("ecssd")
-    assert len(cls.from_card(served, data_root=root, progressbar=False)) == 3
+    assert len(cls.from_card(served, data_root=root, progressbar=False, download=True)) == 3
     lock = read_lock(root)["files"]
     urls = [f["url"] for f in served.raw["download"]["files"]]
     assert sorted(lock) == sorted(urls)
@@ -436,7 +436,7 @@ def test_trust_on_first_use_then_enforced(server: Server, tmp_path: Path) -> Non
         __import__("shutil").rmtree(p)
     server.put(card.raw["download"]["files"][0]["url"], make_zip({"images/0001.jpg": jpg()}))
     with pytest.raises(DatasetError, match="checksum mismatch.*odbench-lock.json"):
-        cls.from_card(served, data_root=root, progressbar=False)
+        cls.from_card(served, data_root=root, progressbar=False, download=True)
     assert not (root / "ECSSD").exists()
     assert not (root / ".downloads" / "images.zip").exists()
 
@@ -448,10 +448,8 @@ def test_wrong_checksum_in_card(server: Server, tmp_path: Path) -> None:
     served.raw["download"]["files"][0]["sha256"] = "0" * 64
     root = tmp_path / "root"
     with pytest.raises(DatasetError, match="checksum mismatch.*from the card"):
-        DATASETS.get("duts_te").from_card(served, data_root=root, progressbar=False)
-    assert not (root / "DUTS-TE").exists()
-    assert not list((root / ".downloads").iterdir())
-    assert not (root / LOCK_NAME).exists()
+        DATASETS.get("duts_te").from_card(served, data_root=root, progressbar=False, download=True)
+    assert not root.exists()  # nothing kept, so the folders this download made are gone
 
 
 def test_truncated_archive_clear_error_nothing_left(server: Server, tmp_path: Path) -> None:
@@ -462,7 +460,7 @@ def test_truncated_archive_clear_error_nothing_left(server: Server, tmp_path: Pa
     served = serve_card(card, mini, server, with_sha=False)
     root = tmp_path / "root"
     with pytest.raises(DatasetError, match="truncated or corrupt archive.*deleted"):
-        DATASETS.get("duts_te").from_card(served, data_root=root, progressbar=False)
+        DATASETS.get("duts_te").from_card(served, data_root=root, progressbar=False, download=True)
     assert sorted(p.name for p in root.iterdir()) == [".downloads"]
     assert not list((root / ".downloads").iterdir())
 
@@ -485,7 +483,7 @@ def test_interrupted_download_resumes_with_range(server: Server, tmp_path: Path)
     part.parent.mkdir(parents=True)
     half = len(mini.files["DUTS-TE.zip"]) // 2
     part.write_bytes(mini.files["DUTS-TE.zip"][:half])
-    ds = DATASETS.get("duts_te").from_card(served, data_root=root, progressbar=False)
+    ds = DATASETS.get("duts_te").from_card(served, data_root=root, progressbar=False, download=True)
     assert len(ds) == 2
     assert ("/duts/download/DUTS-TE.zip", f"bytes={half}-") in server.log
     assert not part.exists()
@@ -549,7 +547,7 @@ def test_malicious_archive_through_download_leaves_nothing(server: Server, tmp_p
     served = serve_card(card, mini, server)
     root = tmp_path / "root"
     with pytest.raises(DatasetError, match="points outside"):
-        DATASETS.get("voc07").from_card(served, data_root=root, progressbar=False)
+        DATASETS.get("voc07").from_card(served, data_root=root, progressbar=False, download=True)
     assert sorted(p.name for p in root.iterdir()) == [".downloads"]
 
 
@@ -564,7 +562,7 @@ def test_wrong_layout_in_archive(server: Server, tmp_path: Path) -> None:
         DatasetError,
         match=r"expected images/ \+ ground_truth_mask/.*found: ground_truth_mask/, imgs/",
     ):
-        DATASETS.get("ecssd").from_card(served, data_root=root, progressbar=False)
+        DATASETS.get("ecssd").from_card(served, data_root=root, progressbar=False, download=True)
     assert not (root / "ECSSD").exists()
 
 
@@ -594,3 +592,60 @@ def test_cli_download_and_verify(
     res = runner.invoke(main, ["data", "verify", "ecssd", "--data-root", str(root)])
     assert res.exit_code == 1
     assert "0002.png: unreadable or corrupt image" in res.output and "1 problem(s)" in res.output
+
+
+# ----------------------------------------------------------------------------- no unasked writes
+
+
+def test_eval_never_downloads_and_creates_nothing(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16 item 8: a wrong --data-root is one line naming the layouts looked for and the
+    download command; no request is made and no folder (.downloads/ or the root) is created."""
+    from click.testing import CliRunner
+
+    import odbench.cards
+    from odbench.cli import main
+
+    card = dataset_card("ecssd")
+    assert card is not None
+    served = serve_card(card, mini_ecssd(), server)
+    real = odbench.cards.dataset_card
+    monkeypatch.setattr(
+        odbench.cards, "dataset_card", lambda n: served if n == "ecssd" else real(n)
+    )
+    existing = tmp_path / "shared"
+    existing.mkdir()
+    for root in (existing, tmp_path / "absent"):
+        res = CliRunner().invoke(
+            main,
+            ["eval", "--method", "center-prior", "--dataset", "ecssd", "--data-root", str(root),
+             "--results-dir", str(tmp_path / "res"), "--cache-dir", str(tmp_path / "cache")],
+        )
+        assert res.exit_code != 0, res.output
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1, res.output
+        assert "ECSSD/" in lines[0] and "images/ + ground_truth_mask/" in lines[0]
+        assert "odbench data download ecssd" in lines[0]
+    assert not server.log  # nothing was requested
+    assert list(existing.iterdir()) == [] and not (tmp_path / "absent").exists()
+
+
+def test_failed_download_leaves_nothing(tmp_path: Path) -> None:
+    """Issue 16 item 8: a download that fails before its first byte removes the folders it made."""
+    card = dataset_card("ecssd")
+    assert card is not None
+    raw = json.loads(json.dumps(card.raw))
+    for entry in raw["download"]["files"]:
+        entry["url"] = "http://127.0.0.1:9/" + Path(urlparse(entry["url"]).path).name
+    dead = dataclasses.replace(card, raw=raw)
+    root = tmp_path / "new" / "root"
+    with pytest.raises(DatasetError, match="download failed"):
+        DATASETS.get("ecssd").from_card(dead, data_root=root, progressbar=False, download=True)
+    assert not root.exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(DatasetError, match="download failed"):
+        DATASETS.get("ecssd").from_card(
+            dead, data_root=tmp_path / "kept", progressbar=False, download=True
+        )
+    assert list((tmp_path / "kept").iterdir()) == []

@@ -238,7 +238,7 @@ class Coco20kDataset(CocoDataset):
         card: DatasetCard | None,
         data_root: Any = None,
         path: str | Path | None = None,
-        download: bool = True,
+        download: bool = False,
         progressbar: bool = True,
         masks: bool = False,
     ) -> Coco20kDataset:

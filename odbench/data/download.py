@@ -161,9 +161,9 @@ class ResumableDownloader:
                 have = 0
             length = r.headers.get("content-length")
             total = have + int(length) if length is not None else None
-            with (
-                self.partial.open("ab" if resumed else "wb") as f,
-                tqdm(
+            f = None  # the .part file is created when the first byte arrives
+            try:
+                with tqdm(
                     total=total,
                     initial=have,
                     unit="B",
@@ -171,11 +171,17 @@ class ResumableDownloader:
                     desc=self.partial.name.removesuffix(".part"),
                     disable=not self.progressbar,
                     leave=False,
-                ) as bar,
-            ):
-                for chunk in r.iter_content(chunk_size=1 << 20):
-                    f.write(chunk)
-                    bar.update(len(chunk))
+                ) as bar:
+                    for chunk in r.iter_content(chunk_size=1 << 20):
+                        if f is None:
+                            f = self.partial.open("ab" if resumed else "wb")
+                        f.write(chunk)
+                        bar.update(len(chunk))
+            finally:
+                if f is not None:
+                    f.close()
+        if f is None and not resumed:
+            self.partial.write_bytes(b"")  # an empty file: nothing arrived, nothing to resume
         os.replace(self.partial, output_file)
         return None
 
@@ -326,11 +332,22 @@ def download_dataset(
     final = data_root / target
     if final.exists():
         return final
+    # Folders this call creates are removed again if the download fails while they are empty
+    # (nothing arrived); a partial transfer stays in .downloads/ to be resumed.
+    created = [p for p in (data_root, data_root / DOWNLOADS) if not p.exists()]
     try:
-        data_root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DatasetError(f"{data_root}: cannot create the data root ({e})") from e
-    files = [(spec, fetch_file(spec, data_root, progressbar)) for spec in specs]
+        try:
+            data_root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DatasetError(f"{data_root}: cannot create the data root ({e})") from e
+        files = [(spec, fetch_file(spec, data_root, progressbar)) for spec in specs]
+    except BaseException:
+        for folder in reversed(created):
+            try:
+                folder.rmdir()  # only if empty
+            except OSError:
+                pass
+        raise
     tmp = Path(tempfile.mkdtemp(prefix=f".partial-{card.name}-", dir=data_root))
     try:
         for spec, path in files:

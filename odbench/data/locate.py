@@ -48,14 +48,16 @@ def locate_dataset(
     match: Callable[[Path], M | None],
     expected: str,
     *,
-    download: bool = True,
+    download: bool = False,
     progressbar: bool = True,
 ) -> tuple[Path, M]:
     """Return ``(dataset folder, match result)`` or raise one clear :class:`DatasetError`.
 
     With ``path``: that folder must match.  Otherwise the card's folders under the data root are
-    tried, then the data root itself; if none exists and ``download`` is true, the dataset is
-    downloaded (see :mod:`odbench.data.download`)."""
+    tried, then the data root itself; if none exists and ``download`` is true (only
+    ``odbench data download`` asks for it), the dataset is downloaded (see
+    :mod:`odbench.data.download`).  Without ``download`` nothing is created anywhere: the error
+    names the folders and layouts looked for and the command that downloads."""
     if path is not None:
         folder = Path(path).expanduser().resolve()  # absolute: describe() keys the cache
         if not folder.is_dir():
@@ -106,8 +108,9 @@ def locate_dataset(
             f"{root / target}: wrong {card.name} layout after download"
         )  # pragma: no cover
     names = ", ".join(f"{f}/" for f in card.raw.get("layout", {}).get("folders", []))
-    hint = f"run `odbench data download {card.name}`, " if file_specs(card) else ""
+    hint = f"download it with `odbench data download {card.name}`" if file_specs(card) else ""
     raise DatasetError(
-        f"{card.name}: not found under {root} (looked for {names or 'a dataset folder'}); "
-        f"{hint}or pass --data-root / path= pointing at the dataset folder"
+        f"{card.name}: not found under {root} (looked for {names or 'a dataset folder'} "
+        f"holding {expected}); {hint + ', ' if hint else ''}or pass --data-root pointing at "
+        "the folder that holds it"
     )

@@ -61,7 +61,7 @@ class SaliencyDataset(FolderDataset):
         card: DatasetCard | None,
         data_root: Any = None,
         path: str | Path | None = None,
-        download: bool = True,
+        download: bool = False,
         progressbar: bool = True,
     ) -> SaliencyDataset:
         """``path``: the dataset folder itself; otherwise it is looked up under the data root
@@ -135,7 +135,7 @@ class CubDataset(Dataset):
         card: DatasetCard | None,
         data_root: Any = None,
         path: str | Path | None = None,
-        download: bool = True,
+        download: bool = False,
         progressbar: bool = True,
         split: int = 2,
     ) -> CubDataset:

@@ -89,7 +89,7 @@ class VOCDataset(Dataset):
         card: DatasetCard | None,
         data_root: Any = None,
         path: str | Path | None = None,
-        download: bool = True,
+        download: bool = False,
         progressbar: bool = True,
         image_set: str | None = None,
         drop_difficult: bool = False,
