@@ -24,7 +24,7 @@ from PIL import Image
 
 from odbench.cards import DatasetCard, dataset_card
 from odbench.data.base import DatasetError, Sample
-from odbench.data.download import LOCK_NAME, read_lock, safe_extract
+from odbench.data.download import read_lock, safe_extract
 from odbench.data.verify import verify_dataset
 from odbench.registry import DATASETS
 
@@ -366,7 +366,9 @@ def test_card_download_verify_load(name: str, server: Server, tmp_path: Path) ->
     served = serve_card(card, mini, server)
     root = tmp_path / "root"
     cls = DATASETS.get(name)
-    ds = cls.from_card(served, data_root=root, progressbar=False, download=True)  # downloads on first use
+    ds = cls.from_card(
+        served, data_root=root, progressbar=False, download=True
+    )  # downloads on first use
     assert ds.ids() == sorted(mini.expected)
     for sid, exp in mini.expected.items():
         check_sample(ds.load(sid), exp)
@@ -619,8 +621,19 @@ def test_eval_never_downloads_and_creates_nothing(
     for root in (existing, tmp_path / "absent"):
         res = CliRunner().invoke(
             main,
-            ["eval", "--method", "center-prior", "--dataset", "ecssd", "--data-root", str(root),
-             "--results-dir", str(tmp_path / "res"), "--cache-dir", str(tmp_path / "cache")],
+            [
+                "eval",
+                "--method",
+                "center-prior",
+                "--dataset",
+                "ecssd",
+                "--data-root",
+                str(root),
+                "--results-dir",
+                str(tmp_path / "res"),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ],
         )
         assert res.exit_code != 0, res.output
         lines = res.output.strip().splitlines()

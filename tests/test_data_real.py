@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from realdata import REAL_DATA
 
 from odbench.data.base import create_dataset
 from odbench.imageio import read_gray
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = REAL_DATA
 
 
 def need(sub: str) -> Path:

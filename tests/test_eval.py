@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from realdata import REAL_DATA
 from scipy import ndimage
 
 from odbench.cards import method_card, method_cards
@@ -306,7 +307,7 @@ def test_backbone_option_overrides_the_hyperparameter(monkeypatch: pytest.Monkey
     assert seen == overrides == {"backbone": "other-net"}
 
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = REAL_DATA
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "ECSSD").is_dir(), reason="shared/data/ECSSD absent")

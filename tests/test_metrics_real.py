@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
+from realdata import REAL_DATA
 from test_metrics_saliency import brute_force_odbench  # tests/ is on sys.path (rootdir)
 
 from odbench.imageio import read_gray
@@ -16,7 +16,7 @@ from odbench.metrics.geometry import chamfer_distance, contour_polygon, shape_di
 from odbench.metrics.protocols import BUILTIN_PROTOCOLS
 from odbench.metrics.saliency import SaliencyMeter
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = REAL_DATA
 
 
 def masks(folder: str, n: int) -> list[np.ndarray]:

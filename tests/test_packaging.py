@@ -60,3 +60,30 @@ def test_installed_wheel_finds_its_cards(wheel: Path, tmp_path: Path) -> None:
     assert out[0] == str(tmp_path / "site" / "odbench" / "_cards" / "methods")
     assert set(out[1].split(",")) >= {"center-prior", "wctr", "attentioncut", "tokencut"}
     assert set(out[2].split(",")) >= {"ecssd", "toy", "voc07", "coco20k"}
+
+
+OPENCV_DISTRIBUTIONS = (
+    "opencv-python",
+    "opencv-python-headless",
+    "opencv-contrib-python",
+    "opencv-contrib-python-headless",
+)
+
+
+def test_one_opencv_distribution() -> None:
+    """Issue 16 item 15: the OpenCV wheels all install into one ``cv2/`` folder, so two of them
+    overwrite each other's files.  odbench depends on the headless build, as pysodmetrics does,
+    and the environment holds exactly one OpenCV distribution."""
+    import tomllib
+    from importlib.metadata import PackageNotFoundError, version
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = [d.split(">")[0].split("=")[0].split("<")[0].strip() for d in deps]
+    assert [n for n in names if n in OPENCV_DISTRIBUTIONS] == ["opencv-python-headless"]
+    installed = []
+    for dist in OPENCV_DISTRIBUTIONS:
+        try:
+            installed.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            pass
+    assert len(installed) == 1, f"several OpenCV distributions share cv2/: {installed}"

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from realdata import REAL_DATA
 
 from odbench.cli import main
 from odbench.data.stats import (
@@ -22,7 +23,7 @@ from odbench.data.stats import (
 )
 
 RNG = np.random.default_rng(7)
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = REAL_DATA
 
 
 def chi_square_loop(p: list[float], q: list[float]) -> float:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from realdata import REAL_DATA
 from scipy.sparse.csgraph import floyd_warshall
 
 from odbench.methods.base import create_method
@@ -18,7 +17,7 @@ from odbench.methods.wctr import (
     wctr_saliency,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = REAL_DATA
 ECSSD = DATA / "ECSSD"
 
 

@@ -13,10 +13,30 @@ import click
 #: The shared real data beside a source checkout (``../shared/data``), when present.
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
-#: ``--data-root`` of the benchmarks that read real images (default: :data:`SHARED_DATA`).
+#: ``--data-root`` of the benchmarks that read real images.
 data_root_option = click.option(
-    "--data-root", type=click.Path(path_type=Path), default=SHARED_DATA, show_default=True
+    "--data-root",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=f"Data root holding ECSSD/ (default: $ODBENCH_DATA, else {SHARED_DATA}).",
 )
+
+
+def ecssd_images(data_root: Path | None, fallback: str) -> Path:
+    """``<data root>/ECSSD/images`` (data root: ``--data-root`` > ``$ODBENCH_DATA`` >
+    :data:`SHARED_DATA`), or one loud error line naming where it looked and ``fallback`` (the
+    option that runs the benchmark without real images)."""
+    import os
+
+    env = os.environ.get("ODBENCH_DATA", "")
+    root = data_root if data_root is not None else Path(env) if env else SHARED_DATA
+    folder = root / "ECSSD" / "images"
+    if not folder.is_dir() or not any(folder.glob("*.jpg")):
+        raise click.ClickException(
+            f"{folder}: no ECSSD images; pass --data-root (or set $ODBENCH_DATA) to the folder "
+            f"holding ECSSD/, or {fallback}"
+        )
+    return folder
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from odbench.bench import data_root_option, one_thread
+from odbench.bench import data_root_option, ecssd_images, one_thread
 
 TARGET_S = 0.1
 GRID = 30  # 480 / 16
@@ -45,14 +45,12 @@ def planted_keys(n: int, seed: int) -> list[np.ndarray]:
     return out
 
 
-def ecssd_keys(data_root: Path, n: int) -> list[np.ndarray]:
+def ecssd_keys(folder: Path, n: int) -> list[np.ndarray]:
     from PIL import Image
 
     from odbench.backbones.dino import TINY, last_layer_keys, load_dino
 
-    files = sorted((data_root / "ECSSD" / "images").glob("*.jpg"))[:n]
-    if not files:
-        return []
+    files = sorted(folder.glob("*.jpg"))[:n]
     model = load_dino(TINY)
     out = []
     for f in files:
@@ -82,18 +80,17 @@ def _time(
 @click.command("tokencut")
 @click.option("--n", "n_images", default=20, show_default=True, help="Affinities per source.")
 @data_root_option
-def cli(n_images: int, data_root: Path) -> None:
+@click.option("--planted-only", is_flag=True, help="Only the planted affinities (no ECSSD).")
+def cli(n_images: int, data_root: Path | None, planted_only: bool) -> None:
     """TokenCut NCut eigen-solve time per image at 900 patches, one thread."""
     import torch  # noqa: F401  (loaded first so one_thread() limits it too)
 
     from odbench.methods.tokencut import bipartition, cosine_affinity, ncut_vector
 
     sources = {"planted": planted_keys(n_images, seed=0)}
-    ecssd = ecssd_keys(data_root, n_images)
-    if ecssd:
-        sources["ecssd+tiny-vit"] = ecssd
-    else:
-        click.echo(f"(no ECSSD under {data_root}: planted affinities only)")
+    if not planted_only:
+        folder = ecssd_images(data_root, "use --planted-only")
+        sources["ecssd+tiny-vit"] = ecssd_keys(folder, n_images)
     solvers: dict[str, Callable[[np.ndarray], np.ndarray]] = {
         "reference": reference_vector,
         "dense": lambda a: ncut_vector(a, "dense"),

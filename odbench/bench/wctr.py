@@ -1,7 +1,7 @@
 """``odbench bench wctr``: wCtr images/s on one core (target >= 5 images/s per core).
 
-Runs :func:`odbench.methods.wctr.wctr_saliency` on the first ``--n`` ECSSD images (falling back
-to generated toy images, with a message, when ``--data-root``/ECSSD is absent) with every
+Runs :func:`odbench.methods.wctr.wctr_saliency` on the first ``--n`` ECSSD images (``--toy``:
+generated 300x400 toy images instead; without it, missing ECSSD is an error) with every
 thread pool limited to one thread, and reports images/s together with the share of the time
 spent in the superpixel stage (SLIC + graph) measured on the same images in the same process.
 Rates are per CPU-second of this process (``time.process_time``), so other load on the machine
@@ -16,35 +16,33 @@ from pathlib import Path
 import click
 import numpy as np
 
-from odbench.bench import data_root_option, one_thread
+from odbench.bench import data_root_option, ecssd_images, one_thread
 
 TARGET_IMAGES_PER_S = 5.0
 
 
-def _images(data_root: Path, n: int) -> tuple[list[np.ndarray], str]:
+def _images(data_root: Path | None, n: int, toy: bool) -> tuple[list[np.ndarray], str]:
+    if toy:
+        from odbench.data.toy import ToyDataset
+
+        ds = ToyDataset(n=n, size=(300, 400))  # ECSSD's typical size
+        return [ds.load(i).image for i in ds.ids()], f"{n} 300x400 toy images (--toy)"
     from odbench.imageio import read_rgb
 
-    folder = data_root / "ECSSD" / "images"
-    files = sorted(folder.glob("*.jpg"))[:n] if folder.is_dir() else []
-    if files:
-        return [read_rgb(f) for f in files], f"{len(files)} ECSSD images from {folder}"
-    from odbench.data.toy import ToyDataset
-
-    toy = ToyDataset(n=n, size=(300, 400))  # ECSSD's typical size
-    ids = toy.ids()
-    return [
-        toy.load(i).image for i in ids
-    ], f"{len(ids)} 300x400 toy images (no ECSSD under {data_root})"
+    folder = ecssd_images(data_root, "use --toy to time generated images")
+    files = sorted(folder.glob("*.jpg"))[:n]
+    return [read_rgb(f) for f in files], f"{len(files)} ECSSD images from {folder}"
 
 
 @click.command("wctr")
 @click.option("--n", "n_images", default=100, show_default=True, help="Images to time.")
 @data_root_option
-def cli(n_images: int, data_root: Path) -> None:
+@click.option("--toy", is_flag=True, help="Time generated toy images instead of ECSSD.")
+def cli(n_images: int, data_root: Path | None, toy: bool) -> None:
     """wCtr images/s on one core."""
     from odbench.methods.wctr import build_graph, wctr_saliency
 
-    images, what = _images(data_root, n_images)
+    images, what = _images(data_root, n_images, toy)
     click.echo(f"wctr: {what}, one thread")
     with one_thread():
         wctr_saliency(images[0])  # warm-up (imports, caches)
