@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import realdata
 from click.testing import CliRunner
 
-import realdata
 from odbench.cli import main
 from odbench.imageio import write_png
 
