@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("odbench.commands.leaderboard:compare", "Compare methods with bootstrap CIs."),
     "data": ("odbench.commands.data:data", "Download, verify and locate benchmark datasets."),
     "stats": ("odbench.commands.stats:stats", "Dataset statistics: size, contrast, center, shape."),
+    "report": ("odbench.commands.report:report", "Static HTML report / PNG grid of runs."),
     "bench": ("odbench.cli:bench", "Speed and memory benchmarks."),
 }
 

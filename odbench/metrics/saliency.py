@@ -217,6 +217,15 @@ def _positive(unit: np.ndarray, protocol: Protocol) -> np.ndarray:
     return unit >= t if protocol.binarize_op == ">=" else unit > t
 
 
+def binarize_prediction(pred: np.ndarray, protocol: Protocol | str) -> np.ndarray:
+    """The foreground mask that Acc and IoU count, at the prediction's own size: the map scaled
+    by its dtype (min-max normalised under ``pred_norm="minmax"``), then ``binarize_op``
+    ``binarize_at`` (``> 0.5`` under ``odbench``)."""
+    protocol = get_protocol(protocol)
+    unit = to_unit(pred)
+    return _positive(_normalise(unit, protocol, unit.min(), unit.max()), protocol)
+
+
 def _counts_uint8(pred: np.ndarray, gt_fg: np.ndarray, protocol: Protocol) -> _Counts:
     """8-bit predictions: one 512-bin histogram of (GT, value); every per-pixel quantity is a
     function of the value, so it is evaluated on the 256 levels only (the same float

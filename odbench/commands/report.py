@@ -1,0 +1,118 @@
+"""``odbench report``: a static HTML report of several runs, or one PNG grid for a paper figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from odbench.cli import UserError
+from odbench.commands.evaluate import run_errors
+
+
+def _names(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+@click.command("report")
+@click.option("--dataset", required=True, help="Dataset the methods were evaluated on.")
+@click.option("--methods", required=True, help="Method names, comma-separated: A,B,C.")
+@click.option("--protocol", default="odbench", show_default=True)
+@click.option(
+    "--results-dir",
+    type=click.Path(path_type=Path),
+    default=Path("leaderboard/results"),
+    show_default=True,
+    help="Folder of results JSON files written by odbench eval.",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the dataset lives, as given to odbench eval.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Report folder (index.html and thumbnails), or the .png file with --grid.",
+)
+@click.option("-n", "n", type=int, default=8, show_default=True, help="Images per grid.")
+@click.option("--ids", default=None, help="Sample ids to show as well, comma-separated.")
+@click.option(
+    "--grid",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Write one PNG grid of N images (rows) × methods (columns) to --out instead.",
+)
+@click.option(
+    "--select",
+    type=click.Choice(["disagree", "worst", "best"]),
+    default="disagree",
+    show_default=True,
+    help="With --grid: images with the largest IoU spread across methods, or the lowest / "
+    "highest mean IoU.",
+)
+@click.option(
+    "--panel",
+    type=click.Choice(["map", "mask"]),
+    default="map",
+    show_default=True,
+    help="With --grid: show the soft maps or the binarised masks.",
+)
+def report(
+    dataset: str,
+    methods: str,
+    protocol: str,
+    results_dir: Path,
+    data_root: Path | None,
+    out: Path,
+    n: int,
+    ids: str | None,
+    grid: int | None,
+    select: str,
+    panel: str,
+) -> None:
+    """Static HTML report of runs: leaderboard, sortable per-image table, worst / best / most
+    disagreeing images, IoU histograms, paired scatter, Fβ curves, run metadata.
+
+    Everything is read from the results, the runs' prediction caches and the dataset; nothing is
+    predicted again.  The page opens from disk (no server, no network)."""
+    from odbench.report.build import build_grid, build_report
+
+    names = _names(methods)
+    if not names:
+        raise UserError(f"--methods {methods!r}: give method names, e.g. A,B")
+    with run_errors():
+        if grid is not None:
+            path = build_grid(
+                results_dir,
+                dataset,
+                names,
+                out,
+                n=grid,
+                protocol=protocol,
+                data_root=data_root,
+                ids=_names(ids),
+                select=select,
+                panel=panel,
+            )
+            click.echo(f"wrote {path}")
+            return
+        outcome = build_report(
+            results_dir,
+            dataset,
+            names,
+            out,
+            protocol=protocol,
+            data_root=data_root,
+            n=n,
+            ids=_names(ids),
+            show_progress=True,
+        )
+    click.echo(
+        f"wrote {outcome.path} ({outcome.n_images} images, {outcome.n_selected} in grids; "
+        f"thumbnails: {outcome.thumbs_written} written, {outcome.thumbs_reused} reused; "
+        f"{outcome.seconds:.1f} s)"
+    )

@@ -1,0 +1,195 @@
+"""``odbench report``: the static HTML report and the PNG figure grid.
+
+Both read everything from the results store, the runs' prediction caches and the dataset
+(:mod:`odbench.report.runs`, :mod:`odbench.report.thumbs`); nothing is predicted or scored again.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from odbench.data.base import Dataset
+from odbench.imageio import atomic_write_bytes
+from odbench.report.runs import ReportData, load_report_data
+from odbench.results import ResultsError
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    path: Path
+    n_images: int
+    n_selected: int
+    thumbs_written: int
+    thumbs_reused: int
+    seconds: float
+
+
+def resolve_ids(data: ReportData, ids: list[str]) -> list[int]:
+    """Row indices of the chosen sample ids; an unknown id is one error listing a few valid."""
+    where = {sid: k for k, sid in enumerate(data.ids)}
+    unknown = [i for i in ids if i not in where]
+    if unknown:
+        raise ResultsError(
+            f"--ids: {', '.join(unknown[:5])} not among the {len(data.ids)} images of the runs "
+            f"(e.g. {', '.join(data.ids[:3])})"
+        )
+    return [where[i] for i in ids]
+
+
+def open_dataset(data: ReportData, data_root: Path | None) -> Dataset:
+    """The dataset the runs evaluated (checked against each run's record of it)."""
+    from odbench.data.base import create_dataset
+    from odbench.report.thumbs import check_dataset
+
+    dataset = create_dataset(data.dataset, data_root=data_root)
+    for run in data.runs:
+        check_dataset(dataset, run)
+    return dataset
+
+
+def _check_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ResultsError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "index.html").is_file():
+        raise ResultsError(
+            f"--out {out}: a non-empty folder that holds no report; choose a new or empty folder"
+        )
+
+
+def build_report(
+    results_dir: Path,
+    dataset: str,
+    methods: list[str],
+    out: Path,
+    *,
+    protocol: str = "odbench",
+    data_root: Path | None = None,
+    n: int = 8,
+    ids: list[str] | None = None,
+    thumb_size: int = 160,
+    show_progress: bool = False,
+) -> ReportOutcome:
+    """Write ``out/index.html``, ``out/report.js`` and the thumbnails under ``out/thumbs/``
+    (reused from an earlier build when their sources are unchanged)."""
+    from rich.console import Console
+    from rich.progress import track
+
+    from odbench.leaderboard import reported_rows
+    from odbench.metrics.protocols import get_protocol
+    from odbench.report.page import GridRow, grids_for, render_page, script
+    from odbench.report.select import select_all
+    from odbench.report.thumbs import Thumbnailer
+
+    start = time.perf_counter()
+    out = Path(out)
+    _check_out_dir(out)
+    if n < 0:
+        raise ResultsError(f"-n {n}: give 0 or more images per grid")
+    data = load_report_data(results_dir, dataset, methods, protocol)
+    chosen = resolve_ids(data, ids or [])
+    selections = select_all(data.iou, n)
+    wanted = sorted({*chosen, *(i for s in selections for i in s.indices)})
+    dataset_obj = open_dataset(data, data_root)
+    thumbs = Thumbnailer(out / "thumbs", dataset_obj, get_protocol(protocol), thumb_size)
+    rows: dict[int, GridRow] = {}
+    console = Console(stderr=True)
+    for i in track(wanted, "thumbnails", console=console, disable=not show_progress):
+        sid = data.ids[i]
+        image, gt = thumbs.sample(sid)
+        rows[i] = GridRow(i, image, gt, [thumbs.prediction(run, sid) for run in data.runs])
+    grids = grids_for(data, selections, chosen, n, rows)
+    html = render_page(data, grids, {i: r.image for i, r in rows.items()}, reported_rows())
+    atomic_write_bytes(out / "report.js", script())
+    atomic_write_bytes(out / "index.html", html.encode())
+    return ReportOutcome(
+        out / "index.html",
+        len(data.ids),
+        len(wanted),
+        thumbs.written,
+        thumbs.reused,
+        time.perf_counter() - start,
+    )
+
+
+def build_grid(
+    results_dir: Path,
+    dataset: str,
+    methods: list[str],
+    out: Path,
+    *,
+    n: int,
+    protocol: str = "odbench",
+    data_root: Path | None = None,
+    ids: list[str] | None = None,
+    select: str = "disagree",
+    panel: str = "map",
+    cell: int = 192,
+) -> Path:
+    """One PNG for a paper figure: a row per image (the ``--ids``, else ``n`` images chosen by
+    ``select`` over all methods), columns image, GT, then each method's soft map (``panel="map"``)
+    or binarised mask (``"mask"``); every panel fitted into a ``cell``-pixel square."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from odbench.metrics.protocols import get_protocol
+    from odbench.metrics.saliency import binarize_gt, binarize_prediction
+    from odbench.report.select import rank_images
+    from odbench.report.thumbs import load_prediction, mask_panel, to_8bit
+
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise ResultsError(f"--out {out}: the grid is a PNG file; give a name ending in .png")
+    if out.is_dir():
+        raise ResultsError(f"--out {out}: is a folder; give a .png file name")
+    if panel not in ("map", "mask"):
+        raise ResultsError(f"--panel {panel!r}: expected map or mask")
+    data = load_report_data(results_dir, dataset, methods, protocol)
+    proto = get_protocol(protocol)
+    if ids:
+        rows = resolve_ids(data, ids)
+    else:
+        if n < 1:
+            raise ResultsError(f"--grid {n}: give 1 or more images")
+        try:
+            rows = [int(i) for i in rank_images(data.iou, select, n)]
+        except ValueError as e:
+            raise ResultsError(f"--select {select}: {e}") from e
+    dataset_obj = open_dataset(data, data_root)
+    header, gap = 28, 4
+    cols = 2 + len(data.runs)
+    canvas = Image.new(
+        "RGB", (cols * (cell + gap) + gap, header + len(rows) * (cell + gap) + gap), "white"
+    )
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=14)
+    for c, label in enumerate(["image", "GT", *data.labels]):
+        x = gap + c * (cell + gap) + cell // 2
+        draw.text((x, header // 2), label, fill="black", font=font, anchor="mm")
+
+    def paste(arr: np.ndarray, r: int, c: int) -> None:
+        img = Image.fromarray(arr)
+        img.thumbnail((cell, cell), Image.Resampling.LANCZOS)
+        x = gap + c * (cell + gap) + (cell - img.width) // 2
+        y = header + gap + r * (cell + gap) + (cell - img.height) // 2
+        canvas.paste(img.convert("RGB"), (x, y))
+
+    for r, i in enumerate(rows):
+        sample = dataset_obj.load(data.ids[i])
+        if sample.mask is None:
+            raise ResultsError(f"dataset {data.dataset!r}: {data.ids[i]!r} has no mask")
+        paste(sample.image, r, 0)
+        paste(mask_panel(binarize_gt(sample.mask, proto.gt_rule)), r, 1)
+        for m, run in enumerate(data.runs):
+            pred = load_prediction(run, data.ids[i])
+            shown = (
+                to_8bit(pred) if panel == "map" else mask_panel(binarize_prediction(pred, proto))
+            )
+            paste(shown, r, 2 + m)
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    atomic_write_bytes(out, buf.getvalue())
+    return out

@@ -1,0 +1,115 @@
+"""The runs a report shows, read from the results store (nothing is recomputed).
+
+For each requested method the run is chosen as ``odbench compare`` chooses it (card
+hyperparameters before overrides, full run before ``--limit``, then the latest); its per-image
+records give the IoU and Fβ columns, its ``cache`` folder the prediction maps.  All runs must
+cover the same images.
+
+Per-image Fβ: the image's Fβ at the run's best dataset-wide threshold (``max_over="dataset"``,
+the threshold of the leaderboard's maxFβ) or the image's own maximum (``"per_image"``), so the
+mean of the column is the run's maxFβ in both cases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from odbench.results import ResultsError
+
+
+@dataclass(frozen=True)
+class ReportRun:
+    """One method's run: its results JSON (as read), per-image records and prediction cache."""
+
+    label: str
+    results: dict[str, Any]
+    records: dict[str, np.ndarray]
+
+    @property
+    def cache_folder(self) -> Path:
+        return Path(self.results["cache"])
+
+    @property
+    def saliency(self) -> dict[str, Any]:
+        return self.results["metrics"]["saliency"]  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Runs of several methods on the same images of one dataset under one protocol."""
+
+    dataset: str
+    protocol: str
+    ids: list[str]
+    runs: list[ReportRun]
+    iou: np.ndarray  # (methods, images)
+    fbeta: np.ndarray  # (methods, images), see the module docstring
+
+    @property
+    def labels(self) -> list[str]:
+        return [r.label for r in self.runs]
+
+
+def per_image_fbeta(curves: np.ndarray, per_image_max: bool) -> np.ndarray:
+    """(N, T) per-image Fβ curves -> (N,) Fβ at the best dataset-wide threshold (argmax of the
+    mean curve; the first one on ties, as :class:`SaliencyMeter`) or each image's maximum."""
+    if per_image_max:
+        return curves.max(axis=1)  # type: ignore[no-any-return]
+    return curves[:, int(np.argmax(curves.mean(axis=0)))]  # type: ignore[no-any-return]
+
+
+def load_report_data(
+    results_dir: Path, dataset: str, methods: list[str], protocol: str = "odbench"
+) -> ReportData:
+    """The latest suitable run of each method on ``dataset`` / ``protocol`` (see the module
+    docstring); raises :class:`ResultsError` naming the file or the command to run."""
+    from odbench.cards import dataset_card
+    from odbench.leaderboard import run_label, select_run
+    from odbench.results import load_all_results, read_records
+
+    if not methods:
+        raise ResultsError("--methods: give at least one method name")
+    if len(set(methods)) != len(methods):
+        raise ResultsError(f"--methods {','.join(methods)}: a method is named twice")
+    card = dataset_card(dataset)
+    dataset = card.name if card is not None else dataset
+    results = load_all_results(results_dir)
+    runs = []
+    for name in methods:
+        run = select_run(results, name, dataset, protocol)
+        if "saliency" not in run["metrics"]:
+            raise ResultsError(
+                f"{run['_path']}: no saliency metrics (the report shows masks; "
+                f"dataset {dataset!r} has no GT masks)"
+            )
+        records = read_records(run)
+        for key in ("ids", "iou", "fbeta"):
+            if key not in records:
+                raise ResultsError(f"{run['_path']}: its records lack {key!r}; re-run odbench eval")
+        if not isinstance(run.get("cache"), str):
+            raise ResultsError(f"{run['_path']}: no prediction cache recorded; re-run odbench eval")
+        label = run_label(name, run["method"].get("overrides") or {})
+        runs.append(ReportRun(label, run, records))
+    ids = [str(i) for i in runs[0].records["ids"]]
+    iou, fbeta = [], []
+    per_image_max = (runs[0].results["protocol"].get("definition") or {}).get("max_over") == (
+        "per_image"
+    )
+    for each in runs:
+        run_ids = [str(i) for i in each.records["ids"]]
+        if sorted(run_ids) != sorted(ids):
+            raise ResultsError(
+                f"{each.results['_path']} covers {len(run_ids)} images, "
+                f"{runs[0].results['_path']} {len(ids)} (different images); evaluate every "
+                f"method on the same dataset and --limit"
+            )
+        order = {i: k for k, i in enumerate(run_ids)}
+        index = np.array([order[i] for i in ids], dtype=np.intp)
+        iou.append(np.asarray(each.records["iou"], dtype=np.float64)[index])
+        curves = np.asarray(each.records["fbeta"], dtype=np.float64)[index]
+        fbeta.append(per_image_fbeta(curves, per_image_max))
+    return ReportData(dataset, protocol, ids, runs, np.stack(iou), np.stack(fbeta))

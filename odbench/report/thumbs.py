@@ -1,0 +1,178 @@
+"""Images for the report, read from the dataset and the runs' prediction caches (never predicted
+again), and PNG thumbnails of them written once and reused.
+
+A thumbnail's file name is a hash of everything its pixels depend on: the kind (image, GT, soft
+map, binarised mask), the thumbnail size, the protocol's binarisation rules, and the source --
+the image/mask files' paths, sizes and modification times (the dataset's description and the
+sample id for generated datasets), or the cache entry's path, size and modification time.  A
+rebuilt report therefore reuses every thumbnail whose source is unchanged and can never show a
+stale one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from odbench.data.base import Dataset, Sample
+from odbench.imageio import atomic_write_bytes
+from odbench.metrics.protocols import Protocol
+from odbench.report.runs import ReportRun
+from odbench.results import ResultsError
+
+#: Keys of a run's dataset record that are not part of the dataset's own description.
+_RUN_ONLY_KEYS = ("name", "limit", "n_evaluated")
+
+
+def check_dataset(dataset: Dataset, run: ReportRun) -> None:
+    """Refuse a dataset that is not the one the run evaluated (another root, layout or size)."""
+    recorded = {k: v for k, v in run.results["dataset"].items() if k not in _RUN_ONLY_KEYS}
+    found = {k: v for k, v in dataset.describe().items() if k not in _RUN_ONLY_KEYS}
+    found = json.loads(json.dumps(found))  # tuples -> lists, as in the JSON
+    diff = sorted(k for k in set(recorded) | set(found) if recorded.get(k) != found.get(k))
+    if diff:
+        what = ", ".join(
+            f"{k}: {found.get(k)!r} here, {recorded.get(k)!r} in the run" for k in diff
+        )
+        raise ResultsError(
+            f"{run.results['_path']}: the dataset found is not the one this run evaluated "
+            f"({what}); pass the run's --data-root"
+        )
+
+
+def load_prediction(run: ReportRun, sample_id: str) -> np.ndarray:
+    """The run's cached map of one image (uint16), as the runner scored it."""
+    from odbench.evaluate import EvalError, PredictionCache
+
+    cache = PredictionCache(run.cache_folder)
+    if not cache.has(sample_id):
+        raise ResultsError(
+            f"{cache.path(sample_id)}: the map of {sample_id!r} is not in the prediction cache "
+            f"of {run.results['_path']}; re-run odbench eval --method {run.results['method']['name']}"
+            f" --dataset {run.results['dataset']['name']} to fill it"
+        )
+    try:
+        pred, _ = cache.get(sample_id)
+    except EvalError as e:
+        raise ResultsError(str(e)) from e
+    return pred
+
+
+def to_8bit(arr: np.ndarray) -> np.ndarray:
+    """A uint16 / bool / uint8 map as 8-bit gray (uint16: ``round(v / 257)``)."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if arr.dtype == np.uint16:
+        return ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    return np.round(np.clip(arr.astype(np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def mask_panel(mask: np.ndarray) -> np.ndarray:
+    """A boolean mask as an 8-bit image (foreground white)."""
+    return mask.astype(np.uint8) * 255
+
+
+@dataclass
+class Thumbnailer:
+    """Writes (or reuses) the thumbnails of samples and of runs' predictions under ``folder``."""
+
+    folder: Path
+    dataset: Dataset
+    protocol: Protocol
+    size: int = 160
+    written: int = 0
+    reused: int = 0
+    _samples: dict[str, Sample] = field(default_factory=dict)
+
+    def _source(self, sample_id: str) -> dict[str, Any]:
+        files = getattr(self.dataset, "files", None)
+        if files is None:
+            return {"dataset": self.dataset.describe(), "id": sample_id}
+        return {"files": [_stat(Path(p)) for p in files(sample_id)], "id": sample_id}
+
+    def _name(self, kind: str, source: dict[str, Any]) -> str:
+        key = {
+            "kind": kind,
+            "size": self.size,
+            "source": source,
+            "gt_rule": self.protocol.gt_rule,
+            "binarize": [
+                self.protocol.pred_norm,
+                self.protocol.binarize_op,
+                self.protocol.binarize_at,
+            ],
+        }
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode())
+        return f"{kind}-{digest.hexdigest()[:20]}.png"
+
+    def _write(self, name: str, make: Any) -> str:
+        path = self.folder / name
+        if path.is_file():
+            self.reused += 1
+        else:
+            img = Image.fromarray(make())
+            img.thumbnail((self.size, self.size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+            buf = io.BytesIO()
+            img.save(buf, format="PNG")
+            atomic_write_bytes(path, buf.getvalue())
+            self.written += 1
+        return f"{self.folder.name}/{name}"
+
+    def _sample(self, sample_id: str) -> Sample:
+        if sample_id not in self._samples:
+            self._samples = {sample_id: self.dataset.load(sample_id)}  # keep one
+        return self._samples[sample_id]
+
+    def sample(self, sample_id: str) -> tuple[str, str]:
+        """Relative paths of the image and GT (binarised by the protocol's rule) thumbnails."""
+        from odbench.metrics.saliency import binarize_gt
+
+        source = self._source(sample_id)
+
+        def gt() -> np.ndarray:
+            mask = self._sample(sample_id).mask
+            if mask is None:
+                raise ResultsError(f"dataset {self.dataset.name!r}: {sample_id!r} has no mask")
+            return mask_panel(binarize_gt(mask, self.protocol.gt_rule))
+
+        return (
+            self._write(self._name("image", source), lambda: self._sample(sample_id).image),
+            self._write(self._name("gt", source), gt),
+        )
+
+    def prediction(self, run: ReportRun, sample_id: str) -> tuple[str, str]:
+        """Relative paths of the soft map and binarised mask thumbnails of a run's prediction."""
+        from odbench.evaluate import PredictionCache
+        from odbench.metrics.saliency import binarize_prediction
+
+        path = PredictionCache(run.cache_folder).path(sample_id)
+        source = {"cache": _stat(path) if path.is_file() else str(path), "id": sample_id}
+        names = (self._name("soft", source), self._name("mask", source))
+        if all((self.folder / n).is_file() for n in names):
+            self.reused += 2
+            return tuple(f"{self.folder.name}/{n}" for n in names)  # type: ignore[return-value]
+        pred = load_prediction(run, sample_id)
+        shape = self._sample(sample_id).image.shape[:2]
+        if pred.shape != shape:
+            raise ResultsError(
+                f"{path}: cached map of shape {pred.shape} for an image of size {shape}; "
+                f"the cache does not belong to this dataset"
+            )
+        return (
+            self._write(names[0], lambda: to_8bit(pred)),
+            self._write(names[1], lambda: mask_panel(binarize_prediction(pred, self.protocol))),
+        )
+
+
+def _stat(path: Path) -> list[Any]:
+    st = path.stat()
+    return [str(path.resolve()), st.st_size, st.st_mtime_ns]

@@ -1,0 +1,294 @@
+"""``odbench report``: image selection, the page and its thumbnails, the PNG grid, bad input, and
+the page in a real browser (headless Chromium; skipped where it is absent)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from odbench.cli import main
+from odbench.metrics.protocols import get_protocol
+from odbench.metrics.saliency import binarize_gt, binarize_prediction, score_image
+from odbench.report.select import (
+    disagreement,
+    most_disagreeing,
+    rank_images,
+    select_all,
+)
+from odbench.results import load_all_results, read_records
+
+METHODS = ("center-prior", "wctr")
+
+
+def _run(args: list[str]) -> Any:
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def test_selection_on_planted_records() -> None:
+    """Three methods, six images; NaN and exact ties planted (dyadic values, so the ties are
+    exact in floating point).  Expected picks worked out by hand."""
+    nan = np.nan
+    s = np.array(
+        [
+            [0.875, 0.125, 0.5, nan, 0.125, 0.625],  # A
+            [0.5, 0.5, 0.875, 0.375, 0.625, 0.625],  # B
+            [0.5, 0.5, 0.125, 0.5, 0.625, 0.625],  # C
+        ]
+    )
+    sel = {(x.method, x.kind): x.indices for x in select_all(s, 2)}
+    assert sel[(0, "worst")] == (1, 4)  # tie 0.125: dataset order; NaN never picked
+    assert sel[(0, "best")] == (0, 5)
+    assert sel[(1, "worst")] == (3, 0)
+    assert sel[(1, "best")] == (2, 4)
+    # A - mean(B, C) = [0.375, -0.375, 0, nan, -0.5, 0]: 4, then the tie 0 / 1 in dataset order
+    d = disagreement(s)
+    np.testing.assert_array_equal(d[0], [0.375, -0.375, 0.0, nan, -0.5, 0.0])
+    assert sel[(0, "disagree")] == (4, 0)
+    # B - mean(A, C) on image 2: 0.875 - 0.3125 = 0.5625, the largest
+    assert sel[(1, "disagree")][0] == 2
+    # C - mean(A, B) on image 2: 0.125 - 0.6875 = -0.5625 (sign kept in d, |d| ranks)
+    assert d[2, 2] == -0.5625 and most_disagreeing(s, 2, 1).tolist() == [2]
+    assert [len(x.indices) for x in select_all(s, 10)][:3] == [5, 5, 5]  # NaN dropped
+    assert select_all(s[:1], 3)[2].indices == ()  # one method: nothing to disagree with
+    # a figure over all methods (B, C): spread max - min, mean for worst / best
+    assert rank_images(s[1:], "disagree", 1).tolist() == [2]
+    assert rank_images(s[1:], "worst", 1).tolist() == [3]
+    assert rank_images(s[1:], "best", 2).tolist() == [4, 5]
+
+
+@pytest.mark.parametrize("protocol", ["odbench", "voynov", "pysodmetrics"])
+def test_binarised_mask_is_what_iou_counts(protocol: str) -> None:
+    """The mask thumbnails show the pixels IoU counts: IoU recomputed from
+    binarize_prediction / binarize_gt equals the scorer's per-image IoU."""
+    rng = np.random.default_rng(0)
+    proto = get_protocol(protocol)
+    for dtype in (np.uint8, np.uint16):
+        top = np.iinfo(dtype).max
+        pred = (rng.random((20, 20)) * 0.6 * top).astype(dtype)  # minmax differs from dtype_max
+        gt = (rng.random((20, 20)) > 0.5).astype(np.uint8) * 255
+        record = score_image(pred, gt, proto, "x")
+        p, g = binarize_prediction(pred, proto), binarize_gt(gt, proto.gt_rule)
+        if proto.center_crop:
+            from odbench.metrics.saliency import center_crop_square
+
+            p, g = center_crop_square(p), center_crop_square(g)
+        assert record.iou == pytest.approx(np.sum(p & g) / np.sum(p | g), abs=1e-12)
+
+
+# ----------------------------------------------------------------------------- the page
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """center-prior and wctr evaluated on the toy dataset (16 images)."""
+    root = tmp_path_factory.mktemp("runs")
+    for method in METHODS:
+        args = ["eval", "--method", method, "--dataset", "toy"]
+        args += ["--results-dir", str(root / "results"), "--cache-dir", str(root / "cache")]
+        result = _run(args)
+        assert result.exit_code == 0, result.output
+    return root
+
+
+def _report(runs: Path, out: Path, *extra: str) -> Any:
+    args = ["report", "--dataset", "toy", "--methods", ",".join(METHODS)]
+    return _run([*args, "--results-dir", str(runs / "results"), "--out", str(out), *extra])
+
+
+def _page_data(index: Path) -> dict[str, Any]:
+    text = index.read_text()
+    payload = re.search(r'<script id="odb-data" type="application/json">(.*?)</script>', text, re.S)
+    assert payload is not None
+    return json.loads(payload.group(1))  # type: ignore[no-any-return]
+
+
+def test_report_page_from_records_and_caches(runs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    result = _report(runs, out, "-n", "3", "--ids", "toy_00007")
+    assert result.exit_code == 0, result.output
+    index = out / "index.html"
+    text = index.read_text()
+    # the per-image columns are the runs' records, in the dataset's order
+    data = _page_data(index)
+    for m, method in enumerate(METHODS):
+        run = next(r for r in load_all_results(runs / "results") if r["method"]["name"] == method)
+        rec = read_records(run)
+        assert data["ids"] == [str(i) for i in rec["ids"]]
+        np.testing.assert_allclose(data["iou"][m], rec["iou"], atol=5e-5)
+        # per-image Fβ at the best threshold averages to the run's maxFβ
+        fb = np.mean(data["fbeta"][m])
+        assert fb == pytest.approx(run["metrics"]["saliency"]["max_fbeta"], abs=5e-5)
+        assert f"{run['metrics']['saliency']['iou']:.3f}" in text  # leaderboard row
+    # every image the page shows exists beside it (relative links)
+    sources = re.findall(r"<img src='([^']+)'", text) + list(data["thumbs"].values())
+    assert sources and all((out / s).is_file() for s in sources)
+    assert not any(s.startswith(("/", "http")) for s in sources)
+    assert "toy_00007" in text and "Chosen images (--ids)" in text
+    assert "http://" not in text and "https://" not in text  # works offline: no CDN
+    # the worst grid of center-prior holds its 3 lowest-IoU images, lowest first
+    iou0 = np.array(data["iou"][0])
+    worst = [data["ids"][i] for i in np.argsort(iou0, kind="stable")[:3]]
+    grid = text.split("Worst 3 images of center-prior")[1].split("</details>")[0]
+    assert re.findall(r"alt='image ([^']+)'", grid) == worst
+
+
+def test_thumbnails_are_written_once_and_never_stale(runs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    first = _report(runs, out, "-n", "2")
+    assert "0 reused" in first.output
+    written = sorted(p.name for p in (out / "thumbs").iterdir())
+    second = _report(runs, out, "-n", "2")
+    assert "thumbnails: 0 written" in second.output, second.output
+    assert sorted(p.name for p in (out / "thumbs").iterdir()) == written
+    # a cache entry that changes gets a new thumbnail (its size/mtime are in the name)
+    run = next(r for r in load_all_results(runs / "results") if r["method"]["name"] == "wctr")
+    entry = sorted(Path(run["cache"]).glob("*.npz"))[0]
+    st = entry.stat()
+    os.utime(entry, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    try:
+        third = _report(runs, out, "-n", "2", "--ids", entry.stem)
+        assert "thumbnails: 2 written" in third.output, third.output
+    finally:
+        os.utime(entry, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_grid_png(runs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fig.png"
+    result = _report(runs, out, "--grid", "3")
+    assert result.exit_code == 0, result.output
+    img = np.asarray(Image.open(out).convert("L"), dtype=np.float64)
+    cell, gap, header = 192, 4, 28
+    assert img.shape == (header + 3 * (cell + gap) + gap, 4 * (cell + gap) + gap)
+    # row 0 = the image with the largest IoU spread; its GT panel is its binarised GT
+    data_ids, spread = _spread(runs)
+    sid = data_ids[int(np.argmax(spread))]
+    from odbench.data.base import create_dataset
+
+    sample = create_dataset("toy").load(sid)
+    gt = Image.fromarray(binarize_gt(sample.mask, "ge128").astype(np.uint8) * 255)
+    gt.thumbnail((cell, cell), Image.Resampling.LANCZOS)
+    y0, x0 = header + gap + (cell - gt.height) // 2, gap + (cell + gap) + (cell - gt.width) // 2
+    panel = img[y0 : y0 + gt.height, x0 : x0 + gt.width]
+    assert np.abs(panel - np.asarray(gt, dtype=np.float64)).mean() < 1.0
+
+
+def _spread(runs: Path) -> tuple[list[str], np.ndarray]:
+    recs = [
+        read_records(
+            next(r for r in load_all_results(runs / "results") if r["method"]["name"] == m)
+        )
+        for m in METHODS
+    ]
+    iou = np.stack([r["iou"] for r in recs])
+    return [str(i) for i in recs[0]["ids"]], iou.max(axis=0) - iou.min(axis=0)
+
+
+def test_bad_input_is_one_line(runs: Path, tmp_path: Path) -> None:
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    cases = [
+        (["--out", str(a_file)], "not a folder"),
+        (["--out", str(tmp_path / "r"), "--ids", "nope"], "--ids: nope"),
+        (["--out", str(tmp_path / "g.jpg"), "--grid", "2"], "ending in .png"),
+    ]
+    for extra, message in cases:
+        args = ["report", "--dataset", "toy", "--methods", ",".join(METHODS)]
+        result = _run([*args, "--results-dir", str(runs / "results"), *extra])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert "Traceback" not in result.output
+    result = _run(
+        [
+            "report",
+            "--dataset",
+            "toy",
+            "--methods",
+            "wctr,lost",
+            "--out",
+            str(tmp_path / "r2"),
+            "--results-dir",
+            str(runs / "results"),
+        ]
+    )
+    assert result.exit_code == 2 and "no results of method 'lost'" in result.output
+    assert not (tmp_path / "r").exists() and not (tmp_path / "r2").exists()
+
+
+def test_missing_cache_entry_names_the_file(runs: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    for path in (copy / "results").glob("*.json"):
+        path.write_text(path.read_text().replace(str(runs / "cache"), str(copy / "cache")))
+    run = next(r for r in load_all_results(copy / "results") if r["method"]["name"] == "wctr")
+    victim = Path(run["cache"]) / "toy_00003.npz"
+    victim.unlink()
+    result = _report(copy, tmp_path / "r", "--ids", "toy_00003")
+    assert result.exit_code == 2, result.output
+    assert str(victim) in result.output and "re-run odbench eval" in result.output
+    assert not (tmp_path / "r" / "index.html").exists()
+
+
+# ----------------------------------------------------------------------------- browser
+
+
+def _chromium() -> str | None:
+    for name in (os.environ.get("ODBENCH_CHROMIUM"), "chromium", "chromium-browser"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+@pytest.mark.slow
+def test_page_in_headless_chromium(runs: Path, tmp_path: Path) -> None:
+    """Opened from disk: clicking a method's IoU header puts its worst image first, every image
+    loads, nothing logs an error; a screenshot is written (look at it: tmp_path/report.png)."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    executable = _chromium()
+    if executable is None:
+        pytest.skip("no chromium on PATH (apt-get install chromium, or set ODBENCH_CHROMIUM)")
+    out = tmp_path / "report"
+    assert _report(runs, out, "-n", "3").exit_code == 0
+    data = _page_data(out / "index.html")
+    worst = data["ids"][int(np.argmin(data["iou"][1]))]
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto((out / "index.html").as_uri())
+        first = "#pi tbody tr:first-child td:nth-child(2)"
+        assert page.inner_text(first) == data["ids"][0]
+        assert page.locator("#pi tbody tr").count() == len(data["ids"])
+        page.click("#pi th[data-key=iou1]")
+        assert page.inner_text(first) == worst != data["ids"][0]
+        page.click("#pi th[data-key=iou1]")  # again: best first
+        assert page.inner_text(first) == data["ids"][int(np.argmax(data["iou"][1]))]
+        page.fill("#filter", data["ids"][5])
+        assert page.locator("#pi tbody tr").count() == 1
+        # load every image (grids are lazy and folded): none may be broken
+        page.eval_on_selector_all("details", "els => els.forEach(e => e.open = true)")
+        page.eval_on_selector_all("img", "els => els.forEach(e => e.loading = 'eager')")
+        page.wait_for_function("[...document.images].every(i => i.complete)")
+        broken = page.eval_on_selector_all(
+            "img", "els => els.filter(i => !(i.naturalWidth > 0)).map(i => i.src)"
+        )
+        n_images = page.eval_on_selector_all("img", "els => els.length")
+        assert n_images > 20 and broken == []
+        assert page.locator("#scatter circle").count() == len(data["ids"])
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        browser.close()
+    assert errors == []
+    shot = Image.open(tmp_path / "report.png")
+    assert shot.width == 1280 and shot.height > 1500
