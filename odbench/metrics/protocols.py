@@ -67,6 +67,11 @@ in their ``sources`` (read, not copied; file paths below), quirks included:
     (their curve is ordered from threshold 255 down to 0; ours ascends), maxFβ = its max.  MAE on
     the min-max normalised prediction.  No resize (pysodmetrics raises on a shape mismatch).
     pysodmetrics has no Acc/IoU at 0.5: odbench's rule is applied to the normalised prediction.
+    The salient-object family (:mod:`odbench.metrics.sod`) follows ``Smeasure``, ``Emeasure``,
+    ``WeightedFmeasure`` and ``FmeasureV2``'s binary Dice / BER: the S-measure centroid is
+    rounded half to even (``numpy.round``; MATLAB rounds half away from zero) and a region of
+    zero area makes S NaN (as in the MATLAB code); odbench rounds half away and gives such a
+    region weight 0.
 
 Dataset-level vs per-image max: with ``max_over="dataset"`` one threshold serves every image
 (the protocol's ``best_threshold``); with ``"per_image"`` each image picks its own.
@@ -88,6 +93,8 @@ MaxOver = Literal["dataset", "per_image"]
 BinarizeOp = Literal[">", ">="]
 ThresholdValues = Literal["exact", "numpy_arange", "torch_arange"]
 MaeOn = Literal["soft", "binary"]
+CentroidRound = Literal["half_away", "half_even"]
+EmptyQuadrant = Literal["skip", "nan"]
 
 
 class MetricInputError(ValueError):
@@ -127,6 +134,12 @@ class Protocol:
         empty_iou: IoU when prediction and GT are both empty (1, NaN or 0); NaN propagates
             through the dataset mean.
         mae_on: ``soft`` (normalised prediction) or ``binary`` (binarised prediction).
+        s_centroid_round: how the S-measure rounds the GT centroid that splits the image into
+            four regions: ``half_away`` (MATLAB ``round``, Fan et al.'s code) or ``half_even``
+            (``numpy.round``, pysodmetrics): they differ when the centroid is exactly x.5.
+        s_empty_quadrant: a region of zero area (GT centroid in the last row or column):
+            ``skip`` (its weight is 0, so it adds 0) or ``nan`` (its SSIM is 0/0 = NaN and
+            0 * NaN poisons the score, as in the MATLAB code and pysodmetrics).
         sources: repositories and files this protocol reproduces.
     """
 
@@ -148,6 +161,8 @@ class Protocol:
     eps: float = 0.0
     empty_iou: float = 1.0
     mae_on: MaeOn = "soft"
+    s_centroid_round: CentroidRound = "half_away"
+    s_empty_quadrant: EmptyQuadrant = "skip"
     sources: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -160,6 +175,8 @@ class Protocol:
             "binarize_op": get_args(BinarizeOp),
             "threshold_values": get_args(ThresholdValues),
             "mae_on": get_args(MaeOn),
+            "s_centroid_round": get_args(CentroidRound),
+            "s_empty_quadrant": get_args(EmptyQuadrant),
         }
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
@@ -290,6 +307,8 @@ PYSODMETRICS = Protocol(
     grid="ge_q256",
     empty_pred_precision=0.0,
     empty_gt_recall=0.0,
+    s_centroid_round="half_even",
+    s_empty_quadrant="nan",
     sources=(
         "lartpang/PySODMetrics py_sod_metrics/utils.py",
         "lartpang/PySODMetrics py_sod_metrics/sod_metrics.py",

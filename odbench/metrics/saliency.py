@@ -123,27 +123,64 @@ def codes_k255(pred: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- per-image scores
 
 
-def _fbeta_curve(tp: np.ndarray, fp: np.ndarray, n_gt: int, proto: Protocol) -> np.ndarray:
-    """F_k for every threshold from TP/FP counts (Eq. of Achanta et al. with the protocol's guards)."""
-    b2 = proto.effective_beta2
-    tp = tp.astype(np.float64)
+def precision_recall(
+    tp: np.ndarray, fp: np.ndarray, n_gt: int, proto: Protocol
+) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall for every threshold from TP/FP counts, with the protocol's guards
+    (``eps``, or P = ``empty_pred_precision`` when nothing is predicted and R =
+    ``empty_gt_recall`` when the GT is empty)."""
+    tp = np.asarray(tp, dtype=np.float64)
     n_pred = tp + fp
     if proto.eps > 0:
-        p = tp / (n_pred + proto.eps)
-        r = tp / (n_gt + proto.eps)
-        return (1 + b2) * p * r / (b2 * p + r + proto.eps)
+        return tp / (n_pred + proto.eps), tp / (n_gt + proto.eps)
     p = np.where(n_pred > 0, tp / np.maximum(n_pred, 1), proto.empty_pred_precision)
     r = tp / n_gt if n_gt > 0 else np.full_like(tp, proto.empty_gt_recall)
+    return p, r
+
+
+def fbeta_from_counts(
+    tp: np.ndarray, fp: np.ndarray, n_gt: int, proto: Protocol, beta2: float | None = None
+) -> np.ndarray:
+    """F_k = (1 + β²) P R / (β² P + R) for every threshold (Achanta et al. 2009) with the
+    protocol's guards; F = 0 when its numerator is 0.  ``beta2`` defaults to the protocol's
+    effective β² (Dice is ``beta2=1``)."""
+    b2 = proto.effective_beta2 if beta2 is None else beta2
+    p, r = precision_recall(tp, fp, n_gt, proto)
+    if proto.eps > 0:
+        return (1 + b2) * p * r / (b2 * p + r + proto.eps)
     num = (1 + b2) * p * r
     den = b2 * p + r
     return np.where(num > 0, num / np.where(den > 0, den, 1.0), 0.0)
 
 
-def score_image(pred: np.ndarray, gt: np.ndarray, protocol: Protocol, image_id: str) -> ImageRecord:
-    """Score one prediction against one stored GT mask under ``protocol``.
+@dataclass
+class PairCounts:
+    """What one histogram pass gives for one image, shared by every metric that needs it
+    (:mod:`odbench.metrics.sod` builds its E-curve, PR and ROC curves from these counts).
 
-    ``pred``: (H, W) uint8 / uint16 / bool / float map; ``gt``: (H', W') uint8 / uint16 / bool
-    mask as stored.  Raises :class:`MetricInputError` for what the protocol cannot resolve."""
+    ``pred`` is the prediction as scored (cropped / resized, original dtype for uint8),
+    ``gt_fg`` the binarised GT; ``tp[k]`` and ``fp[k]`` are the foreground / background pixels
+    predicted foreground at threshold k; ``tp05`` / ``fp05`` the same at the protocol's
+    binarisation (``binarize_op`` ``binarize_at``)."""
+
+    pred: np.ndarray
+    gt_fg: np.ndarray
+    tp: np.ndarray
+    fp: np.ndarray
+    n_gt: int
+    tp05: int
+    fp05: int
+
+    @property
+    def n_pix(self) -> int:
+        return int(self.gt_fg.size)
+
+
+def prepare_pair(
+    pred: np.ndarray, gt: np.ndarray, protocol: Protocol
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check a pair and bring it to the protocol's form: (prediction, GT foreground mask) of one
+    size (centre crop, bilinear resize to the GT size where the protocol says so)."""
     pred = np.asarray(pred)
     gt = np.asarray(gt)
     if pred.ndim != 2 or gt.ndim != 2:
@@ -164,7 +201,35 @@ def score_image(pred: np.ndarray, gt: np.ndarray, protocol: Protocol, image_id: 
                 f"{protocol.name!r} does not resize"
             )
         pred = resize_bilinear(to_unit(pred), gt_fg.shape)
+    return pred, gt_fg
 
+
+def unit_map(pred: np.ndarray, protocol: Protocol) -> np.ndarray:
+    """The prediction as the protocol's metrics see it: float64 in [0, 1] (``pred_norm``).
+
+    Equal, value for value, to what the histogram pass uses (8-bit maps go through the same
+    256-level table)."""
+    if pred.dtype == np.uint8:
+        levels = to_unit(np.arange(256, dtype=np.uint8))
+        lo, hi = levels[int(pred.min())], levels[int(pred.max())]
+        return _normalise(levels, protocol, lo, hi)[pred]
+    unit = to_unit(pred)
+    return _normalise(unit, protocol, unit.min(), unit.max())
+
+
+def score_image(pred: np.ndarray, gt: np.ndarray, protocol: Protocol, image_id: str) -> ImageRecord:
+    """Score one prediction against one stored GT mask under ``protocol``.
+
+    ``pred``: (H, W) uint8 / uint16 / bool / float map; ``gt``: (H', W') uint8 / uint16 / bool
+    mask as stored.  Raises :class:`MetricInputError` for what the protocol cannot resolve."""
+    return score_image_counts(pred, gt, protocol, image_id)[0]
+
+
+def score_image_counts(
+    pred: np.ndarray, gt: np.ndarray, protocol: Protocol, image_id: str
+) -> tuple[ImageRecord, PairCounts]:
+    """:func:`score_image` plus the counts of its histogram pass (for the other metrics)."""
+    pred, gt_fg = prepare_pair(pred, gt, protocol)
     if pred.dtype == np.uint8:
         counts = _counts_uint8(pred, gt_fg, protocol)
     else:
@@ -174,7 +239,7 @@ def score_image(pred: np.ndarray, gt: np.ndarray, protocol: Protocol, image_id: 
     above_fg = np.cumsum(hist_fg[::-1])[::-1][1:]
     n_gt = int(hist_fg.sum())
     n_pix = gt_fg.size
-    fbeta = _fbeta_curve(above_fg, above_bg, n_gt, protocol)
+    fbeta = fbeta_from_counts(above_fg, above_bg, n_gt, protocol)
     fn05 = n_gt - tp05
     acc = 1.0 - (fp05 + fn05) / n_pix
     union = tp05 + fp05 + fn05
@@ -185,7 +250,8 @@ def score_image(pred: np.ndarray, gt: np.ndarray, protocol: Protocol, image_id: 
     else:
         iou = tp05 / union
     mae = abs_err_sum / n_pix if protocol.mae_on == "soft" else (fp05 + fn05) / n_pix
-    return ImageRecord(id=image_id, acc=acc, iou=float(iou), mae=mae, fbeta=fbeta)
+    record = ImageRecord(id=image_id, acc=acc, iou=float(iou), mae=mae, fbeta=fbeta)
+    return record, PairCounts(pred, gt_fg, above_fg, above_bg, n_gt, tp05, fp05)
 
 
 # (code histogram of background pixels, of foreground pixels, TP and FP at the 0.5 binarisation,

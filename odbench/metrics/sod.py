@@ -1,0 +1,404 @@
+"""The salient-object family: S-measure, E-measure, weighted Fβ, adaptive / mean Fβ, Dice, BER,
+PR and ROC curves with AUC -- pure functions plus one streaming accumulator.
+
+Sources (read, not copied): the papers' own MATLAB code as described in the papers, and
+lartpang/PySODMetrics ``py_sod_metrics/sod_metrics.py`` (``Smeasure``, ``Emeasure``,
+``WeightedFmeasure``, ``Fmeasure.cal_adaptive_fm``) and ``fmeasurev2.py`` (``DICEHandler``,
+``BERHandler``, ``TPRHandler``, ``FPRHandler``).
+
+Conventions (every protocol):
+
+* Inputs come from the protocol (:mod:`odbench.metrics.protocols`): GT foreground rule,
+  prediction normalisation (``dtype_max`` or per-image ``minmax``), resize, threshold grid
+  (``odbench``: foreground = p > k/255, k = 0..254; ``pysodmetrics``: q = floor(255 p) >= k,
+  k = 0..255) and the P/R guards for empty predictions and empty GT.
+* S-measure (Fan et al., ICCV 2017), α = 0.5: S = max(0, α S_o + (1 - α) S_r); GT empty:
+  1 - mean(p); GT full: mean(p).  Object score with ``std`` over n - 1 and eps = 2.2e-16 in the
+  denominator; region score: four regions split at the rounded GT centroid (1-based, MATLAB),
+  area-weighted SSIM with the N - 1 + eps normalisation.  Rounding and empty-region rules are
+  the protocol's ``s_centroid_round`` / ``s_empty_quadrant``.
+* E-measure (Fan et al., IJCAI 2018): per threshold, the enhanced alignment
+  φ = (2 a b / (a² + b² + eps) + 1)² / 4 of the demeaned binary prediction a and GT b, summed
+  over the four (pred, GT) cases and divided by N - 1 + eps; GT empty: #(pred background) /
+  (N - 1 + eps); GT full: #(pred foreground) / (N - 1 + eps).  ``e_measure_mean`` /
+  ``e_measure_max`` are the mean / max of the dataset curve (max per image then mean when the
+  protocol's ``max_over`` is ``per_image``); ``e_measure_adaptive`` binarises at
+  p >= min(2 mean(p), 1).
+* Weighted Fβ (Margolin et al., CVPR 2014), β² = 1: E = |p - G|; background pixels take the
+  error of their nearest foreground pixel (Euclidean distance transform, scipy's ties);
+  E_A = E convolved with a 7×7 Gaussian, σ = 5 (MATLAB ``fspecial``, zero padding); on the
+  foreground min(E, E_A); background weights B = 2 - exp(ln(0.5) / 5 · d); R = 1 - mean(E_w
+  over G), P = TP_w / (TP_w + FP_w + eps); empty GT: 0.
+* Adaptive Fβ (Achanta et al., CVPR 2009): F at p >= min(2 mean(p), 1), β² of the protocol,
+  P/R guards of the protocol.  Mean Fβ: the mean of the dataset Fβ curve over its thresholds.
+* Dice and BER at the protocol's binarisation (``binarize_op`` ``binarize_at``; 0.5): Dice is
+  F with β² = 1 and the protocol's P/R guards (= 2 TP / (2 TP + FP + FN) where defined);
+  BER = 1 - (TPR + TNR) / 2 where an empty class's rate is ``empty_gt_recall``.
+* Curves: precision, recall (= TPR) and FPR per threshold, averaged over images
+  (sample-based, as PySODMetrics); FPR = 0 when the GT has no background.  ``auc_roc`` is the
+  trapezoid area under the dataset ROC curve (mean FPR, mean TPR) with the end points (0, 0)
+  and (1, 1) added.
+* Every score is a per-image value averaged over the images (never pixels pooled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cache
+
+import numpy as np
+
+from odbench.metrics.protocols import Protocol, get_protocol
+from odbench.metrics.saliency import (
+    ImageRecord,
+    PairCounts,
+    fbeta_from_counts,
+    precision_recall,
+    score_image_counts,
+    unit_map,
+)
+
+EPS = float(np.spacing(1))  # MATLAB's eps, as in the reference code
+S_ALPHA = 0.5
+WF_BETA2 = 1.0
+
+#: Result keys added by the family (beside acc, iou, max_fbeta, mae).
+SOD_KEYS = (
+    "s_measure",
+    "e_measure_adaptive",
+    "e_measure_mean",
+    "e_measure_max",
+    "weighted_fbeta",
+    "adaptive_fbeta",
+    "mean_fbeta",
+    "dice",
+    "ber",
+    "auc_roc",
+)
+
+
+# --------------------------------------------------------------------------- S-measure
+
+
+def _s_object(x: np.ndarray) -> float:
+    """Fan et al. 2017 Eq. 5: 2 x̄ / (x̄² + 1 + σ_x + eps), σ over n - 1 (0 for one pixel)."""
+    mean = float(np.mean(x))
+    std = float(np.std(x, ddof=1)) if x.size > 1 else 0.0
+    return 2 * mean / (mean * mean + 1 + std + EPS)
+
+
+def _ssim(x: np.ndarray, y: np.ndarray) -> float:
+    """Fan et al. 2017 Eq. 3 (SSIM without constants) with the reference code's N - 1 + eps
+    normalisation; 1 when both α and β vanish, 0 when only α does."""
+    n = x.size
+    mx, my = float(np.mean(x)), float(np.mean(y))
+    dx, dy = x - mx, y - my
+    sx = float(np.sum(dx * dx)) / (n - 1 + EPS)
+    sy = float(np.sum(dy * dy)) / (n - 1 + EPS)
+    sxy = float(np.sum(dx * dy)) / (n - 1 + EPS)
+    a = 4 * mx * my * sxy
+    b = (mx * mx + my * my) * (sx + sy)
+    if a != 0:
+        return a / (b + EPS)
+    return 1.0 if b == 0 else 0.0
+
+
+def _round(value: float, rule: str) -> int:
+    return int(np.round(value)) if rule == "half_even" else int(np.floor(value + 0.5))
+
+
+def s_measure(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    alpha: float = S_ALPHA,
+    centroid_round: str = "half_away",
+    empty_quadrant: str = "skip",
+) -> float:
+    """Structure measure S = max(0, α S_o + (1 - α) S_r) (Fan et al., ICCV 2017, Eq. 7).
+
+    ``pred``: float map in [0, 1]; ``gt``: bool mask of the same shape."""
+    y = np.count_nonzero(gt) / gt.size
+    if y == 0:
+        return 1.0 - float(np.mean(pred))
+    if y == 1:
+        return float(np.mean(pred))
+    object_score = y * _s_object(pred[gt]) + (1 - y) * _s_object(1 - pred[~gt])
+    h, w = gt.shape
+    rows, cols = np.nonzero(gt)
+    cy = _round(int(rows.sum()) / rows.size, centroid_round) + 1  # 1-based, MATLAB 1:cy
+    cx = _round(int(cols.sum()) / cols.size, centroid_round) + 1
+    area = h * w
+    w_lt = cx * cy / area
+    w_rt = cy * (w - cx) / area
+    w_lb = (h - cy) * cx / area
+    weights = (w_lt, w_rt, w_lb, 1 - w_lt - w_rt - w_lb)
+    top, bottom, left, right = slice(0, cy), slice(cy, h), slice(0, cx), slice(cx, w)
+    regions = [(top, left), (top, right), (bottom, left), (bottom, right)]
+    gt_f = gt.astype(np.float64)
+    region_score = 0.0
+    for weight, (rs, cs) in zip(weights, regions):
+        x = pred[rs, cs]
+        if x.size == 0:
+            if empty_quadrant == "nan":
+                region_score = float("nan")
+            continue
+        region_score += _ssim(x, gt_f[rs, cs]) * weight
+    score = alpha * object_score + (1 - alpha) * region_score
+    return float(np.maximum(0.0, score))
+
+
+# --------------------------------------------------------------------------- E-measure
+
+
+def e_measure_from_counts(
+    tp: np.ndarray | int, fp: np.ndarray | int, n_gt: int, n_pix: int
+) -> np.ndarray:
+    """Enhanced-alignment measure (Fan et al., IJCAI 2018, Eqs. 3-6) of binary predictions
+    given only their counts: TP and FP per threshold, |G| and N.  The alignment matrix takes
+    four values (one per (prediction, GT) case), so E is a weighted sum of four terms."""
+    tp = np.asarray(tp, dtype=np.float64)
+    n_pred = tp + np.asarray(fp, dtype=np.float64)
+    if n_gt == 0:
+        total = n_pix - n_pred
+    elif n_gt == n_pix:
+        total = n_pred
+    else:
+        mean_pred = n_pred / n_pix
+        mean_gt = n_gt / n_pix
+        fn = n_gt - tp
+        counts = (tp, n_pred - tp, fn, n_pix - n_pred - fn)
+        cases = [(1 - mean_pred, 1 - mean_gt), (1 - mean_pred, -mean_gt)]
+        cases += [(-mean_pred, 1 - mean_gt), (-mean_pred, -mean_gt)]
+        total = np.zeros_like(tp)
+        for count, (a, b) in zip(counts, cases):
+            align = 2 * (a * b) / (a * a + b * b + EPS)
+            total = total + (align + 1) ** 2 / 4 * count
+    return np.asarray(total / (n_pix - 1 + EPS), dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- weighted F
+
+
+@cache
+def _gauss_1d(size: int = 7, sigma: float = 5.0) -> np.ndarray:
+    """1-D factor of MATLAB ``fspecial('gaussian', size, sigma)`` (the 2-D kernel is its outer
+    product; no entry is below eps · max, so none is zeroed)."""
+    r = (size - 1) / 2
+    g = np.exp(-(np.arange(-r, r + 1) ** 2) / (2 * sigma * sigma))
+    return g / g.sum()
+
+
+def weighted_fbeta(pred: np.ndarray, gt: np.ndarray, beta2: float = WF_BETA2) -> float:
+    """Weighted Fβ (Margolin, Zelnik-Manor and Tal, CVPR 2014, Eqs. 9-13 and their code).
+
+    ``pred``: float map in [0, 1]; ``gt``: bool mask.  0 for an empty GT."""
+    import cv2
+    from scipy.ndimage import distance_transform_edt
+
+    if not gt.any():
+        return 0.0
+    dist, (iy, ix) = distance_transform_edt(~gt, return_indices=True)
+    err = np.abs(pred - gt)
+    # Pixel dependency: a background pixel takes the error of its nearest GT pixel.
+    err_t = err[iy, ix]
+    g = _gauss_1d()
+    err_a = cv2.sepFilter2D(err_t, cv2.CV_64F, g, g, borderType=cv2.BORDER_CONSTANT)
+    min_err = np.where(gt & (err_a < err), err_a, err)
+    # Pixel importance: background errors weigh more the further they are from the object.
+    importance = np.where(gt, 1.0, 2.0 - np.exp(np.log(0.5) / 5 * dist))
+    err_w = min_err * importance
+    ew_fg = err_w[gt]
+    tp_w = ew_fg.size - float(np.sum(ew_fg))
+    fp_w = float(np.sum(err_w[~gt]))
+    recall = 1 - float(np.mean(ew_fg))
+    precision = tp_w / (tp_w + fp_w + EPS)
+    return (1 + beta2) * recall * precision / (recall + beta2 * precision + EPS)
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def adaptive_threshold(pred: np.ndarray) -> float:
+    """Achanta et al. 2009: twice the mean saliency, at most 1 (foreground = p >= it)."""
+    return min(2 * float(np.mean(pred)), 1.0)
+
+
+def balanced_error_rate(tp: int, fp: int, n_gt: int, n_pix: int, empty_rate: float) -> float:
+    """BER = 1 - (TPR + TNR) / 2; the rate of an empty class is ``empty_rate``."""
+    n_bg = n_pix - n_gt
+    tpr = tp / n_gt if n_gt else empty_rate
+    tnr = (n_bg - fp) / n_bg if n_bg else empty_rate
+    return 1 - 0.5 * (tpr + tnr)
+
+
+def roc_auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    """Trapezoid area under a ROC curve given at any threshold order; (0, 0) and (1, 1) are
+    added and points are sorted by (FPR, TPR)."""
+    x = np.concatenate([[0.0], np.asarray(fpr, np.float64), [1.0]])
+    y = np.concatenate([[0.0], np.asarray(tpr, np.float64), [1.0]])
+    order = np.lexsort((y, x))
+    x, y = x[order], y[order]
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2))
+
+
+# --------------------------------------------------------------------------- per image
+
+
+@dataclass
+class SodRecord:
+    """Per-image scores of the family; the curves are over the protocol's thresholds."""
+
+    id: str
+    s_measure: float
+    e_measure_adaptive: float
+    weighted_fbeta: float
+    adaptive_fbeta: float
+    dice: float
+    ber: float
+    e_curve: np.ndarray = field(repr=False)
+    precision: np.ndarray = field(repr=False)
+    recall: np.ndarray = field(repr=False)
+    fpr: np.ndarray = field(repr=False)
+
+
+def sod_from_counts(counts: PairCounts, protocol: Protocol, image_id: str) -> SodRecord:
+    """The family for one image from the shared histogram counts (one pass for F, E, PR,
+    ROC) plus one float map for S, weighted F and the adaptive threshold."""
+    n_gt, n_pix = counts.n_gt, counts.n_pix
+    gt = counts.gt_fg
+    x = unit_map(counts.pred, protocol)
+    e_curve = e_measure_from_counts(counts.tp, counts.fp, n_gt, n_pix)
+    precision, recall = precision_recall(counts.tp, counts.fp, n_gt, protocol)
+    n_bg = n_pix - n_gt
+    fpr = counts.fp / n_bg if n_bg else np.zeros(counts.fp.shape, np.float64)
+
+    fg = x >= adaptive_threshold(x)
+    tp_a = int(np.count_nonzero(fg & gt))
+    fp_a = int(np.count_nonzero(fg)) - tp_a
+    e_adp = float(e_measure_from_counts(tp_a, fp_a, n_gt, n_pix))
+    f_adp = float(fbeta_from_counts(np.array([tp_a]), np.array([fp_a]), n_gt, protocol)[0])
+    tp05, fp05 = counts.tp05, counts.fp05
+    dice = float(fbeta_from_counts(np.array([tp05]), np.array([fp05]), n_gt, protocol, 1.0)[0])
+    ber = balanced_error_rate(tp05, fp05, n_gt, n_pix, protocol.empty_gt_recall)
+    s = s_measure(
+        x,
+        gt,
+        centroid_round=protocol.s_centroid_round,
+        empty_quadrant=protocol.s_empty_quadrant,
+    )
+    return SodRecord(
+        id=image_id,
+        s_measure=s,
+        e_measure_adaptive=e_adp,
+        weighted_fbeta=weighted_fbeta(x, gt),
+        adaptive_fbeta=f_adp,
+        dice=dice,
+        ber=ber,
+        e_curve=e_curve,
+        precision=precision,
+        recall=recall,
+        fpr=fpr,
+    )
+
+
+def score_image_all(
+    pred: np.ndarray, gt: np.ndarray, protocol: Protocol, image_id: str
+) -> tuple[ImageRecord, SodRecord]:
+    """Acc / IoU / MAE / Fβ curve and the whole family for one image, one histogram pass."""
+    record, counts = score_image_counts(pred, gt, protocol, image_id)
+    return record, sod_from_counts(counts, protocol, image_id)
+
+
+# --------------------------------------------------------------------------- accumulator
+
+_SCALARS = ("s_measure", "e_measure_adaptive", "weighted_fbeta", "adaptive_fbeta", "dice", "ber")
+_CURVES = ("e_curve", "precision", "recall", "fpr")
+
+
+class SodMeter:
+    """Streaming accumulator of the family (sums only: memory independent of the dataset size).
+
+    To score Acc / IoU / MAE / Fβ too, call :func:`score_image_all` once per image and ``add``
+    its two records to a :class:`~odbench.metrics.saliency.SaliencyMeter` and to this meter
+    (one histogram pass serves both)."""
+
+    def __init__(self, protocol: Protocol | str = "odbench") -> None:
+        self.protocol = get_protocol(protocol)
+        self.n = 0
+        self.sums = dict.fromkeys(_SCALARS, 0.0)
+        t = self.protocol.n_thresholds
+        self.curves = {name: np.zeros(t, dtype=np.float64) for name in _CURVES}
+        self.sum_max_e = 0.0
+
+    def add(self, record: SodRecord) -> None:
+        if record.e_curve.shape != self.curves["e_curve"].shape:
+            raise ValueError(
+                f"record {record.id!r} has {record.e_curve.shape[0]} thresholds, protocol "
+                f"{self.protocol.name!r} has {self.curves['e_curve'].shape[0]}"
+            )
+        self.n += 1
+        for name in _SCALARS:
+            self.sums[name] += getattr(record, name)
+        for name in _CURVES:
+            self.curves[name] += getattr(record, name)
+        self.sum_max_e += float(record.e_curve.max())
+
+    def update(self, pred: np.ndarray, gt: np.ndarray, image_id: str = "") -> SodRecord:
+        """Score one image (family only), add it and return its record."""
+        _, record = score_image_all(pred, gt, self.protocol, image_id)
+        self.add(record)
+        return record
+
+    def merge(self, other: SodMeter) -> SodMeter:
+        if other.protocol != self.protocol:
+            raise ValueError(
+                f"cannot merge meters of protocols {self.protocol.name!r} and {other.protocol.name!r}"
+            )
+        self.n += other.n
+        for name in _SCALARS:
+            self.sums[name] += other.sums[name]
+        for name in _CURVES:
+            self.curves[name] += other.curves[name]
+        self.sum_max_e += other.sum_max_e
+        return self
+
+    @classmethod
+    def from_records(cls, protocol: Protocol | str, records: Iterable[SodRecord]) -> SodMeter:
+        meter = cls(protocol)
+        for record in records:
+            meter.add(record)
+        return meter
+
+    def compute(self, fbeta_curve: Iterable[float] | None = None) -> dict[str, object]:
+        """The family's keys (:data:`SOD_KEYS` but ``mean_fbeta``, which needs the Fβ curve of
+        the :class:`SaliencyMeter`: pass ``fbeta_curve`` to get it) and ``curves``: the mean
+        curves per threshold (``thresholds`` ascending, ``precision``, ``recall``, ``fpr``,
+        ``e_measure``; ``tpr`` is ``recall``)."""
+        if self.n == 0:
+            raise ValueError("no images were scored")
+        mean = {name: value / self.n for name, value in self.sums.items()}
+        curves = {name: c / self.n for name, c in self.curves.items()}
+        e_curve = curves["e_curve"]
+        per_image = self.protocol.max_over == "per_image"
+        out: dict[str, object] = {
+            "s_measure": mean["s_measure"],
+            "e_measure_adaptive": mean["e_measure_adaptive"],
+            "e_measure_mean": float(e_curve.mean()),
+            "e_measure_max": self.sum_max_e / self.n if per_image else float(e_curve.max()),
+            "weighted_fbeta": mean["weighted_fbeta"],
+            "adaptive_fbeta": mean["adaptive_fbeta"],
+            "dice": mean["dice"],
+            "ber": mean["ber"],
+            "auc_roc": roc_auc(curves["fpr"], curves["recall"]),
+        }
+        if fbeta_curve is not None:
+            out["mean_fbeta"] = float(np.mean(np.asarray(list(fbeta_curve), np.float64)))
+        out["curves"] = {
+            "thresholds": [float(t) for t in self.protocol.thresholds],
+            "precision": [float(v) for v in curves["precision"]],
+            "recall": [float(v) for v in curves["recall"]],
+            "fpr": [float(v) for v in curves["fpr"]],
+            "e_measure": [float(v) for v in e_curve],
+        }
+        return out
