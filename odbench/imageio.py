@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,15 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 class ImageReadError(ValueError):
     """An image that cannot be used; the message names the file and the problem."""
+
+
+class BinaryMaskWarning(UserWarning):
+    """A map stored with the values 0 and 1 only, read as a binary mask (1 -> 255 or 65535).
+
+    Raised once per file by :func:`read_gray`; :func:`read_warnings` turns them into one line."""
+
+
+MAX_NAMED = 3  # files named in a summary line
 
 
 def _open(path: Path) -> Image.Image:
@@ -52,17 +63,19 @@ def read_gray(path: str | Path, *, what: str = "mask") -> np.ndarray:
     """A grayscale map as stored: (H, W) uint8, or uint16 for 16-bit files.
 
     RGB and palette files are converted to luminance (ITU-R 601-2, Pillow's ``L``) with a
-    warning naming the file; files with an alpha channel are refused.
+    warning naming the file; files with an alpha channel are refused.  A map whose values are
+    only 0 and 1 is read as a binary mask (1 -> 255, or 65535 for 16-bit) with a
+    :class:`BinaryMaskWarning`.
     """
     path = Path(path)
     img = _open(path)
     if img.mode in ("I;16", "I;16B", "I;16L"):
-        return np.asarray(img).astype(np.uint16)
+        return _binary01(np.asarray(img).astype(np.uint16), path)
     if img.mode == "I":
         arr = np.asarray(img)
         if arr.min() < 0 or arr.max() > 65535:
             raise ImageReadError(f"{path}: 32-bit {what} with values outside 0..65535")
-        return arr.astype(np.uint16)
+        return _binary01(arr.astype(np.uint16), path)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         raise ImageReadError(
             f"{path}: {what} has an alpha channel ({img.mode}); save it as 8-bit grayscale"
@@ -74,7 +87,42 @@ def read_gray(path: str | Path, *, what: str = "mask") -> np.ndarray:
     if img.mode != "L":
         warnings.warn(f"{path}: {what} stored as {img.mode}, converted to grayscale", stacklevel=2)
         img = img.convert("L")
-    return np.asarray(img)
+    return _binary01(np.asarray(img), path)
+
+
+def _binary01(arr: np.ndarray, path: Path) -> np.ndarray:
+    """A map whose only values are 0 and 1 (several public datasets store masks so) is a
+    binary mask, not a nearly black map: scale 1 to the dtype's maximum, with a warning."""
+    if arr.size and int(arr.max()) == 1:
+        warnings.warn(BinaryMaskWarning(str(path)), stacklevel=3)
+        return arr * np.array(np.iinfo(arr.dtype).max, dtype=arr.dtype)
+    return arr
+
+
+@contextmanager
+def read_warnings() -> Iterator[list[str]]:
+    """Collect the warnings raised while reading maps; on exit, ``lines`` holds one line per
+    warning, except :class:`BinaryMaskWarning`, summarised in ONE line (count + first files).
+    The caller prints the lines after the ``with`` block."""
+    lines: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BinaryMaskWarning)
+        warnings.simplefilter("always", UserWarning)
+        try:
+            yield lines
+        finally:
+            binary = [str(w.message) for w in caught if issubclass(w.category, BinaryMaskWarning)]
+            lines.extend(
+                str(w.message) for w in caught if not issubclass(w.category, BinaryMaskWarning)
+            )
+            if binary:
+                files = sorted(set(binary))
+                more = len(files) - MAX_NAMED
+                lines.append(
+                    f"{len(files)} mask file(s) store only the values 0 and 1 and were read as "
+                    f"binary masks (1 = foreground): {', '.join(files[:MAX_NAMED])}"
+                    + (f" and {more} more" if more > 0 else "")
+                )
 
 
 def to_unit(arr: np.ndarray) -> np.ndarray:

@@ -99,8 +99,9 @@ def eval_cmd(
 
     Predictions are cached per image, so an interrupted run resumes where it stopped."""
     from odbench.evaluate import parse_set, run_eval
+    from odbench.imageio import read_warnings
 
-    with run_errors():
+    with run_errors(), read_warnings() as notes:
         outcome = run_eval(
             method_name,
             dataset_name,
@@ -116,6 +117,8 @@ def eval_cmd(
             results_dir=results_dir,
             show_progress=True,
         )
+    for line in notes:  # e.g. GT masks stored as 0/1: one line
+        click.echo(f"warning: {line}", err=True)
     r = outcome.results
     click.echo(
         f"{r['method']['name']} on {r['dataset']['name']} "

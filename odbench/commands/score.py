@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ def _name_some(paths: list[Path]) -> str:
 
 def score_folders(pred_dir: Path, gt_dir: Path, protocol: str = "odbench") -> dict[str, Any]:
     """Score every prediction in ``pred_dir`` against the GT of the same stem in ``gt_dir``."""
-    from odbench.imageio import read_gray
+    from odbench.imageio import read_gray, read_warnings
     from odbench.metrics.protocols import MetricInputError
     from odbench.metrics.saliency import SaliencyMeter
 
@@ -53,17 +52,16 @@ def score_folders(pred_dir: Path, gt_dir: Path, protocol: str = "odbench") -> di
     no_pred = sorted(gts[s] for s in gts.keys() - preds.keys())
     if no_pred:
         raise UserError(f"{len(no_pred)} GT mask(s) without a prediction: {_name_some(no_pred)}")
-    for stem in sorted(preds):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+    with read_warnings() as notes:  # RGB files converted, 0/1 masks: printed once at the end
+        for stem in sorted(preds):
             pred = read_gray(preds[stem], what="prediction")
             gt = read_gray(gts[stem], what="mask")
-        for w in caught:  # e.g. an RGB file converted to grayscale: one line each
-            click.echo(f"warning: {w.message}", err=True)
-        try:
-            meter.update(pred, gt, stem)
-        except MetricInputError as e:
-            raise UserError(f"{preds[stem]}: {e}") from e
+            try:
+                meter.update(pred, gt, stem)
+            except MetricInputError as e:
+                raise UserError(f"{preds[stem]}: {e}") from e
+    for line in notes:
+        click.echo(f"warning: {line}", err=True)
     return meter.compute()
 
 

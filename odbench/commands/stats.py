@@ -84,9 +84,11 @@ def stats(
     seed: int,
 ) -> None:
     """Per-mask object size, box centre, colour contrast and SC/PL/SD of DATASET (and --vs)."""
+    from rich.console import Console
     from rich.progress import track
 
     from odbench.data.stats import collect, markdown_report, write_outputs
+    from odbench.imageio import read_warnings
 
     with user_errors():
         t0 = time.perf_counter()
@@ -96,11 +98,22 @@ def stats(
             datasets.append(open_dataset(versus, data_root))
             names.append(datasets[1].name if datasets[1].name != names[0] else f"{names[0]}-2")
         results = []
-        for ds, name in zip(datasets, names):
-            ids = subset(ds.ids(), limit, seed)
-            samples = (ds.load(i) for i in ids)
-            bar = track(samples, total=len(ids), description=name, transient=True)
-            results.append(collect(name, bar))
+        # The bar goes to stderr (stdout carries the report, so it may be redirected to a file)
+        # and is removed when done; warnings (0/1 masks, RGB masks) follow as lines.
+        with read_warnings() as notes:
+            for ds, name in zip(datasets, names):
+                ids = subset(ds.ids(), limit, seed)
+                samples = (ds.load(i) for i in ids)
+                bar = track(
+                    samples,
+                    total=len(ids),
+                    description=f"{name}: reading masks",
+                    transient=True,
+                    console=Console(stderr=True),
+                )
+                results.append(collect(name, bar))
+        for line in notes:
+            click.echo(f"warning: {line}", err=True)
         info: dict[str, Any] = {
             "datasets": ", ".join(f"{r.name} ({len(r.records)} masks)" for r in results),
             "data root": str(data_root) if data_root else "default",
