@@ -37,8 +37,13 @@ def _name_some(paths: list[Path]) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
-def score_folders(pred_dir: Path, gt_dir: Path, protocol: str = "odbench") -> dict[str, Any]:
-    """Score every prediction in ``pred_dir`` against the GT of the same stem in ``gt_dir``."""
+def score_folders(
+    pred_dir: Path, gt_dir: Path, protocol: str = "odbench", subset_of_gt: bool = False
+) -> dict[str, Any]:
+    """Score every prediction in ``pred_dir`` against the GT of the same stem in ``gt_dir``.
+
+    ``subset_of_gt``: GT masks without a prediction are left out (``n_gt_skipped`` in the
+    result) instead of being an error."""
     from odbench.imageio import read_gray, read_warnings
     from odbench.metrics.protocols import MetricInputError
     from odbench.metrics.saliency import SaliencyMeter
@@ -50,8 +55,11 @@ def score_folders(pred_dir: Path, gt_dir: Path, protocol: str = "odbench") -> di
     if no_gt:
         raise UserError(f"{len(no_gt)} prediction(s) without a GT mask: {_name_some(no_gt)}")
     no_pred = sorted(gts[s] for s in gts.keys() - preds.keys())
-    if no_pred:
-        raise UserError(f"{len(no_pred)} GT mask(s) without a prediction: {_name_some(no_pred)}")
+    if no_pred and not subset_of_gt:
+        raise UserError(
+            f"{len(no_pred)} GT mask(s) without a prediction: {_name_some(no_pred)} "
+            "(--subset-of-gt scores only the GT masks that have one)"
+        )
     with read_warnings() as notes:  # RGB files converted, 0/1 masks: printed once at the end
         for stem in sorted(preds):
             pred = read_gray(preds[stem], what="prediction")
@@ -62,7 +70,7 @@ def score_folders(pred_dir: Path, gt_dir: Path, protocol: str = "odbench") -> di
                 raise UserError(f"{preds[stem]}: {e}") from e
     for line in notes:
         click.echo(f"warning: {line}", err=True)
-    return meter.compute()
+    return {**meter.compute(), "n_gt_skipped": len(no_pred)}
 
 
 def _json_ready(result: dict[str, Any]) -> dict[str, Any]:
@@ -91,10 +99,15 @@ def _fmt(value: float | None) -> str:
 @click.option("--gt-dir", required=True, type=click.Path(path_type=Path), help="GT masks.")
 @click.option("--protocol", default="odbench", show_default=True, help="Evaluation protocol.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def score(pred_dir: Path, gt_dir: Path, protocol: str, as_json: bool) -> None:
+@click.option(
+    "--subset-of-gt",
+    is_flag=True,
+    help="Score only the GT masks that have a prediction (default: every GT needs one).",
+)
+def score(pred_dir: Path, gt_dir: Path, protocol: str, as_json: bool, subset_of_gt: bool) -> None:
     """Score saved prediction maps (8/16-bit grayscale) against GT masks, matched by file stem."""
     with user_errors():
-        result = score_folders(pred_dir, gt_dir, protocol)
+        result = score_folders(pred_dir, gt_dir, protocol, subset_of_gt=subset_of_gt)
     if as_json:
         click.echo(json.dumps(_json_ready(result)))
         return
@@ -106,6 +119,7 @@ def score(pred_dir: Path, gt_dir: Path, protocol: str, as_json: bool) -> None:
         ("best threshold", "per image" if best is None else f"{best:.4f}"),
         ("MAE", _fmt(result["mae"])),
         ("images", str(result["n_images"])),
+        ("GT masks left out", str(result["n_gt_skipped"])),
         ("protocol", str(result["protocol"])),
     ]
     _print_table("odbench score", rows)
@@ -168,7 +182,19 @@ def score_box_files(pred_path: Path, gt_path: Path) -> dict[str, Any]:
 @click.option("--gt", "gt_path", required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def score_boxes(pred_path: Path, gt_path: Path, as_json: bool) -> None:
-    """CorLoc: percentage of images whose predicted box has IoU >= 0.5 with a GT box."""
+    """CorLoc: percentage of images whose predicted box has IoU >= 0.5 with a GT box.
+
+    \b
+    --pred: a JSON object {image_id: box or null}, one predicted box per image
+    --gt:   a JSON object {image_id: [box, ...]}, every GT box of the image
+    box:    [x1, y1, x2, y2], continuous pixel coordinates (a box covering
+            pixel columns 0..9 has x1 = 0, x2 = 10)
+    e.g.    pred.json {"0001": [12, 8, 140, 96], "0002": null}
+            gt.json   {"0001": [[10, 5, 150, 100]], "0002": [[0, 0, 32, 32]]}
+
+    Every image of --gt is scored: one missing from --pred (or null) is a miss; an id in
+    --pred that is not in --gt is an error.
+    """
     with user_errors():
         result = score_box_files(pred_path, gt_path)
     if as_json:

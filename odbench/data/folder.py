@@ -22,6 +22,10 @@ from odbench.imageio import ImageReadError, list_images, read_gray, read_rgb
 
 def index_by_stem(folder: Path, what: str) -> dict[str, Path]:
     """Image files directly in ``folder`` keyed by stem; an error for duplicate stems."""
+    if folder.exists() and not folder.is_dir():
+        raise DatasetError(
+            f"{folder}: is a file, not a folder; give the folder that holds the {what} files"
+        )
     if not folder.is_dir():
         raise DatasetError(f"{folder}: {what} folder not found")
     index: dict[str, Path] = {}
