@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("odbench.commands.score:score", "Score saved prediction maps against GT masks."),
     "score-boxes": ("odbench.commands.score:score_boxes", "Score saved boxes (CorLoc)."),
     "eval": ("odbench.commands.evaluate:eval_cmd", "Run a method over a dataset and score it."),
+    "merge": ("odbench.commands.merge:merge_cmd", "Merge the results of eval --shard I/N runs."),
     "leaderboard": ("odbench.commands.leaderboard:leaderboard", "Render markdown leaderboards."),
     "compare": ("odbench.commands.leaderboard:compare", "Compare methods with bootstrap CIs."),
     "data": ("odbench.commands.data:data", "Download, verify and locate benchmark datasets."),

@@ -189,8 +189,10 @@ def read_records(results: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def load_all_results(results_dir: Path) -> list[dict[str, Any]]:
-    """Every results JSON in ``results_dir`` (sorted by file name); a missing folder is empty."""
+    """Every results JSON in ``results_dir`` (sorted by file name); a missing folder is empty.
+    Shards of a run (``eval --shard``) are left out: only their merge is a result."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         return []
-    return [read_results(p) for p in sorted(results_dir.glob("*.json"))]
+    runs = [read_results(p) for p in sorted(results_dir.glob("*.json"))]
+    return [r for r in runs if "shard" not in r]

@@ -1,0 +1,235 @@
+"""Shards -> the one result an unsharded run writes (``odbench merge``, and rank 0 of a launch).
+
+A shard's results JSON carries a ``shard`` block: ``index``, ``count``, ``n_total`` (ids in the
+whole run) and ``ids_sha256`` (:func:`odbench.distributed.ids_digest` of the whole run's ids in
+order).  Merging checks that the shards fit together — the same method (name, card,
+hyperparameters, overrides), dataset, protocol and tasks; every shard ``0..N-1`` exactly once;
+disjoint ids whose interleaving is the whole run's id list — then interleaves the per-image
+records back into the dataset's order and computes the metrics from them with the same
+accumulators, in the same order, as a single process: the numbers are bit-identical.
+Anything that does not fit is one :class:`MergeError` line naming the files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from odbench.distributed import Shard, ShardError, ids_digest, interleave
+from odbench.results import jsonable
+
+#: Results fields that must be equal in every shard, as (path, what to call it).
+_MUST_MATCH = (
+    (("schema_version",), "schema_version"),
+    (("method", "name"), "method"),
+    (("method", "card_sha256"), "method card (sha256)"),
+    (("method", "hyperparameters"), "hyperparameters"),
+    (("method", "overrides"), "--set overrides"),
+    (("dataset",), "dataset"),
+    (("protocol", "name"), "protocol"),
+    (("protocol", "definition"), "protocol definition"),
+    (("tasks",), "tasks"),
+)
+#: Per-run fields that differ between shards and are not copied into the merged result as is.
+_PER_RUN = ("shard", "records", "_path")
+
+
+class MergeError(ValueError):
+    """Shards that do not fit together; the message names the files."""
+
+
+@dataclass
+class Part:
+    """One shard: its results dict, its per-image records, and a name for messages."""
+
+    results: dict[str, Any]
+    records: dict[str, np.ndarray]
+    name: str
+
+
+def shard_block(shard: Shard, all_ids: Sequence[str]) -> dict[str, Any]:
+    """The ``shard`` field of a shard's results: which part of which id list it holds."""
+    return {
+        "index": shard.index,
+        "count": shard.count,
+        "n_total": len(all_ids),
+        "ids_sha256": ids_digest(all_ids),
+    }
+
+
+def _field(results: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = results
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    if path == ("dataset",) and isinstance(value, dict):
+        value = {k: v for k, v in value.items() if k != "n_evaluated"}
+    return jsonable(value)
+
+
+def _first_difference(a: Any, b: Any, where: str) -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{where}.{key}")
+    return f"{where} ({a!r} vs {b!r})"
+
+
+def check_fit(parts: Sequence[Part], into: Shard | None = None) -> list[Part]:
+    """The parts in shard order, after checking that they are exactly the shards of ``into``
+    (default: the whole run) from one setting.  Raises :class:`MergeError`."""
+    if not parts:
+        raise MergeError("nothing to merge: give the results JSONs of all shards")
+    into = into or Shard()
+    for p in parts:
+        block = p.results.get("shard")
+        if not isinstance(block, dict) or not {"index", "count", "n_total", "ids_sha256"} <= set(
+            block
+        ):
+            raise MergeError(
+                f"{p.name}: not the result of a sharded run (no shard field); merge takes the "
+                "results JSONs written by odbench eval --shard I/N"
+            )
+    first = parts[0]
+    for p in parts[1:]:
+        for path, what in _MUST_MATCH:
+            a, b = _field(first.results, path), _field(p.results, path)
+            if a != b:
+                raise MergeError(
+                    f"{first.name} and {p.name} differ in {what}: "
+                    f"{_first_difference(a, b, '.'.join(path))}; merge only shards of one run"
+                )
+        for key in ("n_total", "ids_sha256"):
+            if p.results["shard"][key] != first.results["shard"][key]:
+                raise MergeError(
+                    f"{first.name} and {p.name} were cut from different id lists "
+                    f"(shard.{key} differs: another dataset version or --limit)"
+                )
+    count = first.results["shard"]["count"]
+    if count % into.count:
+        raise MergeError(f"{first.name}: {count} shards cannot form shard {into}")
+    ways = count // into.count
+    expected = {into.split(ways, r).index: r for r in range(ways)}
+    by_index: dict[int, Part] = {}
+    for p in parts:
+        s = p.results["shard"]
+        label = f"{s['index']}/{s['count']}"
+        if s["count"] != count:
+            raise MergeError(
+                f"{first.name} is one of {count} shards but {p.name} is shard {label}; "
+                "merge the shards of one split"
+            )
+        if s["index"] not in expected:
+            raise MergeError(f"{p.name}: shard {label} is not part of shard {into}")
+        if s["index"] in by_index:
+            raise MergeError(f"{by_index[s['index']].name} and {p.name} are both shard {label}")
+        by_index[s["index"]] = p
+    missing = [f"{i}/{count}" for i in sorted(expected) if i not in by_index]
+    if missing:
+        raise MergeError(f"shard(s) {', '.join(missing)} missing: pass all {ways} shard results")
+    ordered = [by_index[i] for i in sorted(expected, key=expected.__getitem__)]
+    seen: dict[str, str] = {}
+    for p in ordered:
+        for sample_id in p.records.get("ids", np.array([])).tolist():
+            if sample_id in seen:
+                raise MergeError(f"sample {sample_id!r} is in both {seen[sample_id]} and {p.name}")
+            seen[sample_id] = p.name
+    n_total = first.results["shard"]["n_total"]
+    n_held = len(seen)
+    if into.whole and n_held != n_total:
+        raise MergeError(
+            f"{', '.join(p.name for p in ordered)}: the shards hold {n_held} images but the run "
+            f"has {n_total}; a shard's records are incomplete"
+        )
+    keys = set(first.records)
+    for p in ordered:
+        if set(p.records) != keys or "ids" not in keys:
+            raise MergeError(
+                f"{p.name}: per-image records hold {sorted(p.records)}, not {sorted(keys)}"
+            )
+    return ordered
+
+
+def merge_records(ordered: Sequence[Part]) -> dict[str, np.ndarray]:
+    """Interleave the parts' records (in shard order) back into the run's order."""
+    sizes = [len(p.records["ids"]) for p in ordered]
+    offsets = np.cumsum([0, *sizes[:-1]])
+    try:
+        order = interleave([list(range(o, o + n)) for o, n in zip(offsets, sizes)])
+    except ShardError as e:
+        raise MergeError(f"{', '.join(p.name for p in ordered)}: {e}") from None
+    merged: dict[str, np.ndarray] = {}
+    for key in ordered[0].records:
+        merged[key] = np.concatenate([p.records[key] for p in ordered])[np.asarray(order, int)]
+    return merged
+
+
+def summarize(records: dict[str, np.ndarray], protocol: Any, tasks: Sequence[str]) -> dict:
+    """Metrics from per-image records in run order: the accumulators a single run uses, fed the
+    same numbers in the same order (so the sums, and the metrics, are bit-identical)."""
+    metrics: dict[str, Any] = {}
+    if "saliency" in tasks:
+        from odbench.metrics.saliency import ImageRecord, SaliencyMeter
+
+        recs = (
+            ImageRecord(str(i), float(a), float(u), float(m), f)
+            for i, a, u, m, f in zip(
+                records["ids"], records["acc"], records["iou"], records["mae"], records["fbeta"]
+            )
+        )
+        metrics["saliency"] = SaliencyMeter.from_records(protocol, recs).compute()
+    if "localization" in tasks:
+        hits = int(np.count_nonzero(records["hit"]))
+        n = len(records["hit"])
+        metrics["localization"] = {"corloc": 100.0 * hits / n, "hits": hits, "n_images": n}
+    return metrics
+
+
+def merge(parts: Sequence[Part], into: Shard | None = None) -> tuple[dict[str, Any], dict]:
+    """(results, records) of the run the parts are shards of: the whole run, or shard ``into``
+    (then the result is itself a shard, with its ``shard`` block)."""
+    from odbench.metrics.protocols import get_protocol
+    from odbench.registry import UnknownNameError
+
+    ordered = check_fit(parts, into)
+    first = ordered[0].results
+    records = merge_records(ordered)
+    block = first["shard"]
+    target = into or Shard()
+    if target.whole and ids_digest(records["ids"].tolist()) != block["ids_sha256"]:
+        raise MergeError(
+            f"{', '.join(p.name for p in ordered)}: the merged ids are not the run's id list"
+        )
+    try:
+        protocol = get_protocol(first["protocol"]["name"])
+    except UnknownNameError as e:
+        raise MergeError(f"{ordered[0].name}: {e}") from None
+    if jsonable(protocol.as_dict()) != first["protocol"]["definition"]:
+        raise MergeError(
+            f"{ordered[0].name}: protocol {protocol.name!r} has changed since the shards were "
+            "scored; re-run them"
+        )
+    results = {k: v for k, v in first.items() if k not in _PER_RUN}
+    results["dataset"] = {**first["dataset"], "n_evaluated": len(records["ids"])}
+    results["metrics"] = summarize(records, protocol, first["tasks"])
+    wall = sum(float(p.results.get("wall_time_s") or 0.0) for p in ordered)
+    results["wall_time_s"] = wall
+    results["images_per_s"] = len(records["ids"]) / wall if wall > 0 else None
+    results["n_predicted"] = sum(int(p.results.get("n_predicted") or 0) for p in ordered)
+    results["n_cached"] = sum(int(p.results.get("n_cached") or 0) for p in ordered)
+    results["date"] = max(str(p.results["date"]) for p in ordered)
+    devices = sorted({str(p.results.get("device")) for p in ordered})
+    results["device"] = devices[0] if len(devices) == 1 else ", ".join(devices)
+    if not target.whole:
+        results["shard"] = {**block, "index": target.index, "count": target.count}
+    results["merged_from"] = [
+        {
+            "name": p.name,
+            "n_images": len(p.records["ids"]),
+            **{k: p.results.get(k) for k in ("date", "device", "wall_time_s")},
+        }
+        for p in ordered
+    ]
+    return results, records

@@ -1,0 +1,93 @@
+"""``odbench.distributed`` (shards of stable ids, the launcher adapter) and ``odbench.claims``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from odbench.distributed import (
+    Shard,
+    ShardError,
+    World,
+    ids_digest,
+    interleave,
+    launched_world_size,
+)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 16, 1000])
+@pytest.mark.parametrize("count", [1, 2, 3, 8])
+def test_shards_partition_the_ids_without_padding(n: int, count: int) -> None:
+    ids = [f"img{i:04d}" for i in range(n)]
+    parts = [Shard(i, count).take(ids) for i in range(count)]
+    flat = [x for p in parts for x in p]
+    assert sorted(flat) == sorted(ids) and len(flat) == n  # union = all, no duplicates
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1  # balanced
+    for p in parts:  # each shard keeps the dataset's order
+        assert p == sorted(p, key=ids.index)
+    assert interleave(parts) == ids
+    assert [Shard(i, count).take(ids) for i in range(count)] == parts  # deterministic
+
+
+def test_shard_assignment_is_keyed_by_position_in_the_stable_id_order() -> None:
+    ids = [f"s{i}" for i in range(10)]
+    assert Shard(1, 3).take(ids) == ["s1", "s4", "s7"]
+    assert Shard(0, 3).take(ids) == ["s0", "s3", "s6", "s9"]
+
+
+@pytest.mark.parametrize(("index", "count", "ways"), [(0, 1, 2), (1, 3, 2), (2, 4, 3)])
+def test_split_composes_a_shard_with_a_launch(index: int, count: int, ways: int) -> None:
+    ids = [str(i) for i in range(29)]
+    shard = Shard(index, count)
+    for r in range(ways):
+        assert shard.split(ways, r).take(ids) == shard.take(ids)[r::ways]
+    assert interleave([shard.split(ways, r).take(ids) for r in range(ways)]) == shard.take(ids)
+
+
+def test_interleave_refuses_parts_that_are_not_a_strided_split() -> None:
+    with pytest.raises(ShardError, match="do not come from splitting"):
+        interleave([["a"], ["b", "c"]])
+
+
+@pytest.mark.parametrize("text", ["2/2", "-1/2", "1", "a/b", "1/0", "", "0/2/3"])
+def test_shard_parse_refuses_bad_specs(text: str) -> None:
+    with pytest.raises(ShardError, match="I/N|0 <= I < N"):
+        Shard.parse(text)
+
+
+def test_shard_parse_and_label() -> None:
+    s = Shard.parse("3/8")
+    assert (s.index, s.count, str(s), s.label()) == (3, 8, "3/8", "shard-3-of-8")
+
+
+def test_ids_digest_depends_on_order_and_content() -> None:
+    assert ids_digest(["a", "b"]) != ids_digest(["b", "a"])
+    assert ids_digest(["ab"]) != ids_digest(["a", "b"])
+    assert ids_digest(["a", "b"]) == ids_digest(("a", "b"))
+
+
+def test_world_size_from_launcher_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    assert launched_world_size() == 1
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
+    assert launched_world_size() == 4
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert launched_world_size() == 2
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ShardError, match="WORLD_SIZE"):
+        launched_world_size()
+
+
+def test_single_process_world_imports_nothing() -> None:
+    code = (
+        "import sys; from odbench.distributed import detect_world; w = detect_world('cpu'); "
+        "print(w.size, w.rank, w.gather('x'), 'torch' in sys.modules, 'accelerate' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "PMI_SIZE")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.split() == ["1", "0", "['x']", "False", "False"], out.stderr
+    assert World().device("cuda") == "cuda"

@@ -1,0 +1,133 @@
+"""``odbench.merge``: shards merged are the unsharded run (bit-identical metrics, the same
+records in the same order); shards that do not fit are refused in one line, nothing written."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from odbench.cards import method_card
+from odbench.cli import main
+from odbench.data.base import create_dataset
+from odbench.distributed import Shard
+from odbench.evaluate import EvalOutcome, evaluate
+from odbench.merge import MergeError, Part, merge, shard_block
+from odbench.methods.center_prior import CenterPrior
+from odbench.metrics.protocols import get_protocol
+from odbench.results import load_all_results, read_records, read_results, write_results
+
+#: Fields that describe one process's run rather than the result.
+PER_RUN = {"date", "wall_time_s", "images_per_s", "records", "_path", "merged_from"}
+PER_RUN |= {"n_predicted", "n_cached", "cache", "processes", "packages"}
+
+
+def assert_same_run(a: dict[str, Any], b: dict[str, Any]) -> None:
+    """Same result (metrics exactly, records with dtype and order), run details aside."""
+    assert a["metrics"] == b["metrics"]
+    assert {k: v for k, v in a.items() if k not in PER_RUN} == {
+        k: v for k, v in b.items() if k not in PER_RUN
+    }
+    ra, rb = read_records(a), read_records(b)
+    assert sorted(ra) == sorted(rb)
+    for key in ra:
+        assert ra[key].dtype == rb[key].dtype, key
+        np.testing.assert_array_equal(ra[key], rb[key], err_msg=key)
+
+
+def _run_whole(tmp_path: Path, protocol: str = "odbench", **kw: Any) -> EvalOutcome:
+    method = CenterPrior(method_card("center-prior"), **kw)
+    method.name = "center-prior"
+    return evaluate(
+        method,
+        create_dataset("toy"),
+        get_protocol(protocol),
+        dataset_name="toy",
+        cache_dir=tmp_path / "cache",
+        results_dir=tmp_path / "whole",
+    )
+
+
+def _split(out: EvalOutcome, count: int) -> list[Part]:
+    """The shards of a whole run: its records cut by :class:`Shard`, with shard blocks."""
+    ids = out.records["ids"].tolist()
+    parts = []
+    for i in range(count):
+        results = copy.deepcopy(out.results)
+        results["shard"] = shard_block(Shard(i, count), ids)
+        results["dataset"]["n_evaluated"] = len(Shard(i, count).take(ids))
+        records = {k: v[i::count] for k, v in out.records.items()}
+        parts.append(Part(results, records, f"s{i}.json"))
+    return parts
+
+
+@pytest.mark.parametrize(("protocol", "count"), [("odbench", 2), ("tokencut", 3), ("found", 5)])
+def test_shards_merged_equal_one_run(tmp_path: Path, protocol: str, count: int) -> None:
+    whole = _run_whole(tmp_path, protocol)
+    parts = _split(whole, count)
+    results, records = merge(parts[::-1])  # any order
+    assert results["metrics"] == whole.results["metrics"]  # bit-identical
+    assert {k: v for k, v in results.items() if k not in PER_RUN} == {
+        k: v for k, v in whole.results.items() if k not in PER_RUN
+    }
+    for key, value in whole.records.items():
+        assert records[key].dtype == value.dtype
+        np.testing.assert_array_equal(records[key], value, err_msg=key)
+    assert [p["n_images"] for p in results["merged_from"]] == [len(p.records["ids"]) for p in parts]
+
+
+def test_merge_command_writes_the_one_run(tmp_path: Path) -> None:
+    whole = _run_whole(tmp_path)
+    paths = []
+    for i, part in enumerate(_split(whole, 2)):
+        stem = f"center-prior__toy__odbench__20260101T000000Z__{Shard(i, 2).label()}"
+        paths.append(write_results(part.results, part.records, tmp_path / "shards", stem))
+    assert load_all_results(tmp_path / "shards") == []  # a shard is no result for leaderboards
+    out = tmp_path / "merged"
+    result = CliRunner().invoke(main, ["merge", *map(str, paths), "--results-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "merged 2 shards (16 images)" in result.output
+    (merged,) = out.glob("*.json")
+    assert "shard" not in merged.name
+    assert whole.path is not None
+    assert_same_run(read_results(merged), read_results(whole.path))
+    # Refusals are one line, exit 2, nothing written.
+    refused = CliRunner().invoke(main, ["merge", str(paths[0]), "--results-dir", str(out / "x")])
+    assert refused.exit_code == 2 and refused.output.count("\n") == 1
+    assert "shard(s) 1/2 missing: pass all 2 shard results" in refused.output
+    assert not (out / "x").exists()
+
+
+def _tweak(part: Part, path: tuple[str, ...], value: Any) -> Part:
+    results = copy.deepcopy(part.results)
+    target = results
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return Part(results, part.records, part.name)
+
+
+def test_merge_refuses_shards_that_do_not_fit(tmp_path: Path) -> None:
+    a, b = _split(_run_whole(tmp_path), 2)
+    c = _split(_run_whole(tmp_path), 3)[2]
+    cases = [
+        ([_tweak(b, ("method", "hyperparameters", "sigma"), 0.3), a], "differ in hyperparameters"),
+        ([a, _tweak(b, ("method", "card_sha256"), "x")], "differ in method card"),
+        ([a, _tweak(b, ("protocol", "name"), "tokencut")], "differ in protocol"),
+        ([a, _tweak(b, ("dataset", "limit"), 10)], "dataset.limit (None vs 10)"),
+        ([a, _tweak(b, ("shard", "n_total"), 15)], "cut from different id lists"),
+        ([a], "shard(s) 1/2 missing"),
+        ([a, a, b], "are both shard 0/2"),
+        ([a, b, c], "is one of 2 shards but s2.json is shard 2/3"),
+        ([a, Part({k: v for k, v in b.results.items() if k != "shard"}, b.records, "w")], "w: not"),
+        ([a, Part(b.results, {**b.records, "ids": a.records["ids"]}, "b")], "is in both"),
+        ([a, Part(b.results, {k: v[:-1] for k, v in b.records.items()}, "b")], "hold 15 images"),
+    ]
+    for parts, message in cases:
+        with pytest.raises(MergeError) as err:
+            merge(parts)
+        assert message in str(err.value) and "\n" not in str(err.value)
