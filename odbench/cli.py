@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stats": ("odbench.commands.stats:stats", "Dataset statistics: size, contrast, center, shape."),
     "report": ("odbench.commands.report:report", "Static HTML report / PNG grid of runs."),
     "bench": ("odbench.cli:bench", "Speed and memory benchmarks."),
+    "train": ("odbench.commands.train:train_cmd", "Train a decoder or an end-to-end segmenter."),
 }
 
 BENCHMARKS: dict[str, tuple[str, str]] = {
@@ -37,6 +38,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "attentioncut": ("odbench.bench.attentioncut:cli", "AttentionCut per-stage timing."),
     "wctr": ("odbench.bench.wctr:cli", "wCtr images/s on one core."),
     "tokencut": ("odbench.bench.tokencut:cli", "TokenCut NCut eigen-solve time."),
+    "learn": ("odbench.bench.learn:cli", "Train unet-e2e on real DUTS-TR-1k, score on ECSSD."),
 }
 
 
@@ -93,6 +95,8 @@ _USER_ERRORS = (
     ("odbench.data.base", "DatasetError"),
     ("odbench.imageio", "ImageReadError"),
     ("odbench.cards", "CardError"),
+    ("odbench.checkpoint", "CheckpointError"),
+    ("odbench.train", "TrainError"),
 )
 
 

@@ -87,6 +87,9 @@ def cache_key(method: Method, dataset_info: dict[str, Any]) -> tuple[str, dict[s
         "hyperparameters": jsonable(method.hparams),
         "dataset": jsonable(dataset_info),
     }
+    checkpoint = method.describe().get("checkpoint")  # trained methods: the weights' sha256
+    if checkpoint is not None:
+        key["checkpoint_sha256"] = checkpoint["sha256"]
     blob = json.dumps(key, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16], key
 
@@ -361,6 +364,7 @@ def run_eval(
     device: str = "cpu",
     overrides: dict[str, Any] | None = None,
     backbone: str | None = None,
+    checkpoint: Path | None = None,
     data_root: Path | None = None,
     **kwargs: Any,
 ) -> EvalOutcome:
@@ -385,6 +389,10 @@ def run_eval(
         if valid is None or "backbone" not in valid:
             raise EvalError(f"method {method_name} does not use a diffusion backbone")
         overrides["backbone"] = backbone
+    if checkpoint is not None:
+        if valid is None or "checkpoint" not in valid:
+            raise EvalError(f"method {method_name} takes no --checkpoint (it is not trained)")
+        overrides["checkpoint"] = str(checkpoint)
     if valid is not None:
         unknown = sorted(set(overrides) - set(valid))
         if unknown:

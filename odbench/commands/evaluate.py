@@ -63,6 +63,12 @@ def format_metrics(metrics: dict[str, Any]) -> list[str]:
 )
 @click.option("--backbone", default=None, help="Diffusion backbone (e.g. sd-v1-4, sd-tiny).")
 @click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Trained methods: an `odbench train` run folder (RUN_DIR).",
+)
+@click.option(
     "--set",
     "set_items",
     multiple=True,
@@ -91,6 +97,7 @@ def eval_cmd(
     save_preds: Path | None,
     data_root: Path | None,
     backbone: str | None,
+    checkpoint: Path | None,
     set_items: tuple[str, ...],
     results_dir: Path,
     cache_dir: Path | None,
@@ -109,6 +116,7 @@ def eval_cmd(
             device=device,
             overrides=parse_set(set_items),
             backbone=backbone,
+            checkpoint=checkpoint,
             data_root=data_root,
             limit=limit,
             batch_size=batch_size,

@@ -1,0 +1,106 @@
+"""``odbench train``: a segment decoder on frozen features, or a segmenter end to end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from odbench.cli import UserError, user_errors
+
+
+@contextmanager
+def train_errors() -> Iterator[None]:
+    """:func:`odbench.cli.user_errors`; a Ctrl-C says where the run stopped."""
+    with user_errors():
+        try:
+            yield
+        except KeyboardInterrupt as e:
+            raise UserError("interrupted; the checkpoint was saved, --resume continues") from e
+
+
+@click.command("train")
+@click.option("--features", default=None, help="Frozen feature extractor (sd-v1-4, dino-vits16, sd-tiny, ...).")
+@click.option("--model", default=None, help="End-to-end segmenter instead: unet or deeplabv3.")
+@click.option("--data", required=True, help="Registered dataset (toy, duts_tr, synthetic, folder, ...).")
+@click.option("--data-root", type=click.Path(path_type=Path), default=None, help="Where the dataset lives.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder (RUN_DIR).")
+@click.option("--n", type=int, default=None, help="Train on N samples drawn at random (seeded).")
+@click.option("--steps", type=int, default=None, help="Total optimizer steps (default: the card's).")
+@click.option("--epochs", type=int, default=None, help="Total epochs instead of --steps.")
+@click.option("--minutes", type=float, default=None, help="Stop (and checkpoint) after this wall time.")
+@click.option("--val-split", type=float, default=None, help="Held-out fraction (default: the card's).")
+@click.option("--resolution", type=int, default=None, help="Training resolution (default: the card's).")
+@click.option("--batch-size", type=int, default=None, help="Batch size (default: the card's).")
+@click.option("--lr", type=float, default=None, help="Adam learning rate (default: the card's).")
+@click.option("--seed", type=int, default=None, help="Seed (default: the card's).")
+@click.option("--trunk-weights", default=None, help="deeplabv3: 'imagenet' or a .safetensors file.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Feature cache root (default: $ODBENCH_CACHE or the user cache folder).",
+)
+def train_cmd(
+    features: str | None,
+    model: str | None,
+    data: str,
+    data_root: Path | None,
+    out: Path,
+    n: int | None,
+    steps: int | None,
+    epochs: int | None,
+    minutes: float | None,
+    val_split: float | None,
+    resolution: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    seed: int | None,
+    trunk_weights: str | None,
+    resume: bool,
+    device: str,
+    threads: int | None,
+    cache_dir: Path | None,
+) -> None:
+    """Train and checkpoint into --out: safetensors weights + JSON config (card, extractor, data
+    manifest, step, seeds).  Frozen features are cached on disk; --resume continues a run."""
+    from odbench.train import train
+
+    with train_errors():
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        result = train(
+            data=data,
+            out=out,
+            model=model,
+            features=features,
+            data_root=data_root,
+            n=n,
+            steps=steps,
+            epochs=epochs,
+            minutes=minutes,
+            resume=resume,
+            device=device,
+            cache_dir=cache_dir,
+            show_progress=True,
+            val_split=val_split,
+            resolution=resolution,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            trunk_weights=trunk_weights,
+        )
+    c = result.config
+    click.echo(
+        f"{c['card']['name']}: step {result.step}/{c['target_steps']} on {c['data']['n_train']} "
+        f"images of {c['data']['dataset']} ({result.seconds / 60:.1f} min), "
+        f"val IoU {result.val_iou:.3f}"
+    )
+    click.echo(f"checkpoint: {result.run_dir / 'checkpoint.safetensors'}")

@@ -1,0 +1,526 @@
+"""``odbench train``: the segment decoder on frozen features, or a segmenter end to end.
+
+Two kinds of run, both driven by a method card's ``[model]`` and ``[training]`` tables (the
+defaults live there, with their reasons, never here):
+
+- ``--features NAME``: a frozen feature extractor (``sd-v1-4``, ``dino-vits16``, ``sd-tiny``, …)
+  and the :class:`~odbench.methods.diffusionseg.SegmentDecoder` of the card of its family
+  (``diffusionseg``, ``dino-decoder``, ``moco-decoder``, ``clip-decoder``).  Features are computed
+  once and cached on disk (:mod:`odbench.feature_cache`), so every epoch costs only the decoder.
+- ``--model unet|deeplabv3``: ``unet-e2e`` / ``deeplabv3-e2e`` trained end to end (Table 3).
+
+Data: every sample is read once per run, hashed (pixels and mask) and resized to the training
+resolution into memory-mapped arrays in ``RUN_DIR/.prepared/``; the hashes give the data
+manifest recorded in the checkpoint and key the feature cache.  A ``--val-split`` fraction is
+held out (seeded); validation IoU (per image at 0.5, averaged) is shown in the progress bar.
+
+Determinism: the model's initial weights come from the seed; the sample order of epoch ``e`` is
+a permutation drawn from ``(seed, e)`` and the flips of step ``s`` from ``(seed, s)``, so a run
+resumed from step ``k`` continues exactly as the uninterrupted run (same batches, same optimizer
+state).  Checkpoints (:mod:`odbench.checkpoint`) are written every ``save_every`` steps, at the
+end, and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from odbench.cards import MethodCard, method_cards
+from odbench.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint, save_checkpoint
+
+PREPARED_DIR = ".prepared"
+
+
+class TrainError(ValueError):
+    """A training run that cannot start or continue; one line naming the fix."""
+
+
+# ----------------------------------------------------------------------------------- options
+def card_for_model(model: str) -> MethodCard:
+    """``--model unet`` -> the ``unet-e2e`` card."""
+    cards = {
+        c.raw["model"]["type"]: c
+        for c in method_cards().values()
+        if c.raw.get("model", {}).get("type") not in (None, "decoder") and "base" not in c.raw
+    }
+    if model not in cards:
+        raise TrainError(f"--model {model!r}: expected one of {', '.join(sorted(cards))}")
+    return cards[model]
+
+
+def card_for_features(features: str) -> MethodCard:
+    """``--features dino-vits16`` -> the decoder card of the ``dino`` family (the extractor
+    name's first dash-separated word)."""
+    family = features.split("-")[0]
+    for card in method_cards().values():
+        model = card.raw.get("model", {})
+        if model.get("type") == "decoder" and model.get("family") == family and "base" not in card.raw:
+            return card
+    raise TrainError(f"--features {features!r}: no decoder card for the {family!r} family")
+
+
+def training_options(card: MethodCard, **overrides: Any) -> dict[str, Any]:
+    """The card's ``[training]`` table with the given (non-None) options overriding it."""
+    options = dict(card.raw.get("training", {}))
+    if not options:
+        raise TrainError(f"{card.path}: card has no [training] table")
+    for key, value in overrides.items():
+        if value is not None:
+            if key not in options:
+                raise TrainError(f"{card.path}: [training] has no {key!r}")
+            options[key] = value
+    return options
+
+
+# -------------------------------------------------------------------------------------- data
+@dataclass
+class Prepared:
+    """The run's samples at the training resolution (memory-mapped ``.npy`` files)."""
+
+    ids: list[str]
+    images: np.ndarray  # [N, 3, R, R] uint8
+    masks: np.ndarray  # [N, R, R] uint8, soft GT scaled to 0..255
+    image_hashes: list[str]
+    manifest_sha256: str
+
+
+def content_hash(arr: np.ndarray) -> str:
+    """sha256 of an array's dtype, shape and bytes."""
+    h = hashlib.sha256(f"{arr.dtype}:{arr.shape}:".encode())
+    h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def select_ids(ids: list[str], n: int | None, seed: int) -> list[str]:
+    """All ids, or ``n`` of them drawn at random (seeded), in sorted order."""
+    if n is None or n >= len(ids):
+        return list(ids)
+    if n < 1:
+        raise TrainError(f"--n must be >= 1, got {n}")
+    chosen = np.random.default_rng([seed, 7]).choice(len(ids), size=n, replace=False)
+    return [ids[i] for i in sorted(chosen)]
+
+
+def prepare(
+    dataset: Any, ids: list[str], resolution: int, folder: Path, progress: Callable[[int], None]
+) -> Prepared:
+    """Read, hash and resize every sample (the resize :func:`odbench.methods.trained.to_batch`
+    applies at evaluation) into ``folder``."""
+    import torch
+    import torch.nn.functional as F
+
+    from odbench.imageio import to_unit
+    from odbench.methods.trained import to_batch
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    r = resolution
+    images = np.lib.format.open_memmap(folder / "images.npy", "w+", np.uint8, (len(ids), 3, r, r))
+    masks = np.lib.format.open_memmap(folder / "masks.npy", "w+", np.uint8, (len(ids), r, r))
+    image_hashes, rows = [], []
+    for i, sample_id in enumerate(ids):
+        sample = dataset.load(sample_id)
+        if sample.mask is None:
+            raise TrainError(f"sample {sample_id!r} of the training data has no GT mask")
+        image_hashes.append(content_hash(sample.image))
+        rows.append([sample_id, image_hashes[-1], content_hash(sample.mask)])
+        images[i] = (to_batch([sample.image], r)[0] * 255.0).round().to(torch.uint8).numpy()
+        m = torch.from_numpy(to_unit(sample.mask).astype(np.float32))[None, None]
+        m = F.interpolate(m, size=(r, r), mode="bilinear", antialias=True, align_corners=False)
+        masks[i] = (m[0, 0].clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
+        progress(1)
+    images.flush()
+    masks.flush()
+    manifest = hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+    return Prepared(list(ids), images, masks, image_hashes, manifest)
+
+
+def split_rows(n: int, val_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, validation rows): ``round(val_split · n)`` rows (at least one when the
+    fraction is positive) held out at random, seeded."""
+    if not 0.0 <= val_split < 1.0:
+        raise TrainError(f"--val-split must be in [0, 1), got {val_split}")
+    n_val = max(1, round(val_split * n)) if val_split > 0 else 0
+    if n - n_val < 1:
+        raise TrainError(f"{n} samples leave none for training with --val-split {val_split}")
+    perm = np.random.default_rng([seed, 11]).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+# ---------------------------------------------------------------------------------- the loop
+def soft_dice_bce(logits: Any, target: Any, bce_weight: float, dice_weight: float) -> Any:
+    """``w_bce · BCE(σ(z), g) + w_dice · (1 − (2 Σ p g + 1) / (Σ p + Σ g + 1))`` with the soft
+    dice per image (Milletari et al., 3DV 2016), both averaged over the batch."""
+    import torch
+    import torch.nn.functional as F
+
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    p = torch.sigmoid(logits).flatten(1)
+    g = target.flatten(1)
+    dice = 1.0 - (2.0 * (p * g).sum(1) + 1.0) / (p.sum(1) + g.sum(1) + 1.0)
+    return bce_weight * bce + dice_weight * dice.mean()
+
+
+def batch_rows(train_rows: np.ndarray, batch_size: int, seed: int, step: int) -> np.ndarray:
+    """The rows of step ``step``: epoch ``step // steps_per_epoch`` of a seeded per-epoch
+    permutation, full batches only (the last partial batch of an epoch is dropped)."""
+    spe = steps_per_epoch(len(train_rows), batch_size)
+    epoch, pos = divmod(step, spe)
+    perm = np.random.default_rng([seed, epoch]).permutation(len(train_rows))
+    bs = min(batch_size, len(train_rows))
+    return np.sort(train_rows[perm[pos * bs : (pos + 1) * bs]])
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    return max(1, n_train // batch_size)
+
+
+def flips(seed: int, step: int, n: int, enabled: bool) -> np.ndarray:
+    """Which samples of step ``step`` are flipped left-right (p = 0.5, seeded by the step)."""
+    if not enabled:
+        return np.zeros(n, dtype=bool)
+    return np.random.default_rng([seed, 13, step]).random(n) < 0.5
+
+
+@dataclass
+class Inputs:
+    """What a step reads: images (end to end) or cached feature levels (decoder), and masks."""
+
+    prepared: Prepared
+    features: list[np.ndarray] | None = None  # per level [N, C, h, w] fp16 memmaps
+
+    def batch(self, rows: np.ndarray, flip: np.ndarray, device: str) -> tuple[Any, Any]:
+        import torch
+
+        def load(arr: np.ndarray, scale: float) -> Any:
+            t = torch.from_numpy(np.asarray(arr[rows], dtype=np.float32) * scale)
+            if flip.any():
+                idx = torch.from_numpy(np.nonzero(flip)[0])
+                t[idx] = t[idx].flip(-1)
+            return t.to(device)
+
+        target = load(self.prepared.masks, 1.0 / 255.0)[:, None]
+        if self.features is None:
+            return load(self.prepared.images, 1.0 / 255.0), target
+        return [load(level, 1.0) for level in self.features], target
+
+
+@dataclass
+class RunState:
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def val_iou(model: Any, inputs: Inputs, rows: np.ndarray, forward: Any, device: str) -> float:
+    """Mean per-image IoU of ``σ(logits) > 0.5`` vs ``GT ≥ 0.5`` at the training resolution
+    (empty vs empty = 1)."""
+    import torch
+
+    if len(rows) == 0:
+        return float("nan")
+    model.eval()
+    ious = []
+    with torch.no_grad():
+        for start in range(0, len(rows), 16):
+            chunk = rows[start : start + 16]
+            x, target = inputs.batch(chunk, np.zeros(len(chunk), dtype=bool), device)
+            pred = (forward(x) > 0).flatten(1)
+            gt = (target >= 0.5).flatten(1)
+            inter = (pred & gt).sum(1).float()
+            union = (pred | gt).sum(1).float()
+            ious += torch.where(union > 0, inter / union.clamp(min=1), 1.0).tolist()
+    model.train()
+    return float(np.mean(ious))
+
+
+@contextmanager
+def _progress(show: bool, total: int, done: int) -> Iterator[Callable[..., None]]:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}  val IoU {task.fields[iou]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), disable=not show) as progress:
+        task = progress.add_task("train", total=total, completed=done, loss="-", iou="-")
+
+        def update(advance: int = 0, **fields: Any) -> None:
+            progress.update(task, advance=advance, **fields)
+
+        yield update
+
+
+@contextmanager
+def _count(show: bool, total: int, label: str) -> Iterator[Callable[[int], None]]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=not show) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    config: dict[str, Any]
+    step: int
+    val_iou: float
+    seconds: float
+    extractor_calls: int = 0
+
+
+def train(
+    *,
+    data: str,
+    out: Path,
+    model: str | None = None,
+    features: str | None = None,
+    data_root: Path | None = None,
+    n: int | None = None,
+    steps: int | None = None,
+    epochs: int | None = None,
+    minutes: float | None = None,
+    resume: bool = False,
+    device: str = "cpu",
+    cache_dir: Path | None = None,
+    extractor_options: dict[str, Any] | None = None,
+    show_progress: bool = False,
+    **overrides: Any,
+) -> TrainResult:
+    """Train and checkpoint into ``out`` (see the module docstring).  ``overrides`` replace
+    entries of the card's ``[training]`` table (``resolution``, ``batch_size``, ``lr``, ``seed``,
+    ``val_split``, …); ``minutes`` stops the run at a wall-clock budget."""
+    import torch
+
+    from odbench.data.base import create_dataset
+    from odbench.methods.trained import build_model
+
+    if (model is None) == (features is None):
+        raise TrainError("give exactly one of --model (end to end) or --features (decoder)")
+    if steps is not None and epochs is not None:
+        raise TrainError("give --steps or --epochs, not both")
+    card = card_for_model(model) if model is not None else card_for_features(str(features))
+    opts = training_options(card, **overrides)
+    seed, resolution, bs = int(opts["seed"]), int(opts["resolution"]), int(opts["batch_size"])
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"--out {out}: exists and is not a folder")
+    has_ckpt = (out / CHECKPOINT_FILE).is_file()
+    if has_ckpt and not resume:
+        raise TrainError(
+            f"--out {out}: holds a training run already; pass --resume to continue it or choose "
+            f"another folder"
+        )
+    if resume and not has_ckpt:
+        raise TrainError(f"--resume: {out / CHECKPOINT_FILE} not found; start without --resume")
+
+    # The extractor first: a bad name fails before any data is read.
+    extractor = None
+    spec = dict(card.raw["model"])
+    extractor_info = None
+    if features is not None:
+        from odbench.features import load_extractor
+
+        extractor = load_extractor(features, device=device, **(extractor_options or {}))
+        if resolution % extractor.input_multiple:
+            raise TrainError(
+                f"resolution {resolution} is not a multiple of {extractor.input_multiple} "
+                f"(what {features} needs); pass --resolution"
+            )
+        spec.update(channels=list(extractor.channels), strides=list(extractor.strides))
+        extractor_info = {
+            "name": features,
+            "identity": extractor.identity,
+            "options": dict(extractor_options or {}),
+            "channels": list(extractor.channels),
+            "strides": list(extractor.strides),
+        }
+    elif "trunk_weights" in opts:
+        spec["trunk_weights"] = opts["trunk_weights"]
+
+    dataset = create_dataset(data, data_root=data_root)
+    ids = select_ids(dataset.ids(), n, seed)
+    with _count(show_progress, len(ids), "prepare") as advance:
+        prepared = prepare(dataset, ids, resolution, out / PREPARED_DIR, advance)
+    train_rows, val_rows = split_rows(len(ids), float(opts["val_split"]), seed)
+    spe = steps_per_epoch(len(train_rows), bs)
+    if epochs is not None:
+        if epochs < 1:
+            raise TrainError(f"--epochs must be >= 1, got {epochs}")
+        total = epochs * spe
+    else:
+        total = int(steps if steps is not None else opts["steps"])
+    if total < 1:
+        raise TrainError(f"--steps must be >= 1, got {total}")
+
+    inputs = Inputs(prepared)
+    calls = 0
+    if extractor is not None:
+        from odbench.feature_cache import FeatureCache
+
+        cache = FeatureCache(cache_dir)
+        with _count(show_progress, len(ids), "features") as advance:
+            inputs.features, calls = cache.get(extractor, prepared, resolution, bs, advance)
+
+    data_info = {
+        "dataset": data,
+        "describe": dataset.describe(),
+        "manifest_sha256": prepared.manifest_sha256,
+        "n_samples": len(ids),
+        "n_train": len(train_rows),
+        "n_val": len(val_rows),
+        "n_requested": n,
+    }
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build_model(spec, init_weights=not resume)
+    net.to(device).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=float(opts["lr"]))
+    state = RunState()
+    run_opts = {k: v for k, v in opts.items() if k != "steps"}
+    if resume:
+        old, weights, optim_state = load_checkpoint(out, with_optimizer=True)
+        _check_resumable(out, old, card, spec, run_opts, extractor_info, data_info)
+        net.load_state_dict(weights)
+        assert optim_state is not None
+        optimizer.load_state_dict(optim_state)
+        state = RunState(int(old["step"]), list(old.get("history", [])))
+
+    if extractor is not None:
+
+        def forward(x: Any) -> Any:
+            return net(x, size=(resolution, resolution))
+    else:
+        forward = net
+
+    def config() -> dict[str, Any]:
+        from odbench.results import git_commit
+
+        return {
+            "card": {"name": card.name, "sha256": card.sha256},
+            "model": spec,
+            "training": run_opts,
+            "resolution": resolution,
+            "extractor": extractor_info,
+            "data": data_info,
+            "step": state.step,
+            "epoch": state.step / spe,
+            "target_steps": total,
+            "seeds": {"seed": seed},
+            "history": state.history,
+            "git_commit": git_commit(),
+        }
+
+    def save() -> None:
+        save_checkpoint(out, config(), net.state_dict(), optimizer.state_dict())
+
+    start = time.perf_counter()
+    deadline = start + minutes * 60.0 if minutes is not None else math.inf
+    val_every = max(1, int(opts["val_every"]))
+    save_every = max(1, int(opts["save_every"]))
+    losses: list[float] = []
+    iou = float("nan")
+    device_t = torch.device(device)
+    try:
+        with _progress(show_progress, total, state.step) as update:
+            while state.step < total and time.perf_counter() < deadline:
+                rows = batch_rows(train_rows, bs, seed, state.step)
+                flip = flips(seed, state.step, len(rows), bool(opts["hflip"]))
+                x, target = inputs.batch(rows, flip, str(device_t))
+                loss = soft_dice_bce(
+                    forward(x), target, float(opts["bce_weight"]), float(opts["dice_weight"])
+                )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                state.step += 1
+                losses.append(loss.item())
+                fields: dict[str, Any] = {"loss": f"{np.mean(losses[-20:]):.4f}"}
+                if state.step % val_every == 0 or state.step == total:
+                    iou = val_iou(net, inputs, val_rows, forward, str(device_t))
+                    state.history.append(
+                        {
+                            "step": state.step,
+                            "loss": float(np.mean(losses[-val_every:])),
+                            "val_iou": iou,
+                            "seconds": time.perf_counter() - start,
+                        }
+                    )
+                    fields["iou"] = f"{iou:.3f}"
+                update(1, **fields)
+                if state.step % save_every == 0:
+                    save()
+    except KeyboardInterrupt:
+        save()
+        raise
+    if not state.history or state.history[-1]["step"] != state.step:
+        iou = val_iou(net, inputs, val_rows, forward, str(device_t))
+        state.history.append(
+            {
+                "step": state.step,
+                "loss": float(np.mean(losses[-val_every:])) if losses else float("nan"),
+                "val_iou": iou,
+                "seconds": time.perf_counter() - start,
+            }
+        )
+    save()
+    return TrainResult(out, config(), state.step, iou, time.perf_counter() - start, calls)
+
+
+def _check_resumable(
+    out: Path,
+    old: dict[str, Any],
+    card: MethodCard,
+    spec: dict[str, Any],
+    run_opts: dict[str, Any],
+    extractor: dict[str, Any] | None,
+    data: dict[str, Any],
+) -> None:
+    """A resumed run must be the same run: card, model, training options, extractor, data."""
+    now = {
+        "card": card.name,
+        "model": spec,
+        "training": run_opts,
+        "extractor": extractor and extractor["identity"],
+        "data manifest": data["manifest_sha256"],
+    }
+    then = {
+        "card": old["card"]["name"],
+        "model": old["model"],
+        "training": old["training"],
+        "extractor": old["extractor"] and old["extractor"]["identity"],
+        "data manifest": old["data"]["manifest_sha256"],
+    }
+    for key in now:
+        if json.dumps(now[key], sort_keys=True) != json.dumps(then[key], sort_keys=True):
+            raise CheckpointError(
+                f"{out / CHECKPOINT_FILE}: cannot resume: the {key} differs from the run's "
+                f"({then[key]!r} then, {now[key]!r} now); use the run's options or another --out"
+            )
+
