@@ -65,7 +65,11 @@ def card_for_features(features: str) -> MethodCard:
     family = features.split("-")[0]
     for card in method_cards().values():
         model = card.raw.get("model", {})
-        if model.get("type") == "decoder" and model.get("family") == family and "base" not in card.raw:
+        if (
+            model.get("type") == "decoder"
+            and model.get("family") == family
+            and "base" not in card.raw
+        ):
             return card
     raise TrainError(f"--features {features!r}: no decoder card for the {family!r} family")
 
@@ -106,8 +110,6 @@ def select_ids(ids: list[str], n: int | None, seed: int) -> list[str]:
     """All ids, or ``n`` of them drawn at random (seeded), in sorted order."""
     if n is None or n >= len(ids):
         return list(ids)
-    if n < 1:
-        raise TrainError(f"--n must be >= 1, got {n}")
     chosen = np.random.default_rng([seed, 7]).choice(len(ids), size=n, replace=False)
     return [ids[i] for i in sorted(chosen)]
 
@@ -150,8 +152,6 @@ def prepare(
 def split_rows(n: int, val_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train rows, validation rows): ``round(val_split · n)`` rows (at least one when the
     fraction is positive) held out at random, seeded."""
-    if not 0.0 <= val_split < 1.0:
-        raise TrainError(f"--val-split must be in [0, 1), got {val_split}")
     n_val = max(1, round(val_split * n)) if val_split > 0 else 0
     if n - n_val < 1:
         raise TrainError(f"{n} samples leave none for training with --val-split {val_split}")
@@ -292,7 +292,8 @@ class TrainResult:
     step: int
     val_iou: float
     seconds: float
-    extractor_calls: int = 0
+    extractor_calls: int = 0  # extract() calls made by this run (0: every feature was cached)
+    model: Any = None  # the trained network, in eval mode
 
 
 def train(
@@ -328,6 +329,11 @@ def train(
     card = card_for_model(model) if model is not None else card_for_features(str(features))
     opts = training_options(card, **overrides)
     seed, resolution, bs = int(opts["seed"]), int(opts["resolution"]), int(opts["batch_size"])
+    if not 0.0 <= float(opts["val_split"]) < 1.0:
+        raise TrainError(f"--val-split must be in [0, 1), got {opts['val_split']}")
+    for name, value in (("--steps", steps), ("--epochs", epochs), ("--n", n)):
+        if value is not None and value < 1:
+            raise TrainError(f"{name} must be >= 1, got {value}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise TrainError(f"--out {out}: exists and is not a folder")
@@ -370,14 +376,7 @@ def train(
         prepared = prepare(dataset, ids, resolution, out / PREPARED_DIR, advance)
     train_rows, val_rows = split_rows(len(ids), float(opts["val_split"]), seed)
     spe = steps_per_epoch(len(train_rows), bs)
-    if epochs is not None:
-        if epochs < 1:
-            raise TrainError(f"--epochs must be >= 1, got {epochs}")
-        total = epochs * spe
-    else:
-        total = int(steps if steps is not None else opts["steps"])
-    if total < 1:
-        raise TrainError(f"--steps must be >= 1, got {total}")
+    total = epochs * spe if epochs is not None else int(steps or opts["steps"])
 
     inputs = Inputs(prepared)
     calls = 0
@@ -490,7 +489,8 @@ def train(
             }
         )
     save()
-    return TrainResult(out, config(), state.step, iou, time.perf_counter() - start, calls)
+    seconds = time.perf_counter() - start
+    return TrainResult(out, config(), state.step, iou, seconds, calls, net.eval())
 
 
 def _check_resumable(
@@ -523,4 +523,3 @@ def _check_resumable(
                 f"{out / CHECKPOINT_FILE}: cannot resume: the {key} differs from the run's "
                 f"({then[key]!r} then, {now[key]!r} now); use the run's options or another --out"
             )
-

@@ -1,7 +1,7 @@
 """``odbench bench learn``: does odbench's training actually learn?  Table 3 "Real 1k" on a CPU.
 
 Trains ``unet-e2e`` (the card's UNet, loss and optimizer) on the 1,000 real DUTS-TR pairs of
-``<data root>/DUTS-TR-1k`` at 128² for a wall-clock budget (default 8 minutes, 2 torch threads),
+``<data root>/DUTS-TR-1k`` (data root: ``--data-root`` > ``$ODBENCH_DATA`` > ``../shared/data``) at 128² for a wall-clock budget (default 8 minutes, 2 torch threads),
 then evaluates the checkpoint on the real ECSSD (``<data root>/ECSSD``, all 1,000 images at their
 own size, ``odbench`` protocol) and prints the results line beside the paper's UNet / Real 1k
 row (ECSSD IoU .678, trained at full resolution for an unstated time).  The bar: ECSSD IoU ≥ .55
@@ -15,12 +15,13 @@ budget: the step count and the time are printed with the figure.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
 import click
 
-from odbench.bench import data_root_option
+from odbench.bench import SHARED_DATA, data_root_option
 
 PAPER_ECSSD_IOU = 0.678  # Table 3, UNet trained on Real 1k
 TARGET_ECSSD_IOU = 0.55
@@ -35,7 +36,7 @@ TARGET_ECSSD_IOU = 0.55
 @click.option("--n", type=int, default=None, help="Train on N of the pairs (smoke runs).")
 @click.option("--limit", type=int, default=None, help="Evaluate on the first N ECSSD images.")
 def cli(
-    data_root: Path,
+    data_root: Path | None,
     minutes: float,
     threads: int,
     resolution: int,
@@ -51,9 +52,14 @@ def cli(
     from odbench.evaluate import run_eval
     from odbench.train import train
 
+    env = os.environ.get("ODBENCH_DATA", "")
+    data_root = data_root if data_root is not None else Path(env) if env else SHARED_DATA
     for folder in ("DUTS-TR-1k", "ECSSD"):
         if not (data_root / folder).is_dir():
-            raise UserError(f"{data_root / folder}: not found; pass --data-root DIR holding {folder}/")
+            raise UserError(
+                f"{data_root / folder}: not found; pass --data-root (or set $ODBENCH_DATA) to "
+                f"the folder holding DUTS-TR-1k/ and ECSSD/"
+            )
     if out is not None and (out / "checkpoint.safetensors").exists():
         raise UserError(f"--out {out}: holds a run already; choose another folder")
     torch.set_num_threads(threads)

@@ -22,17 +22,33 @@ def train_errors() -> Iterator[None]:
 
 
 @click.command("train")
-@click.option("--features", default=None, help="Frozen feature extractor (sd-v1-4, dino-vits16, sd-tiny, ...).")
+@click.option(
+    "--features",
+    default=None,
+    help="Frozen feature extractor (sd-v1-4, dino-vits16, sd-tiny, ...).",
+)
 @click.option("--model", default=None, help="End-to-end segmenter instead: unet or deeplabv3.")
-@click.option("--data", required=True, help="Registered dataset (toy, duts_tr, synthetic, folder, ...).")
-@click.option("--data-root", type=click.Path(path_type=Path), default=None, help="Where the dataset lives.")
+@click.option(
+    "--data", required=True, help="Registered dataset (toy, duts_tr, synthetic, folder, ...)."
+)
+@click.option(
+    "--data-root", type=click.Path(path_type=Path), default=None, help="Where the dataset lives."
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder (RUN_DIR).")
 @click.option("--n", type=int, default=None, help="Train on N samples drawn at random (seeded).")
-@click.option("--steps", type=int, default=None, help="Total optimizer steps (default: the card's).")
+@click.option(
+    "--steps", type=int, default=None, help="Total optimizer steps (default: the card's)."
+)
 @click.option("--epochs", type=int, default=None, help="Total epochs instead of --steps.")
-@click.option("--minutes", type=float, default=None, help="Stop (and checkpoint) after this wall time.")
-@click.option("--val-split", type=float, default=None, help="Held-out fraction (default: the card's).")
-@click.option("--resolution", type=int, default=None, help="Training resolution (default: the card's).")
+@click.option(
+    "--minutes", type=float, default=None, help="Stop (and checkpoint) after this wall time."
+)
+@click.option(
+    "--val-split", type=float, default=None, help="Held-out fraction (default: the card's)."
+)
+@click.option(
+    "--resolution", type=int, default=None, help="Training resolution (default: the card's)."
+)
 @click.option("--batch-size", type=int, default=None, help="Batch size (default: the card's).")
 @click.option("--lr", type=float, default=None, help="Adam learning rate (default: the card's).")
 @click.option("--seed", type=int, default=None, help="Seed (default: the card's).")

@@ -56,7 +56,9 @@ class UNet(nn.Module):
     def __init__(self, base_width: int = 16, depth: int = 4) -> None:
         super().__init__()
         if depth < 2 or base_width < 1:
-            raise ValueError(f"UNet needs depth >= 2 and base_width >= 1, got {depth}, {base_width}")
+            raise ValueError(
+                f"UNet needs depth >= 2 and base_width >= 1, got {depth}, {base_width}"
+            )
         widths = [base_width * 2**i for i in range(depth)]
         self.input_multiple = 2 ** (depth - 1)
         self.normalize = _Normalize()

@@ -63,7 +63,11 @@ def to_batch(images: list[np.ndarray], resolution: int) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None].float() / 255.0
         out.append(
             F.interpolate(
-                t, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False
+                t,
+                size=(resolution, resolution),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
             ).clamp_(0.0, 1.0)
         )
     return torch.cat(out)

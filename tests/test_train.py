@@ -1,0 +1,160 @@
+"""``odbench train`` end to end (unet-e2e on toy at 32²): checkpoints, resume, eval --checkpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+
+from odbench.checkpoint import CheckpointError, file_sha256, load_checkpoint
+from odbench.cli import main
+from odbench.data.base import create_dataset
+from odbench.methods.base import create_method
+from odbench.methods.trained import to_batch
+from odbench.train import TrainError, train
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """One thread: on a shared, loaded CPU two OpenMP threads spin and run ~10x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _train(out: Path, **kw: Any) -> Any:
+    return train(data="toy", model="unet", out=out, resolution=32, val_split=0.25, **kw)
+
+
+def test_resume_continues_exactly_as_the_uninterrupted_run(tmp_path: Path) -> None:
+    straight = _train(tmp_path / "a", steps=6)
+    _train(tmp_path / "b", steps=3)
+    resumed = _train(tmp_path / "b", steps=6, resume=True)
+    assert straight.step == resumed.step == 6
+    ca, wa, oa = load_checkpoint(tmp_path / "a", with_optimizer=True)
+    cb, wb, ob = load_checkpoint(tmp_path / "b", with_optimizer=True)
+    assert ca["step"] == cb["step"] == 6
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    assert oa is not None and ob is not None and oa["param_groups"] == ob["param_groups"]
+    for i, state in oa["state"].items():
+        for k, v in state.items():
+            assert torch.equal(v, ob["state"][i][k]), (i, k)
+    assert [h["step"] for h in cb["history"]] == [3, 6]
+    assert cb["data"]["manifest_sha256"] == ca["data"]["manifest_sha256"]
+
+
+def test_resume_refuses_a_different_run(tmp_path: Path) -> None:
+    _train(tmp_path / "r", steps=2)
+    with pytest.raises(CheckpointError, match="cannot resume: the training differs"):
+        _train(tmp_path / "r", steps=4, resume=True, lr=0.01)
+    with pytest.raises(TrainError, match="holds a training run already; pass --resume"):
+        _train(tmp_path / "r", steps=4)
+    with pytest.raises(TrainError, match="--resume: .* not found"):
+        _train(tmp_path / "new", steps=4, resume=True)
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(tmp_path: Path) -> None:
+    result = _train(tmp_path / "run", steps=4)
+    images = [create_dataset("toy").load(i).image for i in ("toy_00000", "toy_00003")]
+    method = create_method("unet-e2e", checkpoint=str(tmp_path / "run"))
+    got = method.predict(images)
+    with torch.no_grad():
+        logits = result.model(to_batch(images, 32))
+    for im, logit, pred in zip(images, logits, got):
+        want = torch.sigmoid(F.interpolate(logit[None], size=im.shape[:2], mode="bilinear"))
+        assert pred.shape == im.shape[:2]
+        np.testing.assert_array_equal(pred, want[0, 0].numpy())
+
+
+def test_eval_with_checkpoint_records_it_and_never_reuses_other_weights(tmp_path: Path) -> None:
+    """Retraining into the same RUN_DIR gives new weights under the same path: the prediction
+    cache must not serve the old run's maps."""
+    runner = CliRunner()
+    common = ["eval", "--method", "unet-e2e", "--dataset", "toy", "--limit", "4"]
+    common += ["--results-dir", str(tmp_path / "res"), "--cache-dir", str(tmp_path / "cache")]
+    common += ["--checkpoint", str(tmp_path / "run")]
+    shas = []
+    for steps in (2, 3):
+        shutil.rmtree(tmp_path / "run", ignore_errors=True)
+        _train(tmp_path / "run", steps=steps)
+        shas.append(file_sha256(tmp_path / "run" / "checkpoint.safetensors"))
+        r = runner.invoke(main, common)
+        assert r.exit_code == 0, r.output
+        assert "4 predicted, 0 from cache" in r.output
+    r = runner.invoke(main, common)
+    assert "0 predicted, 4 from cache" in r.output  # same weights: reused
+    recorded = {}
+    for path in (tmp_path / "res").glob("unet-e2e__toy__*.json"):
+        ck = json.loads(path.read_text())["method"]["checkpoint"]
+        assert ck["data"]["dataset"] == "toy" and len(ck["data"]["manifest_sha256"]) == 64
+        recorded[ck["step"]] = ck["sha256"]
+    assert recorded == {2: shas[0], 3: shas[1]} and shas[0] != shas[1]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["eval", "--method", "unet-e2e", "--dataset", "toy"], "`odbench train --model unet"),
+        (
+            ["eval", "--method", "center-prior", "--dataset", "toy", "--checkpoint", "x"],
+            "takes no --checkpoint",
+        ),
+        (
+            ["eval", "--method", "unet-e2e", "--dataset", "toy", "--checkpoint", "nowhere"],
+            "nowhere: no checkpoint here; make one with `odbench train",
+        ),
+        (
+            ["train", "--model", "unt", "--data", "toy", "--out", "o"],
+            "--model 'unt': expected one of",
+        ),
+        (["train", "--data", "toy", "--out", "o"], "exactly one of --model"),
+        (
+            [
+                "train",
+                "--model",
+                "unet",
+                "--data",
+                "toy",
+                "--out",
+                "o",
+                "--steps",
+                "2",
+                "--epochs",
+                "1",
+            ],
+            "--steps or --epochs",
+        ),
+        (
+            ["train", "--model", "unet", "--data", "toy", "--out", "o", "--val-split", "1.5"],
+            "--val-split must be in [0, 1)",
+        ),
+    ],
+)
+def test_bad_input_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        main, [*args, "--results-dir", "res"] if args[0] == "eval" else args
+    )
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert not (tmp_path / "res").exists()
+
+
+def test_wrong_method_for_checkpoint(tmp_path: Path) -> None:
+    _train(tmp_path / "run", steps=1)
+    with pytest.raises(CheckpointError, match="trained for method 'unet-e2e', not 'deeplabv3-e2e'"):
+        create_method("deeplabv3-e2e", checkpoint=str(tmp_path / "run"))
