@@ -511,8 +511,12 @@ def test_malicious_tar_refused(
     out = tmp_path / "out"
     with pytest.raises(DatasetError, match=message):
         safe_extract(archive, out)
-    assert not list(out.rglob("*"))  # validation happens before anything is written
+    assert not out.exists()  # nothing written, and no empty target folder (issue 16 item 13)
     assert not (tmp_path / "evil.txt").exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(DatasetError, match=message):
+        safe_extract(archive, tmp_path / "kept" / "a" / "b")
+    assert list((tmp_path / "kept").iterdir()) == []  # an existing folder stays, emptied
 
 
 def test_internal_tar_link_allowed(tmp_path: Path) -> None:

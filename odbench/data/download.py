@@ -292,20 +292,24 @@ def safe_extract(archive: Path, dest: Path) -> None:
     """Extract a zip or tar archive into ``dest`` after validating every member.
 
     Raises :class:`DatasetError` for a malicious member or a truncated / corrupt archive; the
-    caller extracts into a temporary folder and removes it on error."""
+    folders this call created (``dest`` and any missing parents) are removed again then, so a
+    refused archive leaves no empty target folder behind."""
     kind = archive_kind(archive.name)
+    made = [p for p in (dest, *dest.parents) if not p.exists()]  # removed again on failure
     dest.mkdir(parents=True, exist_ok=True)
     try:
         if kind == "zip":
             _safe_zip(archive, dest)
         else:
             _safe_tar(archive, dest)
-    except DatasetError:
+    except BaseException as e:
+        if made:
+            shutil.rmtree(made[-1], ignore_errors=True)  # the outermost folder this call made
+        if isinstance(e, (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError)):
+            raise DatasetError(
+                f"{archive}: truncated or corrupt archive ({type(e).__name__}: {e})"
+            ) from e
         raise
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        raise DatasetError(
-            f"{archive}: truncated or corrupt archive ({type(e).__name__}: {e})"
-        ) from e
 
 
 # ----------------------------------------------------------------------------- datasets
