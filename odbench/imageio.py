@@ -45,6 +45,19 @@ def _open(path: Path) -> Image.Image:
     return img
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(H, W)`` of an image file from its header (the pixels are not decoded)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+    except FileNotFoundError as e:
+        raise ImageReadError(f"{path}: file not found") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageReadError(f"{path}: unreadable or corrupt image ({e})") from e
+    return h, w
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB.  Grayscale and palette images are expanded; 16-bit is scaled to 8-bit;
     RGBA is refused (transparency has no meaning for a benchmark image)."""

@@ -114,7 +114,7 @@ def test_corrupt_rgba_and_size_mismatch(tmp_path):
     result = invoke(
         "score", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--protocol", "tokencut"
     )
-    assert_one_line_error(result, "img1.png", "does not resize")
+    assert_one_line_error(result, "img1 (8x6 vs 16x12, size)", "differ in size")
     # the default protocol resizes bilinearly instead
     assert score_json(pred_dir, gt_dir)["n_images"] == 4
     result = invoke("score", "--pred-dir", str(tmp_path / "nope"), "--gt-dir", str(gt_dir))

@@ -38,15 +38,22 @@ def _name_some(paths: list[Path]) -> str:
 
 
 def score_folders(
-    pred_dir: Path, gt_dir: Path, protocol: str = "odbench", subset_of_gt: bool = False
+    pred_dir: Path,
+    gt_dir: Path,
+    protocol: str = "odbench",
+    subset_of_gt: bool = False,
+    on_mismatch: str = "error",
 ) -> dict[str, Any]:
     """Score every prediction in ``pred_dir`` against the GT of the same stem in ``gt_dir``.
 
     ``subset_of_gt``: GT masks without a prediction are left out (``n_gt_skipped`` in the
-    result) instead of being an error."""
-    from odbench.imageio import read_gray, read_warnings
+    result) instead of being an error.  Sizes are checked for every pair before any scoring
+    (:mod:`odbench.metrics.sizes`): a mismatch is an error listing them all, or with
+    ``on_mismatch="skip"`` the pair is left out and its id listed in ``skipped_ids``."""
+    from odbench.imageio import ImageReadError, image_size, read_gray, read_warnings
     from odbench.metrics.protocols import MetricInputError
     from odbench.metrics.saliency import SaliencyMeter
+    from odbench.metrics.sizes import describe_mismatches, protocol_mismatches
 
     meter = SaliencyMeter(protocol)
     preds = _by_stem(Path(pred_dir), "prediction")
@@ -60,8 +67,20 @@ def score_folders(
             f"{len(no_pred)} GT mask(s) without a prediction: {_name_some(no_pred)} "
             "(--subset-of-gt scores only the GT masks that have one)"
         )
+    stems = sorted(preds.keys() & gts.keys())
+    try:
+        sizes = [(stem, image_size(preds[stem]), image_size(gts[stem])) for stem in stems]
+    except ImageReadError as e:
+        raise UserError(str(e)) from e
+    mismatched = protocol_mismatches(sizes, meter.protocol)
+    if mismatched:
+        line = describe_mismatches(mismatched, len(stems), "prediction")
+        if on_mismatch != "skip":
+            raise UserError(f"{pred_dir}: {line}; --on-mismatch skip scores the others")
+        click.echo(f"warning: {pred_dir}: {line}; left out (--on-mismatch skip)", err=True)
+    skipped = {m.id for m in mismatched}
     with read_warnings() as notes:  # RGB files converted, 0/1 masks: printed once at the end
-        for stem in sorted(preds):
+        for stem in (s for s in stems if s not in skipped):
             pred = read_gray(preds[stem], what="prediction")
             gt = read_gray(gts[stem], what="mask")
             try:
@@ -70,7 +89,7 @@ def score_folders(
                 raise UserError(f"{preds[stem]}: {e}") from e
     for line in notes:
         click.echo(f"warning: {line}", err=True)
-    return {**meter.compute(), "n_gt_skipped": len(no_pred)}
+    return {**meter.compute(), "n_gt_skipped": len(no_pred), "skipped_ids": sorted(skipped)}
 
 
 def _json_ready(result: dict[str, Any]) -> dict[str, Any]:
@@ -104,10 +123,30 @@ def _fmt(value: float | None) -> str:
     is_flag=True,
     help="Score only the GT masks that have a prediction (default: every GT needs one).",
 )
-def score(pred_dir: Path, gt_dir: Path, protocol: str, as_json: bool, subset_of_gt: bool) -> None:
-    """Score saved prediction maps (8/16-bit grayscale) against GT masks, matched by file stem."""
+@click.option(
+    "--on-mismatch",
+    type=click.Choice(["error", "skip"]),
+    default="error",
+    show_default=True,
+    help="Pairs of different aspect ratio (or any size difference, under protocols that do "
+    "not resize): refuse, or leave them out (listed in skipped_ids).",
+)
+def score(
+    pred_dir: Path,
+    gt_dir: Path,
+    protocol: str,
+    as_json: bool,
+    subset_of_gt: bool,
+    on_mismatch: str,
+) -> None:
+    """Score saved prediction maps (8/16-bit grayscale) against GT masks, matched by file stem.
+
+    Every pair's size is checked first; a prediction of the GT's aspect ratio but another size
+    is resized to the GT (bilinear) by protocols that resize, e.g. the default."""
     with user_errors():
-        result = score_folders(pred_dir, gt_dir, protocol, subset_of_gt=subset_of_gt)
+        result = score_folders(
+            pred_dir, gt_dir, protocol, subset_of_gt=subset_of_gt, on_mismatch=on_mismatch
+        )
     if as_json:
         click.echo(json.dumps(_json_ready(result)))
         return
@@ -120,6 +159,7 @@ def score(pred_dir: Path, gt_dir: Path, protocol: str, as_json: bool, subset_of_
         ("MAE", _fmt(result["mae"])),
         ("images", str(result["n_images"])),
         ("GT masks left out", str(result["n_gt_skipped"])),
+        ("size mismatches left out", str(len(result["skipped_ids"]))),
         ("protocol", str(result["protocol"])),
     ]
     _print_table("odbench score", rows)

@@ -42,6 +42,21 @@ def subset(ids: list[str], limit: int | None, seed: int) -> list[str]:
     return [ids[i] for i in keep]
 
 
+def _check_sizes(ds: Any, name: str, ids: list[str], on_mismatch: str) -> list[str]:
+    """Every image/mask pair's size, checked before any work (one line listing them all)."""
+    from odbench.metrics.sizes import describe_mismatches
+
+    mismatched = ds.size_mismatches(ids)
+    if not mismatched:
+        return ids
+    line = f"{name}: " + describe_mismatches(mismatched, len(ids), "image")
+    if on_mismatch != "skip":
+        raise UserError(f"{line}; --on-mismatch skip leaves them out")
+    click.echo(f"warning: {line}; left out (--on-mismatch skip)", err=True)
+    skipped = {m.id for m in mismatched}
+    return [i for i in ids if i not in skipped]
+
+
 @click.command("stats")
 @click.argument("dataset")
 @click.option(
@@ -74,6 +89,13 @@ def subset(ids: list[str], limit: int | None, seed: int) -> list[str]:
     help="At most this many shapes (seeded subset) for shape diversity SD.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--on-mismatch",
+    type=click.Choice(["error", "skip"]),
+    default="error",
+    show_default=True,
+    help="Images whose mask has another size: refuse (listing them all), or leave them out.",
+)
 def stats(
     dataset: str,
     versus: str | None,
@@ -82,6 +104,7 @@ def stats(
     limit: int | None,
     sd_shapes: int,
     seed: int,
+    on_mismatch: str,
 ) -> None:
     """Per-mask object size, box centre, colour contrast and SC/PL/SD of DATASET (and --vs)."""
     from rich.console import Console
@@ -103,6 +126,7 @@ def stats(
         with read_warnings() as notes:
             for ds, name in zip(datasets, names):
                 ids = subset(ds.ids(), limit, seed)
+                ids = _check_sizes(ds, name, ids, on_mismatch)
                 samples = (ds.load(i) for i in ids)
                 bar = track(
                     samples,

@@ -13,9 +13,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from odbench.metrics.sizes import SizeMismatch
 
 
 class DatasetError(RuntimeError):
@@ -58,6 +61,28 @@ class Dataset(ABC):
     def describe(self) -> dict[str, Any]:
         """What goes into a results JSON to identify the data (name, size, root)."""
         return {"name": self.name, "n_images": len(self), "task": list(self.task)}
+
+    def mask_files(self, sample_id: str) -> tuple[Path, Path] | None:
+        """``(image, GT mask)`` files of a sample whose mask is stored as an image file; None
+        for datasets without mask files (generated, COCO, VOC)."""
+        return None
+
+    def size_mismatches(self, ids: list[str]) -> list[SizeMismatch]:
+        """Samples among ``ids`` whose image and mask sizes differ, from the file headers: the
+        whole set is checked before any work, so a command can report them all at once."""
+        from odbench.imageio import ImageReadError, image_size
+        from odbench.metrics.sizes import size_mismatches
+
+        pairs = []
+        for sample_id in ids:
+            files = self.mask_files(sample_id)
+            if files is None:
+                continue
+            try:
+                pairs.append((sample_id, image_size(files[0]), image_size(files[1])))
+            except ImageReadError as e:
+                raise DatasetError(str(e)) from e
+        return size_mismatches(pairs, resize=False)
 
 
 def create_dataset(name: str, data_root: str | Path | None = None, **kwargs: Any) -> Dataset:

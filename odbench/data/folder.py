@@ -128,6 +128,9 @@ class FolderDataset(Dataset):
         image_path, mask_path = self._pairs[sample_id]
         return load_pair(sample_id, image_path, mask_path)
 
+    def mask_files(self, sample_id: str) -> tuple[Path, Path] | None:
+        return self.files(sample_id)
+
     def files(self, sample_id: str) -> tuple[Path, Path]:
         """The (image, mask) files of a sample (used by ``odbench data verify``)."""
         return self._pairs[sample_id]

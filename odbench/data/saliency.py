@@ -163,6 +163,9 @@ class CubDataset(Dataset):
     def ids(self) -> list[str]:
         return sorted(self._items)
 
+    def mask_files(self, sample_id: str) -> tuple[Path, Path] | None:
+        return self.files(sample_id)
+
     def files(self, sample_id: str) -> tuple[Path, Path]:
         rel, _ = self._items[sample_id]
         mask = self.masks_dir / Path(rel).with_suffix(".png")

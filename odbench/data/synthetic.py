@@ -111,6 +111,9 @@ class SyntheticDataset(Dataset):
     def ids(self) -> list[str]:
         return sorted(self._files)
 
+    def mask_files(self, sample_id: str) -> tuple[Path, Path] | None:
+        return self.files(sample_id)
+
     def files(self, sample_id: str) -> tuple[Path, Path]:
         return self._files[sample_id]
 

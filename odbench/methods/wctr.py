@@ -20,9 +20,24 @@ The paper's pipeline, one function per step, all on the superpixel graph:
 
 Paper values: σ_clr = 10, σ_bndCon = 1, σ_spa = 0.25, μ = 0.1.  The paper's text does not give the
 number of superpixels or SLIC's compactness; we take them from the authors' released code (600
-pixels per superpixel, i.e. ~200 on ECSSD's 400 × 300 images, compactness 20).  Where the
-authors' code departs from the paper (edge clipping, adaptive σ, a weight of 5 on the background
-term, Otsu thresholding of wCtr, two-ring smoothness neighbours) we follow the paper; see the card.
+pixels per superpixel, i.e. ~200 on ECSSD's 400 × 300 images, compactness 20).
+
+The published numbers were made with the authors' released MATLAB code (W. Zhu, 2014: ``GetRBD``,
+``EstimateDynamicParas``, ``BoundaryConnectivity``, ``EstimateBgProb``, ``CalWeightedContrast``,
+``SaliencyOptimization``), which departs from the paper's equations; read, not copied, and
+reimplemented here as options (the ``wctr`` card uses them, ``wctr-paper`` keeps the equations):
+
+* ``bg_weight`` (5): weight of the background term of Eq. 9;
+* ``fg_otsu``: wCtr (rescaled to [0, 1]) set to 0 below its Otsu threshold;
+* ``sigma_spa`` 0.4 instead of 0.25;
+* ``released_graph`` (:func:`released_parameters`, :func:`released_smoothness`): geodesic edge
+  weights ``max(0, d_app - clip)`` with ``clip`` the mean over superpixels of the smallest
+  colour distance to a one- or two-ring neighbour; σ for Eq. 3-4 = clamp(min(10, 3·m1,
+  top/10), 5, ·) and σ for the smoothness weights = min(3·m1, top/5, 20), with m1 the mean
+  smallest distance to an adjacent superpixel and top the mean of the largest 1% of adjacent
+  distances; smoothness weights on two-ring neighbours and between boundary superpixels
+  (μ still on adjacent pairs only); every Gaussian weight cut to 0 beyond 3σ; and ``w_bg`` set
+  to 1000 where ``BndCon > 3`` (very confident background).
 """
 
 from __future__ import annotations
@@ -172,21 +187,58 @@ def pairwise_distance(x: np.ndarray) -> np.ndarray:
     return np.sqrt(np.sum(diff * diff, axis=-1))
 
 
-def geodesic_distance(d_app: np.ndarray, adjacent: np.ndarray, boundary: np.ndarray) -> np.ndarray:
+def geodesic_distance(
+    d_app: np.ndarray, adjacent: np.ndarray, boundary: np.ndarray, clip: float = 0.0
+) -> np.ndarray:
     """Eq. 2: shortest-path lengths over adjacent superpixels, with all boundary superpixels
-    linked to each other, edge length ``d_app``; Dijkstra from every node at once."""
+    linked to each other, edge length ``d_app`` (released code: ``max(0, d_app - clip)``);
+    Dijkstra from every node at once."""
     links = adjacent | (boundary[:, None] & boundary[None, :])
     np.fill_diagonal(links, False)
     rows, cols = np.nonzero(np.triu(links))
-    graph = csr_matrix(
-        (d_app[rows, cols] + _EDGE_FLOOR, (rows, cols)), shape=d_app.shape, dtype=np.float64
-    )
+    lengths = np.maximum(d_app[rows, cols] - clip, 0.0) + _EDGE_FLOOR
+    graph = csr_matrix((lengths, (rows, cols)), shape=d_app.shape, dtype=np.float64)
     return np.asarray(dijkstra(graph, directed=False))
 
 
-def boundary_connectivity(d_geo: np.ndarray, boundary: np.ndarray, sigma_clr: float) -> np.ndarray:
+def gaussian_weight(d: np.ndarray, sigma: float, cutoff: bool = False) -> np.ndarray:
+    """``exp(-d² / 2σ²)``; with ``cutoff`` (released code) 0 where ``d > 3σ``."""
+    w = np.exp(-(d**2) / (2.0 * sigma**2))
+    return np.where(d > 3.0 * sigma, 0.0, w) if cutoff else w
+
+
+def two_ring(adjacent: np.ndarray) -> np.ndarray:
+    """Superpixels adjacent or sharing an adjacent superpixel (diagonal excluded)."""
+    a = adjacent.astype(np.int64)
+    out = (a @ a + a) > 0
+    np.fill_diagonal(out, False)
+    return np.asarray(out)
+
+
+def _mean_min(d_app: np.ndarray, links: np.ndarray) -> float:
+    masked = np.where(links, d_app, np.inf)
+    mins = masked.min(axis=1)
+    return float(mins[np.isfinite(mins)].mean())
+
+
+def released_parameters(d_app: np.ndarray, adjacent: np.ndarray) -> tuple[float, float, float]:
+    """(clip, σ for Eq. 3-4, σ for the smoothness weights) from the colour distances between
+    neighbours, as the authors' released code estimates them per image (see the module
+    docstring)."""
+    m1 = _mean_min(d_app, adjacent)
+    clip = _mean_min(d_app, two_ring(adjacent))
+    pairs = np.sort(d_app[np.triu(adjacent, 1)])[::-1]
+    top = float(pairs[: max(1, round(0.01 * len(pairs)))].mean())
+    sigma_geo = max(min(10.0, 3.0 * m1, top / 10.0), 5.0)
+    sigma_nei = min(3.0 * m1, 0.2 * top, 20.0)
+    return clip, sigma_geo, sigma_nei
+
+
+def boundary_connectivity(
+    d_geo: np.ndarray, boundary: np.ndarray, sigma_clr: float, cutoff: bool = False
+) -> np.ndarray:
     """Eq. 1, 3, 4: ``BndCon = Len_bnd / sqrt(Area)`` with soft area and soft boundary length."""
-    similarity = np.exp(-(d_geo**2) / (2.0 * sigma_clr**2))
+    similarity = gaussian_weight(d_geo, sigma_clr, cutoff)
     area = similarity.sum(axis=1)
     length = similarity[:, boundary].sum(axis=1)
     return np.asarray(length / np.sqrt(area))
@@ -212,13 +264,19 @@ def optimise_saliency(
     adjacent: np.ndarray,
     sigma_clr: float,
     mu: float,
+    smooth_links: np.ndarray | None = None,
+    cutoff: bool = False,
 ) -> np.ndarray:
     """Eq. 9 solved exactly: the minimiser of
-    ``Σ w_bg_i s_i² + Σ w_fg_i (s_i - 1)² + Σ_{i<j adjacent} w_ij (s_i - s_j)²`` solves
+    ``Σ w_bg_i s_i² + Σ w_fg_i (s_i - 1)² + Σ_{i<j} w_ij (s_i - s_j)²`` solves
     ``(diag(w_bg) + diag(w_fg) + L) s = w_fg``, ``L = diag(W 1) - W``,
-    ``w_ij = exp(-d_app² / 2σ_clr²) + μ``.  ``L`` is positive semi-definite, so the system is
+    ``w_ij = exp(-d_app² / 2σ_clr²) [i, j linked] + μ [i, j adjacent]``; the paper links
+    adjacent superpixels (``smooth_links`` None), the released code two-ring neighbours and
+    boundary pairs, with the 3σ ``cutoff``.  ``L`` is positive semi-definite, so the system is
     non-singular whenever some ``w_bg_i + w_fg_i > 0`` in every connected component."""
-    weights = np.where(adjacent, np.exp(-(d_app**2) / (2.0 * sigma_clr**2)) + mu, 0.0)
+    links = adjacent if smooth_links is None else smooth_links
+    smooth = np.where(links, gaussian_weight(d_app, sigma_clr, cutoff), 0.0)
+    weights = smooth + np.where(adjacent, mu, 0.0)
     np.fill_diagonal(weights, 0.0)
     laplacian = np.diag(weights.sum(axis=1)) - weights
     system = laplacian + np.diag(w_bg + w_fg)
@@ -241,25 +299,34 @@ def wctr_saliency(
     mu: float = 0.1,
     bg_weight: float = 1.0,
     fg_otsu: bool = False,
+    released_graph: bool = False,
 ) -> np.ndarray:
     """Optimised wCtr saliency of one (H, W, 3) uint8 RGB image: float32 (H, W) in [0, 1]
     (min-max rescaled, as the authors' released maps are).
 
-    ``bg_weight`` multiplies the background term of Eq. 9 and ``fg_otsu`` zeroes the foreground
-    weights below their Otsu threshold: neither is in the paper (defaults 1 and off); the
-    authors' released code uses 5 and on."""
+    Defaults = the paper's equations.  ``bg_weight`` multiplies the background term of Eq. 9,
+    ``fg_otsu`` zeroes the foreground weights below their Otsu threshold and ``released_graph``
+    switches on the released code's graph details (module docstring; ``sigma_clr`` is then
+    estimated per image and unused): none is in the paper; the released code uses 5, on, on."""
     g = build_graph(image, pixels_per_superpixel, compactness)
     if g.n < 2:
         return np.zeros(image.shape[:2], dtype=np.float32)
     d_app = pairwise_distance(g.lab)
-    d_geo = geodesic_distance(d_app, g.adjacent, g.boundary)
-    w_bg = background_probability(boundary_connectivity(d_geo, g.boundary, sigma_clr), sigma_bndcon)
+    clip, sigma_geo, sigma_nei, links = 0.0, sigma_clr, sigma_clr, None
+    if released_graph:
+        clip, sigma_geo, sigma_nei = released_parameters(d_app, g.adjacent)
+        links = two_ring(g.adjacent) | (g.boundary[:, None] & g.boundary[None, :])
+        np.fill_diagonal(links, False)
+    d_geo = geodesic_distance(d_app, g.adjacent, g.boundary, clip)
+    bnd_con = boundary_connectivity(d_geo, g.boundary, sigma_geo, cutoff=released_graph)
+    w_bg = background_probability(bnd_con, sigma_bndcon)
     w_fg = rescale(weighted_contrast(d_app, g.pos, w_bg, sigma_spa))
     if fg_otsu and np.ptp(w_fg) > 0:
         from skimage.filters import threshold_otsu
 
         w_fg = np.where(w_fg < threshold_otsu(w_fg), 0.0, w_fg)
-    s = optimise_saliency(bg_weight * w_bg, w_fg, d_app, g.adjacent, sigma_clr, mu)
+    bg_term = bg_weight * (np.where(bnd_con > 3.0, 1000.0, w_bg) if released_graph else w_bg)
+    s = optimise_saliency(bg_term, w_fg, d_app, g.adjacent, sigma_nei, mu, links, released_graph)
     return rescale(s)[g.labels].astype(np.float32)
 
 
@@ -279,6 +346,7 @@ class WCtr(Method):
                 mu=float(hp.get("mu", 0.1)),
                 bg_weight=float(hp.get("bg_weight", 1.0)),
                 fg_otsu=bool(hp.get("fg_otsu", False)),
+                released_graph=bool(hp.get("released_graph", False)),
             )
             for im in images
         ]
