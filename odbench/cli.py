@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("odbench.commands.data:data", "Download, verify and locate benchmark datasets."),
     "stats": ("odbench.commands.stats:stats", "Dataset statistics: size, contrast, center, shape."),
     "report": ("odbench.commands.report:report", "Static HTML report / PNG grid of runs."),
+    "synth": (
+        "odbench.commands.synth:synth",
+        "Make a synthetic dataset: SD images + AttentionCut masks.",
+    ),
     "bench": ("odbench.cli:bench", "Speed and memory benchmarks."),
     "train": ("odbench.commands.train:train_cmd", "Train a decoder or an end-to-end segmenter."),
 }

@@ -352,7 +352,7 @@ class GenerationOutput:
     prompts: list[str]
     token_indices: list[list[int]]
     guidance: float
-    seed: int
+    seed: int | list[int]
 
 
 # --------------------------------------------------------------------------- the backbone
@@ -599,22 +599,31 @@ class DiffusionBackbone:
         token_indices: Sequence[int] | Sequence[Sequence[int]] | None = None,
         num_steps: int = 40,
         guidance: float = 7.5,
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
         capture: Capture = Capture(),  # noqa: B008 (frozen)
     ) -> GenerationOutput:
         """Text -> image with deterministic DDIM (eta 0) and classifier-free guidance, one batch.
 
         The initial noise comes from ``torch.Generator().manual_seed(seed)`` on the CPU, so it
-        does not depend on the device.  Captures come from the conditional branch only."""
+        does not depend on the device; ``seed`` may also be one seed per prompt (each image's
+        noise then depends on its own seed only, not on the batch it is in).  Captures come
+        from the conditional branch only."""
         prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
         n = len(prompt_list)
         idx = _check_indices(capture, _broadcast_indices(token_indices, n))
         cond = self.encode_text(prompt_list)
         use_cfg = guidance != 1.0
         text = torch.cat([self.encode_text([""] * n), cond]) if use_cfg else cond
-        gen = torch.Generator().manual_seed(seed)
         side = self.latent_side
-        xT = torch.randn((n, self.unet.config.in_channels, side, side), generator=gen)
+        shape = (self.unet.config.in_channels, side, side)
+        if isinstance(seed, int):
+            xT = torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed))
+        elif len(seed) == n:
+            xT = torch.stack(
+                [torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seed]
+            )
+        else:
+            raise ValueError(f"got {len(seed)} seeds for {n} prompts")
         xT = xT.to(self.device)
 
         def eps_fn(z: torch.Tensor, t: int) -> torch.Tensor:
@@ -638,7 +647,7 @@ class DiffusionBackbone:
             prompts=prompt_list,
             token_indices=idx,
             guidance=guidance,
-            seed=seed,
+            seed=seed if isinstance(seed, int) else [int(s) for s in seed],
         )
 
 

@@ -563,17 +563,26 @@ class DiffusionMethod(Method):
         top_k = int(self.hparams.get("top_k", 4))
         result = []
         for b, label in enumerate(labels):
-            a_c = aggregate_cross_attention(
-                [m[b].numpy() for m in caps.cross.values()], top_k, grid
-            )
-            # weight each side by its number of layers (cross and self share the blocks)
-            selfs = [
-                (m[b].float().numpy(), float(len(caps.cross_layers_at(s)) or 1))
-                for s, m in caps.self_attn.items()
-            ]
+            cross, selfs = attention_maps(caps, b)
+            a_c = aggregate_cross_attention(cross, top_k, grid)
             feats = _stack_features(caps.features, b, grid) if self.needs_features else None
             result.append(Evidence(label, a_c, aggregate_self_attention(selfs, grid), feats))
         return result
+
+
+def attention_maps(
+    captures: Any, b: int
+) -> tuple[list[np.ndarray], list[tuple[np.ndarray, float]]]:
+    """What Eq. (2) aggregates for image ``b`` of a backbone's ``Captures``: the class
+    cross-attention map of every captured layer (each already the mean over the steps), and per
+    map side the self-attention mean with its weight, the number of layers of that side (cross
+    and self share the blocks).  Plain float32 arrays: the cut needs nothing else."""
+    cross = [m[b].float().numpy() for m in captures.cross.values()]
+    selfs = [
+        (m[b].float().numpy(), float(len(captures.cross_layers_at(s)) or 1))
+        for s, m in captures.self_attn.items()
+    ]
+    return cross, selfs
 
 
 @contextmanager
@@ -675,16 +684,31 @@ class AttentionCut(DiffusionMethod):
             raise CardError(f"{where}: cut_resolution must be 'grid' or 'image', not {self.mode!r}")
 
     def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        params, mode = self.params, self.mode
-        maps = []
-        for img, ev in zip(images, self.evidence(images)):
-            h, w = img.shape[:2]
-            size = (h, w) if mode == "image" else None
-            mask = attention_cut(ev.a_c, ev.affinity, img, params, out_size=size)
-            soft = upsample_mask(mask, h, w)
-            if self.hparams.get("bilateral_solver", False):
-                from odbench.methods.bilateral_solver import bilateral_refine
+        return [
+            self.cut(img, ev.a_c, ev.affinity) for img, ev in zip(images, self.evidence(images))
+        ]
 
-                soft = bilateral_refine(img, soft)
-            maps.append(soft.astype(np.float32))
-        return maps
+    def cut(self, image: np.ndarray, a_c: np.ndarray, affinity: SelfAffinity) -> np.ndarray:
+        """Eqs. (3)-(6) and post-processing (+BS if the card says so) on aggregated maps: the
+        float32 map in [0, 1] at the image's size."""
+        h, w = image.shape[:2]
+        size = (h, w) if self.mode == "image" else None
+        soft = upsample_mask(attention_cut(a_c, affinity, image, self.params, out_size=size), h, w)
+        if self.hparams.get("bilateral_solver", False):
+            from odbench.methods.bilateral_solver import bilateral_refine
+
+            soft = bilateral_refine(image, soft)
+        return soft.astype(np.float32)
+
+    def cut_maps(
+        self,
+        image: np.ndarray,
+        cross: Sequence[np.ndarray],
+        selfs: Sequence[tuple[np.ndarray, float]],
+    ) -> np.ndarray:
+        """The whole method given the captured maps of one image (:func:`attention_maps`), e.g.
+        of a generated image (the synthesis stage): Eq. (2) aggregation, then :meth:`cut`.
+        Thread-safe (no state changes)."""
+        grid = max(round(np.sqrt(a.shape[0])) for a, _ in selfs)
+        a_c = aggregate_cross_attention(cross, int(self.hparams.get("top_k", 4)), grid)
+        return self.cut(image, a_c, aggregate_self_attention(selfs, grid))

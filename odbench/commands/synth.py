@@ -1,0 +1,192 @@
+"""``odbench synth``: make a synthetic image/mask dataset with Stable Diffusion + AttentionCut
+(DiffusionSeg Sec. 3.2), resumable and sharded; ``odbench synth merge`` joins shard folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from odbench.cli import UserError, user_errors
+
+
+def _shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        first, count = (int(v) for v in value.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"expected I/N (e.g. 0/8), got {value!r}") from None
+    if not 0 <= first < count:
+        raise click.BadParameter(f"expected 0 <= I < N, got {value!r}")
+    return first, count
+
+
+def _errors() -> tuple[type[Exception], ...]:
+    """The synthesis errors a user must fix (bad files, options or output folders)."""
+    from odbench.synthesis.pipeline import OptionError
+    from odbench.synthesis.prompts import PromptError
+    from odbench.synthesis.store import SynthStoreError
+
+    return (OptionError, PromptError, SynthStoreError)
+
+
+@click.group("synth", invoke_without_command=True)
+@click.option("--n", "n", type=click.IntRange(min=1), help="Samples to generate (indices 0..N-1).")
+@click.option(
+    "--out", type=click.Path(path_type=Path), help="Output folder (resumed if it exists)."
+)
+@click.option(
+    "--backbone",
+    default=None,
+    help="sd-v1-4 (card default), sd-tiny, sd-v1-4-random, a hub id or folder.",
+)
+@click.option(
+    "--classes",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Class names, one per line (default: the 675 coarse ImageNet groups).",
+)
+@click.option(
+    "--prompts",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help='JSONL prompts: {"class", "prompt", "class_words"?} per line.',
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--filter",
+    "filter_",
+    type=click.Choice(["clip", "mask", "none"]),
+    default=None,
+    help="clip: CLIP agreement + mask rules (card default); mask: mask rules only; none: keep all.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Prompts per UNet batch (card default).",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+    default="auto",
+    show_default=True,
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="AttentionCut worker threads (card default; 0 = inline).",
+)
+@click.option("--shard", default=None, help="I/N: make the samples with index = I mod N.")
+@click.option(
+    "--steps",
+    "num_steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="DDIM steps T (card default 40).",
+)
+@click.option(
+    "--guidance",
+    type=float,
+    default=None,
+    help="Classifier-free guidance scale (card default 7.5).",
+)
+@click.option(
+    "--resolution",
+    type=click.IntRange(min=8),
+    default=None,
+    help="Image side override (e.g. small tiny-model runs).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.pass_context
+def synth(
+    ctx: click.Context,
+    n: int | None,
+    out: Path | None,
+    backbone: str | None,
+    classes: Path | None,
+    prompts: Path | None,
+    seed: int,
+    filter_: str | None,
+    batch_size: int | None,
+    device: str,
+    dtype: str,
+    workers: int | None,
+    shard: str | None,
+    num_steps: int | None,
+    guidance: float | None,
+    resolution: int | None,
+    as_json: bool,
+) -> None:
+    """Make (or resume) a synthetic dataset: images/, masks/, manifest.jsonl, manifest.json.
+
+    Deterministic given --seed (and batch size, dtype, device kind); sample ids come from the seed
+    and the index, so shards made with --shard I/N merge (`odbench synth merge`) into exactly
+    what one unsharded run writes."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if n is None or out is None:
+        raise UserError("odbench synth needs --n N and --out DIR (see --help)")
+    from odbench.synthesis.pipeline import SynthOptions, synthesize
+
+    with user_errors():
+        try:
+            opts = SynthOptions(
+                n=n,
+                seed=seed,
+                backbone=backbone,
+                classes=classes,
+                prompts=prompts,
+                filter=filter_,
+                batch_size=batch_size,
+                device=device,
+                dtype=dtype,
+                workers=workers,
+                shard=_shard(shard),
+                num_steps=num_steps,
+                guidance=guidance,
+                resolution=resolution,
+            )
+            summary = synthesize(opts, out)
+        except _errors() as e:
+            raise UserError(str(e)) from e
+    if as_json:
+        click.echo(json.dumps(summary, indent=1))
+        return
+    c = summary["counts"]
+    rejected = ", ".join(f"{k} {v}" for k, v in c["rejected"].items() if v) or "none"
+    t = summary["timings_s"]
+    click.echo(
+        f"{summary['out']}: {c['kept']} kept of {c['generated']} generated "
+        f"(rejected: {rejected}); this run {t['samples']:.0f} samples in {t['wall']:.1f} s "
+        f"({summary['samples_per_s']} samples/s; sampling {t['sampling']:.1f} s, CLIP "
+        f"{t['clip']:.1f} s, AttentionCut {t['cut']:.1f} s, writing {t['write']:.1f} s)"
+    )
+
+
+@synth.command("merge")
+@click.argument(
+    "folders", nargs=-1, required=True, type=click.Path(path_type=Path, file_okay=False)
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="New folder for the merged dataset.",
+)
+def merge_cmd(folders: tuple[Path, ...], out: Path) -> None:
+    """Merge the shard folders of one run into OUT (byte-identical to an unsharded run)."""
+    from odbench.synthesis.store import merge
+
+    with user_errors():
+        try:
+            counts = merge(folders, out)
+        except _errors() as e:
+            raise UserError(str(e)) from e
+    click.echo(
+        f"{out}: merged {len(folders)} shards, {counts['kept']} kept of {counts['generated']}"
+    )
