@@ -13,14 +13,18 @@ from odbench.cli import UserError, user_errors
 
 
 def open_dataset(arg: str, data_root: Path | None) -> Any:
-    """A registered dataset name (or alias), or a folder: an odbench synthetic dataset
-    (``manifest.json``) or any ``images/`` + ``masks/`` folder."""
+    """A registered dataset name (or alias), ``NAME:FOLDER`` (that dataset read from FOLDER, e.g.
+    ``synthetic:out/syn1k``), or a folder: an odbench synthetic dataset (``manifest.json``) or any
+    ``images/`` + ``masks/`` folder."""
     from odbench.cards import dataset_card
     from odbench.data.base import create_dataset
     from odbench.registry import DATASETS
 
     if dataset_card(arg) is not None or arg in DATASETS:
         return create_dataset(arg, data_root=data_root)
+    name, _, folder_arg = arg.partition(":")
+    if folder_arg and (dataset_card(name) is not None or name in DATASETS):
+        return create_dataset(name, data_root=Path(folder_arg))
     folder = Path(arg)
     if folder.is_dir():
         from odbench.data.folder import FolderDataset

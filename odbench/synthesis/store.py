@@ -98,6 +98,7 @@ class SynthStore:
             )
         for sub in ("images", "masks", "records"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
+        for sub in (".", "images", "masks", "records"):
             for tmp in (folder / sub).glob(".*.tmp"):  # left by a killed write
                 tmp.unlink()
         for path in sorted((folder / "records").glob("*.json")):
