@@ -43,6 +43,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "wctr": ("odbench.bench.wctr:cli", "wCtr images/s on one core."),
     "tokencut": ("odbench.bench.tokencut:cli", "TokenCut NCut eigen-solve time."),
     "learn": ("odbench.bench.learn:cli", "Train unet-e2e on real DUTS-TR-1k, score on ECSSD."),
+    "report": ("odbench.bench.report:cli", "odbench report at DUTS-TE size; page sort time."),
 }
 
 

@@ -24,9 +24,18 @@ from odbench.report.select import (
     rank_images,
     select_all,
 )
-from odbench.results import load_all_results, read_records
 
 METHODS = ("center-prior", "wctr")
+
+
+def _stored(results_dir: Path) -> dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]]:
+    """method -> (results JSON, records arrays), read straight from the files."""
+    out = {}
+    for path in sorted(results_dir.glob("*.json")):
+        run = json.loads(path.read_text())
+        with np.load(results_dir / run["records"], allow_pickle=False) as npz:
+            out[run["method"]["name"]] = (run, {k: npz[k] for k in npz.files})
+    return out
 
 
 def _run(args: list[str]) -> Any:
@@ -122,9 +131,9 @@ def test_report_page_from_records_and_caches(runs: Path, tmp_path: Path) -> None
     text = index.read_text()
     # the per-image columns are the runs' records, in the dataset's order
     data = _page_data(index)
+    stored = _stored(runs / "results")
     for m, method in enumerate(METHODS):
-        run = next(r for r in load_all_results(runs / "results") if r["method"]["name"] == method)
-        rec = read_records(run)
+        run, rec = stored[method]
         assert data["ids"] == [str(i) for i in rec["ids"]]
         np.testing.assert_allclose(data["iou"][m], rec["iou"], atol=5e-5)
         # per-image Fβ at the best threshold averages to the run's maxFβ
@@ -153,7 +162,7 @@ def test_thumbnails_are_written_once_and_never_stale(runs: Path, tmp_path: Path)
     assert "thumbnails: 0 written" in second.output, second.output
     assert sorted(p.name for p in (out / "thumbs").iterdir()) == written
     # a cache entry that changes gets a new thumbnail (its size/mtime are in the name)
-    run = next(r for r in load_all_results(runs / "results") if r["method"]["name"] == "wctr")
+    run = _stored(runs / "results")["wctr"][0]
     entry = sorted(Path(run["cache"]).glob("*.npz"))[0]
     st = entry.stat()
     os.utime(entry, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
@@ -185,12 +194,8 @@ def test_grid_png(runs: Path, tmp_path: Path) -> None:
 
 
 def _spread(runs: Path) -> tuple[list[str], np.ndarray]:
-    recs = [
-        read_records(
-            next(r for r in load_all_results(runs / "results") if r["method"]["name"] == m)
-        )
-        for m in METHODS
-    ]
+    stored = _stored(runs / "results")
+    recs = [stored[m][1] for m in METHODS]
     iou = np.stack([r["iou"] for r in recs])
     return [str(i) for i in recs[0]["ids"]], iou.max(axis=0) - iou.min(axis=0)
 
@@ -230,7 +235,7 @@ def test_missing_cache_entry_names_the_file(runs: Path, tmp_path: Path) -> None:
     shutil.copytree(runs, copy)
     for path in (copy / "results").glob("*.json"):
         path.write_text(path.read_text().replace(str(runs / "cache"), str(copy / "cache")))
-    run = next(r for r in load_all_results(copy / "results") if r["method"]["name"] == "wctr")
+    run = _stored(copy / "results")["wctr"][0]
     victim = Path(run["cache"]) / "toy_00003.npz"
     victim.unlink()
     result = _report(copy, tmp_path / "r", "--ids", "toy_00003")
@@ -292,3 +297,11 @@ def test_page_in_headless_chromium(runs: Path, tmp_path: Path) -> None:
     assert errors == []
     shot = Image.open(tmp_path / "report.png")
     assert shot.width == 1280 and shot.height > 1500
+
+
+def test_bench_report_runs_small() -> None:
+    """``odbench bench report`` at toy size (the DUTS-TE-size figure is in benchmarks/)."""
+    result = _run(["bench", "report", "--images", "40", "--methods", "2", "-n", "2",
+                   "--no-browser"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "meets the target" in result.output and "0 thumbnails written" in result.output

@@ -62,14 +62,35 @@ def per_image_fbeta(curves: np.ndarray, per_image_max: bool) -> np.ndarray:
     return curves[:, int(np.argmax(curves.mean(axis=0)))]  # type: ignore[no-any-return]
 
 
+def _select_run(results: list[Any], method: str, dataset: str, protocol: str) -> Any:
+    try:  # the runner's layout (odbench.compare); before it, leaderboard.py held it
+        from odbench.compare import select_run  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        from odbench.leaderboard import select_run  # type: ignore[attr-defined,no-redef,unused-ignore]
+    return select_run(results, method, dataset, protocol)
+
+
+def _as_report_run(run: Any, name: str) -> ReportRun:
+    """A results-store run (a typed ``RunResult``, or the plain dict older odbench returned) as
+    its JSON dict (``_path`` added) and records arrays."""
+    from odbench.leaderboard import run_label
+    from odbench.results import read_records
+
+    if isinstance(run, dict):
+        results, records = run, read_records(run)  # type: ignore[arg-type,unused-ignore]
+    else:
+        results = {**run.to_json(), "_path": str(run.path)}
+        records = run.records.arrays()
+    return ReportRun(run_label(name, results["method"].get("overrides") or {}), results, records)
+
+
 def load_report_data(
     results_dir: Path, dataset: str, methods: list[str], protocol: str = "odbench"
 ) -> ReportData:
     """The latest suitable run of each method on ``dataset`` / ``protocol`` (see the module
     docstring); raises :class:`ResultsError` naming the file or the command to run."""
     from odbench.cards import dataset_card
-    from odbench.leaderboard import run_label, select_run
-    from odbench.results import load_all_results, read_records
+    from odbench.results import load_all_results
 
     if not methods:
         raise ResultsError("--methods: give at least one method name")
@@ -80,20 +101,19 @@ def load_report_data(
     results = load_all_results(results_dir)
     runs = []
     for name in methods:
-        run = select_run(results, name, dataset, protocol)
-        if "saliency" not in run["metrics"]:
+        run = _as_report_run(_select_run(results, name, dataset, protocol), name)
+        path = run.results["_path"]
+        if "saliency" not in run.results["metrics"]:
             raise ResultsError(
-                f"{run['_path']}: no saliency metrics (the report shows masks; "
+                f"{path}: no saliency metrics (the report shows masks; "
                 f"dataset {dataset!r} has no GT masks)"
             )
-        records = read_records(run)
         for key in ("ids", "iou", "fbeta"):
-            if key not in records:
-                raise ResultsError(f"{run['_path']}: its records lack {key!r}; re-run odbench eval")
-        if not isinstance(run.get("cache"), str):
-            raise ResultsError(f"{run['_path']}: no prediction cache recorded; re-run odbench eval")
-        label = run_label(name, run["method"].get("overrides") or {})
-        runs.append(ReportRun(label, run, records))
+            if key not in run.records:
+                raise ResultsError(f"{path}: its records lack {key!r}; re-run odbench eval")
+        if not isinstance(run.results.get("cache"), str):
+            raise ResultsError(f"{path}: no prediction cache recorded; re-run odbench eval")
+        runs.append(run)
     ids = [str(i) for i in runs[0].records["ids"]]
     iou, fbeta = [], []
     per_image_max = (runs[0].results["protocol"].get("definition") or {}).get("max_over") == (

@@ -47,11 +47,19 @@ def check_dataset(dataset: Dataset, run: ReportRun) -> None:
         )
 
 
+def prediction_cache(folder: Path) -> Any:
+    """The runner's :class:`PredictionCache` of ``folder`` (``odbench.cache``; before the
+    runner's split it lived in ``odbench.evaluate``)."""
+    try:
+        from odbench.cache import PredictionCache  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        from odbench.evaluate import PredictionCache  # type: ignore[attr-defined,no-redef,unused-ignore]
+    return PredictionCache(folder)
+
+
 def load_prediction(run: ReportRun, sample_id: str) -> np.ndarray:
     """The run's cached map of one image (uint16), as the runner scored it."""
-    from odbench.evaluate import EvalError, PredictionCache
-
-    cache = PredictionCache(run.cache_folder)
+    cache = prediction_cache(run.cache_folder)
     if not cache.has(sample_id):
         raise ResultsError(
             f"{cache.path(sample_id)}: the map of {sample_id!r} is not in the prediction cache "
@@ -60,9 +68,9 @@ def load_prediction(run: ReportRun, sample_id: str) -> np.ndarray:
         )
     try:
         pred, _ = cache.get(sample_id)
-    except EvalError as e:
+    except ValueError as e:  # the cache's one-line error (CacheError / EvalError) naming the file
         raise ResultsError(str(e)) from e
-    return pred
+    return pred  # type: ignore[no-any-return]
 
 
 def to_8bit(arr: np.ndarray) -> np.ndarray:
@@ -151,10 +159,9 @@ class Thumbnailer:
 
     def prediction(self, run: ReportRun, sample_id: str) -> tuple[str, str]:
         """Relative paths of the soft map and binarised mask thumbnails of a run's prediction."""
-        from odbench.evaluate import PredictionCache
         from odbench.metrics.saliency import binarize_prediction
 
-        path = PredictionCache(run.cache_folder).path(sample_id)
+        path = prediction_cache(run.cache_folder).path(sample_id)
         source = {"cache": _stat(path) if path.is_file() else str(path), "id": sample_id}
         names = (self._name("soft", source), self._name("mask", source))
         if all((self.folder / n).is_file() for n in names):
