@@ -200,6 +200,40 @@ def _spread(runs: Path) -> tuple[list[str], np.ndarray]:
     return [str(i) for i in recs[0]["ids"]], iou.max(axis=0) - iou.min(axis=0)
 
 
+def test_stored_curves_and_family_are_shown(runs: Path, tmp_path: Path) -> None:
+    """Curves a run stored (PR, ROC, Eξ) are drawn from the stored values; the salient-object
+    columns appear when a run carries them; a run without curves is named."""
+    copy = tmp_path / "runs"
+    shutil.copytree(runs / "results", copy)
+    path = next(p for p in copy.glob("wctr__*.json"))
+    run = json.loads(path.read_text())
+    t = np.arange(255) / 255.0
+    run["metrics"]["saliency"]["s_measure"] = 0.6789
+    run["metrics"]["saliency"]["auc_roc"] = 0.9123
+    run["metrics"]["saliency"]["curves"] = {
+        "thresholds": t.tolist(),
+        "precision": (0.5 + 0.5 * t).tolist(),
+        "recall": (1.0 - t).tolist(),
+        "fpr": ((1.0 - t) ** 2).tolist(),
+        "e_measure": np.sin(np.pi * t).tolist(),
+    }
+    path.write_text(json.dumps(run))
+    out = tmp_path / "report"
+    args = ["report", "--dataset", "toy", "--methods", ",".join(METHODS), "-n", "1"]
+    result = _run([*args, "--results-dir", str(copy), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = (out / "index.html").read_text()
+    assert "<th>Sα</th>" in text and "0.679" in text and "AUC 0.912" in text
+    pr = text.split("precision-recall")[0].rsplit("<svg", 1)[1]
+    points = re.findall(r"points='([^']*)'", pr)
+    assert len(points) == 1 and len(points[0].split()) == 255
+    # first point: recall 1, precision 0.5 -> x at the right end, y half-way (axes: 40..410, 260..10)
+    x, y = (float(v) for v in points[0].split()[0].split(","))
+    assert (x, y) == (410.0, 135.0)
+    assert "Eξ against threshold" in text and "max 1.000 at threshold 0.498" in text
+    assert "No stored curves for center-prior" in text
+
+
 def test_bad_input_is_one_line(runs: Path, tmp_path: Path) -> None:
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")

@@ -74,10 +74,36 @@ def colour(m: int) -> str:
 # ----------------------------------------------------------------------------- leaderboard
 
 
+#: Leaderboard columns: metric key -> header (↓: lower is better).  The salient-object family
+#: appears when a run stored it (``odbench eval --metrics all``).
+METRIC_HEADERS = {
+    "acc": "Acc",
+    "iou": "IoU",
+    "max_fbeta": "maxFβ",
+    "mae": "MAE ↓",
+    "s_measure": "Sα",
+    "e_measure_max": "maxEξ",
+    "e_measure_mean": "meanEξ",
+    "e_measure_adaptive": "adpEξ",
+    "weighted_fbeta": "wFβ",
+    "adaptive_fbeta": "adpFβ",
+    "mean_fbeta": "meanFβ",
+    "dice": "Dice",
+    "ber": "BER ↓",
+    "auc_roc": "AUC",
+}
+_BASE_METRICS = ("acc", "iou", "max_fbeta", "mae")
+
+
 def leaderboard_html(data: ReportData, reported: Sequence[Any]) -> str:
     """Our runs (latest chosen per method), then the paper's rows for this dataset (†)."""
-    head = "<tr><th>method</th><th>protocol</th><th>images</th><th>Acc</th><th>IoU</th>"
-    head += "<th>maxFβ</th><th>MAE</th><th>source</th></tr>"
+    keys = [
+        k
+        for k in METRIC_HEADERS
+        if k in _BASE_METRICS or any(isinstance(r.saliency.get(k), int | float) for r in data.runs)
+    ]
+    head = "<tr><th>method</th><th>protocol</th><th>images</th>"
+    head += "".join(f"<th>{esc(METRIC_HEADERS[k])}</th>" for k in keys) + "<th>source</th></tr>"
     rows = []
     for run in data.runs:
         s = run.saliency
@@ -86,7 +112,7 @@ def leaderboard_html(data: ReportData, reported: Sequence[Any]) -> str:
         src = f"odbench run {run.results['date']}" + (f", --limit {limit}" if limit else "")
         rows.append(
             f"<tr><td>{esc(run.label)}</td><td>{esc(data.protocol)}</td><td>{n}</td>"
-            + "".join(f"<td>{fmt(s.get(k))}</td>" for k in ("acc", "iou", "max_fbeta", "mae"))
+            + "".join(f"<td>{fmt(s.get(k))}</td>" for k in keys)
             + f"<td>{esc(src)}</td></tr>"
         )
     ours = {run.results["method"]["name"] for run in data.runs}
@@ -97,9 +123,7 @@ def leaderboard_html(data: ReportData, reported: Sequence[Any]) -> str:
         rows.append(
             f"<tr class='reported'><td>{esc(name)} †</td><td>{esc(r.protocol or 'paper')}</td>"
             "<td></td>"
-            + "".join(
-                f"<td>{fmt(r.metrics.get(k))}</td>" for k in ("acc", "iou", "max_fbeta", "mae")
-            )
+            + "".join(f"<td>{fmt(r.metrics.get(k))}</td>" for k in keys)
             + f"<td>{esc(r.source)}, Tab. {esc(r.table)}</td></tr>"
         )
     note = (
@@ -219,26 +243,26 @@ def histograms_svg(data: ReportData, bins: int = 20) -> str:
 
 
 def curves_svg(title: str, xlabel: str, ylabel: str, curves: list[Curve]) -> str:
-    """Line plot of curves on [0, 1]², the maximum of each marked."""
+    """Line plot of curves on [0, 1]²; a curve with ``mark_max`` gets its maximum marked."""
     w, h, pad = 420, 300, 40
     parts = _axes(w, h, pad, xlabel, ylabel, 1.0)
     legend = []
     for c in curves:
-        px = pad + np.asarray(c.x, dtype=np.float64) * (w - 10 - pad)
-        py = (h - pad) - np.asarray(c.y, dtype=np.float64) * (h - pad - 10)
-        pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px, py) if math.isfinite(b))
+        x, y = np.asarray(c.x, dtype=np.float64), np.asarray(c.y, dtype=np.float64)
+        ok = np.isfinite(x) & np.isfinite(y)
+        px, py = pad + x * (w - 10 - pad), (h - pad) - y * (h - pad - 10)
+        pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px[ok], py[ok]))
         parts.append(f"<polyline points='{pts}' fill='none' stroke='{c.colour}' stroke-width='2'/>")
-        if np.isfinite(py).any():
-            k = int(np.nanargmax(np.asarray(c.y, dtype=np.float64)))
-            at = f"{c.xname} {float(c.x[k]):.3f}"
+        entry = f"<span style='color:{c.colour}'>■</span> {esc(c.label)}{esc(c.note)}"
+        if c.mark_max and ok.any():
+            k = int(np.flatnonzero(ok)[np.argmax(y[ok])])
+            at = f"max {y[k]:.3f} at {c.xname} {x[k]:.3f}"
             parts.append(
                 f"<circle cx='{px[k]:.1f}' cy='{py[k]:.1f}' r='4' fill='{c.colour}'>"
-                f"<title>max {float(c.y[k]):.3f} at {at}</title></circle>"
+                f"<title>{at}</title></circle>"
             )
-            legend.append(
-                f"<span style='color:{c.colour}'>■</span> {esc(c.label)} "
-                f"(max {float(c.y[k]):.3f} at {at})"
-            )
+            entry += f" ({at})"
+        legend.append(entry)
     return (
         f"<figure><svg width='{w}' height='{h}' role='img'>{''.join(parts)}</svg>"
         f"<figcaption>{esc(title)}<br>{'<br>'.join(legend)}</figcaption></figure>"
@@ -252,6 +276,8 @@ class Curve:
     x: np.ndarray
     y: np.ndarray
     xname: str = "threshold"
+    mark_max: bool = True
+    note: str = ""
 
 
 def fbeta_curves_html(data: ReportData) -> str:
@@ -274,6 +300,52 @@ def fbeta_curves_html(data: ReportData) -> str:
         "maxFβ is the mean of per-image maxima (not the maximum of this curve)"
     )
     return curves_svg(f"Fβ against threshold ({note})", "threshold", "Fβ", curves)
+
+
+def _stored_curves(run: Any) -> dict[str, np.ndarray] | None:
+    """The mean curves a run stored (``metrics.saliency.curves``: ``thresholds``,
+    ``precision``, ``recall``, ``fpr``, ``e_measure``), or None when absent or malformed."""
+    raw = run.saliency.get("curves")
+    if not isinstance(raw, dict) or not isinstance(raw.get("thresholds"), list):
+        return None
+    n = len(raw["thresholds"])
+    out = {}
+    for key, values in raw.items():
+        if isinstance(values, list) and len(values) == n:
+            out[key] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    return out
+
+
+def stored_curves_html(data: ReportData) -> str:
+    """PR, ROC and Eξ-threshold curves, drawn from what the runs stored (never recomputed)."""
+    stored = [(m, run, _stored_curves(run)) for m, run in enumerate(data.runs)]
+    have = [(m, run, c) for m, run, c in stored if c is not None]
+    if not have:
+        return (
+            "<p class='note'>No precision-recall, ROC or E-measure curves in these results "
+            "(they are stored by runs scored with the salient-object metric family).</p>"
+        )
+    plots = []
+    for title, xk, yk, xlabel, ylabel in (
+        ("precision-recall (mean over images per threshold)", "recall", "precision", "recall",
+         "precision"),
+        ("ROC (mean over images per threshold)", "fpr", "recall", "FPR", "TPR"),
+        ("Eξ against threshold", "thresholds", "e_measure", "threshold", "Eξ"),
+    ):  # fmt: skip
+        curves = []
+        for m, run, c in have:
+            if xk not in c or yk not in c:
+                continue
+            auc = run.saliency.get("auc_roc")
+            note = f" (AUC {fmt(auc)})" if xk == "fpr" and isinstance(auc, int | float) else ""
+            curves.append(
+                Curve(run.label, colour(m), c[xk], c[yk], mark_max=yk == "e_measure", note=note)
+            )
+        if curves:
+            plots.append(curves_svg(title, xlabel, ylabel, curves))
+    missing = [run.label for _, run, c in stored if c is None]
+    note = f"<p class='note'>No stored curves for {esc(', '.join(missing))}.</p>" if missing else ""
+    return "".join(plots) + note
 
 
 # ----------------------------------------------------------------------------- metadata
@@ -361,6 +433,7 @@ def render_page(
         histograms=histograms_svg(data),
         scatter=scatter,
         fbeta=fbeta_curves_html(data),
+        curves=stored_curves_html(data),
         metadata=metadata_html(data),
         payload=payload,
     )
@@ -427,6 +500,7 @@ the columns. Images come from the dataset and the runs' prediction caches.</p>
 <h2 id="plots">Plots</h2>
 {histograms}
 <div class="plots">{scatter}{fbeta}</div>
+<div class="plots">{curves}</div>
 <h2 id="metadata">Runs</h2>
 {metadata}
 <script id="odb-data" type="application/json">{payload}</script>
