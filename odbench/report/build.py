@@ -52,13 +52,31 @@ def open_dataset(data: ReportData, data_root: Path | None) -> Dataset:
     return dataset
 
 
+#: What a report folder holds; a folder with anything else is not overwritten.
+REPORT_FILES = frozenset({"index.html", "report.js", "thumbs"})
+
+
 def _check_out_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ResultsError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "index.html").is_file():
-        raise ResultsError(
-            f"--out {out}: a non-empty folder that holds no report; choose a new or empty folder"
-        )
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in REPORT_FILES)
+        if foreign:
+            raise ResultsError(
+                f"--out {out}: holds {', '.join(foreign[:3])}, not a report; choose a new or "
+                f"empty folder"
+            )
+
+
+def _check_cached(data: ReportData, rows: list[int]) -> None:
+    """Every map the report shows is in its run's cache (checked before anything is written)."""
+    from odbench.report.thumbs import load_prediction, prediction_cache
+
+    for run in data.runs:
+        cache = prediction_cache(run.cache_folder)
+        for i in rows:
+            if not cache.has(data.ids[i]):
+                load_prediction(run, data.ids[i])  # raises the one-line error naming the file
 
 
 def build_report(
@@ -98,6 +116,7 @@ def build_report(
     selections = select_all(data.iou, n)
     wanted = sorted({*chosen, *(i for s in selections for i in s.indices)})
     dataset_obj = open_dataset(data, data_root)
+    _check_cached(data, wanted)
     thumbs = Thumbnailer(out / "thumbs", dataset_obj, get_protocol(protocol), thumb_size)
     rows: dict[int, GridRow] = {}
     console = Console(stderr=True)
