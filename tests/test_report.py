@@ -316,6 +316,16 @@ def test_page_in_headless_chromium(runs: Path, tmp_path: Path) -> None:
         assert page.inner_text(first) == data["ids"][int(np.argmax(data["iou"][1]))]
         page.fill("#filter", data["ids"][5])
         assert page.locator("#pi tbody tr").count() == 1
+        # a row's thumbnail leads to its first grid row, unfolding that grid
+        i, anchor = next((int(k), a) for k, a in data["anchors"].items() if not a.startswith("g0-"))
+        assert (
+            page.evaluate(f"document.getElementById('{anchor}').closest('details').open") is False
+        )
+        page.fill("#filter", data["ids"][i])
+        page.click("#pi tbody a")
+        assert page.evaluate(f"document.getElementById('{anchor}').closest('details').open")
+        top = page.evaluate(f"document.getElementById('{anchor}').getBoundingClientRect().top")
+        assert -2 < top < 900
         # load every image (grids are lazy and folded): none may be broken
         page.eval_on_selector_all("details", "els => els.forEach(e => e.open = true)")
         page.eval_on_selector_all("img", "els => els.forEach(e => e.loading = 'eager')")

@@ -125,7 +125,7 @@ def build_report(
         image, gt = thumbs.sample(sid)
         rows[i] = GridRow(i, image, gt, [thumbs.prediction(run, sid) for run in data.runs])
     grids = grids_for(data, selections, chosen, n, rows)
-    html = render_page(data, grids, {i: r.image for i, r in rows.items()}, reported_rows())
+    html = render_page(data, grids, reported_rows())
     atomic_write_bytes(out / "report.js", script())
     atomic_write_bytes(out / "index.html", html.encode())
     return ReportOutcome(

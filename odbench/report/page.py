@@ -388,23 +388,28 @@ def metadata_html(data: ReportData) -> str:
 # ----------------------------------------------------------------------------- assembly
 
 
-def page_data(data: ReportData, row_thumbs: dict[int, str]) -> dict[str, Any]:
+def page_data(data: ReportData, grids: list[Grid]) -> dict[str, Any]:
     """What ``report.js`` reads: labels, ids, per-image IoU and Fβ (4 decimals, NaN as null),
-    and the image thumbnail of the rows that have one."""
+    and for the images in a grid their thumbnail and the anchor of their first grid row."""
+    thumbs: dict[str, str] = {}
+    anchors: dict[str, str] = {}
+    for g, grid in enumerate(grids):
+        for row in grid.rows:
+            thumbs.setdefault(str(row.index), row.image)
+            anchors.setdefault(str(row.index), f"g{g}-{row.index}")
     return {
         "methods": data.labels,
         "colours": [colour(m) for m in range(len(data.runs))],
         "ids": data.ids,
         "iou": [_round(v) for v in data.iou],
         "fbeta": [_round(v) for v in data.fbeta],
-        "thumbs": {str(k): v for k, v in sorted(row_thumbs.items())},
+        "thumbs": thumbs,
+        "anchors": anchors,
     }
 
 
-def render_page(
-    data: ReportData, grids: list[Grid], row_thumbs: dict[int, str], reported: Sequence[Any]
-) -> str:
-    payload = json.dumps(page_data(data, row_thumbs), separators=(",", ":"), allow_nan=False)
+def render_page(data: ReportData, grids: list[Grid], reported: Sequence[Any]) -> str:
+    payload = json.dumps(page_data(data, grids), separators=(",", ":"), allow_nan=False)
     payload = payload.replace("</", "<\\/")  # never close the script element early
     title = f"odbench report: {data.dataset}, {len(data.ids)} images, protocol {data.protocol}"
     two = len(data.runs) > 1

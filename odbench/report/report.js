@@ -10,7 +10,7 @@
 
   // Columns: [key, header, value(i)]; missing values (null) always sort last.
   function columns() {
-    const cols = [["id", "image", (i) => D.ids[i]]];
+    const cols = [["id", "id", (i) => D.ids[i]]];
     for (let m = 0; m < M; m++) {
       cols.push(["iou" + m, "IoU " + D.methods[m], (i) => D.iou[m][i]]);
       cols.push(["fbeta" + m, "Fβ " + D.methods[m], (i) => D.fbeta[m][i]]);
@@ -71,7 +71,9 @@
     const start = st.page * PAGE;
     const html = [];
     for (const i of st.rows.slice(start, start + PAGE)) {
-      const thumb = D.thumbs[i] ? `<img src="${D.thumbs[i]}" alt="">` : "";
+      const thumb = D.thumbs[i]
+        ? `<a href="#${D.anchors[i]}" title="show in the grids"><img src="${D.thumbs[i]}" alt=""></a>`
+        : "";
       const tds = cols.map(([key, , value], k) => {
         const v = value(i);
         const cls = key === "diff" && v !== null ? (v < 0 ? "neg" : v > 0 ? "pos" : "") : "";
@@ -135,6 +137,16 @@
     box.value = D.ids[+i];
     box.dispatchEvent(new Event("input"));
     document.getElementById("images").scrollIntoView();
+  });
+  // A link to a grid row opens the folded grid that holds it.
+  document.querySelector("#pi tbody").addEventListener("click", (e) => {
+    const a = e.target.closest("a[href^='#g']");
+    if (!a) return;
+    const row = document.getElementById(a.getAttribute("href").slice(1));
+    if (!row) return;
+    e.preventDefault();
+    row.closest("details").open = true;
+    row.scrollIntoView();
   });
   update();
   scatter();
