@@ -141,6 +141,7 @@ def test_report_page_from_records_and_caches(runs: Path, tmp_path: Path) -> None
         assert fb == pytest.approx(run["metrics"]["saliency"]["max_fbeta"], abs=5e-5)
         assert f"{run['metrics']['saliency']['iou']:.3f}" in text  # leaderboard row
     # every image the page shows exists beside it (relative links)
+    assert sorted(map(int, data["thumbs"])) == list(range(len(data["ids"])))  # every table row
     sources = re.findall(r"<img src='([^']+)'", text) + list(data["thumbs"].values())
     assert sources and all((out / s).is_file() for s in sources)
     assert not any(s.startswith(("/", "http")) for s in sources)
@@ -324,8 +325,11 @@ def test_page_in_headless_chromium(runs: Path, tmp_path: Path) -> None:
         page.fill("#filter", data["ids"][i])
         page.click("#pi tbody a")
         assert page.evaluate(f"document.getElementById('{anchor}').closest('details').open")
-        top = page.evaluate(f"document.getElementById('{anchor}').getBoundingClientRect().top")
-        assert -2 < top < 900
+        box = page.evaluate(
+            f"(() => {{ const r = document.getElementById('{anchor}').getBoundingClientRect();"
+            " return [r.top, r.bottom]; })()"
+        )
+        assert box[1] > 0 and box[0] < 900, box  # the grid row is on screen
         # load every image (grids are lazy and folded): none may be broken
         page.eval_on_selector_all("details", "els => els.forEach(e => e.open = true)")
         page.eval_on_selector_all("img", "els => els.forEach(e => e.loading = 'eager')")

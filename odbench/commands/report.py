@@ -40,6 +40,12 @@ def _names(text: str | None) -> list[str]:
 @click.option("-n", "n", type=int, default=8, show_default=True, help="Images per grid.")
 @click.option("--ids", default=None, help="Sample ids to show as well, comma-separated.")
 @click.option(
+    "--row-images/--no-row-images",
+    default=True,
+    show_default=True,
+    help="A small image in every row of the per-image table (written once, reused).",
+)
+@click.option(
     "--grid",
     type=int,
     default=None,
@@ -70,6 +76,7 @@ def report(
     out: Path,
     n: int,
     ids: str | None,
+    row_images: bool,
     grid: int | None,
     select: str,
     panel: str,
@@ -109,6 +116,7 @@ def report(
             data_root=data_root,
             n=n,
             ids=_names(ids),
+            row_images=row_images,
             show_progress=True,
         )
     click.echo(

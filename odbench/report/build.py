@@ -7,6 +7,7 @@ Both read everything from the results store, the runs' prediction caches and the
 from __future__ import annotations
 
 import io
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,10 +91,13 @@ def build_report(
     n: int = 8,
     ids: list[str] | None = None,
     thumb_size: int = 160,
+    row_images: bool = True,
+    workers: int | None = None,
     show_progress: bool = False,
 ) -> ReportOutcome:
     """Write ``out/index.html``, ``out/report.js`` and the thumbnails under ``out/thumbs/``
-    (reused from an earlier build when their sources are unchanged)."""
+    (reused from an earlier build when their sources are unchanged): image, GT, maps and masks
+    of the images in the grids and, with ``row_images``, a small image for every table row."""
     from rich.console import Console
     from rich.progress import track
 
@@ -107,6 +111,8 @@ def build_report(
     from odbench.report.thumbs import Thumbnailer
 
     start = time.perf_counter()
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2
     out = Path(out)
     _check_out_dir(out)
     if n < 0:
@@ -124,8 +130,15 @@ def build_report(
         sid = data.ids[i]
         image, gt = thumbs.sample(sid)
         rows[i] = GridRow(i, image, gt, [thumbs.prediction(run, sid) for run in data.runs])
+    row_thumbs: dict[int, str] = {}
+    if row_images:
+        chunk = 500
+        starts = range(0, len(data.ids), chunk)
+        for start in track(starts, "table thumbnails", console=console, disable=not show_progress):
+            paths = thumbs.row_images(data.ids[start : start + chunk], workers=workers)
+            row_thumbs.update(enumerate(paths, start))
     grids = grids_for(data, selections, chosen, n, rows)
-    html = render_page(data, grids, reported_rows())
+    html = render_page(data, grids, row_thumbs, reported_rows())
     atomic_write_bytes(out / "report.js", script())
     atomic_write_bytes(out / "index.html", html.encode())
     return ReportOutcome(

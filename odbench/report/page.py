@@ -388,10 +388,11 @@ def metadata_html(data: ReportData) -> str:
 # ----------------------------------------------------------------------------- assembly
 
 
-def page_data(data: ReportData, grids: list[Grid]) -> dict[str, Any]:
+def page_data(data: ReportData, grids: list[Grid], row_thumbs: dict[int, str]) -> dict[str, Any]:
     """What ``report.js`` reads: labels, ids, per-image IoU and Fβ (4 decimals, NaN as null),
-    and for the images in a grid their thumbnail and the anchor of their first grid row."""
-    thumbs: dict[str, str] = {}
+    the table's thumbnails (``row_thumbs``, else the grid thumbnail of the images in a grid) and
+    the anchor of each grid image's first grid row."""
+    thumbs = {str(i): path for i, path in row_thumbs.items()}
     anchors: dict[str, str] = {}
     for g, grid in enumerate(grids):
         for row in grid.rows:
@@ -408,8 +409,10 @@ def page_data(data: ReportData, grids: list[Grid]) -> dict[str, Any]:
     }
 
 
-def render_page(data: ReportData, grids: list[Grid], reported: Sequence[Any]) -> str:
-    payload = json.dumps(page_data(data, grids), separators=(",", ":"), allow_nan=False)
+def render_page(
+    data: ReportData, grids: list[Grid], row_thumbs: dict[int, str], reported: Sequence[Any]
+) -> str:
+    payload = json.dumps(page_data(data, grids, row_thumbs), separators=(",", ":"), allow_nan=False)
     payload = payload.replace("</", "<\\/")  # never close the script element early
     title = f"odbench report: {data.dataset}, {len(data.ids)} images, protocol {data.protocol}"
     two = len(data.runs) > 1

@@ -71,9 +71,8 @@
     const start = st.page * PAGE;
     const html = [];
     for (const i of st.rows.slice(start, start + PAGE)) {
-      const thumb = D.thumbs[i]
-        ? `<a href="#${D.anchors[i]}" title="show in the grids"><img src="${D.thumbs[i]}" alt=""></a>`
-        : "";
+      const img = D.thumbs[i] ? `<img src="${D.thumbs[i]}" alt="">` : "";
+      const thumb = D.anchors[i] ? `<a href="#${D.anchors[i]}" title="show in the grids">${img}</a>` : img;
       const tds = cols.map(([key, , value], k) => {
         const v = value(i);
         const cls = key === "diff" && v !== null ? (v < 0 ? "neg" : v > 0 ? "pos" : "") : "";

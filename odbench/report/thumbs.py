@@ -107,7 +107,7 @@ class Thumbnailer:
             return {"dataset": self.dataset.describe(), "id": sample_id}
         return {"files": [_stat(Path(p)) for p in files(sample_id)], "id": sample_id}
 
-    def _name(self, kind: str, source: dict[str, Any]) -> str:
+    def _name(self, kind: str, source: dict[str, Any], suffix: str = ".png") -> str:
         key = {
             "kind": kind,
             "size": self.size,
@@ -120,7 +120,7 @@ class Thumbnailer:
             ],
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode())
-        return f"{kind}-{digest.hexdigest()[:20]}.png"
+        return f"{kind}-{digest.hexdigest()[:20]}{suffix}"
 
     def _write(self, name: str, make: Any) -> str:
         path = self.folder / name
@@ -156,6 +156,44 @@ class Thumbnailer:
             self._write(self._name("image", source), lambda: self._sample(sample_id).image),
             self._write(self._name("gt", source), gt),
         )
+
+    def row_images(self, sample_ids: list[str], size: int = 48, workers: int = 1) -> list[str]:
+        """Relative paths of small JPEGs of the images for the per-image table, written by
+        ``workers`` threads (Pillow decodes and encodes without the GIL).  Image files are
+        opened with Pillow's draft mode (a JPEG is decoded at 1/2, 1/4 or 1/8 scale)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            done = list(pool.map(lambda i: self._row_image(i, size), sample_ids))
+        self.written += sum(wrote for _, wrote in done)
+        self.reused += sum(not wrote for _, wrote in done)
+        return [path for path, _ in done]
+
+    def _row_image(self, sample_id: str, size: int) -> tuple[str, bool]:
+        from PIL import UnidentifiedImageError
+
+        from odbench.imageio import ImageReadError
+
+        name = self._name(f"row{size}", self._source(sample_id), ".jpg")
+        path = self.folder / name
+        if path.is_file():
+            return f"{self.folder.name}/{name}", False
+        files = getattr(self.dataset, "files", None)
+        if files is not None:
+            source = Path(files(sample_id)[0])
+            try:
+                with Image.open(source) as opened:
+                    opened.draft("RGB", (2 * size, 2 * size))
+                    img = opened.convert("RGB")
+            except (OSError, UnidentifiedImageError) as e:
+                raise ImageReadError(f"{source}: unreadable or corrupt image ({e})") from e
+        else:
+            img = Image.fromarray(self.dataset.load(sample_id).image)
+        img.thumbnail((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=85)
+        atomic_write_bytes(path, buf.getvalue())
+        return f"{self.folder.name}/{name}", True
 
     def prediction(self, run: ReportRun, sample_id: str) -> tuple[str, str]:
         """Relative paths of the soft map and binarised mask thumbnails of a run's prediction."""
