@@ -28,7 +28,7 @@ from odbench.report.runs import ReportRun
 from odbench.results import ResultsError
 
 #: Keys of a run's dataset record that are not part of the dataset's own description.
-_RUN_ONLY_KEYS = ("name", "limit", "n_evaluated")
+_RUN_ONLY_KEYS = ("name", "limit", "n_evaluated", "skipped_ids")
 
 
 def check_dataset(dataset: Dataset, run: ReportRun) -> None:
