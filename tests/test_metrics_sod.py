@@ -311,3 +311,28 @@ def test_meter_merge_and_records():
     with pytest.raises(ValueError, match="no images"):
         SodMeter().compute()
     assert get_protocol("pysodmetrics").s_centroid_round == "half_even"
+
+
+def test_nearest_object_pixel_and_distances_equal_scipys_transform():
+    from scipy.ndimage import distance_transform_edt
+
+    from odbench.metrics.sod import nearest_object_pixel, squared_distance_to_object
+
+    rng = np.random.default_rng(18)
+    n_ties = 0
+    for _ in range(40):
+        shape = (int(rng.integers(3, 40)), int(rng.integers(3, 40)))
+        gt = rng.random(shape) < rng.random() * 0.3
+        if not gt.any():
+            continue
+        dist, (iy, ix) = distance_transform_edt(~gt, return_indices=True)
+        d2 = squared_distance_to_object(gt)
+        np.testing.assert_array_equal(np.sqrt(d2), dist)  # bit for bit
+        ys, xs = np.nonzero(~gt & (d2 <= 18))
+        ny, nx = nearest_object_pixel(gt, ys, xs, d2[ys, xs])
+        np.testing.assert_array_equal(ny, iy[ys, xs])
+        np.testing.assert_array_equal(nx, ix[ys, xs])
+        fy, fx = np.nonzero(gt)
+        for y, x in zip(ys[:50], xs[:50]):
+            n_ties += np.sum((fy - y) ** 2 + (fx - x) ** 2 == d2[y, x]) > 1
+    assert n_ties > 100  # the tie rule was exercised

@@ -3,20 +3,14 @@ against PySODMetrics.  Skipped when ../shared/data is absent."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
+from realdata import REAL_DATA
 from test_metrics_sod import TOL, pysod_reference, score_all  # tests/ is on sys.path
 
 from odbench.imageio import read_gray, read_rgb
 
-# ../shared/data beside the checkout; ODBENCH_SHARED_DATA points a git worktree elsewhere
-DATA = Path(
-    os.environ.get("ODBENCH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
-ECSSD = DATA / "ECSSD"
+ECSSD = REAL_DATA / "ECSSD"
 N_IMAGES = 6
 
 

@@ -156,3 +156,35 @@ def test_score_does_not_import_torch(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"torch": False, "n": 2}
+
+
+def test_metrics_all_matches_the_family_meter_and_workers_do_not_change_it(tmp_path):
+    from odbench.metrics.sod import SOD_KEYS, FamilyMeter
+
+    pred_dir, gt_dir = make_pairs(tmp_path, n=7)
+    one = score_json(pred_dir, gt_dir, "--metrics", "all", "--workers", "1")
+    three = score_json(pred_dir, gt_dir, "--metrics", "all", "--workers", "3")
+    assert one == three  # records are added in file order whatever the thread count
+    meter = FamilyMeter("odbench")
+    for path in sorted(pred_dir.iterdir()):
+        meter.update(np.asarray(Image.open(path)), np.asarray(Image.open(gt_dir / path.name)))
+    ref = meter.compute()
+    for key in (*SOD_KEYS, "max_fbeta", "mae"):
+        assert one[key] == pytest.approx(ref[key], abs=1e-12), key
+    assert set(one["curves"]) == {"thresholds", "precision", "recall", "fpr", "e_measure", "fbeta"}
+    assert len(one["curves"]["e_measure"]) == 255
+    basic = score_json(pred_dir, gt_dir, "--workers", "2")
+    assert "s_measure" not in basic and basic["max_fbeta"] == one["max_fbeta"]
+    table = invoke(
+        "score", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--metrics", "all"
+    )
+    assert table.exit_code == 0 and "S-measure" in table.stdout and "AUC" in table.stdout
+
+
+def test_workers_report_the_first_bad_file_in_order(tmp_path):
+    pred_dir, gt_dir = make_pairs(tmp_path, n=6)
+    for name in ("img4.png", "img2.png"):
+        (pred_dir / name).write_bytes(b"not a png")
+    args = ["score", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--workers", "4"]
+    assert_one_line_error(invoke(*args), "img2.png", "corrupt")
+    assert_one_line_error(invoke(*args[:-2], "--workers", "0"), "--workers")

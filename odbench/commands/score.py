@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,25 +39,60 @@ def _name_some(paths: list[Path]) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
+def default_workers() -> int:
+    """The cores this process may use (``os.sched_getaffinity`` where it exists)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
 def score_folders(
     pred_dir: Path,
     gt_dir: Path,
     protocol: str = "odbench",
     subset_of_gt: bool = False,
     on_mismatch: str = "error",
+    metrics: str = "basic",
+    workers: int | None = None,
+    show_progress: bool = False,
 ) -> dict[str, Any]:
     """Score every prediction in ``pred_dir`` against the GT of the same stem in ``gt_dir``.
 
     ``subset_of_gt``: GT masks without a prediction are left out (``n_gt_skipped`` in the
     result) instead of being an error.  Sizes are checked for every pair before any scoring
     (:mod:`odbench.metrics.sizes`): a mismatch is an error listing them all, or with
-    ``on_mismatch="skip"`` the pair is left out and its id listed in ``skipped_ids``."""
+    ``on_mismatch="skip"`` the pair is left out and its id listed in ``skipped_ids``.
+    ``metrics="all"`` adds the salient-object family (:mod:`odbench.metrics.sod`) and its
+    curves.  Images are decoded and scored in ``workers`` threads (default: the cores
+    available; Pillow, OpenCV and NumPy release the GIL); records are added in file order, so
+    the result does not depend on ``workers``."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from odbench.imageio import ImageReadError, image_size, read_gray, read_warnings
     from odbench.metrics.protocols import MetricInputError
-    from odbench.metrics.saliency import SaliencyMeter
     from odbench.metrics.sizes import describe_mismatches, protocol_mismatches
 
-    meter = SaliencyMeter(protocol)
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    meter: Any
+    if metrics == "all":
+        from odbench.metrics.sod import FamilyMeter
+
+        meter = FamilyMeter(protocol)
+        score_one: Any = meter.score
+    else:
+        from odbench.metrics.saliency import SaliencyMeter, score_image
+
+        meter = SaliencyMeter(protocol)
+        proto = meter.protocol
+
+        def score_one(pred: Any, gt: Any, image_id: str) -> Any:
+            return score_image(pred, gt, proto, image_id)
+
     preds = _by_stem(Path(pred_dir), "prediction")
     gts = _by_stem(Path(gt_dir), "GT")
     no_gt = sorted(preds[s] for s in preds.keys() - gts.keys())
@@ -79,17 +116,44 @@ def score_folders(
             raise UserError(f"{pred_dir}: {line}; --on-mismatch skip scores the others")
         click.echo(f"warning: {pred_dir}: {line}; left out (--on-mismatch skip)", err=True)
     skipped = {m.id for m in mismatched}
-    with read_warnings() as notes:  # RGB files converted, 0/1 masks: printed once at the end
-        for stem in (s for s in stems if s not in skipped):
-            pred = read_gray(preds[stem], what="prediction")
-            gt = read_gray(gts[stem], what="mask")
-            try:
-                meter.update(pred, gt, stem)
-            except MetricInputError as e:
-                raise UserError(f"{preds[stem]}: {e}") from e
-    for line in notes:
+    todo = [s for s in stems if s not in skipped]
+
+    def work(stem: str) -> Any:
+        pred = read_gray(preds[stem], what="prediction")
+        gt = read_gray(gts[stem], what="mask")
+        try:
+            return score_one(pred, gt, stem)
+        except MetricInputError as e:
+            raise UserError(f"{preds[stem]}: {e}") from e
+
+    # read_warnings() catches process-wide, so it wraps the whole pool (one context per thread
+    # would race); RGB files converted, 0/1 masks: printed once at the end.
+    with read_warnings() as notes, _progress(len(todo), show_progress) as advance:
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
+            for record in pool.map(work, todo):
+                meter.add(record)
+                advance()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    for line in sorted(notes):
         click.echo(f"warning: {line}", err=True)
     return {**meter.compute(), "n_gt_skipped": len(no_pred), "skipped_ids": sorted(skipped)}
+
+
+@contextmanager
+def _progress(total: int, show: bool) -> Iterator[Callable[[], None]]:
+    """A rich progress bar on a terminal's stderr (nothing otherwise)."""
+    if not show:
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(stderr=True)
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("scoring", total=total)
+        yield lambda: bar.advance(task)
 
 
 def _json_ready(result: dict[str, Any]) -> dict[str, Any]:
@@ -113,10 +177,38 @@ def _fmt(value: float | None) -> str:
     return "NaN" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
+SOD_ROWS = (
+    ("S-measure", "s_measure"),
+    ("E-measure (adaptive)", "e_measure_adaptive"),
+    ("E-measure (mean)", "e_measure_mean"),
+    ("E-measure (max)", "e_measure_max"),
+    ("weighted Fβ", "weighted_fbeta"),
+    ("adaptive Fβ", "adaptive_fbeta"),
+    ("mean Fβ", "mean_fbeta"),
+    ("Dice", "dice"),
+    ("BER", "ber"),
+    ("AUC (ROC)", "auc_roc"),
+)
+
+
 @click.command("score")
 @click.option("--pred-dir", required=True, type=click.Path(path_type=Path), help="Prediction maps.")
 @click.option("--gt-dir", required=True, type=click.Path(path_type=Path), help="GT masks.")
 @click.option("--protocol", default="odbench", show_default=True, help="Evaluation protocol.")
+@click.option(
+    "--metrics",
+    type=click.Choice(["basic", "all"]),
+    default="basic",
+    show_default=True,
+    help="basic: Acc, IoU, maxFβ, MAE; all: also S, E, weighted/adaptive/mean Fβ, Dice, BER, "
+    "AUC and the curves.",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Threads decoding and scoring images (default: the cores available).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(
     "--subset-of-gt",
@@ -135,6 +227,8 @@ def score(
     pred_dir: Path,
     gt_dir: Path,
     protocol: str,
+    metrics: str,
+    workers: int | None,
     as_json: bool,
     subset_of_gt: bool,
     on_mismatch: str,
@@ -145,7 +239,14 @@ def score(
     is resized to the GT (bilinear) by protocols that resize, e.g. the default."""
     with user_errors():
         result = score_folders(
-            pred_dir, gt_dir, protocol, subset_of_gt=subset_of_gt, on_mismatch=on_mismatch
+            pred_dir,
+            gt_dir,
+            protocol,
+            subset_of_gt=subset_of_gt,
+            on_mismatch=on_mismatch,
+            metrics=metrics,
+            workers=workers,
+            show_progress=True,
         )
     if as_json:
         click.echo(json.dumps(_json_ready(result)))
@@ -157,6 +258,9 @@ def score(
         ("max Fβ", _fmt(result["max_fbeta"])),
         ("best threshold", "per image" if best is None else f"{best:.4f}"),
         ("MAE", _fmt(result["mae"])),
+    ]
+    rows += [(label, _fmt(result[key])) for label, key in SOD_ROWS if key in result]
+    rows += [
         ("images", str(result["n_images"])),
         ("GT masks left out", str(result["n_gt_skipped"])),
         ("size mismatches left out", str(len(result["skipped_ids"]))),

@@ -53,6 +53,7 @@ from odbench.metrics.protocols import Protocol, get_protocol
 from odbench.metrics.saliency import (
     ImageRecord,
     PairCounts,
+    SaliencyMeter,
     fbeta_from_counts,
     precision_recall,
     score_image_counts,
@@ -189,28 +190,93 @@ def _gauss_1d(size: int = 7, sigma: float = 5.0) -> np.ndarray:
     return g / g.sum()
 
 
+_BAND = 3  # (7 - 1) / 2: how far the Gaussian reaches
+
+
+@cache
+def _offsets_by_distance() -> dict[int, list[tuple[int, int]]]:
+    """Offsets (dy, dx) with dy² + dx² <= 2 · 3², grouped by dy² + dx², each group in the order
+    scipy's feature transform prefers among equidistant features: the smallest column, then
+    the smallest row (checked against ``distance_transform_edt(return_indices=True)`` in the
+    tests)."""
+    groups: dict[int, list[tuple[int, int]]] = {}
+    reach = 2 * _BAND**2
+    for dx in range(-_BAND - 1, _BAND + 2):
+        for dy in range(-_BAND - 1, _BAND + 2):
+            if 0 < dy * dy + dx * dx <= reach:
+                groups.setdefault(dy * dy + dx * dx, []).append((dy, dx))
+    return groups
+
+
+def nearest_object_pixel(
+    gt: np.ndarray, ys: np.ndarray, xs: np.ndarray, d2: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest foreground pixel of background pixels (ys, xs) whose squared distance to the
+    foreground ``d2`` is at most 18 (Chebyshev distance <= 3), ties broken as scipy's
+    ``distance_transform_edt`` does.  Only the offsets at exactly that distance are tried."""
+    h, w = gt.shape
+    ny, nx = np.full(ys.shape, -1), np.full(xs.shape, -1)
+    for dist2, offsets in _offsets_by_distance().items():
+        todo = np.flatnonzero(d2 == dist2)
+        for dy, dx in offsets:
+            if todo.size == 0:
+                break
+            yy, xx = ys[todo] + dy, xs[todo] + dx
+            inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+            hit = np.zeros(todo.size, bool)
+            hit[inside] = gt[yy[inside], xx[inside]]
+            ny[todo[hit]], nx[todo[hit]] = yy[hit], xx[hit]
+            todo = todo[~hit]
+    return ny, nx
+
+
+def squared_distance_to_object(gt: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distance of every pixel to the nearest foreground pixel (0 on it), as
+    exact integers in float64; ``np.sqrt`` of it equals scipy's ``distance_transform_edt(~gt)``
+    bit for bit.  OpenCV's exact transform (``DIST_MASK_PRECISE``, Felzenszwalb-Huttenlocher)
+    gives d in float32, and d² rounds back to the exact integer while it is below 2²²."""
+    import cv2
+
+    if gt.shape[0] ** 2 + gt.shape[1] ** 2 >= 2**22:  # float32 d² might not round back
+        from scipy.ndimage import distance_transform_edt
+
+        d = np.asarray(distance_transform_edt(~gt), dtype=np.float64)
+    else:
+        d = cv2.distanceTransform((~gt).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        d = d.astype(np.float64)
+    d *= d
+    return np.rint(d, out=d)
+
+
 def weighted_fbeta(pred: np.ndarray, gt: np.ndarray, beta2: float = WF_BETA2) -> float:
     """Weighted Fβ (Margolin, Zelnik-Manor and Tal, CVPR 2014, Eqs. 9-13 and their code).
 
-    ``pred``: float map in [0, 1]; ``gt``: bool mask.  0 for an empty GT."""
+    ``pred``: float map in [0, 1]; ``gt``: bool mask.  0 for an empty GT.
+
+    The smoothed error E_A is only used on the foreground, where the 7×7 kernel reaches
+    background pixels at most 3 away: only those need their nearest object pixel
+    (:func:`nearest_object_pixel`), and the distance transform itself needs no indices."""
     import cv2
-    from scipy.ndimage import distance_transform_edt
 
     if not gt.any():
         return 0.0
-    dist, (iy, ix) = distance_transform_edt(~gt, return_indices=True)
+    d2 = squared_distance_to_object(gt)
     err = np.abs(pred - gt)
     # Pixel dependency: a background pixel takes the error of its nearest GT pixel.
-    err_t = err[iy, ix]
+    g8 = gt.view(np.uint8)
+    near = cv2.dilate(g8, np.ones((2 * _BAND + 1, 2 * _BAND + 1), np.uint8))
+    ys, xs = np.nonzero(near > g8)
+    ny, nx = nearest_object_pixel(gt, ys, xs, d2[ys, xs])
+    err_t = np.where(gt, err, 0.0)  # other background pixels never reach the foreground's E_A
+    err_t[ys, xs] = err[ny, nx]
     g = _gauss_1d()
     err_a = cv2.sepFilter2D(err_t, cv2.CV_64F, g, g, borderType=cv2.BORDER_CONSTANT)
-    min_err = np.where(gt & (err_a < err), err_a, err)
+    ew_fg = np.minimum(err_a[gt], err[gt])  # min(E, E_A) on the object
     # Pixel importance: background errors weigh more the further they are from the object.
-    importance = np.where(gt, 1.0, 2.0 - np.exp(np.log(0.5) / 5 * dist))
-    err_w = min_err * importance
-    ew_fg = err_w[gt]
+    bg = ~gt
+    ew_bg = err[bg] * (2.0 - np.exp(np.log(0.5) / 5 * np.sqrt(d2[bg])))
     tp_w = ew_fg.size - float(np.sum(ew_fg))
-    fp_w = float(np.sum(err_w[~gt]))
+    fp_w = float(np.sum(ew_bg))
     recall = 1 - float(np.mean(ew_fg))
     precision = tp_w / (tp_w + fp_w + EPS)
     return (1 + beta2) * recall * precision / (recall + beta2 * precision + EPS)
@@ -401,4 +467,43 @@ class SodMeter:
             "fpr": [float(v) for v in curves["fpr"]],
             "e_measure": [float(v) for v in e_curve],
         }
+        return out
+
+
+class FamilyMeter:
+    """Acc / IoU / MAE / Fβ (a :class:`~odbench.metrics.saliency.SaliencyMeter`) and the whole
+    family (a :class:`SodMeter`) from one histogram pass per image.
+
+    :meth:`score` is pure (safe to call from worker threads); :meth:`add` accumulates in the
+    caller's order, so the sums do not depend on how many threads scored."""
+
+    def __init__(self, protocol: Protocol | str = "odbench") -> None:
+        self.base = SaliencyMeter(protocol)
+        self.protocol = self.base.protocol
+        self.family = SodMeter(self.protocol)
+
+    def score(
+        self, pred: np.ndarray, gt: np.ndarray, image_id: str = ""
+    ) -> tuple[ImageRecord, SodRecord]:
+        return score_image_all(pred, gt, self.protocol, image_id)
+
+    def add(self, records: tuple[ImageRecord, SodRecord]) -> None:
+        self.base.add(records[0])
+        self.family.add(records[1])
+
+    def update(
+        self, pred: np.ndarray, gt: np.ndarray, image_id: str = ""
+    ) -> tuple[ImageRecord, SodRecord]:
+        records = self.score(pred, gt, image_id)
+        self.add(records)
+        return records
+
+    def compute(self) -> dict[str, object]:
+        """:meth:`SaliencyMeter.compute`'s keys, :data:`SOD_KEYS` and ``curves`` (with the mean
+        ``fbeta`` curve beside precision, recall, FPR and E)."""
+        out = self.base.compute()
+        family = self.family.compute(out["fbeta_curve"])  # type: ignore[arg-type]
+        curves = family.pop("curves")
+        out.update(family)
+        out["curves"] = {**curves, "fbeta": out["fbeta_curve"]}  # type: ignore[dict-item]
         return out
