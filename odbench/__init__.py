@@ -1,9 +1,55 @@
 """odbench: benchmark and evaluation toolkit for unsupervised object discovery.
 
-Start here: :mod:`odbench.metrics` (the metric core and protocols), :mod:`odbench.registry`
-(methods, datasets, protocols by name), :mod:`odbench.methods.center_prior` (the smallest
-method plugin) and :mod:`odbench.data.toy` (the smallest dataset).  This module imports
-nothing heavy: ``odbench score`` must start without torch.
+Start here: :func:`evaluate` (the Python API), :mod:`odbench.metrics` (the metric core and
+protocols), :mod:`odbench.registry` (methods, datasets, protocols by name),
+:mod:`odbench.methods.center_prior` (the smallest method plugin) and :mod:`odbench.data.toy`
+(the smallest dataset).  This module imports nothing heavy: ``odbench score`` must start without
+torch, and ``import odbench`` stays cheap (the runner is imported when :func:`evaluate` is
+called).
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from odbench.data.base import Dataset
+    from odbench.methods.base import Method
+    from odbench.results import RunResult
+
 __version__ = "0.1.0"
+__all__ = ["__version__", "evaluate"]
+
+
+def evaluate(
+    method: str | Method | Callable[[list[np.ndarray]], Sequence[np.ndarray]],
+    dataset: str | Dataset,
+    *,
+    protocol: str = "odbench",
+    data_root: str | Path | None = None,
+    limit: int | None = None,
+    device: str = "auto",
+    **options: Any,
+) -> RunResult:
+    """Run a method over a dataset and score it, as ``odbench eval`` does, without writing a
+    results file (pass ``results_dir=...`` to write one).
+
+    ``method``: a registered name (``"wctr"``), a :class:`~odbench.methods.base.Method`, or any
+    callable taking a list of (H, W, 3) uint8 RGB images and returning one float map in [0, 1]
+    per image at its size (a callable's maps are not cached).  ``dataset``: a registered name
+    or a :class:`~odbench.data.base.Dataset`.  Returns a
+    :class:`~odbench.results.RunResult`: ``.metrics["saliency"]`` holds ``acc``, ``iou``,
+    ``max_fbeta``, ``mae``; ``.metrics["localization"]["corloc"]`` is there for box datasets;
+    ``.records`` holds the per-image scores.  ``options``: ``overrides`` (dict), ``batch_size``,
+    ``workers``, ``cache_dir``, ``results_dir``, ``save_preds``, ``show_progress``."""
+    from odbench.runner import run_eval
+
+    options.setdefault("results_dir", None)
+    root = Path(data_root) if data_root is not None else None
+    return run_eval(
+        method, dataset, protocol, device=device, data_root=root, limit=limit, **options
+    )

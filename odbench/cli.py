@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "merge": ("odbench.commands.merge:merge_cmd", "Merge the results of eval --shard I/N runs."),
     "leaderboard": ("odbench.commands.leaderboard:leaderboard", "Render markdown leaderboards."),
     "compare": ("odbench.commands.leaderboard:compare", "Compare methods with bootstrap CIs."),
+    "cache": ("odbench.commands.cache:cache", "Show or clear the prediction cache."),
     "data": ("odbench.commands.data:data", "Download, verify and locate benchmark datasets."),
     "stats": ("odbench.commands.stats:stats", "Dataset statistics: size, contrast, center, shape."),
     "report": ("odbench.commands.report:report", "Static HTML report / PNG grid of runs."),

@@ -166,25 +166,13 @@ def merge_records(ordered: Sequence[Part]) -> dict[str, np.ndarray]:
     return merged
 
 
-def summarize(records: dict[str, np.ndarray], protocol: Any, tasks: Sequence[str]) -> dict:
-    """Metrics from per-image records in run order: the accumulators a single run uses, fed the
-    same numbers in the same order (so the sums, and the metrics, are bit-identical)."""
-    metrics: dict[str, Any] = {}
-    if "saliency" in tasks:
-        from odbench.metrics.saliency import ImageRecord, SaliencyMeter
+def summarize(records: dict[str, np.ndarray], protocol: Any) -> dict:
+    """Metrics from per-image records in run order, by the runner's own summarize phase (the
+    accumulators a single run uses, fed the same numbers in the same order: bit-identical)."""
+    from odbench.results import Records
+    from odbench.runner import summarize as summarize_records
 
-        recs = (
-            ImageRecord(str(i), float(a), float(u), float(m), f)
-            for i, a, u, m, f in zip(
-                records["ids"], records["acc"], records["iou"], records["mae"], records["fbeta"]
-            )
-        )
-        metrics["saliency"] = SaliencyMeter.from_records(protocol, recs).compute()
-    if "localization" in tasks:
-        hits = int(np.count_nonzero(records["hit"]))
-        n = len(records["hit"])
-        metrics["localization"] = {"corloc": 100.0 * hits / n, "hits": hits, "n_images": n}
-    return metrics
+    return summarize_records(Records.from_arrays(records), protocol)
 
 
 def merge(parts: Sequence[Part], into: Shard | None = None) -> tuple[dict[str, Any], dict]:
@@ -213,7 +201,7 @@ def merge(parts: Sequence[Part], into: Shard | None = None) -> tuple[dict[str, A
         )
     results = {k: v for k, v in first.items() if k not in _PER_RUN}
     results["dataset"] = {**first["dataset"], "n_evaluated": len(records["ids"])}
-    results["metrics"] = summarize(records, protocol, first["tasks"])
+    results["metrics"] = summarize(records, protocol)
     wall = sum(float(p.results.get("wall_time_s") or 0.0) for p in ordered)
     results["wall_time_s"] = wall
     results["images_per_s"] = len(records["ids"]) / wall if wall > 0 else None

@@ -7,8 +7,9 @@ definition), the metrics, package versions, date (UTC), device, wall time, image
 commit.  Leaderboards are generated only from these files and the reported rows.
 
 The per-image records (``<stem>.records.npz``: ids, acc, iou, mae, the Fβ curve per image,
-CorLoc hits and predicted boxes) are what ``odbench compare`` resamples.  Both files are written
-atomically (temp file + rename); npz files are read with ``allow_pickle=False``.
+CorLoc hits and predicted boxes; :class:`Records`) are what ``odbench compare`` resamples.  A run
+travels as a typed :class:`RunResult`.  Both files are written atomically and under names taken
+by exclusive creation (:func:`write_results`); npz files are read with ``allow_pickle=False``.
 """
 
 from __future__ import annotations
@@ -17,17 +18,17 @@ import dataclasses
 import io
 import json
 import math
+import os
 import platform
 import subprocess
 import sys
+import tempfile
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from odbench.imageio import atomic_write_bytes
 
 SCHEMA_VERSION = 1
 RESULTS_KIND = "odbench-results"
@@ -120,39 +121,254 @@ def utc_now() -> datetime:
 
 
 def results_stem(method: str, dataset: str, protocol: str, when: datetime) -> str:
-    """``<method>__<dataset>__<protocol>__<YYYYmmddTHHMMSSZ>``."""
-    return f"{method}__{dataset}__{protocol}__{when.strftime('%Y%m%dT%H%M%SZ')}"
+    """``<method>__<dataset>__<protocol>__<YYYYmmddTHHMMSSZ>`` (``:`` and ``/`` of names such
+    as ``folder:SOD`` become ``-``)."""
+    name = "__".join(n.replace(":", "-").replace("/", "-") for n in (method, dataset, protocol))
+    return f"{name}__{when.strftime('%Y%m%dT%H%M%SZ')}"
 
 
-def write_results(
-    results: dict[str, Any], records: dict[str, np.ndarray], results_dir: Path, stem: str
-) -> Path:
-    """Write ``<stem>.records.npz`` then ``<stem>.json`` (both atomic) and return the JSON's path.
+# ----------------------------------------------------------------------------- typed records
 
-    A run finishing in the same second as an earlier one of the same method/dataset/protocol
-    gets a ``-2``, ``-3``... suffix instead of overwriting it."""
+
+@dataclasses.dataclass(frozen=True)
+class SaliencyRecords:
+    """Per-image saliency scores (arrays aligned with :attr:`Records.ids`); ``fbeta`` is (n, T),
+    the Fβ curve of each image over the protocol's thresholds."""
+
+    acc: np.ndarray
+    iou: np.ndarray
+    mae: np.ndarray
+    fbeta: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalizationRecords:
+    """Per-image CorLoc hits and the predicted ``[x1, y1, x2, y2]`` boxes, (n,) and (n, 4)."""
+
+    hit: np.ndarray
+    pred_box: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Records:
+    """The per-image records of one run: the output of the runner's *score* phase and what
+    ``odbench compare`` resamples.  Stored as ``<stem>.records.npz`` with the arrays ``ids``,
+    ``acc``, ``iou``, ``mae``, ``fbeta`` (saliency) and ``hit``, ``pred_box`` (localization)."""
+
+    ids: tuple[str, ...]
+    saliency: SaliencyRecords | None = None
+    localization: LocalizationRecords | None = None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {"ids": np.array(self.ids)}
+        if self.saliency is not None:
+            out.update(dataclasses.asdict(self.saliency))
+        if self.localization is not None:
+            out.update(dataclasses.asdict(self.localization))
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], origin: object = "records") -> Records:
+        if "ids" not in arrays:
+            raise ResultsError(f"{origin}: per-image records lack 'ids'")
+        n = len(arrays["ids"])
+        parts: dict[str, Any] = {}
+        for name, kind in (("saliency", SaliencyRecords), ("localization", LocalizationRecords)):
+            keys = [f.name for f in dataclasses.fields(kind)]
+            present = [k for k in keys if k in arrays]
+            if not present:
+                continue
+            if len(present) != len(keys) or any(len(arrays[k]) != n for k in keys):
+                raise ResultsError(f"{origin}: incomplete {name} records; re-run odbench eval")
+            parts[name] = kind(**{k: arrays[k] for k in keys})
+        return cls(tuple(str(i) for i in arrays["ids"]), **parts)
+
+    def take(self, order: np.ndarray) -> Records:
+        """The records of the images ``order`` (indices), in that order."""
+
+        def sub(part: Any) -> Any:
+            if part is None:
+                return None
+            fields = dataclasses.asdict(part)
+            return type(part)(**{k: v[order] for k, v in fields.items()})
+
+        ids = tuple(self.ids[i] for i in order)
+        return Records(ids, sub(self.saliency), sub(self.localization))
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+@dataclasses.dataclass
+class RunResult:
+    """One run of a method over a dataset under a protocol: what ``odbench eval`` writes and
+    :func:`odbench.evaluate` returns.
+
+    ``metrics["saliency"]`` holds ``acc``, ``iou``, ``max_fbeta``, ``mae`` (and ``n_images``,
+    ``best_threshold``, ``fbeta_curve``); ``metrics["localization"]`` holds ``corloc`` (%),
+    ``hits``, ``n_images``.  ``method``, ``dataset`` and ``protocol`` are the identifying
+    tables of the JSON (see the module docstring); ``info`` the rest (date, device, timing,
+    cache, packages, git commit)."""
+
+    method: dict[str, Any]
+    dataset: dict[str, Any]
+    protocol: dict[str, Any]
+    tasks: list[str]
+    metrics: dict[str, dict[str, Any]]
+    date: str
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    path: Path | None = None
+    records_file: str | None = None
+    _records: Records | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def method_name(self) -> str:
+        return str(self.method["name"])
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        return dict(self.method.get("overrides") or {})
+
+    @property
+    def dataset_name(self) -> str:
+        return str(self.dataset["name"])
+
+    @property
+    def protocol_name(self) -> str:
+        return str(self.protocol["name"])
+
+    @property
+    def limit(self) -> int | None:
+        return self.dataset.get("limit")
+
+    @property
+    def n_evaluated(self) -> int:
+        return int(self.dataset.get("n_evaluated", 0))
+
+    @property
+    def records(self) -> Records:
+        """The per-image records (read from the records file on first use)."""
+        if self._records is None:
+            if self.path is None or self.records_file is None:
+                raise ResultsError("this run has no per-image records")
+            records_path = self.path.parent / self.records_file
+            try:
+                with np.load(records_path, allow_pickle=False) as npz:
+                    arrays = {k: npz[k] for k in npz.files}
+            except (OSError, ValueError) as e:
+                raise ResultsError(f"{records_path}: cannot read per-image records: {e}") from e
+            self._records = Records.from_arrays(arrays, records_path)
+        return self._records
+
+    def to_json(self) -> dict[str, Any]:
+        """The results JSON (``records`` names the records file once written)."""
+        out = {
+            "schema_version": SCHEMA_VERSION,
+            "kind": RESULTS_KIND,
+            "method": self.method,
+            "dataset": self.dataset,
+            "protocol": self.protocol,
+            "tasks": self.tasks,
+            "metrics": self.metrics,
+            "date": self.date,
+            **self.info,
+        }
+        if self.records_file is not None:
+            out["records"] = self.records_file
+        return jsonable(out)  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_json(
+        cls,
+        data: dict[str, Any],
+        path: Path | None = None,
+        records: dict[str, np.ndarray] | None = None,
+    ) -> RunResult:
+        """A run from its JSON dict (and, optionally, its records' arrays)."""
+        known = {"schema_version", "kind", "method", "dataset", "protocol", "tasks", "metrics"}
+        known |= {"date", "records", "_path"}
+        return cls(
+            method=data["method"],
+            dataset=data["dataset"],
+            protocol=data["protocol"],
+            tasks=list(data.get("tasks", [])),
+            metrics=data["metrics"],
+            date=data["date"],
+            info={k: v for k, v in data.items() if k not in known},
+            path=path,
+            records_file=data.get("records"),
+            _records=None if records is None else Records.from_arrays(records),
+        )
+
+
+def _link_exclusive(tmp: Path, final: Path) -> bool:
+    """Give the finished temp file ``tmp`` the name ``final`` unless that name exists (a hard
+    link is atomic and exclusive); ``False`` when the name is taken."""
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        return False
+    except OSError:  # a file system without hard links: exclusive create, then copy
+        try:
+            with final.open("xb") as f:
+                f.write(tmp.read_bytes())
+        except FileExistsError:
+            return False
+    return True
+
+
+def _temp_file(folder: Path, data: bytes) -> Path:
+    fd, name = tempfile.mkstemp(dir=folder, prefix=".results.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(name, 0o644)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name)
+
+
+def write_results(run: RunResult, results_dir: Path, stem: str) -> Path:
+    """Write ``<stem>.records.npz`` then ``<stem>.json`` into ``results_dir`` and return the
+    JSON's path (also set as ``run.path``).
+
+    Names are taken by exclusive creation (a hard link of a finished temp file), so two runs
+    finishing in the same second — in one process or several — never overwrite each other: the
+    later one gets a ``-2``, ``-3``... suffix.  Neither file is ever visible half-written."""
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    final, n = stem, 1
-    while (results_dir / f"{final}.json").exists():
-        n += 1
-        final = f"{stem}-{n}"
-    records_name = f"{final}.records.npz"
     buf = io.BytesIO()
-    np.savez_compressed(buf, allow_pickle=False, **records)
-    atomic_write_bytes(results_dir / records_name, buf.getvalue())
-    payload = {**results, "records": records_name}
-    text = json.dumps(jsonable(payload), indent=2, allow_nan=False) + "\n"
-    path = results_dir / f"{final}.json"
-    atomic_write_bytes(path, text.encode())
-    return path
+    np.savez_compressed(buf, allow_pickle=False, **run.records.arrays())
+    records_tmp = _temp_file(results_dir, buf.getvalue())
+    try:
+        for n in range(1, 10_000):
+            final = stem if n == 1 else f"{stem}-{n}"
+            records_path = results_dir / f"{final}.records.npz"
+            if (results_dir / f"{final}.json").exists():
+                continue
+            if not _link_exclusive(records_tmp, records_path):
+                continue
+            run.records_file = records_path.name
+            text = json.dumps(run.to_json(), indent=2, allow_nan=False) + "\n"
+            json_tmp = _temp_file(results_dir, text.encode())
+            try:
+                if _link_exclusive(json_tmp, results_dir / f"{final}.json"):
+                    run.path = results_dir / f"{final}.json"
+                    return run.path
+            finally:
+                json_tmp.unlink(missing_ok=True)
+            records_path.unlink()  # the JSON name was taken after all: give the name back
+        raise ResultsError(f"{results_dir}: no free results file name for {stem}")
+    finally:
+        records_tmp.unlink(missing_ok=True)
 
 
 #: (key, required sub-key) of a results file, beyond kind and schema_version.
 _REQUIRED = (("method", "name"), ("dataset", "name"), ("protocol", "name"), ("metrics", None))
 
 
-def read_results(path: Path) -> dict[str, Any]:
+def read_results(path: Path) -> RunResult:
     """Load one results JSON; refuse files that are not odbench results of this schema."""
     path = Path(path)
     try:
@@ -174,25 +390,14 @@ def read_results(path: Path) -> dict[str, Any]:
     missing += [key for key in ("records", "date") if not isinstance(data.get(key), str)]
     if missing:
         raise ResultsError(f"{path}: results file lacks {', '.join(missing)}; re-run odbench eval")
-    data["_path"] = str(path)
-    return data
+    return RunResult.from_json(data, path)
 
 
-def read_records(results: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The per-image records of a results dict loaded by :func:`read_results`."""
-    path = Path(results["_path"]).parent / results["records"]
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as e:
-        raise ResultsError(f"{path}: cannot read per-image records: {e}") from e
-
-
-def load_all_results(results_dir: Path) -> list[dict[str, Any]]:
+def load_all_results(results_dir: Path) -> list[RunResult]:
     """Every results JSON in ``results_dir`` (sorted by file name); a missing folder is empty.
     Shards of a run (``eval --shard``) are left out: only their merge is a result."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         return []
     runs = [read_results(p) for p in sorted(results_dir.glob("*.json"))]
-    return [r for r in runs if "shard" not in r]
+    return [r for r in runs if "shard" not in r.info]

@@ -13,14 +13,17 @@ from PIL import Image
 from realdata import REAL_DATA
 from scipy import ndimage
 
+from odbench.cache import CacheError, quantize, safe_name
 from odbench.cards import method_card, method_cards
-from odbench.cli import main
+from odbench.cli import UserError, main
+from odbench.commands.evaluate import parse_set
 from odbench.data.base import create_dataset
-from odbench.evaluate import EvalError, evaluate, parse_set, quantize, safe_name
 from odbench.imageio import write_png
 from odbench.methods.center_prior import CenterPrior, center_gaussian
 from odbench.metrics.protocols import get_protocol
-from odbench.results import SCHEMA_VERSION, read_records, read_results
+from odbench.results import SCHEMA_VERSION, read_results
+from odbench.runner import EvalError
+from odbench.runner import run as evaluate
 
 
 def _run(args: list[str]) -> Any:
@@ -83,30 +86,32 @@ def test_eval_center_prior_toy_end_to_end(tmp_path: Path) -> None:
     jsons = [p for p in files if p.suffix == ".json"]
     assert len(jsons) == 1 and not [p for p in files if p.name.startswith(".")]
     assert jsons[0].name.startswith("center-prior__toy__odbench__")
+    assert json.loads(jsons[0].read_text())["schema_version"] == SCHEMA_VERSION
     r = read_results(jsons[0])
-    assert r["schema_version"] == SCHEMA_VERSION
-    assert r["method"]["card_sha256"] == method_card("center-prior").sha256
-    assert r["method"]["hyperparameters"] == {"sigma": 0.25}
-    assert r["dataset"]["name"] == "toy" and r["dataset"]["n_evaluated"] == 16
-    assert r["protocol"]["definition"]["gt_rule"] == "ge128"
-    assert r["packages"]["odbench"] and r["packages"]["numpy"] == np.__version__
-    assert r["device"] == "cpu" and r["wall_time_s"] > 0 and r["images_per_s"] > 0
-    assert r["n_predicted"] == 16 and r["n_cached"] == 0
+    assert r.method["card_sha256"] == method_card("center-prior").sha256
+    assert r.method["hyperparameters"] == {"sigma": 0.25}
+    assert r.dataset_name == "toy" and r.n_evaluated == 16
+    assert r.protocol["definition"]["gt_rule"] == "ge128"
+    info = r.info
+    assert info["packages"]["odbench"] and info["packages"]["numpy"] == np.__version__
+    assert info["device"] == "cpu" and info["wall_time_s"] > 0 and info["images_per_s"] > 0
+    assert info["n_predicted"] == 16 and info["n_cached"] == 0
     ref = _independent_scores()
-    sal, loc = r["metrics"]["saliency"], r["metrics"]["localization"]
+    sal, loc = r.metrics["saliency"], r.metrics["localization"]
     for key in ("acc", "iou", "mae"):
         assert sal[key] == pytest.approx(ref[key], abs=1e-12)
     assert loc["corloc"] == pytest.approx(ref["corloc"])
-    rec = read_records(r)
-    assert list(rec["ids"]) == create_dataset("toy").ids()
-    assert rec["fbeta"].shape == (16, 255)
-    assert sal["max_fbeta"] == pytest.approx(rec["fbeta"].mean(axis=0).max())
+    rec = r.records
+    assert rec.saliency is not None and rec.localization is not None
+    assert list(rec.ids) == create_dataset("toy").ids()
+    assert rec.saliency.fbeta.shape == (16, 255)
+    assert sal["max_fbeta"] == pytest.approx(rec.saliency.fbeta.mean(axis=0).max())
     # --save-preds: 16-bit PNGs named by id that score the same with `odbench score`'s reader.
     png = np.asarray(Image.open(preds / "toy_00003.png"))
     assert png.dtype == np.uint16 and png.shape == (96, 128)
     np.testing.assert_array_equal(png, quantize(center_gaussian(96, 128, 0.25)))
     boxes = json.loads((preds / "boxes.json").read_text())
-    np.testing.assert_allclose(boxes["toy_00003"], rec["pred_box"][3])
+    np.testing.assert_allclose(boxes["toy_00003"], rec.localization.pred_box[3])
 
 
 class FlakyPrior(CenterPrior):
@@ -136,12 +141,13 @@ def test_interrupted_run_resumes(tmp_path: Path) -> None:
     assert not (tmp_path / "r").exists()  # nothing half-written
     second = FlakyPrior()
     resumed = evaluate(second, ds, proto, results_dir=tmp_path / "r", **kw)
-    assert len(second.seen) == 4 and resumed.n_predicted == 4 and resumed.n_cached == 6
+    assert len(second.seen) == 4
+    assert (resumed.info["n_predicted"], resumed.info["n_cached"]) == (4, 6)
     fresh = evaluate(
         FlakyPrior(), ds, proto, results_dir=None, **{**kw, "cache_dir": tmp_path / "d"}
     )
-    assert fresh.n_predicted == 10
-    assert resumed.results["metrics"] == fresh.results["metrics"]
+    assert fresh.info["n_predicted"] == 10
+    assert resumed.metrics == fresh.metrics
     # A --limit run and a full run share the maps.
     limited = evaluate(
         FlakyPrior(), ds, proto, results_dir=None, **{**kw, "cache_dir": tmp_path / "e", "limit": 4}
@@ -149,8 +155,9 @@ def test_interrupted_run_resumes(tmp_path: Path) -> None:
     full = evaluate(
         FlakyPrior(), ds, proto, results_dir=None, **{**kw, "cache_dir": tmp_path / "e"}
     )
-    assert (limited.n_predicted, full.n_predicted, full.n_cached) == (4, 6, 4)
-    assert full.results["metrics"] == fresh.results["metrics"]
+    counts = (limited.info["n_predicted"], full.info["n_predicted"], full.info["n_cached"])
+    assert counts == (4, 6, 4)
+    assert full.metrics == fresh.metrics
     # Another protocol re-scores the cached maps without predicting; new hyperparameters do not.
     third = FlakyPrior(fail_after=0)
     evaluate(third, ds, get_protocol("tokencut"), results_dir=None, **kw)
@@ -184,17 +191,17 @@ def test_same_relative_data_root_elsewhere_is_not_served_from_cache(
                 results_dir=None,
             )
         )
-    assert [r.n_predicted for r in runs] == [1, 1]
-    assert runs[1].results["dataset"]["images"] == str(tmp_path / "b" / "data" / "images")
+    assert [r.info["n_predicted"] for r in runs] == [1, 1]
+    assert runs[1].dataset["images"] == str(tmp_path / "b" / "data" / "images")
 
 
 def test_cached_maps_are_checked(tmp_path: Path) -> None:
     ds = create_dataset("toy", n=2)
     kw: dict[str, Any] = {"dataset_name": "toy", "cache_dir": tmp_path, "results_dir": None}
     out = evaluate(FlakyPrior(), ds, get_protocol("odbench"), **kw)
-    entry = next(Path(out.results["cache"]).glob("toy_00000.npz"))
+    entry = next(Path(out.info["cache"]).glob("toy_00000.npz"))
     entry.write_bytes(b"not a zip")
-    with pytest.raises(EvalError, match="toy_00000.npz: corrupt cache entry"):
+    with pytest.raises(CacheError, match="toy_00000.npz: corrupt cache entry"):
         evaluate(FlakyPrior(), ds, get_protocol("odbench"), **kw)
 
 
@@ -222,15 +229,15 @@ def test_set_override_and_limit(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     (path,) = (tmp_path / "results").glob("*.json")
     r = read_results(path)
-    assert r["method"]["hyperparameters"]["sigma"] == 0.4
-    assert r["method"]["overrides"] == {"sigma": 0.4}
-    assert r["dataset"]["limit"] == 5 and r["dataset"]["n_evaluated"] == 5
+    assert r.method["hyperparameters"]["sigma"] == 0.4
+    assert r.overrides == {"sigma": 0.4}
+    assert r.limit == 5 and r.n_evaluated == 5
 
 
 def test_parse_set_literals() -> None:
     got = parse_set(["a=3", "b=0.5", "c=true", 'd="x y"', "e=[1, 2]", "f=plain text", "g={}"])
     assert got == {"a": 3, "b": 0.5, "c": True, "d": "x y", "e": [1, 2], "f": "plain text", "g": {}}
-    with pytest.raises(EvalError, match="expected key=value"):
+    with pytest.raises(UserError, match="expected key=value"):
         parse_set(["novalue"])
 
 
@@ -255,7 +262,7 @@ def test_safe_name() -> None:
         (["--set", "sigma=abc"], "hyperparameter sigma of method center-prior takes a value"),
         (["--set", "sigma=true"], "like 0.25 (float), got True"),
         (["--backbone", "sd-tiny"], "method center-prior does not use a diffusion backbone"),
-        (["--device", "tpu"], "--device 'tpu': expected cpu or cuda"),
+        (["--device", "tpu"], "--device 'tpu': expected auto, cpu or cuda"),
         (["--limit", "0"], "--limit must be >= 1"),
         (["--batch-size", "0"], "--batch-size must be >= 1"),
     ],
@@ -296,14 +303,14 @@ BACKBONE_METHODS = sorted(n for n, c in method_cards().items() if "backbone" in 
 
 @pytest.mark.skipif(not BACKBONE_METHODS, reason="no method card has a backbone hyperparameter")
 def test_backbone_option_overrides_the_hyperparameter(monkeypatch: pytest.MonkeyPatch) -> None:
-    import odbench.evaluate as ev
     import odbench.methods.base as base
+    import odbench.runner as runner
 
     seen: dict[str, Any] = {}
     monkeypatch.setattr(base, "create_method", lambda name, device, **o: seen.update(o) or name)
-    monkeypatch.setattr(ev, "evaluate", lambda method, *a, **kw: kw["overrides"])
+    monkeypatch.setattr(runner, "run", lambda method, *a, **kw: kw["overrides"])
     name = BACKBONE_METHODS[0]
-    overrides = ev.run_eval(name, "toy", backbone="other-net", overrides={})
+    overrides = runner.run_eval(name, "toy", backbone="other-net", overrides={})
     assert seen == overrides == {"backbone": "other-net"}
 
 
@@ -319,11 +326,11 @@ def test_eval_on_real_ecssd(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     (path,) = (tmp_path / "results").glob("center-prior__ecssd__odbench__*.json")
     r = read_results(path)
-    assert r["tasks"] == ["saliency"] and r["dataset"]["n_evaluated"] == 8
+    assert r.tasks == ["saliency"] and r.n_evaluated == 8
     ds = create_dataset("ecssd", data_root=SHARED_DATA)
     acc = []
     for sample_id in ds.ids()[:8]:
         s = ds.load(sample_id)
         p = quantize(center_gaussian(*s.image.shape[:2], 0.25)) / 65535 > 0.5
         acc.append(np.mean(p == (s.mask >= 128)))
-    assert r["metrics"]["saliency"]["acc"] == pytest.approx(np.mean(acc), abs=1e-12)
+    assert r.metrics["saliency"]["acc"] == pytest.approx(np.mean(acc), abs=1e-12)

@@ -14,20 +14,20 @@ from click.testing import CliRunner
 
 from odbench.cards import card_dir, method_card
 from odbench.cli import main
-from odbench.data.base import create_dataset
-from odbench.evaluate import evaluate
-from odbench.leaderboard import (
+from odbench.compare import (
     bootstrap_p_value,
     bootstrap_weights,
     compare_records,
-    latest_runs,
     percentile_ci,
-    reported_rows,
     weighted_mean,
 )
+from odbench.data.base import create_dataset
+from odbench.leaderboard import latest_runs
 from odbench.methods.center_prior import CenterPrior
 from odbench.metrics.protocols import get_protocol
-from odbench.results import ResultsError
+from odbench.reported import reported_rows
+from odbench.results import Records, ResultsError, RunResult
+from odbench.runner import run
 
 PAPER_TABLES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper-tables.md"
 REPORTED = card_dir("reported") / "diffusionseg-paper.toml"
@@ -140,8 +140,8 @@ class Prior(CenterPrior):
         self.name = name
 
 
-def _eval(tmp_path: Path, name: str, sigma: float, **kw: Any) -> dict[str, Any]:
-    out = evaluate(
+def _eval(tmp_path: Path, name: str, sigma: float, **kw: Any) -> RunResult:
+    out = run(
         Prior(name, sigma),
         create_dataset("toy", n=kw.pop("n", 16)),
         get_protocol(kw.pop("protocol", "odbench")),
@@ -151,7 +151,7 @@ def _eval(tmp_path: Path, name: str, sigma: float, **kw: Any) -> dict[str, Any]:
         **kw,
     )
     assert out.path is not None
-    return json.loads(out.path.read_text()) | {"_path": str(out.path)}
+    return out
 
 
 def test_leaderboard_renders_runs_beside_paper_rows(tmp_path: Path) -> None:
@@ -159,7 +159,7 @@ def test_leaderboard_renders_runs_beside_paper_rows(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["leaderboard", "--results-dir", str(tmp_path / "results")])
     assert result.exit_code == 0, result.output
     text = result.output
-    sal = r["metrics"]["saliency"]
+    sal = r.metrics["saliency"]
     cells = [f"{sal[k]:.3f}".lstrip("0") for k in ("acc", "iou", "max_fbeta")]
     assert re.search(
         r"\| center-prior \| odbench \|( - \|){12} " + r" \| ".join(cells) + " |", text
@@ -170,7 +170,7 @@ def test_leaderboard_renders_runs_beside_paper_rows(tmp_path: Path) -> None:
         "| .959 | .704 | .829 | .964 | .831 | .955 | .963 | .726 | .852 |"
     ) in text
     assert "DUT-OMRON Acc | DUT-OMRON IoU | DUT-OMRON maxFβ | DUTS-TE Acc" in text
-    corloc = r["metrics"]["localization"]["corloc"]
+    corloc = r.metrics["localization"]["corloc"]
     assert f"| center-prior | odbench | - | - | - | {corloc:.1f} |" in text
     assert (
         "| DiffusionSeg † (reported, DiffusionSeg Tab. 1b) | paper | 75.2 | 78.3 | 63.1 |" in text
@@ -194,33 +194,70 @@ def test_leaderboard_renders_runs_beside_paper_rows(tmp_path: Path) -> None:
     assert result.exit_code == 0 and out.read_text().startswith("## Single-object localization")
 
 
-def test_latest_full_run_wins(tmp_path: Path) -> None:
-    base = {"method": {"name": "m", "overrides": {}}, "protocol": {"name": "odbench"}}
-    runs = [
-        base | {"dataset": {"name": "toy", "limit": None}, "date": "2026-01-01", "_path": "a"},
-        base | {"dataset": {"name": "toy", "limit": None}, "date": "2026-01-02", "_path": "b"},
-        base | {"dataset": {"name": "toy", "limit": 5}, "date": "2026-01-03", "_path": "c"},
-        base | {"dataset": {"name": "ecssd", "limit": 5}, "date": "2026-01-01", "_path": "d"},
-    ]
+def _run(
+    date: str,
+    *,
+    dataset: str = "toy",
+    n: int = 16,
+    overrides: dict[str, Any] | None = None,
+    limit: int | None = None,
+    hyperparameters: dict[str, Any] | None = None,
+    method: str = "center-prior",
+) -> RunResult:
+    hp = hyperparameters or {"sigma": 0.25, **(overrides or {})}
+    return RunResult(
+        method={"name": method, "overrides": overrides or {}, "hyperparameters": hp},
+        dataset={"name": dataset, "n_images": 16, "limit": limit, "n_evaluated": n},
+        protocol={"name": "odbench"},
+        tasks=["saliency"],
+        metrics={"saliency": {"acc": 0.5}},
+        date=date,
+        path=Path(date),
+    )
+
+
+def test_latest_full_run_with_the_cards_settings_wins() -> None:
+    """Default tables: the latest run with the card's settings over the full dataset; subsets,
+    overrides and runs of an edited card only with --all, each in its own labelled row."""
+    full_old, full_new = _run("2026-01-01"), _run("2026-01-02")
+    subset_newer = _run("2026-01-03", n=5, limit=5)
+    overridden = _run("2026-01-04", overrides={"sigma": 0.4})
+    old_card = _run("2026-01-05", hyperparameters={"sigma": 0.2})
+    big_limit = _run("2026-01-06", dataset="ecssd", limit=2000)  # limit above the size: full
+    runs = [full_old, full_new, subset_newer, overridden, old_card, big_limit]
     best = latest_runs(runs)
-    assert {k[-1]: v["_path"] for k, v in best.items()} == {"toy": "b", "ecssd": "d"}
+    assert {k[1]: v.date for k, v in best.items()} == {"toy": "2026-01-02", "ecssd": "2026-01-06"}
+    shown = latest_runs(runs, show_all=True)
+    labels = {(k[0][1], k[0][3]): v.date for k, v in shown.items() if k[1] == "toy"}
+    assert labels == {
+        ("{}", ""): "2026-01-02",
+        ("{}", "subset"): "2026-01-03",
+        ('{"sigma": 0.4}', ""): "2026-01-04",
+        ("{}", "other card settings"): "2026-01-05",
+    }
+
+
+def test_leaderboard_default_hides_subset_and_override_rows(tmp_path: Path) -> None:
+    _eval(tmp_path, "center-prior", 0.25)
+    _eval(tmp_path, "center-prior", 0.25, limit=8)
+    result = CliRunner().invoke(main, ["leaderboard", "--results-dir", str(tmp_path / "results")])
+    assert result.exit_code == 0, result.output
+    assert "[subset]" not in result.output and "*" not in result.output.split("†")[0]
+    result = CliRunner().invoke(
+        main, ["leaderboard", "--all", "--results-dir", str(tmp_path / "results")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "| center-prior [subset] | odbench |" in result.output
+    assert "| center-prior | odbench |" in result.output
 
 
 def test_compare_prefers_the_cards_hyperparameters() -> None:
-    from odbench.leaderboard import select_run
+    from odbench.compare import select_run
 
-    def run(overrides: dict[str, Any], date: str) -> dict[str, Any]:
-        return {
-            "method": {"name": "m", "overrides": overrides},
-            "protocol": {"name": "odbench"},
-            "dataset": {"name": "toy", "limit": None},
-            "date": date,
-            "_path": date,
-        }
-
-    default, tuned = run({}, "2026-01-01"), run({"sigma": 0.3}, "2026-01-02")
-    assert select_run([default, tuned], "m", "toy", "odbench") is default
-    assert select_run([tuned], "m", "toy", "odbench") is tuned
+    default = _run("2026-01-01")
+    tuned = _run("2026-01-02", overrides={"sigma": 0.3})
+    assert select_run([default, tuned], "center-prior", "toy", "odbench") is default
+    assert select_run([tuned], "center-prior", "toy", "odbench") is tuned
 
 
 def test_corrupt_results_file_is_one_line(tmp_path: Path) -> None:
@@ -267,7 +304,11 @@ def test_weighted_mean_and_weights() -> None:
     np.testing.assert_array_equal(np.isnan(weighted_mean(x, w)), w[:, 2] > 0)
 
 
-def _records(rng: np.random.Generator, n: int, shift: float) -> dict[str, np.ndarray]:
+def _records(rng: np.random.Generator, n: int, shift: float) -> Records:
+    return Records.from_arrays(_arrays(rng, n, shift))
+
+
+def _arrays(rng: np.random.Generator, n: int, shift: float) -> dict[str, np.ndarray]:
     base = rng.uniform(0.3, 0.7, size=n)
     curves = np.clip(base[:, None] + np.linspace(-0.2, 0.2, 255)[None, :] ** 2 * -1 + shift, 0, 1)
     return {
@@ -277,6 +318,7 @@ def _records(rng: np.random.Generator, n: int, shift: float) -> dict[str, np.nda
         "mae": np.clip(0.5 - base / 2 - shift / 2, 0, 1),
         "fbeta": curves,
         "hit": base + shift > 0.5,
+        "pred_box": np.zeros((n, 4)),
     }
 
 
@@ -290,13 +332,14 @@ def test_compare_identical_methods() -> None:
 
 def test_compare_clearly_different_methods() -> None:
     rng = np.random.default_rng(0)
-    a = _records(rng, 60, 0.0)
+    a = _arrays(rng, 60, 0.0)
     b = {
         k: (v + rng.normal(0, 0.02, v.shape) if v.dtype == np.float64 else v)
-        for k, v in _records(np.random.default_rng(0), 60, 0.1).items()
+        for k, v in _arrays(np.random.default_rng(0), 60, 0.1).items()
     }
     b["hit"] = a["hit"] | (np.arange(60) % 3 == 0)
-    by_metric = {c.metric: c for c in compare_records(a, b)}
+    ra, rb = Records.from_arrays(a), Records.from_arrays(b)
+    by_metric = {c.metric: c for c in compare_records(ra, rb)}
     assert set(by_metric) == {"acc", "iou", "mae", "max_fbeta", "corloc"}
     for c in by_metric.values():
         assert c.p_value < 0.01, c
@@ -307,8 +350,8 @@ def test_compare_clearly_different_methods() -> None:
     assert by_metric["acc"].test == "Wilcoxon signed-rank"
     # Paired: the images are aligned by id even when stored in another order.
     perm = np.random.default_rng(5).permutation(60)
-    shuffled = {k: v[perm] for k, v in b.items()}
-    assert compare_records(a, shuffled)[0] == compare_records(a, b)[0]
+    shuffled = Records.from_arrays({k: v[perm] for k, v in b.items()})
+    assert compare_records(ra, shuffled)[0] == compare_records(ra, rb)[0]
 
 
 def test_bootstrap_p_value_tails() -> None:
@@ -319,7 +362,7 @@ def test_bootstrap_p_value_tails() -> None:
 
 def test_compare_refuses_different_image_sets() -> None:
     a = _records(np.random.default_rng(0), 10, 0.0)
-    b = {k: v[:9] for k, v in a.items()}
+    b = a.take(np.arange(9))
     with pytest.raises(ResultsError, match="different images"):
         compare_records(a, b)
 
@@ -347,22 +390,23 @@ def test_compare_cli(tmp_path: Path) -> None:
 
 
 def test_reported_row_follows_the_methods_run() -> None:
-    from odbench.leaderboard import ReportedRow, render_saliency
+    from odbench.leaderboard import render_saliency
+    from odbench.reported import ReportedRow
 
     src = "Paper (X et al.)"
     reported = [
         ReportedRow("other", src, "1a", "ecssd", {"acc": 0.5}),
         ReportedRow("m", src, "1a", "ecssd", {"acc": 0.8, "iou": 0.6}),
     ]
-    run = {
-        "method": {"name": "m", "overrides": {"sigma": 0.3}},
-        "protocol": {"name": "voynov"},
-        "dataset": {"name": "ecssd", "limit": None},
-        "date": "2026-01-01",
-        "_path": "x",
-        "metrics": {"saliency": {"acc": 0.9123, "iou": 0.7, "max_fbeta": 0.75}},
-    }
-    lines = render_saliency([run], reported).splitlines()
+    run = RunResult(
+        method={"name": "m", "overrides": {"sigma": 0.3}},
+        protocol={"name": "voynov"},
+        dataset={"name": "ecssd", "limit": None},
+        tasks=["saliency"],
+        date="2026-01-01",
+        metrics={"saliency": {"acc": 0.9123, "iou": 0.7, "max_fbeta": 0.75}},
+    )
+    lines = render_saliency([run], reported, show_all=True).splitlines()
     i = next(i for i, line in enumerate(lines) if line.startswith("| m (sigma=0.3) | voynov |"))
     assert "| .912 | .700 | .750 |" in lines[i]
     assert lines[i + 1].startswith("| m † (reported, Paper Tab. 1a) | paper |")

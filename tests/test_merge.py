@@ -15,34 +15,35 @@ from odbench.cards import method_card
 from odbench.cli import main
 from odbench.data.base import create_dataset
 from odbench.distributed import Shard
-from odbench.evaluate import EvalOutcome, evaluate
 from odbench.merge import MergeError, Part, merge, shard_block
 from odbench.methods.center_prior import CenterPrior
 from odbench.metrics.protocols import get_protocol
-from odbench.results import load_all_results, read_records, read_results, write_results
+from odbench.results import RunResult, load_all_results, read_results, write_results
+from odbench.runner import run
 
 #: Fields that describe one process's run rather than the result.
 PER_RUN = {"date", "wall_time_s", "images_per_s", "records", "_path", "merged_from"}
 PER_RUN |= {"n_predicted", "n_cached", "cache", "processes", "packages"}
 
 
-def assert_same_run(a: dict[str, Any], b: dict[str, Any]) -> None:
+def assert_same_run(run_a: RunResult, run_b: RunResult) -> None:
     """Same result (metrics exactly, records with dtype and order), run details aside."""
+    a, b = run_a.to_json(), run_b.to_json()
     assert a["metrics"] == b["metrics"]
     assert {k: v for k, v in a.items() if k not in PER_RUN} == {
         k: v for k, v in b.items() if k not in PER_RUN
     }
-    ra, rb = read_records(a), read_records(b)
+    ra, rb = run_a.records.arrays(), run_b.records.arrays()
     assert sorted(ra) == sorted(rb)
     for key in ra:
         assert ra[key].dtype == rb[key].dtype, key
         np.testing.assert_array_equal(ra[key], rb[key], err_msg=key)
 
 
-def _run_whole(tmp_path: Path, protocol: str = "odbench", **kw: Any) -> EvalOutcome:
+def _run_whole(tmp_path: Path, protocol: str = "odbench", **kw: Any) -> RunResult:
     method = CenterPrior(method_card("center-prior"), **kw)
     method.name = "center-prior"
-    return evaluate(
+    return run(
         method,
         create_dataset("toy"),
         get_protocol(protocol),
@@ -52,15 +53,15 @@ def _run_whole(tmp_path: Path, protocol: str = "odbench", **kw: Any) -> EvalOutc
     )
 
 
-def _split(out: EvalOutcome, count: int) -> list[Part]:
+def _split(out: RunResult, count: int) -> list[Part]:
     """The shards of a whole run: its records cut by :class:`Shard`, with shard blocks."""
-    ids = out.records["ids"].tolist()
+    ids = list(out.records.ids)
     parts = []
     for i in range(count):
-        results = copy.deepcopy(out.results)
+        results = copy.deepcopy(out.to_json())
         results["shard"] = shard_block(Shard(i, count), ids)
         results["dataset"]["n_evaluated"] = len(Shard(i, count).take(ids))
-        records = {k: v[i::count] for k, v in out.records.items()}
+        records = {k: v[i::count] for k, v in out.records.arrays().items()}
         parts.append(Part(results, records, f"s{i}.json"))
     return parts
 
@@ -70,11 +71,11 @@ def test_shards_merged_equal_one_run(tmp_path: Path, protocol: str, count: int) 
     whole = _run_whole(tmp_path, protocol)
     parts = _split(whole, count)
     results, records = merge(parts[::-1])  # any order
-    assert results["metrics"] == whole.results["metrics"]  # bit-identical
-    assert {k: v for k, v in results.items() if k not in PER_RUN} == {
-        k: v for k, v in whole.results.items() if k not in PER_RUN
+    assert results["metrics"] == whole.metrics  # bit-identical
+    assert {k: v for k, v in results.items() if k not in PER_RUN | {"metrics"}} == {
+        k: v for k, v in whole.to_json().items() if k not in PER_RUN | {"metrics"}
     }
-    for key, value in whole.records.items():
+    for key, value in whole.records.arrays().items():
         assert records[key].dtype == value.dtype
         np.testing.assert_array_equal(records[key], value, err_msg=key)
     assert [p["n_images"] for p in results["merged_from"]] == [len(p.records["ids"]) for p in parts]
@@ -85,7 +86,8 @@ def test_merge_command_writes_the_one_run(tmp_path: Path) -> None:
     paths = []
     for i, part in enumerate(_split(whole, 2)):
         stem = f"center-prior__toy__odbench__20260101T000000Z__{Shard(i, 2).label()}"
-        paths.append(write_results(part.results, part.records, tmp_path / "shards", stem))
+        shard = RunResult.from_json(part.results, records=part.records)
+        paths.append(write_results(shard, tmp_path / "shards", stem))
     assert load_all_results(tmp_path / "shards") == []  # a shard is no result for leaderboards
     out = tmp_path / "merged"
     result = CliRunner().invoke(main, ["merge", *map(str, paths), "--results-dir", str(out)])

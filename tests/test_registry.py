@@ -21,10 +21,11 @@ from click.testing import CliRunner
 from odbench.cards import dataset_card, dataset_cards, method_card, method_cards
 from odbench.cli import main
 from odbench.data.base import DatasetError, create_dataset
-from odbench.leaderboard import DATASET_LABELS, reported_rows
+from odbench.leaderboard import DATASET_LABELS
 from odbench.methods.base import create_method
 from odbench.methods.center_prior import center_gaussian
 from odbench.registry import DATASETS, METHODS, PROTOCOLS, Registry, UnknownNameError
+from odbench.reported import reported_rows
 
 TASKS = {"saliency", "localization"}
 TABLES = {"1a", "1b", "1c", "3", "4", "5", "6", "7"}

@@ -49,7 +49,7 @@ def cli(
 
     from odbench.cli import UserError
     from odbench.commands.evaluate import format_metrics, run_errors
-    from odbench.evaluate import run_eval
+    from odbench.runner import run_eval
     from odbench.train import train
 
     env = os.environ.get("ODBENCH_DATA", "")
@@ -86,15 +86,15 @@ def cli(
             results_dir=run_dir / "results" if out is not None else None,
             show_progress=True,
         )
-    sal = outcome.results["metrics"]["saliency"]
+    sal = outcome.metrics["saliency"]
     click.echo(
         f"unet-e2e trained {result.step} steps in {result.seconds / 60:.1f} min "
         f"({threads} threads, {resolution}², {result.config['data']['n_train']} DUTS-TR pairs), "
         f"val IoU {result.val_iou:.3f}"
     )
-    for line in format_metrics(outcome.results["metrics"]):
+    for line in format_metrics(outcome.metrics):
         click.echo(line)
-    n_eval = outcome.results["dataset"]["n_evaluated"]
+    n_eval = outcome.n_evaluated
     verdict = "meets" if sal["iou"] >= TARGET_ECSSD_IOU else "MISSES"
     click.echo(
         f"ECSSD ({n_eval} images) iou {sal['iou']:.3f} vs paper {PAPER_ECSSD_IOU:.3f} "

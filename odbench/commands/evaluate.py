@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,14 +16,53 @@ from odbench.cli import UserError, user_errors
 @contextmanager
 def run_errors() -> Iterator[None]:
     """:func:`odbench.cli.user_errors` plus the runner's and results' own one-line errors."""
-    from odbench.evaluate import EvalError
+    from odbench.cache import CacheError
+    from odbench.outputs import OutputPathError
     from odbench.results import ResultsError
+    from odbench.runner import EvalError
 
     with user_errors():
         try:
             yield
-        except (EvalError, ResultsError) as e:
+        except (EvalError, ResultsError, CacheError, OutputPathError) as e:
             raise UserError(str(e)) from e
+
+
+def parse_set(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values are TOML literals (``3``, ``0.5``, ``true``, ``"text"``,
+    ``[1, 2]``), falling back to JSON, then to the raw text."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: expected key=value")
+        try:
+            value: Any = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+        out[key] = value
+    return out
+
+
+def threshold_note(m: dict[str, Any]) -> str:
+    """Why the best threshold is what it is, when a number alone would mislead."""
+    curve = m.get("fbeta_curve") or []
+    if m.get("best_threshold") is None:
+        return ""
+    if curve and max(curve) == 0:
+        return "  (Fβ is 0 at every threshold: no predicted pixel is foreground in the GT)"
+    if curve and max(curve) == min(curve):
+        return (
+            "  (Fβ is the same at every threshold: the maps are constant or binary, so no "
+            "threshold is better than another)"
+        )
+    return f"  (best threshold {m['best_threshold']:.3f})"
 
 
 def format_metrics(metrics: dict[str, Any]) -> list[str]:
@@ -34,8 +74,7 @@ def format_metrics(metrics: dict[str, Any]) -> list[str]:
             "saliency:     "
             + "  ".join(f"{k} {m[k]:.4f}" for k in ("acc", "iou", "max_fbeta", "mae"))
         )
-        if m.get("best_threshold") is not None:
-            lines[-1] += f"  (best threshold {m['best_threshold']:.3f})"
+        lines[-1] += threshold_note(m)
     if "localization" in metrics:
         m = metrics["localization"]
         lines.append(f"localization: corloc {m['corloc']:.2f}% ({m['hits']}/{m['n_images']})")
@@ -47,8 +86,21 @@ def format_metrics(metrics: dict[str, Any]) -> list[str]:
 @click.option("--dataset", "dataset_name", required=True, help="Registered dataset name.")
 @click.option("--protocol", default="odbench", show_default=True, help="Evaluation protocol.")
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N samples.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto (CUDA when torch sees a GPU, else CPU), cpu, cuda or cuda:N.",
+)
 @click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option(
+    "--workers",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Threads decoding images ahead of the model (and storing and scoring), and processes "
+    "for methods with CPU post-processing.",
+)
 @click.option(
     "--save-preds",
     type=click.Path(path_type=Path),
@@ -94,6 +146,7 @@ def eval_cmd(
     limit: int | None,
     device: str,
     batch_size: int,
+    workers: int,
     save_preds: Path | None,
     data_root: Path | None,
     backbone: str | None,
@@ -104,12 +157,13 @@ def eval_cmd(
 ) -> None:
     """Run a method over a dataset, score it and write a results JSON.
 
-    Predictions are cached per image, so an interrupted run resumes where it stopped."""
-    from odbench.evaluate import parse_set, run_eval
+    Predictions are cached per image (keyed on the method's code, card, hyperparameters and the
+    dataset; see `odbench cache info`), so an interrupted run resumes where it stopped."""
     from odbench.imageio import read_warnings
+    from odbench.runner import run_eval
 
     with run_errors(), read_warnings() as notes:
-        outcome = run_eval(
+        result = run_eval(
             method_name,
             dataset_name,
             protocol,
@@ -120,6 +174,7 @@ def eval_cmd(
             data_root=data_root,
             limit=limit,
             batch_size=batch_size,
+            workers=workers,
             cache_dir=cache_dir,
             save_preds=save_preds,
             results_dir=results_dir,
@@ -127,13 +182,13 @@ def eval_cmd(
         )
     for line in notes:  # e.g. GT masks stored as 0/1: one line
         click.echo(f"warning: {line}", err=True)
-    r = outcome.results
+    info = result.info
     click.echo(
-        f"{r['method']['name']} on {r['dataset']['name']} "
-        f"({r['dataset']['n_evaluated']} images, protocol {r['protocol']['name']}, "
-        f"{outcome.n_predicted} predicted, {outcome.n_cached} from cache, "
-        f"{r['wall_time_s']:.1f} s)"
+        f"{result.method_name} on {result.dataset_name} ({result.n_evaluated} images, protocol "
+        f"{result.protocol_name}, device {info['device']}, {info['n_predicted']} predicted, "
+        f"{info['n_cached']} from cache, {info['wall_time_s']:.1f} s)"
     )
-    for line in format_metrics(r["metrics"]):
+    for line in format_metrics(result.metrics):
         click.echo(line)
-    click.echo(f"results: {outcome.path}")
+    click.echo(f"cache: {info['cache']} (odbench cache info / clear)")
+    click.echo(f"results: {result.path}")

@@ -32,14 +32,26 @@ _RESULTS_DIR = click.option(
     default=None,
     help="Write the markdown here (atomically) instead of printing it.",
 )
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Also show runs with overrides, on subsets (--limit) or with other card settings, "
+    "labelled.",
+)
 @_RESULTS_DIR
-def leaderboard(task: str, out: Path | None, results_dir: Path) -> None:
-    """Render markdown leaderboards: odbench runs beside the papers' reported rows (†)."""
+def leaderboard(task: str, out: Path | None, show_all: bool, results_dir: Path) -> None:
+    """Render markdown leaderboards: odbench runs beside the papers' reported rows (†).
+
+    By default only runs with the card's settings over the full dataset are shown."""
     from odbench.imageio import atomic_write_bytes
     from odbench.leaderboard import render
+    from odbench.outputs import check_output_file
 
     with run_errors():
-        text = render(task, results_dir)
+        if out is not None:
+            check_output_file(out, "--out")
+        text = render(task, results_dir, show_all=show_all)
         if out is None:
             click.echo(text, nl=False)
         else:
@@ -58,7 +70,7 @@ def compare(
     methods: str, dataset: str, protocol: str, resamples: int, seed: int, results_dir: Path
 ) -> None:
     """Compare two methods' latest runs image by image: 95% bootstrap CIs and a paired test."""
-    from odbench.leaderboard import compare_runs, render_compare
+    from odbench.compare import compare_runs, render_compare
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
     if len(names) != 2:

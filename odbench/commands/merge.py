@@ -25,13 +25,7 @@ def merge_cmd(shard_jsons: tuple[Path, ...], results_dir: Path) -> None:
     in the same order.  Shards of different settings, protocol or dataset, or with overlapping
     or missing ids, are refused."""
     from odbench.merge import MergeError, Part, merge
-    from odbench.results import (
-        ResultsError,
-        read_records,
-        read_results,
-        results_stem,
-        write_results,
-    )
+    from odbench.results import ResultsError, RunResult, read_results, results_stem, write_results
 
     with user_errors():
         try:
@@ -39,8 +33,8 @@ def merge_cmd(shard_jsons: tuple[Path, ...], results_dir: Path) -> None:
                 raise UserError(f"--results-dir {results_dir}: exists and is not a folder")
             parts = []
             for path in shard_jsons:
-                results = read_results(path)
-                parts.append(Part(results, read_records(results), str(path)))
+                run = read_results(path)
+                parts.append(Part(run.to_json(), run.records.arrays(), str(path)))
             results, records = merge(parts)
             when = datetime.fromisoformat(results["date"])
             stem = results_stem(
@@ -49,7 +43,7 @@ def merge_cmd(shard_jsons: tuple[Path, ...], results_dir: Path) -> None:
                 results["protocol"]["name"],
                 when,
             )
-            path = write_results(results, records, results_dir, stem)
+            path = write_results(RunResult.from_json(results, records=records), results_dir, stem)
         except (MergeError, ResultsError) as e:
             raise UserError(str(e)) from e
     click.echo(f"merged {len(parts)} shards ({len(records['ids'])} images): {path}")

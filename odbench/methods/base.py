@@ -5,6 +5,13 @@ A method is a class registered under a name (its card in ``methods/`` names the 
 :meth:`odbench.registry.Registry.register`).  Localization uses :meth:`Method.predict_boxes`,
 which by default takes the tight box of the largest connected component of ``map > 0.5``; a
 method that finds boxes itself (e.g. LOST) overrides it.
+
+A method whose maps need CPU-bound per-image post-processing (min-cut, CRF, bilateral solver) may
+split :meth:`Method.predict` into :meth:`Method.forward` (the device part, one intermediate per
+image) and the static :meth:`Method.postprocess` (intermediate -> map); the runner then runs
+``postprocess`` in a pool of worker processes so the device never waits on it.  ``predict`` must
+stay equivalent to ``postprocess`` applied to ``forward``'s output (for callers outside the
+runner).
 """
 
 from __future__ import annotations
@@ -17,11 +24,45 @@ import numpy as np
 from odbench.cards import MethodCard, method_card
 
 
+class HyperparameterError(ValueError):
+    """An override the method's card does not allow; one line naming the card."""
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    """Whether an override has the type of the card's default: bool, int, float (an int is
+    fine too), str or list; other defaults accept anything."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) == isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    for kind in (int, str, list):
+        if isinstance(default, kind):
+            return isinstance(value, kind)
+    return True
+
+
+def check_overrides(card: MethodCard, overrides: dict[str, Any]) -> None:
+    """Overrides must name hyperparameters of the card and have their defaults' types."""
+    valid = card.hyperparameters
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise HyperparameterError(
+            f"unknown hyperparameter(s) {', '.join(unknown)} for method {card.name} "
+            f"({card.path}); valid: {', '.join(sorted(valid)) or 'none'}"
+        )
+    for key, value in overrides.items():
+        if not _same_kind(valid[key], value):
+            raise HyperparameterError(
+                f"hyperparameter {key} of method {card.name} takes a value like "
+                f"{valid[key]!r} ({type(valid[key]).__name__}), got {value!r}"
+            )
+
+
 class Method(ABC):
     """Base class of every method plugin.
 
     ``hparams`` starts from the card's ``[hyperparameters]`` table, overridden by keyword
-    arguments to :func:`create_method`; unknown overrides are an error.
+    arguments to :func:`create_method`, checked by :func:`check_overrides`.
     """
 
     name: str = ""
@@ -32,18 +73,36 @@ class Method(ABC):
         self.card = card
         self.device = device
         self.hparams: dict[str, Any] = dict(card.hyperparameters) if card else {}
-        unknown = sorted(set(overrides) - set(self.hparams))
-        if card is not None and unknown:
-            raise ValueError(
-                f"{card.path}: unknown hyperparameter(s) {', '.join(unknown)}; "
-                f"valid: {', '.join(sorted(self.hparams)) or 'none'}"
-            )
+        if card is not None:
+            check_overrides(card, overrides)
         self.hparams.update(overrides)
 
     @abstractmethod
     def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Soft foreground maps, float32 in [0, 1], one per (H, W, 3) uint8 RGB image, each at
         its image's size.  Images in a batch may differ in size."""
+
+    def forward(self, images: list[np.ndarray]) -> list[Any]:
+        """The device part of :meth:`predict` when :meth:`postprocess` is overridden: one
+        picklable intermediate per image.  Default: :meth:`predict` itself."""
+        return self.predict(images)
+
+    @staticmethod
+    def postprocess(image: np.ndarray, raw: Any, hparams: dict[str, Any]) -> np.ndarray:
+        """The CPU-bound part: ``forward``'s intermediate for one image -> its map.  A static
+        function of picklable arguments, so the runner can run it in worker processes.
+        Default: the intermediate is the map."""
+        return np.asarray(raw)
+
+    @classmethod
+    def has_postprocess(cls) -> bool:
+        """Whether this method splits its work into :meth:`forward` + :meth:`postprocess`."""
+        return cls.postprocess is not Method.postprocess
+
+    def weights_identity(self) -> Any:
+        """What identifies the weights this instance uses (hub id + revision, or a file's
+        sha256), for the prediction cache's key; ``None`` for a method without weights."""
+        return None
 
     def predict_boxes(self, images: list[np.ndarray], maps: list[np.ndarray]) -> list[np.ndarray]:
         """One box per image, ``[x1, y1, x2, y2]`` in continuous pixels (paper Table 1b: tight box
@@ -62,7 +121,8 @@ class Method(ABC):
 
 
 def create_method(name: str, device: str = "cpu", **overrides: Any) -> Method:
-    """Build a registered method by name, its hyperparameters from its card."""
+    """The one factory: a registered method by name (looked up once), its hyperparameters from
+    its card, ``overrides`` checked against it."""
     from odbench.registry import METHODS
 
     cls = METHODS.get(name)

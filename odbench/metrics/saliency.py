@@ -331,6 +331,25 @@ def _counts_pixels(pred: np.ndarray, gt_fg: np.ndarray, protocol: Protocol) -> _
     return hist[:n_codes], hist[n_codes:], tp05, fp05, abs_err
 
 
+# --------------------------------------------------------------------------- maxFβ
+
+
+def reduce_max_fbeta(
+    mean_curve: np.ndarray, mean_of_maxima: np.ndarray | float, max_over: str
+) -> np.ndarray:
+    """maxFβ of a dataset (or of each bootstrap resample: leading axes are kept) from its mean
+    Fβ curve (..., T) and its mean of per-image maxima (...).
+
+    ``max_over="dataset"``: the maximum of the mean curve (ONE threshold for the dataset; the
+    field's convention, DiffusionSeg §4.1); ``"per_image"``: the mean of per-image maxima
+    (SelfMask / FOUND).  The one reduction behind ``eval``, ``compare`` and the leaderboard."""
+    if max_over == "dataset":
+        return np.max(mean_curve, axis=-1)
+    if max_over == "per_image":
+        return np.asarray(mean_of_maxima, dtype=np.float64)
+    raise ValueError(f"unknown max_over {max_over!r}")
+
+
 # --------------------------------------------------------------------------- streaming meter
 
 
@@ -399,13 +418,11 @@ class SaliencyMeter:
         if self.n == 0:
             raise ValueError("no images were scored")
         curve = self.sum_fbeta / self.n
-        if self.protocol.max_over == "dataset":
-            k = int(np.argmax(curve))
-            max_fbeta = float(curve[k])
-            best: float | None = float(self.protocol.thresholds[k])
-        else:
-            max_fbeta = self.sum_max_fbeta / self.n
-            best = None
+        max_over = self.protocol.max_over
+        max_fbeta = float(reduce_max_fbeta(curve, self.sum_max_fbeta / self.n, max_over))
+        best: float | None = None
+        if max_over == "dataset":
+            best = float(self.protocol.thresholds[int(np.argmax(curve))])
         return {
             "acc": self.sum_acc / self.n,
             "iou": self.sum_iou / self.n,

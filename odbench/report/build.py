@@ -101,14 +101,11 @@ def build_report(
     from rich.console import Console
     from rich.progress import track
 
-    try:
-        from odbench.reported import reported_rows  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        from odbench.leaderboard import reported_rows  # type: ignore[no-redef,unused-ignore]
     from odbench.metrics.protocols import get_protocol
     from odbench.report.page import GridRow, grids_for, render_page, script
     from odbench.report.select import select_all
     from odbench.report.thumbs import Thumbnailer
+    from odbench.reported import reported_rows
 
     start = time.perf_counter()
     if workers is None:

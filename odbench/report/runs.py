@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from odbench.results import ResultsError
+from odbench.results import ResultsError, RunResult
 
 
 @dataclass(frozen=True)
@@ -62,26 +62,12 @@ def per_image_fbeta(curves: np.ndarray, per_image_max: bool) -> np.ndarray:
     return curves[:, int(np.argmax(curves.mean(axis=0)))]  # type: ignore[no-any-return]
 
 
-def _select_run(results: list[Any], method: str, dataset: str, protocol: str) -> Any:
-    try:  # the runner's layout (odbench.compare); before it, leaderboard.py held it
-        from odbench.compare import select_run  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        from odbench.leaderboard import select_run  # type: ignore[attr-defined,no-redef,unused-ignore]
-    return select_run(results, method, dataset, protocol)
-
-
-def _as_report_run(run: Any, name: str) -> ReportRun:
-    """A results-store run (a typed ``RunResult``, or the plain dict older odbench returned) as
-    its JSON dict (``_path`` added) and records arrays."""
+def _as_report_run(run: RunResult, name: str) -> ReportRun:
+    """A results-store run as its JSON dict (``_path`` added) and records arrays."""
     from odbench.leaderboard import run_label
-    from odbench.results import read_records
 
-    if isinstance(run, dict):
-        results, records = run, read_records(run)  # type: ignore[arg-type,unused-ignore]
-    else:
-        results = {**run.to_json(), "_path": str(run.path)}
-        records = run.records.arrays()
-    return ReportRun(run_label(name, results["method"].get("overrides") or {}), results, records)
+    results = {**run.to_json(), "_path": str(run.path)}
+    return ReportRun(run_label(name, run.overrides), results, run.records.arrays())
 
 
 def load_report_data(
@@ -90,6 +76,7 @@ def load_report_data(
     """The latest suitable run of each method on ``dataset`` / ``protocol`` (see the module
     docstring); raises :class:`ResultsError` naming the file or the command to run."""
     from odbench.cards import dataset_card
+    from odbench.compare import select_run
     from odbench.results import load_all_results
 
     if not methods:
@@ -101,7 +88,7 @@ def load_report_data(
     results = load_all_results(results_dir)
     runs = []
     for name in methods:
-        run = _as_report_run(_select_run(results, name, dataset, protocol), name)
+        run = _as_report_run(select_run(results, name, dataset, protocol), name)
         path = run.results["_path"]
         if "saliency" not in run.results["metrics"]:
             raise ResultsError(

@@ -48,12 +48,9 @@ def check_dataset(dataset: Dataset, run: ReportRun) -> None:
 
 
 def prediction_cache(folder: Path) -> Any:
-    """The runner's :class:`PredictionCache` of ``folder`` (``odbench.cache``; before the
-    runner's split it lived in ``odbench.evaluate``)."""
-    try:
-        from odbench.cache import PredictionCache  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        from odbench.evaluate import PredictionCache  # type: ignore[attr-defined,no-redef,unused-ignore]
+    """The runner's :class:`~odbench.cache.PredictionCache` of ``folder``."""
+    from odbench.cache import PredictionCache
+
     return PredictionCache(folder)
 
 
@@ -68,7 +65,7 @@ def load_prediction(run: ReportRun, sample_id: str) -> np.ndarray:
         )
     try:
         pred, _ = cache.get(sample_id)
-    except ValueError as e:  # the cache's one-line error (CacheError / EvalError) naming the file
+    except ValueError as e:  # the cache's one-line error (CacheError) naming the file
         raise ResultsError(str(e)) from e
     return pred  # type: ignore[no-any-return]
 

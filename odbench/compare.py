@@ -1,0 +1,272 @@
+"""``odbench compare``: two runs on the same images side by side, from their per-image records.
+
+95% percentile-bootstrap confidence intervals (images resampled with replacement, the same
+resample for both methods: a paired bootstrap; Efron & Tibshirani 1993, ch. 13) and a paired
+test across images.  maxFβ under resampling goes through the one reduction every command uses,
+:func:`odbench.metrics.saliency.reduce_max_fbeta`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from odbench.metrics.saliency import reduce_max_fbeta
+from odbench.results import Records, ResultsError, RunResult, load_all_results
+
+
+def bootstrap_weights(n: int, n_resamples: int, seed: int) -> np.ndarray:
+    """(n_resamples, n) counts: how often each image is drawn in each resample of n images
+    with replacement (multinomial, equivalent to drawing n indices uniformly)."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(np.float64)
+
+
+def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mean of per-image ``values`` under each row of ``weights``: ``values`` (n,) or (n, T) ->
+    (B,) or (B, T).  A NaN value makes every resample that draws its image NaN, as it makes the
+    dataset mean NaN in :class:`odbench.metrics.saliency.SaliencyMeter` (TokenCut's IoU rule)."""
+    bad = ~np.isfinite(values)
+    mean = (weights @ np.where(bad, 0.0, values)) / weights.sum(axis=1).reshape(
+        (-1,) + (1,) * (values.ndim - 1)
+    )
+    if bad.any():
+        mean = np.where(weights @ bad.astype(np.float64) > 0, np.nan, mean)
+    return mean
+
+
+def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    lo, hi = np.nanpercentile(samples, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
+
+
+def bootstrap_p_value(diffs: np.ndarray) -> float:
+    """Two-sided paired-bootstrap p-value of "no difference": twice the smaller tail of the
+    resampled differences at 0, with the +1 correction, capped at 1."""
+    b = diffs.size
+    low = (np.count_nonzero(diffs <= 0) + 1) / (b + 1)
+    high = (np.count_nonzero(diffs >= 0) + 1) / (b + 1)
+    return float(min(1.0, 2.0 * min(low, high)))
+
+
+def wilcoxon_p_value(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank test (scipy) on paired per-image values; images with a NaN
+    are left out; all-zero differences -> 1."""
+    from scipy.stats import wilcoxon
+
+    ok = np.isfinite(a) & np.isfinite(b)
+    d = b[ok] - a[ok]
+    if not np.any(d != 0):
+        return 1.0
+    return float(wilcoxon(a[ok], b[ok]).pvalue)
+
+
+def mcnemar_p_value(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact McNemar test on paired hits (binomial test on the discordant images)."""
+    from scipy.stats import binomtest
+
+    only_a = int(np.count_nonzero(a & ~b))
+    only_b = int(np.count_nonzero(~a & b))
+    if only_a + only_b == 0:
+        return 1.0
+    return float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    metric: str
+    a: float
+    a_ci: tuple[float, float]
+    b: float
+    b_ci: tuple[float, float]
+    diff: float
+    diff_ci: tuple[float, float]
+    p_value: float
+    test: str
+
+
+def fbeta_statistic(max_over: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """maxFβ under resampling weights (B, n) from per-image curves (n, T), by
+    :func:`reduce_max_fbeta` of the weighted mean curve and the weighted mean of maxima."""
+
+    def stat(curves: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        mean_curve = weighted_mean(curves, weights)
+        return reduce_max_fbeta(mean_curve, weighted_mean(curves.max(axis=1), weights), max_over)
+
+    return stat
+
+
+def compare_records(
+    rec_a: Records,
+    rec_b: Records,
+    *,
+    max_over: str = "dataset",
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> list[MetricComparison]:
+    """Per-metric comparison of two runs' per-image records on the same images.
+
+    Acc, IoU, MAE (per-image means): percentile-bootstrap CIs and a Wilcoxon signed-rank test.
+    maxFβ: recomputed from the resampled mean Fβ curves; paired-bootstrap p-value.  CorLoc (when
+    both have hits): bootstrap CIs and an exact McNemar test."""
+    ids_a, ids_b = list(rec_a.ids), list(rec_b.ids)
+    if sorted(ids_a) != sorted(ids_b):
+        only_a = len(set(ids_a) - set(ids_b))
+        only_b = len(set(ids_b) - set(ids_a))
+        raise ResultsError(
+            f"the runs cover different images ({len(ids_a)} vs {len(ids_b)}; {only_a} only in the "
+            f"first, {only_b} only in the second); re-run both on the same dataset and --limit"
+        )
+    a, b = rec_a.take(np.argsort(ids_a)), rec_b.take(np.argsort(ids_b))
+    n = len(ids_a)
+    weights = np.vstack([np.ones((1, n)), bootstrap_weights(n, n_resamples, seed)])
+    out = []
+
+    def compare(
+        metric: str,
+        xa: np.ndarray,
+        xb: np.ndarray,
+        stat: Callable[[np.ndarray, np.ndarray], np.ndarray],
+        scale: float,
+        test: str,
+        p_value: float | None,
+    ) -> None:
+        sa, sb = stat(xa, weights) * scale, stat(xb, weights) * scale
+        d = sb - sa
+        out.append(
+            MetricComparison(
+                metric,
+                float(sa[0]),
+                percentile_ci(sa[1:], level),
+                float(sb[0]),
+                percentile_ci(sb[1:], level),
+                float(d[0]),
+                percentile_ci(d[1:], level),
+                bootstrap_p_value(d[1:]) if p_value is None else p_value,
+                test,
+            )
+        )
+
+    if a.saliency is not None and b.saliency is not None:
+        sal_a, sal_b = a.saliency, b.saliency
+        for metric in ("acc", "iou", "mae"):
+            xa, xb = getattr(sal_a, metric), getattr(sal_b, metric)
+            compare(
+                metric, xa, xb, weighted_mean, 1.0, "Wilcoxon signed-rank", wilcoxon_p_value(xa, xb)
+            )
+        if sal_a.fbeta.shape != sal_b.fbeta.shape:
+            raise ResultsError("the runs' Fβ curves have different threshold grids")
+        stat = fbeta_statistic(max_over)
+        compare("max_fbeta", sal_a.fbeta, sal_b.fbeta, stat, 1.0, "paired bootstrap", None)
+    if a.localization is not None and b.localization is not None:
+        ha, hb = a.localization.hit.astype(bool), b.localization.hit.astype(bool)
+        compare(
+            "corloc",
+            ha.astype(np.float64),
+            hb.astype(np.float64),
+            weighted_mean,
+            100.0,
+            "McNemar (exact)",
+            mcnemar_p_value(ha, hb),
+        )
+    return out
+
+
+def select_run(results: list[RunResult], method: str, dataset: str, protocol: str) -> RunResult:
+    """The run of method on dataset/protocol to compare: one with the card's hyperparameters
+    (no overrides) before one with overrides, then a full run before a ``--limit`` run, then the
+    latest."""
+    runs = [
+        r
+        for r in results
+        if r.method_name == method and r.dataset_name == dataset and r.protocol_name == protocol
+    ]
+    if not runs:
+        raise ResultsError(
+            f"no results of method {method!r} on dataset {dataset!r} with protocol {protocol!r}; "
+            f"run: odbench eval --method {method} --dataset {dataset} --protocol {protocol}"
+        )
+    return max(runs, key=lambda r: (not r.overrides, r.limit is None, r.date, str(r.path)))
+
+
+def compare_runs(
+    results_dir: Path,
+    methods: tuple[str, str],
+    dataset: str,
+    protocol: str = "odbench",
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> tuple[list[RunResult], list[MetricComparison]]:
+    results = load_all_results(results_dir)
+    runs = [select_run(results, m, dataset, protocol) for m in methods]
+    max_over = (runs[0].protocol.get("definition") or {}).get("max_over", "dataset")
+    for run in runs:
+        _check_reproduces(run, max_over)
+    comparisons = compare_records(
+        runs[0].records, runs[1].records, max_over=max_over, n_resamples=n_resamples, seed=seed
+    )
+    return runs, comparisons
+
+
+def _check_reproduces(run: RunResult, max_over: str) -> None:
+    """The records must give back the run's own metrics (catches stale or foreign records)."""
+    rec = run.records
+    ones = np.ones((1, len(rec.ids)))
+    sal = run.metrics.get("saliency")
+    if sal is not None and rec.saliency is not None:
+        s = rec.saliency
+        ours = {m: float(weighted_mean(getattr(s, m), ones)[0]) for m in ("acc", "iou", "mae")}
+        ours["max_fbeta"] = float(fbeta_statistic(max_over)(s.fbeta, ones)[0])
+        for metric, value in ours.items():
+            stored = sal.get(metric)
+            if stored is not None and not math.isclose(value, stored, rel_tol=1e-9, abs_tol=1e-9):
+                raise ResultsError(
+                    f"{run.path}: {metric} = {stored} but its records give {value}; the "
+                    f"records file does not belong to this run"
+                )
+    loc = run.metrics.get("localization")
+    if loc is not None and rec.localization is not None:
+        corloc = 100.0 * float(np.mean(rec.localization.hit))
+        if not math.isclose(corloc, loc["corloc"]):
+            raise ResultsError(
+                f"{run.path}: corloc = {loc['corloc']} but its records give {corloc}; the "
+                f"records file does not belong to this run"
+            )
+
+
+def render_compare(
+    runs: list[RunResult], comparisons: list[MetricComparison], level: float = 0.95
+) -> str:
+    from odbench.leaderboard import run_label
+
+    a, b = (run_label(r.method_name, r.overrides) for r in runs)
+    pct = f"{round(level * 100)}%"
+    lines = [
+        f"{a} vs {b} on {runs[0].dataset_name} ({runs[0].n_evaluated} images, protocol "
+        f"{runs[0].protocol_name}); {pct} percentile-bootstrap CIs, images resampled in pairs",
+        "",
+        f"| metric | {a} [{pct} CI] | {b} [{pct} CI] | {b} − {a} [{pct} CI] | p | test |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in comparisons:
+
+        def f(v: float, ci: tuple[float, float], sign: bool = False) -> str:
+            s = "+" if sign else ""
+            return f"{v:{s}.4f} [{ci[0]:{s}.4f}, {ci[1]:{s}.4f}]"
+
+        lines.append(
+            f"| {c.metric} | {f(c.a, c.a_ci)} | {f(c.b, c.b_ci)} | "
+            f"{f(c.diff, c.diff_ci, True)} | {c.p_value:.3g} | {c.test} |"
+        )
+    lines.append("")
+    lines.append(
+        "p: Wilcoxon signed-rank (scipy) on per-image values; exact McNemar on CorLoc hits; "
+        "two-sided paired bootstrap for maxFβ (smallest possible p = 2/(resamples + 1))."
+    )
+    lines.append("runs: " + ", ".join(Path(str(r.path)).name for r in runs))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,73 @@
+"""The papers' published numbers: ``[[reported]]`` rows of the method cards and of
+``leaderboard/reported/*.toml``, parsed and checked (copied from papers, never computed).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from odbench.cards import CardError, card_dir, method_cards
+
+METRIC_KEYS = frozenset({"acc", "iou", "max_fbeta", "mae", "corloc"})
+_ROW_KEYS = frozenset({"method", "variant", "source", "table", "dataset", "protocol", "note"})
+
+
+@dataclass(frozen=True)
+class ReportedRow:
+    """One published row: a method's numbers on one dataset in one table of one paper."""
+
+    method: str
+    source: str
+    table: str
+    dataset: str
+    metrics: dict[str, float]
+    variant: str = ""
+    protocol: str = ""
+    origin: str = ""
+
+
+def _reported_row(row: dict[str, Any], method: str | None, origin: Path) -> ReportedRow:
+    missing = [k for k in ("source", "table", "dataset") if k not in row]
+    name = row.get("method", method)
+    if name is None:
+        missing.append("method")
+    if missing:
+        raise CardError(f"{origin}: [[reported]] row lacks {', '.join(missing)}")
+    unknown = sorted(set(row) - METRIC_KEYS - _ROW_KEYS)
+    metrics = {k: float(v) for k, v in row.items() if k in METRIC_KEYS}
+    if unknown or not metrics:
+        what = f"unknown key(s) {', '.join(unknown)}" if unknown else "no metric"
+        raise CardError(
+            f"{origin}: [[reported]] row of {name} ({row['table']}, {row['dataset']}) has {what}"
+        )
+    return ReportedRow(
+        method=str(name),
+        source=str(row["source"]),
+        table=str(row["table"]),
+        dataset=str(row["dataset"]),
+        metrics=metrics,
+        variant=str(row.get("variant", "")),
+        protocol=str(row.get("protocol", "")),
+        origin=str(origin),
+    )
+
+
+def reported_rows(reported_dir: Path | None = None) -> list[ReportedRow]:
+    """Reported rows of every method card, then of ``leaderboard/reported/*.toml`` (rows there
+    carry ``method = "..."``)."""
+    rows = [
+        _reported_row(r, card.name, card.path)
+        for card in method_cards().values()
+        for r in card.reported
+    ]
+    folder = reported_dir if reported_dir is not None else card_dir("reported")
+    for path in sorted(Path(folder).glob("*.toml")):
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise CardError(f"{path}: cannot read reported rows: {e}") from e
+        rows.extend(_reported_row(r, None, path) for r in data.get("reported", []))
+    return rows

@@ -1,0 +1,614 @@
+"""The runner behind ``odbench eval`` and :func:`odbench.evaluate`, in three phases (the shape of
+pycocotools' evaluate -> accumulate -> summarize):
+
+1. :func:`predict` — method × dataset -> per-image entries of the prediction cache
+   (:mod:`odbench.cache`; the unit of caching, resuming, sharding and merging).  Cached images
+   are not predicted again, so an interrupted run resumes where it stopped.
+2. :func:`score` — (sample, cached uint16 map) pairs × protocol -> typed per-image
+   :class:`~odbench.results.Records` (:func:`odbench.metrics.saliency.score_image`, CorLoc hits).
+   Scoring always reads the uint16 map, so a resumed run and an uninterrupted one agree exactly.
+3. :func:`summarize` — records -> dataset metrics, through the same meters (and the one maxFβ
+   reduction, :func:`odbench.metrics.saliency.reduce_max_fbeta`) as every other command.
+
+:func:`run` chains them for one (method, dataset, protocol) and assembles the typed
+:class:`~odbench.results.RunResult` (written as JSON + records by
+:func:`odbench.results.write_results`).  The phases stream: images are decoded by ``workers``
+threads ahead of the model, and storing, scoring and (for methods that split their work, see
+:meth:`odbench.methods.base.Method.postprocess`) CPU-bound post-processing run beside it, so
+the model never waits on the CPU.  Every function here takes ids explicitly, so a caller can
+predict a shard of a dataset and score the union later.
+
+Saliency (dataset task "saliency", samples with masks) and localization (task "localization",
+samples with boxes: :meth:`Method.predict_boxes` -> CorLoc) are scored when the dataset has them.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from odbench.cache import CacheError, PredictionCache, cache_key, default_cache_root, quantize
+from odbench.data.base import Dataset, Sample
+from odbench.methods.base import Method
+from odbench.outputs import OutputPathError, check_output_folder
+from odbench.results import (
+    LocalizationRecords,
+    Records,
+    RunResult,
+    SaliencyRecords,
+    git_commit,
+    jsonable,
+    package_versions,
+    results_stem,
+    utc_now,
+    write_results,
+)
+
+DEFAULT_RESULTS_DIR = Path("leaderboard/results")
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class EvalError(ValueError):
+    """A run that cannot proceed (bad option, method output of the wrong shape); one line."""
+
+
+# ----------------------------------------------------------------------------- device
+
+
+def _gpu_device_nodes() -> bool:
+    return any(Path(p).exists() for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu`` (torch is not imported when the
+    machine has no GPU device node, so CPU-only methods start fast); ``cpu`` and ``cuda[:N]``
+    are checked."""
+    if device == "auto":
+        if "torch" not in sys.modules and not _gpu_device_nodes():
+            return "cpu"
+        try:
+            import torch
+        except ImportError:
+            return "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise EvalError(f"--device {device}: torch sees no CUDA device; use --device cpu")
+        return device
+    if device != "cpu":
+        raise EvalError(f"--device {device!r}: expected auto, cpu or cuda[:N]")
+    return device
+
+
+def device_description(device: str) -> str:
+    """``cpu``, or ``cuda:0 (NVIDIA H100 ...)`` when torch names the GPU."""
+    if device.startswith("cuda"):
+        import torch
+
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return device
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+class CallableMethod(Method):
+    """A plain callable ``list[np.ndarray] -> list[np.ndarray]`` (RGB uint8 images in, [0, 1]
+    float maps out) used as a method.  Its maps are never cached: a callable has no card and no
+    stable code identity (a closure can change without its code changing)."""
+
+    def __init__(self, fn: Callable[[list[np.ndarray]], Sequence[np.ndarray]]) -> None:
+        super().__init__(None, device="cpu")
+        self.fn = fn
+        name = getattr(fn, "__name__", "")
+        self.name = name if name and not name.startswith("<") else "callable"
+
+    def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        maps = list(self.fn(images))
+        if len(maps) != len(images):
+            raise EvalError(f"{self.name} returned {len(maps)} maps for {len(images)} images")
+        return maps
+
+
+def _check_map(method: Method, sample: Sample, pred: Any) -> np.ndarray:
+    arr = np.asarray(pred)
+    if arr.shape != sample.image.shape[:2]:
+        raise EvalError(
+            f"method {method.name!r} returned a map of shape {arr.shape} for sample "
+            f"{sample.id!r} of size {sample.image.shape[:2]}"
+        )
+    if not np.issubdtype(arr.dtype, np.floating) or not np.isfinite(arr).all():
+        raise EvalError(
+            f"method {method.name!r} returned a non-finite or non-float map for {sample.id!r}"
+        )
+    return arr
+
+
+# ----------------------------------------------------------------------------- streaming helpers
+
+
+def _ordered(pool: Executor, fn: Callable[[T], R], items: Iterable[T], depth: int) -> Iterator[R]:
+    """``map(fn, items)`` on ``pool`` with at most ``depth`` items in flight, in order."""
+    pending: deque[Future[R]] = deque()
+    it = iter(items)
+    try:
+        for item in it:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= depth:
+                break
+        while pending:
+            done = pending.popleft().result()
+            nxt = next(it, _END)
+            if nxt is not _END:
+                pending.append(pool.submit(fn, nxt))  # type: ignore[arg-type]
+            yield done
+    finally:
+        for f in pending:
+            f.cancel()
+
+
+_END = object()
+
+
+def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# ----------------------------------------------------------------------------- phase 1: predict
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's sample and its stored prediction (uint16 map, box or None)."""
+
+    sample: Sample
+    map: np.ndarray
+    box: np.ndarray | None
+    cached: bool
+
+
+def _post_pool(method: Method, workers: int, stack: ExitStack) -> Executor | None:
+    """Worker processes for :meth:`Method.postprocess`, when the method splits its work."""
+    if not method.has_postprocess():
+        return None
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")  # safe with CUDA and threads in the parent
+    return stack.enter_context(ProcessPoolExecutor(max_workers=workers, mp_context=ctx))
+
+
+def predict(
+    method: Method,
+    dataset: Dataset,
+    ids: Sequence[str],
+    cache: PredictionCache | None,
+    pool: Executor,
+    *,
+    batch_size: int = 4,
+    boxes: bool = False,
+    workers: int = 1,
+) -> Iterator[Prediction]:
+    """Phase 1: yield every id's :class:`Prediction` in order, predicting (in batches of
+    ``batch_size``) only the images ``cache`` does not hold and storing each as soon as it is
+    predicted.  ``pool`` (threads) decodes samples ahead of the model and stores maps; a method
+    with :meth:`Method.postprocess` gets ``workers`` processes for it.  ``cache`` None: nothing is
+    stored (plain callables)."""
+
+    def load(sample_id: str) -> tuple[Sample, tuple[np.ndarray, np.ndarray | None] | None]:
+        sample = dataset.load(sample_id)
+        hit = cache.get(sample_id) if cache is not None and cache.has(sample_id) else None
+        return sample, hit
+
+    def store(sample: Sample, pred: Any, box: Any) -> Prediction:
+        if isinstance(pred, Future):
+            pred = pred.result()
+        raw = _check_map(method, sample, pred)
+        if box is _BOX_LATER:
+            box = method.predict_boxes([sample.image], [raw])[0]
+        q = quantize(raw)
+        if cache is not None:
+            cache.put(sample.id, q, box)
+        return Prediction(sample, q, None if box is None else np.asarray(box, np.float64), False)
+
+    with ExitStack() as stack:
+        post = _post_pool(method, max(1, workers), stack)
+        depth = max(2 * batch_size, 4 * workers)
+        pending: deque[Future[Prediction] | Prediction] = deque()
+        for batch in _batches(_ordered(pool, load, ids, depth), batch_size):
+            todo = [s for s, hit in batch if hit is None]
+            results: dict[str, Future[Prediction]] = {}
+            if todo:
+                images = [s.image for s in todo]
+                if post is not None:
+                    raws = method.forward(images)
+                    fn = type(method).postprocess
+                    maps: list[Any] = [
+                        post.submit(fn, im, r, method.hparams) for im, r in zip(images, raws)
+                    ]
+                    box_list: list[Any] = [_BOX_LATER if boxes else None] * len(todo)
+                else:
+                    maps = [_check_map(method, s, m) for s, m in zip(todo, method.predict(images))]
+                    box_list = method.predict_boxes(images, maps) if boxes else [None] * len(todo)
+                for s, m, b in zip(todo, maps, box_list):
+                    results[s.id] = pool.submit(store, s, m, b)
+            for sample, hit in batch:
+                if hit is None:
+                    pending.append(results[sample.id])
+                else:
+                    pending.append(Prediction(sample, hit[0], hit[1], True))
+            while len(pending) > depth:
+                yield _resolve(pending.popleft())
+        while pending:
+            yield _resolve(pending.popleft())
+
+
+_BOX_LATER = object()
+
+
+def _resolve(item: Future[Prediction] | Prediction) -> Prediction:
+    return item.result() if isinstance(item, Future) else item
+
+
+# ----------------------------------------------------------------------------- phase 2: score
+
+
+@dataclass(frozen=True)
+class _Scored:
+    id: str
+    saliency: Any  # ImageRecord | None
+    hit: bool | None
+    box: np.ndarray | None
+
+
+def score(
+    predictions: Iterable[Prediction],
+    protocol: Any,
+    tasks: Collection[str],
+    pool: Executor | None = None,
+    *,
+    depth: int = 8,
+    on_image: Callable[[Prediction], None] | None = None,
+) -> Records:
+    """Phase 2: per-image records of ``predictions`` under ``protocol`` for ``tasks``
+    ("saliency", "localization"), in their order; scored on ``pool`` when given."""
+    from odbench.metrics.boxes import CorLocMeter
+    from odbench.metrics.saliency import score_image
+
+    def one(p: Prediction) -> _Scored:
+        s = p.sample
+        if p.map.shape != s.image.shape[:2]:
+            raise CacheError(
+                f"cached map of shape {p.map.shape} for image {s.id!r} of size "
+                f"{s.image.shape[:2]}; clear the cache (odbench cache clear) and re-run"
+            )
+        rec = hit = box = None
+        if "saliency" in tasks:
+            if s.mask is None:
+                raise EvalError(f"sample {s.id!r} has no mask")
+            rec = score_image(p.map, s.mask, protocol, s.id)
+        if "localization" in tasks:
+            if s.boxes is None or p.box is None:
+                raise EvalError(f"sample {s.id!r} has no boxes")
+            hit = CorLocMeter().update(p.box, s.boxes, s.id)
+            box = np.asarray(p.box, dtype=np.float64)
+        if on_image is not None:
+            on_image(p)
+        return _Scored(s.id, rec, hit, box)
+
+    scored = list(_ordered(pool, one, predictions, depth) if pool else map(one, predictions))
+    sal = loc = None
+    if "saliency" in tasks:
+        sal = SaliencyRecords(
+            acc=np.array([r.saliency.acc for r in scored], dtype=np.float64),
+            iou=np.array([r.saliency.iou for r in scored], dtype=np.float64),
+            mae=np.array([r.saliency.mae for r in scored], dtype=np.float64),
+            fbeta=np.stack([np.asarray(r.saliency.fbeta, dtype=np.float64) for r in scored]),
+        )
+    if "localization" in tasks:
+        loc = LocalizationRecords(
+            hit=np.array([r.hit for r in scored], dtype=bool),
+            pred_box=np.stack([np.asarray(r.box, dtype=np.float64) for r in scored]),
+        )
+    return Records(tuple(r.id for r in scored), sal, loc)
+
+
+# ----------------------------------------------------------------------------- phase 3: summarize
+
+
+def summarize(records: Records, protocol: Any) -> dict[str, dict[str, Any]]:
+    """Phase 3: dataset metrics from per-image records, in record order (the meters' sums, so
+    the numbers equal a streaming evaluation's bit for bit)."""
+    from odbench.metrics.boxes import CorLocMeter
+    from odbench.metrics.saliency import ImageRecord, SaliencyMeter
+
+    metrics: dict[str, dict[str, Any]] = {}
+    if records.saliency is not None:
+        s = records.saliency
+        meter = SaliencyMeter.from_records(
+            protocol,
+            (
+                ImageRecord(i, float(s.acc[k]), float(s.iou[k]), float(s.mae[k]), s.fbeta[k])
+                for k, i in enumerate(records.ids)
+            ),
+        )
+        metrics["saliency"] = meter.compute()
+    if records.localization is not None:
+        corloc = CorLocMeter()
+        corloc.hits = int(np.count_nonzero(records.localization.hit))
+        corloc.n = len(records.ids)
+        metrics["localization"] = corloc.compute()  # type: ignore[assignment]
+    return metrics
+
+
+# ----------------------------------------------------------------------------- run
+
+
+@contextmanager
+def _progress(total: int, label: str, show: bool) -> Iterator[Callable[[int], None]]:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), disable=not show) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def run(
+    method: Method,
+    dataset: Dataset,
+    protocol: Any,
+    *,
+    dataset_name: str,
+    limit: int | None = None,
+    skip_ids: Collection[str] = (),
+    batch_size: int = 4,
+    workers: int = 1,
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+    save_preds: Path | None = None,
+    results_dir: Path | None = DEFAULT_RESULTS_DIR,
+    overrides: dict[str, Any] | None = None,
+    show_progress: bool = False,
+) -> RunResult:
+    """Run ``method`` over (the first ``limit`` samples, less ``skip_ids``, of) ``dataset``,
+    score every image under ``protocol`` and write the results JSON + records to
+    ``results_dir`` (``None``: write none).  Output folders are checked before any work."""
+    from odbench.imageio import atomic_write_bytes, write_png
+
+    if batch_size < 1:
+        raise EvalError(f"--batch-size must be >= 1, got {batch_size}")
+    if workers < 1:
+        raise EvalError(f"--workers must be >= 1, got {workers}")
+    if limit is not None and limit < 1:
+        raise EvalError(f"--limit must be >= 1, got {limit}")
+    root = cache_dir or default_cache_root()
+    outputs = [("--results-dir", results_dir), ("--save-preds", save_preds)]
+    outputs.append(("--cache-dir", root if use_cache else None))
+    try:
+        for option, folder in outputs:
+            if folder is not None:
+                check_output_folder(folder, option)
+    except OutputPathError as e:
+        raise EvalError(str(e)) from e
+    all_ids = dataset.ids()
+    chosen = all_ids[:limit] if limit is not None else all_ids
+    skipped = set(skip_ids)
+    ids = [i for i in chosen if i not in skipped]
+    if not ids:
+        raise EvalError(f"dataset {dataset_name!r} has no samples to evaluate")
+    description = {**dataset.describe(), "name": dataset_name}
+    dataset_info = {
+        **description,
+        "limit": limit if limit is not None and limit < len(all_ids) else None,
+        "n_evaluated": len(ids),
+    }
+    if skipped:
+        dataset_info["skipped_ids"] = sorted(skipped & set(chosen))
+    tasks: list[str] = [t for t in ("saliency", "localization") if t in dataset.task]
+    cache = None
+    if use_cache:
+        digest, key = cache_key(method, description)
+        cache = PredictionCache(root / method.name / digest, key)
+
+    counts = {"predicted": 0, "cached": 0}
+    start = time.perf_counter()
+    with (
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="odbench") as pool,
+        _progress(len(ids), f"{method.name} on {dataset_name}", show_progress) as advance,
+    ):
+
+        def on_image(p: Prediction) -> None:
+            counts["cached" if p.cached else "predicted"] += 1
+            if save_preds is not None:
+                write_png(Path(save_preds) / f"{_png_name(p.sample.id)}.png", p.map)
+            advance(1)
+
+        stream = predict(
+            method,
+            dataset,
+            ids,
+            cache,
+            pool,
+            batch_size=batch_size,
+            boxes="localization" in tasks,
+            workers=workers,
+        )
+        records = score(stream, protocol, tasks, pool, depth=2 * workers, on_image=on_image)
+    wall = time.perf_counter() - start
+    metrics = summarize(records, protocol)
+    if records.localization is not None and save_preds is not None:
+        boxes_json = {i: b.tolist() for i, b in zip(records.ids, records.localization.pred_box)}
+        import json
+
+        atomic_write_bytes(Path(save_preds) / "boxes.json", json.dumps(boxes_json).encode())
+
+    when = utc_now()
+    result = RunResult(
+        method={**method.describe(), "overrides": overrides or {}},
+        dataset=dataset_info,
+        protocol={"name": protocol.name, "definition": jsonable(protocol.as_dict())},
+        tasks=tasks,
+        metrics=metrics,
+        date=when.isoformat(timespec="seconds"),
+        info={
+            "device": device_description(method.device),
+            "wall_time_s": wall,
+            "images_per_s": len(ids) / wall if wall > 0 else None,
+            "n_predicted": counts["predicted"],
+            "n_cached": counts["cached"],
+            "cache": str(cache.folder) if cache is not None else None,
+            "workers": workers,
+            "packages": package_versions(),
+            "git_commit": git_commit(),
+        },
+        _records=records,
+    )
+    if results_dir is not None:
+        stem = results_stem(method.name, dataset_name, protocol.name, when)
+        write_results(result, Path(results_dir), stem)
+    return result
+
+
+def _png_name(sample_id: str) -> str:
+    from odbench.cache import safe_name
+
+    return safe_name(sample_id)
+
+
+# ----------------------------------------------------------------------------- by name
+
+
+def with_backbone(
+    method_name: str, card: Any, overrides: dict[str, Any], backbone: str | None
+) -> dict[str, Any]:
+    """``--backbone NAME`` as the ``backbone`` hyperparameter of methods that have one."""
+    if backbone is None:
+        return overrides
+    if card is None or "backbone" not in card.hyperparameters:
+        raise EvalError(f"method {method_name} does not use a diffusion backbone")
+    return {**overrides, "backbone": backbone}
+
+
+def with_checkpoint(
+    method_name: str, card: Any, overrides: dict[str, Any], checkpoint: Path | None
+) -> dict[str, Any]:
+    """``--checkpoint RUN_DIR`` as the ``checkpoint`` hyperparameter of trained methods."""
+    if checkpoint is None:
+        return overrides
+    if card is None or "checkpoint" not in card.hyperparameters:
+        raise EvalError(f"method {method_name} takes no --checkpoint (it is not trained)")
+    return {**overrides, "checkpoint": str(checkpoint)}
+
+
+def resolve_protocol(name: Any) -> Any:
+    """A registered protocol name, or a Protocol as is."""
+    from odbench.registry import PROTOCOLS
+
+    return PROTOCOLS.get(name) if isinstance(name, str) else name
+
+
+def build_method(
+    method: str | Method | Callable[[list[np.ndarray]], Sequence[np.ndarray]],
+    device: str,
+    overrides: dict[str, Any] | None = None,
+    backbone: str | None = None,
+    checkpoint: Path | None = None,
+) -> tuple[Method, dict[str, Any]]:
+    """(method, overrides applied): a registered name (one lookup, overrides checked against
+    its card by :func:`odbench.methods.base.create_method`), a :class:`Method` as is, or a
+    plain callable wrapped in :class:`CallableMethod`."""
+    overrides = dict(overrides or {})
+    if isinstance(method, Method):
+        if overrides or backbone or checkpoint:
+            raise EvalError("overrides, --backbone and --checkpoint apply to a method by name")
+        return method, {}
+    if not isinstance(method, str):
+        if not callable(method):
+            raise EvalError(f"method must be a name, a Method or a callable, got {method!r}")
+        return CallableMethod(method), {}
+    from odbench.cards import method_card
+    from odbench.methods.base import HyperparameterError, create_method
+
+    card = method_card(method)
+    overrides = with_backbone(method, card, overrides, backbone)
+    overrides = with_checkpoint(method, card, overrides, checkpoint)
+    try:
+        return create_method(method, device=device, **overrides), overrides
+    except HyperparameterError as e:
+        raise EvalError(str(e)) from e
+
+
+def build_dataset(dataset: str | Dataset, data_root: Path | None) -> tuple[Dataset, str]:
+    """(dataset, canonical name): a registered name or alias, or a :class:`Dataset` as is."""
+    if isinstance(dataset, Dataset):
+        return dataset, str(dataset.describe().get("name") or type(dataset).__name__)
+    from odbench.cards import dataset_card
+    from odbench.data.base import create_dataset
+    from odbench.registry import DATASETS
+
+    card = dataset_card(dataset)
+    canonical = card.name if card is not None else dataset
+    if canonical not in DATASETS:
+        DATASETS.get(dataset)  # raises, listing the valid names
+    built = create_dataset(dataset, data_root=data_root)
+    if canonical == "folder":  # a folder is identified by its path: folder:<its name>
+        images = built.describe().get("images")
+        if images:
+            canonical = f"folder:{Path(images).absolute().parent.name}"
+    return built, canonical
+
+
+def run_eval(
+    method: str | Method | Callable[[list[np.ndarray]], Sequence[np.ndarray]],
+    dataset: str | Dataset,
+    protocol: Any = "odbench",
+    *,
+    device: str = "auto",
+    overrides: dict[str, Any] | None = None,
+    backbone: str | None = None,
+    checkpoint: Path | None = None,
+    data_root: Path | None = None,
+    **kwargs: Any,
+) -> RunResult:
+    """Resolve protocol, method (its card checks the overrides) and dataset by name — unknown
+    names list the valid ones — then :func:`run`."""
+    resolved = resolve_protocol(protocol)
+    built, overrides = build_method(method, resolve_device(device), overrides, backbone, checkpoint)
+    data, name = build_dataset(dataset, data_root)
+    if isinstance(built, CallableMethod):
+        kwargs.setdefault("use_cache", False)
+    return run(built, data, resolved, dataset_name=name, overrides=overrides, **kwargs)

@@ -1,0 +1,362 @@
+"""The phased runner (predict -> score -> summarize), the Python API, the prediction cache's
+code identity, output checks, result file names and the post-processing pool."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import odbench
+from odbench.cache import PredictionCache, cache_folders, code_identity, quantize
+from odbench.cards import method_card
+from odbench.cli import main
+from odbench.data.base import create_dataset
+from odbench.methods.base import Method
+from odbench.methods.center_prior import CenterPrior
+from odbench.metrics.protocols import get_protocol
+from odbench.results import read_results
+from odbench.runner import CallableMethod, predict, resolve_device, run, score, summarize
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _mean_gray(images: list[np.ndarray]) -> list[np.ndarray]:
+    return [im.mean(axis=2) / 255 for im in images]
+
+
+# ----------------------------------------------------------------------------- Python API
+
+
+def test_readme_python_example_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    text = README.read_text()
+    block = text.split("## Python API", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(block.strip().splitlines()) == 3 and "lambda" in block
+    exec(compile(block, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.split()
+    # The lambda's numbers, checked from the definitions (odbench protocol, toy dataset).
+    acc = []
+    for s in create_dataset("toy"):
+        p = quantize(s.image.mean(axis=2) / 255) / 65535
+        acc.append(np.mean((p > 0.5) == (s.mask >= 128)))
+    result = odbench.evaluate(lambda ims: _mean_gray(ims), "toy")
+    assert result.metrics["saliency"]["acc"] == pytest.approx(np.mean(acc), abs=1e-12)
+    assert float(printed[0]) == pytest.approx(result.metrics["saliency"]["max_fbeta"])
+    assert float(printed[1]) == pytest.approx(result.metrics["localization"]["corloc"])
+
+
+def test_api_takes_names_methods_and_datasets_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ODBENCH_CACHE", str(tmp_path / "cache"))
+    by_name = odbench.evaluate("center-prior", "toy", limit=5)
+    method = CenterPrior(method_card("center-prior"))
+    method.name = "center-prior"
+    by_object = odbench.evaluate(method, create_dataset("toy"), limit=5, protocol="tokencut")
+    assert by_name.metrics["saliency"]["acc"] == by_object.metrics["saliency"]["acc"]
+    assert by_object.protocol_name == "tokencut" and by_name.path is None
+    assert by_name.records.saliency is not None and len(by_name.records.ids) == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]  # no results written
+    plain = odbench.evaluate(_mean_gray, "toy", limit=2)
+    assert plain.method_name == "_mean_gray" and plain.info["cache"] is None
+
+
+def test_import_odbench_is_cheap() -> None:
+    code = (
+        "import sys, odbench; "
+        "print([m for m in sys.modules if m.split('.')[0] in ('numpy', 'torch', 'PIL') "
+        "or m.startswith('odbench.')])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# ----------------------------------------------------------------------------- phases
+
+
+def test_phases_compose_to_the_run(tmp_path: Path) -> None:
+    """predict -> score -> summarize by hand gives the run's records and metrics exactly."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ds = create_dataset("toy", n=6)
+    proto = get_protocol("odbench")
+    method = CenterPrior(method_card("center-prior"))
+    method.name = "center-prior"
+    whole = run(method, ds, proto, dataset_name="toy", cache_dir=tmp_path, results_dir=None)
+    cache = PredictionCache(Path(whole.info["cache"]))
+    assert cache.ids() == ds.ids()
+    with ThreadPoolExecutor(1) as pool:
+        preds = list(predict(method, ds, ds.ids(), cache, pool, boxes=True))
+    assert all(p.cached for p in preds)
+    records = score(preds, proto, ["saliency", "localization"])
+    assert records.ids == whole.records.ids
+    for k, v in records.arrays().items():
+        np.testing.assert_array_equal(v, whole.records.arrays()[k])
+    assert summarize(records, proto) == whole.metrics
+    np.testing.assert_array_equal(cache.read_map("toy_00001"), preds[1].map / 65535.0)
+
+
+def test_skipped_ids_are_left_out_and_recorded(tmp_path: Path) -> None:
+    ds = create_dataset("toy", n=5)
+    method = CallableMethod(_mean_gray)
+    out = run(
+        method,
+        ds,
+        get_protocol("odbench"),
+        dataset_name="toy",
+        skip_ids=["toy_00001", "nope"],
+        use_cache=False,
+        results_dir=tmp_path,
+    )
+    assert out.records.ids == ("toy_00000", "toy_00002", "toy_00003", "toy_00004")
+    saved = json.loads(Path(str(out.path)).read_text())
+    assert saved["dataset"]["skipped_ids"] == ["toy_00001"]
+    assert saved["dataset"]["n_evaluated"] == 4
+
+
+def test_device_auto_picks_cuda_when_torch_sees_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import odbench.runner as runner
+
+    monkeypatch.setattr(runner, "_gpu_device_nodes", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu"
+    # No GPU device node: CPU, without importing torch (CPU-only methods start fast).
+    monkeypatch.setattr(runner, "_gpu_device_nodes", lambda: False)
+    monkeypatch.delitem(sys.modules, "torch")
+    assert resolve_device("auto") == "cpu" and "torch" not in sys.modules
+    result = CliRunner().invoke(main, ["eval", "--help"])
+    assert "--device" in result.output and "auto (CUDA when torch sees" in result.output
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def _write_package(root: Path, factor: str, helper_offset: str) -> None:
+    pkg = root / "odbtmp_pkg"
+    pkg.mkdir(exist_ok=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "helper.py").write_text(f"OFFSET = {helper_offset}\n")
+    (pkg / "meth.py").write_text(
+        textwrap.dedent(
+            f"""
+            import numpy as np
+            from odbench.methods.center_prior import CenterPrior, center_gaussian
+
+
+            class Scaled(CenterPrior):
+                def predict(self, images):
+                    from odbtmp_pkg.helper import OFFSET
+
+                    s = float(self.hparams["sigma"]) * {factor} + OFFSET
+                    return [center_gaussian(*im.shape[:2], s) for im in images]
+            """
+        )
+    )
+
+
+def _scaled(root: Path, factor: str, offset: str) -> Method:
+    import importlib
+
+    import odbench.cache as cache_module
+
+    _write_package(root, factor, offset)
+    for name in [m for m in sys.modules if m.startswith("odbtmp_pkg")]:
+        del sys.modules[name]
+    importlib.invalidate_caches()
+    cache_module._modules_sha256.cache_clear()  # a new process would start without it
+    module = importlib.import_module("odbtmp_pkg.meth")
+    method: Method = module.Scaled(method_card("center-prior"))
+    method.name = "scaled"
+    return method
+
+
+def test_editing_a_methods_code_never_serves_stale_maps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16.1: doubling sigma in the method's code (or in a module it imports) predicts
+    again and gives the new number."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ds = create_dataset("toy", n=4)
+    kw: dict[str, Any] = {"dataset_name": "toy", "cache_dir": tmp_path / "c", "results_dir": None}
+    proto = get_protocol("odbench")
+    first = run(_scaled(tmp_path, "1.0", "0.0"), ds, proto, **kw)
+    again = run(_scaled(tmp_path, "1.0", "0.0"), ds, proto, **kw)
+    assert again.info["n_cached"] == 4 and again.metrics == first.metrics
+    doubled = run(_scaled(tmp_path, "2.0", "0.0"), ds, proto, **kw)
+    assert doubled.info["n_predicted"] == 4
+    assert doubled.metrics["saliency"]["acc"] != first.metrics["saliency"]["acc"]
+    helper = run(_scaled(tmp_path, "1.0", "0.25"), ds, proto, **kw)
+    assert helper.info["n_predicted"] == 4  # an imported module changed
+    ident = code_identity(CenterPrior)
+    assert ident["odbench"] == odbench.__version__ and len(ident["sources_sha256"]) == 64
+
+
+class Failing(CenterPrior):
+    def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        raise RuntimeError("boom")
+
+
+def test_failed_run_leaves_no_cache_folder(tmp_path: Path) -> None:
+    method = Failing(method_card("center-prior"))
+    method.name = "failing"
+    with pytest.raises(RuntimeError, match="boom"):
+        run(
+            method,
+            create_dataset("toy", n=2),
+            get_protocol("odbench"),
+            dataset_name="toy",
+            cache_dir=tmp_path / "cache",
+            results_dir=None,
+        )
+    assert cache_folders(tmp_path / "cache") == []
+    assert not list((tmp_path).rglob("key.json"))
+
+
+def test_cache_info_and_clear(tmp_path: Path) -> None:
+    args = ["--cache-dir", str(tmp_path / "cache")]
+    out = CliRunner().invoke(
+        main,
+        ["eval", "--method", "center-prior", "--dataset", "toy", "--limit", "3", *args]
+        + ["--results-dir", str(tmp_path / "r")],
+    )
+    assert out.exit_code == 0, out.output
+    assert f"cache: {tmp_path / 'cache' / 'center-prior'}" in out.output
+    info = CliRunner().invoke(main, ["cache", "info", *args])
+    assert info.exit_code == 0 and "center-prior/" in info.output and ": 3 maps" in info.output
+    cleared = CliRunner().invoke(main, ["cache", "clear", "--method", "wctr", *args])
+    assert "removed 0 folder(s)" in cleared.output
+    cleared = CliRunner().invoke(main, ["cache", "clear", *args])
+    assert "removed 1 folder(s), 3 maps" in cleared.output
+    assert cache_folders(tmp_path / "cache") == []
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+@pytest.mark.parametrize("option", ["--results-dir", "--cache-dir", "--save-preds"])
+def test_output_under_a_file_fails_before_any_work(tmp_path: Path, option: str) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    args = ["eval", "--method", "center-prior", "--dataset", "toy", "--limit", "2"]
+    paths = {"--results-dir": tmp_path / "r", "--cache-dir": tmp_path / "c"}
+    paths[option] = blocker / "sub"
+    for flag, value in paths.items():
+        args += [flag, str(value)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        f"error: {option} {blocker / 'sub'}: {blocker} is a file, not a folder"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_leaderboard_out_under_a_file_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = CliRunner().invoke(
+        main, ["leaderboard", "--out", str(blocker / "board.md"), "--results-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"error: --out {blocker / 'board.md'}: {blocker} is a file, not a folder"
+    )
+
+
+def test_results_file_names_never_collide(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16.11: another run writing the same file name while ours is being written (as a
+    second process finishing in the same second does) keeps its file; ours gets ``-2``."""
+    from datetime import UTC, datetime
+
+    import odbench.results as results
+
+    fixed = datetime(2026, 1, 1, tzinfo=UTC)
+    monkeypatch.setattr(results, "utc_now", lambda: fixed)
+    import odbench.runner as runner
+
+    monkeypatch.setattr(runner, "utc_now", lambda: fixed)
+    stem = "center-prior__toy__odbench__20260101T000000Z"
+    real = np.savez_compressed
+
+    def racing(file: Any, *args: Any, **kwargs: Any) -> None:
+        if "ids" in kwargs and not (tmp_path / f"{stem}.json").exists():
+            (tmp_path / f"{stem}.json").write_text('{"other": "run"}')
+        real(file, *args, **kwargs)
+
+    monkeypatch.setattr(np, "savez_compressed", racing)
+    out = odbench.evaluate("center-prior", "toy", limit=2, results_dir=tmp_path)
+    assert (tmp_path / f"{stem}.json").read_text() == '{"other": "run"}'
+    assert out.path == tmp_path / f"{stem}-2.json"
+    assert read_results(out.path).records.ids == ("toy_00000", "toy_00001")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+# ----------------------------------------------------------------------------- printing
+
+
+def test_degenerate_runs_say_why_the_threshold_is_meaningless() -> None:
+    from odbench.commands.evaluate import format_metrics
+
+    base = {"acc": 0.5, "iou": 0.1, "max_fbeta": 0.3, "mae": 0.5, "best_threshold": 0.0}
+    flat = format_metrics({"saliency": base | {"fbeta_curve": [0.3] * 255}})[0]
+    assert "threshold 0.000" not in flat and "same at every threshold" in flat
+    zero = format_metrics({"saliency": base | {"max_fbeta": 0.0, "fbeta_curve": [0.0] * 255}})
+    assert "threshold 0.000" not in zero[0] and "0 at every threshold" in zero[0]
+    curve = [0.1] * 100 + [0.4] + [0.2] * 154
+    normal = format_metrics({"saliency": base | {"best_threshold": 0.392, "fbeta_curve": curve}})
+    assert "(best threshold 0.392)" in normal[0]
+
+
+def test_folder_datasets_are_named_by_their_folder(tmp_path: Path) -> None:
+    from odbench.imageio import write_png
+
+    for sub in ("images", "masks"):
+        (tmp_path / "SOD" / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    write_png(tmp_path / "SOD" / "images" / "x.png", image)
+    write_png(tmp_path / "SOD" / "masks" / "x.png", image[..., 0])
+    out = odbench.evaluate(_mean_gray, "folder", data_root=tmp_path / "SOD")
+    assert out.dataset_name == "folder:SOD"
+
+
+# ----------------------------------------------------------------------------- post-processing
+
+
+class Pooled(CenterPrior):
+    """center-prior split into forward (the Gaussian) + postprocess (1 - g, in a worker)."""
+
+    def forward(self, images: list[np.ndarray]) -> list[Any]:
+        return super().predict(images)
+
+    @staticmethod
+    def postprocess(image: np.ndarray, raw: Any, hparams: dict[str, Any]) -> np.ndarray:
+        if multiprocessing.current_process().name == "MainProcess":
+            raise AssertionError("postprocess ran in the main process")
+        return (1.0 - np.asarray(raw)).astype(np.float32)
+
+    def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        return [1.0 - g for g in super().predict(images)]
+
+
+def test_postprocess_runs_in_worker_processes(tmp_path: Path) -> None:
+    method = Pooled(method_card("center-prior"))
+    method.name = "pooled"
+    assert Pooled.has_postprocess() and not CenterPrior.has_postprocess()
+    ds = create_dataset("toy", n=5)
+    kw: dict[str, Any] = {"dataset_name": "toy", "results_dir": None, "use_cache": False}
+    pooled = run(method, ds, get_protocol("odbench"), workers=2, **kw)
+    direct = run(CallableMethod(method.predict), ds, get_protocol("odbench"), **kw)
+    assert pooled.metrics == direct.metrics
