@@ -1,4 +1,5 @@
-"""One registry type for everything odbench looks up by name: methods, datasets, protocols.
+"""One registry type for everything odbench looks up by name: methods, datasets, protocols,
+feature extractors.
 
 Entries are lazy: a registry stores ``"module:attr"`` strings (from the TOML cards in
 ``methods/`` and ``datasets/``, or from the ``odbench.methods`` entry-point group) and imports
@@ -146,6 +147,13 @@ def _builtin_protocols(reg: Registry[Any]) -> None:
         reg.add(proto.name, obj=proto, description=proto.description)
 
 
+def _builtin_features(reg: Registry[Any]) -> None:
+    from odbench.features.specs import SPECS
+
+    for spec in SPECS:
+        reg.add(spec.name, obj=spec, description=spec.description)
+
+
 #: Method classes (subclasses of :class:`odbench.methods.base.Method`).
 METHODS: Registry[Any] = Registry("method", entry_point_group="odbench.methods")
 METHODS.add_loader(_methods_from_cards)
@@ -155,3 +163,8 @@ DATASETS.add_loader(_datasets_from_cards)
 #: Evaluation protocols (:class:`odbench.metrics.protocols.Protocol` instances).
 PROTOCOLS: Registry[Any] = Registry("protocol")
 PROTOCOLS.add_loader(_builtin_protocols)
+
+#: Feature extractors (:class:`odbench.features.specs.ExtractorSpec`; build with
+#: :func:`odbench.features.load_extractor`).
+FEATURES: Registry[Any] = Registry("feature extractor", entry_point_group="odbench.features")
+FEATURES.add_loader(_builtin_features)

@@ -519,7 +519,10 @@ def with_backbone(
     if backbone is None:
         return overrides
     if card is None or "backbone" not in card.hyperparameters:
-        raise EvalError(f"method {method_name} does not use a diffusion backbone")
+        raise EvalError(f"method {method_name} takes no --backbone (it uses no features)")
+    from odbench.registry import FEATURES
+
+    FEATURES.get(backbone)  # unknown name: one line with "did you mean"
     return {**overrides, "backbone": backbone}
 
 

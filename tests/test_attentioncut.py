@@ -248,7 +248,7 @@ def test_planted_signal_recovery_per_table6_row(capsys: pytest.CaptureFixture[st
         mask, a_c, a_s, img = planted(kind, seed)
         scores["A_c > 0.5"].append(_iou(a_c > 0.5, mask))
         for row, terms in ROWS.items():
-            pred = ac.attention_cut(a_c, a_s, img, ac.CutParams(terms=terms))
+            pred = ac.attention_cut(a_c, a_s, img, ac.CutParams.from_card(terms=terms))
             scores[f"row {row}"].append(_iou(pred, mask))
     means = {k: float(np.mean(v)) for k, v in scores.items()}
     with capsys.disabled():
@@ -267,9 +267,9 @@ def test_planted_signal_recovery_per_table6_row(capsys: pytest.CaptureFixture[st
 
 def test_cut_at_a_finer_resolution_agrees_with_the_grid_cut() -> None:
     mask, a_c, affinity, img = planted("ellipse", 0)
-    coarse = ac.attention_cut(a_c, affinity, img, ac.CutParams())
+    coarse = ac.attention_cut(a_c, affinity, img, ac.CutParams.from_card())
     fine_img = np.repeat(np.repeat(img, 3, axis=0), 3, axis=1)
-    fine = ac.attention_cut(a_c, affinity, fine_img, ac.CutParams(), out_size=(96, 96))
+    fine = ac.attention_cut(a_c, affinity, fine_img, ac.CutParams.from_card(), out_size=(96, 96))
     assert fine.shape == (96, 96)
     up = np.repeat(np.repeat(coarse, 3, axis=0), 3, axis=1)
     assert _iou(fine, up) > 0.8
@@ -279,10 +279,10 @@ def test_cut_at_a_finer_resolution_agrees_with_the_grid_cut() -> None:
 
 def test_attention_cut_weights_lambda_zero_and_large() -> None:
     _, a_c, affinity, img = planted("cross", 1)
-    unary = ac.attention_cut(a_c, affinity, img, ac.CutParams(terms=("A_c", "r")))
-    zero = ac.attention_cut(a_c, affinity, img, ac.CutParams(lam=0.0))
+    unary = ac.attention_cut(a_c, affinity, img, ac.CutParams.from_card(terms=("A_c", "r")))
+    zero = ac.attention_cut(a_c, affinity, img, ac.CutParams.from_card(lam=0.0))
     np.testing.assert_array_equal(zero, unary)
-    nopost = ac.CutParams(lam=1e4, min_area=0.0)
+    nopost = ac.CutParams.from_card(lam=1e4, min_area=0.0)
     big = ac.attention_cut(a_c, affinity, img, nopost)
     assert big.all() or not big.any()
 
@@ -328,7 +328,7 @@ def test_coherence_terms_clean_a_speckled_cross_attention(
             rng = np.random.default_rng(100 + seed)
             noisy = np.clip(a_c + rng.normal(0, 0.25, a_c.shape), 0, 1)
             for row, terms in ROWS.items():
-                params = ac.CutParams(terms=terms, min_area=0.0)
+                params = ac.CutParams.from_card(terms=terms, min_area=0.0)
                 scores[row].append(_iou(ac.attention_cut(noisy, affinity, img, params), mask))
     means = {r: float(np.mean(v)) for r, v in scores.items()}
     with capsys.disabled():

@@ -48,7 +48,8 @@ def test_table5_rules_recover_a_planted_object(seed: int) -> None:
     mask, feats, a_c, img = _planted(seed)
     assert _iou(kmeans_foreground(feats, a_c, seed), mask) > 0.9
     assert _iou(ncut_foreground(feats), mask) > 0.8  # the complement would score < 0.3
-    assert _iou(densecrf_foreground(a_c, img), mask) > _iou(a_c > 0.5, mask)
+    crf = {k: v for k, v in method_card("densecrf-diffusion").hyperparameters.items()}  # type: ignore[union-attr]
+    assert _iou(densecrf_foreground(a_c, img, crf), mask) > _iou(a_c > 0.5, mask)
 
 
 def test_kmeans_picks_the_cluster_with_more_cross_attention() -> None:
@@ -137,6 +138,18 @@ class _FakeSD:
 
     class spec:  # noqa: N801
         name = "sd-v1-4"
+        repo_id = "fake"
+        revision = None
+
+    class unet:  # noqa: N801
+        class config:  # noqa: N801
+            block_out_channels = (320, 640, 1280, 1280)
+
+    vae_scale = 8
+    device = "cpu"
+
+    def feature_blocks(self) -> tuple[str, ...]:
+        return tuple(f"down_blocks.{i}.attentions.{j}" for i in range(3) for j in range(2))
 
     @property
     def tokenizer(self):  # noqa: ANN201
@@ -177,10 +190,10 @@ class _FakeSD:
 def test_methods_take_the_real_sd_capture_shapes(
     name: str, monkeypatch: pytest.MonkeyPatch, toy_images: list[np.ndarray]
 ) -> None:
-    from odbench.methods import attentioncut
+    from odbench.features import sd
     from odbench.methods.base import create_method
 
-    monkeypatch.setattr(attentioncut, "_shared_backbone", lambda *a: _FakeSD())
+    monkeypatch.setattr(sd, "shared_backbone", lambda *a: _FakeSD())
     method = create_method(name, use_prior=False)
     ev = method.evidence(toy_images[:1])[0]  # type: ignore[attr-defined]
     assert ev.a_c.shape == (64, 64) and ev.affinity.grid == 64
@@ -212,16 +225,3 @@ def test_bad_cut_settings_are_one_line_card_errors() -> None:
         create_method("attentioncut", terms=["A_s"])
     with pytest.raises(CardError, match="cut_resolution"):
         create_method("attentioncut", cut_resolution="full")
-
-
-def test_missing_weights_become_file_not_found(monkeypatch: pytest.MonkeyPatch) -> None:
-    from odbench.backbones.diffusion import WeightsNotFoundError
-    from odbench.methods import attentioncut
-    from odbench.methods.base import create_method
-
-    def missing(*args: object) -> None:
-        raise WeightsNotFoundError("weights X not available; fetch with: Y")
-
-    monkeypatch.setattr(attentioncut, "_shared_backbone", missing)
-    with pytest.raises(FileNotFoundError, match="fetch with"):
-        create_method("kmeans-diffusion").predict([np.zeros((8, 8, 3), np.uint8)])

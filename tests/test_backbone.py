@@ -317,7 +317,7 @@ def test_missing_weights_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
         D.load_backbone("sd-v1-4")
     msg = str(e.value)
     assert "\n" not in msg
-    assert "huggingface-cli download CompVis/stable-diffusion-v1-4" in msg
+    assert "hf download CompVis/stable-diffusion-v1-4" in msg
     assert D.BACKBONES["sd-v1-4"].revision in msg and "GB" in msg
 
 
@@ -346,7 +346,7 @@ def test_missing_weights_is_a_one_line_cli_error(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(click.ClickException) as e, user_errors():
         D.load_backbone("sd-v1-4")
-    assert e.value.exit_code == 2 and "huggingface-cli download" in e.value.format_message()
+    assert e.value.exit_code == 2 and "hf download" in e.value.format_message()
 
 
 def test_fp16_self_sums_on_cpu_and_bf16_model() -> None:

@@ -10,7 +10,6 @@ import torch
 
 from odbench.backbones.clip_prior import (
     ClipPrior,
-    class_prompt,
     clean_classname,
     load_coarse_groups,
 )
@@ -105,6 +104,9 @@ def test_text_classifier_cached_on_disk(tmp_path: Path, prior: ClipPrior) -> Non
 
 
 def test_class_prompt() -> None:
-    assert class_prompt("great white shark") == ("a photo of a great white shark", [5, 6, 7])
-    assert class_prompt("dog") == ("a photo of a dog", [5])
-    assert class_prompt("") == ("", [])  # "w/o prior"
+    from odbench.backbones.diffusion import class_prompt, clip_tokenizer
+
+    tok = clip_tokenizer()
+    assert class_prompt(tok, "great white shark") == ("a photo of a great white shark", [5, 6, 7])
+    assert class_prompt(tok, "dog") == ("a photo of a dog", [5])
+    assert class_prompt(tok, "") == ("", [])  # "w/o prior"

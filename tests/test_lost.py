@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from odbench.backbones.dino import TINY
 from odbench.methods.base import create_method
 from odbench.methods.lost import degrees, lost_patch_mask, patch_box, seed_and_expansion
+
+TINY = "dino-tiny"
 
 
 def test_seed_is_the_patch_of_minimal_degree_on_a_planted_similarity() -> None:

@@ -7,12 +7,8 @@ import numpy as np
 import pytest
 from scipy.linalg import eigh
 
-from odbench.backbones.dino import (
-    TINY,
-    WeightsUnavailableError,
-    last_layer_keys,
-    load_dino,
-)
+from odbench.features import load_extractor
+from odbench.features.weights import WeightsNotFoundError
 from odbench.methods.base import create_method
 from odbench.methods.tokencut import (
     bipartition,
@@ -96,24 +92,32 @@ def test_cosine_affinity_is_binary_with_eps() -> None:
     assert np.array_equal(a, a.T) and np.all(np.diag(a) == 1.0)
 
 
+TINY = "dino-tiny"
+
+
 def test_hooked_keys_equal_a_manual_pass_through_the_vit() -> None:
     import torch
 
-    from odbench.backbones.dino import preprocess
+    from odbench.features.vit import IMAGENET_MEAN, IMAGENET_STD
 
-    model = load_dino(TINY)
+    method = create_method("tokencut", backbone=TINY)
+    model = method.extractor().model  # type: ignore[attr-defined]
     image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
-    got = last_layer_keys(model, image)
+    got = method.keys(image)  # type: ignore[attr-defined]
     assert got.grid == (4, 5) and got.padded == (64, 80) and got.keys.shape == (20, 48)
+    # reference: normalise the image, zero-pad AFTER normalisation (LOST / TokenCut), manual pass
+    x = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
+    x = (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    padded = torch.zeros(1, 3, 64, 80)
+    padded[0, :, :50, :70] = x
     with torch.inference_mode():
-        x = model.patch_embed(preprocess(image, 16))
-        x = model.norm_pre(model._pos_embed(x))
+        t = model.norm_pre(model._pos_embed(model.patch_embed(padded)))
         for block in model.blocks[:-1]:
-            x = block(x)
-        qkv = model.blocks[-1].attn.qkv(model.blocks[-1].norm1(x))
+            t = block(t)
+        qkv = model.blocks[-1].attn.qkv(model.blocks[-1].norm1(t))
         heads = model.blocks[-1].attn.num_heads
-        k = qkv.reshape(1, x.shape[1], 3, heads, 48 // heads)[0, :, 1].reshape(x.shape[1], 48)
-    np.testing.assert_allclose(got.keys, k[1:].numpy(), rtol=1e-5, atol=1e-5)
+        k = qkv.reshape(1, t.shape[1], 3, heads, 48 // heads)[0, :, 1].reshape(t.shape[1], 48)
+    np.testing.assert_array_equal(got.keys, k[1:].numpy())
 
 
 def test_tokencut_real_path_on_tiny_vit() -> None:
@@ -138,17 +142,13 @@ def test_bilateral_solver_variant_refines() -> None:
 
 
 def test_missing_pretrained_weights_give_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    import huggingface_hub
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    def offline(*args: object, **kwargs: object) -> str:
-        raise LocalEntryNotFoundError("not cached and HF_HUB_OFFLINE=1")
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
-    with pytest.raises(WeightsUnavailableError) as err:
-        load_dino("vit_small_patch16_224.dino")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", "/nonexistent-odbench-test")
+    with pytest.raises(WeightsNotFoundError) as err:
+        create_method("tokencut").predict([np.zeros((32, 32, 3), np.uint8)])
     message = str(err.value)
-    assert "\n" not in message and "vit_small_patch16_224.dino" in message
+    assert "\n" not in message and "timm/vit_small_patch16_224.dino" in message
+    assert "hf download timm/vit_small_patch16_224.dino model.safetensors" in message
     assert isinstance(err.value, FileNotFoundError)  # shown as one line by the CLI
 
 
@@ -164,7 +164,7 @@ def test_tiny_vit_is_seeded_without_touching_the_callers_rng() -> None:
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    a = load_dino(TINY)
+    a = load_extractor(TINY).model  # type: ignore[attr-defined]
     assert torch.equal(torch.rand(3), expected)
-    b = load_dino(TINY)
+    b = load_extractor(TINY).model  # type: ignore[attr-defined]
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

@@ -123,22 +123,27 @@ class ClipPrior:
         templates: tuple[str, ...] = DEFAULT_TEMPLATES,
         cache_dir: str | Path | None = "default",
     ) -> ClipPrior:
-        """Pretrained open_clip model; missing weights -> :class:`WeightsNotFoundError`."""
+        """Pretrained open_clip model (a tag, e.g. "openai", or a local checkpoint file), found
+        by the weight resolver; missing weights -> :class:`WeightsNotFoundError` (one line)."""
         import open_clip
 
-        from odbench.backbones.diffusion import WeightsNotFoundError
+        from odbench.features.weights import WeightsNotFoundError, hub_file
 
-        try:
-            net, _, preprocess = open_clip.create_model_and_transforms(
-                model, pretrained=pretrained, device=device, weights_only=True
-            )
-        except Exception as e:  # hub / file errors come in many classes
-            raise WeightsNotFoundError(
-                f"open_clip weights {model}/{pretrained} not available ({type(e).__name__}); "
-                f'size {WEIGHTS_SIZE.get(model, "unknown")}; fetch with: python -c "import '
-                f"open_clip; open_clip.create_model_and_transforms('{model}', "
-                f"pretrained='{pretrained}')\""
-            ) from e
+        path = Path(pretrained).expanduser()
+        if not path.is_file():
+            cfg = open_clip.get_pretrained_cfg(model, pretrained)
+            hub = (cfg or {}).get("hf_hub", "")
+            if not hub:
+                raise WeightsNotFoundError(
+                    f"open_clip has no hub weights {model}/{pretrained}; give a checkpoint file"
+                )
+            repo, filename = hub.rstrip("/"), "open_clip_model.safetensors"
+            if hub.count("/") > 1 and not hub.endswith("/"):
+                repo, filename = hub.rsplit("/", 1)
+            path = hub_file(repo, filename, size=WEIGHTS_SIZE.get(model))
+        net, _, preprocess = open_clip.create_model_and_transforms(
+            model, pretrained=str(path), device=device, weights_only=True
+        )
         if cache_dir == "default":
             import platformdirs
 
@@ -216,12 +221,3 @@ class ClipPrior:
         """Coarse group of each image: the group of its best-scoring ImageNet class."""
         best = self.class_scores(images).argmax(dim=1).tolist()
         return [self.groups.group_of[i] for i in best]
-
-
-def class_prompt(cls: str, template: str = "a photo of a {}") -> tuple[str, list[int]]:
-    """Prompt y for a class and the positions (BOS at 0) of its sub-tokens in SD's CLIP tokenizer.
-
-    The empty class (the "w/o prior" ablation) gives the empty prompt and no indices."""
-    from odbench.backbones import diffusion
-
-    return diffusion.class_prompt(diffusion.clip_tokenizer(), cls, template)

@@ -54,6 +54,7 @@ import numpy as np
 import torch
 
 from odbench.backbones.attention import AttentionStore, capture_attention
+from odbench.features.weights import WeightsNotFoundError, hub_snapshot
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 PROMPT_TEMPLATE = "a photo of a {}"
@@ -154,12 +155,6 @@ TINY_TEXT_CONFIG: dict[str, Any] = {
     "eos_token_id": 49407,
     "pad_token_id": 49407,
 }
-
-
-class WeightsNotFoundError(FileNotFoundError):
-    """Model weights are not available locally; the message is one line saying how to get them.
-
-    A FileNotFoundError, so ``odbench.cli.user_errors`` prints it as one line (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -808,38 +803,40 @@ def _build_random(key: str, seed: int = 0) -> tuple[Any, Any, Any, Any]:
     return unet, vae, text, clip_tokenizer()
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def _load_pretrained(
     source: str, revision: str | None, spec: BackboneSpec
 ) -> tuple[Any, Any, Any, Any]:
+    """Components of a diffusers folder: ``source`` itself, or its hub snapshot (safetensors,
+    configs and tokenizer files only) found by :func:`odbench.features.weights.hub_snapshot`."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    kw: dict[str, Any] = {"local_files_only": _offline()}
-    if not Path(source).is_dir():
-        kw["revision"] = revision
+    if Path(source).is_dir():
+        folder = Path(source)
+    else:
+        folder = hub_snapshot(
+            source,
+            revision,
+            ("*.json", "*.txt", "unet/*.safetensors", "vae/*.safetensors", "text_encoder/*"),
+            ignore=("*fp16*", "*.bin", "*.ckpt", "*non_ema*"),
+            size=spec.size,
+        )
     try:
         with warnings.catch_warnings():
             # diffusers passes huggingface_hub an argument it deprecated; not the user's concern
             warnings.filterwarnings("ignore", ".*local_dir_use_symlinks", UserWarning)
-            unet = UNet2DConditionModel.from_pretrained(
-                source, subfolder="unet", use_safetensors=True, **kw
+            kw: dict[str, Any] = {"use_safetensors": True, "local_files_only": True}
+            unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kw)
+            vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw)
+            text = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", **kw)
+            tok = CLIPTokenizer.from_pretrained(
+                folder, subfolder="tokenizer", local_files_only=True
             )
-            vae = AutoencoderKL.from_pretrained(source, subfolder="vae", use_safetensors=True, **kw)
-            text = CLIPTextModel.from_pretrained(
-                source, subfolder="text_encoder", use_safetensors=True, **kw
-            )
-            tok = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw)
-    except Exception as e:  # hub / filesystem errors come in many classes; all mean "not here"
-        rev = f" --revision {revision}" if revision and "revision" in kw else ""
+    except (OSError, ValueError) as e:  # an incomplete folder
         raise WeightsNotFoundError(
-            f"diffusion weights {source!r}{' @ ' + revision if revision else ''} not available "
-            f"({type(e).__name__}); size {spec.size}; fetch with: huggingface-cli download "
-            f"{source}{rev} --include '*.json' '*.txt' '*.safetensors' --exclude '*fp16*' "
-            "(or pass a local diffusers folder)"
+            f"{folder}: not a complete diffusers folder ({type(e).__name__}); size {spec.size}; "
+            f"fetch with: hf download {spec.repo_id or source} --include '*.json' '*.txt' "
+            "'*.safetensors' --exclude '*fp16*'"
         ) from e
     return unet, vae, text, tok
 

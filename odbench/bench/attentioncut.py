@@ -54,7 +54,9 @@ def time_once(
     a_c = ac.aggregate_cross_attention(cross, top_k=4, grid=64)
     affinity = ac.aggregate_self_attention(selfs, grid=64)
     timings = {"aggregate": time.perf_counter() - t0}
-    ac.attention_cut(a_c, affinity, image, ac.CutParams(), out_size=out_size, timings=timings)
+    ac.attention_cut(
+        a_c, affinity, image, ac.CutParams.from_card(), out_size=out_size, timings=timings
+    )
     return timings
 
 

@@ -113,7 +113,11 @@ def format_metrics(metrics: dict[str, Any]) -> list[str]:
     default=None,
     help="Where the dataset lives (default: $ODBENCH_DATA or the cache).",
 )
-@click.option("--backbone", default=None, help="Diffusion backbone (e.g. sd-v1-4, sd-tiny).")
+@click.option(
+    "--backbone",
+    default=None,
+    help="Feature extractor of the method (odbench list features), e.g. sd-tiny, dino-tiny.",
+)
 @click.option(
     "--checkpoint",
     type=click.Path(path_type=Path),

@@ -1,4 +1,4 @@
-"""``odbench list [methods|datasets|protocols]``: what is registered, one line each.
+"""``odbench list [methods|datasets|protocols|features]``: what is registered, one line each.
 
 Reads the registries and the TOML cards only: no method or dataset module is imported, so the
 command starts without torch.
@@ -18,7 +18,7 @@ def _task(task: tuple[str, ...] | None) -> str:
 def rows(what: str) -> list[tuple[str, ...]]:
     """(name, [task, [images,]] description) rows of one registry, sorted by name."""
     from odbench.cards import dataset_cards, method_cards
-    from odbench.registry import DATASETS, METHODS, PROTOCOLS
+    from odbench.registry import DATASETS, FEATURES, METHODS, PROTOCOLS
 
     if what == "methods":
         cards = method_cards()
@@ -31,6 +31,9 @@ def rows(what: str) -> list[tuple[str, ...]]:
             count = f"{card.count:,}" if card is not None and card.count else "-"
             out.append((name, _task(card.task if card else None), count, description))
         return out
+    if what == "features":
+        specs = {n: FEATURES.get(n) for n in FEATURES.names()}
+        return [(n, specs[n].random or "weights", d) for n, d in FEATURES.describe()]
     return [(n, d) for n, d in PROTOCOLS.describe()]
 
 
@@ -42,18 +45,22 @@ def _print(table: list[tuple[str, ...]]) -> None:
 
 
 @click.command("list")
-@click.argument("what", type=click.Choice(["methods", "datasets", "protocols"]), required=False)
+@click.argument(
+    "what", type=click.Choice(["methods", "datasets", "protocols", "features"]), required=False
+)
 def list_cmd(what: str | None) -> None:
-    """List registered methods, datasets or protocols (all three when WHAT is omitted), with
-    their task (sal = saliency, loc = localization), image count and a one-line description."""
+    """List registered methods, datasets, protocols or feature extractors (all when WHAT is
+    omitted), with their task (sal = saliency, loc = localization), image count, weights
+    (published, tiny or full-size random) and a one-line description."""
     from odbench.cli import user_errors
 
     with user_errors():
-        for section in [what] if what else ["methods", "datasets", "protocols"]:
+        sections = ["methods", "datasets", "protocols", "features"]
+        for section in [what] if what else sections:
             table = rows(section)
             if not what:
                 click.echo(f"{section}:")
             if table:
                 _print(table)
-            if not what and section != "protocols":
+            if not what and section != sections[-1]:
                 click.echo()

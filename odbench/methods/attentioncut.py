@@ -31,10 +31,8 @@ Ablations (paper Table 6) select which of the four terms enter: ``terms`` ⊆ {A
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -362,18 +360,18 @@ def postprocess(mask: np.ndarray, min_area: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CutParams:
-    """Hyperparameters of the cut (paper section 4.1 values as defaults)."""
+    """Hyperparameters of the cut; the values live in the ``attentioncut`` card only."""
 
-    terms: tuple[str, ...] = ALL_TERMS
-    lambda_phi: float = 0.16
-    lambda_psi: float = 2.5
-    lam: float = 0.1
-    tau: float = 0.5
-    n_seeds: int = 32
-    seed: int = 0
-    neighbourhood: int = 4
-    eps: float = 1e-4
-    min_area: float = 0.01
+    terms: tuple[str, ...]
+    lambda_phi: float
+    lambda_psi: float
+    lam: float
+    tau: float
+    n_seeds: int
+    seed: int
+    neighbourhood: int
+    eps: float
+    min_area: float
 
     def __post_init__(self) -> None:
         bad = set(self.terms) - set(ALL_TERMS)
@@ -390,12 +388,21 @@ class CutParams:
             kw["terms"] = tuple(kw["terms"])
         return cls(**kw)
 
+    @classmethod
+    def from_card(cls, **changes: Any) -> CutParams:
+        """The ``attentioncut`` card's values (the full method), with ``changes``."""
+        from odbench.cards import method_card
+
+        card = method_card("attentioncut")
+        assert card is not None, "the attentioncut card is missing"
+        return cls.from_hparams(card.hyperparameters | changes)
+
 
 def attention_cut(
     a_c: np.ndarray,
     affinity: SelfAffinity,
     image: np.ndarray,
-    params: CutParams = CutParams(),
+    params: CutParams,
     out_size: tuple[int, int] | None = None,
     timings: dict[str, float] | None = None,
 ) -> np.ndarray:
@@ -477,10 +484,6 @@ def _cell_index_hw(h: int, w: int, grid: int) -> np.ndarray:
 # The registered methods: image → CLIP class → DDIM inversion with capture → AttentionCut
 # --------------------------------------------------------------------------------------------
 
-#: The tiny random backbone pairs with a tiny random CLIP over the first classes only (the same
-#: code path; building the 1,000-class text classifier of a random CLIP would only cost time).
-TINY_PRIOR_CLASSES = 8
-
 
 @dataclass
 class Evidence:
@@ -492,77 +495,61 @@ class Evidence:
     features: np.ndarray | None  # (G, G, C) Eq. (8) features, or None when not asked for
 
 
+#: Card hyperparameters that configure the SD feature extractor (its option names).
+EXTRACTOR_OPTIONS = {
+    "use_prior": "prior",
+    "num_steps": "num_steps",
+    "prompt_template": "prompt_template",
+    "dtype": "dtype",
+    "clip_model": "clip_model",
+    "clip_pretrained": "clip_pretrained",
+}
+
+
 class DiffusionMethod(Method):
     """Shared pipeline of the methods that read SD's attention / features of a real image.
 
-    Per image: the CLIP-classifiable prior gives a class (``use_prior = false``: the empty
-    label, Table 7 "w/o prior"), the prompt is ``prompt_template`` with it, the image is
-    DDIM-inverted under that prompt (T = ``num_steps``, guidance 1) and the reverse pass captures
-    cross-attention for the class tokens, self-attention and (if asked) features.  Without the
-    prior the label is the empty string; A_c is then read at the position the label would
-    occupy, which holds the end-of-text token (the paper does not say; this is the position
-    "of the category token" once the category is empty).
+    The SD feature extractor named by ``backbone`` (:mod:`odbench.features.sd`) classifies each
+    image with the CLIP-classifiable prior (``use_prior = false``: Table 7 "w/o prior"),
+    DDIM-inverts it under ``prompt_template`` (T = ``num_steps``, guidance 1) and captures
+    cross-attention for the class tokens, self-attention and (if asked) features in the reverse
+    pass; Eq. (2) aggregates them here.
     """
 
     needs_features = False
 
     def __init__(self, card: Any = None, device: str = "cpu", **overrides: Any) -> None:
+        from odbench.cards import CardError
+        from odbench.features import extractor_spec
+
         super().__init__(card, device, **overrides)
-        self._backbone: Any = None
-        self._prior: Any = None
+        name = str(self.hparams["backbone"])
+        if extractor_spec(name).family != "sd":
+            where = card.path if card is not None else type(self).__name__
+            raise CardError(
+                f"{where}: backbone {name!r} is not a diffusion extractor; use sd-v1-4 or sd-tiny"
+            )
+        self._extractor: Any = None
 
     @property
-    def backbone(self) -> Any:
-        if self._backbone is None:
-            with _missing_weights_as_file_not_found():
-                self._backbone = _shared_backbone(
-                    str(self.hparams.get("backbone", "sd-v1-4")),
-                    self.device,
-                    str(self.hparams.get("dtype", "fp32")),
-                )
-        return self._backbone
+    def extractor(self) -> Any:
+        if self._extractor is None:
+            from odbench.features import load_extractor
 
-    @property
-    def prior(self) -> Any:
-        if self._prior is None:
-            with _missing_weights_as_file_not_found():
-                self._prior = _shared_prior(
-                    self.backbone.spec.name == "sd-tiny",
-                    str(self.hparams.get("clip_model", "ViT-L-14")),
-                    str(self.hparams.get("clip_pretrained", "openai")),
-                    self.device,
-                )
-        return self._prior
-
-    def _prompt(self, label: str) -> tuple[str, list[int]]:
-        template = str(self.hparams.get("prompt_template", "a photo of a {}"))
-        bb = self.backbone
-        if label:
-            return bb.class_prompt(label, template)  # type: ignore[no-any-return]
-        prompt = template.format("").strip()
-        ids = bb.tokenizer(prompt, truncation=True, max_length=77).input_ids
-        return prompt, [len(ids) - 1]  # the end-of-text token where the label would start
+            options = {opt: self.hparams[key] for key, opt in EXTRACTOR_OPTIONS.items()}
+            self._extractor = load_extractor(
+                str(self.hparams["backbone"]), device=self.device, **options
+            )
+        return self._extractor
 
     def evidence(self, images: list[np.ndarray]) -> list[Evidence]:
         """Classify, invert with capture, and aggregate (Eq. 2) every image."""
-        from odbench.backbones.diffusion import Capture
-
-        use_prior = bool(self.hparams.get("use_prior", True))
-        labels = self.prior.classify(images) if use_prior else [""] * len(images)
-        prompts = [self._prompt(lab) for lab in labels]
-        out = self.backbone.invert(
-            images,
-            [p for p, _ in prompts],
-            [ix for _, ix in prompts],
-            num_steps=int(self.hparams.get("num_steps", 40)),
-            capture=Capture(features=self.needs_features),
-            decode=False,
-        )
-        caps = out.captures
+        ev = self.extractor.attention(images, features=self.needs_features)
+        caps = ev.inversion.captures
         grid = max(caps.self_attn)
-        top_k = int(self.hparams.get("top_k", 4))
+        top_k = int(self.hparams["top_k"])
         result = []
-        for b, label in enumerate(labels):
+        for b, label in enumerate(ev.labels):
             cross, selfs = attention_maps(caps, b)
             a_c = aggregate_cross_attention(cross, top_k, grid)
             feats = _stack_features(caps.features, b, grid) if self.needs_features else None
@@ -583,41 +570,6 @@ def attention_maps(
         for s, m in captures.self_attn.items()
     ]
     return cross, selfs
-
-
-@contextmanager
-def _missing_weights_as_file_not_found() -> Iterator[None]:
-    """Missing SD / CLIP weights surface as FileNotFoundError, which the CLI prints as one line
-    (its message already says what to download and how) instead of a traceback."""
-    from odbench.backbones.diffusion import WeightsNotFoundError
-
-    try:
-        yield
-    except WeightsNotFoundError as e:
-        raise FileNotFoundError(str(e)) from e
-
-
-@lru_cache(maxsize=2)
-def _shared_backbone(name: str, device: str, dtype: str) -> Any:
-    """One frozen backbone per (name, device, dtype) and process: every diffusion method (and
-    every ablation row evaluated in one run) reuses it; captures are per call, so sharing is
-    safe."""
-    from odbench.backbones.diffusion import load_backbone
-
-    return load_backbone(name, device=device, dtype=dtype)
-
-
-@lru_cache(maxsize=2)
-def _shared_prior(tiny: bool, model: str, pretrained: str, device: str) -> Any:
-    """The CLIP-classifiable prior, once per process (its text classifier is built once)."""
-    from odbench.backbones.clip_prior import ClipPrior, CoarseGroups, load_coarse_groups
-
-    if tiny:
-        full = load_coarse_groups()
-        n = TINY_PRIOR_CLASSES
-        groups = CoarseGroups(full.classnames[:n], full.group_of[:n])
-        return ClipPrior.tiny(device=device, cache_dir=None, groups=groups)
-    return ClipPrior.load(model, pretrained, device=device)
 
 
 def resize_channels(x: np.ndarray, size: int, interpolation: int) -> np.ndarray:
@@ -679,7 +631,7 @@ class AttentionCut(DiffusionMethod):
             self.params = CutParams.from_hparams(self.hparams)
         except (TypeError, ValueError) as e:
             raise CardError(f"{where}: {e}") from e
-        self.mode = str(self.hparams.get("cut_resolution", "grid"))
+        self.mode = str(self.hparams["cut_resolution"])
         if self.mode not in ("grid", "image"):
             raise CardError(f"{where}: cut_resolution must be 'grid' or 'image', not {self.mode!r}")
 
@@ -694,7 +646,7 @@ class AttentionCut(DiffusionMethod):
         h, w = image.shape[:2]
         size = (h, w) if self.mode == "image" else None
         soft = upsample_mask(attention_cut(a_c, affinity, image, self.params, out_size=size), h, w)
-        if self.hparams.get("bilateral_solver", False):
+        if self.hparams["bilateral_solver"]:
             from odbench.methods.bilateral_solver import bilateral_refine
 
             soft = bilateral_refine(image, soft)
@@ -710,5 +662,5 @@ class AttentionCut(DiffusionMethod):
         of a generated image (the synthesis stage): Eq. (2) aggregation, then :meth:`cut`.
         Thread-safe (no state changes)."""
         grid = max(round(np.sqrt(a.shape[0])) for a, _ in selfs)
-        a_c = aggregate_cross_attention(cross, int(self.hparams.get("top_k", 4)), grid)
+        a_c = aggregate_cross_attention(cross, int(self.hparams["top_k"]), grid)
         return self.cut(image, a_c, aggregate_self_attention(selfs, grid))

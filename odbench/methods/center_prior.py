@@ -25,5 +25,5 @@ class CenterPrior(Method):
     """Anisotropic centred Gaussian; ``sigma`` in units of the image side."""
 
     def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        sigma = float(self.hparams.get("sigma", 0.25))
+        sigma = float(self.hparams["sigma"])
         return [center_gaussian(im.shape[0], im.shape[1], sigma) for im in images]

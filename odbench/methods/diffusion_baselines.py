@@ -61,7 +61,7 @@ class KMeansDiffusion(_GridMethod):
 
     def segment(self, ev: Evidence, image: np.ndarray) -> np.ndarray:
         assert ev.features is not None
-        return kmeans_foreground(ev.features, ev.a_c, int(self.hparams.get("seed", 0)))
+        return kmeans_foreground(ev.features, ev.a_c, int(self.hparams["seed"]))
 
 
 # ------------------------------------------------------------------------------------ NCut
@@ -87,34 +87,25 @@ class NCutDiffusion(_GridMethod):
         import cv2
 
         assert ev.features is not None
-        g = int(self.hparams.get("grid", 32))
+        g = int(self.hparams["grid"])
         feats = resize_channels(ev.features, g, cv2.INTER_AREA)
-        tau = float(self.hparams.get("ncut_tau", 0.2))
-        eps = float(self.hparams.get("ncut_eps", 1e-5))
+        tau = float(self.hparams["ncut_tau"])
+        eps = float(self.hparams["ncut_eps"])
         return ncut_foreground(feats, tau, eps)
 
 
 # ------------------------------------------------------------------------------------ DenseCRF
 
 
-def densecrf_foreground(
-    a_c: np.ndarray, image: np.ndarray, params: dict[str, Any] | None = None
-) -> np.ndarray:
+def densecrf_foreground(a_c: np.ndarray, image: np.ndarray, params: dict[str, Any]) -> np.ndarray:
     """Fully-connected CRF (pydensecrf2) on the grid of ``a_c`` with unary −log[1 − A_c, A_c]
     (clipped to [eps, 1 − eps]) and the image (uint8 RGB) resampled to that grid for the
-    bilateral kernel.  Returns (H, W) bool."""
+    bilateral kernel; ``params``: the card's CRF hyperparameters (``_CRF_KEYS``).  Returns (H, W)
+    bool."""
     import cv2
     import pydensecrf.densecrf as dcrf
 
-    p = {
-        "iterations": 5,
-        "eps": 1e-4,
-        "gauss_sxy": 3.0,
-        "gauss_compat": 3.0,
-        "bilateral_sxy": 10.0,
-        "bilateral_srgb": 13.0,
-        "bilateral_compat": 5.0,
-    } | dict(params or {})
+    p = params
     h, w = a_c.shape
     prob = np.clip(a_c.astype(np.float64), p["eps"], 1 - p["eps"])
     unary = -np.log(np.stack([1 - prob, prob]).reshape(2, -1)).astype(np.float32)
@@ -145,6 +136,4 @@ _CRF_KEYS: tuple[str, ...] = (
 
 class DenseCRFDiffusion(_GridMethod):
     def segment(self, ev: Evidence, image: np.ndarray) -> np.ndarray:
-        return densecrf_foreground(
-            ev.a_c, image, {k: self.hparams[k] for k in _CRF_KEYS if k in self.hparams}
-        )
+        return densecrf_foreground(ev.a_c, image, {k: self.hparams[k] for k in _CRF_KEYS})

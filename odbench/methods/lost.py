@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from odbench.backbones.dino import KeyFeatureMethod, component_of, upsample_patch_mask
 from odbench.methods.bilateral_solver import bilateral_refine
+from odbench.methods.keyfeatures import KeyFeatureMethod, component_of, upsample_patch_mask
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class Lost(KeyFeatureMethod):
 
     def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
         maps = [self.discover(im).mask.astype(np.float32) for im in images]
-        if self.hparams.get("bilateral_solver", False):
+        if self.hparams["bilateral_solver"]:
             maps = [bilateral_refine(im, m).astype(np.float32) for im, m in zip(images, maps)]
         return maps
 

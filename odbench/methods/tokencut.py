@@ -24,8 +24,8 @@ from typing import Literal
 
 import numpy as np
 
-from odbench.backbones.dino import KeyFeatureMethod, component_of, upsample_patch_mask
 from odbench.methods.bilateral_solver import bilateral_refine
+from odbench.methods.keyfeatures import KeyFeatureMethod, component_of, upsample_patch_mask
 
 Solver = Literal["dense", "lobpcg"]
 
@@ -76,7 +76,10 @@ def _lobpcg_second(lap: np.ndarray, first: np.ndarray, tol: float = 1e-6) -> np.
     start = np.column_stack([first / np.linalg.norm(first), rng.standard_normal((n, 2))])
     with warnings.catch_warnings():  # non-convergence is detected below from the residual
         warnings.simplefilter("ignore")
-        vals, vecs = lobpcg(lap, start, largest=False, tol=1e-8, maxiter=500)
+        try:
+            vals, vecs = lobpcg(lap, start, largest=False, tol=1e-8, maxiter=500)
+        except (ValueError, np.linalg.LinAlgError):  # "eigh has failed in lobpcg postprocessing"
+            return None
     order = np.argsort(vals)
     lam, y = vals[order[1]], vecs[:, order[1]]
     residual = float(np.linalg.norm(lap @ y - lam * y)) / max(float(np.linalg.norm(y)), 1e-300)
@@ -110,10 +113,10 @@ class TokenCut(KeyFeatureMethod):
         for image in images:
             k = self.keys(image)
             mask, _ = tokencut_patch_mask(
-                k.keys, k.grid, float(hp["tau"]), float(hp["eps"]), hp.get("eigensolver", "dense")
+                k.keys, k.grid, float(hp["tau"]), float(hp["eps"]), hp["eigensolver"]
             )
             pixels = upsample_patch_mask(mask, k.patch_size, image.shape[:2])
-            if hp.get("bilateral_solver", False):
+            if hp["bilateral_solver"]:
                 pixels = bilateral_refine(image, pixels)
             out.append(pixels.astype(np.float32))
         return out

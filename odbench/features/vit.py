@@ -1,0 +1,197 @@
+"""ViT extractors through timm: DINO (Caron et al. 2021) ViT-S/16, ViT-S/8, ViT-B/8 and MoCo v3
+(Chen et al. 2021) ViT-B/16.
+
+``extract`` returns the last block's patch tokens after the final norm (prefix tokens dropped),
+as the frozen-backbone baselines of DiffusionSeg Table 4 use them; :meth:`ViTExtractor.keys`
+returns the keys of the last attention layer, heads concatenated, which TokenCut (Wang et al.
+2022, Sec. 3.2) and LOST (Siméoni et al. 2021, Sec. 3) build their patch graphs from.
+Models are created with ``dynamic_img_size=True``: any H, W that are multiples of the patch size
+go through (timm interpolates the position embeddings).  ImageNet mean/std normalisation.
+
+Weights:
+
+- DINO: timm's hub tags (``model.safetensors``).  ``weights="field"`` on ``dino-vits8`` loads
+  ``dino_deitsmall8_300ep_pretrain.pth`` (the checkpoint of TokenCut, LOST and FOUND; timm's tag
+  holds the 800-epoch one) by URL, ``checkpoint=PATH`` any local file; ``identity`` says which.
+- MoCo v3: the official ``vit-b-300ep.pth.tar`` (``torch.load(weights_only=True)``), keys
+  ``module.base_encoder.*`` stripped, the projection head dropped.  MoCo v3 ViTs have 12 heads
+  at every width, timm's ``vit_small`` 6: the weights would load and compute other attention,
+  so the head count is checked against the checkpoint's architecture.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from odbench.features.base import FeatureExtractor
+from odbench.features.specs import ExtractorSpec
+from odbench.features.weights import (
+    WeightsNotFoundError,
+    hub_file,
+    load_state_dict,
+    local_file,
+    url_file,
+)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MOCO_PREFIX = "module.base_encoder."
+
+
+def _timm_vit(spec: ExtractorSpec, seed: int = 0) -> Any:
+    """The spec's timm ViT (no head, dynamic size), seeded random weights, caller's RNG kept."""
+    import timm
+    from timm.models.vision_transformer import VisionTransformer
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        tiny = spec.config.get("tiny")
+        if tiny is not None:
+            return VisionTransformer(img_size=224, num_classes=0, dynamic_img_size=True, **tiny)
+        return timm.create_model(
+            spec.config["arch"], pretrained=False, num_classes=0, dynamic_img_size=True
+        )
+
+
+def moco_v3_state_dict(checkpoint: dict[str, Any], model: Any, heads: int) -> dict[str, Any]:
+    """The base encoder of an official MoCo v3 checkpoint, as timm keys, head dropped; refuses a
+    model whose head count differs from the checkpoint architecture's ``heads``."""
+    have = int(model.blocks[0].attn.num_heads)
+    if have != heads:
+        raise ValueError(
+            f"MoCo v3 ViTs have {heads} attention heads, this timm model has {have}: the weights "
+            "would load but compute different attention; build the model with num_heads="
+            f"{heads}"
+        )
+    state = checkpoint.get("state_dict", checkpoint)
+    out = {
+        k[len(MOCO_PREFIX) :]: v
+        for k, v in state.items()
+        if k.startswith(MOCO_PREFIX) and not k[len(MOCO_PREFIX) :].startswith("head")
+    }
+    if not out:
+        raise WeightsNotFoundError(
+            f"no '{MOCO_PREFIX}*' keys in the checkpoint: not a MoCo v3 training checkpoint"
+        )
+    return out
+
+
+def _load_weights(model: Any, state: dict[str, Any], where: str) -> None:
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("head")]
+    if missing or unexpected:
+        raise WeightsNotFoundError(
+            f"{where}: checkpoint does not fit the model (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}); download the checkpoint this extractor names"
+        )
+
+
+def build(spec: ExtractorSpec, *, device: str = "cpu", **options: Any) -> ViTExtractor:
+    """Options: ``weights`` ("timm" default, "field" for dino-vits8), ``checkpoint`` (a local
+    file or URL overriding the spec's source), ``seed`` (random variants)."""
+    cfg = spec.config
+    weights = options.pop("weights", "timm")
+    checkpoint = options.pop("checkpoint", None)
+    seed = int(options.pop("seed", 0))
+    if options:
+        raise TypeError(f"{spec.name}: unknown option(s) {', '.join(sorted(options))}")
+    model = _timm_vit(spec, seed)
+    heads = cfg.get("moco_heads")
+    if spec.random is not None and checkpoint is None:
+        source = f"random(seed={seed})"
+    else:
+        if checkpoint is not None:
+            c = str(checkpoint)
+            path = url_file(c) if "://" in c else local_file(c, spec.name)
+            source = f"file:{path.name}"
+        elif weights == "field":
+            if "field_url" not in cfg:
+                raise ValueError(f"{spec.name}: no field checkpoint; weights='timm' only")
+            path = url_file(cfg["field_url"], size="~87 MB")
+            source = f"url:{cfg['field_url']}"
+        elif weights != "timm":
+            raise ValueError(f"{spec.name}: weights must be 'timm' or 'field', not {weights!r}")
+        elif "hub" in cfg:
+            path = hub_file(cfg["hub"], "model.safetensors")
+            source = f"hub:{cfg['hub']}"
+        else:
+            path = url_file(cfg["url"])
+            source = f"url:{cfg['url']}"
+        state = load_state_dict(path)
+        if heads is not None:
+            state = moco_v3_state_dict(state, model, int(heads))
+        elif "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+        _load_weights(model, state, str(path))
+        if path.name and "file:" in source:
+            import hashlib
+
+            source += ":" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return ViTExtractor(spec, model, source, device)
+
+
+class ViTExtractor(FeatureExtractor):
+    """A frozen timm ViT (see the module docstring)."""
+
+    def __init__(self, spec: ExtractorSpec, model: Any, source: str, device: str) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.model = model.eval().requires_grad_(False)
+        self.source = source
+        self.identity = f"{spec.name}|{source}|timm-vit-last-layer"
+        p = self.patch_size
+        self.strides = (p,)
+        self.channels = (int(model.embed_dim),)
+        self.input_multiple = p
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+        self.to(device)
+
+    @property
+    def patch_size(self) -> int:
+        size = self.model.patch_embed.patch_size
+        return int(size[0] if isinstance(size, tuple | list) else size)
+
+    def to(self, device: Any, dtype: Any = None) -> ViTExtractor:
+        self.device = torch.device(device)
+        self.dtype = dtype or self.dtype
+        self.model.to(device=self.device, dtype=self.dtype)
+        return self
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """[0, 1] RGB -> ImageNet-normalised, on the model's device and dtype."""
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        x = (images.float().cpu() - mean) / std
+        return x.to(device=self.device, dtype=self.dtype)
+
+    def _grid(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[2] // self.patch_size, x.shape[3] // self.patch_size
+        tokens = tokens[:, int(self.model.num_prefix_tokens) :]
+        if tokens.shape[1] != h * w:
+            raise RuntimeError(f"expected {h * w} patch tokens, got {tokens.shape[1]}")
+        return tokens.transpose(1, 2).reshape(x.shape[0], -1, h, w).float()
+
+    @torch.inference_mode()
+    def extract(self, images: torch.Tensor) -> list[torch.Tensor]:
+        self.check_images(images)
+        x = self.normalise(images)
+        return [self._grid(x, self.model.forward_features(x))]
+
+    @torch.inference_mode()
+    def keys(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, D, h, w) keys of the last attention layer, heads concatenated."""
+        self.check_images(images)
+        x = self.normalise(images)
+        captured: list[torch.Tensor] = []
+        qkv = self.model.blocks[-1].attn.qkv
+        handle = qkv.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            self.model.forward_features(x)
+        finally:
+            handle.remove()
+        b, n, three_d = captured[0].shape  # (B, N, 3 * D), laid out (3, heads, head_dim)
+        k = captured[0].reshape(b, n, 3, three_d // 3)[:, :, 1]
+        return self._grid(x, k)
