@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -48,15 +49,15 @@ def planted_keys(n: int, seed: int) -> list[np.ndarray]:
 def ecssd_keys(folder: Path, n: int) -> list[np.ndarray]:
     from PIL import Image
 
-    from odbench.backbones.dino import TINY, last_layer_keys, load_dino
+    from odbench.methods.base import create_method
 
     files = sorted(folder.glob("*.jpg"))[:n]
-    model = load_dino(TINY)
+    method: Any = create_method("tokencut", backbone="dino-tiny")
     out = []
     for f in files:
         with Image.open(f) as im:
             image = np.asarray(im.convert("RGB").resize((480, 480), Image.Resampling.BILINEAR))
-        out.append(last_layer_keys(model, image).keys)
+        out.append(method.keys(image).keys)
     return out
 
 
