@@ -261,7 +261,7 @@ def test_safe_name() -> None:
         (["--set", "sigma"], "--set 'sigma': expected key=value"),
         (["--set", "sigma=abc"], "hyperparameter sigma of method center-prior takes a value"),
         (["--set", "sigma=true"], "like 0.25 (float), got True"),
-        (["--backbone", "sd-tiny"], "method center-prior does not use a diffusion backbone"),
+        (["--backbone", "sd-tiny"], "method center-prior takes no --backbone"),
         (["--device", "tpu"], "--device 'tpu': expected auto, cpu or cuda"),
         (["--limit", "0"], "--limit must be >= 1"),
         (["--batch-size", "0"], "--batch-size must be >= 1"),
@@ -310,8 +310,8 @@ def test_backbone_option_overrides_the_hyperparameter(monkeypatch: pytest.Monkey
     monkeypatch.setattr(base, "create_method", lambda name, device, **o: seen.update(o) or name)
     monkeypatch.setattr(runner, "run", lambda method, *a, **kw: kw["overrides"])
     name = BACKBONE_METHODS[0]
-    overrides = runner.run_eval(name, "toy", backbone="other-net", overrides={})
-    assert seen == overrides == {"backbone": "other-net"}
+    overrides = runner.run_eval(name, "toy", backbone="sd-v1-4-random", overrides={})
+    assert seen == overrides == {"backbone": "sd-v1-4-random"}
 
 
 SHARED_DATA = REAL_DATA
