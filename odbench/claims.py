@@ -66,6 +66,9 @@ class Claims:
         for _ in range(3):
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileNotFoundError:  # the empty folder was just removed (remove_if_empty)
+                self.folder.mkdir(parents=True, exist_ok=True)
+                continue
             except FileExistsError:
                 holder = self._read(path)
                 if holder is None:  # vanished (released) or half-written: look again
@@ -89,6 +92,14 @@ class Claims:
         holder = self._read(path)
         if holder is not None and holder.get("host") == self.host and holder.get("pid") == self.pid:
             path.unlink(missing_ok=True)
+
+    def remove_if_empty(self) -> None:
+        """Remove the folder when it holds nothing (a run that failed before storing anything
+        leaves no folder behind); a folder someone writes into stays."""
+        try:
+            self.folder.rmdir()
+        except OSError:
+            pass
 
     def held_by_other(self, name: str) -> bool:
         """Whether a live process other than this one holds ``name``."""

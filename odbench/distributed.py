@@ -110,6 +110,17 @@ def ids_digest(ids: Sequence[str]) -> str:
     return h.hexdigest()
 
 
+def shard_block(shard: Shard, all_ids: Sequence[str]) -> dict[str, Any]:
+    """The ``shard`` field of a shard's results: which part of which id list it holds
+    (``odbench merge`` checks the parts against it)."""
+    return {
+        "index": shard.index,
+        "count": shard.count,
+        "n_total": len(all_ids),
+        "ids_sha256": ids_digest(all_ids),
+    }
+
+
 def launched_world_size() -> int:
     """The number of processes a launcher started this one among (1 when none did)."""
     for var in _WORLD_SIZE_VARS:

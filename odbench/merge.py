@@ -50,16 +50,6 @@ class Part:
     name: str
 
 
-def shard_block(shard: Shard, all_ids: Sequence[str]) -> dict[str, Any]:
-    """The ``shard`` field of a shard's results: which part of which id list it holds."""
-    return {
-        "index": shard.index,
-        "count": shard.count,
-        "n_total": len(all_ids),
-        "ids_sha256": ids_digest(all_ids),
-    }
-
-
 def _field(results: dict[str, Any], path: tuple[str, ...]) -> Any:
     value: Any = results
     for key in path:

@@ -31,13 +31,24 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
-from odbench.cache import CacheError, PredictionCache, cache_key, default_cache_root, quantize
+from odbench.cache import (
+    CacheError,
+    PredictionCache,
+    cache_key,
+    default_cache_root,
+    quantize,
+    safe_name,
+)
+from odbench.claims import Claims
 from odbench.data.base import Dataset, Sample
+from odbench.distributed import Shard, World, detect_world, shard_block
 from odbench.methods.base import Method
 from odbench.outputs import OutputPathError, check_output_folder
 from odbench.results import (
@@ -212,7 +223,35 @@ def predict(
     ``batch_size``) only the images ``cache`` does not hold and storing each as soon as it is
     predicted.  ``pool`` (threads) decodes samples ahead of the model and stores maps; a method
     with :meth:`Method.postprocess` gets ``workers`` processes for it.  ``cache`` None: nothing is
-    stored (plain callables)."""
+    stored (plain callables).
+
+    Processes sharing the cache never predict the same image: each uncached image is claimed
+    first (:mod:`odbench.claims`); one that another live process claimed is waited for (its
+    entry, or its claim when that process dies)."""
+    claims = Claims(cache.folder) if cache is not None else None
+    held: set[str] = set()
+
+    def release_all() -> None:
+        if claims is not None:
+            for name in list(held):
+                claims.release(name)
+            claims.remove_if_empty()
+
+    def claim(batch: list[tuple[Sample, Any]]) -> list[tuple[Sample, Any]]:
+        if claims is None or cache is None:
+            return batch
+        out = []
+        for sample, hit in batch:
+            name = safe_name(sample.id)
+            if hit is None:
+                if claims.acquire(name) or claims.wait(name, partial(cache.has, sample.id)):
+                    held.add(name)
+                if cache.has(sample.id):  # stored by another process since it was loaded
+                    claims.release(name)
+                    held.discard(name)
+                    hit = cache.get(sample.id)
+            out.append((sample, hit))
+        return out
 
     def load(sample_id: str) -> tuple[Sample, tuple[np.ndarray, np.ndarray | None] | None]:
         sample = dataset.load(sample_id)
@@ -226,15 +265,19 @@ def predict(
         if box is _BOX_LATER:
             box = method.predict_boxes([sample.image], [raw])[0]
         q = quantize(raw)
-        if cache is not None:
+        if cache is not None and claims is not None:
             cache.put(sample.id, q, box)
+            claims.release(safe_name(sample.id))
+            held.discard(safe_name(sample.id))
         return Prediction(sample, q, None if box is None else np.asarray(box, np.float64), False)
 
     with ExitStack() as stack:
+        stack.callback(release_all)  # on an error: leave no claim of ours behind
         post = _post_pool(method, max(1, workers), stack)
         depth = max(2 * batch_size, 4 * workers)
         pending: deque[Future[Prediction] | Prediction] = deque()
-        for batch in _batches(_ordered(pool, load, ids, depth), batch_size):
+        for loaded in _batches(_ordered(pool, load, ids, depth), batch_size):
+            batch = claim(loaded)
             todo = [s for s, hit in batch if hit is None]
             results: dict[str, Future[Prediction]] = {}
             if todo:
@@ -403,10 +446,13 @@ def run(
     results_dir: Path | None = DEFAULT_RESULTS_DIR,
     overrides: dict[str, Any] | None = None,
     show_progress: bool = False,
+    shard: Shard | None = None,
 ) -> RunResult:
     """Run ``method`` over (the first ``limit`` samples, less ``skip_ids``, of) ``dataset``,
     score every image under ``protocol`` and write the results JSON + records to
-    ``results_dir`` (``None``: write none).  Output folders are checked before any work."""
+    ``results_dir`` (``None``: write none).  Output folders are checked before any work.
+    With ``shard``, only that shard of those samples (:class:`odbench.distributed.Shard`); the
+    result says which part of which id list it holds, for :mod:`odbench.merge`."""
     from odbench.imageio import atomic_write_bytes, write_png
 
     if batch_size < 1:
@@ -430,6 +476,14 @@ def run(
     ids = [i for i in chosen if i not in skipped]
     if not ids:
         raise EvalError(f"dataset {dataset_name!r} has no samples to evaluate")
+    whole_ids, sharded = ids, shard is not None and not shard.whole
+    if shard is not None and sharded:
+        ids = shard.take(whole_ids)
+        if not ids:
+            raise EvalError(
+                f"shard {shard} of {len(whole_ids)} images is empty: "
+                f"use at most {len(whole_ids)} shards (or processes)"
+            )
     description = {**dataset.describe(), "name": dataset_name}
     dataset_info = {
         **description,
@@ -492,6 +546,7 @@ def run(
             "n_cached": counts["cached"],
             "cache": str(cache.folder) if cache is not None else None,
             "workers": workers,
+            **({"shard": shard_block(shard, whole_ids)} if shard is not None and sharded else {}),
             "packages": package_versions(),
             "git_commit": git_commit(),
         },
@@ -499,6 +554,8 @@ def run(
     )
     if results_dir is not None:
         stem = results_stem(method.name, dataset_name, protocol.name, when)
+        if shard is not None and sharded:
+            stem += f"__{shard.label()}"
         write_results(result, Path(results_dir), stem)
     return result
 
@@ -608,10 +665,72 @@ def run_eval(
     **kwargs: Any,
 ) -> RunResult:
     """Resolve protocol, method (its card checks the overrides) and dataset by name — unknown
-    names list the valid ones — then :func:`run`."""
+    names list the valid ones — then :func:`run`; under a launcher (torchrun, accelerate
+    launch), :func:`run_launched`."""
     resolved = resolve_protocol(protocol)
-    built, overrides = build_method(method, resolve_device(device), overrides, backbone, checkpoint)
-    data, name = build_dataset(dataset, data_root)
-    if isinstance(built, CallableMethod):
-        kwargs.setdefault("use_cache", False)
-    return run(built, data, resolved, dataset_name=name, overrides=overrides, **kwargs)
+    world = detect_world(device)
+    try:
+        device = world.device(resolve_device(device))
+        built, overrides = build_method(method, device, overrides, backbone, checkpoint)
+        data, name = build_dataset(dataset, data_root)
+        if isinstance(built, CallableMethod):
+            kwargs.setdefault("use_cache", False)
+        if world.size > 1:
+            return run_launched(world, built, data, resolved, name, overrides, **kwargs)
+        return run(built, data, resolved, dataset_name=name, overrides=overrides, **kwargs)
+    finally:
+        world.close()
+
+
+def run_launched(
+    world: World,
+    method: Method,
+    dataset: Dataset,
+    protocol: Any,
+    dataset_name: str,
+    overrides: dict[str, Any],
+    *,
+    shard: Shard | None = None,
+    results_dir: Path | None = DEFAULT_RESULTS_DIR,
+    **kwargs: Any,
+) -> RunResult:
+    """One rank of a launch: :func:`run` this rank's part of ``shard`` (every ``W``-th image),
+    gather every rank's result and records on rank 0, which merges them as ``odbench merge``
+    does (:func:`odbench.merge.merge`: metrics and records identical to one process's) and
+    writes the one results JSON.  Other ranks write nothing; their result has ``info["rank"]``."""
+    from odbench.merge import Part, merge
+
+    if results_dir is not None:
+        try:
+            check_output_folder(results_dir, "--results-dir")
+        except OutputPathError as e:
+            raise EvalError(str(e)) from e
+    whole = shard or Shard()
+    kwargs["show_progress"] = bool(kwargs.get("show_progress")) and world.is_main
+    start = time.perf_counter()
+    own = run(
+        method,
+        dataset,
+        protocol,
+        dataset_name=dataset_name,
+        overrides=overrides,
+        shard=whole.split(world.size, world.rank),
+        results_dir=None,
+        **kwargs,
+    )
+    gathered = world.gather((own.to_json(), own.records.arrays()))
+    if gathered is None:
+        own.info["rank"] = world.rank
+        return own
+    parts = [Part(results, records, f"rank {i}") for i, (results, records) in enumerate(gathered)]
+    merged, records = merge(parts, into=whole)
+    wall = time.perf_counter() - start
+    merged.update(wall_time_s=wall, images_per_s=len(records["ids"]) / wall, processes=world.size)
+    result = RunResult.from_json(merged, records=records)
+    if results_dir is not None:
+        when = datetime.fromisoformat(result.date)
+        stem = results_stem(method.name, dataset_name, protocol.name, when)
+        if not whole.whole:
+            stem += f"__{whole.label()}"
+        write_results(result, Path(results_dir), stem)
+    return result

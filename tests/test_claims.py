@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import numpy as np
 
 from odbench.claims import Claims
 
@@ -54,3 +58,115 @@ def test_wait_returns_when_the_entry_appears_or_takes_an_abandoned_claim(tmp_pat
     assert Claims(tmp_path).wait("img1", lambda: next(done), poll_s=0.01) is False
     holder.release("img1")  # released without an entry (its run failed): the waiter takes it
     assert Claims(tmp_path).wait("img1", lambda: False, poll_s=0.01) is True
+
+
+# --------------------------------------------------------------------------- the runner
+
+#: A child process that evaluates ``toy`` with a slow center-prior logging what it predicts.
+CHILD = """
+import json, sys, time
+from pathlib import Path
+from odbench.cards import method_card
+from odbench.data.base import create_dataset
+from odbench.runner import run
+from odbench.methods.center_prior import CenterPrior
+from odbench.metrics.protocols import get_protocol
+
+cache, log, delay, peers = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+(log.parent / f"ready-{log.name}-{time.time_ns()}").touch()
+while len(list(log.parent.glob(f"ready-{log.name}-*"))) < peers:  # start together
+    time.sleep(0.01)
+
+class Slow(CenterPrior):
+    def predict(self, images):
+        out = super().predict(images)
+        time.sleep(delay)
+        with open(log, "a") as f:
+            f.write("".join(f"{im.shape[0]}\\n" for im in images))
+        return out
+
+method = Slow(method_card("center-prior"))
+method.name = "center-prior"
+ds = create_dataset("toy")
+out = run(method, ds, get_protocol("odbench"), dataset_name="toy", batch_size=2, workers=1,
+          cache_dir=cache, results_dir=None)
+print(json.dumps({"metrics": out.metrics, "n_predicted": out.info["n_predicted"]}))
+"""
+
+
+def _child(tmp_path: Path, log: str, delay: float, peers: int = 1) -> subprocess.Popen[str]:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    args = [sys.executable, str(script), str(tmp_path / "cache"), str(tmp_path / log)]
+    args += [str(delay), str(peers)]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(child: subprocess.Popen[str], timeout: float = 30) -> str:
+    """The child's stdout once it exits 0 (killed, and the test failed, if it hangs)."""
+    try:
+        out, err = child.communicate(timeout=timeout)
+    finally:
+        child.kill()
+    assert child.returncode == 0, err
+    return out
+
+
+def _entries(tmp_path: Path, suffix: str) -> list[Path]:
+    return sorted((tmp_path / "cache").rglob(f"*{suffix}"))
+
+
+def _in_flight(tmp_path: Path) -> list[Path]:
+    """Claims on images that have no cache entry yet."""
+    return [p for p in _entries(tmp_path, ".claim") if not p.with_suffix(".npz").exists()]
+
+
+def _fresh_metrics(tmp_path: Path) -> dict[str, object]:
+    from odbench.cards import method_card
+    from odbench.data.base import create_dataset
+    from odbench.methods.center_prior import CenterPrior
+    from odbench.metrics.protocols import get_protocol
+    from odbench.runner import run
+
+    method = CenterPrior(method_card("center-prior"))
+    method.name = "center-prior"
+    out = run(
+        method,
+        create_dataset("toy"),
+        get_protocol("odbench"),
+        dataset_name="toy",
+        cache_dir=tmp_path / "fresh",
+        results_dir=None,
+    )
+    return out.metrics  # type: ignore[return-value]
+
+
+def test_sigkill_then_resume_recomputes_only_the_batch_in_flight(tmp_path: Path) -> None:
+    child = _child(tmp_path, "killed.log", delay=0.3)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (
+        len(_entries(tmp_path, ".npz")) >= 6 and _in_flight(tmp_path)
+    ):
+        time.sleep(0.02)
+    os.kill(child.pid, signal.SIGKILL)  # while it predicts a batch (in its 0.3 s sleep)
+    child.wait()
+    done = len(_entries(tmp_path, ".npz"))
+    assert 6 <= done < 16
+    assert len(_in_flight(tmp_path)) == 2  # the batch in flight is left claimed
+    for entry in _entries(tmp_path, ".npz"):  # no partial entries
+        with np.load(entry, allow_pickle=False) as npz:
+            assert npz["map"].shape == (96, 128)
+    result = json.loads(_finish(_child(tmp_path, "resumed.log", delay=0.0)))
+    assert result["n_predicted"] == 16 - done  # the killed run's claims were taken over
+    assert (tmp_path / "resumed.log").read_text().count("\n") == 16 - done
+    assert not _entries(tmp_path, ".claim")
+    assert result["metrics"] == _fresh_metrics(tmp_path)
+
+
+def test_two_processes_on_one_cache_never_compute_the_same_image(tmp_path: Path) -> None:
+    children = [_child(tmp_path, "both.log", delay=0.2, peers=2) for _ in range(2)]
+    results = [json.loads(_finish(child)) for child in children]
+    assert sum(r["n_predicted"] for r in results) == 16
+    assert (tmp_path / "both.log").read_text().count("\n") == 16  # each image predicted once
+    assert results[0]["metrics"] == results[1]["metrics"] == _fresh_metrics(tmp_path)
+    assert len(_entries(tmp_path, ".npz")) == 16 and not _entries(tmp_path, ".claim")

@@ -1,10 +1,12 @@
-"""``odbench.distributed`` (shards of stable ids, the launcher adapter) and ``odbench.claims``."""
+"""``odbench.distributed``: shards of stable ids, the launcher adapter, and a real 2-process
+launch of ``odbench eval`` on CPU."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +93,46 @@ def test_single_process_world_imports_nothing() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.stdout.split() == ["1", "0", "['x']", "False", "False"], out.stderr
     assert World().device("cuda") == "cuda"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_two_process_launch_equals_one_process(tmp_path: Path) -> None:
+    """``torchrun --nproc-per-node 2 -m odbench eval`` on CPU (gloo, loopback): one results JSON,
+    written by rank 0, identical to a single process's; each rank predicted its own half."""
+    from click.testing import CliRunner
+    from test_merge import assert_same_run
+
+    from odbench.cli import main
+    from odbench.results import read_results
+
+    common = ["eval", "--method", "center-prior", "--dataset", "toy", "--device", "cpu"]
+    single = CliRunner().invoke(
+        main,
+        [*common, "--results-dir", str(tmp_path / "one"), "--cache-dir", str(tmp_path / "c1")],
+    )
+    assert single.exit_code == 0, single.output
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    launcher += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+    args = [*common, "--results-dir", str(tmp_path / "two"), "--cache-dir", str(tmp_path / "c2")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [*launcher, "-m", "odbench", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("results: ") == 1 and "2 processes" in run.stdout  # rank 0 only
+    (one,) = (tmp_path / "one").glob("*.json")
+    (two,) = (tmp_path / "two").glob("*.json")
+    assert len(list((tmp_path / "two").iterdir())) == 2  # the JSON and its records
+    r2 = read_results(two)
+    assert_same_run(r2, read_results(one))
+    merged_from = [(p["name"], p["n_images"]) for p in r2.info["merged_from"]]
+    assert merged_from == [("rank 0", 8), ("rank 1", 8)]
+    assert r2.info["n_predicted"] == 16 and len(list((tmp_path / "c2").rglob("*.npz"))) == 16

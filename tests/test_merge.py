@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from odbench.cards import method_card
 from odbench.cli import main
 from odbench.data.base import create_dataset
-from odbench.distributed import Shard
-from odbench.merge import MergeError, Part, merge, shard_block
+from odbench.distributed import Shard, shard_block
+from odbench.merge import MergeError, Part, merge
 from odbench.methods.center_prior import CenterPrior
 from odbench.metrics.protocols import get_protocol
 from odbench.results import RunResult, load_all_results, read_results, write_results
@@ -133,3 +133,35 @@ def test_merge_refuses_shards_that_do_not_fit(tmp_path: Path) -> None:
         with pytest.raises(MergeError) as err:
             merge(parts)
         assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def _eval(tmp_path: Path, out: str, *extra: str) -> Path:
+    args = ["eval", "--method", "center-prior", "--dataset", "toy", "--results-dir"]
+    args += [str(tmp_path / out), "--cache-dir", str(tmp_path / "cache"), *extra]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    (path,) = sorted((tmp_path / out).glob("*.json"))
+    return path
+
+
+def test_eval_shards_merged_equal_one_eval(tmp_path: Path) -> None:
+    """``eval --shard 0/2`` and ``1/2`` (each predicting its own images into one cache), then
+    ``odbench merge``: the results JSON + records of one unsharded ``eval``."""
+    shards = [_eval(tmp_path, f"s{i}", "--shard", f"{i}/2") for i in (1, 0)]
+    for i, path in zip((1, 0), shards):
+        r = read_results(path)
+        assert path.name.endswith(f"__shard-{i}-of-2.json")
+        assert r.n_evaluated == 8 and r.info["shard"]["index"] == i
+        assert list(r.records.ids) == create_dataset("toy").ids()[i::2]
+        assert r.info["n_predicted"] == 8  # each shard predicted only its own images
+    out = tmp_path / "merged"
+    result = CliRunner().invoke(main, ["merge", *map(str, shards), "--results-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    (merged,) = out.glob("*.json")
+    whole = _eval(tmp_path, "whole")
+    assert read_results(whole).info["n_cached"] == 16  # the shards filled the shared cache
+    assert_same_run(read_results(merged), read_results(whole))
+    bad = CliRunner().invoke(
+        main, ["eval", "--method", "center-prior", "--dataset", "toy", "--shard", "2/2"]
+    )
+    assert bad.exit_code == 2 and "--shard '2/2': expected I/N" in bad.output

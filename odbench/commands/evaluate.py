@@ -17,6 +17,8 @@ from odbench.cli import UserError, user_errors
 def run_errors() -> Iterator[None]:
     """:func:`odbench.cli.user_errors` plus the runner's and results' own one-line errors."""
     from odbench.cache import CacheError
+    from odbench.distributed import ShardError
+    from odbench.merge import MergeError
     from odbench.outputs import OutputPathError
     from odbench.results import ResultsError
     from odbench.runner import EvalError
@@ -24,7 +26,7 @@ def run_errors() -> Iterator[None]:
     with user_errors():
         try:
             yield
-        except (EvalError, ResultsError, CacheError, OutputPathError) as e:
+        except (EvalError, ResultsError, CacheError, OutputPathError, ShardError, MergeError) as e:
             raise UserError(str(e)) from e
 
 
@@ -143,6 +145,14 @@ def format_metrics(metrics: dict[str, Any]) -> list[str]:
     default=None,
     help="Prediction cache (default: $ODBENCH_CACHE or the user cache folder).",
 )
+@click.option(
+    "--shard",
+    "shard_spec",
+    default=None,
+    metavar="I/N",
+    help="Evaluate only shard I of N (every N-th image from the I-th), e.g. "
+    "$SLURM_ARRAY_TASK_ID/8; `odbench merge` joins the N results.",
+)
 def eval_cmd(
     method_name: str,
     dataset_name: str,
@@ -158,15 +168,20 @@ def eval_cmd(
     set_items: tuple[str, ...],
     results_dir: Path,
     cache_dir: Path | None,
+    shard_spec: str | None,
 ) -> None:
     """Run a method over a dataset, score it and write a results JSON.
 
     Predictions are cached per image (keyed on the method's code, card, hyperparameters and the
-    dataset; see `odbench cache info`), so an interrupted run resumes where it stopped."""
+    dataset; see `odbench cache info`), so an interrupted run resumes where it stopped.  Under a
+    launcher (`torchrun -m odbench eval …`, `accelerate launch -m odbench eval …`) every process
+    evaluates its share and the first writes the one results JSON (docs/cluster.md)."""
+    from odbench.distributed import Shard
     from odbench.imageio import read_warnings
     from odbench.runner import run_eval
 
     with run_errors(), read_warnings() as notes:
+        shard = Shard.parse(shard_spec) if shard_spec is not None else None
         result = run_eval(
             method_name,
             dataset_name,
@@ -183,14 +198,19 @@ def eval_cmd(
             save_preds=save_preds,
             results_dir=results_dir,
             show_progress=True,
+            shard=shard,
         )
+    if result.info.get("rank"):  # a launch's other ranks: rank 0 reports
+        return
     for line in notes:  # e.g. GT masks stored as 0/1: one line
         click.echo(f"warning: {line}", err=True)
     info = result.info
+    part = f" shard {shard}" if shard is not None and not shard.whole else ""
+    procs = f", {info['processes']} processes" if info.get("processes") else ""
     click.echo(
-        f"{result.method_name} on {result.dataset_name} ({result.n_evaluated} images, protocol "
-        f"{result.protocol_name}, device {info['device']}, {info['n_predicted']} predicted, "
-        f"{info['n_cached']} from cache, {info['wall_time_s']:.1f} s)"
+        f"{result.method_name} on {result.dataset_name}{part} ({result.n_evaluated} images, "
+        f"protocol {result.protocol_name}, device {info['device']}, {info['n_predicted']} "
+        f"predicted, {info['n_cached']} from cache, {info['wall_time_s']:.1f} s{procs})"
     )
     for line in format_metrics(result.metrics):
         click.echo(line)
