@@ -94,8 +94,11 @@ def test_stats_reads_synthetic_folder(reference: Path) -> None:
 
 
 def test_kill_and_resume_is_byte_identical(reference: Path, backbone: Any, tmp_path: Path) -> None:
+    """A run of 4 killed after 3 samples, resumed with --n 6 (a run also grows): exactly the
+    files of one uninterrupted run of 6."""
     out = tmp_path / "run"
-    first = Synthesizer(_opts(filter="none"), out, backbone=backbone, progress=False, fail_after=3)
+    opts = _opts(n=4, filter="none")
+    first = Synthesizer(opts, out, backbone=backbone, progress=False, fail_after=3)
     with pytest.raises(SynthInterrupted):
         first.run()
     assert len(list((out / "records").glob("*.json"))) == 3
@@ -141,6 +144,11 @@ def test_resume_refuses_other_options(reference: Path, backbone: Any, tmp_path: 
     )
     assert result.exit_code == 2 and "another config" in result.output
     assert "Traceback" not in result.output
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(main, ["synth", "--n", "2", "--out", str(tmp_path / "other")])
+    assert result.exit_code == 2 and "not an odbench synth folder" in result.output
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["notes.txt"]
 
 
 def _aligned_prior(target: str, classes: tuple[str, str]) -> Any:

@@ -12,15 +12,17 @@ from odbench.cli import UserError, user_errors
 
 
 def _shard(value: str | None) -> tuple[int, int] | None:
+    """``--shard I/N`` as (I, N), parsed by :class:`odbench.distributed.Shard` (one rule for
+    every sharded command: shard I takes the indices I, I + N, I + 2N, ...)."""
     if value is None:
         return None
+    from odbench.distributed import Shard, ShardError
+
     try:
-        first, count = (int(v) for v in value.split("/"))
-    except ValueError:
-        raise click.BadParameter(f"expected I/N (e.g. 0/8), got {value!r}") from None
-    if not 0 <= first < count:
-        raise click.BadParameter(f"expected 0 <= I < N, got {value!r}")
-    return first, count
+        shard = Shard.parse(value)
+    except ShardError as e:
+        raise click.BadParameter(str(e)) from None
+    return shard.index, shard.count
 
 
 def _errors() -> tuple[type[Exception], ...]:

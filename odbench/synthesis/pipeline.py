@@ -48,7 +48,7 @@ from odbench.synthesis.prompts import (
     read_classes,
     read_prompts,
 )
-from odbench.synthesis.store import REASONS, SynthStore, sample_id
+from odbench.synthesis.store import REASONS, SynthStore, check_target, sample_id
 
 FILTERS = ("clip", "mask", "none")
 FLUSH_EVERY_S = 60.0  # rewrite the manifests this often during a run (records are always current)
@@ -199,6 +199,7 @@ class Synthesizer:
 
         self.cutter: Any = create_method(str(card["cut_method"]))
         self.card = card
+        check_target(self.out)  # before minutes of model loading
         if self.backbone is None:
             self.backbone = self._load_backbone()
         if isinstance(self.source, PromptList):  # every prompt's class words within 77 tokens
@@ -323,8 +324,10 @@ class Synthesizer:
 
     # -- the run
     def todo(self) -> list[int]:
-        first, count = self.opts.shard or (0, 1)
-        return [i for i in range(first, self.opts.n, count) if not self.store.done(i)]
+        from odbench.distributed import Shard
+
+        shard = Shard(*(self.opts.shard or (0, 1)))
+        return [i for i in shard.take(range(self.opts.n)) if not self.store.done(i)]
 
     def run(self) -> dict[str, Any]:
         from odbench.backbones.diffusion import Capture
@@ -439,6 +442,7 @@ class _Progress:
         self.progress: Any = None
         if not enabled:
             return
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -455,6 +459,7 @@ class _Progress:
             TextColumn("rejected {task.fields[rejected]}"),
             TimeRemainingColumn(),
             transient=True,
+            console=Console(stderr=True),
         )
         self.t0 = time.perf_counter()
         self.done = 0

@@ -57,6 +57,16 @@ def _dumps(obj: Any, indent: int | None = None) -> bytes:
     return (json.dumps(obj, sort_keys=True, indent=indent, ensure_ascii=False) + "\n").encode()
 
 
+def check_target(folder: Path) -> None:
+    """Refuse an output path that is a file, or a non-empty folder that is not a synth folder."""
+    if folder.exists() and not folder.is_dir():
+        raise SynthStoreError(f"{folder}: exists and is not a folder; give another --out")
+    if folder.is_dir() and not (folder / "manifest.json").is_file() and any(folder.iterdir()):
+        raise SynthStoreError(
+            f"{folder}: not empty and not an odbench synth folder; give an empty or new --out"
+        )
+
+
 class SynthStore:
     """One output folder (see module docstring); thread-safe :meth:`add`."""
 
@@ -76,8 +86,7 @@ class SynthStore:
     def _open(self) -> None:
         folder = self.folder
         manifest = folder / "manifest.json"
-        if folder.exists() and not folder.is_dir():
-            raise SynthStoreError(f"{folder}: exists and is not a folder; give another --out")
+        check_target(folder)
         if manifest.is_file():
             gen = _read_json(manifest).get("generator", {})
             for key in ("config", "model", "odbench"):
@@ -92,10 +101,6 @@ class SynthStore:
                 raise SynthStoreError(
                     f"{folder}: holds shard {theirs} but this run is shard {ours}; give a new --out"
                 )
-        elif folder.is_dir() and any(folder.iterdir()):
-            raise SynthStoreError(
-                f"{folder}: not empty and not an odbench synth folder; give an empty or new --out"
-            )
         for sub in ("images", "masks", "records"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         for sub in (".", "images", "masks", "records"):
