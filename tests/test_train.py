@@ -158,3 +158,30 @@ def test_wrong_method_for_checkpoint(tmp_path: Path) -> None:
     _train(tmp_path / "run", steps=1)
     with pytest.raises(CheckpointError, match="trained for method 'unet-e2e', not 'deeplabv3-e2e'"):
         create_method("deeplabv3-e2e", checkpoint=str(tmp_path / "run"))
+
+
+def test_deeplabv3_trunk_loads_torchvision_resnet50_safetensors(tmp_path: Path) -> None:
+    """The ImageNet trunk path with a local file: torchvision ResNet-50 names, fc dropped; a file
+    of another architecture is one CheckpointError naming it."""
+    from safetensors.torch import save_file
+    from torchvision.models import resnet18, resnet50
+
+    from odbench.methods.segmenters import build_segmenter
+
+    torch.manual_seed(1)
+    source = resnet50().state_dict()
+    save_file({k: v.contiguous() for k, v in source.items()}, tmp_path / "r50.safetensors")
+    model = build_segmenter(
+        {"type": "deeplabv3", "trunk_weights": str(tmp_path / "r50.safetensors")},
+        init_weights=True,
+    )
+    trunk = model.net.backbone.state_dict()
+    assert trunk.keys() == {k for k in source if not k.startswith("fc.")}
+    for k, v in trunk.items():
+        assert torch.equal(v, source[k]), k
+    save_file(resnet18().state_dict(), tmp_path / "r18.safetensors")
+    with pytest.raises(CheckpointError, match=r"r18\.safetensors: not ResNet-50 weights"):
+        build_segmenter(
+            {"type": "deeplabv3", "trunk_weights": str(tmp_path / "r18.safetensors")},
+            init_weights=True,
+        )

@@ -132,12 +132,15 @@ def load_resnet50_trunk(trunk: nn.Module, source: str) -> None:
                 f"{path}: trunk weights must be an existing .safetensors file (or 'imagenet')"
             )
     state = {k: v for k, v in load_file(str(path)).items() if not k.startswith("fc.")}
-    missing, unexpected = trunk.load_state_dict(state, strict=False)
-    if missing or unexpected:
+    own = trunk.state_dict()
+    wrong = [k for k in own if k not in state or state[k].shape != own[k].shape]
+    wrong += [k for k in state if k not in own]
+    if wrong:
         raise CheckpointError(
-            f"{path}: not ResNet-50 weights with torchvision names (missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]})"
+            f"{path}: not ResNet-50 weights with torchvision names ({len(wrong)} tensors missing "
+            f"or of another shape, e.g. {wrong[0]})"
         )
+    trunk.load_state_dict(state)
 
 
 class EndToEndMethod(TrainedMethod):
