@@ -13,10 +13,15 @@ from odbench.cli import UserError, user_errors
 
 @contextmanager
 def train_errors() -> Iterator[None]:
-    """:func:`odbench.cli.user_errors`; a Ctrl-C says where the run stopped."""
+    """:func:`odbench.cli.user_errors` and ``--extractor-option`` syntax errors as one line; a
+    Ctrl-C says where the run stopped."""
+    from odbench.evaluate import EvalError
+
     with user_errors():
         try:
             yield
+        except EvalError as e:
+            raise UserError(str(e).replace("--set", "--extractor-option")) from e
         except KeyboardInterrupt as e:
             raise UserError("interrupted; the checkpoint was saved, --resume continues") from e
 
@@ -53,6 +58,13 @@ def train_errors() -> Iterator[None]:
 @click.option("--lr", type=float, default=None, help="Adam learning rate (default: the card's).")
 @click.option("--seed", type=int, default=None, help="Seed (default: the card's).")
 @click.option("--trunk-weights", default=None, help="deeplabv3: 'imagenet' or a .safetensors file.")
+@click.option(
+    "--extractor-option",
+    "extractor_items",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Feature extractor option (TOML literal), e.g. num_steps=4 or prior=false; repeatable.",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
@@ -78,6 +90,7 @@ def train_cmd(
     lr: float | None,
     seed: int | None,
     trunk_weights: str | None,
+    extractor_items: tuple[str, ...],
     resume: bool,
     device: str,
     threads: int | None,
@@ -85,6 +98,7 @@ def train_cmd(
 ) -> None:
     """Train and checkpoint into --out: safetensors weights + JSON config (card, extractor, data
     manifest, step, seeds).  Frozen features are cached on disk; --resume continues a run."""
+    from odbench.evaluate import parse_set
     from odbench.train import train
 
     with train_errors():
@@ -105,6 +119,7 @@ def train_cmd(
             resume=resume,
             device=device,
             cache_dir=cache_dir,
+            extractor_options=parse_set(extractor_items),
             show_progress=True,
             val_split=val_split,
             resolution=resolution,
