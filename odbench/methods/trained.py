@@ -60,7 +60,7 @@ def to_batch(images: list[np.ndarray], resolution: int) -> torch.Tensor:
     antialiasing (the same resize ``odbench train`` applies to its training images)."""
     out = []
     for im in images:
-        t = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None].float() / 255.0
+        t = torch.from_numpy(np.array(im, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255.0
         out.append(
             F.interpolate(
                 t,

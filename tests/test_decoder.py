@@ -1,0 +1,194 @@
+"""The segment decoder on frozen tiny random features: it learns, its feature cache is reused and
+invalidated, and ``odbench eval`` runs the trained decoders end to end."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import odbench.features
+import pytest
+import torch
+from click.testing import CliRunner
+
+from odbench.checkpoint import CheckpointError
+from odbench.cli import main
+from odbench.data.toy import ToyDataset
+from odbench.imageio import write_png
+from odbench.methods.base import create_method
+from odbench.train import train
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """One thread: on a shared, loaded CPU two OpenMP threads spin and run ~10x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _toy_folder(folder: Path, n: int, seed: int = 0) -> Path:
+    """``n`` toy samples written as ``images/`` + ``masks/`` PNGs (a ``folder`` dataset)."""
+    toy = ToyDataset(n=n, seed=seed)
+    for sample_id in toy.ids():
+        s = toy.load(sample_id)
+        write_png(folder / "images" / f"{sample_id}.png", s.image)
+        write_png(folder / "masks" / f"{sample_id}.png", s.mask)
+    return folder
+
+
+class CountingExtractor:
+    """Wraps a real extractor and counts ``extract`` calls."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def extract(self, images: torch.Tensor) -> list[torch.Tensor]:
+        self.calls += 1
+        return self.inner.extract(images)  # type: ignore[no-any-return]
+
+
+@pytest.fixture()
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[CountingExtractor]:
+    """Every extractor ``odbench train`` loads, counted."""
+    made: list[CountingExtractor] = []
+    real = odbench.features.load_extractor
+
+    def load(name: str, **kw: Any) -> CountingExtractor:
+        made.append(CountingExtractor(real(name, **kw)))
+        return made[-1]
+
+    monkeypatch.setattr(odbench.features, "load_extractor", load)
+    return made
+
+
+def _iou(pred: np.ndarray, mask: np.ndarray) -> float:
+    p, g = pred > 0.5, mask >= 128
+    union = np.sum(p | g)
+    return float(np.sum(p & g) / union) if union else 1.0
+
+
+def test_decoder_learns_toy_from_tiny_random_features(tmp_path: Path) -> None:
+    """The segment decoder on frozen clip-tiny features (random weights, stride 8) learns the toy
+    shapes: the loss falls and held-out toy images (another seed) reach IoU >= 0.8."""
+    data = _toy_folder(tmp_path / "data", 48)
+    result = train(
+        data="folder",
+        data_root=data,
+        features="clip-tiny",
+        out=tmp_path / "run",
+        steps=150,
+        resolution=128,
+        val_split=0.1,
+        val_every=50,
+        cache_dir=tmp_path / "cache",
+    )
+    losses = [h["loss"] for h in result.config["history"]]
+    assert len(losses) == 3 and losses[-1] < 0.6 * losses[0], losses
+    held = ToyDataset(n=24, seed=1)
+    samples = [held.load(i) for i in held.ids()]
+    method = create_method("clip-decoder", checkpoint=str(tmp_path / "run"))
+    preds = method.predict([s.image for s in samples])
+    iou = float(np.mean([_iou(p, s.mask) for p, s in zip(preds, samples)]))
+    assert iou >= 0.8, iou
+
+
+def test_feature_cache_is_reused_and_invalidated(
+    tmp_path: Path, counted: list[CountingExtractor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _toy_folder(tmp_path / "data", 12)
+    common: dict[str, Any] = dict(data="folder", data_root=data, features="dino-tiny")
+    common.update(resolution=64, batch_size=4, val_split=0.25, cache_dir=tmp_path / "cache")
+    first = train(out=tmp_path / "a", epochs=3, **common)
+    assert counted[-1].calls == first.extractor_calls == 3  # 12 images / 4: built once, 3 epochs
+    levels = list((tmp_path / "cache" / "features").glob("*/level0.npy"))
+    assert len(levels) == 1
+    cached = np.load(levels[0], mmap_mode="r")
+    fresh = counted[-1].inner.extract(torch.from_numpy(first_images(tmp_path / "a")))
+    np.testing.assert_allclose(cached, fresh[0].numpy(), rtol=2e-3, atol=2e-3)
+
+    again = train(out=tmp_path / "b", epochs=1, **common)
+    assert counted[-1].calls == again.extractor_calls == 0  # same images, same extractor
+
+    image = tmp_path / "data" / "images" / "toy_00005.png"
+    pixels = np.array(ToyDataset(n=12).load("toy_00005").image)
+    pixels[0, 0] = 255 - pixels[0, 0]
+    write_png(image, pixels)
+    changed = train(out=tmp_path / "c", epochs=1, **common)
+    assert counted[-1].calls == changed.extractor_calls == 3  # one image changed: recomputed
+
+    real = odbench.features.load_extractor
+
+    class OtherWeights(CountingExtractor):
+        identity = "dino-tiny|another-revision"
+
+    monkeypatch.setattr(
+        odbench.features, "load_extractor", lambda name, **kw: OtherWeights(real(name, **kw))
+    )
+    other = train(out=tmp_path / "d", epochs=1, **common)
+    assert other.extractor_calls == 3  # another weights revision: recomputed
+    assert len(list((tmp_path / "cache" / "features").glob("*/meta.json"))) == 3
+
+
+def first_images(run: Path) -> np.ndarray:
+    """The prepared training images of a run, as the float batch the extractor saw."""
+    return np.load(run / ".prepared" / "images.npy").astype(np.float32) / 255.0
+
+
+def _eval(tmp_path: Path, *args: str) -> Any:
+    return CliRunner().invoke(
+        main,
+        ["eval", "--dataset", "toy", "--limit", "3", "--results-dir", str(tmp_path / "res")]
+        + ["--cache-dir", str(tmp_path / "cache"), *args],
+    )
+
+
+def test_eval_diffusionseg_on_sd_tiny_end_to_end(tmp_path: Path) -> None:
+    """odbench train --features sd-tiny, then odbench eval --method diffusionseg (and its
+    w/o-prior variant) with that checkpoint: inversion, features, decoder, metrics."""
+    run = tmp_path / "run"
+    r = CliRunner().invoke(
+        main,
+        ["train", "--features", "sd-tiny", "--data", "toy", "--n", "6", "--steps", "3"]
+        + ["--resolution", "32", "--out", str(run), "--cache-dir", str(tmp_path / "cache")]
+        + ["--extractor-option", "num_steps=2"],
+    )
+    assert r.exit_code == 0, r.output
+    r = _eval(tmp_path, "--method", "diffusionseg", "--checkpoint", str(run))
+    assert r.exit_code == 0, r.output
+    assert "saliency:" in r.output and "localization: corloc" in r.output
+    (path,) = (tmp_path / "res").glob("diffusionseg__toy__*.json")
+    ck = json.loads(path.read_text())["method"]["checkpoint"]
+    assert ck["extractor"]["name"] == "sd-tiny" and ck["extractor"]["options"] == {"num_steps": 2}
+    assert "T=2" in ck["eval_extractor"] and "prior=none" not in ck["eval_extractor"]
+    r = _eval(tmp_path, "--method", "diffusionseg-noprior", "--checkpoint", str(run))
+    assert r.exit_code == 0, r.output
+    (path,) = (tmp_path / "res").glob("diffusionseg-noprior__toy__*.json")
+    ck = json.loads(path.read_text())["method"]["checkpoint"]
+    assert "prior=none" in ck["eval_extractor"] and "T=2" in ck["eval_extractor"]
+    r = _eval(
+        tmp_path, "--method", "diffusionseg", "--checkpoint", str(run), "--backbone", "sd-v1-4"
+    )
+    assert r.exit_code == 2 and r.output.count("\n") == 1
+    assert "--backbone sd-v1-4 disagrees with the checkpoint" in r.output
+
+
+def test_eval_dino_decoder_end_to_end(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(data="toy", features="dino-tiny", out=run, steps=3, resolution=64, n=6)
+    r = _eval(tmp_path, "--method", "dino-decoder", "--checkpoint", str(run))
+    assert r.exit_code == 0, r.output
+    (path,) = (tmp_path / "res").glob("dino-decoder__toy__*.json")
+    results = json.loads(path.read_text())
+    assert results["method"]["checkpoint"]["extractor"]["name"] == "dino-tiny"
+    assert 0.0 <= results["metrics"]["saliency"]["iou"] <= 1.0
+    with pytest.raises(CheckpointError, match="trained for method 'dino-decoder'"):
+        create_method("clip-decoder", checkpoint=str(run))
