@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "bench": ("odbench.cli:bench", "Speed and memory benchmarks."),
     "train": ("odbench.commands.train:train_cmd", "Train a decoder or an end-to-end segmenter."),
+    "reproduce": ("odbench.commands.reproduce:reproduce_cmd", "A paper's pipeline, resumable."),
 }
 
 BENCHMARKS: dict[str, tuple[str, str]] = {

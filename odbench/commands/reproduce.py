@@ -1,0 +1,47 @@
+"""``odbench reproduce``: a paper's pipeline as one resumable command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from odbench.cli import UserError
+
+
+@click.command("reproduce")
+@click.argument("method", type=click.Choice(["diffusionseg"]))
+@click.option(
+    "--scale",
+    default="tiny",
+    show_default=True,
+    help="tiny (random tiny SD on CPU, seconds), 1k or paper (~50k pairs): methods/diffusionseg.toml [reproduce.*].",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Folder (resumed if it exists)."
+)
+@click.option(
+    "--data-root", type=click.Path(path_type=Path), default=None, help="Where the benchmarks live."
+)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+def reproduce_cmd(method: str, scale: str, out: Path, data_root: Path | None, device: str) -> None:
+    """Synthesize -> train -> evaluate on the benchmarks present -> leaderboard beside the paper.
+
+    Every stage resumes: run the same command again after an interruption."""
+    from odbench.commands.evaluate import format_metrics, run_errors
+    from odbench.reproduce import ReproduceError, reproduce
+    from odbench.synthesis.pipeline import OptionError
+    from odbench.synthesis.store import SynthStoreError
+
+    with run_errors():
+        try:
+            rep = reproduce(
+                scale, out, data_root=data_root, device=device, show_progress=True, echo=click.echo
+            )
+        except (ReproduceError, OptionError, SynthStoreError) as e:
+            raise UserError(str(e)) from e
+    for name, metrics in rep.evaluated.items():
+        for line in format_metrics(metrics):
+            click.echo(f"{name:10s} {line}")
+    if rep.leaderboard is not None:
+        click.echo(rep.leaderboard.read_text())

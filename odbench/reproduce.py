@@ -1,0 +1,131 @@
+"""``odbench reproduce diffusionseg``: the paper's whole pipeline as one resumable command.
+
+1. synthesize image/mask pairs (§3.2, :func:`odbench.synthesis.pipeline.synthesize`) into
+   ``OUT/synthetic`` (resumed where it stopped);
+2. train the segment decoder on their frozen features (§3.3, :func:`odbench.train.train`) into
+   ``OUT/run`` (resumed from its checkpoint; skipped once it reached its step target);
+3. evaluate ``diffusionseg`` with that checkpoint on every benchmark of the scale that is present
+   under the data root (absent ones are listed and skipped), predictions cached per image in
+   ``OUT/cache``, results in ``OUT/results``;
+4. write ``OUT/leaderboard.md``: these runs beside the paper's rows.
+
+The scales (``tiny``: random tiny SD on CPU in seconds, for CI; ``1k``; ``paper``: ~50k pairs)
+are the ``[reproduce.*]`` tables of ``methods/diffusionseg.toml``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from odbench.cards import method_card
+
+METHOD = "diffusionseg"
+
+
+class ReproduceError(ValueError):
+    """A reproduction that cannot start (unknown scale, bad folder); one line."""
+
+
+@dataclass
+class Reproduction:
+    out: Path
+    synth: dict[str, Any]
+    trained_steps: int
+    evaluated: dict[str, dict[str, Any]] = field(default_factory=dict)  # dataset -> metrics
+    skipped: dict[str, str] = field(default_factory=dict)  # dataset -> why
+    leaderboard: Path | None = None
+
+
+def scales() -> dict[str, dict[str, Any]]:
+    card = method_card(METHOD)
+    assert card is not None
+    return dict(card.raw.get("reproduce", {}))
+
+
+def reproduce(
+    scale: str,
+    out: Path,
+    *,
+    data_root: Path | None = None,
+    device: str = "cpu",
+    show_progress: bool = False,
+    echo: Callable[[str], None] = lambda line: None,
+) -> Reproduction:
+    """Run (or resume) the pipeline at ``scale`` into ``out`` (see the module docstring)."""
+    from odbench.checkpoint import CHECKPOINT_FILE, read_config
+    from odbench.data.base import DatasetError, create_dataset
+    from odbench.evaluate import run_eval
+    from odbench.leaderboard import render
+    from odbench.synthesis.pipeline import SynthOptions, synthesize
+    from odbench.train import train
+
+    known = scales()
+    if scale not in known:
+        raise ReproduceError(f"--scale {scale!r}: expected one of {', '.join(known)}")
+    plan = known[scale]
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ReproduceError(f"--out {out}: exists and is not a folder")
+
+    echo(f"[1/4] synthesize {plan['synth_n']} samples into {out / 'synthetic'}")
+    opts = SynthOptions(n=int(plan["synth_n"]), device=device, **plan.get("synth_options", {}))
+    summary = synthesize(opts, out / "synthetic")
+
+    run = out / "run"
+    done = False
+    if (run / CHECKPOINT_FILE).is_file():
+        config = read_config(run)
+        done = int(config["step"]) >= int(config["target_steps"])
+    if done:
+        echo(f"[2/4] {run} already trained ({config['step']} steps)")
+        steps = int(config["step"])
+    else:
+        echo(f"[2/4] train the decoder on {plan['features']} features into {run}")
+        result = train(
+            data="synthetic",
+            data_root=out / "synthetic",
+            features=str(plan["features"]),
+            out=run,
+            resume=(run / CHECKPOINT_FILE).is_file(),
+            device=device,
+            cache_dir=out / "cache",
+            extractor_options=dict(plan.get("extractor_options", {})),
+            show_progress=show_progress,
+            steps=plan.get("steps"),
+            resolution=plan.get("resolution"),
+        )
+        steps = result.step
+
+    rep = Reproduction(out, summary, steps)
+    echo(f"[3/4] evaluate {METHOD} on {', '.join(plan['datasets'])}")
+    for name in plan["datasets"]:
+        try:
+            create_dataset(name, data_root=data_root)
+        except DatasetError as e:
+            rep.skipped[name] = str(e)
+            echo(f"      {name}: absent, skipped ({e})")
+            continue
+        outcome = run_eval(
+            METHOD,
+            name,
+            checkpoint=run,
+            device=device,
+            data_root=data_root,
+            cache_dir=out / "cache",
+            results_dir=out / "results",
+            show_progress=show_progress,
+        )
+        rep.evaluated[name] = outcome.results["metrics"]
+    if rep.evaluated:
+        tables = (
+            render("saliency", out / "results") + "\n" + render("localization", out / "results")
+        )
+        rep.leaderboard = out / "leaderboard.md"
+        from odbench.imageio import atomic_write_bytes
+
+        atomic_write_bytes(rep.leaderboard, tables.encode())
+        echo(f"[4/4] leaderboard: {rep.leaderboard}")
+    return rep
