@@ -48,6 +48,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "learn": ("odbench.bench.learn:cli", "Train unet-e2e on real DUTS-TR-1k, score on ECSSD."),
     "report": ("odbench.bench.report:cli", "odbench report at DUTS-TE size; page sort time."),
     "scale": ("odbench.bench.scale:cli", "eval with 1 and 2 processes: the speed-up."),
+    "decoder": ("odbench.bench.decoder:cli", "Decoder training steps/s on cached features."),
 }
 
 
