@@ -11,6 +11,8 @@ A run folder (``odbench train --out RUN_DIR``) holds
 
 No pickle anywhere (safetensors only).  Loading a folder that is not a run, or a file that is
 not an odbench checkpoint, is one :class:`CheckpointError` line naming the path and the fix.
+Where a run folder is expected, ``hf:owner/repo[@revision]`` names a published checkpoint on the
+Hugging Face hub (its ``checkpoint.safetensors``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ class CheckpointError(ValueError):
 
 
 def checkpoint_path(run_dir: str | Path) -> Path:
-    return Path(run_dir) / CHECKPOINT_FILE
+    """The checkpoint file of a run folder, a file path, or a ``hf:owner/repo`` hub id."""
+    return _resolve(run_dir)
 
 
 def file_sha256(path: Path) -> str:
@@ -82,7 +85,27 @@ def save_checkpoint(
     return run / CHECKPOINT_FILE
 
 
+HUB_PREFIX = "hf:"
+
+
+def _from_hub(source: str) -> Path:
+    """``hf:owner/repo[@revision]``: the repository's ``checkpoint.safetensors`` through the
+    Hugging Face cache (honours ``HF_HUB_OFFLINE``)."""
+    repo, _, revision = source.removeprefix(HUB_PREFIX).partition("@")
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(repo, CHECKPOINT_FILE, revision=revision or None))
+    except Exception as e:  # offline, not cached, no such repo: all the same to the user
+        raise CheckpointError(
+            f"{source}: {CHECKPOINT_FILE} is not in the Hugging Face cache and cannot be "
+            f"downloaded ({type(e).__name__}); fetch it on a connected machine or give a RUN_DIR"
+        ) from e
+
+
 def _resolve(run_dir: str | Path) -> Path:
+    if str(run_dir).startswith(HUB_PREFIX):
+        return _from_hub(str(run_dir))
     path = Path(run_dir).expanduser()
     if path.is_dir():
         path = path / CHECKPOINT_FILE

@@ -185,3 +185,11 @@ def test_deeplabv3_trunk_loads_torchvision_resnet50_safetensors(tmp_path: Path) 
             {"type": "deeplabv3", "trunk_weights": str(tmp_path / "r18.safetensors")},
             init_weights=True,
         )
+
+
+def test_hub_checkpoint_that_cannot_be_fetched_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(
+        CheckpointError, match=r"^hf:nobody/nothing: checkpoint\.safetensors is not in"
+    ):
+        create_method("unet-e2e", checkpoint="hf:nobody/nothing")
