@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -103,6 +104,8 @@ def train_cmd(
 
     with train_errors():
         if threads is not None:
+            # spin-waiting OpenMP threads run ~5x slower on a shared, oversubscribed CPU
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
             import torch
 
             torch.set_num_threads(threads)
