@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from odbench.cards import method_card
+from odbench.imageio import atomic_write_bytes
 
 METHOD = "diffusionseg"
 
@@ -57,8 +58,8 @@ def reproduce(
     """Run (or resume) the pipeline at ``scale`` into ``out`` (see the module docstring)."""
     from odbench.checkpoint import CHECKPOINT_FILE, read_config
     from odbench.data.base import DatasetError, create_dataset
-    from odbench.evaluate import run_eval
     from odbench.leaderboard import render
+    from odbench.runner import run_eval
     from odbench.synthesis.pipeline import SynthOptions, synthesize
     from odbench.train import train
 
@@ -114,18 +115,49 @@ def reproduce(
             checkpoint=run,
             device=device,
             data_root=data_root,
+            limit=plan.get("limit"),
             cache_dir=out / "cache",
             results_dir=out / "results",
             show_progress=show_progress,
         )
-        rep.evaluated[name] = outcome.results["metrics"]
+        rep.evaluated[name] = outcome.metrics
     if rep.evaluated:
-        tables = (
-            render("saliency", out / "results") + "\n" + render("localization", out / "results")
-        )
+        tables = [
+            beside_paper(rep.evaluated, scale),
+            render("saliency", out / "results"),
+            render("localization", out / "results"),
+        ]
         rep.leaderboard = out / "leaderboard.md"
-        from odbench.imageio import atomic_write_bytes
-
-        atomic_write_bytes(rep.leaderboard, tables.encode())
+        atomic_write_bytes(rep.leaderboard, "\n".join(tables).encode())
         echo(f"[4/4] leaderboard: {rep.leaderboard}")
     return rep
+
+
+def beside_paper(evaluated: dict[str, dict[str, Any]], scale: str) -> str:
+    """A markdown table: this reproduction's metrics per dataset beside the paper's DiffusionSeg
+    row (Tables 1a-1c) for the same dataset ("-" where the paper has none)."""
+    from odbench.leaderboard import reported_rows
+
+    paper: dict[str, dict[str, float]] = {}
+    for row in reported_rows():
+        if row.method == "DiffusionSeg" and not row.variant and row.table in ("1a", "1b", "1c"):
+            paper.setdefault(row.dataset, {}).update(row.metrics)
+    keys = ("acc", "iou", "max_fbeta", "corloc")
+
+    def cells(values: dict[str, Any]) -> list[str]:
+        out = []
+        for k in keys:
+            v = values.get(k)
+            out.append("-" if v is None else f"{v:.1f}" if k == "corloc" else f"{v:.3f}")
+        return out
+
+    lines = [
+        f"## DiffusionSeg reproduced (scale {scale}) beside the paper (Ma et al. 2023, Table 1)",
+        "",
+        "| dataset | Acc | IoU | maxFβ | CorLoc % | paper Acc | paper IoU | paper maxFβ | paper CorLoc % |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, metrics in evaluated.items():
+        ours = {**metrics.get("saliency", {}), **metrics.get("localization", {})}
+        lines.append("| " + " | ".join([name, *cells(ours), *cells(paper.get(name, {}))]) + " |")
+    return "\n".join(lines) + "\n"

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import odbench.features
 import pytest
 import torch
 from click.testing import CliRunner
 
+import odbench.features
 from odbench.checkpoint import CheckpointError
 from odbench.cli import main
 from odbench.data.toy import ToyDataset
@@ -151,34 +151,42 @@ def _eval(tmp_path: Path, *args: str) -> Any:
     )
 
 
-def test_eval_diffusionseg_on_sd_tiny_end_to_end(tmp_path: Path) -> None:
-    """odbench train --features sd-tiny, then odbench eval --method diffusionseg (and its
-    w/o-prior variant) with that checkpoint: inversion, features, decoder, metrics."""
-    run = tmp_path / "run"
-    r = CliRunner().invoke(
-        main,
-        ["train", "--features", "sd-tiny", "--data", "toy", "--n", "6", "--steps", "3"]
-        + ["--resolution", "32", "--out", str(run), "--cache-dir", str(tmp_path / "cache")]
-        + ["--extractor-option", "num_steps=2"],
-    )
+@pytest.mark.slow
+def test_reproduce_tiny_then_noprior_then_resume(tmp_path: Path) -> None:
+    """odbench reproduce diffusionseg --scale tiny: synthesize with a random tiny SD, train the
+    decoder on sd-tiny features, evaluate diffusionseg on toy (inversion, features, decoder,
+    metrics, mask -> box CorLoc), a table beside the paper; the w/o-prior variant and a
+    disagreeing --backbone on that checkpoint; a rerun resumes every stage."""
+    out = tmp_path / "repro"
+    args = ["reproduce", "diffusionseg", "--scale", "tiny", "--out", str(out)]
+    r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
-    r = _eval(tmp_path, "--method", "diffusionseg", "--checkpoint", str(run))
-    assert r.exit_code == 0, r.output
-    assert "saliency:" in r.output and "localization: corloc" in r.output
-    (path,) = (tmp_path / "res").glob("diffusionseg__toy__*.json")
-    ck = json.loads(path.read_text())["method"]["checkpoint"]
+    assert "toy        saliency:" in r.output and "toy        localization: corloc" in r.output
+    board = (out / "leaderboard.md").read_text()
+    assert "| toy | " in board and "| DiffusionSeg † (reported" in board
+    (path,) = (out / "results").glob("diffusionseg__toy__*.json")
+    first = json.loads(path.read_text())
+    ck = first["method"]["checkpoint"]
+    assert ck["data"]["dataset"] == "synthetic" and ck["data"]["n_samples"] == 6
     assert ck["extractor"]["name"] == "sd-tiny" and ck["extractor"]["options"] == {"num_steps": 2}
     assert "T=2" in ck["eval_extractor"] and "prior=none" not in ck["eval_extractor"]
-    r = _eval(tmp_path, "--method", "diffusionseg-noprior", "--checkpoint", str(run))
+    assert first["n_predicted"] == 3
+
+    run = str(out / "run")
+    r = _eval(tmp_path, "--method", "diffusionseg-noprior", "--checkpoint", run)
     assert r.exit_code == 0, r.output
     (path,) = (tmp_path / "res").glob("diffusionseg-noprior__toy__*.json")
     ck = json.loads(path.read_text())["method"]["checkpoint"]
     assert "prior=none" in ck["eval_extractor"] and "T=2" in ck["eval_extractor"]
-    r = _eval(
-        tmp_path, "--method", "diffusionseg", "--checkpoint", str(run), "--backbone", "sd-v1-4"
-    )
+    r = _eval(tmp_path, "--method", "diffusionseg", "--checkpoint", run, "--backbone", "sd-v1-4")
     assert r.exit_code == 2 and r.output.count("\n") == 1
     assert "--backbone sd-v1-4 disagrees with the checkpoint" in r.output
+
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "already trained (10 steps)" in r.output
+    runs = [json.loads(p.read_text()) for p in (out / "results").glob("diffusionseg__toy__*.json")]
+    assert sorted(x["n_predicted"] for x in runs) == [0, 3]
 
 
 def test_eval_dino_decoder_end_to_end(tmp_path: Path) -> None:

@@ -14,15 +14,10 @@ from odbench.cli import UserError, user_errors
 
 @contextmanager
 def train_errors() -> Iterator[None]:
-    """:func:`odbench.cli.user_errors` and ``--extractor-option`` syntax errors as one line; a
-    Ctrl-C says where the run stopped."""
-    from odbench.evaluate import EvalError
-
+    """:func:`odbench.cli.user_errors`; a Ctrl-C says where the run stopped."""
     with user_errors():
         try:
             yield
-        except EvalError as e:
-            raise UserError(str(e).replace("--set", "--extractor-option")) from e
         except KeyboardInterrupt as e:
             raise UserError("interrupted; the checkpoint was saved, --resume continues") from e
 
@@ -99,9 +94,13 @@ def train_cmd(
 ) -> None:
     """Train and checkpoint into --out: safetensors weights + JSON config (card, extractor, data
     manifest, step, seeds).  Frozen features are cached on disk; --resume continues a run."""
-    from odbench.evaluate import parse_set
+    from odbench.commands.evaluate import parse_set
     from odbench.train import train
 
+    try:
+        extractor_options = parse_set(extractor_items)
+    except UserError as e:
+        raise UserError(e.message.replace("--set", "--extractor-option")) from e
     with train_errors():
         if threads is not None:
             # spin-waiting OpenMP threads run ~5x slower on a shared, oversubscribed CPU
@@ -122,7 +121,7 @@ def train_cmd(
             resume=resume,
             device=device,
             cache_dir=cache_dir,
-            extractor_options=parse_set(extractor_items),
+            extractor_options=extractor_options,
             show_progress=True,
             val_split=val_split,
             resolution=resolution,
