@@ -142,6 +142,24 @@ class SaliencyRecords:
 
 
 @dataclasses.dataclass(frozen=True)
+class SodRecords:
+    """Per-image salient-object family (``--metrics all``, :mod:`odbench.metrics.sod`): the
+    scalars (n,), and the TP / FP pixel counts per threshold (n, T) with |G| and N (n,), from
+    which the PR, ROC and E-measure curves are recomputed exactly."""
+
+    s_measure: np.ndarray
+    e_measure_adaptive: np.ndarray
+    weighted_fbeta: np.ndarray
+    adaptive_fbeta: np.ndarray
+    dice: np.ndarray
+    ber: np.ndarray
+    tp: np.ndarray
+    fp: np.ndarray
+    n_gt: np.ndarray
+    n_pix: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
 class LocalizationRecords:
     """Per-image CorLoc hits and the predicted ``[x1, y1, x2, y2]`` boxes, (n,) and (n, 4)."""
 
@@ -158,6 +176,7 @@ class Records:
     ids: tuple[str, ...]
     saliency: SaliencyRecords | None = None
     localization: LocalizationRecords | None = None
+    sod: SodRecords | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {"ids": np.array(self.ids)}
@@ -165,6 +184,8 @@ class Records:
             out.update(dataclasses.asdict(self.saliency))
         if self.localization is not None:
             out.update(dataclasses.asdict(self.localization))
+        if self.sod is not None:
+            out.update(dataclasses.asdict(self.sod))
         return out
 
     @classmethod
@@ -173,7 +194,12 @@ class Records:
             raise ResultsError(f"{origin}: per-image records lack 'ids'")
         n = len(arrays["ids"])
         parts: dict[str, Any] = {}
-        for name, kind in (("saliency", SaliencyRecords), ("localization", LocalizationRecords)):
+        kinds = (
+            ("saliency", SaliencyRecords),
+            ("localization", LocalizationRecords),
+            ("sod", SodRecords),
+        )
+        for name, kind in kinds:
             keys = [f.name for f in dataclasses.fields(kind)]
             present = [k for k in keys if k in arrays]
             if not present:
@@ -193,7 +219,7 @@ class Records:
             return type(part)(**{k: v[order] for k, v in fields.items()})
 
         ids = tuple(self.ids[i] for i in order)
-        return Records(ids, sub(self.saliency), sub(self.localization))
+        return Records(ids, sub(self.saliency), sub(self.localization), sub(self.sod))
 
 
 # ----------------------------------------------------------------------------- one run

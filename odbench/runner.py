@@ -56,6 +56,7 @@ from odbench.results import (
     Records,
     RunResult,
     SaliencyRecords,
+    SodRecords,
     git_commit,
     jsonable,
     package_versions,
@@ -321,6 +322,7 @@ class _Scored:
     saliency: Any  # ImageRecord | None
     hit: bool | None
     box: np.ndarray | None
+    sod: Any = None  # SodRecord | None (metrics_set="all")
 
 
 def score(
@@ -331,11 +333,14 @@ def score(
     *,
     depth: int = 8,
     on_image: Callable[[Prediction], None] | None = None,
+    metrics_set: str = "basic",
 ) -> Records:
     """Phase 2: per-image records of ``predictions`` under ``protocol`` for ``tasks``
-    ("saliency", "localization"), in their order; scored on ``pool`` when given."""
+    ("saliency", "localization"), in their order; scored on ``pool`` when given.
+    ``metrics_set="all"``: the salient-object family too (one histogram pass per image)."""
     from odbench.metrics.boxes import CorLocMeter
     from odbench.metrics.saliency import score_image
+    from odbench.metrics.sod import score_image_all
 
     def one(p: Prediction) -> _Scored:
         s = p.sample
@@ -344,11 +349,14 @@ def score(
                 f"cached map of shape {p.map.shape} for image {s.id!r} of size "
                 f"{s.image.shape[:2]}; clear the cache (odbench cache clear) and re-run"
             )
-        rec = hit = box = None
+        rec = hit = box = family = None
         if "saliency" in tasks:
             if s.mask is None:
                 raise EvalError(f"sample {s.id!r} has no mask")
-            rec = score_image(p.map, s.mask, protocol, s.id)
+            if metrics_set == "all":
+                rec, family = score_image_all(p.map, s.mask, protocol, s.id)
+            else:
+                rec = score_image(p.map, s.mask, protocol, s.id)
         if "localization" in tasks:
             if s.boxes is None or p.box is None:
                 raise EvalError(f"sample {s.id!r} has no boxes")
@@ -356,7 +364,7 @@ def score(
             box = np.asarray(p.box, dtype=np.float64)
         if on_image is not None:
             on_image(p)
-        return _Scored(s.id, rec, hit, box)
+        return _Scored(s.id, rec, hit, box, family)
 
     scored = list(_ordered(pool, one, predictions, depth) if pool else map(one, predictions))
     sal = loc = None
@@ -372,7 +380,17 @@ def score(
             hit=np.array([r.hit for r in scored], dtype=bool),
             pred_box=np.stack([np.asarray(r.box, dtype=np.float64) for r in scored]),
         )
-    return Records(tuple(r.id for r in scored), sal, loc)
+    sod = None
+    if "saliency" in tasks and metrics_set == "all":
+        fam = [r.sod for r in scored]
+        sod = SodRecords(
+            **{k: np.array([getattr(f, k) for f in fam], np.float64) for k in SOD_SCALARS},
+            tp=np.stack([f.tp for f in fam]).astype(np.int64),
+            fp=np.stack([f.fp for f in fam]).astype(np.int64),
+            n_gt=np.array([f.n_gt for f in fam], np.int64),
+            n_pix=np.array([f.n_pix for f in fam], np.int64),
+        )
+    return Records(tuple(r.id for r in scored), sal, loc, sod)
 
 
 # ----------------------------------------------------------------------------- phase 3: summarize
@@ -395,12 +413,51 @@ def summarize(records: Records, protocol: Any) -> dict[str, dict[str, Any]]:
             ),
         )
         metrics["saliency"] = meter.compute()
+        if records.sod is not None:
+            metrics["saliency"] = _with_family(metrics["saliency"], records, protocol)
     if records.localization is not None:
         corloc = CorLocMeter()
         corloc.hits = int(np.count_nonzero(records.localization.hit))
         corloc.n = len(records.ids)
         metrics["localization"] = corloc.compute()  # type: ignore[assignment]
     return metrics
+
+
+#: The per-image scalars of the salient-object family kept in :class:`SodRecords`.
+SOD_SCALARS = (
+    "s_measure",
+    "e_measure_adaptive",
+    "weighted_fbeta",
+    "adaptive_fbeta",
+    "dice",
+    "ber",
+)
+
+
+def _with_family(base: dict[str, Any], records: Records, protocol: Any) -> dict[str, Any]:
+    """``base`` (the SaliencyMeter's summary) plus the family's keys and ``curves``."""
+    from odbench.metrics.sod import SodMeter, SodRecord
+
+    f = records.sod
+    assert f is not None
+    meter = SodMeter.from_records(
+        protocol,
+        (
+            SodRecord(
+                i,
+                **{k: float(getattr(f, k)[n]) for k in SOD_SCALARS},
+                tp=f.tp[n],
+                fp=f.fp[n],
+                n_gt=int(f.n_gt[n]),
+                n_pix=int(f.n_pix[n]),
+                protocol=protocol,
+            )
+            for n, i in enumerate(records.ids)
+        ),
+    )
+    family: dict[str, Any] = meter.compute(base["fbeta_curve"])
+    curves = family.pop("curves")
+    return {**base, **family, "curves": {**curves, "fbeta": base["fbeta_curve"]}}
 
 
 # ----------------------------------------------------------------------------- run
@@ -447,12 +504,14 @@ def run(
     overrides: dict[str, Any] | None = None,
     show_progress: bool = False,
     shard: Shard | None = None,
+    metrics_set: str = "basic",
 ) -> RunResult:
     """Run ``method`` over (the first ``limit`` samples, less ``skip_ids``, of) ``dataset``,
     score every image under ``protocol`` and write the results JSON + records to
     ``results_dir`` (``None``: write none).  Output folders are checked before any work.
     With ``shard``, only that shard of those samples (:class:`odbench.distributed.Shard`); the
-    result says which part of which id list it holds, for :mod:`odbench.merge`."""
+    result says which part of which id list it holds, for :mod:`odbench.merge`.
+    ``metrics_set="all"`` adds the salient-object family and its curves."""
     from odbench.imageio import atomic_write_bytes, write_png
 
     if batch_size < 1:
@@ -521,7 +580,15 @@ def run(
             boxes="localization" in tasks,
             workers=workers,
         )
-        records = score(stream, protocol, tasks, pool, depth=2 * workers, on_image=on_image)
+        records = score(
+            stream,
+            protocol,
+            tasks,
+            pool,
+            depth=2 * workers,
+            on_image=on_image,
+            metrics_set=metrics_set,
+        )
     wall = time.perf_counter() - start
     metrics = summarize(records, protocol)
     if records.localization is not None and save_preds is not None:

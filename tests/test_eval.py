@@ -334,3 +334,30 @@ def test_eval_on_real_ecssd(tmp_path: Path) -> None:
         p = quantize(center_gaussian(*s.image.shape[:2], 0.25)) / 65535 > 0.5
         acc.append(np.mean(p == (s.mask >= 128)))
     assert r.metrics["saliency"]["acc"] == pytest.approx(np.mean(acc), abs=1e-12)
+
+
+def test_eval_metrics_all_adds_the_family_curves_and_records(tmp_path: Path) -> None:
+    from odbench.metrics.sod import SOD_KEYS, FamilyMeter
+
+    result = _run(_eval_args(tmp_path, "--metrics", "all"))
+    assert result.exit_code == 0, result.output
+    assert "S " in result.output and "maxE" in result.output
+    (path,) = (tmp_path / "results").glob("*.json")
+    r = read_results(path)
+    sal = r.metrics["saliency"]
+    meter = FamilyMeter("odbench")
+    for s in create_dataset("toy"):
+        meter.update(quantize(center_gaussian(*s.image.shape[:2], 0.25)), s.mask, s.id)
+    ref = meter.compute()
+    for key in SOD_KEYS:  # summarised again from the stored records: equal to streaming
+        assert sal[key] == pytest.approx(ref[key], abs=1e-12), key
+    for name in ("precision", "recall", "fpr", "e_measure", "fbeta"):
+        np.testing.assert_allclose(sal["curves"][name], ref["curves"][name], atol=1e-12)
+    fam = r.records.sod
+    assert fam is not None and fam.tp.shape == (16, 255)
+    assert fam.s_measure.mean() == pytest.approx(sal["s_measure"], abs=1e-12)
+    # the basic run keeps its keys only (the family is opt-in) and reuses the cached maps
+    assert _run(_eval_args(tmp_path)).exit_code == 0
+    plain = [p for p in (tmp_path / "results").glob("*.json") if p != path]
+    assert len(plain) == 1 and "s_measure" not in read_results(plain[0]).metrics["saliency"]
+    assert read_results(plain[0]).records.sod is None

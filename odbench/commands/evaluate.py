@@ -67,6 +67,25 @@ def threshold_note(m: dict[str, Any]) -> str:
     return f"  (best threshold {m['best_threshold']:.3f})"
 
 
+#: --metrics all: short names for the one-line summary.
+SOD_SHORT = {
+    "s_measure": "S",
+    "e_measure_adaptive": "adpE",
+    "e_measure_mean": "meanE",
+    "e_measure_max": "maxE",
+    "weighted_fbeta": "wF",
+    "adaptive_fbeta": "adpF",
+    "mean_fbeta": "meanF",
+    "dice": "dice",
+    "ber": "ber",
+    "auc_roc": "auc",
+}
+
+
+def _number(value: Any) -> str:
+    return "NaN" if value is None or value != value else f"{value:.4f}"
+
+
 def format_metrics(metrics: dict[str, Any]) -> list[str]:
     """One line per task: ``saliency: acc 0.912  iou 0.655  max_fbeta 0.771  mae 0.083``."""
     lines = []
@@ -77,6 +96,11 @@ def format_metrics(metrics: dict[str, Any]) -> list[str]:
             + "  ".join(f"{k} {m[k]:.4f}" for k in ("acc", "iou", "max_fbeta", "mae"))
         )
         lines[-1] += threshold_note(m)
+        family = [k for k in SOD_SHORT if k in m]
+        if family:
+            lines.append(
+                "              " + "  ".join(f"{SOD_SHORT[k]} {_number(m[k])}" for k in family)
+            )
     if "localization" in metrics:
         m = metrics["localization"]
         lines.append(f"localization: corloc {m['corloc']:.2f}% ({m['hits']}/{m['n_images']})")
@@ -95,6 +119,14 @@ def format_metrics(metrics: dict[str, Any]) -> list[str]:
     help="auto (CUDA when torch sees a GPU, else CPU), cpu, cuda or cuda:N.",
 )
 @click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option(
+    "--metrics",
+    "metrics_set",
+    type=click.Choice(["basic", "all"]),
+    default="basic",
+    show_default=True,
+    help="all: also S, E, weighted/adaptive/mean Fβ, Dice, BER, AUC and the curves.",
+)
 @click.option(
     "--workers",
     type=int,
@@ -161,6 +193,7 @@ def eval_cmd(
     device: str,
     batch_size: int,
     workers: int,
+    metrics_set: str,
     save_preds: Path | None,
     data_root: Path | None,
     backbone: str | None,
@@ -199,6 +232,7 @@ def eval_cmd(
             results_dir=results_dir,
             show_progress=True,
             shard=shard,
+            metrics_set=metrics_set,
         )
     if result.info.get("rank"):  # a launch's other ranks: rank 0 reports
         return

@@ -313,7 +313,10 @@ def roc_auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
 
 @dataclass
 class SodRecord:
-    """Per-image scores of the family; the curves are over the protocol's thresholds."""
+    """Per-image scores of the family.  ``tp`` / ``fp`` are the foreground / background pixels
+    predicted foreground at each of the protocol's thresholds (with ``n_gt`` = |G| and
+    ``n_pix`` = N they determine every curve: :func:`family_curves`); the curves are kept
+    computed beside them."""
 
     id: str
     s_measure: float
@@ -322,10 +325,32 @@ class SodRecord:
     adaptive_fbeta: float
     dice: float
     ber: float
-    e_curve: np.ndarray = field(repr=False)
-    precision: np.ndarray = field(repr=False)
-    recall: np.ndarray = field(repr=False)
-    fpr: np.ndarray = field(repr=False)
+    tp: np.ndarray = field(repr=False)
+    fp: np.ndarray = field(repr=False)
+    n_gt: int = 0
+    n_pix: int = 0
+    e_curve: np.ndarray = field(init=False, repr=False)
+    precision: np.ndarray = field(init=False, repr=False)
+    recall: np.ndarray = field(init=False, repr=False)
+    fpr: np.ndarray = field(init=False, repr=False)
+    protocol: Protocol | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        proto = get_protocol(self.protocol or "odbench")
+        curves = family_curves(self.tp, self.fp, self.n_gt, self.n_pix, proto)
+        self.e_curve, self.precision, self.recall, self.fpr = curves
+
+
+def family_curves(
+    tp: np.ndarray, fp: np.ndarray, n_gt: int, n_pix: int, protocol: Protocol
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """E-measure, precision, recall (= TPR) and FPR per threshold from the TP / FP counts (the
+    one histogram pass); FPR = 0 when the GT has no background."""
+    e_curve = e_measure_from_counts(tp, fp, n_gt, n_pix)
+    precision, recall = precision_recall(tp, fp, n_gt, protocol)
+    n_bg = n_pix - n_gt
+    fpr = fp / n_bg if n_bg else np.zeros(np.shape(fp), np.float64)
+    return e_curve, precision, recall, np.asarray(fpr, dtype=np.float64)
 
 
 def sod_from_counts(counts: PairCounts, protocol: Protocol, image_id: str) -> SodRecord:
@@ -334,11 +359,6 @@ def sod_from_counts(counts: PairCounts, protocol: Protocol, image_id: str) -> So
     n_gt, n_pix = counts.n_gt, counts.n_pix
     gt = counts.gt_fg
     x = unit_map(counts.pred, protocol)
-    e_curve = e_measure_from_counts(counts.tp, counts.fp, n_gt, n_pix)
-    precision, recall = precision_recall(counts.tp, counts.fp, n_gt, protocol)
-    n_bg = n_pix - n_gt
-    fpr = counts.fp / n_bg if n_bg else np.zeros(counts.fp.shape, np.float64)
-
     fg = x >= adaptive_threshold(x)
     tp_a = int(np.count_nonzero(fg & gt))
     fp_a = int(np.count_nonzero(fg)) - tp_a
@@ -361,10 +381,11 @@ def sod_from_counts(counts: PairCounts, protocol: Protocol, image_id: str) -> So
         adaptive_fbeta=f_adp,
         dice=dice,
         ber=ber,
-        e_curve=e_curve,
-        precision=precision,
-        recall=recall,
-        fpr=fpr,
+        tp=counts.tp,
+        fp=counts.fp,
+        n_gt=n_gt,
+        n_pix=n_pix,
+        protocol=protocol,
     )
 
 
