@@ -265,6 +265,20 @@ def test_bad_input_is_one_line(runs: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "r").exists() and not (tmp_path / "r2").exists()
 
 
+def test_foreign_records_are_refused(runs: Path, tmp_path: Path) -> None:
+    """Records that do not average to the run's own metrics are refused, naming the file."""
+    copy = tmp_path / "results"
+    shutil.copytree(runs / "results", copy)
+    path = next(p for p in copy.glob("wctr__*.json"))
+    run = json.loads(path.read_text())
+    run["metrics"]["saliency"]["iou"] += 0.01
+    path.write_text(json.dumps(run))
+    args = ["report", "--dataset", "toy", "--methods", ",".join(METHODS), "--out"]
+    result = _run([*args, str(tmp_path / "r"), "--results-dir", str(copy)])
+    assert result.exit_code == 2 and str(path) in result.output, result.output
+    assert "does not belong to this run" in result.output and not (tmp_path / "r").exists()
+
+
 def test_missing_cache_entry_names_the_file(runs: Path, tmp_path: Path) -> None:
     copy = tmp_path / "runs"
     shutil.copytree(runs, copy)
@@ -330,6 +344,10 @@ def test_page_in_headless_chromium(runs: Path, tmp_path: Path) -> None:
             " return [r.top, r.bottom]; })()"
         )
         assert box[1] > 0 and box[0] < 900, box  # the grid row is on screen
+        page.fill("#filter", "")
+        page.click("#pi th[data-key=iou1]")  # a third click: worst first again, for the picture
+        assert page.inner_text(first) == worst
+        assert page.get_attribute("#pi th[data-key=iou1]", "aria-sort") == "ascending"
         # load every image (grids are lazy and folded): none may be broken
         page.eval_on_selector_all("details", "els => els.forEach(e => e.open = true)")
         page.eval_on_selector_all("img", "els => els.forEach(e => e.loading = 'eager')")
@@ -340,6 +358,7 @@ def test_page_in_headless_chromium(runs: Path, tmp_path: Path) -> None:
         n_images = page.eval_on_selector_all("img", "els => els.length")
         assert n_images > 20 and broken == []
         assert page.locator("#scatter circle").count() == len(data["ids"])
+        page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         browser.close()
     assert errors == []

@@ -12,6 +12,7 @@ mean of the column is the run's maxFβ in both cases.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,23 @@ def _as_report_run(run: RunResult, name: str) -> ReportRun:
     return ReportRun(run_label(name, run.overrides), results, run.records.arrays())
 
 
+def _check_reproduces(run: ReportRun, columns: dict[str, np.ndarray]) -> None:
+    """The table's columns must average to the run's own metrics (catches records that do not
+    belong to the results file); NaN matches NaN (the empty/empty IoU rule)."""
+    for metric, values in columns.items():
+        stored = run.saliency.get(metric)
+        mean = float(np.mean(values))
+        stored = math.nan if stored is None else float(stored)
+        same = (math.isnan(mean) and math.isnan(stored)) or math.isclose(
+            mean, stored, rel_tol=1e-9, abs_tol=1e-9
+        )
+        if not same:
+            raise ResultsError(
+                f"{run.results['_path']}: {metric} = {stored} but its records give {mean}; the "
+                f"records file does not belong to this run (re-run odbench eval)"
+            )
+
+
 def load_report_data(
     results_dir: Path, dataset: str, methods: list[str], protocol: str = "odbench"
 ) -> ReportData:
@@ -119,4 +137,5 @@ def load_report_data(
         iou.append(np.asarray(each.records["iou"], dtype=np.float64)[index])
         curves = np.asarray(each.records["fbeta"], dtype=np.float64)[index]
         fbeta.append(per_image_fbeta(curves, per_image_max))
+        _check_reproduces(each, {"iou": iou[-1], "max_fbeta": fbeta[-1]})
     return ReportData(dataset, protocol, ids, runs, np.stack(iou), np.stack(fbeta))
