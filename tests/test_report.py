@@ -329,6 +329,13 @@ def test_page_in_headless_chromium(runs: Path, tmp_path: Path) -> None:
         assert page.inner_text(first) == worst != data["ids"][0]
         page.click("#pi th[data-key=iou1]")  # again: best first
         assert page.inner_text(first) == data["ids"][int(np.argmax(data["iou"][1]))]
+        # the difference column follows the A / B choice: B = center-prior, A = wctr
+        page.select_option("#pa", "1")
+        page.select_option("#pb", "0")
+        page.click("#pi th[data-key=diff]")
+        diff = np.array(data["iou"][0]) - np.array(data["iou"][1])
+        assert page.inner_text(first) == data["ids"][int(np.argmin(diff))]
+        assert "IoU center-prior − wctr" in page.inner_text("#pi th[data-key=diff]")
         page.fill("#filter", data["ids"][5])
         assert page.locator("#pi tbody tr").count() == 1
         # a row's thumbnail leads to its first grid row, unfolding that grid
@@ -345,7 +352,7 @@ def test_page_in_headless_chromium(runs: Path, tmp_path: Path) -> None:
         )
         assert box[1] > 0 and box[0] < 900, box  # the grid row is on screen
         page.fill("#filter", "")
-        page.click("#pi th[data-key=iou1]")  # a third click: worst first again, for the picture
+        page.click("#pi th[data-key=iou1]")  # worst first again, for the picture
         assert page.inner_text(first) == worst
         assert page.get_attribute("#pi th[data-key=iou1]", "aria-sort") == "ascending"
         # load every image (grids are lazy and folded): none may be broken
