@@ -11,6 +11,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -197,10 +198,15 @@ def build_grid(
         "RGB", (cols * (cell + gap) + gap, header + len(rows) * (cell + gap) + gap), "white"
     )
     draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=14)
+    try:
+        font: Any = ImageFont.load_default(size=14)
+    except TypeError:  # Pillow < 10.1: the fixed-size bitmap font
+        font = ImageFont.load_default()
     for c, label in enumerate(["image", "GT", *data.labels]):
         x = gap + c * (cell + gap) + cell // 2
-        draw.text((x, header // 2), label, fill="black", font=font, anchor="mm")
+        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        xy = (x - (right - left) // 2 - left, header // 2 - (bottom - top) // 2 - top)
+        draw.text(xy, label, fill="black", font=font)
 
     def paste(arr: np.ndarray, r: int, c: int) -> None:
         img = Image.fromarray(arr)
