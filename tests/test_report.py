@@ -180,7 +180,8 @@ def test_grid_png(runs: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     img = np.asarray(Image.open(out).convert("L"), dtype=np.float64)
     cell, gap, header = 192, 4, 28
-    assert img.shape == (header + 3 * (cell + gap) + gap, 4 * (cell + gap) + gap)
+    row_h = 144  # toy images are 96 x 128: scaled up to 144 x 192
+    assert img.shape == (header + 3 * (row_h + gap) + gap, 4 * (cell + gap) + gap)
     # row 0 = the image with the largest IoU spread; its GT panel is its binarised GT
     data_ids, spread = _spread(runs)
     sid = data_ids[int(np.argmax(spread))]
@@ -188,9 +189,8 @@ def test_grid_png(runs: Path, tmp_path: Path) -> None:
 
     sample = create_dataset("toy").load(sid)
     gt = Image.fromarray(binarize_gt(sample.mask, "ge128").astype(np.uint8) * 255)
-    gt.thumbnail((cell, cell), Image.Resampling.LANCZOS)
-    y0, x0 = header + gap + (cell - gt.height) // 2, gap + (cell + gap) + (cell - gt.width) // 2
-    panel = img[y0 : y0 + gt.height, x0 : x0 + gt.width]
+    gt = gt.resize((cell, row_h), Image.Resampling.LANCZOS)
+    panel = img[header + gap : header + gap + row_h, gap + cell + gap : gap + 2 * cell + gap]
     assert np.abs(panel - np.asarray(gt, dtype=np.float64)).mean() < 1.0
 
 

@@ -149,6 +149,16 @@ def build_report(
     )
 
 
+def fit_panel(arr: np.ndarray, cell: int) -> Any:
+    """A panel scaled (up or down, Lanczos) to fit a ``cell``-pixel square, aspect kept."""
+    from PIL import Image
+
+    img = Image.fromarray(arr)
+    scale = cell / max(img.width, img.height)
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    return img.resize(size, Image.Resampling.LANCZOS)
+
+
 def build_grid(
     results_dir: Path,
     dataset: str,
@@ -165,7 +175,8 @@ def build_grid(
 ) -> Path:
     """One PNG for a paper figure: a row per image (the ``--ids``, else ``n`` images chosen by
     ``select`` over all methods), columns image, GT, then each method's soft map (``panel="map"``)
-    or binarised mask (``"mask"``); every panel fitted into a ``cell``-pixel square."""
+    or binarised mask (``"mask"``); every panel scaled to fit a ``cell``-pixel square (rows as
+    tall as their images)."""
     from PIL import Image, ImageDraw, ImageFont
 
     from odbench.metrics.protocols import get_protocol
@@ -192,10 +203,24 @@ def build_grid(
         except ValueError as e:
             raise ResultsError(f"--select {select}: {e}") from e
     dataset_obj = open_dataset(data, data_root)
+    panels: list[list[Any]] = []  # per row: image, GT, then each method's map or mask (full size)
+    for i in rows:
+        sample = dataset_obj.load(data.ids[i])
+        if sample.mask is None:
+            raise ResultsError(f"dataset {data.dataset!r}: {data.ids[i]!r} has no mask")
+        row = [sample.image, mask_panel(binarize_gt(sample.mask, proto.gt_rule))]
+        for run in data.runs:
+            pred = load_prediction(run, data.ids[i])
+            row.append(
+                to_8bit(pred) if panel == "map" else mask_panel(binarize_prediction(pred, proto))
+            )
+        panels.append([fit_panel(arr, cell) for arr in row])
     header, gap = 28, 4
-    cols = 2 + len(data.runs)
+    heights = [max(p.height for p in fitted) for fitted in panels]
     canvas = Image.new(
-        "RGB", (cols * (cell + gap) + gap, header + len(rows) * (cell + gap) + gap), "white"
+        "RGB",
+        (len(panels[0]) * (cell + gap) + gap, header + sum(heights) + gap * (len(rows) + 1)),
+        "white",
     )
     draw = ImageDraw.Draw(canvas)
     try:
@@ -207,26 +232,12 @@ def build_grid(
         left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
         xy = (x - (right - left) // 2 - left, header // 2 - (bottom - top) // 2 - top)
         draw.text(xy, label, fill="black", font=font)
-
-    def paste(arr: np.ndarray, r: int, c: int) -> None:
-        img = Image.fromarray(arr)
-        img.thumbnail((cell, cell), Image.Resampling.LANCZOS)
-        x = gap + c * (cell + gap) + (cell - img.width) // 2
-        y = header + gap + r * (cell + gap) + (cell - img.height) // 2
-        canvas.paste(img.convert("RGB"), (x, y))
-
-    for r, i in enumerate(rows):
-        sample = dataset_obj.load(data.ids[i])
-        if sample.mask is None:
-            raise ResultsError(f"dataset {data.dataset!r}: {data.ids[i]!r} has no mask")
-        paste(sample.image, r, 0)
-        paste(mask_panel(binarize_gt(sample.mask, proto.gt_rule)), r, 1)
-        for m, run in enumerate(data.runs):
-            pred = load_prediction(run, data.ids[i])
-            shown = (
-                to_8bit(pred) if panel == "map" else mask_panel(binarize_prediction(pred, proto))
-            )
-            paste(shown, r, 2 + m)
+    y = header + gap
+    for fitted, height in zip(panels, heights):
+        for c, img in enumerate(fitted):
+            x = gap + c * (cell + gap) + (cell - img.width) // 2
+            canvas.paste(img.convert("RGB"), (x, y + (height - img.height) // 2))
+        y += height + gap
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
     atomic_write_bytes(out, buf.getvalue())
