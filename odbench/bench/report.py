@@ -55,10 +55,10 @@ def _pictures(rng: np.random.Generator, size: tuple[int, int], k: int) -> list[t
 def plant(root: Path, n_images: int, n_methods: int, size: tuple[int, int], n: int) -> list[str]:
     """Write the planted dataset, results and the cache entries the report will open; return
     the method names."""
+    from odbench.cache import PredictionCache
     from odbench.data.base import create_dataset
     from odbench.metrics.protocols import ODBENCH
     from odbench.report.select import select_all
-    from odbench.report.thumbs import prediction_cache
 
     rng = np.random.default_rng(0)
     pool = _pictures(rng, size, 64)
@@ -111,7 +111,7 @@ def plant(root: Path, n_images: int, n_methods: int, size: tuple[int, int], n: i
     wanted = sorted({i for s in select_all(np.stack(ious), n) for i in s.indices})
     yy, xx = np.mgrid[0 : size[0], 0 : size[1]]
     for m, name in enumerate(methods):
-        cache = prediction_cache(root / "cache" / name)
+        cache = PredictionCache(root / "cache" / name)
         for i in wanted:
             soft = np.exp(
                 -(((yy - size[0] / 2) / (40 + 10 * m)) ** 2 + ((xx - size[1] / 2) / 60) ** 2)
@@ -124,28 +124,23 @@ def plant(root: Path, n_images: int, n_methods: int, size: tuple[int, int], n: i
 def _write_results(
     results: dict[str, Any], records: dict[str, np.ndarray], folder: Path, stem: str
 ) -> None:
-    """Write a planted run through the results store's own writer (the runner's typed
-    ``RunResult`` when present, else the plain-dict writer it replaced)."""
-    from odbench import results as store
+    """Write a planted run through the results store's own writer."""
+    from odbench.results import Records, RunResult, write_results
 
-    if hasattr(store, "RunResult"):
-        known = ("method", "dataset", "protocol", "tasks", "metrics", "date")
-        run = store.RunResult(
-            **{k: results[k] for k in known},
-            info={k: v for k, v in results.items() if k not in known},
-            _records=store.Records.from_arrays(records),  # type: ignore[attr-defined,unused-ignore]
-        )
-        store.write_results(run, folder, stem)  # type: ignore[call-arg,arg-type,unused-ignore]
-    else:
-        head = {"schema_version": store.SCHEMA_VERSION, "kind": store.RESULTS_KIND}
-        store.write_results({**head, **results}, records, folder, stem)  # type: ignore[arg-type,call-arg,unused-ignore]
+    known = ("method", "dataset", "protocol", "tasks", "metrics", "date")
+    run = RunResult(
+        **{k: results[k] for k in known},
+        info={k: v for k, v in results.items() if k not in known},
+        _records=Records.from_arrays(records),
+    )
+    write_results(run, folder, stem)
 
 
 def _decode_reference(root: Path, methods: list[str]) -> float:
     """Seconds to decode (plainly, in full, one thread) every file the report reads: the grid
     images, masks and cache entries, and every image for the table's thumbnails."""
+    from odbench.cache import PredictionCache
     from odbench.imageio import read_gray, read_rgb
-    from odbench.report.thumbs import prediction_cache
 
     entries = sorted((root / "cache" / methods[0]).glob("*.npz"))
     t0 = time.perf_counter()
@@ -153,7 +148,7 @@ def _decode_reference(root: Path, methods: list[str]) -> float:
         read_rgb(root / "data" / "images" / f"{e.stem}.jpg")
         read_gray(root / "data" / "masks" / f"{e.stem}.png")
         for name in methods:
-            prediction_cache(root / "cache" / name).get(e.stem)
+            PredictionCache(root / "cache" / name).get(e.stem)
     for path in sorted((root / "data" / "images").glob("*.jpg")):
         read_rgb(path)
     return time.perf_counter() - t0

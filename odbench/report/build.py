@@ -72,10 +72,11 @@ def _check_out_dir(out: Path) -> None:
 
 def _check_cached(data: ReportData, rows: list[int]) -> None:
     """Every map the report shows is in its run's cache (checked before anything is written)."""
-    from odbench.report.thumbs import load_prediction, prediction_cache
+    from odbench.cache import PredictionCache
+    from odbench.report.thumbs import load_prediction
 
     for run in data.runs:
-        cache = prediction_cache(run.cache_folder)
+        cache = PredictionCache(run.cache_folder)
         for i in rows:
             if not cache.has(data.ids[i]):
                 load_prediction(run, data.ids[i])  # raises the one-line error naming the file

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from odbench.cache import CacheError, PredictionCache
 from odbench.data.base import Dataset, Sample
 from odbench.imageio import atomic_write_bytes
 from odbench.metrics.protocols import Protocol
@@ -47,16 +48,9 @@ def check_dataset(dataset: Dataset, run: ReportRun) -> None:
         )
 
 
-def prediction_cache(folder: Path) -> Any:
-    """The runner's :class:`~odbench.cache.PredictionCache` of ``folder``."""
-    from odbench.cache import PredictionCache
-
-    return PredictionCache(folder)
-
-
 def load_prediction(run: ReportRun, sample_id: str) -> np.ndarray:
     """The run's cached map of one image (uint16), as the runner scored it."""
-    cache = prediction_cache(run.cache_folder)
+    cache = PredictionCache(run.cache_folder)
     if not cache.has(sample_id):
         raise ResultsError(
             f"{cache.path(sample_id)}: the map of {sample_id!r} is not in the prediction cache "
@@ -65,9 +59,9 @@ def load_prediction(run: ReportRun, sample_id: str) -> np.ndarray:
         )
     try:
         pred, _ = cache.get(sample_id)
-    except ValueError as e:  # the cache's one-line error (CacheError) naming the file
+    except CacheError as e:
         raise ResultsError(str(e)) from e
-    return pred  # type: ignore[no-any-return]
+    return pred
 
 
 def to_8bit(arr: np.ndarray) -> np.ndarray:
@@ -196,7 +190,7 @@ class Thumbnailer:
         """Relative paths of the soft map and binarised mask thumbnails of a run's prediction."""
         from odbench.metrics.saliency import binarize_prediction
 
-        path = prediction_cache(run.cache_folder).path(sample_id)
+        path = PredictionCache(run.cache_folder).path(sample_id)
         source = {"cache": _stat(path) if path.is_file() else str(path), "id": sample_id}
         names = (self._name("soft", source), self._name("mask", source))
         if all((self.folder / n).is_file() for n in names):
