@@ -132,6 +132,41 @@ def test_two_shards_merge_into_one_run(reference: Path, backbone: Any, tmp_path:
     assert files(tmp_path / "m") == files(reference)
 
 
+class _Rank:
+    """A rank of a 2-process launch, run one after the other in this process: barriers are
+    no-ops, and ``gather`` hands rank 0 what rank 1 gathered before it."""
+
+    size = 2
+    shared: dict[int, Any] = {}
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+        self.is_main = rank == 0
+
+    def barrier(self) -> None:
+        pass
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        self.shared[self.rank] = obj
+        return [self.shared[r] for r in range(self.size)] if self.is_main else None
+
+
+def test_launched_ranks_share_one_folder(reference: Path, backbone: Any, tmp_path: Path) -> None:
+    """Under a launcher each rank makes its part into the same folder; rank 0 writes the
+    manifests at the end: the folder of one process."""
+    out = tmp_path / "launched"
+    ranks = [
+        Synthesizer(_opts(filter="none"), out, backbone=backbone, progress=False, world=_Rank(r))
+        for r in (0, 1)  # rank 0 opens the folder first (the others wait at a barrier)
+    ]
+    assert [r.todo() for r in ranks] == [[0, 2, 4], [1, 3, 5]]
+    ranks[1].run()
+    assert not (out / "manifest.jsonl").read_text()  # rank 1 never writes the manifests
+    summary = ranks[0].run()
+    assert summary["timings_s"]["samples"] == 6 and summary["processes"] == 2
+    assert files(out) == files(reference)
+
+
 def test_resume_refuses_other_options(reference: Path, backbone: Any, tmp_path: Path) -> None:
     import shutil
 

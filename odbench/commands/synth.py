@@ -133,8 +133,10 @@ def synth(
         return
     if n is None or out is None:
         raise UserError("odbench synth needs --n N and --out DIR (see --help)")
+    from odbench.distributed import detect_world
     from odbench.synthesis.pipeline import SynthOptions, synthesize
 
+    world = detect_world(device)  # accelerate launch / torchrun: one GPU and part each
     with user_errors():
         try:
             opts = SynthOptions(
@@ -145,7 +147,7 @@ def synth(
                 prompts=prompts,
                 filter=filter_,
                 batch_size=batch_size,
-                device=device,
+                device=world.device(device),
                 dtype=dtype,
                 workers=workers,
                 shard=_shard(shard),
@@ -153,9 +155,13 @@ def synth(
                 guidance=guidance,
                 resolution=resolution,
             )
-            summary = synthesize(opts, out)
+            summary = synthesize(opts, out, world=world)
         except _errors() as e:
             raise UserError(str(e)) from e
+        finally:
+            world.close()
+    if not world.is_main:
+        return
     if as_json:
         click.echo(json.dumps(summary, indent=1))
         return

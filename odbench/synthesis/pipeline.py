@@ -176,6 +176,7 @@ class Synthesizer:
     prior: Any = None
     progress: bool = True
     fail_after: int | None = None  # test hook: raise SynthInterrupted after this many samples
+    world: Any = None  # odbench.distributed.World of a launch (None: one process)
     timings: Timings = field(default_factory=Timings)
 
     def __post_init__(self) -> None:
@@ -209,7 +210,15 @@ class Synthesizer:
                 except ValueError as err:
                     raise PromptError(f"{self.opts.prompts}: {err}; shorten the prompt") from err
         self._header = self.header()
-        self.store = SynthStore(self.out, self._header, self.opts.shard)
+        if self.world is None or self.world.size == 1:
+            self.store = SynthStore(self.out, self._header, self.opts.shard)
+            return
+        # a launch: rank 0 opens (creates, cleans) the folder before the others join it
+        if not self.world.is_main:
+            self.world.barrier()
+        self.store = SynthStore(self.out, self._header, self.opts.shard, self.world.is_main)
+        if self.world.is_main:
+            self.world.barrier()
 
     def _load_backbone(self) -> Any:
         from odbench.backbones.diffusion import WeightsNotFoundError, load_backbone
@@ -324,9 +333,13 @@ class Synthesizer:
 
     # -- the run
     def todo(self) -> list[int]:
+        """This process's indices not yet done: its shard's (``--shard I/N``), and under a
+        launcher of W processes rank r's part of it (``Shard.split``: shard I + N r of N W)."""
         from odbench.distributed import Shard
 
         shard = Shard(*(self.opts.shard or (0, 1)))
+        if self.world is not None and self.world.size > 1:
+            shard = shard.split(self.world.size, self.world.rank)
         return [i for i in shard.take(range(self.opts.n)) if not self.store.done(i)]
 
     def run(self) -> dict[str, Any]:
@@ -401,7 +414,9 @@ class Synthesizer:
                     while len(pending) > limit or (pending and pending[0].done()):
                         collect(pending.popleft().result())
                 del gen
-                if time.perf_counter() - last_flush > FLUSH_EVERY_S:  # manifests stay loadable
+                if time.perf_counter() - last_flush > FLUSH_EVERY_S:  # manifests kept current
+                    if self.world is not None and self.world.size > 1:
+                        self.store.reload()  # the other ranks' samples too
                     self.store.flush()
                     last_flush = time.perf_counter()
             while pending:
@@ -412,6 +427,12 @@ class Synthesizer:
             bar.close()
             self.timings.wall = time.perf_counter() - t_start
             self.timings.samples = written
+        if self.world is not None and self.world.size > 1:
+            parts = self.world.gather(self.timings.as_dict())  # also: every rank is done
+            if parts is not None:
+                self.store.reload()
+                self.timings = Timings(**{k: sum(p[k] for p in parts) for k in Timings().as_dict()})
+                self.timings.wall = max(p["wall"] for p in parts)
         self.store.finish(o.n)
         return self.summary()
 
@@ -426,6 +447,7 @@ class Synthesizer:
             "samples_per_s": round(t.samples / t.wall, 4) if t.wall > 0 else None,
             "timings_s": t.as_dict(),
             "device": self.opts.device,
+            "processes": 1 if self.world is None else self.world.size,
         }
 
 

@@ -71,13 +71,20 @@ class SynthStore:
     """One output folder (see module docstring); thread-safe :meth:`add`."""
 
     def __init__(
-        self, folder: str | Path, header: dict[str, Any], shard: tuple[int, int] | None = None
+        self,
+        folder: str | Path,
+        header: dict[str, Any],
+        shard: tuple[int, int] | None = None,
+        owner: bool = True,
     ) -> None:
         """``header``: ``{"config": ..., "model": ..., "odbench": ...}`` — what must match when
-        a run resumes (``n`` may grow: a finished run can be extended)."""
+        a run resumes (``n`` may grow: a finished run can be extended).  ``owner = False``: one
+        of several processes of a launch writing disjoint samples into the folder; only the
+        owner (rank 0, which opens it first) cleans it up and writes the manifests."""
         self.folder = Path(folder)
         self.header = header
         self.shard = shard
+        self.owner = owner
         self.records: dict[int, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._open()
@@ -101,15 +108,25 @@ class SynthStore:
                 raise SynthStoreError(
                     f"{folder}: holds shard {theirs} but this run is shard {ours}; give a new --out"
                 )
+        if not self.owner:
+            self.reload()
+            return
         for sub in ("images", "masks", "records"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         for sub in (".", "images", "masks", "records"):
             for tmp in (folder / sub).glob(".*.tmp"):  # left by a killed write
                 tmp.unlink()
-        for path in sorted((folder / "records").glob("*.json")):
-            rec = _read_json(path)
-            self.records[int(rec["index"])] = rec
+        self.reload()
         self.flush()
+
+    def reload(self) -> None:
+        """Read every record on disk (also those other processes wrote)."""
+        records = {}
+        for path in sorted((self.folder / "records").glob("*.json")):
+            rec = _read_json(path)
+            records[int(rec["index"])] = rec
+        with self._lock:
+            self.records = records
 
     def done(self, index: int) -> bool:
         return index in self.records
@@ -135,7 +152,9 @@ class SynthStore:
         return {"generated": total, "kept": kept, "rejected": {k: reasons[k] for k in REASONS}}
 
     def flush(self, n: int | None = None) -> None:
-        """Rewrite ``manifest.jsonl`` and ``manifest.json`` from the records."""
+        """Rewrite ``manifest.jsonl`` and ``manifest.json`` from the records (owner only)."""
+        if not self.owner:
+            return
         with self._lock:
             records = [self.records[i] for i in sorted(self.records)]
         gen: dict[str, Any] = {"tool": "odbench synth", **self.header, "counts": self.counts()}
@@ -158,6 +177,8 @@ class SynthStore:
 
     def finish(self, n: int) -> None:
         """Final manifests, and PNGs that no record claims (a killed run's leftovers) removed."""
+        if not self.owner:
+            return
         self.flush(n)
         claimed = {r[k] for r in self.records.values() if r["kept"] for k in ("image", "mask")}
         for sub in ("images", "masks"):
