@@ -12,6 +12,7 @@ wheel carries them under ``odbench/_cards/`` (see ``pyproject.toml``).
 from __future__ import annotations
 
 import hashlib
+import operator
 import tomllib
 from dataclasses import dataclass, field
 from functools import cache
@@ -63,6 +64,15 @@ def _common_fields(data: dict[str, Any], path: Path) -> dict[str, Any]:
     }
 
 
+# [ranges] keys: (key, how it reads, test); NaN fails every test.
+_LIMITS = (
+    ("min", ">=", operator.ge),
+    ("gt", ">", operator.gt),
+    ("max", "<=", operator.le),
+    ("lt", "<", operator.lt),
+)
+
+
 @dataclass(frozen=True)
 class MethodCard:
     """A method's card.  ``reported`` rows: dicts with ``source``, ``dataset`` and metric keys
@@ -77,6 +87,7 @@ class MethodCard:
     paper: str = ""
     citation: str = ""
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+    ranges: dict[str, dict[str, Any]] = field(default_factory=dict)
     weights: dict[str, Any] = field(default_factory=dict)
     reported: tuple[dict[str, Any], ...] = ()
     raw: dict[str, Any] = field(default_factory=dict)
@@ -88,9 +99,24 @@ class MethodCard:
             **_common_fields(data, path),
             paper=data.get("paper", ""),
             hyperparameters=dict(data.get("hyperparameters", {})),
+            ranges=dict(data.get("ranges", {})),
             weights=dict(data.get("weights", {})),
             reported=tuple(data.get("reported", [])),
         )
+
+    def range_problem(self, key: str, value: Any) -> str | None:
+        """Why ``value`` is outside the valid values the card's ``[ranges]`` table declares for
+        hyperparameter ``key`` (``min``/``max``: inclusive, ``gt``/``lt``: exclusive,
+        ``choices``: a list); None when it is inside or no range is declared."""
+        rule = self.ranges.get(key, {})
+        if "choices" in rule and value not in rule["choices"]:
+            return f"one of {', '.join(map(repr, rule['choices']))}"
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return None
+        limits = [(k, sym, op) for k, sym, op in _LIMITS if k in rule]
+        if all(op(value, rule[k]) for k, _, op in limits):
+            return None
+        return " and ".join(f"{sym} {rule[k]}" for k, sym, _ in limits)
 
 
 @dataclass(frozen=True)

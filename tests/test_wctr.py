@@ -131,3 +131,66 @@ def test_wctr_on_50_ecssd_images_beats_center_prior() -> None:
     assert scores["wctr"]["iou"] >= 0.40
     assert scores["wctr"]["iou"] >= scores["center-prior"]["iou"] + 0.05
     assert scores["wctr"]["max_fbeta"] >= scores["center-prior"]["max_fbeta"] + 0.05
+
+
+def _released_parameters_by_loops(d_app: np.ndarray, adjacent: np.ndarray) -> tuple[float, ...]:
+    """The released code's EstimateDynamicParas / GetMeanMinAndMeanTop, written as its loops."""
+    n = len(d_app)
+    min1 = [min(d_app[i, j] for j in range(n) if adjacent[i, j] and j != i) for i in range(n)]
+    reach = (adjacent.astype(int) @ adjacent.astype(int) + adjacent) > 0
+    min2 = [min(d_app[i, j] for j in range(n) if reach[i, j] and j != i) for i in range(n)]
+    pairs = sorted(
+        (d_app[i, j] for i in range(n) for j in range(i) if adjacent[i, j]), reverse=True
+    )
+    top = float(np.mean(pairs[: round(0.01 * len(pairs))] or pairs[:1]))
+    m1 = float(np.mean(min1))
+    return (
+        float(np.mean(min2)),
+        max(min(10.0, 3 * m1, top / 10), 5.0),
+        min(3 * m1, 0.2 * top, 20.0),
+    )
+
+
+def test_released_parameters_match_the_released_loops() -> None:
+    from odbench.methods.wctr import released_parameters
+
+    d_app, adjacent, _ = _random_graph(60, 3)
+    for i in range(60):  # every node needs a neighbour, as superpixels have
+        adjacent[i, (i + 1) % 60] = adjacent[(i + 1) % 60, i] = True
+    d_app = d_app / 4.0  # typical Lab distances between neighbours
+    np.testing.assert_allclose(
+        released_parameters(d_app, adjacent), _released_parameters_by_loops(d_app, adjacent)
+    )
+
+
+def test_wctr_is_the_released_code_and_wctr_paper_the_equations() -> None:
+    """Issue 16 item 6: ``wctr`` follows the authors' released code, ``wctr-paper`` the paper."""
+    from odbench.cards import method_card
+
+    released, paper = method_card("wctr"), method_card("wctr-paper")
+    assert released is not None and paper is not None
+    hp, pp = released.hyperparameters, paper.hyperparameters
+    assert (hp["bg_weight"], hp["fg_otsu"], hp["sigma_spa"], hp["released_graph"]) == (
+        5.0,
+        True,
+        0.4,
+        True,
+    )
+    assert (pp["bg_weight"], pp["fg_otsu"], pp["sigma_spa"], pp["released_graph"]) == (
+        1.0,
+        False,
+        0.25,
+        False,
+    )
+    assert released.reported and not paper.reported  # the published rows belong to `wctr`
+    rng = np.random.default_rng(5)
+    image = np.full((90, 120, 3), (90, 140, 200), dtype=np.float64)
+    image[30:65, 40:85] = (200, 60, 40)
+    image = np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
+    a, b = (create_method(n).predict([image])[0] for n in ("wctr", "wctr-paper"))
+    assert np.abs(a - b).max() > 0.05
+    truth = np.zeros((90, 120), bool)
+    truth[30:65, 40:85] = True
+    for sal in (a, b):
+        pred = sal > 0.5
+        assert (pred & truth).sum() / (pred | truth).sum() > 0.85

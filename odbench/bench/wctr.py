@@ -40,19 +40,22 @@ def _images(data_root: Path | None, n: int, toy: bool) -> tuple[list[np.ndarray]
 @click.option("--toy", is_flag=True, help="Time generated toy images instead of ECSSD.")
 def cli(n_images: int, data_root: Path | None, toy: bool) -> None:
     """wCtr images/s on one core."""
+    from odbench.cards import method_card
     from odbench.methods.wctr import build_graph, wctr_saliency
 
+    card = method_card("wctr")
+    hp = dict(card.hyperparameters) if card is not None else {}
     images, what = _images(data_root, n_images, toy)
-    click.echo(f"wctr: {what}, one thread")
+    click.echo(f"wctr: {what}, one thread, the card's settings")
     with one_thread():
-        wctr_saliency(images[0])  # warm-up (imports, caches)
+        wctr_saliency(images[0], **hp)  # warm-up (imports, caches)
         c0 = time.process_time()
         for im in images:
-            build_graph(im, 600, 20.0)
+            build_graph(im, hp["pixels_per_superpixel"], hp["compactness"])
         c_graph = time.process_time() - c0
         t0, c0 = time.perf_counter(), time.process_time()
         for im in images:
-            wctr_saliency(im)
+            wctr_saliency(im, **hp)
         t_total, c_total = time.perf_counter() - t0, time.process_time() - c0
     n = len(images)
     rate = n / c_total

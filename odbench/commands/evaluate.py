@@ -32,7 +32,7 @@ def run_errors() -> Iterator[None]:
 
 def parse_set(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
     """``key=value`` pairs; values are TOML literals (``3``, ``0.5``, ``true``, ``"text"``,
-    ``[1, 2]``), falling back to JSON, then to the raw text."""
+    ``[1, 2]``), Python's ``True`` / ``False``, JSON, then the raw text."""
     import tomllib
 
     out: dict[str, Any] = {}
@@ -41,8 +41,11 @@ def parse_set(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise UserError(f"--set {item!r}: expected key=value")
+        python_bool = {"True": True, "False": False}
         try:
-            value: Any = tomllib.loads(f"v = {raw}")["v"]
+            value: Any = python_bool.get(raw.strip())
+            if value is None:
+                value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
             try:
                 value = json.loads(raw)

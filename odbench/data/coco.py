@@ -4,8 +4,8 @@ file list published by LOST, Siméoni et al. BMVC 2021).
 
 Boxes: COCO stores ``[x, y, w, h]`` in continuous pixel coordinates; odbench returns
 ``[x, y, x + w, y + h]`` as float64 (LOST / TokenCut round them to integers; odbench does not).
-``drop_crowd`` removes ``iscrowd = 1`` annotations (always on for COCO20K, as in LOST's
-``extract_gt_COCO``).  With ``masks=True`` a sample also carries the union of its (kept)
+``drop_crowd`` (default on) removes ``iscrowd = 1`` annotations, as LOST's ``extract_gt_COCO``
+does for COCO20K.  With ``masks=True`` a sample also carries the union of its (kept)
 instance masks as a 0/255 uint8 mask.
 
 COCO20K: on first use the selection list and ``annotations/instances_train2014.json`` are turned
@@ -48,6 +48,23 @@ def _load_coco(annotations: Path) -> Any:
         ) from e
 
 
+def _only_split(base: Path) -> str:
+    """The split of the one ``annotations/instances_<split>.json`` in ``base``; an error naming
+    the candidates (and ``--split``) when there are none or several."""
+    found = sorted(p.name for p in (base / "annotations").glob("instances_*.json"))
+    if len(found) == 1:
+        return found[0].removeprefix("instances_").removesuffix(".json")
+    if not found:
+        raise DatasetError(
+            f"{base}: no annotations/instances_<split>.json (a COCO folder holds "
+            "annotations/instances_<split>.json and its images in <split>/)"
+        )
+    splits = ", ".join(n.removeprefix("instances_").removesuffix(".json") for n in found)
+    raise DatasetError(
+        f"{base / 'annotations'}: {len(found)} annotation files ({splits}); choose one with --split"
+    )
+
+
 class CocoDataset(Dataset):
     """Images of a COCO annotation file with their boxes (and optionally union masks)."""
 
@@ -59,7 +76,7 @@ class CocoDataset(Dataset):
         annotations: str | Path,
         images_dir: str | Path,
         name: str = "coco",
-        drop_crowd: bool = False,
+        drop_crowd: bool = True,
         masks: bool = False,
         selection: set[str] | None = None,
     ) -> None:
@@ -94,21 +111,25 @@ class CocoDataset(Dataset):
         split: str | None = None,
         annotations: str | Path | None = None,
         images: str | Path | None = None,
-        drop_crowd: bool = False,
+        drop_crowd: bool = True,
         masks: bool = False,
     ) -> CocoDataset:
-        """Either ``annotations=`` + ``images=`` (explicit files), or ``path=`` (or the data
-        root) + ``split=`` (e.g. ``val2017``): ``<path>/annotations/instances_<split>.json`` and
-        ``<path>/<split>/`` (or ``<path>/images/<split>/``)."""
+        """Either ``annotations=`` + ``images=`` (explicit files), or a COCO folder ``path=`` (or
+        the data root, ``--data-root``): ``<path>/annotations/instances_<split>.json`` with its
+        images in ``<path>/<split>/`` (or ``<path>/images/<split>/``).  ``split`` (e.g.
+        ``val2017``, ``--split``) is needed only when the folder holds several annotation files.
+        Crowd boxes (``iscrowd = 1``) are dropped unless ``drop_crowd=False``, as in LOST's
+        COCO20K protocol."""
         name = card.name if card is not None else "coco"
         if annotations is None or images is None:
             base = path if path is not None else data_root
-            if base is None or split is None:
+            if base is None:
                 raise DatasetError(
-                    "coco: give annotations= and images=, or path= (or --data-root) and split= "
-                    "(e.g. split='val2017')"
+                    "coco: give the COCO folder (--data-root DIR holding annotations/"
+                    "instances_<split>.json and <split>/), or annotations= and images="
                 )
             base = Path(base)
+            split = split or _only_split(base)
             annotations = annotations or base / "annotations" / f"instances_{split}.json"
             if images is None:
                 images = base / split

@@ -42,7 +42,8 @@ def _same_kind(default: Any, value: Any) -> bool:
 
 
 def check_overrides(card: MethodCard, overrides: dict[str, Any]) -> None:
-    """Overrides must name hyperparameters of the card and have their defaults' types."""
+    """Overrides must name hyperparameters of the card, have their defaults' types and lie in
+    the card's ``[ranges]``."""
     valid = card.hyperparameters
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
@@ -55,6 +56,12 @@ def check_overrides(card: MethodCard, overrides: dict[str, Any]) -> None:
             raise HyperparameterError(
                 f"hyperparameter {key} of method {card.name} takes a value like "
                 f"{valid[key]!r} ({type(valid[key]).__name__}), got {value!r}"
+            )
+        problem = card.range_problem(key, value)
+        if problem:
+            raise HyperparameterError(
+                f"hyperparameter {key} of method {card.name} must be {problem} "
+                f"({card.path} [ranges]), got {value!r}"
             )
 
 

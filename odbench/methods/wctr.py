@@ -250,10 +250,10 @@ def background_probability(bnd_con: np.ndarray, sigma_bndcon: float) -> np.ndarr
 
 
 def weighted_contrast(
-    d_app: np.ndarray, pos: np.ndarray, w_bg: np.ndarray, sigma_spa: float
+    d_app: np.ndarray, pos: np.ndarray, w_bg: np.ndarray, sigma_spa: float, cutoff: bool = False
 ) -> np.ndarray:
     """Eq. 7-8: ``wCtr(p) = Σ_i d_app(p, p_i) w_spa(p, p_i) w_bg(p_i)``."""
-    w_spa = np.exp(-(pairwise_distance(pos) ** 2) / (2.0 * sigma_spa**2))
+    w_spa = gaussian_weight(pairwise_distance(pos), sigma_spa, cutoff)
     return np.asarray((d_app * w_spa) @ w_bg)
 
 
@@ -320,7 +320,7 @@ def wctr_saliency(
     d_geo = geodesic_distance(d_app, g.adjacent, g.boundary, clip)
     bnd_con = boundary_connectivity(d_geo, g.boundary, sigma_geo, cutoff=released_graph)
     w_bg = background_probability(bnd_con, sigma_bndcon)
-    w_fg = rescale(weighted_contrast(d_app, g.pos, w_bg, sigma_spa))
+    w_fg = rescale(weighted_contrast(d_app, g.pos, w_bg, sigma_spa, cutoff=released_graph))
     if fg_otsu and np.ptp(w_fg) > 0:
         from skimage.filters import threshold_otsu
 
