@@ -699,8 +699,11 @@ def build_method(
         raise EvalError(str(e)) from e
 
 
-def build_dataset(dataset: str | Dataset, data_root: Path | None) -> tuple[Dataset, str]:
-    """(dataset, canonical name): a registered name or alias, or a :class:`Dataset` as is."""
+def build_dataset(
+    dataset: str | Dataset, data_root: Path | None, split: str | None = None
+) -> tuple[Dataset, str]:
+    """(dataset, canonical name): a registered name or alias, or a :class:`Dataset` as is.
+    ``split`` (``--split``) goes to loaders that take one (COCO folders)."""
     if isinstance(dataset, Dataset):
         return dataset, str(dataset.describe().get("name") or type(dataset).__name__)
     from odbench.cards import dataset_card
@@ -711,7 +714,14 @@ def build_dataset(dataset: str | Dataset, data_root: Path | None) -> tuple[Datas
     canonical = card.name if card is not None else dataset
     if canonical not in DATASETS:
         DATASETS.get(dataset)  # raises, listing the valid names
-    built = create_dataset(dataset, data_root=data_root)
+    options: dict[str, Any] = {}
+    if split is not None:
+        import inspect
+
+        if "split" not in inspect.signature(DATASETS.get(canonical).from_card).parameters:
+            raise EvalError(f"--split: dataset {canonical} has no splits to choose from")
+        options["split"] = split
+    built = create_dataset(dataset, data_root=data_root, **options)
     if canonical == "folder":  # a folder is identified by its path: folder:<its name>
         images = built.describe().get("images")
         if images:
@@ -729,17 +739,24 @@ def run_eval(
     backbone: str | None = None,
     checkpoint: Path | None = None,
     data_root: Path | None = None,
+    split: str | None = None,
+    on_mismatch: str = "error",
     **kwargs: Any,
 ) -> RunResult:
     """Resolve protocol, method (its card checks the overrides) and dataset by name — unknown
-    names list the valid ones — then :func:`run`; under a launcher (torchrun, accelerate
-    launch), :func:`run_launched`."""
+    names list the valid ones — check every image/mask pair's size (all mismatches in one
+    error, or with ``on_mismatch="skip"`` left out and recorded), then :func:`run`; under a
+    launcher (torchrun, accelerate launch), :func:`run_launched`."""
     resolved = resolve_protocol(protocol)
     world = detect_world(device)
     try:
         device = world.device(resolve_device(device))
         built, overrides = build_method(method, device, overrides, backbone, checkpoint)
-        data, name = build_dataset(dataset, data_root)
+        data, name = build_dataset(dataset, data_root, split)
+        kwargs["skip_ids"] = [
+            *kwargs.get("skip_ids", ()),
+            *_mismatched(data, name, on_mismatch, kwargs.get("limit")),
+        ]
         if isinstance(built, CallableMethod):
             kwargs.setdefault("use_cache", False)
         if world.size > 1:
@@ -801,3 +818,16 @@ def run_launched(
             stem += f"__{whole.label()}"
         write_results(result, Path(results_dir), stem)
     return result
+
+
+def _mismatched(dataset: Dataset, name: str, on_mismatch: str, limit: int | None) -> list[str]:
+    """Ids (among the first ``limit``) whose image and GT mask differ in size, all checked before
+    any work: an error listing them (``on_mismatch="error"``) or the ids to skip."""
+    from odbench.metrics.sizes import describe_mismatches
+
+    chosen = dataset.ids()[:limit] if limit else dataset.ids()
+    mismatched = dataset.size_mismatches(chosen)
+    if mismatched and on_mismatch != "skip":
+        line = describe_mismatches(mismatched, len(chosen), "image")
+        raise EvalError(f"{name}: {line}; --on-mismatch skip evaluates the others")
+    return [m.id for m in mismatched]

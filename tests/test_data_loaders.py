@@ -206,13 +206,14 @@ def test_coco_loader_boxes_and_crowd(tmp_path: Path) -> None:
     }
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "instances_val2017.json").write_text(json.dumps(ann))
-    ds = create_dataset("coco", path=tmp_path, split="val2017")
+    ds = create_dataset("coco", path=tmp_path, split="val2017", drop_crowd=False)
     np.testing.assert_allclose(ds.load("000000000001").boxes, [[2.5, 3, 12.5, 8], [0, 0, 4, 4]])
+    ds = create_dataset("coco", path=tmp_path)  # the one annotation file; crowd boxes dropped
+    np.testing.assert_allclose(ds.load("000000000001").boxes, [[2.5, 3, 12.5, 8]])
     ds = create_dataset(
         "coco",
         annotations=tmp_path / "annotations" / "instances_val2017.json",
         images=tmp_path / "val2017",
-        drop_crowd=True,
         masks=True,
     )
     s = ds.load("000000000001")
@@ -223,8 +224,11 @@ def test_coco_loader_boxes_and_crowd(tmp_path: Path) -> None:
         and s.mask[5, 6] == 255
         and s.mask[15, 25] == 0
     )
-    with pytest.raises(DatasetError, match="give annotations= and images="):
+    with pytest.raises(DatasetError, match="give the COCO folder"):
         create_dataset("coco")
+    (tmp_path / "annotations" / "instances_train2017.json").write_text(json.dumps(ann))
+    with pytest.raises(DatasetError, match=r"2 annotation files \(train2017, val2017\); choose"):
+        create_dataset("coco", path=tmp_path)
 
 
 def test_cli_data_commands(tmp_path: Path) -> None:

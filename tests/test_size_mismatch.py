@@ -77,7 +77,7 @@ def test_score_same_aspect_resize_allowed_only_where_the_protocol_resizes(tmp_pa
     assert res.exit_code == 2 and "2 of 6 prediction/GT pairs differ in size" in res.stderr
 
 
-@pytest.mark.parametrize("command", ["stats"])
+@pytest.mark.parametrize("command", ["stats", "eval"])
 def test_dataset_mismatches_reported_at_once(tmp_path: Path, command: str) -> None:
     make(tmp_path, transposed=(0, 2, 3))
     if command == "stats":

@@ -151,6 +151,19 @@ def format_metrics(metrics: dict[str, Any]) -> list[str]:
     help="Where the dataset lives (default: $ODBENCH_DATA or the cache).",
 )
 @click.option(
+    "--split",
+    default=None,
+    help="Dataset split, e.g. val2017 for a COCO folder holding several annotation files.",
+)
+@click.option(
+    "--on-mismatch",
+    type=click.Choice(["error", "skip"]),
+    default="error",
+    show_default=True,
+    help="Images whose GT mask has another size: refuse (listing them all), or leave them out "
+    "(their ids go into the results JSON).",
+)
+@click.option(
     "--backbone",
     default=None,
     help="Feature extractor of the method (odbench list features), e.g. sd-tiny, dino-tiny.",
@@ -199,6 +212,8 @@ def eval_cmd(
     metrics_set: str,
     save_preds: Path | None,
     data_root: Path | None,
+    split: str | None,
+    on_mismatch: str,
     backbone: str | None,
     checkpoint: Path | None,
     set_items: tuple[str, ...],
@@ -227,6 +242,8 @@ def eval_cmd(
             backbone=backbone,
             checkpoint=checkpoint,
             data_root=data_root,
+            split=split,
+            on_mismatch=on_mismatch,
             limit=limit,
             batch_size=batch_size,
             workers=workers,
@@ -241,6 +258,13 @@ def eval_cmd(
         return
     for line in notes:  # e.g. GT masks stored as 0/1: one line
         click.echo(f"warning: {line}", err=True)
+    skipped = result.dataset.get("skipped_ids") or []
+    if skipped:
+        click.echo(
+            f"warning: {len(skipped)} image(s) left out for a size mismatch "
+            "(--on-mismatch skip; listed in the results JSON)",
+            err=True,
+        )
     info = result.info
     part = f" shard {shard}" if shard is not None and not shard.whole else ""
     procs = f", {info['processes']} processes" if info.get("processes") else ""
