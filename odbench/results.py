@@ -23,6 +23,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -157,6 +158,38 @@ class SodRecords:
     fp: np.ndarray
     n_gt: np.ndarray
     n_pix: np.ndarray
+
+
+#: The per-image scalars of the salient-object family kept in :class:`SodRecords`.
+SOD_SCALARS = (
+    "s_measure",
+    "e_measure_adaptive",
+    "weighted_fbeta",
+    "adaptive_fbeta",
+    "dice",
+    "ber",
+)
+
+
+def saliency_records(images: Sequence[Any]) -> SaliencyRecords:
+    """The arrays of per-image :class:`odbench.metrics.saliency.ImageRecord` s, in order."""
+    return SaliencyRecords(
+        acc=np.array([r.acc for r in images], dtype=np.float64),
+        iou=np.array([r.iou for r in images], dtype=np.float64),
+        mae=np.array([r.mae for r in images], dtype=np.float64),
+        fbeta=np.stack([np.asarray(r.fbeta, dtype=np.float64) for r in images]),
+    )
+
+
+def sod_records(images: Sequence[Any]) -> SodRecords:
+    """The arrays of per-image :class:`odbench.metrics.sod.SodRecord` s, in order."""
+    return SodRecords(
+        **{k: np.array([getattr(r, k) for r in images], dtype=np.float64) for k in SOD_SCALARS},
+        tp=np.stack([r.tp for r in images]).astype(np.int64),
+        fp=np.stack([r.fp for r in images]).astype(np.int64),
+        n_gt=np.array([r.n_gt for r in images], dtype=np.int64),
+        n_pix=np.array([r.n_pix for r in images], dtype=np.int64),
+    )
 
 
 @dataclasses.dataclass(frozen=True)

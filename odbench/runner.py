@@ -52,15 +52,16 @@ from odbench.distributed import Shard, World, detect_world, shard_block
 from odbench.methods.base import Method
 from odbench.outputs import OutputPathError, check_output_folder
 from odbench.results import (
+    SOD_SCALARS,
     LocalizationRecords,
     Records,
     RunResult,
-    SaliencyRecords,
-    SodRecords,
     git_commit,
     jsonable,
     package_versions,
     results_stem,
+    saliency_records,
+    sod_records,
     utc_now,
     write_results,
 )
@@ -369,12 +370,7 @@ def score(
     scored = list(_ordered(pool, one, predictions, depth) if pool else map(one, predictions))
     sal = loc = None
     if "saliency" in tasks:
-        sal = SaliencyRecords(
-            acc=np.array([r.saliency.acc for r in scored], dtype=np.float64),
-            iou=np.array([r.saliency.iou for r in scored], dtype=np.float64),
-            mae=np.array([r.saliency.mae for r in scored], dtype=np.float64),
-            fbeta=np.stack([np.asarray(r.saliency.fbeta, dtype=np.float64) for r in scored]),
-        )
+        sal = saliency_records([r.saliency for r in scored])
     if "localization" in tasks:
         loc = LocalizationRecords(
             hit=np.array([r.hit for r in scored], dtype=bool),
@@ -382,14 +378,7 @@ def score(
         )
     sod = None
     if "saliency" in tasks and metrics_set == "all":
-        fam = [r.sod for r in scored]
-        sod = SodRecords(
-            **{k: np.array([getattr(f, k) for f in fam], np.float64) for k in SOD_SCALARS},
-            tp=np.stack([f.tp for f in fam]).astype(np.int64),
-            fp=np.stack([f.fp for f in fam]).astype(np.int64),
-            n_gt=np.array([f.n_gt for f in fam], np.int64),
-            n_pix=np.array([f.n_pix for f in fam], np.int64),
-        )
+        sod = sod_records([r.sod for r in scored])
     return Records(tuple(r.id for r in scored), sal, loc, sod)
 
 
@@ -421,17 +410,6 @@ def summarize(records: Records, protocol: Any) -> dict[str, dict[str, Any]]:
         corloc.n = len(records.ids)
         metrics["localization"] = corloc.compute()  # type: ignore[assignment]
     return metrics
-
-
-#: The per-image scalars of the salient-object family kept in :class:`SodRecords`.
-SOD_SCALARS = (
-    "s_measure",
-    "e_measure_adaptive",
-    "weighted_fbeta",
-    "adaptive_fbeta",
-    "dice",
-    "ber",
-)
 
 
 def _with_family(base: dict[str, Any], records: Records, protocol: Any) -> dict[str, Any]:

@@ -49,6 +49,62 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def make_meter(protocol: str, metrics: str) -> Any:
+    """A :class:`SaliencyMeter` (``basic``) or :class:`FamilyMeter` (``all``); both have a pure
+    ``score(pred, gt, id)`` and an ``add(record)``."""
+    if metrics == "all":
+        from odbench.metrics.sod import FamilyMeter
+
+        return FamilyMeter(protocol)
+    from odbench.metrics.saliency import SaliencyMeter
+
+    return SaliencyMeter(protocol)
+
+
+def score_files(
+    pairs: list[tuple[str, Path, Path]],
+    meter: Any,
+    workers: int | None = None,
+    show_progress: bool = False,
+) -> list[Any]:
+    """Decode and score (id, prediction file, GT file) pairs in ``workers`` threads (default:
+    the cores available; Pillow, OpenCV and NumPy release the GIL) and add them to ``meter`` in
+    the pairs' order, so the sums do not depend on ``workers``; returns the records in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from odbench.imageio import read_gray, read_warnings
+    from odbench.metrics.protocols import MetricInputError
+
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+
+    def work(pair: tuple[str, Path, Path]) -> Any:
+        image_id, pred_path, gt_path = pair
+        pred = read_gray(pred_path, what="prediction")
+        gt = read_gray(gt_path, what="mask")
+        try:
+            return meter.score(pred, gt, image_id)
+        except MetricInputError as e:
+            raise UserError(f"{pred_path}: {e}") from e
+
+    records = []
+    # read_warnings() catches process-wide, so it wraps the whole pool (one context per thread
+    # would race); RGB files converted, 0/1 masks: printed once at the end.
+    with read_warnings() as notes, _progress(len(pairs), show_progress) as advance:
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
+            for record in pool.map(work, pairs):
+                meter.add(record)
+                records.append(record)
+                advance()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    for line in sorted(notes):
+        click.echo(f"warning: {line}", err=True)
+    return records
+
+
 def score_folders(
     pred_dir: Path,
     gt_dir: Path,
@@ -69,30 +125,12 @@ def score_folders(
     curves.  Images are decoded and scored in ``workers`` threads (default: the cores
     available; Pillow, OpenCV and NumPy release the GIL); records are added in file order, so
     the result does not depend on ``workers``."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from odbench.imageio import ImageReadError, image_size, read_gray, read_warnings
-    from odbench.metrics.protocols import MetricInputError
+    from odbench.imageio import ImageReadError, image_size
     from odbench.metrics.sizes import describe_mismatches, protocol_mismatches
 
-    workers = default_workers() if workers is None else workers
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
-    meter: Any
-    if metrics == "all":
-        from odbench.metrics.sod import FamilyMeter
-
-        meter = FamilyMeter(protocol)
-        score_one: Any = meter.score
-    else:
-        from odbench.metrics.saliency import SaliencyMeter, score_image
-
-        meter = SaliencyMeter(protocol)
-        proto = meter.protocol
-
-        def score_one(pred: Any, gt: Any, image_id: str) -> Any:
-            return score_image(pred, gt, proto, image_id)
-
+    meter = make_meter(protocol, metrics)
     preds = _by_stem(Path(pred_dir), "prediction")
     gts = _by_stem(Path(gt_dir), "GT")
     no_gt = sorted(preds[s] for s in preds.keys() - gts.keys())
@@ -116,28 +154,8 @@ def score_folders(
             raise UserError(f"{pred_dir}: {line}; --on-mismatch skip scores the others")
         click.echo(f"warning: {pred_dir}: {line}; left out (--on-mismatch skip)", err=True)
     skipped = {m.id for m in mismatched}
-    todo = [s for s in stems if s not in skipped]
-
-    def work(stem: str) -> Any:
-        pred = read_gray(preds[stem], what="prediction")
-        gt = read_gray(gts[stem], what="mask")
-        try:
-            return score_one(pred, gt, stem)
-        except MetricInputError as e:
-            raise UserError(f"{preds[stem]}: {e}") from e
-
-    # read_warnings() catches process-wide, so it wraps the whole pool (one context per thread
-    # would race); RGB files converted, 0/1 masks: printed once at the end.
-    with read_warnings() as notes, _progress(len(todo), show_progress) as advance:
-        pool = ThreadPoolExecutor(max_workers=workers)
-        try:
-            for record in pool.map(work, todo):
-                meter.add(record)
-                advance()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-    for line in sorted(notes):
-        click.echo(f"warning: {line}", err=True)
+    todo = [(s, preds[s], gts[s]) for s in stems if s not in skipped]
+    score_files(todo, meter, workers, show_progress)
     return {**meter.compute(), "n_gt_skipped": len(no_pred), "skipped_ids": sorted(skipped)}
 
 
@@ -192,16 +210,30 @@ SOD_ROWS = (
 
 
 @click.command("score")
-@click.option("--pred-dir", required=True, type=click.Path(path_type=Path), help="Prediction maps.")
-@click.option("--gt-dir", required=True, type=click.Path(path_type=Path), help="GT masks.")
-@click.option("--protocol", default="odbench", show_default=True, help="Evaluation protocol.")
+@click.option("--pred-dir", type=click.Path(path_type=Path), help="Prediction maps.")
+@click.option("--gt-dir", type=click.Path(path_type=Path), help="GT masks.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="runs.toml listing datasets and methods' prediction folders (instead of --pred-dir "
+    "and --gt-dir): validated first, results written to --results-dir.",
+)
+@click.option(
+    "--results-dir",
+    type=click.Path(path_type=Path),
+    default=Path("leaderboard/results"),
+    show_default=True,
+    help="--config: the results store.",
+)
+@click.option("--protocol", default=None, help="Evaluation protocol [default: odbench].")
 @click.option(
     "--metrics",
     type=click.Choice(["basic", "all"]),
-    default="basic",
-    show_default=True,
-    help="basic: Acc, IoU, maxFβ, MAE; all: also S, E, weighted/adaptive/mean Fβ, Dice, BER, "
-    "AUC and the curves.",
+    default=None,
+    help="basic (default): Acc, IoU, maxFβ, MAE; all: also S, E, weighted/adaptive/mean Fβ, "
+    "Dice, BER, AUC and the curves.",
 )
 @click.option(
     "--workers",
@@ -224,10 +256,12 @@ SOD_ROWS = (
     "not resize): refuse, or leave them out (listed in skipped_ids).",
 )
 def score(
-    pred_dir: Path,
-    gt_dir: Path,
-    protocol: str,
-    metrics: str,
+    pred_dir: Path | None,
+    gt_dir: Path | None,
+    config_path: Path | None,
+    results_dir: Path,
+    protocol: str | None,
+    metrics: str | None,
     workers: int | None,
     as_json: bool,
     subset_of_gt: bool,
@@ -237,14 +271,21 @@ def score(
 
     Every pair's size is checked first; a prediction of the GT's aspect ratio but another size
     is resized to the GT (bilinear) by protocols that resize, e.g. the default."""
+    if config_path is not None:
+        if pred_dir is not None or gt_dir is not None:
+            raise UserError("--config replaces --pred-dir and --gt-dir: give one or the other")
+        _score_config(config_path, protocol, metrics, workers, results_dir, as_json)
+        return
+    if pred_dir is None or gt_dir is None:
+        raise UserError("give --pred-dir and --gt-dir (or --config runs.toml)")
     with user_errors():
         result = score_folders(
             pred_dir,
             gt_dir,
-            protocol,
+            protocol or "odbench",
             subset_of_gt=subset_of_gt,
             on_mismatch=on_mismatch,
-            metrics=metrics,
+            metrics=metrics or "basic",
             workers=workers,
             show_progress=True,
         )
@@ -267,6 +308,34 @@ def score(
         ("protocol", str(result["protocol"])),
     ]
     _print_table("odbench score", rows)
+
+
+def _score_config(
+    path: Path,
+    protocol: str | None,
+    metrics: str | None,
+    workers: int | None,
+    results_dir: Path,
+    as_json: bool,
+) -> None:
+    from odbench.commands.score_config import score_config
+
+    with user_errors():
+        rows = score_config(path, protocol, metrics, workers, results_dir, show_progress=True)
+    if as_json:
+        click.echo(json.dumps([_json_ready(r) for r in rows]))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"odbench score --config {path}")
+    for column in ("method", "dataset", "status", "maxFβ", "MAE", "S", "maxE", "wF"):
+        table.add_column(column)
+    keys = ("max_fbeta", "mae", "s_measure", "e_measure_max", "weighted_fbeta")
+    for r in rows:
+        values = [_fmt(r[k]) if k in r else "" for k in keys]
+        table.add_row(r["method"], r["dataset"], r["status"], *values)
+    Console().print(table)
 
 
 def _load_json(path: Path) -> Any:

@@ -365,6 +365,10 @@ class SaliencyMeter:
         self.sum_fbeta = np.zeros(self.protocol.n_thresholds, dtype=np.float64)
         self.sum_max_fbeta = 0.0
 
+    def score(self, pred: np.ndarray, gt: np.ndarray, image_id: str = "") -> ImageRecord:
+        """Score one image without adding it (pure: safe from worker threads)."""
+        return score_image(pred, gt, self.protocol, image_id)
+
     def update(self, pred: np.ndarray, gt: np.ndarray, image_id: str = "") -> ImageRecord:
         """Score one image, add it to the running sums and return its record."""
         record = score_image(pred, gt, self.protocol, image_id)

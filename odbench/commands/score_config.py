@@ -1,0 +1,346 @@
+"""``odbench score --config runs.toml``: score many methods' prediction folders on many datasets.
+
+The daily job of comparing against published prediction maps::
+
+    protocol = "odbench"            # optional (default: --protocol)
+    metrics = "all"                 # optional (default: --metrics)
+
+    [datasets.ecssd]
+    gt = "data/ECSSD/ground_truth_mask"   # GT masks; paths are relative to this file
+    images = "data/ECSSD/images"          # optional: checked to exist
+    prefix = ""                           # optional: file name = prefix + id + suffix
+    suffix = ".png"                       # optional (default: any image extension)
+
+    [methods.wctr]
+    ecssd = "preds/wctr/ECSSD"            # a folder, or a table:
+    [methods.basnet.ecssd]
+    path = "preds/BASNet/ECSSD"
+    suffix = "_sal.png"
+
+The whole config is validated before anything is scored (every folder exists, every GT has
+a prediction and every prediction a GT, sizes fit the protocol) and every problem is listed
+in one report.  Each (method, dataset) pair becomes one results JSON + records in the results
+store, like ``odbench eval``'s, so ``leaderboard``, ``compare`` and ``plot`` read them.  A pair
+whose inputs (file contents, protocol definition, metric set, odbench version) are unchanged
+since its stored result is not scored again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from odbench.cli import UserError
+
+TOP_KEYS = {"protocol", "metrics", "datasets", "methods"}
+DATASET_KEYS = {"gt", "images", "prefix", "suffix"}
+FOLDER_KEYS = {"path", "prefix", "suffix"}
+MAX_LISTED = 5
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A folder of maps and how their file names map to image ids."""
+
+    path: Path
+    prefix: str = ""
+    suffix: str = ""
+
+    def ids(self) -> dict[str, Path]:
+        """id -> file for the image files whose names fit prefix + id + suffix."""
+        from odbench.imageio import IMAGE_SUFFIXES
+
+        out: dict[str, Path] = {}
+        for p in sorted(self.path.iterdir()):
+            name = p.name
+            if not p.is_file() or name.startswith("."):
+                continue
+            if self.suffix:
+                if not name.endswith(self.suffix):
+                    continue
+                core = name[: len(name) - len(self.suffix)]
+            else:
+                if p.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                core = p.stem
+            if not core.startswith(self.prefix):
+                continue
+            out[core[len(self.prefix) :]] = p
+        return out
+
+
+@dataclass
+class Job:
+    """One (method, dataset) pair, validated: its matched files in id order."""
+
+    method: str
+    dataset: str
+    preds: Folder
+    gt: Folder
+    pairs: list[tuple[str, Path, Path]]
+
+
+def _names(items: list[str]) -> str:
+    more = len(items) - MAX_LISTED
+    return ", ".join(items[:MAX_LISTED]) + (f" and {more} more" if more > 0 else "")
+
+
+def _folder(base: Path, value: Any, where: str, problems: list[str]) -> Folder | None:
+    if isinstance(value, str):
+        value = {"path": value}
+    if not isinstance(value, dict) or not isinstance(value.get("path"), str):
+        problems.append(f"{where}: expected a folder path or a table with path (prefix, suffix)")
+        return None
+    unknown = sorted(set(value) - FOLDER_KEYS)
+    if unknown:
+        problems.append(
+            f"{where}: unknown key(s) {', '.join(unknown)}; valid: path, prefix, suffix"
+        )
+    folder = Folder(
+        base / value["path"], str(value.get("prefix", "")), str(value.get("suffix", ""))
+    )
+    if not folder.path.is_dir():
+        problems.append(f"{where}: folder {folder.path} does not exist")
+        return None
+    return folder
+
+
+def load_config(path: Path) -> tuple[dict[str, Any], list[Job], list[str]]:
+    """(settings, jobs, problems): every problem of the config, none fixed silently."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise UserError(f"{path}: file not found") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read ({e})") from e
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: not valid TOML ({e})") from e
+    base = path.parent
+    problems: list[str] = []
+    unknown = sorted(set(data) - TOP_KEYS)
+    if unknown:
+        problems.append(
+            f"unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(TOP_KEYS))}"
+        )
+    settings: dict[str, Any] = {k: data[k] for k in ("protocol", "metrics") if k in data}
+    datasets: dict[str, tuple[Folder, dict[str, Path]]] = {}
+    raw_datasets = data.get("datasets")
+    if not isinstance(raw_datasets, dict) or not raw_datasets:
+        problems.append("no [datasets.NAME] table")
+        raw_datasets = {}
+    for name, table in raw_datasets.items():
+        where = f"[datasets.{name}]"
+        if not isinstance(table, dict) or not isinstance(table.get("gt"), str):
+            problems.append(f'{where}: needs gt = "GT folder"')
+            continue
+        bad = sorted(set(table) - DATASET_KEYS)
+        if bad:
+            problems.append(
+                f"{where}: unknown key(s) {', '.join(bad)}; valid: gt, images, prefix, suffix"
+            )
+        if isinstance(table.get("images"), str) and not (base / table["images"]).is_dir():
+            problems.append(f"{where}: images folder {base / table['images']} does not exist")
+        gt = _folder(
+            base,
+            {"path": table["gt"], **{k: table[k] for k in ("prefix", "suffix") if k in table}},
+            where + " gt",
+            problems,
+        )
+        if gt is None:
+            continue
+        gt_ids = gt.ids()
+        if not gt_ids:
+            problems.append(
+                f"{where}: no GT masks in {gt.path} (prefix {gt.prefix!r}, suffix {gt.suffix!r})"
+            )
+            continue
+        datasets[name] = (gt, gt_ids)
+    jobs: list[Job] = []
+    raw_methods = data.get("methods")
+    if not isinstance(raw_methods, dict) or not raw_methods:
+        problems.append("no [methods.NAME] table")
+        raw_methods = {}
+    for method, table in raw_methods.items():
+        if not isinstance(table, dict) or not table:
+            problems.append(f'[methods.{method}]: expected dataset = "prediction folder" entries')
+            continue
+        for dataset, value in table.items():
+            where = f"[methods.{method}] {dataset}"
+            if dataset not in raw_datasets:
+                known = ", ".join(sorted(raw_datasets)) or "none"
+                problems.append(f"{where}: no [datasets.{dataset}] (declared: {known})")
+                continue
+            preds = _folder(base, value, where, problems)
+            if preds is None or dataset not in datasets:
+                continue
+            gt, gt_ids = datasets[dataset]
+            pred_ids = preds.ids()
+            extra = sorted(pred_ids.keys() - gt_ids.keys())
+            missing = sorted(gt_ids.keys() - pred_ids.keys())
+            if extra:
+                files = [pred_ids[i].name for i in extra]
+                problems.append(
+                    f"{where}: {len(extra)} prediction(s) in {preds.path} match no GT name: {_names(files)}"
+                )
+            if missing:
+                problems.append(
+                    f"{where}: {len(missing)} GT mask(s) have no prediction in {preds.path}: {_names(missing)}"
+                )
+            if not extra and not missing:
+                pairs = [(i, pred_ids[i], gt_ids[i]) for i in sorted(gt_ids)]
+                jobs.append(Job(method, dataset, preds, gt, pairs))
+    return settings, jobs, problems
+
+
+def size_problems(jobs: list[Job], protocol: Any) -> list[str]:
+    """Pairs whose sizes the protocol cannot score (read from the file headers only)."""
+    from odbench.imageio import ImageReadError, image_size
+    from odbench.metrics.sizes import describe_mismatches, protocol_mismatches
+
+    problems = []
+    for job in jobs:
+        try:
+            sizes = [(i, image_size(p), image_size(g)) for i, p, g in job.pairs]
+        except ImageReadError as e:
+            problems.append(f"[methods.{job.method}] {job.dataset}: {e}")
+            continue
+        mismatched = protocol_mismatches(sizes, protocol)
+        if mismatched:
+            line = describe_mismatches(mismatched, len(sizes), "prediction")
+            problems.append(f"[methods.{job.method}] {job.dataset}: {job.preds.path}: {line}")
+    return problems
+
+
+def inputs_digest(job: Job, protocol: Any, metrics: str) -> str:
+    """sha256 of everything a result depends on: the files' contents and ids, the protocol's
+    definition, the metric set and the odbench version."""
+    from odbench.results import jsonable, package_versions
+
+    h = hashlib.sha256()
+    head = [jsonable(protocol.as_dict()), metrics, package_versions().get("odbench")]
+    h.update(json.dumps(head, sort_keys=True).encode())
+    for image_id, pred, gt in job.pairs:
+        h.update(image_id.encode() + b"\0")
+        h.update(hashlib.blake2b(pred.read_bytes(), digest_size=16).digest())
+        h.update(hashlib.blake2b(gt.read_bytes(), digest_size=16).digest())
+    return h.hexdigest()
+
+
+def score_config(
+    path: Path,
+    protocol: str | None,
+    metrics: str | None,
+    workers: int | None,
+    results_dir: Path,
+    show_progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Validate ``path`` (one report of all problems, nothing scored) then score every pair whose
+    inputs changed since its stored result; one summary row per pair."""
+    from odbench.commands.score import make_meter, score_files
+    from odbench.metrics.protocols import get_protocol
+    from odbench.outputs import OutputPathError, check_output_folder
+    from odbench.results import (
+        Records,
+        RunResult,
+        git_commit,
+        jsonable,
+        load_all_results,
+        package_versions,
+        results_stem,
+        saliency_records,
+        sod_records,
+        utc_now,
+        write_results,
+    )
+
+    settings, jobs, problems = load_config(path)
+    protocol_name = protocol or settings.get("protocol", "odbench")
+    metrics_set = metrics or settings.get("metrics", "basic")
+    if metrics_set not in ("basic", "all"):
+        problems.append(f'metrics = {metrics_set!r}: expected "basic" or "all"')
+    proto = get_protocol(protocol_name)  # unknown names: one line listing the valid ones
+    try:
+        check_output_folder(results_dir, "--results-dir")
+    except OutputPathError as e:
+        problems.append(str(e))
+    if not problems:
+        problems += size_problems(jobs, proto)
+    if problems:
+        listing = "\n".join(f"  - {p}" for p in problems)
+        raise UserError(f"{path}: {len(problems)} problem(s), nothing scored:\n{listing}")
+
+    stored = {
+        (r.method_name, r.dataset_name, r.protocol_name): r.info.get("inputs_sha256")
+        for r in load_all_results(results_dir)
+        if r.info.get("source") == "score --config"
+    }
+    rows = []
+    for job in jobs:
+        digest = inputs_digest(job, proto, metrics_set)
+        key = (job.method, job.dataset, proto.name)
+        if stored.get(key) == digest:
+            rows.append({"method": job.method, "dataset": job.dataset, "status": "unchanged"})
+            continue
+        meter = make_meter(proto.name, metrics_set)
+        start = time.perf_counter()
+        scored = score_files(job.pairs, meter, workers, show_progress)
+        wall = time.perf_counter() - start
+        ids = tuple(i for i, _, _ in job.pairs)
+        if metrics_set == "all":
+            records = Records(
+                ids,
+                saliency_records([r[0] for r in scored]),
+                sod=sod_records([r[1] for r in scored]),
+            )
+        else:
+            records = Records(ids, saliency_records(scored))
+        when = utc_now()
+        run = RunResult(
+            method={
+                "name": job.method,
+                "card_sha256": None,
+                "hyperparameters": {},
+                "overrides": {},
+                "predictions": str(job.preds.path),
+            },
+            dataset={
+                "name": job.dataset,
+                "gt": str(job.gt.path),
+                "limit": None,
+                "n_evaluated": len(ids),
+            },
+            protocol={"name": proto.name, "definition": jsonable(proto.as_dict())},
+            tasks=["saliency"],
+            metrics={"saliency": meter.compute()},
+            date=when.isoformat(timespec="seconds"),
+            info={
+                "source": "score --config",
+                "config": str(Path(path).resolve()),
+                "inputs_sha256": digest,
+                "metrics_set": metrics_set,
+                "device": "cpu",
+                "wall_time_s": wall,
+                "images_per_s": len(ids) / wall if wall > 0 else None,
+                "packages": package_versions(),
+                "git_commit": git_commit(),
+            },
+            _records=records,
+        )
+        stem = results_stem(job.method, job.dataset, proto.name, when)
+        out = write_results(run, Path(results_dir), stem)
+        rows.append(
+            {
+                "method": job.method,
+                "dataset": job.dataset,
+                "status": "scored",
+                "results": str(out),
+                **run.metrics["saliency"],
+            }
+        )
+    return rows

@@ -1,0 +1,109 @@
+"""``odbench score --config runs.toml``: validation in one report, results in the store,
+re-running scores only what changed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from odbench.cli import main
+from odbench.commands.score import score_folders
+from odbench.imageio import write_png
+from odbench.results import load_all_results
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def make_project(root: Path, n: int = 5) -> Path:
+    """GT folder, two methods' prediction folders (one named with a prefix/suffix), runs.toml."""
+    rng = np.random.default_rng(0)
+    for folder in ("gt", "preds/a", "preds/b"):
+        (root / folder).mkdir(parents=True)
+    for i in range(n):
+        gt = np.zeros((12, 16), np.uint8)
+        gt[3 : 8 + i % 3, 4:11] = 255
+        write_png(root / "gt" / f"{i:04d}.png", gt)
+        write_png(root / "preds/a" / f"{i:04d}.png", rng.integers(0, 256, gt.shape, np.uint8))
+        write_png(root / "preds/b" / f"m_{i:04d}_sal.png", rng.integers(0, 256, gt.shape, np.uint8))
+    config = root / "runs.toml"
+    config.write_text(
+        'metrics = "all"\n'
+        "[datasets.ecssd]\n"
+        'gt = "gt"\n'
+        "[methods.method-a]\n"
+        'ecssd = "preds/a"\n'
+        "[methods.method-b.ecssd]\n"
+        'path = "preds/b"\n'
+        'prefix = "m_"\n'
+        'suffix = "_sal.png"\n'
+    )
+    return config
+
+
+def run_config(config: Path, results: Path, *extra: str) -> list[dict]:
+    out = invoke("score", "--config", str(config), "--results-dir", str(results), "--json", *extra)
+    assert out.exit_code == 0, out.output
+    return json.loads(out.stdout)
+
+
+def test_config_scores_every_pair_into_the_store_and_rescoring_skips_unchanged(tmp_path):
+    config = make_project(tmp_path)
+    results = tmp_path / "results"
+    rows = run_config(config, results)
+    assert [(r["method"], r["dataset"], r["status"]) for r in rows] == [
+        ("method-a", "ecssd", "scored"),
+        ("method-b", "ecssd", "scored"),
+    ]
+    direct = score_folders(tmp_path / "preds/a", tmp_path / "gt", metrics="all")
+    for key in ("max_fbeta", "mae", "s_measure", "weighted_fbeta", "e_measure_max"):
+        assert rows[0][key] == pytest.approx(direct[key], abs=1e-12), key
+    runs = {r.method_name: r for r in load_all_results(results)}
+    assert set(runs) == {"method-a", "method-b"}
+    assert runs["method-b"].n_evaluated == 5 and runs["method-b"].records.sod is not None
+    assert "curves" in runs["method-a"].metrics["saliency"]
+    board = invoke("leaderboard", "--results-dir", str(results), "--out", str(tmp_path / "lb.md"))
+    assert board.exit_code == 0, board.output
+    assert "method-a" in (tmp_path / "lb.md").read_text()
+
+    again = run_config(config, results)
+    assert [r["status"] for r in again] == ["unchanged", "unchanged"]
+    assert len(list(results.glob("*.json"))) == 2
+    # one prediction changes: only its pair is scored again
+    write_png(tmp_path / "preds/b" / "m_0002_sal.png", np.zeros((12, 16), np.uint8))
+    third = run_config(config, results)
+    assert [r["status"] for r in third] == ["unchanged", "scored"]
+    assert len(list(results.glob("*.json"))) == 3
+
+
+def test_config_problems_are_one_report_before_scoring_anything(tmp_path):
+    config = make_project(tmp_path)
+    (tmp_path / "preds/a" / "0003.png").rename(tmp_path / "preds/a" / "0003_typo.png")
+    config.write_text(config.read_text() + '[methods.method-c]\necssd = "preds/missing"\n')
+    results = tmp_path / "results"
+    out = invoke("score", "--config", str(config), "--results-dir", str(results))
+    assert out.exit_code == 2
+    report = out.stderr
+    assert report.startswith(f"error: {config}: 3 problem(s), nothing scored")
+    assert "preds/missing does not exist" in report
+    assert "0003_typo.png" in report and "match no GT name" in report  # the unmatched name
+    assert "have no prediction" in report and "0003" in report  # and the GT it leaves alone
+    assert not results.exists() or not list(results.iterdir())
+
+
+def test_config_file_errors_are_one_line(tmp_path):
+    config = tmp_path / "runs.toml"
+    config.write_text("[datasets.ecssd\n")
+    out = invoke("score", "--config", str(config))
+    assert out.exit_code == 2 and "not valid TOML" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    config.write_text('[datasets.ecssd]\ngt = "gt"\n[methods.x]\nduts = "p"\n')
+    out = invoke("score", "--config", str(config))
+    assert "no [datasets.duts]" in out.stderr and "gt: folder" in out.stderr
+    out = invoke("score", "--config", str(config), "--pred-dir", str(tmp_path))
+    assert out.exit_code == 2 and "one or the other" in out.stderr
