@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +126,12 @@ def _page_data(index: Path) -> dict[str, Any]:
 
 def test_report_page_from_records_and_caches(runs: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
+    t0 = time.perf_counter()
     result = _report(runs, out, "-n", "3", "--ids", "toy_00007")
+    wall = time.perf_counter() - t0
     assert result.exit_code == 0, result.output
+    said = float(re.findall(r"; ([0-9.]+) s\)", result.output)[-1])
+    assert 0 < said <= wall  # the build time it reports
     index = out / "index.html"
     text = index.read_text()
     # the per-image columns are the runs' records, in the dataset's order

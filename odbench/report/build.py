@@ -133,9 +133,9 @@ def build_report(
     if row_images:
         chunk = 500
         starts = range(0, len(data.ids), chunk)
-        for start in track(starts, "table thumbnails", console=console, disable=not show_progress):
-            paths = thumbs.row_images(data.ids[start : start + chunk], workers=workers)
-            row_thumbs.update(enumerate(paths, start))
+        for first in track(starts, "table thumbnails", console=console, disable=not show_progress):
+            paths = thumbs.row_images(data.ids[first : first + chunk], workers=workers)
+            row_thumbs.update(enumerate(paths, first))
     grids = grids_for(data, selections, chosen, n, rows)
     html = render_page(data, grids, row_thumbs, reported_rows())
     atomic_write_bytes(out / "report.js", script())
