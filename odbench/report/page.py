@@ -432,12 +432,20 @@ def render_page(
         if two
         else ""
     )
+    definition = data.runs[0].results["protocol"].get("definition") or {}
+    crop = (
+        " Under this protocol only the centred square of each image (and GT) is scored; the "
+        "thumbnails show the whole image."
+        if definition.get("center_crop")
+        else ""
+    )
     return TEMPLATE.format(
         title=esc(title),
         css=CSS,
         leaderboard=leaderboard_html(data, reported),
         pair=pair,
         grids=grids_html(data, grids),
+        crop=crop,
         histograms=histograms_svg(data),
         scatter=scatter,
         fbeta=fbeta_curves_html(data),
@@ -503,7 +511,7 @@ TEMPLATE = """<!DOCTYPE html>
 <h2 id="grids">Qualitative grids</h2>
 <p class="note">Thumbnails: image, GT (binarised by the protocol's rule), then each method's soft
 map and binarised mask (the pixels Acc and IoU count). Scores are per-image IoU in the order of
-the columns. Images come from the dataset and the runs' prediction caches.</p>
+the columns. Images come from the dataset and the runs' prediction caches.{crop}</p>
 {grids}
 <h2 id="plots">Plots</h2>
 {histograms}
