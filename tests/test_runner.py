@@ -128,15 +128,18 @@ def test_device_auto_picks_cuda_when_torch_sees_one(monkeypatch: pytest.MonkeyPa
 
     import odbench.runner as runner
 
+    if not runner._gpu_device_nodes():  # no GPU device node: CPU, without importing torch
+        code = (
+            "import sys; from odbench.runner import resolve_device; "
+            "print(resolve_device('auto'), 'torch' in sys.modules)"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.stdout.split() == ["cpu", "False"], out.stderr
     monkeypatch.setattr(runner, "_gpu_device_nodes", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto") == "cuda"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == "cpu"
-    # No GPU device node: CPU, without importing torch (CPU-only methods start fast).
-    monkeypatch.setattr(runner, "_gpu_device_nodes", lambda: False)
-    monkeypatch.delitem(sys.modules, "torch")
-    assert resolve_device("auto") == "cpu" and "torch" not in sys.modules
     result = CliRunner().invoke(main, ["eval", "--help"])
     assert "--device" in result.output and "auto (CUDA when torch sees" in result.output
 
@@ -288,14 +291,20 @@ def test_results_file_names_never_collide(tmp_path: Path, monkeypatch: pytest.Mo
 
     monkeypatch.setattr(runner, "utc_now", lambda: fixed)
     stem = "center-prior__toy__odbench__20260101T000000Z"
-    real = np.savez_compressed
+    import tempfile
 
-    def racing(file: Any, *args: Any, **kwargs: Any) -> None:
-        if "ids" in kwargs and not (tmp_path / f"{stem}.json").exists():
-            (tmp_path / f"{stem}.json").write_text('{"other": "run"}')
-        real(file, *args, **kwargs)
+    real = tempfile.mkstemp
+    calls: list[str] = []
 
-    monkeypatch.setattr(np, "savez_compressed", racing)
+    def racing(*args: Any, **kwargs: Any) -> Any:
+        """The other run finishes just as ours writes its second file (the JSON)."""
+        if Path(str(kwargs.get("dir"))) == tmp_path:
+            calls.append("x")
+            if len(calls) == 2:
+                (tmp_path / f"{stem}.json").write_text('{"other": "run"}')
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", racing)
     out = odbench.evaluate("center-prior", "toy", limit=2, results_dir=tmp_path)
     assert (tmp_path / f"{stem}.json").read_text() == '{"other": "run"}'
     assert out.path == tmp_path / f"{stem}-2.json"
