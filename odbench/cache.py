@@ -6,7 +6,9 @@ Layout: ``<root>/<method>/<key>/<id>.npz`` plus ``key.json`` (what the key hashe
 ``odbench cache clear`` empties it.  Each entry holds the map as uint16 (``round(map · 65535)``,
 :func:`quantize`), the sample id and, for localization, the method's box; it is written
 atomically (temp file + rename) as soon as it is predicted, so a run that stops resumes where it
-stopped.
+stopped.  Entries are stored uncompressed (``np.savez``): deflate shrank a 400×300 uint16 map by
+only ~12% (208 -> 182 KiB, smooth 16-bit data compresses poorly) for ~12 ms of CPU per image,
+2.5× the time to decode the image itself.
 
 The key (:func:`cache_key`) hashes everything that changes a prediction: the method name, its
 card's sha256, the resolved hyperparameters, the method's *code identity*
@@ -193,7 +195,7 @@ class PredictionCache:
         if box is not None:
             arrays["box"] = np.asarray(box, dtype=np.float64)
         buf = io.BytesIO()
-        np.savez_compressed(buf, allow_pickle=False, **arrays)
+        np.savez(buf, allow_pickle=False, **arrays)  # uncompressed: see the module docstring
         atomic_write_bytes(self.path(sample_id), buf.getvalue())
 
     def get(self, sample_id: str) -> tuple[np.ndarray, np.ndarray | None]:

@@ -45,6 +45,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "wctr": ("odbench.bench.wctr:cli", "wCtr images/s on one core."),
     "tokencut": ("odbench.bench.tokencut:cli", "TokenCut NCut eigen-solve time."),
     "synth": ("odbench.bench.synth:cli", "Synthesis pairs/s and time shares (SD-1.4 random)."),
+    "runner": ("odbench.bench.runner:cli", "eval's input pipeline vs a plain decode; workers."),
     "learn": ("odbench.bench.learn:cli", "Train unet-e2e on real DUTS-TR-1k, score on ECSSD."),
     "report": ("odbench.bench.report:cli", "odbench report at DUTS-TE size; page sort time."),
     "scale": ("odbench.bench.scale:cli", "eval with 1 and 2 processes: the speed-up."),

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -152,27 +152,38 @@ def _check_map(method: Method, sample: Sample, pred: Any) -> np.ndarray:
 # ----------------------------------------------------------------------------- streaming helpers
 
 
+class _Job(Generic[R]):
+    """A call submitted to a pool that the caller runs itself if no worker has started it by
+    the time its result is needed (the main thread helps instead of idling)."""
+
+    def __init__(self, pool: Executor, fn: Callable[..., R], *args: Any) -> None:
+        self.fn, self.args = fn, args
+        self.future = pool.submit(fn, *args)
+
+    def result(self) -> R:
+        if self.future.cancel():
+            return self.fn(*self.args)
+        return self.future.result()
+
+
 def _ordered(pool: Executor, fn: Callable[[T], R], items: Iterable[T], depth: int) -> Iterator[R]:
     """``map(fn, items)`` on ``pool`` with at most ``depth`` items in flight, in order."""
-    pending: deque[Future[R]] = deque()
+    pending: deque[_Job[R]] = deque()
     it = iter(items)
     try:
         for item in it:
-            pending.append(pool.submit(fn, item))
+            pending.append(_Job(pool, fn, item))
             if len(pending) >= depth:
                 break
         while pending:
             done = pending.popleft().result()
-            nxt = next(it, _END)
-            if nxt is not _END:
-                pending.append(pool.submit(fn, nxt))  # type: ignore[arg-type]
+            for nxt in it:
+                pending.append(_Job(pool, fn, nxt))
+                break
             yield done
     finally:
-        for f in pending:
-            f.cancel()
-
-
-_END = object()
+        for job in pending:
+            job.future.cancel()
 
 
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -277,11 +288,11 @@ def predict(
         stack.callback(release_all)  # on an error: leave no claim of ours behind
         post = _post_pool(method, max(1, workers), stack)
         depth = max(2 * batch_size, 4 * workers)
-        pending: deque[Future[Prediction] | Prediction] = deque()
+        pending: deque[_Job[Prediction] | Prediction] = deque()
         for loaded in _batches(_ordered(pool, load, ids, depth), batch_size):
             batch = claim(loaded)
             todo = [s for s, hit in batch if hit is None]
-            results: dict[str, Future[Prediction]] = {}
+            results: dict[str, _Job[Prediction]] = {}
             if todo:
                 images = [s.image for s in todo]
                 if post is not None:
@@ -295,7 +306,7 @@ def predict(
                     maps = [_check_map(method, s, m) for s, m in zip(todo, method.predict(images))]
                     box_list = method.predict_boxes(images, maps) if boxes else [None] * len(todo)
                 for s, m, b in zip(todo, maps, box_list):
-                    results[s.id] = pool.submit(store, s, m, b)
+                    results[s.id] = _Job(pool, store, s, m, b)
             for sample, hit in batch:
                 if hit is None:
                     pending.append(results[sample.id])
@@ -310,8 +321,8 @@ def predict(
 _BOX_LATER = object()
 
 
-def _resolve(item: Future[Prediction] | Prediction) -> Prediction:
-    return item.result() if isinstance(item, Future) else item
+def _resolve(item: _Job[Prediction] | Prediction) -> Prediction:
+    return item.result() if isinstance(item, _Job) else item
 
 
 # ----------------------------------------------------------------------------- phase 2: score

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from realdata import REAL_DATA
 
 import odbench
 from odbench.cache import PredictionCache, cache_folders, code_identity, quantize
@@ -369,3 +370,13 @@ def test_postprocess_runs_in_worker_processes(tmp_path: Path) -> None:
     pooled = run(method, ds, get_protocol("odbench"), workers=2, **kw)
     direct = run(CallableMethod(method.predict), ds, get_protocol("odbench"), **kw)
     assert pooled.metrics == direct.metrics
+
+
+@pytest.mark.skipif(not (REAL_DATA / "ECSSD").is_dir(), reason=f"{REAL_DATA}/ECSSD absent")
+def test_bench_runner_reports_both_ratios() -> None:
+    result = CliRunner().invoke(
+        main,
+        ["bench", "runner", "--n", "4", "--repeats", "1", "--data-root", str(REAL_DATA)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 worker vs decode:" in result.output and "2 workers vs 1:" in result.output
