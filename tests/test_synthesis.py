@@ -64,19 +64,21 @@ def files(folder: Path) -> dict[str, bytes]:
 
 
 def test_cli_run_records_everything_and_loads(reference: Path) -> None:
+    from odbench.backbones.diffusion import clip_tokenizer
     from odbench.data.synthetic import SyntheticDataset
 
     lines = [json.loads(x) for x in (reference / "manifest.jsonl").read_text().splitlines()]
     assert [r["index"] for r in lines] == list(range(6))
     assert len({r["id"] for r in lines}) == 6
     rules = MaskRules(0.02, 0.9, True)
+    tok = clip_tokenizer()
     for r in lines:
         assert r["kept"] and r["reason"] is None  # --filter none keeps every sample ...
         mask = np.asarray(__import__("PIL.Image").Image.open(reference / r["mask"])) > 127
         verdict, info = rules.verdict(mask)  # ... but records what the rules say of its mask
         assert r["checks"]["mask"] == {**info, "verdict": verdict or "ok"}
-        tokens = r["token_indices"]
-        assert tokens and r["prompt"] and r["class"] in r["prompt"]
+        ids = tok(r["prompt"]).input_ids  # the class words' tokens drive A_c
+        assert tok.decode([ids[i] for i in r["token_indices"]]) == r["class"].lower()
         assert r["model"]["name"] == "sd-tiny" and r["odbench"]
     gen = json.loads((reference / "manifest.json").read_text())["generator"]
     assert gen["counts"]["generated"] == 6 and gen["counts"]["kept"] == 6
