@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from odbench.imageio import naming_full_disk
+
 DEFAULT_LEASE_S = 1800.0
 
 
@@ -80,9 +82,13 @@ class Claims:
                     return False
                 self._take_over(path, holder.get("nonce"))
                 continue
-            with os.fdopen(fd, "w") as f:
-                payload = {"host": self.host, "pid": self.pid, "nonce": uuid.uuid4().hex}
-                json.dump({**payload, "time": time.time()}, f)
+            try:
+                with naming_full_disk(self.folder), os.fdopen(fd, "w") as f:
+                    payload = {"host": self.host, "pid": self.pid, "nonce": uuid.uuid4().hex}
+                    json.dump({**payload, "time": time.time()}, f)
+            except BaseException:  # e.g. a full disk: no half-written claim left behind
+                path.unlink(missing_ok=True)
+                raise
             return True
         return False
 

@@ -7,9 +7,11 @@ importing torch.  Errors that the user must fix are printed as one line, exit co
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
@@ -123,4 +125,12 @@ def user_errors() -> Iterator[None]:
         loaded = tuple(getattr(sys.modules[m], c) for m, c in _USER_ERRORS if m in sys.modules)
         if isinstance(e, (*loaded, FileNotFoundError)):
             raise UserError(str(e)) from e
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = Path(e.filename) if e.filename else None
+            folder = where if where is None or where.is_dir() else where.parent
+            raise UserError(
+                f"{folder or 'the output folder'}: no space left on the device; free some space "
+                "and run the command again: finished work is kept and the run resumes where it "
+                "stopped"
+            ) from e
         raise

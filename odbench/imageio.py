@@ -5,6 +5,7 @@ Pillow only (no torch, no OpenCV), so ``odbench score`` starts fast.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import warnings
@@ -32,6 +33,8 @@ class BinaryMaskWarning(UserWarning):
 
 
 MAX_NAMED = 3  # files named in a summary line
+
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
 def _open(path: Path) -> Image.Image:
@@ -156,14 +159,28 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write a file through a temp file in the same folder and a rename: never half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with naming_full_disk(path.parent):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+@contextmanager
+def naming_full_disk(folder: Path) -> Iterator[None]:
+    """A full disk (``ENOSPC``, ``EDQUOT``) while writing into ``folder`` is re-raised with the
+    folder as the error's file name, so the one-line error can say where space is missing
+    (:func:`odbench.cli.user_errors`); a plain ``write()`` names no file."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        yield
+    except OSError as e:
+        if e.errno in DISK_FULL and not e.filename:
+            raise OSError(e.errno, e.strerror, str(folder)) from e
         raise
 
 

@@ -377,14 +377,17 @@ def _link_exclusive(tmp: Path, final: Path) -> bool:
 
 
 def _temp_file(folder: Path, data: bytes) -> Path:
-    fd, name = tempfile.mkstemp(dir=folder, prefix=".results.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(name, 0o644)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
+    from odbench.imageio import naming_full_disk
+
+    with naming_full_disk(folder):
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".results.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(name, 0o644)
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
     return Path(name)
 
 
