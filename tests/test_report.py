@@ -179,6 +179,26 @@ def test_thumbnails_are_written_once_and_never_stale(runs: Path, tmp_path: Path)
         os.utime(entry, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
+def test_report_imports_no_torch(runs: Path, tmp_path: Path) -> None:
+    """A report predicts nothing, so building one never imports torch (a fresh process)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from odbench.cli import main\n"
+        f"args = ['report', '--dataset', 'toy', '--methods', 'center-prior,wctr', '--results-dir', "
+        f"{str(runs / 'results')!r}, '--out', {str(tmp_path / 'r')!r}]\n"
+        "r = CliRunner().invoke(main, args)\n"
+        "print(r.exit_code, 'torch' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.split() == ["0", "False"], out
+    assert (tmp_path / "r" / "index.html").is_file()
+
+
 def test_grid_png(runs: Path, tmp_path: Path) -> None:
     out = tmp_path / "fig.png"
     result = _report(runs, out, "--grid", "3")
