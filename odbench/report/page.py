@@ -406,6 +406,8 @@ def page_data(data: ReportData, grids: list[Grid], row_thumbs: dict[int, str]) -
         "fbeta": [_round(v) for v in data.fbeta],
         "thumbs": thumbs,
         "anchors": anchors,
+        "extra": {k: [_round(v) for v in arr] for k, arr in data.extra.items()},
+        "extraLabels": {k: METRIC_HEADERS.get(k, k) for k in data.extra},
     }
 
 
@@ -423,6 +425,15 @@ def render_page(
         f"<label>A <select id='pa'>{options}</select></label> "
         f"<label>B <select id='pb'>{options}</select></label>"
         if two
+        else ""
+    )
+    extra = (
+        "<label>more columns <select id='extra'><option value=''>none</option>"
+        + "".join(
+            f"<option value='{esc(k)}'>{esc(METRIC_HEADERS.get(k, k))}</option>" for k in data.extra
+        )
+        + "</select></label>"
+        if data.extra
         else ""
     )
     scatter = (
@@ -443,7 +454,7 @@ def render_page(
         title=esc(title),
         css=CSS,
         leaderboard=leaderboard_html(data, reported),
-        pair=pair,
+        pair=pair + extra,
         grids=grids_html(data, grids),
         crop=crop,
         histograms=histograms_svg(data),

@@ -5,6 +5,7 @@
   const D = JSON.parse(document.getElementById("odb-data").textContent);
   const M = D.methods.length, N = D.ids.length, PAGE = 50;
   const pa = document.getElementById("pa"), pb = document.getElementById("pb");
+  const ex = document.getElementById("extra"); // per-image S, Eξ, wFβ... when stored
   if (pb) pb.value = "1";
   const st = { key: null, dir: 1, filter: "", page: 0, rows: D.ids.map((_, i) => i) };
 
@@ -14,6 +15,10 @@
     for (let m = 0; m < M; m++) {
       cols.push(["iou" + m, "IoU " + D.methods[m], (i) => D.iou[m][i]]);
       cols.push(["fbeta" + m, "Fβ " + D.methods[m], (i) => D.fbeta[m][i]]);
+      if (ex && ex.value) {
+        const key = ex.value;
+        cols.push([key + m, D.extraLabels[key] + " " + D.methods[m], (i) => D.extra[key][m][i]]);
+      }
     }
     if (pa && pb) {
       const a = +pa.value, b = +pb.value;
@@ -128,6 +133,7 @@
   for (const sel of [pa, pb]) {
     if (sel) sel.addEventListener("change", () => { update(); scatter(); });
   }
+  if (ex) ex.addEventListener("change", update);
   const sv = document.getElementById("scatter");
   if (sv) sv.addEventListener("click", (e) => {
     const i = e.target.dataset && e.target.dataset.i;

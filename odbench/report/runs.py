@@ -13,13 +13,13 @@ mean of the column is the run's maxFβ in both cases.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from odbench.results import ResultsError, RunResult
+from odbench.results import SOD_SCALARS, ResultsError, RunResult
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ class ReportData:
     runs: list[ReportRun]
     iou: np.ndarray  # (methods, images)
     fbeta: np.ndarray  # (methods, images), see the module docstring
+    #: per-image salient-object scores every run stored (``--metrics all``): key -> (M, N)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def labels(self) -> list[str]:
@@ -121,6 +123,8 @@ def load_report_data(
         runs.append(run)
     ids = [str(i) for i in runs[0].records["ids"]]
     iou, fbeta = [], []
+    extra_keys = [k for k in SOD_SCALARS if all(k in r.records for r in runs)]
+    extra: dict[str, list[np.ndarray]] = {k: [] for k in extra_keys}
     per_image_max = (runs[0].results["protocol"].get("definition") or {}).get("max_over") == (
         "per_image"
     )
@@ -138,4 +142,7 @@ def load_report_data(
         curves = np.asarray(each.records["fbeta"], dtype=np.float64)[index]
         fbeta.append(per_image_fbeta(curves, per_image_max))
         _check_reproduces(each, {"iou": iou[-1], "max_fbeta": fbeta[-1]})
-    return ReportData(dataset, protocol, ids, runs, np.stack(iou), np.stack(fbeta))
+        for key in extra_keys:
+            extra[key].append(np.asarray(each.records[key], dtype=np.float64)[index])
+    stacked = {k: np.stack(v) for k, v in extra.items()}
+    return ReportData(dataset, protocol, ids, runs, np.stack(iou), np.stack(fbeta), stacked)
