@@ -52,6 +52,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "report": ("odbench.bench.report:cli", "odbench report at DUTS-TE size; page sort time."),
     "scale": ("odbench.bench.scale:cli", "eval with 1 and 2 processes: the speed-up."),
     "decoder": ("odbench.bench.decoder:cli", "Decoder training steps/s on cached features."),
+    "features": ("odbench.bench.features:cli", "Extractor images/s; SD vs diffusers' DDIM loop."),
 }
 
 
