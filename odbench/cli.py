@@ -109,6 +109,7 @@ _USER_ERRORS = (
     ("odbench.data.base", "DatasetError"),
     ("odbench.imageio", "ImageReadError"),
     ("odbench.cards", "CardError"),
+    ("odbench.outputs", "OutputPathError"),
     ("odbench.checkpoint", "CheckpointError"),
     ("odbench.train", "TrainError"),
 )

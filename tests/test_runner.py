@@ -279,6 +279,17 @@ def test_leaderboard_out_under_a_file_is_one_line(tmp_path: Path) -> None:
     )
 
 
+def test_stats_out_under_a_file_is_one_line_before_any_work(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = CliRunner().invoke(main, ["stats", "toy", "--out", str(blocker / "stats")])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (
+        f"error: --out {blocker / 'stats'}: {blocker} is a file, not a folder"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
 def test_results_file_names_never_collide(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 16.11: another run writing the same file name while ours is being written (as a
     second process finishing in the same second does) keeps its file; ours gets ``-2``."""

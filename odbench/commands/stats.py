@@ -118,6 +118,10 @@ def stats(
     from odbench.imageio import read_warnings
 
     with user_errors():
+        if out_dir is not None:  # before reading anything: one line, nothing written
+            from odbench.outputs import check_output_folder
+
+            check_output_folder(out_dir, "--out")
         t0 = time.perf_counter()
         datasets = [open_dataset(dataset, data_root)]
         names = [datasets[0].name]
