@@ -162,10 +162,7 @@ def method_card(name: str) -> MethodCard | None:
 
 
 def dataset_card(name: str) -> DatasetCard | None:
-    cards = dataset_cards()
-    if name in cards:
-        return cards[name]
-    for card in cards.values():
-        if name in card.aliases:
-            return card
-    return None
+    """The card of a dataset name or alias (aliases resolve in :data:`odbench.registry.DATASETS`)."""
+    from odbench.registry import DATASETS
+
+    return dataset_cards().get(DATASETS.canonical(name)) if name in DATASETS else None

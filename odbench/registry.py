@@ -55,6 +55,7 @@ class Registry(Generic[T]):
         self._entry_points_loaded = entry_point_group is None
         self._loaders: list[Callable[[Registry[T]], None]] = []
         self._loaded = False
+        self._aliases: dict[str, str] = {}
 
     def add_loader(self, loader: Callable[[Registry[T]], None]) -> None:
         """Register a function that fills the registry on first use (e.g. from cards)."""
@@ -75,13 +76,31 @@ class Registry(Generic[T]):
                     self._entries[ep.name] = Entry(ep.name, f"(plugin {ep.value})", ep.value)
 
     def add(
-        self, name: str, *, target: str | None = None, obj: Any = None, description: str = ""
+        self,
+        name: str,
+        *,
+        target: str | None = None,
+        obj: Any = None,
+        description: str = "",
+        aliases: tuple[str, ...] = (),
     ) -> None:
         if (target is None) == (obj is None):
             raise ValueError("give exactly one of target= or obj=")
-        if name in self._entries:
-            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        for key in (name, *aliases):
+            if key in self._entries or key in self._aliases:
+                raise ValueError(f"{self.kind} {key!r} is registered twice")
         self._entries[name] = Entry(name, description, target, obj)
+        self._aliases.update({alias: name for alias in aliases})
+
+    def canonical(self, name: str) -> str:
+        """The registered name of ``name`` or of its alias (the one place aliases resolve);
+        :class:`UnknownNameError` listing the valid names otherwise."""
+        self._ensure()
+        if name in self._entries:
+            return name
+        if name in self._aliases:
+            return self._aliases[name]
+        raise UnknownNameError(self.unknown_message(name))
 
     def register(self, name: str, description: str = "") -> Callable[[T], T]:
         """Decorator: ``@METHODS.register("my-method", "one line")``."""
@@ -94,10 +113,7 @@ class Registry(Generic[T]):
         return deco
 
     def get(self, name: str) -> T:
-        self._ensure()
-        entry = self._entries.get(name)
-        if entry is None:
-            raise UnknownNameError(self.unknown_message(name))
+        entry = self._entries[self.canonical(name)]
         if entry.obj is None:
             assert entry.target is not None
             entry.obj = import_target(entry.target)
@@ -111,7 +127,7 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         self._ensure()
-        return name in self._entries
+        return name in self._entries or name in self._aliases
 
     def names(self) -> list[str]:
         self._ensure()
@@ -137,7 +153,7 @@ def _datasets_from_cards(reg: Registry[Any]) -> None:
     from odbench.cards import dataset_cards
 
     for card in dataset_cards().values():
-        reg.add(card.name, target=card.entry, description=card.description)
+        reg.add(card.name, target=card.entry, description=card.description, aliases=card.aliases)
 
 
 def _builtin_protocols(reg: Registry[Any]) -> None:

@@ -695,14 +695,10 @@ def build_dataset(
     ``split`` (``--split``) goes to loaders that take one (COCO folders)."""
     if isinstance(dataset, Dataset):
         return dataset, str(dataset.describe().get("name") or type(dataset).__name__)
-    from odbench.cards import dataset_card
     from odbench.data.base import create_dataset
     from odbench.registry import DATASETS
 
-    card = dataset_card(dataset)
-    canonical = card.name if card is not None else dataset
-    if canonical not in DATASETS:
-        DATASETS.get(dataset)  # raises, listing the valid names
+    canonical = DATASETS.canonical(dataset)  # aliases resolve here; unknown names list the valid
     options: dict[str, Any] = {}
     if split is not None:
         import inspect

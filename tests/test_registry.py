@@ -214,3 +214,21 @@ def test_center_prior_method() -> None:
     boxes = method.predict_boxes(images[:1], maps[:1])
     x1, y1, x2, y2 = boxes[0]
     assert (x1 + x2) / 2 == pytest.approx(20) and (y1 + y2) / 2 == pytest.approx(15)
+
+
+def test_aliases_resolve_in_the_registry() -> None:
+    """Dataset aliases (from the cards) resolve in one place: DATASETS.canonical."""
+    from odbench.cards import dataset_card
+    from odbench.registry import DATASETS, Registry, UnknownNameError
+
+    assert DATASETS.canonical("COCO20k") == "coco20k" and "CUB-200-2011" in DATASETS
+    assert DATASETS.get("CUB") is DATASETS.get("cub")
+    card = dataset_card("cub200")
+    assert card is not None and card.name == "cub"
+    assert dataset_card("nope") is None
+    with pytest.raises(UnknownNameError, match="Valid:"):
+        DATASETS.canonical("nope")
+    reg: Registry[int] = Registry("thing")
+    reg.add("a", obj=1, aliases=("A",))
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.add("A", obj=2)

@@ -88,10 +88,10 @@ class Dataset(ABC):
 def create_dataset(name: str, data_root: str | Path | None = None, **kwargs: Any) -> Dataset:
     """Build a registered dataset by name (or alias).  ``data_root`` is where the data lives
     (default: ``$ODBENCH_DATA`` or the user cache dir); generated datasets ignore it."""
-    from odbench.cards import dataset_card
+    from odbench.cards import dataset_cards
     from odbench.registry import DATASETS
 
-    card = dataset_card(name)
-    key = card.name if card is not None else name
+    key = DATASETS.canonical(name)  # unknown names list the valid ones
     cls = DATASETS.get(key)
+    card = dataset_cards().get(key)
     return cls.from_card(card, data_root=data_root, **kwargs)  # type: ignore[no-any-return]
