@@ -15,7 +15,13 @@ import torch
 from click.testing import CliRunner
 
 from odbench.cli import main
-from odbench.synthesis.pipeline import MaskRules, Synthesizer, SynthInterrupted, SynthOptions
+from odbench.synthesis.pipeline import (
+    MaskRules,
+    OptionError,
+    Synthesizer,
+    SynthInterrupted,
+    SynthOptions,
+)
 from odbench.synthesis.prompts import PromptBank, PromptError, read_prompts
 from odbench.synthesis.store import SynthStoreError, merge
 
@@ -176,6 +182,8 @@ def test_resume_refuses_other_options(reference: Path, backbone: Any, tmp_path: 
     shutil.copytree(reference, out)
     with pytest.raises(SynthStoreError, match="another config"):
         Synthesizer(_opts(filter="none", seed=1), out, backbone=backbone, progress=False)
+    with pytest.raises(OptionError, match="up to index 5; a run only grows"):
+        Synthesizer(_opts(n=5, filter="none"), out, backbone=backbone, progress=False)
     result = CliRunner().invoke(
         main, ["synth", "--n", "6", "--out", str(out), "--filter", "mask", *TINY]
     )

@@ -212,7 +212,17 @@ class Synthesizer:
         self._header = self.header()
         if self.world is None or self.world.size == 1:
             self.store = SynthStore(self.out, self._header, self.opts.shard)
-            return
+        else:
+            self._open_shared()
+        beyond = max(self.store.records, default=-1)
+        if beyond >= self.opts.n:
+            raise OptionError(
+                f"{self.out}: holds samples up to index {beyond}; a run only grows: give "
+                f"--n {beyond + 1} or more (or a new --out)"
+            )
+
+    def _open_shared(self) -> None:
+        assert self.world is not None
         # a launch: rank 0 opens (creates, cleans) the folder before the others join it
         if not self.world.is_main:
             self.world.barrier()
