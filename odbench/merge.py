@@ -197,6 +197,7 @@ def merge(parts: Sequence[Part], into: Shard | None = None) -> tuple[dict[str, A
     results["images_per_s"] = len(records["ids"]) / wall if wall > 0 else None
     results["n_predicted"] = sum(int(p.results.get("n_predicted") or 0) for p in ordered)
     results["n_cached"] = sum(int(p.results.get("n_cached") or 0) for p in ordered)
+    results["cpu_time_s"] = sum(float(p.results.get("cpu_time_s") or 0.0) for p in ordered)
     results["date"] = max(str(p.results["date"]) for p in ordered)
     devices = sorted({str(p.results.get("device")) for p in ordered})
     results["device"] = devices[0] if len(devices) == 1 else ", ".join(devices)
@@ -206,7 +207,7 @@ def merge(parts: Sequence[Part], into: Shard | None = None) -> tuple[dict[str, A
         {
             "name": p.name,
             "n_images": len(p.records["ids"]),
-            **{k: p.results.get(k) for k in ("date", "device", "wall_time_s")},
+            **{k: p.results.get(k) for k in ("date", "device", "wall_time_s", "cpu_time_s")},
         }
         for p in ordered
     ]

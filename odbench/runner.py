@@ -547,7 +547,7 @@ def run(
         cache = PredictionCache(root / method.name / digest, key)
 
     counts = {"predicted": 0, "cached": 0}
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     with (
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="odbench") as pool,
         _progress(len(ids), f"{method.name} on {dataset_name}", show_progress) as advance,
@@ -597,6 +597,7 @@ def run(
         info={
             "device": device_description(method.device),
             "wall_time_s": wall,
+            "cpu_time_s": time.process_time() - cpu_start,  # this process, all its threads
             "images_per_s": len(ids) / wall if wall > 0 else None,
             "n_predicted": counts["predicted"],
             "n_cached": counts["cached"],

@@ -23,7 +23,7 @@ from odbench.runner import run
 
 #: Fields that describe one process's run rather than the result.
 PER_RUN = {"date", "wall_time_s", "images_per_s", "records", "_path", "merged_from"}
-PER_RUN |= {"n_predicted", "n_cached", "cache", "processes", "packages"}
+PER_RUN |= {"n_predicted", "n_cached", "cache", "processes", "packages", "cpu_time_s"}
 
 
 def assert_same_run(run_a: RunResult, run_b: RunResult) -> None:
