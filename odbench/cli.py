@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "merge": ("odbench.commands.merge:merge_cmd", "Merge the results of eval --shard I/N runs."),
     "leaderboard": ("odbench.commands.leaderboard:leaderboard", "Render markdown leaderboards."),
     "compare": ("odbench.commands.leaderboard:compare", "Compare methods with bootstrap CIs."),
+    "plot": ("odbench.commands.plot:plot", "PR, Fβ and E curves from stored results."),
     "cache": ("odbench.commands.cache:cache", "Show or clear the prediction cache."),
     "data": ("odbench.commands.data:data", "Download, verify and locate benchmark datasets."),
     "stats": ("odbench.commands.stats:stats", "Dataset statistics: size, contrast, center, shape."),

@@ -1,0 +1,166 @@
+"""``odbench plot curves``: PR, Fβ-threshold and E-threshold curves from stored results.
+
+Reads the curves the runs stored (``metrics.saliency.fbeta_curve`` always; ``curves.precision``,
+``recall``, ``e_measure`` when scored with ``--metrics all``), never recomputes them.  One
+figure per curve kind, one subplot per dataset, the legend below the axes (it never covers a
+curve), written as PNG and PDF.  Per (method, dataset) the latest run under ``--protocol``.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import click
+
+from odbench.cli import UserError, user_errors
+
+#: (file stem, title, x key, y key, x label, y label)
+KINDS = (
+    ("pr_curves", "Precision-recall", "recall", "precision", "recall", "precision"),
+    ("fbeta_curves", "Fβ against threshold", "thresholds", "fbeta", "threshold", "Fβ"),
+    ("emeasure_curves", "Eξ against threshold", "thresholds", "e_measure", "threshold", "Eξ"),
+)
+
+
+def select_runs(
+    results_dir: Path, datasets: list[str], methods: list[str], protocol: str
+) -> dict[str, dict[str, Any]]:
+    """dataset -> method -> the latest saliency run (one-line errors for what is missing)."""
+    from odbench.results import ResultsError, load_all_results
+
+    try:
+        runs = load_all_results(results_dir)
+    except ResultsError as e:
+        raise UserError(str(e)) from e
+    chosen: dict[str, dict[str, Any]] = {d: {} for d in datasets}
+    for run in sorted(runs, key=lambda r: r.date):
+        if run.dataset_name in chosen and run.protocol_name == protocol:
+            if "saliency" in run.metrics and (not methods or run.method_name in methods):
+                chosen[run.dataset_name][run.method_name] = run
+    empty = [d for d, found in chosen.items() if not found]
+    if empty:
+        raise UserError(
+            f"{results_dir}: no saliency results for dataset(s) {', '.join(empty)} under "
+            f"protocol {protocol}; run odbench eval or odbench score --config first"
+        )
+    missing = [m for m in methods if not any(m in found for found in chosen.values())]
+    if missing:
+        raise UserError(f"{results_dir}: no results for method(s) {', '.join(missing)}")
+    return chosen
+
+
+def curve(run: Any, x_key: str, y_key: str) -> tuple[list[float], list[float]] | None:
+    """A stored curve of a run, or None when the run did not store it."""
+    sal = run.metrics["saliency"]
+    stored = dict(sal.get("curves") or {})
+    stored.setdefault("fbeta", sal.get("fbeta_curve"))
+    if "thresholds" not in stored and sal.get("fbeta_curve") is not None:
+        n = len(sal["fbeta_curve"])
+        stored["thresholds"] = [k / 255 for k in range(n)]
+    x, y = stored.get(x_key), stored.get(y_key)
+    if x is None or y is None or len(x) != len(y):
+        return None
+    return list(x), list(y)
+
+
+def plot_curves(
+    chosen: dict[str, dict[str, Any]], out: Path, highlight: str | None = None
+) -> list[Path]:
+    """Write the figures; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from odbench.imageio import atomic_write_bytes
+    from odbench.outputs import OutputPathError, check_output_folder
+
+    try:
+        check_output_folder(out, "--out")
+    except OutputPathError as e:
+        raise UserError(str(e)) from e
+    methods = sorted({m for found in chosen.values() for m in found})
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    written: list[Path] = []
+    for stem, title, xk, yk, xlabel, ylabel in KINDS:
+        fig, axes = plt.subplots(1, len(chosen), figsize=(4.2 * len(chosen), 4.2), squeeze=False)
+        drawn = 0
+        for ax, (dataset, found) in zip(axes[0], chosen.items()):
+            for method in methods:
+                if method not in found:
+                    continue
+                xy = curve(found[method], xk, yk)
+                if xy is None:
+                    continue
+                strong = highlight is None or method == highlight
+                ax.plot(
+                    *xy,
+                    label=method,
+                    color=colours[method],
+                    linewidth=2.4 if method == highlight else 1.4,
+                    alpha=1.0 if strong else 0.55,
+                    zorder=3 if method == highlight else 2,
+                )
+                drawn += 1
+            ax.set_title(dataset)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.set_xlim(0, 1)
+            ax.grid(alpha=0.3)
+        if drawn:
+            handles, labels = [], []
+            for ax in axes[0]:
+                for h, lab in zip(*ax.get_legend_handles_labels()):
+                    if lab not in labels:
+                        handles.append(h)
+                        labels.append(lab)
+            fig.suptitle(title)
+            fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False)
+            fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(labels) - 1) // 5), 1, 1))
+            for ext in ("png", "pdf"):
+                buf = io.BytesIO()
+                fig.savefig(buf, format=ext, dpi=150)
+                path = out / f"{stem}.{ext}"
+                atomic_write_bytes(path, buf.getvalue())  # never a half-written figure
+                written.append(path)
+        else:
+            click.echo(f"note: no run stored {title} curves (score with --metrics all)", err=True)
+        plt.close(fig)
+    return written
+
+
+@click.group("plot")
+def plot() -> None:
+    """Figures from stored results."""
+
+
+@plot.command("curves")
+@click.option("--dataset", "datasets", multiple=True, required=True, help="Repeatable.")
+@click.option("--methods", default="", help="Comma-separated (default: every method).")
+@click.option("--highlight", default=None, help="Draw this method on top, thicker.")
+@click.option("--protocol", default="odbench", show_default=True)
+@click.option(
+    "--results-dir",
+    type=click.Path(path_type=Path),
+    default=Path("leaderboard/results"),
+    show_default=True,
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+def curves(
+    datasets: tuple[str, ...],
+    methods: str,
+    highlight: str | None,
+    protocol: str,
+    results_dir: Path,
+    out: Path,
+) -> None:
+    """PR, Fβ-threshold and E-threshold curves, one subplot per dataset (PNG + PDF)."""
+    wanted = [m for m in methods.split(",") if m]
+    with user_errors():
+        chosen = select_runs(results_dir, list(datasets), wanted, protocol)
+        if highlight is not None and not any(highlight in f for f in chosen.values()):
+            raise UserError(f"--highlight {highlight}: no such method in the selected results")
+        for path in plot_curves(chosen, out, highlight):
+            click.echo(str(path))

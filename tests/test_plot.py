@@ -1,0 +1,73 @@
+"""``odbench plot curves`` on results written by ``score --config``."""
+
+from __future__ import annotations
+
+import numpy as np
+from click.testing import CliRunner
+from PIL import Image
+from test_score_config import make_project  # tests/ is on sys.path
+
+from odbench.cli import main
+from odbench.commands.plot import curve, select_runs
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_plot_curves_two_datasets_png_and_pdf(tmp_path):
+    config = make_project(tmp_path)
+    text = config.read_text().replace(
+        "[methods.method-a]\n", '[datasets.duts_te]\ngt = "gt"\n[methods.method-a]\n'
+    )
+    text = text.replace('ecssd = "preds/a"\n', 'ecssd = "preds/a"\nduts_te = "preds/a"\n')
+    config.write_text(text)
+    results = tmp_path / "results"
+    out = invoke("score", "--config", str(config), "--results-dir", str(results), "--json")
+    assert out.exit_code == 0, out.output
+    figs = tmp_path / "figs"
+    args = ["plot", "curves", "--dataset", "ecssd", "--dataset", "duts_te"]
+    args += ["--results-dir", str(results), "--out", str(figs), "--highlight", "method-b"]
+    res = invoke(*args)
+    assert res.exit_code == 0, res.output
+    for stem in ("pr_curves", "fbeta_curves", "emeasure_curves"):
+        with Image.open(figs / f"{stem}.png") as im:
+            assert im.size[0] > im.size[1] > 300  # two subplots side by side
+        assert (figs / f"{stem}.pdf").read_bytes()[:4] == b"%PDF"
+    chosen = select_runs(results, ["ecssd", "duts_te"], [], "odbench")
+    assert set(chosen["ecssd"]) == {"method-a", "method-b"} and set(chosen["duts_te"]) == {
+        "method-a"
+    }
+    run = chosen["ecssd"]["method-a"]
+    x, y = curve(run, "recall", "precision")
+    assert y == run.metrics["saliency"]["curves"]["precision"] and len(x) == 255
+    assert curve(run, "thresholds", "fbeta")[1] == run.metrics["saliency"]["fbeta_curve"]
+
+    bad = invoke(
+        "plot",
+        "curves",
+        "--dataset",
+        "dut_omron",
+        "--results-dir",
+        str(results),
+        "--out",
+        str(figs),
+    )
+    assert bad.exit_code == 2 and "dut_omron" in bad.stderr
+    bad = invoke(*args[:-1], "nobody")
+    assert bad.exit_code == 2 and "--highlight nobody" in bad.stderr
+
+
+def test_basic_runs_draw_only_the_fbeta_curves(tmp_path):
+    config = make_project(tmp_path)
+    config.write_text(config.read_text().replace('metrics = "all"\n', ""))
+    results = tmp_path / "results"
+    assert invoke("score", "--config", str(config), "--results-dir", str(results)).exit_code == 0
+    figs = tmp_path / "figs"
+    res = invoke(
+        "plot", "curves", "--dataset", "ecssd", "--results-dir", str(results), "--out", str(figs)
+    )
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in figs.iterdir()) == ["fbeta_curves.pdf", "fbeta_curves.png"]
+    assert "score with --metrics all" in res.stderr
+    assert np.asarray(Image.open(figs / "fbeta_curves.png")).std() > 0
