@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "leaderboard": ("odbench.commands.leaderboard:leaderboard", "Render markdown leaderboards."),
     "compare": ("odbench.commands.leaderboard:compare", "Compare methods with bootstrap CIs."),
     "plot": ("odbench.commands.plot:plot", "PR, Fβ and E curves from stored results."),
+    "cite": ("odbench.commands.cite:cite", "BibTeX for the methods, datasets, metrics used."),
     "cache": ("odbench.commands.cache:cache", "Show or clear the prediction cache."),
     "data": ("odbench.commands.data:data", "Download, verify and locate benchmark datasets."),
     "stats": ("odbench.commands.stats:stats", "Dataset statistics: size, contrast, center, shape."),

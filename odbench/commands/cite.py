@@ -1,0 +1,104 @@
+"""``odbench cite``: BibTeX for the methods, datasets and metrics of a results set.
+
+Methods and datasets are cited from their cards (``citation``), metrics from
+:mod:`odbench.metrics.papers`.  Without names, everything the results in ``--results-dir``
+use; entries are deduplicated by BibTeX key, and a name with no citation gets a ``%`` comment
+line saying so (never a made-up entry).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import click
+
+from odbench.cli import UserError, user_errors
+
+_KEY = re.compile(r"@\w+\s*\{\s*([^,\s]+)\s*,")
+
+
+def used_names(results_dir: Path) -> list[str]:
+    """Methods, datasets and metric keys of every run in ``results_dir``, in that order."""
+    from odbench.metrics.papers import METRIC_PAPERS
+    from odbench.results import ResultsError, load_all_results
+
+    try:
+        runs = load_all_results(results_dir)
+    except ResultsError as e:
+        raise UserError(str(e)) from e
+    if not runs:
+        raise UserError(f"{results_dir}: no results; name what to cite or pass --results-dir")
+    methods = sorted({r.method_name for r in runs})
+    datasets = sorted({r.dataset_name for r in runs})
+    metrics = {k for r in runs for task in r.metrics.values() for k in task}
+    return methods + datasets + [k for k in METRIC_PAPERS if k in metrics]
+
+
+def bibliography(names: Iterable[str], strict: bool = True) -> str:
+    """BibTeX for ``names`` (method, dataset or metric names), deduplicated by key; a name
+    with no card is an error (``strict``) or a ``%`` comment (names read from results, e.g.
+    methods scored from prediction folders)."""
+    from odbench.cards import dataset_card, method_cards
+    from odbench.metrics.papers import BIBTEX, METRIC_PAPERS
+
+    cards = method_cards()
+    entries: dict[str, str] = {}
+    notes: list[str] = []
+    unknown = []
+    for name in names:
+        if name in METRIC_PAPERS:
+            key = METRIC_PAPERS[name]
+            entries.setdefault(key, BIBTEX[key])
+            continue
+        card = cards.get(name) or dataset_card(name)
+        if card is None:
+            if strict:
+                unknown.append(name)
+            else:
+                notes.append(
+                    f"% {name}: no card, so no citation (add one to methods/ or datasets/)"
+                )
+            continue
+        text = card.citation.strip()
+        match = _KEY.search(text)
+        if not match:
+            notes.append(f"% {name}: its card ({card.path}) has no citation")
+            continue
+        entries.setdefault(match.group(1), text)
+    if unknown:
+        raise UserError(
+            f"nothing to cite for {', '.join(unknown)}: not a method card, dataset card or "
+            f"metric key (metrics: {', '.join(sorted(METRIC_PAPERS))}; methods: "
+            f"{', '.join(sorted(cards))})"
+        )
+    return "\n\n".join([*notes, *entries.values()]) + "\n"
+
+
+@click.command("cite")
+@click.argument("names", nargs=-1)
+@click.option(
+    "--results-dir",
+    type=click.Path(path_type=Path),
+    default=Path("leaderboard/results"),
+    show_default=True,
+    help="Without NAMES: cite what these results use.",
+)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write a .bib file.")
+def cite(names: tuple[str, ...], results_dir: Path, out: Path | None) -> None:
+    """BibTeX for methods, datasets and metrics (default: those of the results set)."""
+    with user_errors():
+        bib = bibliography(names) if names else bibliography(used_names(results_dir), False)
+        if out is None:
+            click.echo(bib, nl=False)
+            return
+        from odbench.imageio import atomic_write_bytes
+        from odbench.outputs import OutputPathError, check_output_file
+
+        try:
+            check_output_file(out, "--out")
+        except OutputPathError as e:
+            raise UserError(str(e)) from e
+        atomic_write_bytes(out, bib.encode())
+        click.echo(str(out))
