@@ -36,6 +36,20 @@ def used_names(results_dir: Path) -> list[str]:
     return methods + datasets + [k for k in METRIC_PAPERS if k in metrics]
 
 
+def citation_keys(names: Iterable[str]) -> dict[str, str]:
+    """name -> BibTeX key, for the names whose card has a citation."""
+    from odbench.cards import dataset_card, method_cards
+
+    cards = method_cards()
+    keys = {}
+    for name in names:
+        card = cards.get(name) or dataset_card(name)
+        match = _KEY.search(card.citation) if card is not None else None
+        if match:
+            keys[name] = match.group(1)
+    return keys
+
+
 def bibliography(names: Iterable[str], strict: bool = True) -> str:
     """BibTeX for ``names`` (method, dataset or metric names), deduplicated by key; a name
     with no card is an error (``strict``) or a ``%`` comment (names read from results, e.g.

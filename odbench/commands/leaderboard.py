@@ -39,8 +39,44 @@ _RESULTS_DIR = click.option(
     help="Also show runs with overrides, on subsets (--limit) or with other card settings, "
     "labelled.",
 )
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["md", "latex", "csv"]),
+    default=None,
+    help="A metric table of odbench's runs (methods x dataset/metric; top-3 marked, arrows) "
+    "instead of the paper's Table 1 layout; csv: one row per method, dataset, protocol.",
+)
+@click.option("--metrics", default="", help="--format: comma-separated metric keys (default: all).")
+@click.option("--datasets", default="", help="--format: comma-separated datasets (default: all).")
+@click.option("--protocol", default="odbench", show_default=True, help="--format md/latex.")
+@click.option(
+    "--marks",
+    default="bold,underline,color:blue",
+    show_default=True,
+    help="--format latex: how the 1st, 2nd, 3rd of a column are marked "
+    "(bold, underline, italic, color:NAME, none).",
+)
+@click.option(
+    "--bib",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="--format latex: write the BibTeX of the methods, datasets, metrics here and \\cite "
+    "the methods.",
+)
 @_RESULTS_DIR
-def leaderboard(task: str, out: Path | None, show_all: bool, results_dir: Path) -> None:
+def leaderboard(
+    task: str,
+    out: Path | None,
+    show_all: bool,
+    fmt: str | None,
+    metrics: str,
+    datasets: str,
+    protocol: str,
+    marks: str,
+    bib: Path | None,
+    results_dir: Path,
+) -> None:
     """Render markdown leaderboards: odbench runs beside the papers' reported rows (†).
 
     By default only runs with the card's settings over the full dataset are shown."""
@@ -51,12 +87,52 @@ def leaderboard(task: str, out: Path | None, show_all: bool, results_dir: Path) 
     with run_errors():
         if out is not None:
             check_output_file(out, "--out")
-        text = render(task, results_dir, show_all=show_all)
+        if bib is not None and fmt != "latex":
+            raise UserError("--bib goes with --format latex")
+        if fmt is not None:
+            text = _table(fmt, results_dir, metrics, datasets, protocol, marks, bib)
+        else:
+            text = render(task, results_dir, show_all=show_all)
         if out is None:
             click.echo(text, nl=False)
         else:
             atomic_write_bytes(out, text.encode())
             click.echo(f"wrote {out}")
+
+
+def _table(
+    fmt: str,
+    results_dir: Path,
+    metrics: str,
+    datasets: str,
+    protocol: str,
+    marks: str,
+    bib: Path | None,
+) -> str:
+    from odbench import tables
+
+    wanted = [d for d in datasets.split(",") if d]
+    try:
+        if fmt == "csv":
+            return tables.render_csv(results_dir, wanted)
+        table = tables.collect(results_dir, protocol, wanted, [m for m in metrics.split(",") if m])
+        if fmt == "md":
+            return tables.render_markdown(*table)
+        cite = None
+        if bib is not None:
+            from odbench.commands.cite import bibliography, citation_keys
+            from odbench.imageio import atomic_write_bytes
+            from odbench.outputs import check_output_file
+
+            check_output_file(bib, "--bib")
+            methods, shown_datasets, shown_metrics, _ = table
+            atomic_write_bytes(
+                bib, bibliography([*methods, *shown_datasets, *shown_metrics], False).encode()
+            )
+            cite = citation_keys(methods)
+        return tables.render_latex(*table, marks=marks, cite=cite)
+    except tables.TableError as e:
+        raise UserError(str(e)) from e
 
 
 @click.command("compare")

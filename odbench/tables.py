@@ -1,0 +1,228 @@
+r"""Metric tables of odbench's runs for papers: markdown, LaTeX and CSV
+(``odbench leaderboard --format md|latex|csv``).
+
+Rows are methods, columns (dataset, metric); the runs shown are the leaderboard's
+(:func:`odbench.leaderboard.latest_runs`: card settings, full datasets, the latest per method,
+dataset and protocol).  Each metric header carries the arrow saying which direction is better
+(↑ higher, ↓ lower: MAE and BER).  The best three values of a column are marked: in LaTeX by
+``marks`` (default ``bold,underline,color:blue``: 1st, 2nd, 3rd), in markdown 1st **bold**,
+2nd *italic*, 3rd plain; equal values share a mark.  CSV has one row per (method, dataset,
+protocol) with every metric, unrounded.  The LaTeX needs only LaTeX's base packages
+(``color`` for ``\textcolor``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+#: Every table metric: key -> (markdown label, LaTeX label, higher is better), in table order.
+METRICS: dict[str, tuple[str, str, bool]] = {
+    "s_measure": ("Sα", r"$S_\alpha$", True),
+    "max_fbeta": ("maxFβ", r"max$F_\beta$", True),
+    "mean_fbeta": ("meanFβ", r"mean$F_\beta$", True),
+    "adaptive_fbeta": ("adpFβ", r"adp$F_\beta$", True),
+    "weighted_fbeta": ("wFβ", r"$F_\beta^w$", True),
+    "e_measure_max": ("maxEξ", r"max$E_\xi$", True),
+    "e_measure_mean": ("meanEξ", r"mean$E_\xi$", True),
+    "e_measure_adaptive": ("adpEξ", r"adp$E_\xi$", True),
+    "mae": ("MAE", r"$\mathcal{M}$", False),
+    "acc": ("Acc", "Acc", True),
+    "iou": ("IoU", "IoU", True),
+    "dice": ("Dice", "Dice", True),
+    "ber": ("BER", "BER", False),
+    "auc_roc": ("AUC", "AUC", True),
+    "corloc": ("CorLoc", "CorLoc", True),
+}
+DEFAULT_MARKS = "bold,underline,color:blue"
+
+
+class TableError(ValueError):
+    """A table that cannot be made (unknown metric, nothing to show); one line."""
+
+
+def _metrics_of(run: Any) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for task in run.metrics.values():
+        for key, value in task.items():
+            if key in METRICS and isinstance(value, int | float) and not isinstance(value, bool):
+                out[key] = float(value)
+    return out
+
+
+def collect(
+    results_dir: Path,
+    protocol: str | None,
+    datasets: Sequence[str] = (),
+    metrics: Sequence[str] = (),
+) -> tuple[list[str], list[str], list[str], dict[tuple[str, str], dict[str, float]]]:
+    """(methods, datasets, metrics, values[(method, dataset)] -> {metric: value}) of the
+    shown runs under ``protocol`` (None: every protocol, for CSV)."""
+    from odbench.leaderboard import latest_runs
+    from odbench.results import load_all_results
+
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise TableError(f"unknown metric(s) {', '.join(unknown)}; valid: {', '.join(METRICS)}")
+    runs = [
+        r
+        for r in latest_runs(load_all_results(results_dir)).values()
+        if (protocol is None or r.protocol_name == protocol)
+        and (not datasets or r.dataset_name in datasets)
+    ]
+    if not runs:
+        raise TableError(
+            f"{results_dir}: no runs"
+            + (f" under protocol {protocol}" if protocol else "")
+            + (f" on {', '.join(datasets)}" if datasets else "")
+        )
+    values = {(r.method_name, r.dataset_name): _metrics_of(r) for r in runs}
+    present = {k for v in values.values() for k in v}
+    shown = list(metrics) or [m for m in METRICS if m in present]
+    found = sorted({r.dataset_name for r in runs})
+    order = [d for d in datasets if d in found] or found
+    return sorted({r.method_name for r in runs}), order, shown, values
+
+
+def ranks(values: list[float | None], higher_better: bool) -> list[int | None]:
+    """1, 2, 3 for the best three distinct values of a column (ties share), None otherwise."""
+    finite = sorted(
+        {v for v in values if v is not None and math.isfinite(v)}, reverse=higher_better
+    )
+    place = {v: i + 1 for i, v in enumerate(finite[:3])}
+    return [place.get(v) if v is not None else None for v in values]
+
+
+def _column(methods, dataset, metric, values) -> list[float | None]:  # type: ignore[no-untyped-def]
+    return [values.get((m, dataset), {}).get(metric) for m in methods]
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None or not math.isfinite(v) else f"{v:.3f}"
+
+
+def render_markdown(methods, datasets, metrics, values) -> str:  # type: ignore[no-untyped-def]
+    header = ["Method"] + [
+        f"{d} {METRICS[m][0]}{'↑' if METRICS[m][2] else '↓'}" for d in datasets for m in metrics
+    ]
+    cells: list[list[str]] = [[m] for m in methods]
+    for d in datasets:
+        for metric in metrics:
+            col = _column(methods, d, metric, values)
+            for row, v, r in zip(cells, col, ranks(col, METRICS[metric][2])):
+                text = _fmt(v)
+                row.append(f"**{text}**" if r == 1 else f"*{text}*" if r == 2 else text)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines) + "\n"
+
+
+def _mark(text: str, how: str) -> str:
+    if how == "bold":
+        return rf"\textbf{{{text}}}"
+    if how == "underline":
+        return rf"\underline{{{text}}}"
+    if how == "italic":
+        return rf"\textit{{{text}}}"
+    if how.startswith("color:"):
+        return rf"\textcolor{{{how.split(':', 1)[1]}}}{{{text}}}"
+    return text
+
+
+def parse_marks(marks: str) -> list[str]:
+    """``bold,underline,color:blue`` -> the mark of the 1st, 2nd, 3rd (``none`` for none)."""
+    parts = [p.strip() for p in marks.split(",")]
+    for p in parts:
+        if p not in ("bold", "underline", "italic", "none") and not (
+            p.startswith("color:") and p[6:].isalnum()
+        ):
+            raise TableError(
+                f"--marks {marks}: {p!r} is not bold, underline, italic, none or color:NAME"
+            )
+    if len(parts) != 3:
+        raise TableError(f"--marks {marks}: give three marks (1st, 2nd, 3rd)")
+    return parts
+
+
+def _tex(text: str) -> str:
+    for a, b in (
+        ("\\", r"\textbackslash{}"),
+        ("_", r"\_"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("#", r"\#"),
+    ):
+        text = text.replace(a, b)
+    return text
+
+
+def render_latex(  # type: ignore[no-untyped-def]
+    methods,
+    datasets,
+    metrics,
+    values,
+    marks: str = DEFAULT_MARKS,
+    cite: dict[str, str] | None = None,
+) -> str:
+    """A ``tabular`` (base LaTeX + ``color``); ``cite``: method -> BibTeX key (``\\cite``)."""
+    how = parse_marks(marks)
+    n = len(metrics)
+    spec = "l" + "".join("|" + "c" * n for _ in datasets)
+    groups = " & ".join(rf"\multicolumn{{{n}}}{{c}}{{{_tex(d)}}}" for d in datasets)
+    heads = " & ".join(
+        METRICS[m][1] + (r"$\uparrow$" if METRICS[m][2] else r"$\downarrow$")
+        for _ in datasets
+        for m in metrics
+    )
+    rows = []
+    for i, method in enumerate(methods):
+        label = _tex(method) + (rf"~\cite{{{cite[method]}}}" if cite and method in cite else "")
+        cells = [label]
+        for d in datasets:
+            for metric in metrics:
+                col = _column(methods, d, metric, values)
+                r = ranks(col, METRICS[metric][2])[i]
+                text = _fmt(col[i])
+                cells.append(_mark(text, how[r - 1]) if r else text)
+        rows.append(" & ".join(cells) + r" \\")
+    lines = [
+        r"% odbench leaderboard --format latex; needs \usepackage{color} for \textcolor",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\hline",
+        rf" & {groups} \\",
+        rf"Method & {heads} \\",
+        r"\hline",
+        *rows,
+        r"\hline",
+        r"\end{tabular}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(results_dir: Path, datasets: Sequence[str] = ()) -> str:
+    """One row per (method, dataset, protocol) with every metric (unrounded)."""
+    from odbench.leaderboard import latest_runs
+    from odbench.results import load_all_results
+
+    runs = [
+        r
+        for r in latest_runs(load_all_results(results_dir)).values()
+        if not datasets or r.dataset_name in datasets
+    ]
+    if not runs:
+        raise TableError(f"{results_dir}: no runs")
+    runs.sort(key=lambda r: (r.method_name, r.dataset_name, r.protocol_name))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["method", "dataset", "protocol", "n_images", *METRICS])
+    for r in runs:
+        got = _metrics_of(r)
+        writer.writerow(
+            [r.method_name, r.dataset_name, r.protocol_name, r.n_evaluated]
+            + [repr(got[m]) if m in got else "" for m in METRICS]
+        )
+    return buf.getvalue()

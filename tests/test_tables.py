@@ -1,0 +1,147 @@
+"""``odbench leaderboard --format md|latex|csv``: top-3 marks on a planted table, arrows,
+CSV rows, a LaTeX compile when pdflatex exists, --bib."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from odbench.cards import method_card
+from odbench.cli import main
+from odbench.results import (
+    Records,
+    RunResult,
+    SaliencyRecords,
+    jsonable,
+    results_stem,
+    write_results,
+)
+
+#: method -> (S on ecssd, MAE on ecssd); S: higher is better, MAE: lower.
+PLANTED = {
+    "wctr": (0.9, 0.30),
+    "alpha": (0.8, 0.05),
+    "beta": (0.7, 0.10),
+    "gamma": (0.6, 0.20),
+    "delta": (0.8, 0.40),  # ties alpha's S: both 2nd
+}
+
+
+def plant(results: Path) -> None:
+    for i, (method, (s, mae)) in enumerate(PLANTED.items()):
+        card = method_card(method)  # wctr: a run with its card's settings, so it is shown
+        hparams = jsonable(card.hyperparameters) if card is not None else {}
+        for dataset in ("ecssd", "duts_te"):
+            rec = SaliencyRecords(np.zeros(1), np.zeros(1), np.zeros(1), np.zeros((1, 255)))
+            run = RunResult(
+                method={"name": method, "hyperparameters": hparams, "overrides": {}},
+                dataset={"name": dataset, "n_evaluated": 1, "limit": None},
+                protocol={"name": "odbench", "definition": {}},
+                tasks=["saliency"],
+                metrics={"saliency": {"s_measure": s, "mae": mae, "max_fbeta": 0.5 + i / 100}},
+                date=datetime(2026, 1, 1, tzinfo=UTC).isoformat(),
+                _records=Records(("x",), rec),
+            )
+            when = datetime(2026, 1, 1, 0, 0, i, tzinfo=UTC)
+            write_results(run, results, results_stem(method, dataset, "odbench", when))
+
+
+def table(results: Path, *extra: str) -> str:
+    out = CliRunner().invoke(main, ["leaderboard", "--results-dir", str(results), *extra])
+    assert out.exit_code == 0, out.output
+    return out.stdout
+
+
+def latex_rows(text: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.removesuffix(r"\\").split("&")]
+        if cells[0].split("~")[0] in PLANTED:
+            rows[cells[0].split("~")[0]] = cells[1:]
+    return rows
+
+
+def test_latex_marks_the_best_three_per_column_with_arrows(tmp_path):
+    plant(tmp_path)
+    text = table(tmp_path, "--format", "latex", "--metrics", "s_measure,mae", "--datasets", "ecssd")
+    assert r"$S_\alpha$$\uparrow$" in text and r"$\mathcal{M}$$\downarrow$" in text
+    rows = latex_rows(text)
+    s = {m: cells[0] for m, cells in rows.items()}
+    assert s["wctr"] == r"\textbf{0.900}"
+    assert s["alpha"] == s["delta"] == r"\underline{0.800}"  # tied 2nd
+    assert s["beta"] == r"\textcolor{blue}{0.700}" and s["gamma"] == "0.600"
+    mae = {m: cells[1] for m, cells in rows.items()}  # lower is better
+    assert mae["alpha"] == r"\textbf{0.050}" and mae["beta"] == r"\underline{0.100}"
+    assert mae["gamma"] == r"\textcolor{blue}{0.200}" and mae["wctr"] == "0.300"
+    custom = table(
+        tmp_path, "--format", "latex", "--metrics", "s_measure", "--marks", "italic,none,bold"
+    )
+    assert (
+        r"\textit{0.900}" in custom and r"\textbf{0.700}" in custom and r"\underline" not in custom
+    )
+    md = table(tmp_path, "--format", "md", "--metrics", "s_measure", "--datasets", "duts_te")
+    assert "| wctr | **0.900** |" in md and "| alpha | *0.800* |" in md and "Sα↑" in md
+
+
+def test_csv_one_row_per_method_dataset_protocol(tmp_path):
+    plant(tmp_path)
+    rows = list(csv.DictReader(io.StringIO(table(tmp_path, "--format", "csv"))))
+    assert len(rows) == 2 * len(PLANTED)
+    for row in rows:
+        s, mae = PLANTED[row["method"]]
+        assert float(row["s_measure"]) == s and float(row["mae"]) == mae
+        assert row["protocol"] == "odbench" and row["dice"] == ""
+
+
+def test_table_errors_are_one_line(tmp_path):
+    plant(tmp_path)
+    runner = CliRunner()
+    bad = runner.invoke(
+        main,
+        ["leaderboard", "--results-dir", str(tmp_path), "--format", "latex", "--metrics", "sm"],
+    )
+    assert bad.exit_code == 2 and "unknown metric(s) sm" in bad.stderr
+    bad = runner.invoke(
+        main,
+        ["leaderboard", "--results-dir", str(tmp_path), "--format", "latex", "--marks", "bold"],
+    )
+    assert bad.exit_code == 2 and "three marks" in bad.stderr
+    bad = runner.invoke(
+        main, ["leaderboard", "--results-dir", str(tmp_path), "--bib", str(tmp_path / "x.bib")]
+    )
+    assert bad.exit_code == 2 and "--format latex" in bad.stderr
+
+
+def test_latex_table_with_bib_compiles(tmp_path):
+    results = tmp_path / "results"
+    plant(results)
+    bib = tmp_path / "refs.bib"
+    text = table(results, "--format", "latex", "--bib", str(bib))
+    assert r"wctr~\cite{zhu2014saliency}" in text
+    refs = bib.read_text()
+    assert "@inproceedings{zhu2014saliency" in refs and "fan2017structure" in refs
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed (apt-get install texlive-latex-base)")
+    doc = tmp_path / "doc.tex"
+    doc.write_text(
+        "\\documentclass{article}\n\\usepackage{color}\n\\begin{document}\n"
+        + text.replace("~\\cite{zhu2014saliency}", "")
+        + "\\end{document}\n"
+    )
+    run = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 1000
