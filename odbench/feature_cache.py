@@ -56,8 +56,10 @@ class FeatureCache:
         resolution: int,
         batch_size: int,
         progress: Callable[[int], None],
+        device: str = "cpu",
     ) -> tuple[list[np.ndarray], int]:
-        """(levels as read-only memmaps, number of ``extract`` calls made: 0 on a hit)."""
+        """(levels as read-only memmaps, number of ``extract`` calls made: 0 on a hit); images
+        go to the extractor on ``device``."""
         key = cache_key(extractor.identity, resolution, prepared.image_hashes)
         entry = self.folder / key
         levels = self._open(entry, extractor, len(prepared.ids), resolution)
@@ -65,7 +67,7 @@ class FeatureCache:
             progress(len(prepared.ids))
             return levels, 0
         shutil.rmtree(entry, ignore_errors=True)  # a foreign or damaged folder under our key
-        calls = self._build(entry, extractor, prepared, resolution, batch_size, progress)
+        calls = self._build(entry, extractor, prepared, resolution, batch_size, progress, device)
         levels = self._open(entry, extractor, len(prepared.ids), resolution)
         assert levels is not None
         return levels, calls
@@ -104,6 +106,7 @@ class FeatureCache:
         resolution: int,
         batch_size: int,
         progress: Callable[[int], None],
+        device: str,
     ) -> int:
         import torch
 
@@ -122,7 +125,7 @@ class FeatureCache:
                     stop = min(start + batch_size, n)
                     x = torch.from_numpy(
                         np.asarray(prepared.images[start:stop], dtype=np.float32) / 255.0
-                    )
+                    ).to(device)
                     out = extractor.extract(x)
                     calls += 1
                     if len(out) != len(shapes):

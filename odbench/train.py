@@ -308,7 +308,7 @@ def train(
     epochs: int | None = None,
     minutes: float | None = None,
     resume: bool = False,
-    device: str = "cpu",
+    device: str = "auto",
     cache_dir: Path | None = None,
     extractor_options: dict[str, Any] | None = None,
     show_progress: bool = False,
@@ -321,7 +321,12 @@ def train(
 
     from odbench.data.base import create_dataset
     from odbench.methods.trained import build_model
+    from odbench.runner import EvalError, resolve_device
 
+    try:
+        device = resolve_device(device)
+    except EvalError as e:
+        raise TrainError(str(e)) from e
     if (model is None) == (features is None):
         raise TrainError("give exactly one of --model (end to end) or --features (decoder)")
     if steps is not None and epochs is not None:
@@ -385,7 +390,7 @@ def train(
 
         cache = FeatureCache(cache_dir)
         with _count(show_progress, len(ids), "features") as advance:
-            inputs.features, calls = cache.get(extractor, prepared, resolution, bs, advance)
+            inputs.features, calls = cache.get(extractor, prepared, resolution, bs, advance, device)
 
     data_info = {
         "dataset": data,

@@ -31,8 +31,8 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(n)
 
 
-def _train(out: Path, **kw: Any) -> Any:
-    return train(data="toy", model="unet", out=out, resolution=32, val_split=0.25, **kw)
+def _train(out: Path, model: str = "unet", **kw: Any) -> Any:
+    return train(data="toy", model=model, out=out, resolution=32, val_split=0.25, **kw)
 
 
 def test_resume_continues_exactly_as_the_uninterrupted_run(tmp_path: Path) -> None:
@@ -64,10 +64,11 @@ def test_resume_refuses_a_different_run(tmp_path: Path) -> None:
         _train(tmp_path / "new", steps=4, resume=True)
 
 
-def test_checkpoint_round_trip_gives_identical_predictions(tmp_path: Path) -> None:
-    result = _train(tmp_path / "run", steps=4)
+@pytest.mark.parametrize("model", ["unet", "deeplabv3"])
+def test_checkpoint_round_trip_gives_identical_predictions(tmp_path: Path, model: str) -> None:
+    result = _train(tmp_path / "run", model, steps=2 if model == "deeplabv3" else 4)
     images = [create_dataset("toy").load(i).image for i in ("toy_00000", "toy_00003")]
-    method = create_method("unet-e2e", checkpoint=str(tmp_path / "run"))
+    method = create_method(f"{model}-e2e", checkpoint=str(tmp_path / "run"))
     got = method.predict(images)
     with torch.no_grad():
         logits = result.model(to_batch(images, 32))
@@ -138,6 +139,10 @@ def test_eval_with_checkpoint_records_it_and_never_reuses_other_weights(tmp_path
         (
             ["train", "--model", "unet", "--data", "toy", "--out", "o", "--val-split", "1.5"],
             "--val-split must be in [0, 1)",
+        ),
+        (
+            ["train", "--model", "unet", "--data", "toy", "--out", "o", "--device", "tpu"],
+            "--device 'tpu'",
         ),
     ],
 )

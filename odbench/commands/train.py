@@ -62,7 +62,12 @@ def train_errors() -> Iterator[None]:
     help="Feature extractor option (TOML literal), e.g. num_steps=4 or prior=false; repeatable.",
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N.",
+)
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option(
     "--cache-dir",
