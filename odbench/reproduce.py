@@ -51,7 +51,7 @@ def reproduce(
     out: Path,
     *,
     data_root: Path | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     show_progress: bool = False,
     echo: Callable[[str], None] = lambda line: None,
 ) -> Reproduction:

@@ -23,7 +23,12 @@ from odbench.cli import UserError
 @click.option(
     "--data-root", type=click.Path(path_type=Path), default=None, help="Where the benchmarks live."
 )
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto (CUDA when torch sees one), cpu, cuda:N.",
+)
 def reproduce_cmd(method: str, scale: str, out: Path, data_root: Path | None, device: str) -> None:
     """Synthesize -> train -> evaluate on the benchmarks present -> leaderboard beside the paper.
 
