@@ -69,6 +69,8 @@ def test_api_takes_names_methods_and_datasets_and_writes_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]  # no results written
     plain = odbench.evaluate(_mean_gray, "toy", limit=2)
     assert plain.method_name == "_mean_gray" and plain.info["cache"] is None
+    whole = odbench.evaluate(_mean_gray, "toy", limit=100)  # more than the 16 images: no subset
+    assert whole.limit is None and whole.n_evaluated == 16
 
 
 def test_import_odbench_is_cheap() -> None:
