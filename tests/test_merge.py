@@ -165,3 +165,50 @@ def test_eval_shards_merged_equal_one_eval(tmp_path: Path) -> None:
         main, ["eval", "--method", "center-prior", "--dataset", "toy", "--shard", "2/2"]
     )
     assert bad.exit_code == 2 and "--shard '2/2': expected I/N" in bad.output
+
+
+def test_a_launch_of_one_shard_merges_with_the_other_shards(tmp_path: Path) -> None:
+    """``--shard 1/3`` under a 2-process launch: rank r runs shard 1 + 3r of 6, rank 0 merges
+    them into shard 1/3 itself (its own results file); with shards 0/3 and 2/3 run plainly,
+    ``merge`` gives the whole run.  (Ranks run one after the other here, standing in for a
+    launch; the gloo launch itself is tested in test_distributed.py.)"""
+    from odbench.distributed import World
+    from odbench.runner import run_launched
+
+    box: list[Any] = [None, None]
+
+    class SequentialWorld(World):
+        def gather(self, obj: Any) -> list[Any] | None:
+            box[self.rank] = obj
+            return list(box) if self.is_main else None
+
+    method = CenterPrior(method_card("center-prior"))
+    method.name = "center-prior"
+    ds, proto = create_dataset("toy"), get_protocol("odbench")
+    kw: dict[str, Any] = {"cache_dir": tmp_path / "cache", "results_dir": tmp_path / "launch"}
+    ranks = [
+        run_launched(SequentialWorld(r, 2), method, ds, proto, "toy", {}, shard=Shard(1, 3), **kw)
+        for r in (1, 0)
+    ]
+    assert ranks[0].info["rank"] == 1 and ranks[0].path is None
+    launched = ranks[1]
+    assert launched.path is not None and launched.path.name.endswith("__shard-1-of-3.json")
+    assert list(launched.records.ids) == ds.ids()[1::3] and launched.info["processes"] == 2
+    assert [p["n_images"] for p in launched.info["merged_from"]] == [3, 2]  # ids 1,7,13 | 4,10
+    parts = [Part(launched.to_json(), launched.records.arrays(), "launched 1/3")]
+    for i in (0, 2):
+        r = run(
+            method,
+            ds,
+            proto,
+            dataset_name="toy",
+            shard=Shard(i, 3),
+            cache_dir=kw["cache_dir"],
+            results_dir=None,
+        )
+        parts.append(Part(r.to_json(), r.records.arrays(), f"{i}/3"))
+    results, records = merge(parts)
+    whole = _run_whole(tmp_path)
+    assert results["metrics"] == whole.metrics
+    for key, value in whole.records.arrays().items():
+        np.testing.assert_array_equal(records[key], value, err_msg=key)
