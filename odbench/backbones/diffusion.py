@@ -381,7 +381,9 @@ class DiffusionBackbone:
         self.resolution = spec.resolution
         multiple = self.vae_scale * 2 ** (len(self.unet.config.block_out_channels) - 1)
         if self.resolution % multiple:
-            raise ValueError(f"{spec.name}: resolution must be a multiple of {multiple}")
+            raise ValueError(
+                f"{spec.name}: resolution {self.resolution} is not a multiple of {multiple}"
+            )
 
     # -- description / geometry
     def describe(self) -> dict[str, Any]:

@@ -242,6 +242,8 @@ class Synthesizer:
             )
         except WeightsNotFoundError as e:
             raise FileNotFoundError(str(e)) from e
+        except ValueError as e:  # an option the backbone refuses (--resolution, --dtype)
+            raise OptionError(str(e)) from e
 
     def header(self) -> dict[str, Any]:
         o, bb = self.opts, self.backbone

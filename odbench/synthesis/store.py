@@ -32,6 +32,7 @@ import numpy as np
 
 from odbench.data.synthetic import FORMAT, VERSION
 from odbench.imageio import atomic_write_bytes, write_png
+from odbench.outputs import check_output_folder
 
 #: Why a sample is rejected, in the order the checks run (the first failing one is recorded).
 REASONS = (
@@ -58,9 +59,11 @@ def _dumps(obj: Any, indent: int | None = None) -> bytes:
 
 
 def check_target(folder: Path) -> None:
-    """Refuse an output path that is a file, or a non-empty folder that is not a synth folder."""
+    """Refuse an output path that is a file, cannot be created or written, or a non-empty folder
+    that is not a synth folder."""
     if folder.exists() and not folder.is_dir():
         raise SynthStoreError(f"{folder}: exists and is not a folder; give another --out")
+    check_output_folder(folder, "--out")
     if folder.is_dir() and not (folder / "manifest.json").is_file() and any(folder.iterdir()):
         raise SynthStoreError(
             f"{folder}: not empty and not an odbench synth folder; give an empty or new --out"

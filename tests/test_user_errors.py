@@ -1,0 +1,38 @@
+"""A new user's bad input ends in one ``error:`` line and exit code 2: never a traceback, never a
+file written where nobody asked (found by trying the README's commands with wrong options)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from odbench.cli import main
+
+TINY_SYNTH = ["--backbone", "sd-tiny", "--steps", "2", "--filter", "none", "--workers", "0"]
+
+
+def _one_error_line(args: list[str]) -> str:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+def test_synth_out_below_a_file(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    line = _one_error_line(
+        ["synth", "--n", "1", "--out", str(tmp_path / "afile" / "syn"), *TINY_SYNTH]
+    )
+    assert "--out" in line and "is a file" in line
+
+
+def test_synth_resolution_the_backbone_refuses(tmp_path: Path) -> None:
+    out = tmp_path / "syn"
+    line = _one_error_line(
+        ["synth", "--n", "1", "--out", str(out), "--resolution", "33", *TINY_SYNTH]
+    )
+    assert "resolution 33 is not a multiple of" in line
+    assert not out.exists()
