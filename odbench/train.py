@@ -38,6 +38,7 @@ import numpy as np
 
 from odbench.cards import MethodCard, method_cards
 from odbench.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint, save_checkpoint
+from odbench.outputs import check_output_folder
 
 PREPARED_DIR = ".prepared"
 
@@ -342,6 +343,7 @@ def train(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise TrainError(f"--out {out}: exists and is not a folder")
+    check_output_folder(out, "--out")
     has_ckpt = (out / CHECKPOINT_FILE).is_file()
     if has_ckpt and not resume:
         raise TrainError(

@@ -36,3 +36,10 @@ def test_synth_resolution_the_backbone_refuses(tmp_path: Path) -> None:
     )
     assert "resolution 33 is not a multiple of" in line
     assert not out.exists()
+
+
+def test_train_out_below_a_file(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    args = ["train", "--model", "unet", "--data", "toy", "--steps", "1"]
+    line = _one_error_line([*args, "--out", str(tmp_path / "afile" / "run")])
+    assert "--out" in line and "is a file" in line
