@@ -135,6 +135,11 @@ class CallableMethod(Method):
         return maps
 
 
+#: Float rounding a method may leave outside [0, 1] (e.g. min-max normalisation in float32);
+#: anything further out is a map on another scale (0..255, logits) and is refused.
+MAP_RANGE_TOLERANCE = 1e-3
+
+
 def _check_map(method: Method, sample: Sample, pred: Any) -> np.ndarray:
     arr = np.asarray(pred)
     if arr.shape != sample.image.shape[:2]:
@@ -145,6 +150,12 @@ def _check_map(method: Method, sample: Sample, pred: Any) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.floating) or not np.isfinite(arr).all():
         raise EvalError(
             f"method {method.name!r} returned a non-finite or non-float map for {sample.id!r}"
+        )
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < -MAP_RANGE_TOLERANCE or hi > 1.0 + MAP_RANGE_TOLERANCE:
+        raise EvalError(
+            f"method {method.name!r} returned a map with values in [{lo:g}, {hi:g}] for "
+            f"{sample.id!r}; maps must lie in [0, 1] (scores would clip them silently)"
         )
     return arr
 

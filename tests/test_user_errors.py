@@ -43,3 +43,18 @@ def test_train_out_below_a_file(tmp_path: Path) -> None:
     args = ["train", "--model", "unet", "--data", "toy", "--steps", "1"]
     line = _one_error_line([*args, "--out", str(tmp_path / "afile" / "run")])
     assert "--out" in line and "is a file" in line
+
+
+def test_evaluate_refuses_maps_outside_0_1() -> None:
+    """A map on the 0..255 scale used to be clipped by the scorer: a silently wrong maxFβ."""
+    import pytest
+
+    import odbench
+    from odbench.runner import EvalError
+
+    with pytest.raises(EvalError, match=r"values in \[\d+, 1\d\d\.\d+\].*must lie in \[0, 1\]"):
+        odbench.evaluate(lambda ims: [im.mean(axis=2) for im in ims], "toy", limit=2)
+    with pytest.raises(EvalError, match=r"values in \[-0\.\d+, "):
+        odbench.evaluate(lambda ims: [im.mean(axis=2) / 255 - 0.5 for im in ims], "toy", limit=2)
+    inside = odbench.evaluate(lambda ims: [im.mean(axis=2) / 255 for im in ims], "toy", limit=2)
+    assert 0.0 < inside.metrics["saliency"]["max_fbeta"] <= 1.0
