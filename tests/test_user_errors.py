@@ -58,3 +58,19 @@ def test_evaluate_refuses_maps_outside_0_1() -> None:
         odbench.evaluate(lambda ims: [im.mean(axis=2) / 255 - 0.5 for im in ims], "toy", limit=2)
     inside = odbench.evaluate(lambda ims: [im.mean(axis=2) / 255 for im in ims], "toy", limit=2)
     assert 0.0 < inside.metrics["saliency"]["max_fbeta"] <= 1.0
+
+
+def test_report_out_below_a_file(tmp_path: Path) -> None:
+    import odbench
+
+    results = tmp_path / "results"
+    odbench.evaluate(
+        "center-prior", "toy", limit=2, results_dir=results, cache_dir=tmp_path / "cache"
+    )
+    (tmp_path / "afile").write_text("x")
+    args = ["report", "--methods", "center-prior", "--dataset", "toy"]
+    args += ["--results-dir", str(results)]
+    line = _one_error_line([*args, "--out", str(tmp_path / "afile" / "rep")])
+    assert "--out" in line and "is a file" in line
+    line = _one_error_line([*args, "--grid", "1", "--out", str(tmp_path / "afile" / "f.png")])
+    assert "--out" in line and "is a file" in line

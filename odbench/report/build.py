@@ -17,6 +17,7 @@ import numpy as np
 
 from odbench.data.base import Dataset
 from odbench.imageio import atomic_write_bytes
+from odbench.outputs import check_output_file, check_output_folder
 from odbench.report.runs import ReportData, load_report_data
 from odbench.results import ResultsError
 
@@ -61,6 +62,7 @@ REPORT_FILES = frozenset({"index.html", "report.js", "thumbs"})
 def _check_out_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ResultsError(f"--out {out}: exists and is not a folder")
+    check_output_folder(out, "--out")
     if out.is_dir():
         foreign = sorted(p.name for p in out.iterdir() if p.name not in REPORT_FILES)
         if foreign:
@@ -190,6 +192,7 @@ def build_grid(
         raise ResultsError(f"--out {out}: the grid is a PNG file; give a name ending in .png")
     if out.is_dir():
         raise ResultsError(f"--out {out}: is a folder; give a .png file name")
+    check_output_file(out, "--out")
     if panel not in ("map", "mask"):
         raise ResultsError(f"--panel {panel!r}: expected map or mask")
     data = load_report_data(results_dir, dataset, methods, protocol)
