@@ -71,3 +71,7 @@ def test_basic_runs_draw_only_the_fbeta_curves(tmp_path):
     assert sorted(p.name for p in figs.iterdir()) == ["fbeta_curves.pdf", "fbeta_curves.png"]
     assert "score with --metrics all" in res.stderr
     assert np.asarray(Image.open(figs / "fbeta_curves.png")).std() > 0
+    run = select_runs(results, ["ecssd"], ["method-a"], "odbench")["ecssd"]["method-a"]
+    x, y = curve(run, "thresholds", "fbeta")  # a basic run: the Fβ curve and k/255
+    assert y == run.metrics["saliency"]["fbeta_curve"] and x == [k / 255 for k in range(255)]
+    assert curve(run, "recall", "precision") is None
