@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import operator
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,20 @@ _LIMITS = (
 @dataclass(frozen=True)
 class MethodCard:
     """A method's card.  ``reported`` rows: dicts with ``source``, ``dataset`` and metric keys
-    (``acc``, ``iou``, ``max_fbeta``, ``corloc``), as published, never computed by odbench."""
+    (``acc``, ``iou``, ``max_fbeta``, ``corloc``), as published, never computed by odbench.
+
+    A card may hold **variants** (e.g. the Table 6 rows of ``attentioncut``)::
+
+        [variants.row1]
+        description = "Table 6 row 1: A_c."
+        [variants.row1.hyperparameters]
+        terms = ["A_c"]
+        [[variants.row1.reported]]
+        ...
+
+    Each is a card of its own named ``<card>.<variant>`` (``attentioncut.row1``), with the same
+    entry, task and citation, the card's hyperparameters updated by the variant's (a variant can
+    only change existing ones), and its own ``reported`` rows; ``parent`` names the card."""
 
     name: str
     description: str
@@ -88,9 +101,9 @@ class MethodCard:
     citation: str = ""
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     ranges: dict[str, dict[str, Any]] = field(default_factory=dict)
-    weights: dict[str, Any] = field(default_factory=dict)
     reported: tuple[dict[str, Any], ...] = ()
     raw: dict[str, Any] = field(default_factory=dict)
+    parent: str | None = None
 
     @classmethod
     def from_file(cls, path: Path) -> MethodCard:
@@ -100,7 +113,6 @@ class MethodCard:
             paper=data.get("paper", ""),
             hyperparameters=dict(data.get("hyperparameters", {})),
             ranges=dict(data.get("ranges", {})),
-            weights=dict(data.get("weights", {})),
             reported=tuple(data.get("reported", [])),
         )
 
@@ -117,6 +129,37 @@ class MethodCard:
         if all(op(value, rule[k]) for k, _, op in limits):
             return None
         return " and ".join(f"{sym} {rule[k]}" for k, sym, _ in limits)
+
+    def variants(self) -> list[MethodCard]:
+        """The cards of the ``[variants.*]`` tables (see the class docstring)."""
+        out = []
+        for key, table in dict(self.raw.get("variants", {})).items():
+            where = f"{self.path}: [variants.{key}]"
+            if not isinstance(table, dict) or "description" not in table:
+                raise CardError(f"{where} needs a description")
+            extra = sorted(set(table) - {"description", "hyperparameters", "reported"})
+            if extra:
+                raise CardError(
+                    f"{where}: unknown key(s) {', '.join(extra)}; a variant has description, "
+                    "hyperparameters and reported"
+                )
+            changes = dict(table.get("hyperparameters", {}))
+            unknown = sorted(set(changes) - set(self.hyperparameters))
+            if unknown:
+                raise CardError(
+                    f"{where} sets hyperparameter(s) {', '.join(unknown)} the card does not have"
+                )
+            out.append(
+                replace(
+                    self,
+                    name=f"{self.name}.{key}",
+                    description=str(table["description"]),
+                    hyperparameters={**self.hyperparameters, **changes},
+                    reported=tuple(table.get("reported", [])),
+                    parent=self.name,
+                )
+            )
+        return out
 
 
 @dataclass(frozen=True)
@@ -147,8 +190,14 @@ class DatasetCard:
 
 @cache
 def method_cards() -> dict[str, MethodCard]:
-    cards = (MethodCard.from_file(p) for p in sorted(card_dir("methods").glob("*.toml")))
-    return {c.name: c for c in cards}
+    out: dict[str, MethodCard] = {}
+    for p in sorted(card_dir("methods").glob("*.toml")):
+        card = MethodCard.from_file(p)
+        for c in (card, *card.variants()):
+            if c.name in out:
+                raise CardError(f"{p}: method {c.name!r} is also defined in {out[c.name].path}")
+            out[c.name] = c
+    return out
 
 
 @cache

@@ -55,6 +55,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "scale": ("odbench.bench.scale:cli", "eval with 1 and 2 processes: the speed-up."),
     "decoder": ("odbench.bench.decoder:cli", "Decoder training steps/s on cached features."),
     "features": ("odbench.bench.features:cli", "Extractor images/s; SD vs diffusers' DDIM loop."),
+    "gpu": (
+        "odbench.bench.gpu:cli",
+        "The one GPU check (tests, SD, extractors); --dry-run on CPU.",
+    ),
 }
 
 

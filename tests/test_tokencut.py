@@ -135,10 +135,14 @@ def test_tokencut_real_path_on_tiny_vit() -> None:
 
 
 def test_bilateral_solver_variant_refines() -> None:
-    method = create_method("tokencut", backbone=TINY, bilateral_solver=True)
+    from odbench.methods.bilateral_solver import bilateral_refine
+
     image = np.random.default_rng(4).integers(0, 256, (48, 64, 3), dtype=np.uint8)
-    (refined,) = method.predict([image])
+    (plain,) = create_method("tokencut", backbone=TINY).predict([image])
+    (refined,) = create_method("tokencut", backbone=TINY, bilateral_solver=True).predict([image])
     assert refined.shape == (48, 64) and 0.0 <= refined.min() and refined.max() <= 1.0
+    assert not np.array_equal(refined, plain)  # the flag does something ...
+    np.testing.assert_array_equal(refined, bilateral_refine(image, plain))  # ... namely +BS
 
 
 def test_missing_pretrained_weights_give_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
