@@ -54,7 +54,9 @@ def contract_overrides(name: str, checkpoints: Any) -> dict[str, Any]:
         out["num_steps"] = 1
     if "checkpoint" in hp:
         assert card is not None
-        model = card.raw.get("model", {})
+        trained = method_card(str(card.raw.get("base", card.name)))  # a card may train as another
+        assert trained is not None
+        model = trained.raw.get("model", {})
         if model.get("type") == "decoder":
             out["checkpoint"] = str(checkpoints("features", tiny_of(str(model["features"]))))
         else:
