@@ -229,7 +229,7 @@ def run(dry_run: bool, device: str | None, out: Path | None) -> Path | None:
     if out is None and not dry_run:
         out = Path("benchmarks") / "gpu"
     plan = Plan.make(dry_run, device)
-    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
     target = None if out is None else out / f"{device_slug(device)}-{date}.md"
     if target is not None:
         target.parent.mkdir(parents=True, exist_ok=True)  # fail now, not after the run

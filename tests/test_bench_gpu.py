@@ -1,0 +1,38 @@
+"""``odbench bench gpu --dry-run``: every step of the GPU check runs on the CPU with tiny models
+and writes its report (so the command cannot rot without a GPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+
+@pytest.mark.slow
+def test_dry_run_runs_every_step_and_writes_the_report(tmp_path: Path) -> None:
+    from odbench.cli import main
+
+    r = CliRunner().invoke(main, ["bench", "gpu", "--dry-run", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    (report,) = tmp_path.glob("cpu-*.md")
+    text = report.read_text()
+    for section in ("gpu-marked tests", "Inversion + capture", "Frozen extractors",
+                    "AttentionCut end to end"):  # fmt: skip
+        assert f"## {section}" in text
+    for name in ("dino-tiny", "moco-tiny", "clip-tiny", "sd-tiny"):
+        assert f"| {name} |" in text
+    assert "maps valid: True" in text
+    assert "| 1 |" in text and "| 2 |" in text  # both batch sizes measured
+
+
+def test_without_cuda_the_real_run_is_one_line(tmp_path: Path) -> None:
+    import torch
+
+    from odbench.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    r = CliRunner().invoke(main, ["bench", "gpu", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "no CUDA device" in r.output
+    assert not list(tmp_path.iterdir())  # nothing written
