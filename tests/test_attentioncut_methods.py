@@ -105,7 +105,7 @@ def test_predict_on_the_tiny_backbone(
             ac.attention_cut(ev.a_c, ev.affinity, img, method.params, size), h, w
         )
         if hp["bilateral_solver"]:
-            want = bilateral_refine(img, want)
+            want = bilateral_refine(img, want)  # compared to 1e-6 below: float sums may reorder
     elif name == "kmeans-diffusion":
         want = ac.upsample_mask(kmeans_foreground(ev.features, ev.a_c, hp["seed"]), h, w)
     elif name == "ncut-diffusion":
@@ -113,7 +113,8 @@ def test_predict_on_the_tiny_backbone(
         want = ac.upsample_mask(ncut_foreground(feats, hp["ncut_tau"], hp["ncut_eps"]), h, w)
     else:
         want = ac.upsample_mask(densecrf_foreground(ev.a_c, img, hp), h, w)
-    np.testing.assert_array_equal(m, want.astype(np.float32))
+    np.testing.assert_allclose(m, want.astype(np.float32), atol=1e-6)
+    assert m.max() > m.min() or name == "densecrf-diffusion"
 
 
 @pytest.mark.slow

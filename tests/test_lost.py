@@ -73,8 +73,8 @@ def test_lost_real_path_on_tiny_vit_boxes_agree_with_masks() -> None:
     bs = create_method("lost", backbone=TINY, bilateral_solver=True)
     refined = bs.predict(images)  # the +BS maps are LOST's maps refined; the boxes stay LOST's
     for im, m, r in zip(images, maps, refined):
-        assert not np.array_equal(r, m)
-        np.testing.assert_array_equal(r, bilateral_refine(im, m).astype(np.float32))
+        assert np.abs(r - m).max() > 1e-3
+        np.testing.assert_allclose(r, bilateral_refine(im, m), atol=1e-6)
     np.testing.assert_allclose(bs.predict_boxes(images, maps), boxes)
 
 

@@ -141,8 +141,8 @@ def test_bilateral_solver_variant_refines() -> None:
     (plain,) = create_method("tokencut", backbone=TINY).predict([image])
     (refined,) = create_method("tokencut", backbone=TINY, bilateral_solver=True).predict([image])
     assert refined.shape == (48, 64) and 0.0 <= refined.min() and refined.max() <= 1.0
-    assert not np.array_equal(refined, plain)  # the flag does something ...
-    np.testing.assert_array_equal(refined, bilateral_refine(image, plain))  # ... namely +BS
+    assert np.abs(refined - plain).max() > 1e-3  # the flag does something ...
+    np.testing.assert_allclose(refined, bilateral_refine(image, plain), atol=1e-6)  # ... +BS
 
 
 def test_missing_pretrained_weights_give_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
