@@ -74,3 +74,15 @@ def test_report_out_below_a_file(tmp_path: Path) -> None:
     assert "--out" in line and "is a file" in line
     line = _one_error_line([*args, "--grid", "1", "--out", str(tmp_path / "afile" / "f.png")])
     assert "--out" in line and "is a file" in line
+
+
+def test_score_boxes_refuses_inverted_boxes(tmp_path: Path) -> None:
+    """[x, y, w, h] given as corners makes x2 < x1: it used to count as a silent miss."""
+    gt, pred = tmp_path / "gt.json", tmp_path / "pred.json"
+    gt.write_text('{"a": [[20, 20, 30, 30]]}')
+    pred.write_text('{"a": [20, 20, 10, 10]}')
+    line = _one_error_line(["score-boxes", "--pred", str(pred), "--gt", str(gt)])
+    assert str(pred) in line and "x2 < x1" in line
+    pred.write_text('{"a": [20, 20, 30, 30]}')
+    gt.write_text('{"a": [[30, 20, 20, 30]]}')
+    assert "x2 < x1" in _one_error_line(["score-boxes", "--pred", str(pred), "--gt", str(gt)])

@@ -360,6 +360,10 @@ def _box(value: Any, where: str) -> list[float]:
         raise UserError(
             f"{where}: expected a box [x1, y1, x2, y2] of 4 finite numbers, got {value!r}"
         )
+    if value[2] < value[0] or value[3] < value[1]:  # e.g. [x, y, w, h] given for corners
+        raise UserError(
+            f"{where}: box {value!r} has x2 < x1 or y2 < y1; boxes are corners [x1, y1, x2, y2]"
+        )
     return [float(v) for v in value]
 
 
