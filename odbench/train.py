@@ -337,9 +337,17 @@ def train(
     seed, resolution, bs = int(opts["seed"]), int(opts["resolution"]), int(opts["batch_size"])
     if not 0.0 <= float(opts["val_split"]) < 1.0:
         raise TrainError(f"--val-split must be in [0, 1), got {opts['val_split']}")
-    for name, value in (("--steps", steps), ("--epochs", epochs), ("--n", n)):
+    for name, value in (
+        ("--steps", steps),
+        ("--epochs", epochs),
+        ("--n", n),
+        ("--batch-size", bs),
+        ("--resolution", resolution),
+    ):
         if value is not None and value < 1:
             raise TrainError(f"{name} must be >= 1, got {value}")
+    if not float(opts["lr"]) > 0.0:
+        raise TrainError(f"--lr must be > 0, got {opts['lr']}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise TrainError(f"--out {out}: exists and is not a folder")

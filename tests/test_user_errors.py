@@ -86,3 +86,16 @@ def test_score_boxes_refuses_inverted_boxes(tmp_path: Path) -> None:
     pred.write_text('{"a": [20, 20, 30, 30]}')
     gt.write_text('{"a": [[30, 20, 20, 30]]}')
     assert "x2 < x1" in _one_error_line(["score-boxes", "--pred", str(pred), "--gt", str(gt)])
+
+
+def test_train_refuses_bad_numbers_before_writing(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    base = ["train", "--model", "unet", "--data", "toy", "--steps", "1", "--out", str(out)]
+    for option, value, said in (
+        ("--lr", "-1", "--lr must be > 0"),
+        ("--lr", "0", "--lr must be > 0"),
+        ("--batch-size", "0", "--batch-size must be >= 1"),
+        ("--resolution", "0", "--resolution must be >= 1"),
+    ):
+        assert said in _one_error_line([*base, option, value])
+        assert not out.exists()
