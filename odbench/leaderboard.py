@@ -77,6 +77,9 @@ def _row_key(run: RunResult) -> RowKey:
         notes.append("other card settings")
     if is_subset(run):
         notes.append("subset")
+    skipped = run.dataset.get("skipped_ids") or []
+    if skipped:  # --on-mismatch skip: say how many images were left out
+        notes.append(f"{len(skipped)} skipped")
     overrides = json.dumps(run.overrides, sort_keys=True)
     return run.method_name, overrides, run.protocol_name, ", ".join(notes)
 

@@ -97,5 +97,11 @@ def test_dataset_mismatches_reported_at_once(tmp_path: Path, command: str) -> No
         data = json.loads(path.read_text())
         assert data["dataset"]["skipped_ids"] == ["0", "2", "3"]
         assert data["dataset"]["n_evaluated"] == 3
+        board = ["leaderboard", "--task", "saliency", "--results-dir", str(tmp_path / "res")]
+        hidden = CliRunner().invoke(main, board)
+        assert hidden.exit_code == 0 and "center-prior" not in hidden.output
+        shown = CliRunner().invoke(main, [*board, "--all"])
+        (row,) = [line for line in shown.output.splitlines() if "center-prior" in line]
+        assert "[subset, 3 skipped]" in row and "*" in row
     else:
         assert "| masks | 3 |" in res.stdout
