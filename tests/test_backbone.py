@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import odbench.backbones.ddim as DDIM
 from odbench.backbones import diffusion as D
 from odbench.backbones.attention import AttentionStore, capture_attention
 
@@ -34,7 +35,7 @@ def test_timesteps_and_schedule_match_diffusers_ddim() -> None:
     # scaled_linear: beta_t = (sqrt(b0) + t/(N-1) (sqrt(b1) - sqrt(b0)))^2, independent formula
     t = np.arange(1000)
     betas = (math.sqrt(0.00085) + t / 999 * (math.sqrt(0.012) - math.sqrt(0.00085))) ** 2
-    np.testing.assert_allclose(D._alphas_cumprod().numpy(), np.cumprod(1 - betas), rtol=1e-6)
+    np.testing.assert_allclose(D.alphas_cumprod().numpy(), np.cumprod(1 - betas), rtol=1e-6)
 
 
 def _delta_eps(mu: torch.Tensor, ac: torch.Tensor) -> D.EpsFn:
@@ -52,7 +53,7 @@ def _delta_eps(mu: torch.Tensor, ac: torch.Tensor) -> D.EpsFn:
 def test_analytic_inversion_reconstructs() -> None:
     g = torch.Generator().manual_seed(0)
     mu, x0 = torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64)
-    ac = D._alphas_cumprod()
+    ac = D.alphas_cumprod()
     steps = D.ddim_timesteps(40)
     eps = _delta_eps(mu, ac)
     xT = D.ddim_invert(eps, x0, steps, ac)
@@ -71,7 +72,7 @@ def test_altered_equation_breaks_reconstruction(
     """Each alteration applied to the inversion only (the reverse pass is the standard sampler)."""
     g = torch.Generator().manual_seed(1)
     mu, x0 = torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64)
-    ac = D._alphas_cumprod()
+    ac = D.alphas_cumprod()
     steps = D.ddim_timesteps(40)
     eps = _delta_eps(mu, ac)
     correct_step = D.ddim_step
@@ -82,14 +83,14 @@ def test_altered_equation_breaks_reconstruction(
             f = (x - math.sqrt(1.0 - a_from) * e) / math.sqrt(a_from)
             return math.sqrt(a_to) * f + math.sqrt(1.0 - a_from) * e
 
-        monkeypatch.setattr(D, "ddim_step", step)
+        monkeypatch.setattr(DDIM, "ddim_step", step)
     elif alteration == "alpha_not_cumprod":  # per-step α_t instead of the cumulative ā_t
         sched = torch.cat([ac[:1], ac[1:] / ac[:-1]])
     else:  # inversion evaluates ε at the next level's timestep instead of the current one
         nxt = dict(zip([0, *steps], steps))
         inv_eps = lambda x, t: eps(x, nxt[t])  # noqa: E731
     xT = D.ddim_invert(inv_eps, x0, steps, sched)
-    monkeypatch.setattr(D, "ddim_step", correct_step)
+    monkeypatch.setattr(DDIM, "ddim_step", correct_step)
     rec = D.ddim_reverse(eps, xT, steps, ac)
     assert ((rec - x0).norm() / x0.norm()).item() > 1e-2
 

@@ -165,3 +165,25 @@ def test_tokencut_runs_end_to_end_on_dino_tiny(tmp_path: Path) -> None:
     assert doc["method"]["hyperparameters"]["backbone"] == "dino-tiny"
     assert 0 < doc["metrics"]["saliency"]["iou"] <= 1
     assert np.isfinite(doc["metrics"]["saliency"]["acc"])
+
+
+def test_features_and_backbones_never_import_methods() -> None:
+    """Imports run one way: methods use extractors, never the reverse (AST scan, lazy imports
+    inside functions included)."""
+    import ast
+
+    import odbench
+
+    root = Path(odbench.__file__).parent
+    for folder in ("features", "backbones"):
+        for path in (root / folder).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                for name in names:
+                    assert not name.startswith(("odbench.methods", "odbench.runner")), (
+                        f"{path.name} imports {name}"
+                    )

@@ -17,8 +17,7 @@ Interface (stable; consumers: AttentionCut, the synthesis stage, DiffusionSeg)::
 Conventions
 -----------
 * Images are resized (bilinear, antialiased) to ``bb.resolution`` square (512 for sd-v1-4, 64 for
-  sd-tiny); maps are returned at their own side ``s``; ``bb.stride(s)`` gives image pixels per
-  cell at that resolution.  Consumers upsample to the original image size themselves.
+  sd-tiny); maps are returned at their own side ``s``; consumers upsample them to the image size.
 * Token indices are positions in the 77-token sequence INCLUDING the BOS token at position 0
   (``bb.token_indices(prompt, phrase)`` finds all sub-tokens of a multi-token phrase).
   The class map of a layer is the mean over the class's sub-token maps.
@@ -40,7 +39,6 @@ captured.  DDIM arithmetic runs in fp32 whatever the UNet dtype.
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -54,208 +52,52 @@ import numpy as np
 import torch
 
 from odbench.backbones.attention import AttentionStore, capture_attention
+from odbench.backbones.ddim import (
+    EpsFn,
+    alphas_cumprod,
+    ddim_invert,
+    ddim_reverse,
+    ddim_step,
+    ddim_timesteps,
+)
+from odbench.backbones.sd_configs import (
+    BACKBONES,
+    DTYPES,
+    MAX_TOKENS,
+    PROMPT_TEMPLATE,
+    RANDOM_CONFIGS,
+    SCHEDULER_CONFIG,
+    BackboneSpec,
+)
 from odbench.features.weights import WeightsNotFoundError, hub_snapshot
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-PROMPT_TEMPLATE = "a photo of a {}"
-MAX_TOKENS = 77
-
-#: SD-1.x noise schedule (scaled_linear, 1000 steps), DDIM settings used by every variant.
-SCHEDULER_CONFIG: dict[str, Any] = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "clip_sample": False,
-    "set_alpha_to_one": False,
-    "steps_offset": 1,
-    "prediction_type": "epsilon",
-}
-
-#: The real CompVis/stable-diffusion-v1-4 UNet configuration (values of its unet/config.json).
-SD14_UNET_CONFIG: dict[str, Any] = {
-    "sample_size": 64,
-    "in_channels": 4,
-    "out_channels": 4,
-    "layers_per_block": 2,
-    "block_out_channels": (320, 640, 1280, 1280),
-    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    "cross_attention_dim": 768,
-    "attention_head_dim": 8,
-    "norm_num_groups": 32,
-    "norm_eps": 1e-5,
-    "act_fn": "silu",
-    "center_input_sample": False,
-    "downsample_padding": 1,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "mid_block_scale_factor": 1,
-}
-
-#: The real SD-1.4 VAE and text-encoder (OpenAI CLIP ViT-L/14 text tower) configurations.
-SD14_VAE_CONFIG: dict[str, Any] = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "up_block_types": ("UpDecoderBlock2D",) * 4,
-    "block_out_channels": (128, 256, 512, 512),
-    "layers_per_block": 2,
-    "latent_channels": 4,
-    "norm_num_groups": 32,
-    "sample_size": 512,
-}
-SD14_TEXT_CONFIG: dict[str, Any] = {
-    "vocab_size": 49408,
-    "hidden_size": 768,
-    "intermediate_size": 3072,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "max_position_embeddings": MAX_TOKENS,
-    "hidden_act": "quick_gelu",
-    "projection_dim": 768,
-    "bos_token_id": 49406,
-    "eos_token_id": 49407,
-    "pad_token_id": 1,
-}
-
-TINY_UNET_CONFIG: dict[str, Any] = {
-    "sample_size": 32,
-    "in_channels": 4,
-    "out_channels": 4,
-    "layers_per_block": 2,
-    "block_out_channels": (32, 64),
-    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    "cross_attention_dim": 32,
-    "attention_head_dim": 4,
-    "norm_num_groups": 32,
-}
-
-TINY_VAE_CONFIG: dict[str, Any] = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ("DownEncoderBlock2D", "DownEncoderBlock2D"),
-    "up_block_types": ("UpDecoderBlock2D", "UpDecoderBlock2D"),
-    "block_out_channels": (32, 64),
-    "layers_per_block": 1,
-    "latent_channels": 4,
-    "norm_num_groups": 32,
-    "sample_size": 64,
-}
-
-TINY_TEXT_CONFIG: dict[str, Any] = {
-    "vocab_size": 49408,
-    "hidden_size": 32,
-    "intermediate_size": 37,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "max_position_embeddings": MAX_TOKENS,
-    "bos_token_id": 49406,
-    "eos_token_id": 49407,
-    "pad_token_id": 49407,
-}
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """A named backbone variant (the ``--backbone NAME`` of every diffusion command)."""
-
-    name: str
-    repo_id: str | None  # None: built from configs in code (random weights), see ``random``
-    revision: str | None
-    resolution: int
-    size: str
-    description: str
-    random: str | None = None  # key of RANDOM_CONFIGS for the random-weight variants
-
-
-BACKBONES: dict[str, BackboneSpec] = {
-    "sd-v1-4": BackboneSpec(
-        "sd-v1-4",
-        "CompVis/stable-diffusion-v1-4",
-        "133a221b8aa7292a167afc5127cb63fb5005638b",
-        512,
-        "~4.3 GB (fp32 safetensors: unet 3.4 GB, vae 0.33 GB, text encoder 0.49 GB)",
-        "Stable Diffusion v1.4 (the paper's backbone)",
-    ),
-    "sd-tiny": BackboneSpec(
-        "sd-tiny",
-        None,
-        None,
-        64,
-        "0 (built in code)",
-        "tiny random SD (tests/CI): UNet (32, 64), 2-layer CLIP text model, 2-block VAE, "
-        "real CLIP tokenizer",
-        random="tiny",
-    ),
-    "sd-v1-4-random": BackboneSpec(
-        "sd-v1-4-random",
-        None,
-        None,
-        512,
-        "0 (built in code)",
-        "SD-1.4 architecture (real configs) with random weights: speed/memory benchmarks only",
-        random="sd14",
-    ),
-}
-
-#: (unet, vae, text encoder) configurations of the random-weight variants.
-RANDOM_CONFIGS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
-    "tiny": (TINY_UNET_CONFIG, TINY_VAE_CONFIG, TINY_TEXT_CONFIG),
-    "sd14": (SD14_UNET_CONFIG, SD14_VAE_CONFIG, SD14_TEXT_CONFIG),
-}
-
-
-# --------------------------------------------------------------------------- DDIM math (Eq. 7)
-
-
-def ddim_timesteps(num_steps: int, num_train_timesteps: int = 1000, offset: int = 1) -> list[int]:
-    """Ascending DDIM timesteps with SD's "leading" spacing: offset + i * (N // T)."""
-    if not 1 <= num_steps <= num_train_timesteps:
-        raise ValueError(f"num_steps must be in [1, {num_train_timesteps}], got {num_steps}")
-    ratio = num_train_timesteps // num_steps
-    return [offset + i * ratio for i in range(num_steps)]
-
-
-def ddim_step(x: torch.Tensor, eps: torch.Tensor, a_from: float, a_to: float) -> torch.Tensor:
-    """One deterministic DDIM step (Eq. 7) from cumulative alpha ``a_from`` to ``a_to``.
-
-    f = (x - sqrt(1 - ā_from) ε) / sqrt(ā_from) is the predicted clean sample; the same formula
-    moves up (inversion) or down (reverse process)."""
-    f = (x - math.sqrt(1.0 - a_from) * eps) / math.sqrt(a_from)
-    return math.sqrt(a_to) * f + math.sqrt(1.0 - a_to) * eps
-
-
-EpsFn = Callable[[torch.Tensor, int], torch.Tensor]
-
-
-def ddim_invert(
-    eps_fn: EpsFn, x0: torch.Tensor, timesteps: Sequence[int], alphas_cumprod: torch.Tensor
-) -> torch.Tensor:
-    """DDIM inversion (Eq. 7, first line): x_0 -> x_T through the levels [0] + timesteps.
-
-    Each step evaluates ε at the CURRENT level (x_t, t) and moves to the next level."""
-    levels = [0, *timesteps]
-    x = x0
-    for t_from, t_to in zip(levels[:-1], levels[1:]):
-        eps = eps_fn(x, t_from)
-        x = ddim_step(x, eps, float(alphas_cumprod[t_from]), float(alphas_cumprod[t_to]))
-    return x
-
-
-def ddim_reverse(
-    eps_fn: EpsFn, xT: torch.Tensor, timesteps: Sequence[int], alphas_cumprod: torch.Tensor
-) -> torch.Tensor:
-    """Deterministic DDIM sampling (Eq. 7, second line, eta = 0): x_T -> x_0, exact inverse of
-    :func:`ddim_invert` when ε(x_t, t) is the same at both ends of each step."""
-    levels = [0, *timesteps]
-    x = xT
-    for t_from, t_to in zip(levels[:0:-1], levels[-2::-1]):
-        eps = eps_fn(x, t_from)
-        x = ddim_step(x, eps, float(alphas_cumprod[t_from]), float(alphas_cumprod[t_to]))
-    return x
-
+#: Re-exported for the callers of the module before the split (configs, DDIM, errors).
+__all__ = [
+    "BACKBONES",
+    "DTYPES",
+    "MAX_TOKENS",
+    "PROMPT_TEMPLATE",
+    "RANDOM_CONFIGS",
+    "SCHEDULER_CONFIG",
+    "BackboneSpec",
+    "Capture",
+    "Captures",
+    "CaptureSession",
+    "DiffusionBackbone",
+    "EpsFn",
+    "GenerationOutput",
+    "InversionOutput",
+    "NO_CAPTURE",
+    "WeightsNotFoundError",
+    "class_prompt",
+    "clip_tokenizer",
+    "ddim_invert",
+    "ddim_reverse",
+    "ddim_step",
+    "ddim_timesteps",
+    "find_token_indices",
+    "load_backbone",
+]
 
 # --------------------------------------------------------------------------- capture settings
 
@@ -376,7 +218,7 @@ class DiffusionBackbone:
             _frozen(m, self.device, self.dtype) for m in (unet, vae, text_encoder)
         )
         self.tokenizer = tokenizer
-        self.alphas_cumprod = _alphas_cumprod()
+        self.alphas_cumprod = alphas_cumprod()
         self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.resolution = spec.resolution
         multiple = self.vae_scale * 2 ** (len(self.unet.config.block_out_channels) - 1)
@@ -404,10 +246,6 @@ class DiffusionBackbone:
     @property
     def latent_side(self) -> int:
         return self.resolution // self.vae_scale
-
-    def stride(self, side: int) -> int:
-        """Image pixels per cell of a map with side ``side``."""
-        return self.resolution // side
 
     def default_sides(self) -> tuple[int, ...]:
         """Map sides of the down-path transformer blocks (descending)."""
@@ -756,13 +594,6 @@ def class_prompt(
         return "", []
     prompt = template.format(cls)
     return prompt, find_token_indices(tokenizer, prompt, cls)
-
-
-@lru_cache(maxsize=1)
-def _alphas_cumprod() -> torch.Tensor:
-    from diffusers import DDIMScheduler
-
-    return DDIMScheduler(**SCHEDULER_CONFIG).alphas_cumprod.double()  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- loading
