@@ -99,3 +99,13 @@ def test_train_refuses_bad_numbers_before_writing(tmp_path: Path) -> None:
     ):
         assert said in _one_error_line([*base, option, value])
         assert not out.exists()
+
+
+def test_set_outside_the_cards_ranges_is_one_line() -> None:
+    """--set num_steps=0 was a ValueError traceback from the DDIM schedule; top_k=0 was
+    silently run as top_k=1 while the results said 0."""
+    base = ["eval", "--dataset", "toy", "--limit", "1", "--backbone", "sd-tiny"]
+    for method in ("attentioncut", "attentioncut.row1", "kmeans-diffusion"):
+        for setting in ("num_steps=0", "num_steps=1001", "top_k=0"):
+            line = _one_error_line([*base, "--method", method, "--set", setting])
+            assert setting.split("=")[0] in line
