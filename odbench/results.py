@@ -23,6 +23,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -314,7 +315,7 @@ class RunResult:
             try:
                 with np.load(records_path, allow_pickle=False) as npz:
                     arrays = {k: npz[k] for k in npz.files}
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # missing, truncated
                 raise ResultsError(f"{records_path}: cannot read per-image records: {e}") from e
             self._records = Records.from_arrays(arrays, records_path)
         return self._records

@@ -109,3 +109,18 @@ def test_set_outside_the_cards_ranges_is_one_line() -> None:
         for setting in ("num_steps=0", "num_steps=1001", "top_k=0"):
             line = _one_error_line([*base, "--method", method, "--set", setting])
             assert setting.split("=")[0] in line
+
+
+def test_truncated_records_file_is_one_line(tmp_path: Path) -> None:
+    """A records .npz cut short (disk full, a copy killed midway) was a BadZipFile traceback
+    in compare and report."""
+    import odbench
+
+    results = tmp_path / "results"
+    for method in ("center-prior", "wctr"):
+        odbench.evaluate(method, "toy", limit=2, results_dir=results, cache_dir=tmp_path / "c")
+    npz = next(results.glob("wctr__*.records.npz"))
+    npz.write_bytes(npz.read_bytes()[:50])
+    args = ["--methods", "center-prior,wctr", "--dataset", "toy", "--results-dir", str(results)]
+    assert str(npz) in _one_error_line(["compare", *args])
+    assert str(npz) in _one_error_line(["report", *args, "--out", str(tmp_path / "rep")])
