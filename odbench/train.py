@@ -360,6 +360,10 @@ def train(
         )
     if resume and not has_ckpt:
         raise TrainError(f"--resume: {out / CHECKPOINT_FILE} not found; start without --resume")
+    if features is not None:
+        from odbench.feature_cache import FeatureCache
+
+        check_output_folder(FeatureCache(cache_dir).folder, "--cache-dir")
 
     # The extractor first: a bad name fails before any data is read.
     extractor = None

@@ -124,3 +124,12 @@ def test_truncated_records_file_is_one_line(tmp_path: Path) -> None:
     args = ["--methods", "center-prior,wctr", "--dataset", "toy", "--results-dir", str(results)]
     assert str(npz) in _one_error_line(["compare", *args])
     assert str(npz) in _one_error_line(["report", *args, "--out", str(tmp_path / "rep")])
+
+
+def test_train_feature_cache_below_a_file(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "run"
+    args = ["train", "--features", "dino-tiny", "--data", "toy", "--steps", "1", "--out", str(out)]
+    line = _one_error_line([*args, "--cache-dir", str(tmp_path / "afile")])
+    assert "--cache-dir" in line and "is a file" in line
+    assert not out.exists()
