@@ -133,3 +133,13 @@ def test_train_feature_cache_below_a_file(tmp_path: Path) -> None:
     line = _one_error_line([*args, "--cache-dir", str(tmp_path / "afile")])
     assert "--cache-dir" in line and "is a file" in line
     assert not out.exists()
+
+
+def test_cache_clear_names_an_unknown_method(tmp_path: Path) -> None:
+    """``cache clear --method wctrr`` said "removed 0 folder(s)" as if there were nothing."""
+    line = _one_error_line(["cache", "clear", "--method", "wctrr", "--cache-dir", str(tmp_path)])
+    assert "wctrr" in line and "wctr" in line.split("wctrr", 1)[1]
+    result = CliRunner().invoke(
+        main, ["cache", "clear", "--method", "wctr", "--cache-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 0 and "removed 0 folder(s)" in result.output

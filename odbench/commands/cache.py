@@ -55,5 +55,10 @@ def clear(methods: tuple[str, ...], cache_dir: Path | None) -> None:
     root = cache_dir or default_cache_root()
     with run_errors():
         removed = clear_cache(root, methods)
+        if methods and not removed:  # a typo in --method: one line listing the valid names
+            from odbench.registry import METHODS
+
+            for name in methods:
+                METHODS.canonical(name)
     n = sum(f.n_entries for f in removed)
     click.echo(f"removed {len(removed)} folder(s), {n} maps, from {root}")
