@@ -53,7 +53,7 @@ def card_for_model(model: str) -> MethodCard:
     cards = {
         c.raw["model"]["type"]: c
         for c in method_cards().values()
-        if c.raw.get("model", {}).get("type") not in (None, "decoder") and "base" not in c.raw
+        if c.raw.get("model", {}).get("type") not in (None, "decoder") and c.parent is None
     }
     if model not in cards:
         raise TrainError(f"--model {model!r}: expected one of {', '.join(sorted(cards))}")
@@ -66,11 +66,7 @@ def card_for_features(features: str) -> MethodCard:
     family = features.split("-")[0]
     for card in method_cards().values():
         model = card.raw.get("model", {})
-        if (
-            model.get("type") == "decoder"
-            and model.get("family") == family
-            and "base" not in card.raw
-        ):
+        if model.get("type") == "decoder" and model.get("family") == family and card.parent is None:
             return card
     raise TrainError(f"--features {features!r}: no decoder card for the {family!r} family")
 

@@ -173,9 +173,9 @@ def test_reproduce_tiny_then_noprior_then_resume(tmp_path: Path) -> None:
     assert first["n_predicted"] == 3
 
     run = str(out / "run")
-    r = _eval(tmp_path, "--method", "diffusionseg-noprior", "--checkpoint", run)
+    r = _eval(tmp_path, "--method", "diffusionseg.noprior", "--checkpoint", run)
     assert r.exit_code == 0, r.output
-    (path,) = (tmp_path / "res").glob("diffusionseg-noprior__toy__*.json")
+    (path,) = (tmp_path / "res").glob("diffusionseg.noprior__toy__*.json")
     ck = json.loads(path.read_text())["method"]["checkpoint"]
     assert "prior=none" in ck["eval_extractor"] and "T=2" in ck["eval_extractor"]
     r = _eval(tmp_path, "--method", "diffusionseg", "--checkpoint", run, "--backbone", "sd-v1-4")

@@ -54,9 +54,7 @@ def contract_overrides(name: str, checkpoints: Any) -> dict[str, Any]:
         out["num_steps"] = 1
     if "checkpoint" in hp:
         assert card is not None
-        trained = method_card(str(card.raw.get("base", card.name)))  # a card may train as another
-        assert trained is not None
-        model = trained.raw.get("model", {})
+        model = card.raw.get("model", {})  # a variant shares its card's [model]
         if model.get("type") == "decoder":
             out["checkpoint"] = str(checkpoints("features", tiny_of(str(model["features"]))))
         else:

@@ -166,10 +166,10 @@ def test_released_parameters_match_the_released_loops() -> None:
 
 
 def test_wctr_is_the_released_code_and_wctr_paper_the_equations() -> None:
-    """Issue 16 item 6: ``wctr`` follows the authors' released code, ``wctr-paper`` the paper."""
+    """Issue 16 item 6: ``wctr`` follows the authors' released code, ``wctr.paper`` the paper."""
     from odbench.cards import method_card
 
-    released, paper = method_card("wctr"), method_card("wctr-paper")
+    released, paper = method_card("wctr"), method_card("wctr.paper")
     assert released is not None and paper is not None
     hp, pp = released.hyperparameters, paper.hyperparameters
     assert (hp["bg_weight"], hp["fg_otsu"], hp["sigma_spa"], hp["released_graph"]) == (
@@ -189,7 +189,7 @@ def test_wctr_is_the_released_code_and_wctr_paper_the_equations() -> None:
     image = np.full((90, 120, 3), (90, 140, 200), dtype=np.float64)
     image[30:65, 40:85] = (200, 60, 40)
     image = np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
-    a, b = (create_method(n).predict([image])[0] for n in ("wctr", "wctr-paper"))
+    a, b = (create_method(n).predict([image])[0] for n in ("wctr", "wctr.paper"))
     assert np.abs(a - b).max() > 0.05
     truth = np.zeros((90, 120), bool)
     truth[30:65, 40:85] = True

@@ -51,8 +51,8 @@ def train_hint(card: MethodCard) -> str:
 
 
 def family_of(card: MethodCard) -> str:
-    """The card whose checkpoints this card accepts: ``base`` for a variant, else itself."""
-    return str(card.raw.get("base", card.name))
+    """The card whose checkpoints this card accepts: a variant's parent, else itself."""
+    return card.parent or card.name
 
 
 def to_batch(images: list[np.ndarray], resolution: int) -> torch.Tensor:

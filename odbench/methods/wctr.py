@@ -25,7 +25,7 @@ pixels per superpixel, i.e. ~200 on ECSSD's 400 × 300 images, compactness 20).
 The published numbers were made with the authors' released MATLAB code (W. Zhu, 2014: ``GetRBD``,
 ``EstimateDynamicParas``, ``BoundaryConnectivity``, ``EstimateBgProb``, ``CalWeightedContrast``,
 ``SaliencyOptimization``), which departs from the paper's equations; read, not copied, and
-reimplemented here as options (the ``wctr`` card uses them, ``wctr-paper`` keeps the equations):
+reimplemented here as options (the ``wctr`` card uses them, ``wctr.paper`` keeps the equations):
 
 * ``bg_weight`` (5): weight of the background term of Eq. 9;
 * ``fg_otsu``: wCtr (rescaled to [0, 1]) set to 0 below its Otsu threshold;
