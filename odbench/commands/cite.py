@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from odbench.cli import UserError, user_errors
+from odbench.cli import UserError, results_dir_option, user_errors
 
 _KEY = re.compile(r"@\w+\s*\{\s*([^,\s]+)\s*,")
 
@@ -92,13 +92,7 @@ def bibliography(names: Iterable[str], strict: bool = True) -> str:
 
 @click.command("cite")
 @click.argument("names", nargs=-1)
-@click.option(
-    "--results-dir",
-    type=click.Path(path_type=Path),
-    default=Path("leaderboard/results"),
-    show_default=True,
-    help="Without NAMES: cite what these results use.",
-)
+@results_dir_option("Without NAMES: cite what these results use.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write a .bib file.")
 def cite(names: tuple[str, ...], results_dir: Path, out: Path | None) -> None:
     """BibTeX for methods, datasets and metrics (default: those of the results set)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from odbench.cli import UserError, user_errors
+from odbench.cli import UserError, results_dir_option, user_errors
 
 
 @contextmanager
@@ -181,12 +181,7 @@ def format_metrics(metrics: dict[str, Any]) -> list[str]:
     metavar="KEY=VALUE",
     help="Override a hyperparameter (TOML literal); repeatable.",
 )
-@click.option(
-    "--results-dir",
-    type=click.Path(path_type=Path),
-    default=Path("leaderboard/results"),
-    show_default=True,
-)
+@results_dir_option("Folder of results JSON files (the results store).")
 @click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),

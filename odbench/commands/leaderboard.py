@@ -6,16 +6,10 @@ from pathlib import Path
 
 import click
 
-from odbench.cli import UserError
+from odbench.cli import UserError, results_dir_option
 from odbench.commands.evaluate import run_errors
 
-_RESULTS_DIR = click.option(
-    "--results-dir",
-    type=click.Path(path_type=Path),
-    default=Path("leaderboard/results"),
-    show_default=True,
-    help="Folder of results JSON files written by odbench eval.",
-)
+_RESULTS_DIR = results_dir_option("Folder of results JSON files written by odbench eval.")
 
 
 @click.command("leaderboard")

@@ -7,18 +7,12 @@ from pathlib import Path
 
 import click
 
-from odbench.cli import UserError, user_errors
+from odbench.cli import UserError, results_dir_option, user_errors
 
 
 @click.command("merge")
 @click.argument("shard_jsons", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--results-dir",
-    type=click.Path(path_type=Path),
-    default=Path("leaderboard/results"),
-    show_default=True,
-    help="Where the merged results JSON + records go.",
-)
+@results_dir_option("Where the merged results JSON + records go.")
 def merge_cmd(shard_jsons: tuple[Path, ...], results_dir: Path) -> None:
     """Merge the results JSONs of `odbench eval --shard I/N` (all N of them) into the one
     results JSON + per-image records that an unsharded run writes: same metrics, same records

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from odbench.cli import UserError, user_errors
+from odbench.cli import UserError, results_dir_option, user_errors
 
 #: (file stem, title, x key, y key, x label, y label)
 KINDS = (
@@ -141,12 +141,7 @@ def plot() -> None:
 @click.option("--methods", default="", help="Comma-separated (default: every method).")
 @click.option("--highlight", default=None, help="Draw this method on top, thicker.")
 @click.option("--protocol", default="odbench", show_default=True)
-@click.option(
-    "--results-dir",
-    type=click.Path(path_type=Path),
-    default=Path("leaderboard/results"),
-    show_default=True,
-)
+@results_dir_option("Folder of results JSON files (the results store).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
 def curves(
     datasets: tuple[str, ...],

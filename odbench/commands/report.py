@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from odbench.cli import UserError
+from odbench.cli import UserError, results_dir_option
 from odbench.commands.evaluate import run_errors
 
 
@@ -18,13 +18,7 @@ def _names(text: str | None) -> list[str]:
 @click.option("--dataset", required=True, help="Dataset the methods were evaluated on.")
 @click.option("--methods", required=True, help="Method names, comma-separated: A,B,C.")
 @click.option("--protocol", default="odbench", show_default=True)
-@click.option(
-    "--results-dir",
-    type=click.Path(path_type=Path),
-    default=Path("leaderboard/results"),
-    show_default=True,
-    help="Folder of results JSON files written by odbench eval.",
-)
+@results_dir_option("Folder of results JSON files written by odbench eval.")
 @click.option(
     "--data-root",
     type=click.Path(path_type=Path),

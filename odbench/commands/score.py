@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from odbench.cli import UserError, user_errors
+from odbench.cli import UserError, results_dir_option, user_errors
 
 MAX_NAMED = 5  # file names listed in one error line
 
@@ -220,13 +220,7 @@ SOD_ROWS = (
     help="runs.toml listing datasets and methods' prediction folders (instead of --pred-dir "
     "and --gt-dir): validated first, results written to --results-dir.",
 )
-@click.option(
-    "--results-dir",
-    type=click.Path(path_type=Path),
-    default=Path("leaderboard/results"),
-    show_default=True,
-    help="--config: the results store.",
-)
+@results_dir_option("--config: the results store.")
 @click.option("--protocol", default=None, help="Evaluation protocol [default: odbench].")
 @click.option(
     "--metrics",
