@@ -129,6 +129,7 @@ _USER_ERRORS = (
     ("odbench.registry", "UnknownNameError"),
     ("odbench.data.base", "DatasetError"),
     ("odbench.imageio", "ImageReadError"),
+    ("odbench.metrics.selection", "MetricsSpecError"),
     ("odbench.cards", "CardError"),
     ("odbench.outputs", "OutputPathError"),
     ("odbench.checkpoint", "CheckpointError"),

@@ -7,7 +7,7 @@ dataset and protocol).  Each metric header carries the arrow saying which direct
 (↑ higher, ↓ lower: MAE and BER).  The best three values of a column are marked: in LaTeX by
 ``marks`` (default ``bold,underline,color:blue``: 1st, 2nd, 3rd), in markdown 1st **bold**,
 2nd *italic*, 3rd plain; equal values share a mark.  CSV has one row per (method, dataset,
-protocol) with every metric, unrounded.  The LaTeX needs only LaTeX's base packages
+protocol) with every metric (or those of ``--metrics``), unrounded.  The LaTeX needs only LaTeX's base packages
 (``color`` for ``\textcolor``).
 """
 
@@ -203,8 +203,8 @@ def render_latex(  # type: ignore[no-untyped-def]
     return "\n".join(lines) + "\n"
 
 
-def render_csv(results_dir: Path, datasets: Sequence[str] = ()) -> str:
-    """One row per (method, dataset, protocol) with every metric (unrounded)."""
+def render_csv(results_dir: Path, datasets: Sequence[str] = (), metrics: Sequence[str] = ()) -> str:
+    """One row per (method, dataset, protocol) with every metric (or ``metrics``), unrounded."""
     from odbench.leaderboard import latest_runs
     from odbench.results import load_all_results
 
@@ -218,11 +218,12 @@ def render_csv(results_dir: Path, datasets: Sequence[str] = ()) -> str:
     runs.sort(key=lambda r: (r.method_name, r.dataset_name, r.protocol_name))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["method", "dataset", "protocol", "n_images", *METRICS])
+    columns = list(metrics) or list(METRICS)
+    writer.writerow(["method", "dataset", "protocol", "n_images", *columns])
     for r in runs:
         got = _metrics_of(r)
         writer.writerow(
             [r.method_name, r.dataset_name, r.protocol_name, r.n_evaluated]
-            + [repr(got[m]) if m in got else "" for m in METRICS]
+            + [repr(got[m]) if m in got else "" for m in columns]
         )
     return buf.getvalue()

@@ -342,6 +342,25 @@ def test_degenerate_runs_say_why_the_threshold_is_meaningless() -> None:
     assert "(best threshold 0.392)" in normal[0]
 
 
+def test_eval_metrics_list_prints_those_and_stores_what_was_computed(tmp_path: Path) -> None:
+    args = ["eval", "--method", "center-prior", "--dataset", "toy", "--limit", "3"]
+    args += ["--results-dir", str(tmp_path / "res"), "--cache-dir", str(tmp_path / "cache")]
+    out = CliRunner().invoke(main, [*args, "--metrics", "s_measure,mae"])
+    assert out.exit_code == 0, out.output
+    lines = out.stdout.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("saliency:"))
+    shown = " ".join(lines[start : start + 2]).split()  # basic metrics' line, the family's
+    assert shown[0] == "saliency:" and shown[1::2] == ["mae", "S"], lines
+    assert lines[start + 2].startswith("localization:")  # toy has boxes too
+    (path,) = (tmp_path / "res").glob("*.json")
+    stored = json.loads(path.read_text())["metrics"]["saliency"]
+    assert shown[2] == f"{stored['mae']:.4f}" and shown[4] == f"{stored['s_measure']:.4f}"
+    assert "weighted_fbeta" in stored and "curves" in stored  # the store keeps all computed
+    bad = CliRunner().invoke(main, [*args, "--metrics", "s_mesure", "--results-dir", "x"])
+    assert bad.exit_code == 2 and "did you mean s_measure?" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not Path("x").exists()
+
+
 def test_folder_datasets_are_named_by_their_folder(tmp_path: Path) -> None:
     from odbench.imageio import write_png
 

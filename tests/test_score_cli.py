@@ -158,13 +158,11 @@ def test_score_does_not_import_torch(tmp_path):
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"torch": False, "n": 2}
 
 
-def test_metrics_all_matches_the_family_meter_and_workers_do_not_change_it(tmp_path):
+def test_metrics_all_matches_the_family_meter(tmp_path):
     from odbench.metrics.sod import SOD_KEYS, FamilyMeter
 
     pred_dir, gt_dir = make_pairs(tmp_path, n=7)
     one = score_json(pred_dir, gt_dir, "--metrics", "all", "--workers", "1")
-    three = score_json(pred_dir, gt_dir, "--metrics", "all", "--workers", "3")
-    assert one == three  # records are added in file order whatever the thread count
     meter = FamilyMeter("odbench")
     for path in sorted(pred_dir.iterdir()):
         meter.update(np.asarray(Image.open(path)), np.asarray(Image.open(gt_dir / path.name)))
@@ -181,6 +179,86 @@ def test_metrics_all_matches_the_family_meter_and_workers_do_not_change_it(tmp_p
     assert table.exit_code == 0 and "S-measure" in table.stdout and "AUC" in table.stdout
 
 
+class SlowFirst:
+    """A meter whose earlier images take longer to score, so that with several worker threads
+    they finish last; ``finished`` records the order in which they did."""
+
+    def __init__(self, meter, n: int) -> None:
+        self.meter, self.n, self.finished = meter, n, []
+        self.protocol = meter.protocol
+
+    def score(self, pred, gt, image_id):
+        import time
+
+        time.sleep(0.03 * (self.n - int(image_id.removeprefix("img"))))
+        record = self.meter.score(pred, gt, image_id)
+        self.finished.append(image_id)
+        return record
+
+    def add(self, record) -> None:
+        self.meter.add(record)
+
+    def compute(self):
+        return self.meter.compute()
+
+
+def assert_same_records(got, ref) -> None:
+    """Per-image records equal bit for bit, in the same order."""
+    from dataclasses import fields
+
+    assert [r[0].id for r in got] == [r[0].id for r in ref]
+    for a_pair, b_pair in zip(got, ref):
+        for a, b in zip(a_pair, b_pair):
+            for f in fields(a):
+                x, y = getattr(a, f.name), getattr(b, f.name)
+                same = np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y
+                assert same, (a.id, f.name, x, y)
+
+
+def test_workers_give_the_records_of_one_worker_in_file_order(tmp_path):
+    """Earlier images are scored slowest, so threads finish them last; the records (and so the
+    per-image results store, compare, report) still come in file order with one worker's
+    values, and the sums are the same to the bit."""
+    from odbench.commands.score import score_files
+    from odbench.metrics.sod import FamilyMeter
+
+    pred_dir, gt_dir = make_pairs(tmp_path, n=7)
+    pairs = [(p.stem, p, gt_dir / p.name) for p in sorted(pred_dir.iterdir())]
+    ref_meter = FamilyMeter("odbench")
+    ref = score_files(pairs, ref_meter, workers=1)
+    assert [r[0].id for r in ref] == [f"img{i}" for i in range(7)]
+    slow = SlowFirst(FamilyMeter("odbench"), len(pairs))
+    got = score_files(pairs, slow, workers=4)
+    assert slow.finished != sorted(slow.finished)  # the threads did finish out of order
+    assert_same_records(got, ref)
+    assert json.dumps(slow.compute()) == json.dumps(ref_meter.compute())
+
+
+def test_config_workers_store_the_records_in_file_order(tmp_path, monkeypatch):
+    """score --config --workers 4 stores the per-image records of --workers 1, in id order."""
+    import odbench.commands.score as score_mod
+    from odbench.results import load_all_results
+
+    pred_dir, gt_dir = make_pairs(tmp_path, n=6)
+    config = tmp_path / "runs.toml"
+    config.write_text(f'[datasets.d]\ngt = "{gt_dir}"\n[methods.m]\nd = "{pred_dir}"\n')
+    make = score_mod.make_meter
+    monkeypatch.setattr(score_mod, "make_meter", lambda p, m: SlowFirst(make(p, m), 6))
+    stores = {}
+    for workers in ("1", "4"):
+        res = tmp_path / f"res{workers}"
+        out = invoke(
+            "score", "--config", str(config), "--results-dir", str(res), "--workers", workers
+        )
+        assert out.exit_code == 0, out.output
+        (stores[workers],) = load_all_results(res)
+    one, four = stores["1"].records, stores["4"].records
+    assert one.ids == four.ids == tuple(f"img{i}" for i in range(6))
+    for key in ("acc", "iou", "mae", "fbeta"):
+        assert np.array_equal(getattr(one.saliency, key), getattr(four.saliency, key)), key
+    assert stores["1"].metrics == stores["4"].metrics
+
+
 def test_workers_report_the_first_bad_file_in_order(tmp_path):
     pred_dir, gt_dir = make_pairs(tmp_path, n=6)
     for name in ("img4.png", "img2.png"):
@@ -188,3 +266,32 @@ def test_workers_report_the_first_bad_file_in_order(tmp_path):
     args = ["score", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--workers", "4"]
     assert_one_line_error(invoke(*args), "img2.png", "corrupt")
     assert_one_line_error(invoke(*args[:-2], "--workers", "0"), "--workers")
+
+
+def test_metrics_list_shows_only_the_names_given_with_the_values_of_all(tmp_path):
+    from odbench.metrics.selection import SCORE_KEYS
+
+    pred_dir, gt_dir = make_pairs(tmp_path, n=5)
+    every = score_json(pred_dir, gt_dir, "--metrics", "all")
+    some = score_json(pred_dir, gt_dir, "--metrics", "s_measure, weighted_fbeta,MAE")
+    assert {k for k in some if k in SCORE_KEYS} == {"s_measure", "weighted_fbeta", "mae"}
+    for key in ("s_measure", "weighted_fbeta", "mae"):
+        assert some[key] == every[key], key
+    assert some["n_images"] == 5 and some["protocol"] == "odbench"
+    basic_only = score_json(pred_dir, gt_dir, "--metrics", "iou")
+    assert {k for k in basic_only if k in SCORE_KEYS} == {"iou"} and "curves" not in basic_only
+    table = invoke(
+        "score", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--metrics", "dice,ber"
+    )
+    assert table.exit_code == 0 and "Dice" in table.stdout and "BER" in table.stdout
+    assert "S-measure" not in table.stdout and "max Fβ" not in table.stdout
+
+
+def test_unknown_metric_is_one_line_listing_the_valid_names_before_reading(tmp_path):
+    missing = tmp_path / "nowhere"
+    out = invoke(
+        "score", "--pred-dir", str(missing), "--gt-dir", str(missing), "--metrics", "s,mae"
+    )
+    assert_one_line_error(out, "--metrics s,mae: unknown metric s (did you mean s_measure?);", "basic, all", "auc_roc")
+    out = invoke("score", "--pred-dir", str(missing), "--gt-dir", str(missing), "--metrics", ",")
+    assert_one_line_error(out, "no metric named")

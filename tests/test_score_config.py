@@ -107,3 +107,59 @@ def test_config_file_errors_are_one_line(tmp_path):
     assert "no [datasets.duts]" in out.stderr and "gt: folder" in out.stderr
     out = invoke("score", "--config", str(config), "--pred-dir", str(tmp_path))
     assert out.exit_code == 2 and "one or the other" in out.stderr
+
+
+def test_config_report_lists_sizes_and_unreadable_files_beside_folder_and_name_problems(
+    tmp_path, monkeypatch
+):
+    """One report holds every kind of problem at once: a missing folder, an unmatched name,
+    a size mismatch and a file that is not an image; sizes come from the headers only."""
+    from PIL import Image, ImageFile
+
+    config = make_project(tmp_path)
+    (tmp_path / "preds/a" / "0003.png").rename(tmp_path / "preds/a" / "0003_typo.png")
+    write_png(tmp_path / "preds/a" / "0001.png", np.zeros((16, 12), np.uint8))  # transposed
+    (tmp_path / "preds/b" / "m_0002_sal.png").write_bytes(b"not a png")
+    config.write_text(config.read_text() + '[methods.method-c]\necssd = "preds/missing"\n')
+
+    def no_decoding(self, *args, **kwargs):
+        raise AssertionError("validation decoded pixels")
+
+    Image.init()  # every format plugin imported before pixel decoding is forbidden
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    results = tmp_path / "results"
+    out = invoke("score", "--config", str(config), "--results-dir", str(results))
+    assert out.exit_code == 2, out.output
+    report = out.stderr
+    assert report.startswith(f"error: {config}: 5 problem(s), nothing scored"), report
+    assert "preds/missing does not exist" in report
+    assert "0003_typo.png" in report and "have no prediction" in report
+    assert "[methods.method-a] ecssd" in report and "1 of 4 prediction/GT pairs differ" in report
+    assert "0001 (12x16 vs 16x12, transposed)" in report
+    assert "[methods.method-b] ecssd: 1 file(s) cannot be read" in report
+    assert "m_0002_sal.png" in report
+    assert "Traceback" not in out.output
+    assert not results.exists() or not list(results.iterdir())
+
+
+def test_config_metrics_list_and_typos_are_reported(tmp_path):
+    config = make_project(tmp_path, n=3)
+    text = config.read_text().replace('metrics = "all"', 'metrics = ["s_measure", "mae"]')
+    config.write_text(text)
+    rows = run_config(config, tmp_path / "res")
+    assert {k for k in rows[0] if k in ("s_measure", "mae", "max_fbeta", "weighted_fbeta")} == {
+        "s_measure",
+        "mae",
+    }
+    (run,) = [r for r in load_all_results(tmp_path / "res") if r.method_name == "method-a"]
+    assert "weighted_fbeta" in run.metrics["saliency"]  # the store keeps what was computed
+    # --metrics overrides the file; a list naming only basic metrics is the basic set
+    rows = run_config(config, tmp_path / "res2", "--metrics", "mae,iou")
+    assert "iou" in rows[0] and "s_measure" not in rows[0] and "acc" not in rows[0]
+    config.write_text(text.replace('"s_measure"', '"s_mesure"') + "[methods.x]\necssd = 'nope'\n")
+    out = invoke("score", "--config", str(config), "--results-dir", str(tmp_path / "res3"))
+    assert out.exit_code == 2 and "2 problem(s)" in out.stderr, out.output
+    assert "metrics = s_mesure,mae: unknown metric s_mesure (did you mean s_measure?)" in out.stderr
+    bad = invoke("score", "--config", str(config), "--metrics", "wf")
+    assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "--metrics wf: unknown metric" in bad.stderr and "weighted_fbeta" in bad.stderr

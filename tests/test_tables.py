@@ -108,7 +108,8 @@ def test_table_errors_are_one_line(tmp_path):
         main,
         ["leaderboard", "--results-dir", str(tmp_path), "--format", "latex", "--metrics", "sm"],
     )
-    assert bad.exit_code == 2 and "unknown metric(s) sm" in bad.stderr
+    assert bad.exit_code == 2 and "unknown metric sm (did you mean s_measure?)" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and "corloc" in bad.stderr
     bad = runner.invoke(
         main,
         ["leaderboard", "--results-dir", str(tmp_path), "--format", "latex", "--marks", "bold"],
@@ -145,3 +146,19 @@ def test_latex_table_with_bib_compiles(tmp_path):
     )
     assert run.returncode == 0, run.stdout[-2000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
+
+
+def test_metrics_option_is_score_s_basic_all_or_names_in_every_format(tmp_path):
+    plant(tmp_path)
+    md = table(tmp_path, "--format", "md", "--metrics", "mae, S_measure", "--datasets", "ecssd")
+    assert md.splitlines()[0] == "| Method | ecssd MAE↓ | ecssd Sα↑ |"  # the order given
+    basic = table(tmp_path, "--format", "md", "--metrics", "basic", "--datasets", "ecssd")
+    assert "Acc↑" in basic and "Sα" not in basic
+    every = table(tmp_path, "--format", "md", "--datasets", "ecssd")  # all: what is stored
+    assert "Sα↑" in every and "maxFβ↑" in every and "Dice" not in every
+    rows = list(csv.DictReader(io.StringIO(table(tmp_path, "--format", "csv", "--metrics", "mae"))))
+    assert list(rows[0]) == ["method", "dataset", "protocol", "n_images", "mae"]
+    bad = CliRunner().invoke(
+        main, ["leaderboard", "--results-dir", str(tmp_path), "--metrics", "mae"]
+    )
+    assert bad.exit_code == 2 and "--metrics goes with --format" in bad.stderr

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -89,21 +89,21 @@ def _number(value: Any) -> str:
     return "NaN" if value is None or value != value else f"{value:.4f}"
 
 
-def format_metrics(metrics: dict[str, Any]) -> list[str]:
-    """One line per task: ``saliency: acc 0.912  iou 0.655  max_fbeta 0.771  mae 0.083``."""
+def format_metrics(metrics: dict[str, Any], keys: Sequence[str] | None = None) -> list[str]:
+    """One line per task: ``saliency: acc 0.912  iou 0.655  max_fbeta 0.771  mae 0.083``;
+    ``keys`` (``--metrics NAME,...``): only those of the saliency metrics."""
     lines = []
     if "saliency" in metrics:
         m = metrics["saliency"]
-        lines.append(
-            "saliency:     "
-            + "  ".join(f"{k} {m[k]:.4f}" for k in ("acc", "iou", "max_fbeta", "mae"))
-        )
-        lines[-1] += threshold_note(m)
-        family = [k for k in SOD_SHORT if k in m]
+        basic = [k for k in ("acc", "iou", "max_fbeta", "mae") if keys is None or k in keys]
+        if basic:
+            lines.append("saliency:     " + "  ".join(f"{k} {_number(m[k])}" for k in basic))
+            if "max_fbeta" in basic:
+                lines[-1] += threshold_note(m)
+        family = [k for k in SOD_SHORT if k in m and (keys is None or k in keys)]
         if family:
-            lines.append(
-                "              " + "  ".join(f"{SOD_SHORT[k]} {_number(m[k])}" for k in family)
-            )
+            lead = "              " if basic else "saliency:     "
+            lines.append(lead + "  ".join(f"{SOD_SHORT[k]} {_number(m[k])}" for k in family))
     if "localization" in metrics:
         m = metrics["localization"]
         lines.append(f"localization: corloc {m['corloc']:.2f}% ({m['hits']}/{m['n_images']})")
@@ -125,10 +125,12 @@ def format_metrics(metrics: dict[str, Any]) -> list[str]:
 @click.option(
     "--metrics",
     "metrics_set",
-    type=click.Choice(["basic", "all"]),
     default="basic",
     show_default=True,
-    help="all: also S, E, weighted/adaptive/mean Fβ, Dice, BER, AUC and the curves.",
+    metavar="basic|all|NAME,...",
+    help="basic: Acc, IoU, maxFβ, MAE; all: also S, E, weighted/adaptive/mean Fβ, Dice, BER, "
+    "AUC and the curves; or a comma-separated list of result keys, e.g. s_measure,mae "
+    "(shown; the results JSON keeps all that was computed).",
 )
 @click.option(
     "--workers",
@@ -224,9 +226,11 @@ def eval_cmd(
     evaluates its share and the first writes the one results JSON (docs/cluster.md)."""
     from odbench.distributed import Shard
     from odbench.imageio import read_warnings
+    from odbench.metrics.selection import parse_metrics
     from odbench.runner import run_eval
 
     with run_errors(), read_warnings() as notes:
+        selection = parse_metrics(metrics_set)
         shard = Shard.parse(shard_spec) if shard_spec is not None else None
         result = run_eval(
             method_name,
@@ -247,7 +251,7 @@ def eval_cmd(
             results_dir=results_dir,
             show_progress=True,
             shard=shard,
-            metrics_set=metrics_set,
+            metrics_set=selection.tier,
         )
     if result.info.get("rank"):  # a launch's other ranks: rank 0 reports
         return
@@ -268,7 +272,8 @@ def eval_cmd(
         f"protocol {result.protocol_name}, device {info['device']}, {info['n_predicted']} "
         f"predicted, {info['n_cached']} from cache, {info['wall_time_s']:.1f} s{procs})"
     )
-    for line in format_metrics(result.metrics):
+    keys = None if selection.spec in ("basic", "all") else selection.keys
+    for line in format_metrics(result.metrics, keys):
         click.echo(line)
     click.echo(f"cache: {info['cache']} (odbench cache info / clear)")
     click.echo(f"results: {result.path}")

@@ -41,7 +41,14 @@ _RESULTS_DIR = results_dir_option("Folder of results JSON files written by odben
     help="A metric table of odbench's runs (methods x dataset/metric; top-3 marked, arrows) "
     "instead of the paper's Table 1 layout; csv: one row per method, dataset, protocol.",
 )
-@click.option("--metrics", default="", help="--format: comma-separated metric keys (default: all).")
+@click.option(
+    "--metrics",
+    default="all",
+    show_default=True,
+    metavar="basic|all|NAME,...",
+    help="--format: the columns, as score's --metrics (all: every metric stored; basic: Acc, "
+    "IoU, maxFβ, MAE; or names, e.g. s_measure,max_fbeta,mae, in that order).",
+)
 @click.option("--datasets", default="", help="--format: comma-separated datasets (default: all).")
 @click.option("--protocol", default="odbench", show_default=True, help="--format md/latex.")
 @click.option(
@@ -83,8 +90,11 @@ def leaderboard(
             check_output_file(out, "--out")
         if bib is not None and fmt != "latex":
             raise UserError("--bib goes with --format latex")
+        keys = _metric_keys(metrics)  # checked before anything is read
+        if keys and fmt is None:
+            raise UserError("--metrics goes with --format md|latex|csv (the columns shown)")
         if fmt is not None:
-            text = _table(fmt, results_dir, metrics, datasets, protocol, marks, bib)
+            text = _table(fmt, results_dir, keys, datasets, protocol, marks, bib)
         else:
             text = render(task, results_dir, show_all=show_all)
         if out is None:
@@ -97,7 +107,7 @@ def leaderboard(
 def _table(
     fmt: str,
     results_dir: Path,
-    metrics: str,
+    metrics: list[str],
     datasets: str,
     protocol: str,
     marks: str,
@@ -108,8 +118,8 @@ def _table(
     wanted = [d for d in datasets.split(",") if d]
     try:
         if fmt == "csv":
-            return tables.render_csv(results_dir, wanted)
-        table = tables.collect(results_dir, protocol, wanted, [m for m in metrics.split(",") if m])
+            return tables.render_csv(results_dir, wanted, metrics)
+        table = tables.collect(results_dir, protocol, wanted, metrics)
         if fmt == "md":
             return tables.render_markdown(*table)
         cite = None
@@ -127,6 +137,18 @@ def _table(
         return tables.render_latex(*table, marks=marks, cite=cite)
     except tables.TableError as e:
         raise UserError(str(e)) from e
+
+
+def _metric_keys(spec: str) -> list[str]:
+    """``--metrics`` of the table: [] (every metric stored) for ``all``, else the names."""
+    from odbench.metrics.selection import MetricsSpecError, parse_metrics
+    from odbench.tables import METRICS
+
+    try:
+        selection = parse_metrics(spec, valid=list(METRICS))
+    except MetricsSpecError as e:
+        raise UserError(str(e)) from e
+    return [] if selection.spec == "all" else list(selection.keys)
 
 
 @click.command("compare")

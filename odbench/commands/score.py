@@ -50,9 +50,12 @@ def default_workers() -> int:
 
 
 def make_meter(protocol: str, metrics: str) -> Any:
-    """A :class:`SaliencyMeter` (``basic``) or :class:`FamilyMeter` (``all``); both have a pure
+    """A :class:`SaliencyMeter` (``basic``) or :class:`FamilyMeter` (``all``, or a list naming a
+    family metric: :func:`odbench.metrics.selection.parse_metrics`); both have a pure
     ``score(pred, gt, id)`` and an ``add(record)``."""
-    if metrics == "all":
+    from odbench.metrics.selection import parse_metrics
+
+    if parse_metrics(metrics).tier == "all":
         from odbench.metrics.sod import FamilyMeter
 
         return FamilyMeter(protocol)
@@ -122,14 +125,17 @@ def score_folders(
     (:mod:`odbench.metrics.sizes`): a mismatch is an error listing them all, or with
     ``on_mismatch="skip"`` the pair is left out and its id listed in ``skipped_ids``.
     ``metrics="all"`` adds the salient-object family (:mod:`odbench.metrics.sod`) and its
-    curves.  Images are decoded and scored in ``workers`` threads (default: the cores
+    curves; a comma-separated list of names keeps only those metrics in the result
+    (:func:`odbench.metrics.selection.parse_metrics`).  Images are decoded and scored in ``workers`` threads (default: the cores
     available; Pillow, OpenCV and NumPy release the GIL); records are added in file order, so
     the result does not depend on ``workers``."""
     from odbench.imageio import ImageReadError, image_size
+    from odbench.metrics.selection import parse_metrics
     from odbench.metrics.sizes import describe_mismatches, protocol_mismatches
 
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
+    selection = parse_metrics(metrics)
     meter = make_meter(protocol, metrics)
     preds = _by_stem(Path(pred_dir), "prediction")
     gts = _by_stem(Path(gt_dir), "GT")
@@ -156,7 +162,8 @@ def score_folders(
     skipped = {m.id for m in mismatched}
     todo = [(s, preds[s], gts[s]) for s in stems if s not in skipped]
     score_files(todo, meter, workers, show_progress)
-    return {**meter.compute(), "n_gt_skipped": len(no_pred), "skipped_ids": sorted(skipped)}
+    result = {**meter.compute(), "n_gt_skipped": len(no_pred), "skipped_ids": sorted(skipped)}
+    return selection.shown(result)
 
 
 @contextmanager
@@ -195,7 +202,11 @@ def _fmt(value: float | None) -> str:
     return "NaN" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
-SOD_ROWS = (
+ROWS = (
+    ("Acc", "acc"),
+    ("IoU", "iou"),
+    ("max Fβ", "max_fbeta"),
+    ("MAE", "mae"),
     ("S-measure", "s_measure"),
     ("E-measure (adaptive)", "e_measure_adaptive"),
     ("E-measure (mean)", "e_measure_mean"),
@@ -207,6 +218,11 @@ SOD_ROWS = (
     ("BER", "ber"),
     ("AUC (ROC)", "auc_roc"),
 )
+
+
+def _rows(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, key) of the metrics in ``result``: basic ones first, the family after."""
+    return [(label, key) for label, key in ROWS if key in result]
 
 
 @click.command("score")
@@ -224,10 +240,11 @@ SOD_ROWS = (
 @click.option("--protocol", default=None, help="Evaluation protocol [default: odbench].")
 @click.option(
     "--metrics",
-    type=click.Choice(["basic", "all"]),
     default=None,
+    metavar="basic|all|NAME,...",
     help="basic (default): Acc, IoU, maxFβ, MAE; all: also S, E, weighted/adaptive/mean Fβ, "
-    "Dice, BER, AUC and the curves.",
+    "Dice, BER, AUC and the curves; or a comma-separated list of result keys, e.g. "
+    "s_measure,weighted_fbeta,mae (an unknown name lists the valid ones).",
 )
 @click.option(
     "--workers",
@@ -265,6 +282,11 @@ def score(
 
     Every pair's size is checked first; a prediction of the GT's aspect ratio but another size
     is resized to the GT (bilinear) by protocols that resize, e.g. the default."""
+    from odbench.metrics.selection import parse_metrics
+
+    with user_errors():
+        if metrics is not None:
+            parse_metrics(metrics)  # checked before anything is read
     if config_path is not None:
         if pred_dir is not None or gt_dir is not None:
             raise UserError("--config replaces --pred-dir and --gt-dir: give one or the other")
@@ -286,15 +308,12 @@ def score(
     if as_json:
         click.echo(json.dumps(_json_ready(result)))
         return
-    best = result["best_threshold"]
-    rows = [
-        ("Acc", _fmt(result["acc"])),
-        ("IoU", _fmt(result["iou"])),
-        ("max Fβ", _fmt(result["max_fbeta"])),
-        ("best threshold", "per image" if best is None else f"{best:.4f}"),
-        ("MAE", _fmt(result["mae"])),
-    ]
-    rows += [(label, _fmt(result[key])) for label, key in SOD_ROWS if key in result]
+    rows = []
+    for label, key in _rows(result):
+        rows.append((label, _fmt(result[key])))
+        if key == "max_fbeta":
+            best = result["best_threshold"]
+            rows.append(("best threshold", "per image" if best is None else f"{best:.4f}"))
     rows += [
         ("images", str(result["n_images"])),
         ("GT masks left out", str(result["n_gt_skipped"])),
@@ -322,10 +341,15 @@ def _score_config(
     from rich.console import Console
     from rich.table import Table
 
+    from odbench.metrics.selection import SCORE_KEYS
+    from odbench.tables import METRICS
+
+    keys = [k for k in SCORE_KEYS if any(k in r for r in rows)]
+    if len(keys) > 6:  # --metrics all: the headline ones (--json has every key)
+        keys = ["max_fbeta", "mae", "s_measure", "e_measure_max", "weighted_fbeta"]
     table = Table(title=f"odbench score --config {path}")
-    for column in ("method", "dataset", "status", "maxFβ", "MAE", "S", "maxE", "wF"):
+    for column in ("method", "dataset", "status", *(METRICS[k][0] for k in keys)):
         table.add_column(column)
-    keys = ("max_fbeta", "mae", "s_measure", "e_measure_max", "weighted_fbeta")
     for r in rows:
         values = [_fmt(r[k]) if k in r else "" for k in keys]
         table.add_row(r["method"], r["dataset"], r["status"], *values)

@@ -3,7 +3,8 @@
 The daily job of comparing against published prediction maps::
 
     protocol = "odbench"            # optional (default: --protocol)
-    metrics = "all"                 # optional (default: --metrics)
+    metrics = "all"                 # optional (default: --metrics): basic, all or names,
+                                    # e.g. "s_measure,mae" or ["s_measure", "mae"]
 
     [datasets.ecssd]
     gt = "data/ECSSD/ground_truth_mask"   # GT masks; paths are relative to this file
@@ -17,8 +18,9 @@ The daily job of comparing against published prediction maps::
     path = "preds/BASNet/ECSSD"
     suffix = "_sal.png"
 
-The whole config is validated before anything is scored (every folder exists, every GT has
-a prediction and every prediction a GT, sizes fit the protocol) and every problem is listed
+The whole config is validated before anything is scored (every key is known, every folder
+exists, every GT has a prediction and every prediction a GT, every file is an image whose size
+fits the protocol -- read from the file headers, no image decoded) and every problem is listed
 in one report.  Each (method, dataset) pair becomes one results JSON + records in the results
 store, like ``odbench eval``'s, so ``leaderboard``, ``compare`` and ``plot`` read them.  A pair
 whose inputs (file contents, protocol definition, metric set, odbench version) are unchanged
@@ -192,28 +194,49 @@ def load_config(path: Path) -> tuple[dict[str, Any], list[Job], list[str]]:
                 problems.append(
                     f"{where}: {len(missing)} GT mask(s) have no prediction in {preds.path}: {_names(missing)}"
                 )
-            if not extra and not missing:
-                pairs = [(i, pred_ids[i], gt_ids[i]) for i in sorted(gt_ids)]
-                jobs.append(Job(method, dataset, preds, gt, pairs))
+            # the matched pairs are checked further (sizes) even when some names do not match,
+            # so that one report lists every problem; only a config without problems is scored
+            pairs = [(i, pred_ids[i], gt_ids[i]) for i in sorted(gt_ids) if i in pred_ids]
+            jobs.append(Job(method, dataset, preds, gt, pairs))
     return settings, jobs, problems
 
 
 def size_problems(jobs: list[Job], protocol: Any) -> list[str]:
-    """Pairs whose sizes the protocol cannot score (read from the file headers only)."""
+    """Pairs whose sizes the protocol cannot score, and files that are not images: read from
+    the file headers only (Pillow's lazy open, no pixel decoded), each GT once."""
     from odbench.imageio import ImageReadError, image_size
     from odbench.metrics.sizes import describe_mismatches, protocol_mismatches
 
-    problems = []
+    problems: list[str] = []
+    known: dict[Path, tuple[int, int] | str] = {}  # file -> (H, W) or why it cannot be read
+
+    def size(path: Path) -> tuple[int, int] | str:
+        if path not in known:
+            try:
+                known[path] = image_size(path)
+            except ImageReadError as e:
+                known[path] = str(e).removeprefix(f"{path}: ")
+        return known[path]
+
     for job in jobs:
-        try:
-            sizes = [(i, image_size(p), image_size(g)) for i, p, g in job.pairs]
-        except ImageReadError as e:
-            problems.append(f"[methods.{job.method}] {job.dataset}: {e}")
-            continue
+        where = f"[methods.{job.method}] {job.dataset}"
+        sizes, bad = [], []
+        for image_id, pred, gt in job.pairs:
+            p, g = size(pred), size(gt)
+            bad += [f"{f} ({why})" for f, why in ((pred, p), (gt, g)) if isinstance(why, str)]
+            if not isinstance(p, str) and not isinstance(g, str):
+                sizes.append((image_id, p, g))
+        if bad:
+            problems.append(
+                f"{where}: {len(bad)} file(s) cannot be read as images: {_names(bad)}; "
+                "re-save them as PNG"
+            )
         mismatched = protocol_mismatches(sizes, protocol)
         if mismatched:
-            line = describe_mismatches(mismatched, len(sizes), "prediction")
-            problems.append(f"[methods.{job.method}] {job.dataset}: {job.preds.path}: {line}")
+            line = describe_mismatches(mismatched, len(job.pairs), "prediction")
+            problems.append(
+                f"{where}: {job.preds.path}: {line}; resize the predictions to their GT's size"
+            )
     return problems
 
 
@@ -232,6 +255,29 @@ def inputs_digest(job: Job, protocol: Any, metrics: str) -> str:
     return h.hexdigest()
 
 
+def _selection(cli: str | None, configured: Any, problems: list[str]) -> Any:
+    """The ``MetricSelection`` of ``--metrics`` (else the config's ``metrics``: a string or a
+    list of names), or None with the problem appended."""
+    from odbench.metrics.selection import MetricsSpecError, parse_metrics
+
+    if cli is None and configured is not None:
+        ok = isinstance(configured, str) or (
+            isinstance(configured, list) and all(isinstance(m, str) for m in configured)
+        )
+        if not ok:
+            problems.append(
+                f'metrics = {configured!r}: expected "basic", "all" or metric names, e.g. '
+                '"s_measure,mae" or ["s_measure", "mae"]'
+            )
+            return None
+        try:
+            return parse_metrics(configured, option="metrics =")
+        except MetricsSpecError as e:
+            problems.append(str(e))
+            return None
+    return parse_metrics(cli)  # checked by the command already
+
+
 def score_config(
     path: Path,
     protocol: str | None,
@@ -243,8 +289,9 @@ def score_config(
     """Validate ``path`` (one report of all problems, nothing scored) then score every pair whose
     inputs changed since its stored result; one summary row per pair."""
     from odbench.commands.score import make_meter, score_files
-    from odbench.metrics.protocols import get_protocol
+    from odbench.metrics.protocols import Protocol, get_protocol
     from odbench.outputs import OutputPathError, check_output_folder
+    from odbench.registry import UnknownNameError
     from odbench.results import (
         Records,
         RunResult,
@@ -261,17 +308,20 @@ def score_config(
 
     settings, jobs, problems = load_config(path)
     protocol_name = protocol or settings.get("protocol", "odbench")
-    metrics_set = metrics or settings.get("metrics", "basic")
-    if metrics_set not in ("basic", "all"):
-        problems.append(f'metrics = {metrics_set!r}: expected "basic" or "all"')
-    proto = get_protocol(protocol_name)  # unknown names: one line listing the valid ones
+    selection = _selection(metrics, settings.get("metrics"), problems)
+    metrics_set = selection.tier if selection is not None else "basic"
+    proto: Protocol | None = None
+    try:
+        proto = get_protocol(protocol_name)
+    except UnknownNameError as e:  # one line listing the valid ones
+        problems.append(f"protocol: {e} (sizes not checked)")
     try:
         check_output_folder(results_dir, "--results-dir")
     except OutputPathError as e:
         problems.append(str(e))
-    if not problems:
+    if proto is not None:
         problems += size_problems(jobs, proto)
-    if problems:
+    if problems or proto is None or selection is None:
         listing = "\n".join(f"  - {p}" for p in problems)
         raise UserError(f"{path}: {len(problems)} problem(s), nothing scored:\n{listing}")
 
@@ -340,7 +390,7 @@ def score_config(
                 "dataset": job.dataset,
                 "status": "scored",
                 "results": str(out),
-                **run.metrics["saliency"],
+                **selection.shown(run.metrics["saliency"]),
             }
         )
     return rows
