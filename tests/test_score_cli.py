@@ -292,6 +292,8 @@ def test_unknown_metric_is_one_line_listing_the_valid_names_before_reading(tmp_p
     out = invoke(
         "score", "--pred-dir", str(missing), "--gt-dir", str(missing), "--metrics", "s,mae"
     )
-    assert_one_line_error(out, "--metrics s,mae: unknown metric s (did you mean s_measure?);", "basic, all", "auc_roc")
+    assert_one_line_error(
+        out, "--metrics s,mae: unknown metric s (did you mean s_measure?);", "basic, all", "auc_roc"
+    )
     out = invoke("score", "--pred-dir", str(missing), "--gt-dir", str(missing), "--metrics", ",")
     assert_one_line_error(out, "no metric named")
