@@ -166,6 +166,14 @@ class World:
         gathered: list[T] = gather_object([obj])
         return gathered if self.is_main else None
 
+    def broadcast(self, obj: T) -> T:
+        """Rank 0's ``obj`` on every rank; collective."""
+        if self.size == 1:
+            return obj
+        from accelerate.utils import broadcast_object_list
+
+        return broadcast_object_list([obj], from_process=0)[0]  # type: ignore[no-any-return]
+
     def barrier(self) -> None:
         if self.state is not None:
             self.state.wait_for_everyone()

@@ -27,6 +27,9 @@ import hashlib
 import json
 import math
 import shutil
+import signal
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,6 +41,8 @@ import numpy as np
 
 from odbench.cards import MethodCard, method_cards
 from odbench.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint, save_checkpoint
+from odbench.distributed import Shard, World, detect_world
+from odbench.feature_cache import FeatureCache, FeatureEntry, FeatureRows
 from odbench.outputs import check_output_folder
 
 PREPARED_DIR = ".prepared"
@@ -196,22 +201,22 @@ class Inputs:
     """What a step reads: images (end to end) or cached feature levels (decoder), and masks."""
 
     prepared: Prepared
-    features: list[np.ndarray] | None = None  # per level [N, C, h, w] fp16 memmaps
+    features: FeatureRows | None = None  # the cached feature levels of the prepared images
 
     def batch(self, rows: np.ndarray, flip: np.ndarray, device: str) -> tuple[Any, Any]:
         import torch
 
         def load(arr: np.ndarray, scale: float) -> Any:
-            t = torch.from_numpy(np.asarray(arr[rows], dtype=np.float32) * scale)
+            t = torch.from_numpy(np.asarray(arr, dtype=np.float32) * scale)
             if flip.any():
                 idx = torch.from_numpy(np.nonzero(flip)[0])
                 t[idx] = t[idx].flip(-1)
             return t.to(device)
 
-        target = load(self.prepared.masks, 1.0 / 255.0)[:, None]
+        target = load(self.prepared.masks[rows], 1.0 / 255.0)[:, None]
         if self.features is None:
-            return load(self.prepared.images, 1.0 / 255.0), target
-        return [load(level, 1.0) for level in self.features], target
+            return load(self.prepared.images[rows], 1.0 / 255.0), target
+        return [load(level, 1.0) for level in self.features.take(rows)], target
 
 
 @dataclass
@@ -285,12 +290,266 @@ def _count(show: bool, total: int, label: str) -> Iterator[Callable[[int], None]
 @dataclass
 class TrainResult:
     run_dir: Path
-    config: dict[str, Any]
+    config: dict[str, Any]  # empty on ranks other than 0
     step: int
     val_iou: float
     seconds: float
-    extractor_calls: int = 0  # extract() calls made by this run (0: every feature was cached)
+    features_computed: int = 0  # images whose features this run extracted (all processes)
     model: Any = None  # the trained network, in eval mode
+    rank: int = 0  # this process's rank under a launcher (only rank 0 wrote anything)
+    processes: int = 1
+
+
+@dataclass
+class CacheResult:
+    """What ``--cache-only`` did: ``n_images`` of this shard, ``computed`` of them extracted now
+    (by all processes of the launch), the rest found cached."""
+
+    shard: Shard
+    n_images: int
+    computed: int
+    rank: int = 0
+    processes: int = 1
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``scancel``, a pre-emption, a time limit, torchrun stopping its workers): handled
+    as Ctrl-C is, so the run saves its checkpoint before it exits."""
+
+
+@contextmanager
+def _sigterm_saves() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` while training (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass
+class _Setup:
+    """What both training and ``--cache-only`` need, checked: options, model spec, extractor,
+    dataset and the ids drawn from it."""
+
+    data: str
+    n: int | None
+    card: MethodCard
+    opts: dict[str, Any]
+    spec: dict[str, Any]
+    device: str
+    dataset: Any
+    ids: list[str]
+    extractor: Any = None
+    extractor_info: dict[str, Any] | None = None
+
+    @property
+    def seed(self) -> int:
+        return int(self.opts["seed"])
+
+    @property
+    def resolution(self) -> int:
+        return int(self.opts["resolution"])
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.opts["batch_size"])
+
+
+def _setup(
+    world: World,
+    *,
+    data: str,
+    out: Path | None,
+    model: str | None,
+    features: str | None,
+    data_root: Path | None,
+    n: int | None,
+    steps: int | None,
+    epochs: int | None,
+    resume: bool,
+    device: str,
+    cache_dir: Path | None,
+    extractor_options: dict[str, Any] | None,
+    cache_only: bool,
+    shard: Shard | None,
+    overrides: dict[str, Any],
+) -> _Setup:
+    from odbench.data.base import create_dataset
+    from odbench.runner import EvalError, resolve_device
+
+    try:
+        device = world.device(resolve_device(device))
+    except EvalError as e:
+        raise TrainError(str(e)) from e
+    if (model is None) == (features is None):
+        raise TrainError("give exactly one of --model (end to end) or --features (decoder)")
+    if steps is not None and epochs is not None:
+        raise TrainError("give --steps or --epochs, not both")
+    if cache_only and features is None:
+        raise TrainError("--cache-only fills the feature cache of --features; give --features")
+    if shard is not None and not cache_only:
+        raise TrainError(
+            "--shard splits the feature caching only: use it with --cache-only, then train "
+            "without either (or under a launcher)"
+        )
+    card = card_for_model(model) if model is not None else card_for_features(str(features))
+    opts = training_options(card, **overrides)
+    seed, resolution, bs = int(opts["seed"]), int(opts["resolution"]), int(opts["batch_size"])
+    if not 0.0 <= float(opts["val_split"]) < 1.0:
+        raise TrainError(f"--val-split must be in [0, 1), got {opts['val_split']}")
+    for name, value in (
+        ("--steps", steps),
+        ("--epochs", epochs),
+        ("--n", n),
+        ("--batch-size", bs),
+        ("--resolution", resolution),
+    ):
+        if value is not None and value < 1:
+            raise TrainError(f"{name} must be >= 1, got {value}")
+    if not float(opts["lr"]) > 0.0:
+        raise TrainError(f"--lr must be > 0, got {opts['lr']}")
+    if not cache_only:
+        if out is None:
+            raise TrainError("--out is required (except with --cache-only)")
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise TrainError(f"--out {out}: exists and is not a folder")
+        if world.is_main:  # the run folder is rank 0's alone (it may not exist on other nodes)
+            check_output_folder(out, "--out")
+            has_ckpt = (out / CHECKPOINT_FILE).is_file()
+            if has_ckpt and not resume:
+                raise TrainError(
+                    f"--out {out}: holds a training run already; pass --resume to continue it or "
+                    f"choose another folder"
+                )
+            if resume and not has_ckpt:
+                raise TrainError(
+                    f"--resume: {out / CHECKPOINT_FILE} not found; start without --resume"
+                )
+    if features is not None:
+        check_output_folder(FeatureCache(cache_dir).folder, "--cache-dir")
+
+    # The extractor first: a bad name fails before any data is read.
+    setup = _Setup(data, n, card, opts, dict(card.raw["model"]), device, None, [])
+    if features is not None:
+        from odbench.features import load_extractor
+
+        extractor = load_extractor(features, device=device, **(extractor_options or {}))
+        if resolution % extractor.input_multiple:
+            raise TrainError(
+                f"resolution {resolution} is not a multiple of {extractor.input_multiple} "
+                f"(what {features} needs); pass --resolution"
+            )
+        setup.spec.update(channels=list(extractor.channels), strides=list(extractor.strides))
+        setup.extractor = extractor
+        setup.extractor_info = {
+            "name": features,
+            "identity": extractor.identity,
+            "options": dict(extractor_options or {}),
+            "channels": list(extractor.channels),
+            "strides": list(extractor.strides),
+        }
+    elif "trunk_weights" in opts:
+        setup.spec["trunk_weights"] = opts["trunk_weights"]
+    setup.dataset = create_dataset(data, data_root=data_root)
+    setup.ids = select_ids(setup.dataset.ids(), n, seed)
+    if not cache_only:
+        n_train = len(split_rows(len(setup.ids), float(opts["val_split"]), seed)[0])
+        if min(bs, n_train) < world.size:
+            raise TrainError(
+                f"a global batch of {min(bs, n_train)} cannot be split across {world.size} "
+                f"processes (each needs a sample); raise --batch-size or use fewer processes"
+            )
+    return setup
+
+
+def _fill(
+    entry: FeatureEntry,
+    setup: _Setup,
+    prepared: Prepared,
+    rows: list[int],
+    progress: Callable[[int], None],
+) -> int:
+    """Cache the features of the prepared ``rows``; the number of images extracted."""
+    hashes = [prepared.image_hashes[r] for r in rows]
+    return entry.fill(
+        setup.extractor,
+        hashes,
+        lambda positions: prepared.images[[rows[p] for p in positions]],
+        setup.batch_size,
+        progress,
+        setup.device,
+    )
+
+
+def fill_feature_cache(
+    *,
+    data: str,
+    features: str,
+    data_root: Path | None = None,
+    n: int | None = None,
+    shard: Shard | None = None,
+    device: str = "auto",
+    cache_dir: Path | None = None,
+    extractor_options: dict[str, Any] | None = None,
+    show_progress: bool = False,
+    **overrides: Any,
+) -> CacheResult:
+    """``odbench train --cache-only [--shard I/N]``: cache the features of shard ``I`` of ``N``
+    of the training samples (every ``N``-th of the ids ``odbench train`` draws, validation ones
+    included; under a launcher each rank takes every ``W``-th of those) and nothing else: no run
+    folder, the resized samples only in a temporary folder.  A later ``odbench train`` with the
+    same data, ``--features``, extractor options, ``--resolution``, ``--n`` and ``--seed``
+    trains from the filled cache without extracting anything."""
+    world = detect_world(device)
+    try:
+        setup = _setup(
+            world,
+            data=data,
+            out=None,
+            model=None,
+            features=features,
+            data_root=data_root,
+            n=n,
+            steps=None,
+            epochs=None,
+            resume=False,
+            device=device,
+            cache_dir=cache_dir,
+            extractor_options=extractor_options,
+            cache_only=True,
+            shard=shard,
+            overrides=overrides,
+        )
+        whole = shard or Shard()
+        chosen = whole.split(world.size, world.rank).take(setup.ids)
+        entry = FeatureCache(cache_dir).entry(setup.extractor, setup.resolution)
+        show = show_progress and world.is_main
+        with tempfile.TemporaryDirectory(prefix="odbench-cache-") as tmp:
+            with _count(show, len(chosen), "prepare") as advance:
+                prepared = prepare(
+                    setup.dataset, chosen, setup.resolution, Path(tmp) / PREPARED_DIR, advance
+                )
+            with _count(show, len(chosen), "features") as advance:
+                computed = _fill(entry, setup, prepared, list(range(len(chosen))), advance)
+        counts = world.gather(computed)
+        return CacheResult(
+            whole,
+            len(whole.take(setup.ids)),
+            sum(counts or [computed]),
+            world.rank,
+            world.size,
+        )
+    finally:
+        world.close()
 
 
 def train(
@@ -313,125 +572,139 @@ def train(
 ) -> TrainResult:
     """Train and checkpoint into ``out`` (see the module docstring).  ``overrides`` replace
     entries of the card's ``[training]`` table (``resolution``, ``batch_size``, ``lr``, ``seed``,
-    ``val_split``, …); ``minutes`` stops the run at a wall-clock budget."""
+    ``val_split``, …); ``minutes`` stops the run at a wall-clock budget.  Under a launcher
+    (torchrun, accelerate launch) every rank runs this; see "Data-parallel training" above."""
+    world = detect_world(device)
+    try:
+        setup = _setup(
+            world,
+            data=data,
+            out=out,
+            model=model,
+            features=features,
+            data_root=data_root,
+            n=n,
+            steps=steps,
+            epochs=epochs,
+            resume=resume,
+            device=device,
+            cache_dir=cache_dir,
+            extractor_options=extractor_options,
+            cache_only=False,
+            shard=None,
+            overrides=overrides,
+        )
+        with tempfile.TemporaryDirectory(prefix="odbench-train-") as tmp:
+            # Rank 0 prepares into the run folder; the others, which write nothing there, into
+            # a temporary folder of their own (removed at the end).
+            prepared_dir = (Path(out) if world.is_main else Path(tmp)) / PREPARED_DIR
+            return _train(
+                world,
+                setup,
+                Path(out),
+                prepared_dir,
+                steps,
+                epochs,
+                minutes,
+                resume,
+                cache_dir,
+                show_progress and world.is_main,
+            )
+    finally:
+        world.close()
+
+
+def _train(
+    world: World,
+    setup: _Setup,
+    out: Path,
+    prepared_dir: Path,
+    steps: int | None,
+    epochs: int | None,
+    minutes: float | None,
+    resume: bool,
+    cache_dir: Path | None,
+    show_progress: bool,
+) -> TrainResult:
     import torch
 
-    from odbench.data.base import create_dataset
     from odbench.methods.trained import build_model
-    from odbench.runner import EvalError, resolve_device
 
-    try:
-        device = resolve_device(device)
-    except EvalError as e:
-        raise TrainError(str(e)) from e
-    if (model is None) == (features is None):
-        raise TrainError("give exactly one of --model (end to end) or --features (decoder)")
-    if steps is not None and epochs is not None:
-        raise TrainError("give --steps or --epochs, not both")
-    card = card_for_model(model) if model is not None else card_for_features(str(features))
-    opts = training_options(card, **overrides)
-    seed, resolution, bs = int(opts["seed"]), int(opts["resolution"]), int(opts["batch_size"])
-    if not 0.0 <= float(opts["val_split"]) < 1.0:
-        raise TrainError(f"--val-split must be in [0, 1), got {opts['val_split']}")
-    for name, value in (
-        ("--steps", steps),
-        ("--epochs", epochs),
-        ("--n", n),
-        ("--batch-size", bs),
-        ("--resolution", resolution),
-    ):
-        if value is not None and value < 1:
-            raise TrainError(f"{name} must be >= 1, got {value}")
-    if not float(opts["lr"]) > 0.0:
-        raise TrainError(f"--lr must be > 0, got {opts['lr']}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise TrainError(f"--out {out}: exists and is not a folder")
-    check_output_folder(out, "--out")
-    has_ckpt = (out / CHECKPOINT_FILE).is_file()
-    if has_ckpt and not resume:
-        raise TrainError(
-            f"--out {out}: holds a training run already; pass --resume to continue it or choose "
-            f"another folder"
-        )
-    if resume and not has_ckpt:
-        raise TrainError(f"--resume: {out / CHECKPOINT_FILE} not found; start without --resume")
-    if features is not None:
-        from odbench.feature_cache import FeatureCache
-
-        check_output_folder(FeatureCache(cache_dir).folder, "--cache-dir")
-
-    # The extractor first: a bad name fails before any data is read.
-    extractor = None
-    spec = dict(card.raw["model"])
-    extractor_info = None
-    if features is not None:
-        from odbench.features import load_extractor
-
-        extractor = load_extractor(features, device=device, **(extractor_options or {}))
-        if resolution % extractor.input_multiple:
-            raise TrainError(
-                f"resolution {resolution} is not a multiple of {extractor.input_multiple} "
-                f"(what {features} needs); pass --resolution"
-            )
-        spec.update(channels=list(extractor.channels), strides=list(extractor.strides))
-        extractor_info = {
-            "name": features,
-            "identity": extractor.identity,
-            "options": dict(extractor_options or {}),
-            "channels": list(extractor.channels),
-            "strides": list(extractor.strides),
-        }
-    elif "trunk_weights" in opts:
-        spec["trunk_weights"] = opts["trunk_weights"]
-
-    dataset = create_dataset(data, data_root=data_root)
-    ids = select_ids(dataset.ids(), n, seed)
+    card, opts, spec, device = setup.card, setup.opts, setup.spec, setup.device
+    seed, resolution, bs = setup.seed, setup.resolution, setup.batch_size
+    ids = setup.ids
     with _count(show_progress, len(ids), "prepare") as advance:
-        prepared = prepare(dataset, ids, resolution, out / PREPARED_DIR, advance)
+        prepared = prepare(setup.dataset, ids, resolution, prepared_dir, advance)
     train_rows, val_rows = split_rows(len(ids), float(opts["val_split"]), seed)
     spe = steps_per_epoch(len(train_rows), bs)
     total = epochs * spe if epochs is not None else int(steps or opts["steps"])
 
     inputs = Inputs(prepared)
-    calls = 0
-    if extractor is not None:
-        from odbench.feature_cache import FeatureCache
-
-        cache = FeatureCache(cache_dir)
-        with _count(show_progress, len(ids), "features") as advance:
-            inputs.features, calls = cache.get(extractor, prepared, resolution, bs, advance, device)
+    computed = 0
+    if setup.extractor is not None:
+        entry = FeatureCache(cache_dir).entry(setup.extractor, resolution)
+        everything = list(range(len(ids)))
+        mine = Shard(world.rank, world.size).take(everything)
+        with _count(show_progress, len(mine), "features") as advance:
+            computed = _fill(entry, setup, prepared, mine, advance)
+        world.barrier()
+        # What no rank could see (a cache folder local to each node): computed here too.
+        computed += _fill(entry, setup, prepared, everything, lambda k: None)
+        computed = sum(world.gather(computed) or [computed])
+        inputs.features = entry.rows(prepared.image_hashes)
 
     data_info = {
-        "dataset": data,
-        "describe": dataset.describe(),
+        "dataset": setup.data,
+        "describe": setup.dataset.describe(),
         "manifest_sha256": prepared.manifest_sha256,
         "n_samples": len(ids),
         "n_train": len(train_rows),
         "n_val": len(val_rows),
-        "n_requested": n,
+        "n_requested": setup.n,
     }
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(seed)  # the run's seed: every rank builds the same initial weights
         net = build_model(spec, init_weights=not resume)
+    if world.size > 1:
+        from odbench.syncbn import convert_batchnorm
+
+        net = convert_batchnorm(net)  # statistics of the global batch, as on one process
     net.to(device).train()
     optimizer = torch.optim.Adam(net.parameters(), lr=float(opts["lr"]))
     state = RunState()
     run_opts = {k: v for k, v in opts.items() if k != "steps"}
     if resume:
-        old, weights, optim_state = load_checkpoint(out, with_optimizer=True)
-        _check_resumable(out, old, card, spec, run_opts, extractor_info, data_info)
+        loaded: tuple[dict[str, Any], dict[str, Any] | None, int, list[Any]] | None = None
+        if world.is_main:  # the others may not see the run folder (another node)
+            old, weights, optim_state = load_checkpoint(out, with_optimizer=True)
+            _check_resumable(out, old, card, spec, run_opts, setup.extractor_info, data_info)
+            loaded = (weights, optim_state, int(old["step"]), list(old.get("history", [])))
+        got = world.broadcast(loaded)
+        assert got is not None
+        weights, optim_state, step, history = got
         net.load_state_dict(weights)
         assert optim_state is not None
         optimizer.load_state_dict(optim_state)
-        state = RunState(int(old["step"]), list(old.get("history", [])))
+        state = RunState(step, history)
 
-    if extractor is not None:
+    wrapped = net
+    if world.size > 1:
+        from accelerate import Accelerator
+
+        # accelerate wraps the model in DistributedDataParallel (gradients averaged across
+        # ranks in backward; rank 0's weights broadcast at the start).
+        accelerator = Accelerator(cpu=torch.device(device).type == "cpu")
+        wrapped = accelerator.prepare_model(net, device_placement=False)
+
+    if setup.extractor is not None:
 
         def forward(x: Any) -> Any:
+            return wrapped(x, size=(resolution, resolution))
+
+        def evaluate(x: Any) -> Any:
             return net(x, size=(resolution, resolution))
     else:
-        forward = net
+        forward, evaluate = wrapped, net
 
     def config() -> dict[str, Any]:
         from odbench.results import git_commit
@@ -441,18 +714,20 @@ def train(
             "model": spec,
             "training": run_opts,
             "resolution": resolution,
-            "extractor": extractor_info,
+            "extractor": setup.extractor_info,
             "data": data_info,
             "step": state.step,
             "epoch": state.step / spe,
             "target_steps": total,
             "seeds": {"seed": seed},
             "history": state.history,
+            "processes": world.size,
             "git_commit": git_commit(),
         }
 
     def save() -> None:
-        save_checkpoint(out, config(), net.state_dict(), optimizer.state_dict())
+        if world.is_main:
+            save_checkpoint(out, config(), net.state_dict(), optimizer.state_dict())
 
     start = time.perf_counter()
     deadline = start + minutes * 60.0 if minutes is not None else math.inf
@@ -460,24 +735,32 @@ def train(
     save_every = max(1, int(opts["save_every"]))
     losses: list[float] = []
     iou = float("nan")
-    device_t = torch.device(device)
+    dev = str(torch.device(device))
+    stop = time.perf_counter() >= deadline
     try:
-        with _progress(show_progress, total, state.step) as update:
-            while state.step < total and time.perf_counter() < deadline:
+        with _sigterm_saves(), _progress(show_progress, total, state.step) as update:
+            while state.step < total and not stop:
                 rows = batch_rows(train_rows, bs, seed, state.step)
                 flip = flips(seed, state.step, len(rows), bool(opts["hflip"]))
-                x, target = inputs.batch(rows, flip, str(device_t))
+                # This rank's strided share of the global batch; its loss (a mean over its
+                # share) weighted by the share's size, so that the gradients DDP averages over
+                # ranks are those of the global batch's mean loss.
+                share = len(rows[world.rank :: world.size]) / len(rows)
+                x, target = inputs.batch(
+                    rows[world.rank :: world.size], flip[world.rank :: world.size], dev
+                )
                 loss = soft_dice_bce(
                     forward(x), target, float(opts["bce_weight"]), float(opts["dice_weight"])
                 )
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * (share * world.size) if world.size > 1 else loss).backward()
                 optimizer.step()
                 state.step += 1
-                losses.append(loss.item())
+                value, stop = _agree(world, loss.detach() * share, time.perf_counter() >= deadline)
+                losses.append(value)
                 fields: dict[str, Any] = {"loss": f"{np.mean(losses[-20:]):.4f}"}
-                if state.step % val_every == 0 or state.step == total:
-                    iou = val_iou(net, inputs, val_rows, forward, str(device_t))
+                if world.is_main and (state.step % val_every == 0 or state.step == total):
+                    iou = val_iou(net, inputs, val_rows, evaluate, dev)
                     state.history.append(
                         {
                             "step": state.step,
@@ -493,8 +776,8 @@ def train(
     except KeyboardInterrupt:
         save()
         raise
-    if not state.history or state.history[-1]["step"] != state.step:
-        iou = val_iou(net, inputs, val_rows, forward, str(device_t))
+    if world.is_main and (not state.history or state.history[-1]["step"] != state.step):
+        iou = val_iou(net, inputs, val_rows, evaluate, dev)
         state.history.append(
             {
                 "step": state.step,
@@ -505,7 +788,30 @@ def train(
         )
     save()
     seconds = time.perf_counter() - start
-    return TrainResult(out, config(), state.step, iou, seconds, calls, net.eval())
+    return TrainResult(
+        out,
+        config() if world.is_main else {},
+        state.step,
+        iou,
+        seconds,
+        computed,
+        net.eval(),
+        world.rank,
+        world.size,
+    )
+
+
+def _agree(world: World, loss_share: Any, over: bool) -> tuple[float, bool]:
+    """(the global batch's loss, whether any rank ran out of --minutes): one all-reduce, so
+    every rank stops after the same step."""
+    if world.size == 1:
+        return float(loss_share.item()), over
+    import torch
+    from accelerate.utils import reduce
+
+    both = torch.stack([loss_share.float(), torch.tensor(float(over), device=loss_share.device)])
+    total = reduce(both, "sum")
+    return float(total[0].item()), bool(total[1].item() > 0)
 
 
 def _check_resumable(

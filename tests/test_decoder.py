@@ -108,22 +108,23 @@ def test_feature_cache_is_reused_and_invalidated(
     common: dict[str, Any] = dict(data="folder", data_root=data, features="dino-tiny")
     common.update(resolution=64, batch_size=4, val_split=0.25, cache_dir=tmp_path / "cache")
     first = train(out=tmp_path / "a", epochs=3, **common)
-    assert counted[-1].calls == first.extractor_calls == 3  # 12 images / 4: built once, 3 epochs
-    levels = list((tmp_path / "cache" / "features").glob("*/level0.npy"))
-    assert len(levels) == 1
-    cached = np.load(levels[0], mmap_mode="r")
+    assert counted[-1].calls == 3 and first.features_computed == 12  # 12 images / 4, once
+    files = sorted((tmp_path / "cache" / "features").glob("*/*.npy"))
+    assert len(files) == 12
+    rows = cached_rows(tmp_path / "cache", counted[-1], 64, data)
     fresh = counted[-1].inner.extract(torch.from_numpy(first_images(tmp_path / "a")))
-    np.testing.assert_allclose(cached, fresh[0].numpy(), rtol=2e-3, atol=2e-3)
+    for cached, level in zip(rows.take(np.arange(12)), fresh):
+        np.testing.assert_allclose(cached, level.numpy(), rtol=2e-3, atol=2e-3)
 
     again = train(out=tmp_path / "b", epochs=1, **common)
-    assert counted[-1].calls == again.extractor_calls == 0  # same images, same extractor
+    assert counted[-1].calls == again.features_computed == 0  # same images, same extractor
 
     image = tmp_path / "data" / "images" / "toy_00005.png"
     pixels = np.array(ToyDataset(n=12).load("toy_00005").image)
     pixels[0, 0] = 255 - pixels[0, 0]
     write_png(image, pixels)
     changed = train(out=tmp_path / "c", epochs=1, **common)
-    assert counted[-1].calls == changed.extractor_calls == 3  # one image changed: recomputed
+    assert counted[-1].calls == changed.features_computed == 1  # one image changed: recomputed
 
     real = odbench.features.load_extractor
 
@@ -134,8 +135,19 @@ def test_feature_cache_is_reused_and_invalidated(
         odbench.features, "load_extractor", lambda name, **kw: OtherWeights(real(name, **kw))
     )
     other = train(out=tmp_path / "d", epochs=1, **common)
-    assert other.extractor_calls == 3  # another weights revision: recomputed
-    assert len(list((tmp_path / "cache" / "features").glob("*/meta.json"))) == 3
+    assert other.features_computed == 12  # another weights revision: recomputed
+    assert len(list((tmp_path / "cache" / "features").glob("*/meta.json"))) == 2
+
+
+def cached_rows(cache: Path, extractor: Any, resolution: int, data: Path) -> Any:
+    """The cached features of a folder dataset's images, in its order."""
+    from odbench.data.base import create_dataset
+    from odbench.feature_cache import FeatureCache
+    from odbench.train import content_hash
+
+    ds = create_dataset("folder", data_root=data)
+    hashes = [content_hash(ds.load(i).image) for i in ds.ids()]
+    return FeatureCache(cache).entry(extractor, resolution).rows(hashes)
 
 
 def first_images(run: Path) -> np.ndarray:

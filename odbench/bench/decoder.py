@@ -2,7 +2,7 @@
 
 Builds the extractor only to read its levels (channels, strides), fills a feature cache of
 ``--rows`` random fp16 rows of those shapes at ``--resolution`` (what :mod:`odbench.feature_cache`
-stores), and times ``odbench train``'s step — read the batch from the memory-mapped cache, flip,
+stores: one file per image), and times ``odbench train``'s step — read the batch from the cache, flip,
 decoder forward, BCE + dice, backward, Adam — at batch 10.  The reference in the same process is
 the same step on a batch already in memory, so the ratio is the cost of reading the cache.
 """
@@ -29,9 +29,10 @@ import numpy as np
 def cli(
     features: str, resolution: int, batch_size: int, steps: int, rows: int, threads: int
 ) -> None:
-    """Decoder training steps/s on memory-mapped cached features vs in-memory features."""
+    """Decoder training steps/s on cached features vs in-memory features."""
     import torch
 
+    from odbench.feature_cache import FeatureEntry
     from odbench.features import load_extractor
     from odbench.methods.trained import build_model
     from odbench.train import Inputs, Prepared, card_for_features, flips, soft_dice_bce
@@ -52,17 +53,16 @@ def cli(
     )
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="odbench-bench-decoder-") as tmp:
-        levels = []
-        for i, shape in enumerate(shapes):
-            arr = np.lib.format.open_memmap(Path(tmp) / f"level{i}.npy", "w+", np.float16, shape)
-            arr[:] = rng.standard_normal(shape, dtype=np.float32).astype(np.float16)
-            arr.flush()
-            levels.append(np.load(Path(tmp) / f"level{i}.npy", mmap_mode="r"))
+        entry = FeatureEntry(Path(tmp), "bench", resolution, [s[1:] for s in shapes])
+        hashes = [f"{i:064x}" for i in range(rows)]
+        for h in hashes:
+            row = rng.standard_normal(entry.size, dtype=np.float32).astype(np.float16)
+            entry.store(h, row)
         masks = (rng.random((rows, resolution, resolution)) > 0.5).astype(np.uint8) * 255
         prepared = Prepared(
             [str(i) for i in range(rows)], np.zeros((rows, 3, 1, 1), np.uint8), masks, [], ""
         )
-        inputs = Inputs(prepared, levels)
+        inputs = Inputs(prepared, entry.rows(hashes))
         torch.manual_seed(0)
         net = build_model(spec).train()
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -93,6 +93,6 @@ def cli(
         f"  in-memory batch   {1 / in_memory:6.2f} steps/s  ({1000 * in_memory:.0f} ms/step)"
     )
     click.echo(
-        f"  cached (memmap)   {1 / cached:6.2f} steps/s  ({1000 * cached:.0f} ms/step; reading "
+        f"  cached (files)    {1 / cached:6.2f} steps/s  ({1000 * cached:.0f} ms/step; reading "
         f"{1000 * read / steps:.0f} ms/step) = {cached / in_memory:.2f}x the in-memory step"
     )

@@ -35,7 +35,12 @@ def train_errors() -> Iterator[None]:
 @click.option(
     "--data-root", type=click.Path(path_type=Path), default=None, help="Where the dataset lives."
 )
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder (RUN_DIR).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Run folder (RUN_DIR); required except with --cache-only.",
+)
 @click.option("--n", type=int, default=None, help="Train on N samples drawn at random (seeded).")
 @click.option(
     "--steps", type=int, default=None, help="Total optimizer steps (default: the card's)."
@@ -75,6 +80,19 @@ def train_errors() -> Iterator[None]:
     default=None,
     help="Feature cache root (default: $ODBENCH_CACHE or the user cache folder).",
 )
+@click.option(
+    "--cache-only",
+    is_flag=True,
+    help="Only fill the feature cache of --features (no training, nothing in --out), then exit.",
+)
+@click.option(
+    "--shard",
+    "shard_text",
+    default=None,
+    metavar="I/N",
+    help="With --cache-only: cache shard I of N of the samples (every N-th from the I-th), e.g. "
+    "$SLURM_ARRAY_TASK_ID/8.",
+)
 def train_cmd(
     features: str | None,
     model: str | None,
@@ -96,16 +114,32 @@ def train_cmd(
     device: str,
     threads: int | None,
     cache_dir: Path | None,
+    cache_only: bool,
+    shard_text: str | None,
 ) -> None:
     """Train and checkpoint into --out: safetensors weights + JSON config (card, extractor, data
-    manifest, step, seeds).  Frozen features are cached on disk; --resume continues a run."""
+    manifest, step, seeds).  Frozen features are cached on disk; --resume continues a run.
+    Under torchrun / accelerate launch it trains data-parallel (--batch-size is the global
+    batch); --cache-only [--shard I/N] fills the feature cache in parts (docs/cluster.md)."""
     from odbench.commands.evaluate import parse_set
-    from odbench.train import train
+    from odbench.distributed import Shard, ShardError
+    from odbench.train import fill_feature_cache, train
 
     try:
         extractor_options = parse_set(extractor_items)
     except UserError as e:
         raise UserError(e.message.replace("--set", "--extractor-option")) from e
+    try:
+        shard = Shard.parse(shard_text) if shard_text is not None else None
+    except ShardError as e:
+        raise UserError(str(e)) from e
+    if shard is not None and not cache_only:
+        raise UserError(
+            "--shard splits the feature caching only: use it with --cache-only, then train "
+            "without either (or under a launcher)"
+        )
+    if out is None and not cache_only:
+        raise UserError("--out is required (except with --cache-only)")
     with train_errors():
         if threads is not None:
             # spin-waiting OpenMP threads run ~5x slower on a shared, oversubscribed CPU
@@ -113,6 +147,34 @@ def train_cmd(
             import torch
 
             torch.set_num_threads(threads)
+        if cache_only:
+            if features is None:
+                raise UserError(
+                    "--cache-only fills the feature cache of --features; give --features"
+                )
+            cached = fill_feature_cache(
+                data=data,
+                features=features,
+                data_root=data_root,
+                n=n,
+                shard=shard,
+                device=device,
+                cache_dir=cache_dir,
+                extractor_options=extractor_options,
+                show_progress=True,
+                val_split=val_split,
+                resolution=resolution,
+                batch_size=batch_size,
+                seed=seed,
+            )
+            if cached.rank == 0:
+                part = "" if cached.shard.whole else f" (shard {cached.shard})"
+                click.echo(
+                    f"features of {cached.n_images} images{part}: {cached.computed} computed, "
+                    f"{cached.n_images - cached.computed} already cached"
+                )
+            return
+        assert out is not None
         result = train(
             data=data,
             out=out,
@@ -135,10 +197,15 @@ def train_cmd(
             seed=seed,
             trunk_weights=trunk_weights,
         )
+    if result.rank != 0:
+        return  # rank 0 reports for the launch
     c = result.config
+    if features is not None:
+        click.echo(f"features: {result.features_computed} images computed")
     click.echo(
         f"{c['card']['name']}: step {result.step}/{c['target_steps']} on {c['data']['n_train']} "
-        f"images of {c['data']['dataset']} ({result.seconds / 60:.1f} min), "
+        f"images of {c['data']['dataset']} ({result.seconds / 60:.1f} min"
+        f"{f', {result.processes} processes' if result.processes > 1 else ''}), "
         f"val IoU {result.val_iou:.3f}"
     )
     click.echo(f"checkpoint: {result.run_dir / 'checkpoint.safetensors'}")
