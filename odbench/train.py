@@ -9,7 +9,7 @@ defaults live there, with their reasons, never here):
   once and cached on disk (:mod:`odbench.feature_cache`), so every epoch costs only the decoder.
 - ``--model unet|deeplabv3``: ``unet-e2e`` / ``deeplabv3-e2e`` trained end to end (Table 3).
 
-Data: every sample is read once per run, hashed (pixels and mask) and resized to the training
+Data: every sample is read once per run (per process), hashed (pixels and mask) and resized to the training
 resolution into memory-mapped arrays in ``RUN_DIR/.prepared/``; the hashes give the data
 manifest recorded in the checkpoint and key the feature cache.  A ``--val-split`` fraction is
 held out (seeded); validation IoU (per image at 0.5, averaged) is shown in the progress bar.
@@ -18,7 +18,15 @@ Determinism: the model's initial weights come from the seed; the sample order of
 a permutation drawn from ``(seed, e)`` and the flips of step ``s`` from ``(seed, s)``, so a run
 resumed from step ``k`` continues exactly as the uninterrupted run (same batches, same optimizer
 state).  Checkpoints (:mod:`odbench.checkpoint`) are written every ``save_every`` steps, at the
-end, and on Ctrl-C.
+end, and on Ctrl-C or SIGTERM.
+
+Data-parallel training (``torchrun``/``accelerate launch``, ``W`` processes): accelerate wraps the
+model in DDP; ``batch_size`` is the global batch and every rank draws the same global batch as one
+process would, takes every ``W``-th sample of it from its rank on, and weighs its loss by its
+share's size, so the averaged gradient is that of the global batch; BatchNorm uses the global
+batch's statistics (:mod:`odbench.syncbn`).  The feature cache is filled in strided shares (claim
+files), then every rank trains from all of it.  Rank 0 alone writes the run folder; the others
+prepare the data in a temporary folder.  ``docs/cluster.md`` has the commands.
 """
 
 from __future__ import annotations
@@ -573,7 +581,7 @@ def train(
     """Train and checkpoint into ``out`` (see the module docstring).  ``overrides`` replace
     entries of the card's ``[training]`` table (``resolution``, ``batch_size``, ``lr``, ``seed``,
     ``val_split``, …); ``minutes`` stops the run at a wall-clock budget.  Under a launcher
-    (torchrun, accelerate launch) every rank runs this; see "Data-parallel training" above."""
+    (torchrun, accelerate launch) every rank runs this (module docstring)."""
     world = detect_world(device)
     try:
         setup = _setup(

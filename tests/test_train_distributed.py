@@ -185,3 +185,51 @@ def test_bad_shard_is_one_line(
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert list(tmp_path.iterdir()) == []
+
+
+class SlowExtractor:
+    """One level of 2 channels at stride 4, 50 ms a batch: slow enough for two processes
+    filling one cache to meet."""
+
+    name = identity = "slow-test"
+    channels, strides = [2], [4]
+
+    def extract(self, images: torch.Tensor) -> list[torch.Tensor]:
+        import time
+
+        time.sleep(0.05)
+        return [images[:, :2, ::4, ::4] * 2.0]
+
+
+def _fill_child(cache: str, hashes: list[str], results: object) -> None:
+    from odbench.feature_cache import FeatureCache
+
+    torch.set_num_threads(1)
+    entry = FeatureCache(Path(cache)).entry(SlowExtractor(), 16)
+    images = np.stack([np.full((3, 16, 16), i, np.uint8) for i in range(len(hashes))])
+    computed = entry.fill(SlowExtractor(), hashes, lambda pos: images[pos], 2, lambda k: None)
+    results.put(computed)  # type: ignore[attr-defined]
+
+
+def test_two_processes_filling_one_cache_compute_each_image_once(tmp_path: Path) -> None:
+    """Two processes fill the same images into one cache at the same time (as two SLURM tasks
+    or two users might): claim files make them share the work, every image once."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    hashes = [f"{i:064x}" for i in range(8)]
+    procs = [
+        ctx.Process(target=_fill_child, args=(str(tmp_path), hashes, results)) for _ in range(2)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    counts = [results.get(timeout=5) for _ in procs]
+    assert sum(counts) == 8, counts
+    files = _cache_files(tmp_path)
+    assert sorted(files) == [f"{h}.npy" for h in hashes] and not list(tmp_path.rglob("*.claim"))
+    for i, h in enumerate(hashes):
+        assert np.all(files[f"{h}.npy"] == np.float16(2 * i / 255))

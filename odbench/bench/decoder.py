@@ -2,8 +2,8 @@
 
 Builds the extractor only to read its levels (channels, strides), fills a feature cache of
 ``--rows`` random fp16 rows of those shapes at ``--resolution`` (what :mod:`odbench.feature_cache`
-stores: one file per image), and times ``odbench train``'s step — read the batch from the cache, flip,
-decoder forward, BCE + dice, backward, Adam — at batch 10.  The reference in the same process is
+stores: one file per image), and times ``odbench train``'s step — read the batch from the cache,
+flip, decoder forward, BCE + dice, backward, Adam — at batch 10.  The reference in the same process is
 the same step on a batch already in memory, so the ratio is the cost of reading the cache.
 """
 
