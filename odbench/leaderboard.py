@@ -59,11 +59,20 @@ def is_subset(run: RunResult) -> bool:
     return n_images is not None and run.n_evaluated < int(n_images)
 
 
+def is_saved_maps(run: RunResult) -> bool:
+    """Whether the run scored a folder of someone's prediction maps (``score --config``)
+    rather than running odbench's method."""
+    return run.info.get("source") == "score --config"
+
+
 def has_card_settings(run: RunResult) -> bool:
     """No overrides, and the hyperparameters the card has now (a card edited since the run
-    makes it a run of other settings)."""
+    makes it a run of other settings).  Saved maps scored by ``score --config`` carry no
+    settings of odbench's: the card does not apply to them."""
     if run.overrides:
         return False
+    if is_saved_maps(run):
+        return True
     card = method_card(run.method_name)
     return card is None or jsonable(card.hyperparameters) == run.method.get("hyperparameters")
 
@@ -73,7 +82,9 @@ RowKey = tuple[str, str, str, str]  # (method, overrides JSON, protocol, variant
 
 def _row_key(run: RunResult) -> RowKey:
     notes = []
-    if not run.overrides and not has_card_settings(run):
+    if is_saved_maps(run):
+        notes.append("saved maps")
+    elif not run.overrides and not has_card_settings(run):
         notes.append("other card settings")
     if is_subset(run):
         notes.append("subset")
@@ -207,7 +218,7 @@ def _run_rows(
     return list(rows.values()), datasets, subset
 
 
-def _footer(subset: bool, show_all: bool) -> str:
+def _footer(subset: bool, show_all: bool, saved: bool = False) -> str:
     if show_all:
         ours = (
             "other rows are odbench runs of every kind (latest per row and dataset): overrides "
@@ -219,6 +230,8 @@ def _footer(subset: bool, show_all: bool) -> str:
             "(latest per method/dataset/protocol); `odbench leaderboard --all` shows the others."
         )
     notes = [f"† reported in the cited paper (copied, not computed by odbench); {ours}"]
+    if saved:
+        notes[0] += " [saved maps]: prediction folders scored by `odbench score --config`."
     if subset:
         notes.append("\\* evaluated on a subset of the dataset (--limit or skipped images).")
     return "\n\n".join(notes)
@@ -243,7 +256,9 @@ def render_saliency(
         for k, h in SALIENCY_METRICS
     ]
     title = "## Saliency segmentation (layout of DiffusionSeg Table 1a/1c)"
-    return f"{title}\n\n{_table(columns, _interleave(run_rows, ref_rows))}\n\n{_footer(subset, show_all)}\n"
+    saved = any("saved maps" in row.label for row in run_rows)
+    footer = _footer(subset, show_all, saved)
+    return f"{title}\n\n{_table(columns, _interleave(run_rows, ref_rows))}\n\n{footer}\n"
 
 
 def render_localization(

@@ -54,38 +54,66 @@ def _metrics_of(run: Any) -> dict[str, float]:
     return out
 
 
+Table = tuple[
+    list[str], list[str], list[str], dict[tuple[str, str], dict[str, float]], set[tuple[str, str]]
+]
+
+
+def _shown_runs(
+    results_dir: Path, protocol: str | None, datasets: Sequence[str], show_all: bool
+) -> list[Any]:
+    """The runs a table shows (latest per row; ``show_all``: every kind), oldest first, with
+    one line saying what to do when none is left."""
+    from odbench.leaderboard import is_subset, latest_runs
+    from odbench.results import load_all_results
+
+    every = [
+        r
+        for r in load_all_results(results_dir)
+        if (protocol is None or r.protocol_name == protocol)
+        and (not datasets or r.dataset_name in datasets)
+    ]
+    runs = list(latest_runs(every, show_all).values())
+    if not runs:
+        where = (f" under protocol {protocol}" if protocol else "") + (
+            f" on {', '.join(datasets)}" if datasets else ""
+        )
+        hidden = f"; {len(every)} run(s) on subsets or with other settings: --all shows them"
+        raise TableError(f"{results_dir}: no runs{where}" + (hidden if every else ""))
+    # one cell per (method, dataset): the full-dataset run, else the latest
+    runs.sort(key=lambda r: (not is_subset(r), r.date, str(r.path)))
+    return runs
+
+
 def collect(
     results_dir: Path,
     protocol: str | None,
     datasets: Sequence[str] = (),
     metrics: Sequence[str] = (),
-) -> tuple[list[str], list[str], list[str], dict[tuple[str, str], dict[str, float]]]:
-    """(methods, datasets, metrics, values[(method, dataset)] -> {metric: value}) of the
-    shown runs under ``protocol`` (None: every protocol, for CSV)."""
-    from odbench.leaderboard import latest_runs
-    from odbench.results import load_all_results
+    show_all: bool = False,
+) -> Table:
+    """(methods, datasets, metrics, values[(method, dataset)] -> {metric: value}, the
+    (method, dataset) cells from runs on a subset) of the shown runs under ``protocol``
+    (None: every protocol, for CSV); ``show_all``: runs of every kind, not just the card's
+    settings over full datasets."""
+    from odbench.leaderboard import is_subset
 
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise TableError(f"unknown metric(s) {', '.join(unknown)}; valid: {', '.join(METRICS)}")
-    runs = [
-        r
-        for r in latest_runs(load_all_results(results_dir)).values()
-        if (protocol is None or r.protocol_name == protocol)
-        and (not datasets or r.dataset_name in datasets)
-    ]
-    if not runs:
-        raise TableError(
-            f"{results_dir}: no runs"
-            + (f" under protocol {protocol}" if protocol else "")
-            + (f" on {', '.join(datasets)}" if datasets else "")
-        )
+    runs = _shown_runs(results_dir, protocol, datasets, show_all)
     values = {(r.method_name, r.dataset_name): _metrics_of(r) for r in runs}
+    starred = {(r.method_name, r.dataset_name) for r in runs if is_subset(r)}
     present = {k for v in values.values() for k in v}
     shown = list(metrics) or [m for m in METRICS if m in present]
     found = sorted({r.dataset_name for r in runs})
     order = [d for d in datasets if d in found] or found
-    return sorted({r.method_name for r in runs}), order, shown, values
+    return sorted({r.method_name for r in runs}), order, shown, values, starred
+
+
+SUBSET_NOTE = (
+    "evaluated on a subset of the dataset (--limit, skipped images or a smaller GT folder)"
+)
 
 
 def ranks(values: list[float | None], higher_better: bool) -> list[int | None]:
@@ -105,7 +133,7 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None or not math.isfinite(v) else f"{v:.3f}"
 
 
-def render_markdown(methods, datasets, metrics, values) -> str:  # type: ignore[no-untyped-def]
+def render_markdown(methods, datasets, metrics, values, starred=frozenset()) -> str:  # type: ignore[no-untyped-def]
     header = ["Method"] + [
         f"{d} {METRICS[m][0]}{'↑' if METRICS[m][2] else '↓'}" for d in datasets for m in metrics
     ]
@@ -113,11 +141,14 @@ def render_markdown(methods, datasets, metrics, values) -> str:  # type: ignore[
     for d in datasets:
         for metric in metrics:
             col = _column(methods, d, metric, values)
-            for row, v, r in zip(cells, col, ranks(col, METRICS[metric][2])):
+            for m, row, v, r in zip(methods, cells, col, ranks(col, METRICS[metric][2])):
                 text = _fmt(v)
-                row.append(f"**{text}**" if r == 1 else f"*{text}*" if r == 2 else text)
+                text = f"**{text}**" if r == 1 else f"*{text}*" if r == 2 else text
+                row.append(text + ("\\*" if (m, d) in starred and v is not None else ""))
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
+    if starred:
+        lines += ["", f"\\* {SUBSET_NOTE}."]
     return "\n".join(lines) + "\n"
 
 
@@ -165,6 +196,7 @@ def render_latex(  # type: ignore[no-untyped-def]
     datasets,
     metrics,
     values,
+    starred=frozenset(),
     marks: str = DEFAULT_MARKS,
     cite: dict[str, str] | None = None,
 ) -> str:
@@ -187,7 +219,9 @@ def render_latex(  # type: ignore[no-untyped-def]
                 col = _column(methods, d, metric, values)
                 r = ranks(col, METRICS[metric][2])[i]
                 text = _fmt(col[i])
-                cells.append(_mark(text, how[r - 1]) if r else text)
+                text = _mark(text, how[r - 1]) if r else text
+                star = (method, d) in starred and col[i] is not None
+                cells.append(text + ("$^*$" if star else ""))
         rows.append(" & ".join(cells) + r" \\")
     lines = [
         r"% odbench leaderboard --format latex; needs \usepackage{color} for \textcolor",
@@ -199,22 +233,20 @@ def render_latex(  # type: ignore[no-untyped-def]
         *rows,
         r"\hline",
         r"\end{tabular}",
+        *([rf"% $^*$ {SUBSET_NOTE}"] if starred else []),
     ]
     return "\n".join(lines) + "\n"
 
 
-def render_csv(results_dir: Path, datasets: Sequence[str] = (), metrics: Sequence[str] = ()) -> str:
-    """One row per (method, dataset, protocol) with every metric (or ``metrics``), unrounded."""
-    from odbench.leaderboard import latest_runs
-    from odbench.results import load_all_results
-
-    runs = [
-        r
-        for r in latest_runs(load_all_results(results_dir)).values()
-        if not datasets or r.dataset_name in datasets
-    ]
-    if not runs:
-        raise TableError(f"{results_dir}: no runs")
+def render_csv(
+    results_dir: Path,
+    datasets: Sequence[str] = (),
+    metrics: Sequence[str] = (),
+    show_all: bool = False,
+) -> str:
+    """One row per (method, dataset, protocol) with every metric (or ``metrics``), unrounded;
+    ``n_images`` says how many images each run scored."""
+    runs = _shown_runs(results_dir, None, datasets, show_all)
     runs.sort(key=lambda r: (r.method_name, r.dataset_name, r.protocol_name))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

@@ -67,9 +67,10 @@ def test_config_scores_every_pair_into_the_store_and_rescoring_skips_unchanged(t
     assert set(runs) == {"method-a", "method-b"}
     assert runs["method-b"].n_evaluated == 5 and runs["method-b"].records.sod is not None
     assert "curves" in runs["method-a"].metrics["saliency"]
-    board = invoke("leaderboard", "--results-dir", str(results), "--out", str(tmp_path / "lb.md"))
+    lb = tmp_path / "lb.md"  # 5 of ECSSD's 1,000 images: a subset, shown with --all
+    board = invoke("leaderboard", "--results-dir", str(results), "--all", "--out", str(lb))
     assert board.exit_code == 0, board.output
-    assert "method-a" in (tmp_path / "lb.md").read_text()
+    assert "method-a [saved maps, subset]" in lb.read_text()
 
     again = run_config(config, results)
     assert [r["status"] for r in again] == ["unchanged", "unchanged"]
@@ -163,3 +164,64 @@ def test_config_metrics_list_and_typos_are_reported(tmp_path):
     bad = invoke("score", "--config", str(config), "--metrics", "wf")
     assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "--metrics wf: unknown metric" in bad.stderr and "weighted_fbeta" in bad.stderr
+
+
+def test_saved_maps_of_a_registered_method_show_in_tables_and_subsets_are_marked(tmp_path):
+    """Maps scored under a registered method's name (wctr) are not "other card settings":
+    they show in the tables, labelled [saved maps]; a GT folder smaller than the registered
+    dataset's card (ECSSD: 1,000) is a subset, hidden by default and starred with --all."""
+    make_project(tmp_path)
+    config = tmp_path / "runs.toml"
+    config.write_text(
+        '[datasets.ecssd]\ngt = "gt"\n[datasets.mine]\ngt = "gt"\n'
+        '[methods.wctr]\necssd = "preds/a"\nmine = "preds/a"\n'
+    )
+    res = tmp_path / "res"
+    run_config(config, res)
+
+    def board(*extra: str):
+        return invoke("leaderboard", "--results-dir", str(res), *extra)
+
+    md = board("--format", "md", "--metrics", "mae")
+    assert md.exit_code == 0, md.output
+    assert "| wctr |" in md.stdout and "mine MAE↓" in md.stdout and "ecssd" not in md.stdout
+    starred = board("--format", "md", "--metrics", "mae", "--all")
+    assert "ecssd MAE↓" in starred.stdout and "\\* evaluated on a subset" in starred.stdout
+    (row,) = [ln for ln in starred.stdout.splitlines() if ln.startswith("| wctr")]
+    assert row.count("\\*") == 1  # the ecssd cell only
+    csv_all = board("--format", "csv", "--all", "--metrics", "mae").stdout
+    assert "wctr,ecssd,odbench,5," in csv_all and "wctr,mine,odbench,5," in csv_all
+    paper = board("--task", "saliency", "--all")
+    assert "wctr [saved maps, subset]" in paper.stdout and "wctr [saved maps]" in paper.stdout
+    only_ecssd = board("--format", "latex", "--datasets", "ecssd")
+    assert only_ecssd.exit_code == 2 and "1 run(s) on subsets" in only_ecssd.stderr
+    assert "--all shows them" in only_ecssd.stderr
+
+
+def test_unchanged_pairs_report_their_stored_numbers_and_all_serves_basic(tmp_path):
+    config = make_project(tmp_path, n=3)  # metrics = "all"
+    res = tmp_path / "res"
+    first = run_config(config, res)
+    again = run_config(config, res, "--metrics", "mae,max_fbeta")  # basic: served by "all"
+    assert [r["status"] for r in again] == ["unchanged", "unchanged"]
+    for a, b in zip(first, again):
+        assert b["mae"] == a["mae"] and b["max_fbeta"] == a["max_fbeta"]
+        assert "s_measure" not in b and b["results"] == a["results"]
+    assert len(list(res.glob("*.json"))) == 2
+
+
+def test_config_values_of_the_wrong_type_and_ids_given_twice_are_reported(tmp_path):
+    make_project(tmp_path, n=3)
+    (tmp_path / "preds/a" / "0001.jpg").write_bytes(
+        (tmp_path / "preds/a" / "0001.png").read_bytes()
+    )
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        'protocol = 5\n[datasets.ecssd]\ngt = "gt"\nimages = 3\n[methods.a]\necssd = "preds/a"\n'
+    )
+    out = invoke("score", "--config", str(config), "--results-dir", str(tmp_path / "res"))
+    assert out.exit_code == 2 and "Traceback" not in out.output, out.output
+    assert "3 problem(s)" in out.stderr
+    assert "protocol = 5: expected a protocol name" in out.stderr
+    assert "images = 3: expected a folder path" in out.stderr
+    assert "1 id(s) given by two files" in out.stderr and "0001.jpg and 0001.png" in out.stderr

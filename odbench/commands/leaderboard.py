@@ -30,8 +30,8 @@ _RESULTS_DIR = results_dir_option("Folder of results JSON files written by odben
     "--all",
     "show_all",
     is_flag=True,
-    help="Also show runs with overrides, on subsets (--limit) or with other card settings, "
-    "labelled.",
+    help="Also show runs with overrides, on subsets (--limit, or a GT folder smaller than the "
+    "dataset) or with other card settings, labelled (--format: subset cells starred).",
 )
 @click.option(
     "--format",
@@ -94,7 +94,7 @@ def leaderboard(
         if keys and fmt is None:
             raise UserError("--metrics goes with --format md|latex|csv (the columns shown)")
         if fmt is not None:
-            text = _table(fmt, results_dir, keys, datasets, protocol, marks, bib)
+            text = _table(fmt, results_dir, keys, datasets, protocol, marks, bib, show_all)
         else:
             text = render(task, results_dir, show_all=show_all)
         if out is None:
@@ -112,14 +112,15 @@ def _table(
     protocol: str,
     marks: str,
     bib: Path | None,
+    show_all: bool = False,
 ) -> str:
     from odbench import tables
 
     wanted = [d for d in datasets.split(",") if d]
     try:
         if fmt == "csv":
-            return tables.render_csv(results_dir, wanted, metrics)
-        table = tables.collect(results_dir, protocol, wanted, metrics)
+            return tables.render_csv(results_dir, wanted, metrics, show_all)
+        table = tables.collect(results_dir, protocol, wanted, metrics, show_all)
         if fmt == "md":
             return tables.render_markdown(*table)
         cite = None
@@ -129,7 +130,7 @@ def _table(
             from odbench.outputs import check_output_file
 
             check_output_file(bib, "--bib")
-            methods, shown_datasets, shown_metrics, _ = table
+            methods, shown_datasets, shown_metrics = table[:3]
             atomic_write_bytes(
                 bib, bibliography([*methods, *shown_datasets, *shown_metrics], False).encode()
             )

@@ -281,7 +281,19 @@ def score(
     """Score saved prediction maps (8/16-bit grayscale) against GT masks, matched by file stem.
 
     Every pair's size is checked first; a prediction of the GT's aspect ratio but another size
-    is resized to the GT (bilinear) by protocols that resize, e.g. the default."""
+    is resized to the GT (bilinear) by protocols that resize, e.g. the default.  Conventions
+    (thresholds, > vs >=, per-image averaging): README "Metrics and protocols",
+    `odbench list protocols`.
+
+    \b
+    --config runs.toml (paths relative to the file; all checked before scoring):
+      metrics = "all"                  # optional, as --metrics
+      [datasets.ecssd]
+      gt = "ECSSD/ground_truth_mask"   # optional: images, prefix, suffix
+      [methods.wctr]
+      ecssd = "preds/wctr/ECSSD"       # or a table: path, prefix, suffix
+    Results go to --results-dir (leaderboard, plot, compare read them); a re-run scores only
+    the pairs whose files changed."""
     from odbench.metrics.selection import parse_metrics
 
     with user_errors():

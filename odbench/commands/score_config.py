@@ -53,11 +53,13 @@ class Folder:
     prefix: str = ""
     suffix: str = ""
 
-    def ids(self) -> dict[str, Path]:
-        """id -> file for the image files whose names fit prefix + id + suffix."""
+    def ids(self, problems: list[str] | None = None, where: str = "") -> dict[str, Path]:
+        """id -> file for the image files whose names fit prefix + id + suffix; two files
+        giving one id (``0001.png`` and ``0001.jpg``) are a problem appended to ``problems``."""
         from odbench.imageio import IMAGE_SUFFIXES
 
         out: dict[str, Path] = {}
+        twice: list[str] = []
         for p in sorted(self.path.iterdir()):
             name = p.name
             if not p.is_file() or name.startswith("."):
@@ -72,7 +74,15 @@ class Folder:
                 core = p.stem
             if not core.startswith(self.prefix):
                 continue
-            out[core[len(self.prefix) :]] = p
+            image_id = core[len(self.prefix) :]
+            if image_id in out:
+                twice.append(f"{out[image_id].name} and {name}")
+            out[image_id] = p
+        if twice and problems is not None:
+            problems.append(
+                f"{where}: {len(twice)} id(s) given by two files in {self.path}: {_names(twice)}; "
+                "keep one of each (or set suffix to pick one kind)"
+            )
         return out
 
 
@@ -146,7 +156,9 @@ def load_config(path: Path) -> tuple[dict[str, Any], list[Job], list[str]]:
             problems.append(
                 f"{where}: unknown key(s) {', '.join(bad)}; valid: gt, images, prefix, suffix"
             )
-        if isinstance(table.get("images"), str) and not (base / table["images"]).is_dir():
+        if "images" in table and not isinstance(table["images"], str):
+            problems.append(f"{where}: images = {table['images']!r}: expected a folder path")
+        elif isinstance(table.get("images"), str) and not (base / table["images"]).is_dir():
             problems.append(f"{where}: images folder {base / table['images']} does not exist")
         gt = _folder(
             base,
@@ -156,7 +168,7 @@ def load_config(path: Path) -> tuple[dict[str, Any], list[Job], list[str]]:
         )
         if gt is None:
             continue
-        gt_ids = gt.ids()
+        gt_ids = gt.ids(problems, where + " gt")
         if not gt_ids:
             problems.append(
                 f"{where}: no GT masks in {gt.path} (prefix {gt.prefix!r}, suffix {gt.suffix!r})"
@@ -182,7 +194,7 @@ def load_config(path: Path) -> tuple[dict[str, Any], list[Job], list[str]]:
             if preds is None or dataset not in datasets:
                 continue
             gt, gt_ids = datasets[dataset]
-            pred_ids = preds.ids()
+            pred_ids = preds.ids(problems, where)
             extra = sorted(pred_ids.keys() - gt_ids.keys())
             missing = sorted(gt_ids.keys() - pred_ids.keys())
             if extra:
@@ -240,19 +252,36 @@ def size_problems(jobs: list[Job], protocol: Any) -> list[str]:
     return problems
 
 
-def inputs_digest(job: Job, protocol: Any, metrics: str) -> str:
-    """sha256 of everything a result depends on: the files' contents and ids, the protocol's
-    definition, the metric set and the odbench version."""
+def files_digest(job: Job) -> bytes:
+    """blake2b of the pairs' ids and file contents."""
+    h = hashlib.blake2b(digest_size=32)
+    for image_id, pred, gt in job.pairs:
+        h.update(image_id.encode() + b"\0")
+        h.update(hashlib.blake2b(pred.read_bytes(), digest_size=16).digest())
+        h.update(hashlib.blake2b(gt.read_bytes(), digest_size=16).digest())
+    return h.digest()
+
+
+def inputs_digest(job: Job, protocol: Any, metrics: str, files: bytes | None = None) -> str:
+    """sha256 of everything a result depends on: the files' contents and ids
+    (:func:`files_digest`, computed unless given), the protocol's definition, the metric set
+    and the odbench version."""
     from odbench.results import jsonable, package_versions
 
     h = hashlib.sha256()
     head = [jsonable(protocol.as_dict()), metrics, package_versions().get("odbench")]
     h.update(json.dumps(head, sort_keys=True).encode())
-    for image_id, pred, gt in job.pairs:
-        h.update(image_id.encode() + b"\0")
-        h.update(hashlib.blake2b(pred.read_bytes(), digest_size=16).digest())
-        h.update(hashlib.blake2b(gt.read_bytes(), digest_size=16).digest())
+    h.update(files if files is not None else files_digest(job))
     return h.hexdigest()
+
+
+def _card_size(dataset: str) -> dict[str, int]:
+    """``{"n_images": N}`` when ``dataset`` names a registered dataset whose card gives its
+    size: a GT folder holding fewer is then a subset (marked so in leaderboards)."""
+    from odbench.cards import dataset_card
+
+    card = dataset_card(dataset)
+    return {"n_images": card.count} if card is not None and card.count else {}
 
 
 def _selection(cli: str | None, configured: Any, problems: list[str]) -> Any:
@@ -311,10 +340,13 @@ def score_config(
     selection = _selection(metrics, settings.get("metrics"), problems)
     metrics_set = selection.tier if selection is not None else "basic"
     proto: Protocol | None = None
-    try:
-        proto = get_protocol(protocol_name)
-    except UnknownNameError as e:  # one line listing the valid ones
-        problems.append(f"protocol: {e} (sizes not checked)")
+    if not isinstance(protocol_name, str):
+        problems.append(f'protocol = {protocol_name!r}: expected a protocol name, e.g. "odbench"')
+    else:
+        try:
+            proto = get_protocol(protocol_name)
+        except UnknownNameError as e:  # one line listing the valid ones
+            problems.append(f"protocol: {e} (sizes not checked)")
     try:
         check_output_folder(results_dir, "--results-dir")
     except OutputPathError as e:
@@ -326,16 +358,30 @@ def score_config(
         raise UserError(f"{path}: {len(problems)} problem(s), nothing scored:\n{listing}")
 
     stored = {
-        (r.method_name, r.dataset_name, r.protocol_name): r.info.get("inputs_sha256")
-        for r in load_all_results(results_dir)
+        (r.method_name, r.dataset_name, r.protocol_name): r
+        for r in sorted(load_all_results(results_dir), key=lambda r: (r.date, str(r.path)))
         if r.info.get("source") == "score --config"
     }
     rows = []
     for job in jobs:
-        digest = inputs_digest(job, proto, metrics_set)
+        files = files_digest(job)
+        digest = inputs_digest(job, proto, metrics_set, files)
+        # a stored result of every metric serves a request for the basic ones
+        serves = {digest} | (
+            {inputs_digest(job, proto, "all", files)} if metrics_set == "basic" else set()
+        )
         key = (job.method, job.dataset, proto.name)
-        if stored.get(key) == digest:
-            rows.append({"method": job.method, "dataset": job.dataset, "status": "unchanged"})
+        before = stored.get(key)
+        if before is not None and before.info.get("inputs_sha256") in serves:
+            rows.append(
+                {
+                    "method": job.method,
+                    "dataset": job.dataset,
+                    "status": "unchanged",
+                    "results": str(before.path),
+                    **selection.shown(before.metrics["saliency"]),
+                }
+            )
             continue
         meter = make_meter(proto.name, metrics_set)
         start = time.perf_counter()
@@ -364,6 +410,7 @@ def score_config(
                 "gt": str(job.gt.path),
                 "limit": None,
                 "n_evaluated": len(ids),
+                **_card_size(job.dataset),
             },
             protocol={"name": proto.name, "definition": jsonable(proto.as_dict())},
             tasks=["saliency"],
