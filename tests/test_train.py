@@ -198,3 +198,37 @@ def test_hub_checkpoint_that_cannot_be_fetched_is_one_line(monkeypatch: pytest.M
         CheckpointError, match=r"^hf:nobody/nothing: checkpoint\.safetensors is not in"
     ):
         create_method("unet-e2e", checkpoint="hf:nobody/nothing")
+
+
+def test_sigterm_saves_a_checkpoint_that_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM (scancel, a SLURM time limit, a pre-emption) before the first ``save_every``
+    checkpoint: the run saves where it stopped, and --resume continues from there."""
+    import os
+    import signal
+
+    import odbench.train as t
+    from odbench.checkpoint import read_config
+
+    real, calls = t.soft_dice_bce, []
+
+    def loss(*args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:  # during step 3: steps 1 and 2 are done
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args)
+
+    def unhandled(signum: int, frame: Any) -> None:
+        raise RuntimeError("train did not handle SIGTERM")
+
+    monkeypatch.setattr(t, "soft_dice_bce", loss)
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        with pytest.raises(t.Terminated):
+            _train(tmp_path / "run", steps=50)  # the card saves every 500 steps
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert read_config(tmp_path / "run")["step"] == 2
+    monkeypatch.setattr(t, "soft_dice_bce", real)
+    assert _train(tmp_path / "run", steps=4, resume=True).step == 4

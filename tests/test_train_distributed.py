@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -75,24 +76,17 @@ def _files(folder: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_two_process_training_follows_the_one_process_run(tmp_path: Path) -> None:
-    """``torchrun --nproc-per-node 2 -m odbench -- train …`` with a global batch of 5: the same
-    weights, losses and optimizer state as one process (to float rounding), each image's features
-    computed once between the two ranks, and only rank 0 writes (one run folder, one report)."""
-    train(
-        data="toy",
-        features="dino-tiny",
-        n=12,
-        val_split=0.25,
-        resolution=64,
-        device="cpu",
-        out=tmp_path / "one",
-        cache_dir=tmp_path / "c1",
-        batch_size=5,
-        steps=3,
-    )
+    """One step on one process, then ``torchrun --nproc-per-node 2 -m odbench -- train --resume``
+    for three more with a global batch of 5: the same weights and optimizer state as four steps
+    on one process (to float rounding), each image's features computed once between the two
+    ranks, and only rank 0 writes (one run folder, one report)."""
+    common: dict[str, Any] = dict(data="toy", features="dino-tiny", n=12, resolution=64)
+    common.update(val_split=0.25, device="cpu", batch_size=5)
+    train(out=tmp_path / "one", cache_dir=tmp_path / "c1", steps=4, **common)
+    train(out=tmp_path / "two", cache_dir=tmp_path / "c3", steps=1, **common)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
     launcher += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
-    args = ["train", *COMMON, "--batch-size", "5", "--steps", "3"]
+    args = ["train", *COMMON, "--batch-size", "5", "--steps", "4", "--resume"]
     args += ["--out", str(tmp_path / "two"), "--cache-dir", str(tmp_path / "c2")]
     (tmp_path / "tmp").mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path / "tmp")}
@@ -112,10 +106,7 @@ def test_two_process_training_follows_the_one_process_run(tmp_path: Path) -> Non
 
     c1, w1, o1 = load_checkpoint(tmp_path / "one", with_optimizer=True)
     c2, w2, o2 = load_checkpoint(tmp_path / "two", with_optimizer=True)
-    assert c1["step"] == c2["step"] == 3 and c2["processes"] == 2
-    np.testing.assert_allclose(
-        [h["loss"] for h in c2["history"]], [h["loss"] for h in c1["history"]], rtol=1e-5
-    )
+    assert c1["step"] == c2["step"] == 4 and c2["processes"] == 2
     assert w1.keys() == w2.keys()
     diffs = torch.cat([(w1[k].double() - w2[k].double()).abs().flatten() for k in w1])
     # Adam divides by √v: where a gradient is ~0 its rounding (a sum split in two) can move a
