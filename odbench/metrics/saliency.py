@@ -161,7 +161,10 @@ class PairCounts:
     ``pred`` is the prediction as scored (cropped / resized, original dtype for uint8),
     ``gt_fg`` the binarised GT; ``tp[k]`` and ``fp[k]`` are the foreground / background pixels
     predicted foreground at threshold k; ``tp05`` / ``fp05`` the same at the protocol's
-    binarisation (``binarize_op`` ``binarize_at``)."""
+    binarisation (``binarize_op`` ``binarize_at``).  For an 8-bit prediction, ``levels`` are its
+    256 values as the protocol's metrics see them (:func:`unit_map`'s table) and
+    ``level_counts[g, v]`` the pixels of value v on the background (g = 0) and the object
+    (g = 1); None otherwise."""
 
     pred: np.ndarray
     gt_fg: np.ndarray
@@ -170,6 +173,8 @@ class PairCounts:
     n_gt: int
     tp05: int
     fp05: int
+    levels: np.ndarray | None = None
+    level_counts: np.ndarray | None = None
 
     @property
     def n_pix(self) -> int:
@@ -230,8 +235,9 @@ def score_image_counts(
 ) -> tuple[ImageRecord, PairCounts]:
     """:func:`score_image` plus the counts of its histogram pass (for the other metrics)."""
     pred, gt_fg = prepare_pair(pred, gt, protocol)
+    levels = level_counts = None
     if pred.dtype == np.uint8:
-        counts = _counts_uint8(pred, gt_fg, protocol)
+        counts, levels, level_counts = _counts_uint8(pred, gt_fg, protocol)
     else:
         counts = _counts_pixels(pred, gt_fg, protocol)
     hist_bg, hist_fg, tp05, fp05, abs_err_sum = counts
@@ -251,7 +257,8 @@ def score_image_counts(
         iou = tp05 / union
     mae = abs_err_sum / n_pix if protocol.mae_on == "soft" else (fp05 + fn05) / n_pix
     record = ImageRecord(id=image_id, acc=acc, iou=float(iou), mae=mae, fbeta=fbeta)
-    return record, PairCounts(pred, gt_fg, above_fg, above_bg, n_gt, tp05, fp05)
+    pair = PairCounts(pred, gt_fg, above_fg, above_bg, n_gt, tp05, fp05, levels, level_counts)
+    return record, pair
 
 
 # (code histogram of background pixels, of foreground pixels, TP and FP at the 0.5 binarisation,
@@ -292,10 +299,13 @@ def binarize_prediction(pred: np.ndarray, protocol: Protocol | str) -> np.ndarra
     return _positive(_normalise(unit, protocol, unit.min(), unit.max()), protocol)
 
 
-def _counts_uint8(pred: np.ndarray, gt_fg: np.ndarray, protocol: Protocol) -> _Counts:
+def _counts_uint8(
+    pred: np.ndarray, gt_fg: np.ndarray, protocol: Protocol
+) -> tuple[_Counts, np.ndarray, np.ndarray]:
     """8-bit predictions: one 512-bin histogram of (GT, value); every per-pixel quantity is a
     function of the value, so it is evaluated on the 256 levels only (the same float
-    operations as per pixel, hence the same results)."""
+    operations as per pixel, hence the same results).  Also returns the 256 normalised levels
+    and the (2, 256) histogram."""
     index = gt_fg.astype(np.uint16)
     index *= 256
     index += pred
@@ -311,7 +321,7 @@ def _counts_uint8(pred: np.ndarray, gt_fg: np.ndarray, protocol: Protocol) -> _C
     pos = _positive(unit, protocol)
     tp05, fp05 = int(hist[1][pos].sum()), int(hist[0][pos].sum())
     abs_err = float(hist[0] @ unit + hist[1] @ (1.0 - unit))
-    return hist_bg, hist_fg, tp05, fp05, abs_err
+    return (hist_bg, hist_fg, tp05, fp05, abs_err), unit, hist
 
 
 def _counts_pixels(pred: np.ndarray, gt_fg: np.ndarray, protocol: Protocol) -> _Counts:

@@ -89,15 +89,35 @@ def _s_object(x: np.ndarray) -> float:
     return 2 * mean / (mean * mean + 1 + std + EPS)
 
 
-def _ssim(x: np.ndarray, y: np.ndarray) -> float:
-    """Fan et al. 2017 Eq. 3 (SSIM without constants) with the reference code's N - 1 + eps
-    normalisation; 1 when both α and β vanish, 0 when only α does."""
+def _s_object_levels(values: np.ndarray, counts: np.ndarray) -> float:
+    """:func:`_s_object` of a map given as its distinct values and their pixel counts (an 8-bit
+    map's 256 levels): the same mean and n - 1 standard deviation, summed per level."""
+    n = int(counts.sum())
+    mean = float(counts @ values) / n
+    std = float(np.sqrt(counts @ (values - mean) ** 2 / (n - 1))) if n > 1 else 0.0
+    return 2 * mean / (mean * mean + 1 + std + EPS)
+
+
+def _ssim_binary(x: np.ndarray, y: np.ndarray) -> float:
+    """Fan et al. 2017 Eq. 3 (SSIM without constants) of a map region ``x`` against a binary GT
+    region ``y``, with the reference code's N - 1 + eps normalisation; 1 when both α and β
+    vanish, 0 when only α does.
+
+    The GT's terms come from its counts (its values are 0 and 1: y - ȳ takes two values), the
+    map's mean and variance are computed as the reference code does (numpy's mean of the
+    region, then the squares of x - x̄), so that α = 0 and β = 0 fall exactly where its do."""
     n = x.size
-    mx, my = float(np.mean(x)), float(np.mean(y))
-    dx, dy = x - mx, y - my
-    sx = float(np.sum(dx * dx)) / (n - 1 + EPS)
-    sy = float(np.sum(dy * dy)) / (n - 1 + EPS)
-    sxy = float(np.sum(dx * dy)) / (n - 1 + EPS)
+    n1 = int(np.count_nonzero(y))
+    mx = float(np.mean(x))
+    my = n1 / n
+    dx = x - mx
+    sx = float(np.einsum("ij,ij->", dx, dx)) / (n - 1 + EPS)
+    sy = (n1 * (1 - my) ** 2 + (n - n1) * my * my) / (n - 1 + EPS)
+    if n1 in (0, n):
+        sxy = 0.0  # y - ȳ is 0 everywhere
+    else:
+        # sum (x - x̄)(y - ȳ) = sum over y = 1 of (x - x̄) - ȳ sum of (x - x̄)
+        sxy = (float(np.sum(dx, where=y)) - my * float(np.sum(dx))) / (n - 1 + EPS)
     a = 4 * mx * my * sxy
     b = (mx * mx + my * my) * (sx + sy)
     if a != 0:
@@ -115,20 +135,33 @@ def s_measure(
     alpha: float = S_ALPHA,
     centroid_round: str = "half_away",
     empty_quadrant: str = "skip",
+    levels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> float:
     """Structure measure S = max(0, α S_o + (1 - α) S_r) (Fan et al., ICCV 2017, Eq. 7).
 
-    ``pred``: float map in [0, 1]; ``gt``: bool mask of the same shape."""
-    y = np.count_nonzero(gt) / gt.size
+    ``pred``: float map in [0, 1]; ``gt``: bool mask of the same shape.  ``levels``: when the
+    map takes few values (an 8-bit map), (values, pixel counts on the object, pixel counts on
+    the background), from which the object score is computed without touching the pixels."""
+    n_fg = int(np.count_nonzero(gt))
+    y = n_fg / gt.size
     if y == 0:
         return 1.0 - float(np.mean(pred))
     if y == 1:
         return float(np.mean(pred))
-    object_score = y * _s_object(pred[gt]) + (1 - y) * _s_object(1 - pred[~gt])
+    if levels is not None:
+        values, on_fg, on_bg = levels
+        keep_fg, keep_bg = on_fg > 0, on_bg > 0
+        s_fg = _s_object_levels(values[keep_fg], on_fg[keep_fg])
+        s_bg = _s_object_levels(1 - values[keep_bg], on_bg[keep_bg])
+    else:
+        s_fg, s_bg = _s_object(pred[gt]), _s_object(1 - pred[~gt])
+    object_score = y * s_fg + (1 - y) * s_bg
     h, w = gt.shape
-    rows, cols = np.nonzero(gt)
-    cy = _round(int(rows.sum()) / rows.size, centroid_round) + 1  # 1-based, MATLAB 1:cy
-    cx = _round(int(cols.sum()) / cols.size, centroid_round) + 1
+    # centroid from the row and column counts (exact integer sums, as np.nonzero's)
+    row_counts = np.count_nonzero(gt, axis=1)
+    col_counts = np.count_nonzero(gt, axis=0)
+    cy = _round(int(row_counts @ np.arange(h)) / n_fg, centroid_round) + 1  # 1-based, MATLAB
+    cx = _round(int(col_counts @ np.arange(w)) / n_fg, centroid_round) + 1
     area = h * w
     w_lt = cx * cy / area
     w_rt = cy * (w - cx) / area
@@ -136,7 +169,6 @@ def s_measure(
     weights = (w_lt, w_rt, w_lb, 1 - w_lt - w_rt - w_lb)
     top, bottom, left, right = slice(0, cy), slice(cy, h), slice(0, cx), slice(cx, w)
     regions = [(top, left), (top, right), (bottom, left), (bottom, right)]
-    gt_f = gt.astype(np.float64)
     region_score = 0.0
     for weight, (rs, cs) in zip(weights, regions):
         x = pred[rs, cs]
@@ -144,7 +176,7 @@ def s_measure(
             if empty_quadrant == "nan":
                 region_score = float("nan")
             continue
-        region_score += _ssim(x, gt_f[rs, cs]) * weight
+        region_score += _ssim_binary(x, gt[rs, cs]) * weight
     score = alpha * object_score + (1 - alpha) * region_score
     return float(np.maximum(0.0, score))
 
@@ -191,21 +223,32 @@ def _gauss_1d(size: int = 7, sigma: float = 5.0) -> np.ndarray:
 
 
 _BAND = 3  # (7 - 1) / 2: how far the Gaussian reaches
+_REACH = _BAND + 1  # a background pixel within Chebyshev distance 3 has its nearest object
+#                     pixel within d² <= 18, i.e. at most 4 rows or columns away
+_LN_HALF_5 = np.log(0.5) / 5
 
 
 @cache
-def _offsets_by_distance() -> dict[int, list[tuple[int, int]]]:
-    """Offsets (dy, dx) with dy² + dx² <= 2 · 3², grouped by dy² + dx², each group in the order
-    scipy's feature transform prefers among equidistant features: the smallest column, then
-    the smallest row (checked against ``distance_transform_edt(return_indices=True)`` in the
-    tests)."""
-    groups: dict[int, list[tuple[int, int]]] = {}
+def _offsets_by_distance() -> tuple[np.ndarray, np.ndarray]:
+    """(dy, dx) tables indexed by a squared distance d² <= 2 · 3²: row d² lists the offsets at
+    exactly that distance in the order scipy's feature transform prefers among equidistant
+    features -- the smallest column, then the smallest row (checked against
+    ``distance_transform_edt(return_indices=True)`` in the tests) -- padded by repeating the
+    last one (rows of distances no offset has are never used)."""
     reach = 2 * _BAND**2
-    for dx in range(-_BAND - 1, _BAND + 2):
-        for dy in range(-_BAND - 1, _BAND + 2):
+    span = range(-_REACH, _REACH + 1)
+    groups: dict[int, list[tuple[int, int]]] = {}
+    for dx in span:
+        for dy in span:
             if 0 < dy * dy + dx * dx <= reach:
                 groups.setdefault(dy * dy + dx * dx, []).append((dy, dx))
-    return groups
+    width = max(len(g) for g in groups.values())
+    dy_t = np.zeros((reach + 1, width), dtype=np.intp)
+    dx_t = np.zeros((reach + 1, width), dtype=np.intp)
+    for dist2, offsets in groups.items():
+        offsets = offsets + [offsets[-1]] * (width - len(offsets))
+        dy_t[dist2], dx_t[dist2] = zip(*offsets)
+    return dy_t, dx_t
 
 
 def nearest_object_pixel(
@@ -213,20 +256,19 @@ def nearest_object_pixel(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Nearest foreground pixel of background pixels (ys, xs) whose squared distance to the
     foreground ``d2`` is at most 18 (Chebyshev distance <= 3), ties broken as scipy's
-    ``distance_transform_edt`` does.  Only the offsets at exactly that distance are tried."""
+    ``distance_transform_edt`` does.  Only the offsets at exactly that distance are tried: the
+    first of them (in :func:`_offsets_by_distance`'s order) that lands on the foreground."""
     h, w = gt.shape
-    ny, nx = np.full(ys.shape, -1), np.full(xs.shape, -1)
-    for dist2, offsets in _offsets_by_distance().items():
-        todo = np.flatnonzero(d2 == dist2)
-        for dy, dx in offsets:
-            if todo.size == 0:
-                break
-            yy, xx = ys[todo] + dy, xs[todo] + dx
-            inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-            hit = np.zeros(todo.size, bool)
-            hit[inside] = gt[yy[inside], xx[inside]]
-            ny[todo[hit]], nx[todo[hit]] = yy[hit], xx[hit]
-            todo = todo[~hit]
+    wp = w + 2 * _REACH
+    padded = np.zeros((h + 2 * _REACH, wp), bool)
+    padded[_REACH : _REACH + h, _REACH : _REACH + w] = gt
+    dy_t, dx_t = _offsets_by_distance()
+    d2 = np.asarray(d2, dtype=np.intp)
+    rows = ys[:, None] + dy_t[d2] + _REACH
+    cols = xs[:, None] + dx_t[d2] + _REACH
+    first = np.argmax(padded[rows, cols], axis=1)[:, None]
+    ny = np.take_along_axis(rows, first, axis=1)[:, 0] - _REACH
+    nx = np.take_along_axis(cols, first, axis=1)[:, 0] - _REACH
     return ny, nx
 
 
@@ -242,42 +284,97 @@ def squared_distance_to_object(gt: np.ndarray) -> np.ndarray:
 
         d = np.asarray(distance_transform_edt(~gt), dtype=np.float64)
     else:
-        d = cv2.distanceTransform((~gt).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        d = cv2.distanceTransform((~gt).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
         d = d.astype(np.float64)
     d *= d
     return np.rint(d, out=d)
 
 
-def weighted_fbeta(pred: np.ndarray, gt: np.ndarray, beta2: float = WF_BETA2) -> float:
-    """Weighted Fβ (Margolin, Zelnik-Manor and Tal, CVPR 2014, Eqs. 9-13 and their code).
+@dataclass(frozen=True)
+class WeightedFMask:
+    """What weighted Fβ needs of a GT mask alone, computed once per mask
+    (:func:`weighted_f_mask`) and shared by every prediction scored against it.
 
-    ``pred``: float map in [0, 1]; ``gt``: bool mask.  0 for an empty GT.
+    ``crop``: the object's bounding box grown by the Gaussian's reach (clipped to the image),
+    the only part where the smoothed error E_A is needed; ``fg``: the mask in it; ``band_dst``
+    / ``band_src``: flat indices in the crop of the background pixels within reach of the
+    object and of their nearest object pixel (Eq. 9's dependency); ``bg_weight``: the whole
+    image's pixel importance B = 2 - exp(ln(0.5) / 5 · d) on the background, 0 on the object
+    (Eq. 12)."""
 
-    The smoothed error E_A is only used on the foreground, where the 7×7 kernel reaches
-    background pixels at most 3 away: only those need their nearest object pixel
-    (:func:`nearest_object_pixel`), and the distance transform itself needs no indices."""
+    n_fg: int
+    crop: tuple[slice, slice]
+    fg: np.ndarray
+    band_dst: np.ndarray
+    band_src: np.ndarray
+    bg_weight: np.ndarray
+
+
+def weighted_f_mask(gt: np.ndarray) -> WeightedFMask | None:
+    """:class:`WeightedFMask` of a bool mask; None for an empty one (weighted Fβ is 0)."""
     import cv2
 
-    if not gt.any():
-        return 0.0
-    d2 = squared_distance_to_object(gt)
-    err = np.abs(pred - gt)
-    # Pixel dependency: a background pixel takes the error of its nearest GT pixel.
-    g8 = gt.view(np.uint8)
+    rows, cols = np.flatnonzero(gt.any(axis=1)), np.flatnonzero(gt.any(axis=0))
+    if rows.size == 0:
+        return None
+    h, w = gt.shape
+    crop = (
+        slice(max(int(rows[0]) - _BAND, 0), min(int(rows[-1]) + _BAND + 1, h)),
+        slice(max(int(cols[0]) - _BAND, 0), min(int(cols[-1]) + _BAND + 1, w)),
+    )
+    fg = gt[crop]
+    g8 = fg.view(np.uint8)
     near = cv2.dilate(g8, np.ones((2 * _BAND + 1, 2 * _BAND + 1), np.uint8))
     ys, xs = np.nonzero(near > g8)
-    ny, nx = nearest_object_pixel(gt, ys, xs, d2[ys, xs])
-    err_t = np.where(gt, err, 0.0)  # other background pixels never reach the foreground's E_A
-    err_t[ys, xs] = err[ny, nx]
+    d2 = squared_distance_to_object(gt)
+    ny, nx = nearest_object_pixel(fg, ys, xs, d2[crop][ys, xs])
+    wc = fg.shape[1]
+    d = np.sqrt(d2, out=d2)
+    weight = 2.0 - np.exp(_LN_HALF_5 * d)
+    weight[gt] = 0.0
+    return WeightedFMask(
+        n_fg=int(np.count_nonzero(fg)),
+        crop=crop,
+        fg=fg,
+        band_dst=ys * wc + xs,
+        band_src=ny * wc + nx,
+        bg_weight=weight,
+    )
+
+
+def weighted_fbeta(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    beta2: float = WF_BETA2,
+    mask: WeightedFMask | None = None,
+) -> float:
+    """Weighted Fβ (Margolin, Zelnik-Manor and Tal, CVPR 2014, Eqs. 9-13 and their code).
+
+    ``pred``: float map in [0, 1]; ``gt``: bool mask.  0 for an empty GT.  ``mask``: the GT's
+    :func:`weighted_f_mask`, when it was computed already (e.g. for another method's map).
+
+    The smoothed error E_A is only used on the foreground, where the 7×7 kernel reaches
+    background pixels at most 3 away: only those need their nearest object pixel, and only the
+    object's bounding box (grown by 3) is filtered.  On the background E = p, weighted by B."""
+    import cv2
+
+    if mask is None:
+        mask = weighted_f_mask(gt)
+        if mask is None:
+            return 0.0
+    fg = mask.fg
+    x = pred[mask.crop]
+    err = np.where(fg, 1.0 - x, x)  # |p - G| (1 - p = |p - 1| exactly)
+    # Pixel dependency: a background pixel takes the error of its nearest GT pixel.
+    err_t = err * fg  # background pixels out of reach never reach the object's E_A
+    err_t.flat[mask.band_dst] = err.flat[mask.band_src]
     g = _gauss_1d()
     err_a = cv2.sepFilter2D(err_t, cv2.CV_64F, g, g, borderType=cv2.BORDER_CONSTANT)
-    ew_fg = np.minimum(err_a[gt], err[gt])  # min(E, E_A) on the object
+    sum_fg = float(np.sum(np.minimum(err_a, err), where=fg))  # min(E, E_A) on the object
     # Pixel importance: background errors weigh more the further they are from the object.
-    bg = ~gt
-    ew_bg = err[bg] * (2.0 - np.exp(np.log(0.5) / 5 * np.sqrt(d2[bg])))
-    tp_w = ew_fg.size - float(np.sum(ew_fg))
-    fp_w = float(np.sum(ew_bg))
-    recall = 1 - float(np.mean(ew_fg))
+    fp_w = float(np.einsum("ij,ij->", pred, mask.bg_weight))
+    tp_w = mask.n_fg - sum_fg
+    recall = 1 - sum_fg / mask.n_fg
     precision = tp_w / (tp_w + fp_w + EPS)
     return (1 + beta2) * recall * precision / (recall + beta2 * precision + EPS)
 
@@ -353,15 +450,26 @@ def family_curves(
     return e_curve, precision, recall, np.asarray(fpr, dtype=np.float64)
 
 
-def sod_from_counts(counts: PairCounts, protocol: Protocol, image_id: str) -> SodRecord:
+def sod_from_counts(
+    counts: PairCounts, protocol: Protocol, image_id: str, wf_mask: WeightedFMask | None = None
+) -> SodRecord:
     """The family for one image from the shared histogram counts (one pass for F, E, PR,
-    ROC) plus one float map for S, weighted F and the adaptive threshold."""
+    ROC) plus one float map for S, weighted F and the adaptive threshold.  ``wf_mask``: the
+    GT's :func:`weighted_f_mask` when it was computed already (None: computed here)."""
     n_gt, n_pix = counts.n_gt, counts.n_pix
     gt = counts.gt_fg
-    x = unit_map(counts.pred, protocol)
-    fg = x >= adaptive_threshold(x)
-    tp_a = int(np.count_nonzero(fg & gt))
-    fp_a = int(np.count_nonzero(fg)) - tp_a
+    if counts.levels is not None and counts.level_counts is not None:
+        levels, hist = counts.levels, counts.level_counts
+        x = levels[counts.pred]  # = unit_map(counts.pred, protocol)
+        above = levels >= adaptive_threshold(x)  # per level: the pixels' comparison
+        tp_a, fp_a = int(hist[1] @ above), int(hist[0] @ above)
+        s_levels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = (levels, hist[1], hist[0])
+    else:
+        x = unit_map(counts.pred, protocol)
+        fg = x >= adaptive_threshold(x)
+        tp_a = int(np.count_nonzero(fg & gt))
+        fp_a = int(np.count_nonzero(fg)) - tp_a
+        s_levels = None
     e_adp = float(e_measure_from_counts(tp_a, fp_a, n_gt, n_pix))
     f_adp = float(fbeta_from_counts(np.array([tp_a]), np.array([fp_a]), n_gt, protocol)[0])
     tp05, fp05 = counts.tp05, counts.fp05
@@ -372,12 +480,14 @@ def sod_from_counts(counts: PairCounts, protocol: Protocol, image_id: str) -> So
         gt,
         centroid_round=protocol.s_centroid_round,
         empty_quadrant=protocol.s_empty_quadrant,
+        levels=s_levels,
     )
+    wf = 0.0 if n_gt == 0 else weighted_fbeta(x, gt, mask=wf_mask)
     return SodRecord(
         id=image_id,
         s_measure=s,
         e_measure_adaptive=e_adp,
-        weighted_fbeta=weighted_fbeta(x, gt),
+        weighted_fbeta=wf,
         adaptive_fbeta=f_adp,
         dice=dice,
         ber=ber,
