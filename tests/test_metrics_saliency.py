@@ -371,3 +371,19 @@ def test_pysodmetrics_gt_128_is_background_and_minmax():
     od, _ = run("odbench", [pred], [gt])
     assert ps["acc"] == 0.5 and ps["mae"] == pytest.approx(0.5)  # GT empty, pred [1, 0]
     assert od["acc"] == 0.5 and od["mae"] == pytest.approx((1 - 100 / 255 + 50 / 255) / 2)
+
+
+def test_level_histogram_opencv_and_numpy_paths_agree(monkeypatch):
+    from odbench.metrics import saliency
+
+    rng = np.random.default_rng(31)
+    big = rng.integers(0, 256, (60, 90), dtype=np.uint8)
+    mask = rng.random((60, 90)) < 0.4
+    cases = [(big, mask), (big[5:50:2, 3:70], mask[5:50:2, 3:70]), (big[:1, :1], mask[:1, :1])]
+    for pred, gt in cases:
+        expected = np.zeros((2, 256), np.int64)
+        np.add.at(expected, (gt.astype(int), pred.astype(int)), 1)
+        np.testing.assert_array_equal(saliency.level_histogram(pred, gt), expected)
+        with monkeypatch.context() as m:
+            m.setattr(saliency, "CALCHIST_MAX_PIXELS", 0)  # the numpy path
+            np.testing.assert_array_equal(saliency.level_histogram(pred, gt), expected)

@@ -299,6 +299,27 @@ def binarize_prediction(pred: np.ndarray, protocol: Protocol | str) -> np.ndarra
     return _positive(_normalise(unit, protocol, unit.min(), unit.max()), protocol)
 
 
+CALCHIST_MAX_PIXELS = 2**24  # float32 counts are exact below
+
+
+def level_histogram(pred: np.ndarray, gt_fg: np.ndarray) -> np.ndarray:
+    """``hist[g, v]``: the pixels of 8-bit value v on the background (g = 0) and on the object
+    (g = 1).  OpenCV's 2-D ``calcHist`` (float32 counts, exact below 2²⁴ pixels), else one
+    ``np.bincount`` over ``256 g + v``."""
+    if pred.size < CALCHIST_MAX_PIXELS:
+        import cv2
+
+        g8 = np.ascontiguousarray(gt_fg).view(np.uint8)
+        counts = cv2.calcHist(
+            [np.ascontiguousarray(pred), g8], [0, 1], None, [256, 2], [0, 256, 0, 2]
+        )
+        return counts.T.astype(np.int64)
+    index = gt_fg.astype(np.uint16)
+    index *= 256
+    index += pred
+    return np.bincount(index.ravel(), minlength=512).reshape(2, 256)
+
+
 def _counts_uint8(
     pred: np.ndarray, gt_fg: np.ndarray, protocol: Protocol
 ) -> tuple[_Counts, np.ndarray, np.ndarray]:
@@ -306,10 +327,7 @@ def _counts_uint8(
     function of the value, so it is evaluated on the 256 levels only (the same float
     operations as per pixel, hence the same results).  Also returns the 256 normalised levels
     and the (2, 256) histogram."""
-    index = gt_fg.astype(np.uint16)
-    index *= 256
-    index += pred
-    hist = np.bincount(index.ravel(), minlength=512).reshape(2, 256)
+    hist = level_histogram(pred, gt_fg)
     raw_levels = np.arange(256, dtype=np.uint8)
     levels = to_unit(raw_levels)
     present = np.flatnonzero(hist.sum(axis=0))

@@ -1,0 +1,96 @@
+"""``read_gray``'s fast path for 8-bit grayscale PNGs (zlib-ng inflate, Pillow's unfiltering)
+gives Pillow's pixels for every encoder setting, leaves every other file to Pillow, and a
+damaged file is still Pillow's one-line error."""
+
+from __future__ import annotations
+
+import io
+import warnings
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from odbench.imageio import ImageReadError, _gray8_png, read_gray
+
+
+def pillow_png(arr: np.ndarray, **kwargs: object) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", **kwargs)
+    return buf.getvalue()
+
+
+def maps(seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = [np.zeros((1, 1), np.uint8), np.full((3, 200), 255, np.uint8)]
+    for _ in range(6):
+        h, w = (int(v) for v in rng.integers(2, 90, 2))
+        noise = rng.integers(0, 256, (h, w), dtype=np.uint8)
+        out += [noise, cv2.GaussianBlur(noise, (0, 0), 4)]  # busy and smooth: every filter
+    return out
+
+
+def test_fast_path_equals_pillow_for_every_encoder_setting():
+    n = 0
+    for arr in maps():
+        encoded = [pillow_png(arr, compress_level=c) for c in (0, 1, 6, 9)]
+        encoded.append(pillow_png(arr, optimize=True))
+        for strategy in range(5):  # zlib strategies; OpenCV picks row filters adaptively
+            for level in (1, 9):
+                params = [cv2.IMWRITE_PNG_COMPRESSION, level, cv2.IMWRITE_PNG_STRATEGY, strategy]
+                encoded.append(cv2.imencode(".png", arr, params)[1].tobytes())
+        for data in encoded:
+            fast = _gray8_png(data)
+            assert fast is not None
+            reference = np.asarray(Image.open(io.BytesIO(data)))
+            assert fast.dtype == np.uint8 and np.array_equal(fast, reference)
+            n += 1
+    assert n == len(maps()) * 15
+
+
+def interlaced_png() -> bytes:
+    """A 1x1 8-bit grayscale PNG marked interlaced (Adam7 leaves one pixel as it is; Pillow
+    writes no interlaced files): the IHDR flag flipped and its CRC redone."""
+    data = bytearray(pillow_png(np.array([[7]], np.uint8)))
+    data[28] = 1
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    return bytes(data)
+
+
+def test_other_pngs_are_left_to_pillow(tmp_path: Path):
+    arr = maps()[2]
+    palette = io.BytesIO()
+    Image.fromarray(arr).convert("P").save(palette, format="PNG")
+    others = {
+        "16-bit": pillow_png(arr.astype(np.uint16) * 257),
+        "RGB": pillow_png(np.dstack([arr] * 3)),
+        "palette": palette.getvalue(),
+        "interlaced": interlaced_png(),
+    }
+    for name, data in others.items():
+        assert _gray8_png(data) is None, name
+        path = tmp_path / f"{name}.png"
+        path.write_bytes(data)
+        with Image.open(path) as img:
+            reference = np.asarray(img.convert("L") if img.mode in ("RGB", "P") else img)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "converted to grayscale"
+            np.testing.assert_array_equal(read_gray(path), reference)
+
+
+def test_damaged_files_are_pillows_errors(tmp_path: Path):
+    data = cv2.imencode(".png", maps()[4])[1].tobytes()
+    idat = data.index(b"IDAT")
+    flipped = bytearray(data)
+    flipped[idat + 20] ^= 0xFF  # inside the deflate stream
+    for name, bad in {"truncated": data[: idat + 30], "flipped": bytes(flipped)}.items():
+        assert _gray8_png(bad) is None, name
+        path = tmp_path / f"{name}.png"
+        path.write_bytes(bad)
+        with pytest.raises(ImageReadError, match=f"{name}.png: unreadable or corrupt image"):
+            read_gray(path)
+    with pytest.raises(ImageReadError, match="nope.png: file not found"):
+        read_gray(tmp_path / "nope.png")
