@@ -61,7 +61,12 @@ class Shard:
                 raise ValueError
             return cls(int(index), int(count))
         except ValueError:
-            raise ShardError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/4") from None
+            hint = "e.g. 0/4"
+            if sep and index.strip().isdigit() and index.strip() == count.strip() != "0":
+                n = int(count)  # I = N: counted from 1, as in a SLURM array --array=1-N
+                hint = f"counted from 0: the last of {n} shards is {n - 1}/{n}, a SLURM array "
+                hint += f"over them --array=0-{n - 1}"
+            raise ShardError(f"--shard {text!r}: expected I/N with 0 <= I < N, {hint}") from None
 
     @property
     def whole(self) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,15 @@ _PER_RUN = ("shard", "records", "_path")
 
 class MergeError(ValueError):
     """Shards that do not fit together; the message names the files."""
+
+
+#: The fix for a shard whose file is damaged.
+RERUN_SHARD = "re-run that shard (its odbench eval … --shard I/N command) and merge again"
+
+
+def _metrics_set(part: Part) -> str:
+    """How a part was scored, as the eval option that decides its per-image records."""
+    return "--metrics all" if "s_measure" in part.records else "--metrics basic"
 
 
 @dataclass
@@ -82,6 +92,17 @@ def check_fit(parts: Sequence[Part], into: Shard | None = None) -> list[Part]:
                 f"{p.name}: not the result of a sharded run (no shard field); merge takes the "
                 "results JSONs written by odbench eval --shard I/N"
             )
+        whole_numbers = [block[k] for k in ("index", "count", "n_total")]
+        if any(type(v) is not int for v in whole_numbers) or not isinstance(
+            p.results.get("date"), str
+        ):
+            raise MergeError(f"{p.name}: damaged shard or date field; {RERUN_SHARD}")
+        try:
+            datetime.fromisoformat(p.results["date"])
+        except ValueError:
+            raise MergeError(
+                f"{p.name}: date {p.results['date']!r} is not ISO 8601; {RERUN_SHARD}"
+            ) from None
     first = parts[0]
     for p in parts[1:]:
         for path, what in _MUST_MATCH:
@@ -97,6 +118,11 @@ def check_fit(parts: Sequence[Part], into: Shard | None = None) -> list[Part]:
                     f"{first.name} and {p.name} were cut from different id lists "
                     f"(shard.{key} differs: another dataset version or --limit)"
                 )
+        if set(p.records) != set(first.records):
+            raise MergeError(
+                f"{first.name} and {p.name} hold different per-image records "
+                f"({_metrics_set(first)} vs {_metrics_set(p)}); merge only shards of one run"
+            )
     count = first.results["shard"]["count"]
     if count % into.count:
         raise MergeError(f"{first.name}: {count} shards cannot form shard {into}")
@@ -114,11 +140,20 @@ def check_fit(parts: Sequence[Part], into: Shard | None = None) -> list[Part]:
         if s["index"] not in expected:
             raise MergeError(f"{p.name}: shard {label} is not part of shard {into}")
         if s["index"] in by_index:
-            raise MergeError(f"{by_index[s['index']].name} and {p.name} are both shard {label}")
+            if by_index[s["index"]].name == p.name:
+                raise MergeError(f"{p.name} is given twice; pass each shard once")
+            raise MergeError(
+                f"{by_index[s['index']].name} and {p.name} are both shard {label}; pass each "
+                "shard once (a shard run twice writes two files: keep one)"
+            )
         by_index[s["index"]] = p
     missing = [f"{i}/{count}" for i in sorted(expected) if i not in by_index]
     if missing:
-        raise MergeError(f"shard(s) {', '.join(missing)} missing: pass all {ways} shard results")
+        raise MergeError(
+            f"shard(s) {', '.join(missing)} missing: pass all {ways} shard results "
+            f"(given: {', '.join(p.name for p in by_index.values())}); a shard that failed "
+            f"or is still running: run it (odbench eval … --shard {missing[0]}), then merge"
+        )
     ordered = [by_index[i] for i in sorted(expected, key=expected.__getitem__)]
     seen: dict[str, str] = {}
     for p in ordered:

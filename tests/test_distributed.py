@@ -60,6 +60,14 @@ def test_shard_parse_refuses_bad_specs(text: str) -> None:
         Shard.parse(text)
 
 
+def test_shard_counted_from_one_says_how_to_count() -> None:
+    """``--shard 8/8`` is what a SLURM array ``--array=1-8`` gives: the line says the fix."""
+    with pytest.raises(ShardError) as err:
+        Shard.parse("8/8")
+    assert "counted from 0: the last of 8 shards is 7/8" in str(err.value)
+    assert "--array=0-7" in str(err.value)
+
+
 def test_shard_parse_and_label() -> None:
     s = Shard.parse("3/8")
     assert (s.index, s.count, str(s), s.label()) == (3, 8, "3/8", "shard-3-of-8")

@@ -101,7 +101,42 @@ def test_merge_command_writes_the_one_run(tmp_path: Path) -> None:
     refused = CliRunner().invoke(main, ["merge", str(paths[0]), "--results-dir", str(out / "x")])
     assert refused.exit_code == 2 and refused.output.count("\n") == 1
     assert "shard(s) 1/2 missing: pass all 2 shard results" in refused.output
+    assert f"(given: {paths[0]}); a shard that failed" in refused.output
     assert not (out / "x").exists()
+
+
+def test_merge_command_refuses_bad_paths_in_one_line(tmp_path: Path) -> None:
+    """What a user may pass by mistake — a records file, the shards' folder, a damaged shard
+    JSON, an output folder that cannot be made — is one line naming it and the fix, exit 2,
+    nothing written."""
+    whole = _run_whole(tmp_path)
+    paths = []
+    for i, part in enumerate(_split(whole, 2)):
+        stem = f"center-prior__toy__odbench__20260101T000000Z__{Shard(i, 2).label()}"
+        shard = RunResult.from_json(part.results, records=part.records)
+        paths.append(write_results(shard, tmp_path / "shards", stem))
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text(paths[1].read_text()[:200])
+    records = paths[1].with_name(paths[1].name.replace(".json", ".records.npz"))
+    (tmp_path / "a_file").write_text("")
+    out = tmp_path / "out"
+    cases = [
+        ([paths[0], records], [], f"{records}: a per-image records file; pass the shards' .json"),
+        ([tmp_path / "shards"], [], "shards: is a folder; pass the shard results JSONs in it"),
+        ([paths[0], truncated], [], "truncated.json: cannot read results JSON: "),
+        (paths, ["--results-dir", str(tmp_path / "a_file" / "x")], "a_file is a file, not a"),
+    ]
+    for args, options, message in cases:
+        result = CliRunner().invoke(
+            main, ["merge", *map(str, args), "--results-dir", str(out), *options]
+        )
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+        assert result.output.startswith("error: ") and message in result.output, result.output
+        assert not out.exists()
+    damaged = CliRunner().invoke(
+        main, ["merge", str(paths[0]), str(truncated), "--results-dir", str(out)]
+    )
+    assert "; re-run that shard (its odbench eval … --shard I/N command)" in damaged.output
 
 
 def _tweak(part: Part, path: tuple[str, ...], value: Any) -> Part:
@@ -116,6 +151,7 @@ def _tweak(part: Part, path: tuple[str, ...], value: Any) -> Part:
 def test_merge_refuses_shards_that_do_not_fit(tmp_path: Path) -> None:
     a, b = _split(_run_whole(tmp_path), 2)
     c = _split(_run_whole(tmp_path), 3)[2]
+    sod = {**b.records, "s_measure": b.records["mae"]}  # scored with --metrics all
     cases = [
         ([_tweak(b, ("method", "hyperparameters", "sigma"), 0.3), a], "differ in hyperparameters"),
         ([a, _tweak(b, ("method", "card_sha256"), "x")], "differ in method card"),
@@ -123,7 +159,11 @@ def test_merge_refuses_shards_that_do_not_fit(tmp_path: Path) -> None:
         ([a, _tweak(b, ("dataset", "limit"), 10)], "dataset.limit (None vs 10)"),
         ([a, _tweak(b, ("shard", "n_total"), 15)], "cut from different id lists"),
         ([a], "shard(s) 1/2 missing"),
-        ([a, a, b], "are both shard 0/2"),
+        ([a, a, b], "s0.json is given twice; pass each shard once"),
+        ([a, Part(a.results, a.records, "rerun.json"), b], "are both shard 0/2; pass each shard"),
+        ([a, Part(b.results, sod, "b")], "(--metrics basic vs --metrics all); merge only shards"),
+        ([a, _tweak(b, ("date",), "yesterday")], "date 'yesterday' is not ISO 8601; re-run that"),
+        ([a, _tweak(b, ("shard", "count"), "2")], "s1.json: damaged shard or date field; re-run"),
         ([a, b, c], "is one of 2 shards but s2.json is shard 2/3"),
         ([a, Part({k: v for k, v in b.results.items() if k != "shard"}, b.records, "w")], "w: not"),
         ([a, Part(b.results, {**b.records, "ids": a.records["ids"]}, "b")], "is in both"),

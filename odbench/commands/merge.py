@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from odbench.cli import UserError, results_dir_option, user_errors
+
+if TYPE_CHECKING:
+    from odbench.merge import Part
 
 
 @click.command("merge")
@@ -18,17 +22,14 @@ def merge_cmd(shard_jsons: tuple[Path, ...], results_dir: Path) -> None:
     results JSON + per-image records that an unsharded run writes: same metrics, same records
     in the same order.  Shards of different settings, protocol or dataset, or with overlapping
     or missing ids, are refused."""
-    from odbench.merge import MergeError, Part, merge
-    from odbench.results import ResultsError, RunResult, read_results, results_stem, write_results
+    from odbench.merge import MergeError, merge
+    from odbench.outputs import OutputPathError, check_output_folder
+    from odbench.results import ResultsError, RunResult, results_stem, write_results
 
     with user_errors():
         try:
-            if results_dir.exists() and not results_dir.is_dir():
-                raise UserError(f"--results-dir {results_dir}: exists and is not a folder")
-            parts = []
-            for path in shard_jsons:
-                run = read_results(path)
-                parts.append(Part(run.to_json(), run.records.arrays(), str(path)))
+            check_output_folder(results_dir, "--results-dir")
+            parts = [_read_shard(path) for path in shard_jsons]
             results, records = merge(parts)
             when = datetime.fromisoformat(results["date"])
             stem = results_stem(
@@ -38,6 +39,30 @@ def merge_cmd(shard_jsons: tuple[Path, ...], results_dir: Path) -> None:
                 when,
             )
             path = write_results(RunResult.from_json(results, records=records), results_dir, stem)
-        except (MergeError, ResultsError) as e:
+        except (MergeError, ResultsError, OutputPathError) as e:
             raise UserError(str(e)) from e
     click.echo(f"merged {len(parts)} shards ({len(records['ids'])} images): {path}")
+
+
+def _read_shard(path: Path) -> Part:
+    """One shard's results and records; a path that is not a readable shard results JSON is one
+    line naming it and the fix."""
+    from odbench.merge import RERUN_SHARD, MergeError, Part
+    from odbench.results import ResultsError, read_results
+
+    if path.is_dir():
+        raise MergeError(
+            f"{path}: is a folder; pass the shard results JSONs in it ({path}/*__shard-*.json)"
+        )
+    if path.name.endswith(".records.npz"):
+        raise MergeError(
+            f"{path}: a per-image records file; pass the shards' .json files (merge reads the "
+            "records beside them)"
+        )
+    try:
+        run = read_results(path)
+        return Part(run.to_json(), run.records.arrays(), str(path))
+    except ResultsError as e:
+        if not path.exists() or "re-run" in str(e):
+            raise
+        raise MergeError(f"{e}; {RERUN_SHARD}") from e
