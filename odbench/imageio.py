@@ -36,6 +36,7 @@ class BinaryMaskWarning(UserWarning):
 
 
 MAX_NAMED = 3  # files named in a summary line
+REEXPORT = "re-export it (or copy it again) as PNG or JPEG"
 
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
@@ -47,7 +48,7 @@ def _open(path: Path, data: bytes | None = None) -> Image.Image:
     except FileNotFoundError as e:
         raise ImageReadError(f"{path}: file not found") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageReadError(f"{path}: unreadable or corrupt image ({e})") from e
+        raise ImageReadError(f"{path}: unreadable or corrupt image ({e}); {REEXPORT}") from e
     return img
 
 
@@ -60,7 +61,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     except FileNotFoundError as e:
         raise ImageReadError(f"{path}: file not found") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageReadError(f"{path}: unreadable or corrupt image ({e})") from e
+        raise ImageReadError(f"{path}: unreadable or corrupt image ({e}); {REEXPORT}") from e
     return h, w
 
 

@@ -67,6 +67,11 @@ def _shown_runs(
     from odbench.leaderboard import is_subset, latest_runs
     from odbench.results import load_all_results
 
+    if not Path(results_dir).is_dir():
+        raise TableError(
+            f"{results_dir}: no such results folder (--results-dir: where odbench eval and "
+            "odbench score --config wrote their results)"
+        )
     every = [
         r
         for r in load_all_results(results_dir)

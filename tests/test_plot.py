@@ -75,3 +75,25 @@ def test_basic_runs_draw_only_the_fbeta_curves(tmp_path):
     x, y = curve(run, "thresholds", "fbeta")  # a basic run: the Fβ curve and k/255
     assert y == run.metrics["saliency"]["fbeta_curve"] and x == [k / 255 for k in range(255)]
     assert curve(run, "recall", "precision") is None
+
+
+def test_plot_and_table_errors_name_what_the_results_hold(tmp_path):
+    config = make_project(tmp_path, n=3)
+    results = tmp_path / "results"
+    assert invoke("score", "--config", str(config), "--results-dir", str(results)).exit_code == 0
+    figs = tmp_path / "figs"
+    base = ["plot", "curves", "--results-dir", str(results), "--out", str(figs)]
+    typo = invoke(*base, "--dataset", "ecsd")
+    assert typo.exit_code == 2 and "dataset(s) ecsd" in typo.stderr
+    assert "(found: ecssd)" in typo.stderr
+    who = invoke(*base, "--dataset", "ecssd", "--methods", "method-a,nobody")
+    assert who.exit_code == 2 and "no results for method(s) nobody on ecssd" in who.stderr
+    assert "(found: method-a, method-b)" in who.stderr
+    nowhere = str(tmp_path / "nowhere")
+    gone = invoke(
+        "plot", "curves", "--dataset", "ecssd", "--results-dir", nowhere, "--out", str(figs)
+    )
+    assert gone.exit_code == 2 and "nowhere: no such results folder" in gone.stderr
+    table = invoke("leaderboard", "--format", "md", "--results-dir", nowhere)
+    assert table.exit_code == 2 and "nowhere: no such results folder" in table.stderr
+    assert not figs.exists()

@@ -264,7 +264,7 @@ def test_workers_report_the_first_bad_file_in_order(tmp_path):
     for name in ("img4.png", "img2.png"):
         (pred_dir / name).write_bytes(b"not a png")
     args = ["score", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--workers", "4"]
-    assert_one_line_error(invoke(*args), "img2.png", "corrupt")
+    assert_one_line_error(invoke(*args), "img2.png", "corrupt", "re-export it")
     assert_one_line_error(invoke(*args[:-2], "--workers", "0"), "--workers")
 
 
@@ -280,6 +280,8 @@ def test_metrics_list_shows_only_the_names_given_with_the_values_of_all(tmp_path
     assert some["n_images"] == 5 and some["protocol"] == "odbench"
     basic_only = score_json(pred_dir, gt_dir, "--metrics", "iou")
     assert {k for k in basic_only if k in SCORE_KEYS} == {"iou"} and "curves" not in basic_only
+    assert "fbeta_curve" not in basic_only and "best_threshold" not in basic_only  # maxFβ's
+    assert "curves" not in some and "fbeta_curve" not in some and "curves" in every
     table = invoke(
         "score", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--metrics", "dice,ber"
     )
@@ -297,3 +299,36 @@ def test_unknown_metric_is_one_line_listing_the_valid_names_before_reading(tmp_p
     )
     out = invoke("score", "--pred-dir", str(missing), "--gt-dir", str(missing), "--metrics", ",")
     assert_one_line_error(out, "no metric named")
+
+
+class FailsOn(SlowFirst):
+    """As SlowFirst, but img1 fails late (after 0.3 s) and img5 at once: in file order, img1's
+    failure is the one to report."""
+
+    def score(self, pred, gt, image_id):
+        import time
+
+        from odbench.metrics.protocols import MetricInputError
+
+        if image_id in ("img1", "img5"):
+            time.sleep(0.3 if image_id == "img1" else 0.0)
+            raise MetricInputError(f"planted failure in {image_id}")
+        return super().score(pred, gt, image_id)
+
+
+def test_a_failing_image_is_reported_by_file_in_file_order_and_nothing_is_written(
+    tmp_path, monkeypatch
+):
+    import odbench.commands.score as score_mod
+
+    pred_dir, gt_dir = make_pairs(tmp_path, n=6)
+    config = tmp_path / "runs.toml"
+    config.write_text(f'[datasets.d]\ngt = "{gt_dir}"\n[methods.m]\nd = "{pred_dir}"\n')
+    make = score_mod.make_meter
+    monkeypatch.setattr(score_mod, "make_meter", lambda p, m: FailsOn(make(p, m), 6))
+    res = tmp_path / "res"
+    out = invoke("score", "--config", str(config), "--results-dir", str(res), "--workers", "4")
+    assert_one_line_error(out, f"{pred_dir / 'img1.png'}: planted failure in img1")
+    assert not res.exists() or not list(res.iterdir())
+    direct = invoke("score", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--workers", "3")
+    assert_one_line_error(direct, "img1.png: planted failure in img1")

@@ -108,6 +108,9 @@ def test_config_file_errors_are_one_line(tmp_path):
     assert "no [datasets.duts]" in out.stderr and "gt: folder" in out.stderr
     out = invoke("score", "--config", str(config), "--pred-dir", str(tmp_path))
     assert out.exit_code == 2 and "one or the other" in out.stderr
+    for flag in (["--subset-of-gt"], ["--on-mismatch", "skip"]):  # not silently ignored
+        out = invoke("score", "--config", str(config), *flag)
+        assert out.exit_code == 2 and "go with --pred-dir/--gt-dir" in out.stderr
 
 
 def test_config_report_lists_sizes_and_unreadable_files_beside_folder_and_name_problems(

@@ -30,10 +30,23 @@ def select_runs(
     """dataset -> method -> the latest saliency run (one-line errors for what is missing)."""
     from odbench.results import ResultsError, load_all_results
 
+    if not Path(results_dir).is_dir():
+        raise UserError(
+            f"{results_dir}: no such results folder (--results-dir: where odbench eval and "
+            "odbench score --config wrote their results)"
+        )
     try:
         runs = load_all_results(results_dir)
     except ResultsError as e:
         raise UserError(str(e)) from e
+    usable = [r for r in runs if r.protocol_name == protocol and "saliency" in r.metrics]
+    have = {r.method_name for r in usable if r.dataset_name in datasets}
+    missing = [m for m in methods if m not in have]
+    if missing and have:
+        raise UserError(
+            f"{results_dir}: no results for method(s) {', '.join(missing)} on "
+            f"{', '.join(datasets)} under protocol {protocol} (found: {', '.join(sorted(have))})"
+        )
     chosen: dict[str, dict[str, Any]] = {d: {} for d in datasets}
     for run in sorted(runs, key=lambda r: r.date):
         if run.dataset_name in chosen and run.protocol_name == protocol:
@@ -41,9 +54,12 @@ def select_runs(
                 chosen[run.dataset_name][run.method_name] = run
     empty = [d for d, found in chosen.items() if not found]
     if empty:
+        others = sorted({r.dataset_name for r in usable} - set(datasets))
         raise UserError(
             f"{results_dir}: no saliency results for dataset(s) {', '.join(empty)} under "
-            f"protocol {protocol}; run odbench eval or odbench score --config first"
+            f"protocol {protocol}"
+            + (f" (found: {', '.join(others)})" if others else "")
+            + "; run odbench eval or odbench score --config first"
         )
     missing = [m for m in methods if not any(m in found for found in chosen.values())]
     if missing:

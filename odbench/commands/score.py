@@ -302,6 +302,11 @@ def score(
     if config_path is not None:
         if pred_dir is not None or gt_dir is not None:
             raise UserError("--config replaces --pred-dir and --gt-dir: give one or the other")
+        if subset_of_gt or on_mismatch != "error":
+            raise UserError(
+                "--subset-of-gt and --on-mismatch skip go with --pred-dir/--gt-dir; --config "
+                "scores only complete, matching folders (its report lists what to fix)"
+            )
         _score_config(config_path, protocol, metrics, workers, results_dir, as_json)
         return
     if pred_dir is None or gt_dir is None:

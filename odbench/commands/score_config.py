@@ -239,10 +239,7 @@ def size_problems(jobs: list[Job], protocol: Any) -> list[str]:
             if not isinstance(p, str) and not isinstance(g, str):
                 sizes.append((image_id, p, g))
         if bad:
-            problems.append(
-                f"{where}: {len(bad)} file(s) cannot be read as images: {_names(bad)}; "
-                "re-save them as PNG"
-            )
+            problems.append(f"{where}: {len(bad)} file(s) cannot be read as images: {_names(bad)}")
         mismatched = protocol_mismatches(sizes, protocol)
         if mismatched:
             line = describe_mismatches(mismatched, len(job.pairs), "prediction")

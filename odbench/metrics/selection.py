@@ -40,9 +40,15 @@ class MetricSelection:
     spec: str  # as given, normalised: "basic", "all" or "a,b,c"
 
     def shown(self, result: dict[str, object]) -> dict[str, object]:
-        """``result`` without the computed metrics that were not asked for (every other key --
-        counts, protocol, curves -- kept)."""
-        return {k: v for k, v in result.items() if k not in SCORE_KEYS or k in self.keys}
+        """``result`` without the computed metrics that were not asked for, nor what only
+        serves them (``best_threshold`` and ``fbeta_curve`` go with ``max_fbeta``; ``curves``
+        with ``all``); counts, protocol and ids are kept."""
+        dropped = {k for k in SCORE_KEYS if k not in self.keys}
+        if "max_fbeta" not in self.keys:
+            dropped |= {"best_threshold", "fbeta_curve"}
+        if self.spec != "all":
+            dropped.add("curves")
+        return {k: v for k, v in result.items() if k not in dropped}
 
 
 def _suggest(name: str, valid: Sequence[str]) -> str | None:
