@@ -17,8 +17,8 @@ held out (seeded); validation IoU (per image at 0.5, averaged) is shown in the p
 Determinism: the model's initial weights come from the seed; the sample order of epoch ``e`` is
 a permutation drawn from ``(seed, e)`` and the flips of step ``s`` from ``(seed, s)``, so a run
 resumed from step ``k`` continues exactly as the uninterrupted run (same batches, same optimizer
-state).  Checkpoints (:mod:`odbench.checkpoint`) are written every ``save_every`` steps, at the
-end, and on Ctrl-C or SIGTERM.
+state).  Checkpoints (:mod:`odbench.checkpoint`) are written every ``save_every`` steps, at
+least every :data:`SAVE_INTERVAL_S` seconds, at the end, and on Ctrl-C or SIGTERM.
 
 Data-parallel training (``torchrun``/``accelerate launch``, ``W`` processes): accelerate wraps the
 model in DDP; ``batch_size`` is the global batch and every rank draws the same global batch as one
@@ -54,6 +54,10 @@ from odbench.feature_cache import FeatureCache, FeatureEntry, FeatureRows
 from odbench.outputs import check_output_folder
 
 PREPARED_DIR = ".prepared"
+
+#: Seconds of wall time between checkpoints besides every ``save_every`` steps, so that a run
+#: killed without warning (SIGKILL, the OOM killer, a node failure) loses at most this much work.
+SAVE_INTERVAL_S = 300.0
 
 
 class TrainError(ValueError):
@@ -745,6 +749,7 @@ def _train(
     iou = float("nan")
     dev = str(torch.device(device))
     stop = time.perf_counter() >= deadline
+    next_save = start + SAVE_INTERVAL_S
     try:
         with _sigterm_saves(), _progress(show_progress, total, state.step) as update:
             while state.step < total and not stop:
@@ -779,8 +784,9 @@ def _train(
                     )
                     fields["iou"] = f"{iou:.3f}"
                 update(1, **fields)
-                if state.step % save_every == 0:
+                if state.step % save_every == 0 or time.perf_counter() >= next_save:
                     save()
+                    next_save = time.perf_counter() + SAVE_INTERVAL_S
     except KeyboardInterrupt:
         save()
         raise

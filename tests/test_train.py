@@ -232,3 +232,23 @@ def test_sigterm_saves_a_checkpoint_that_resumes(
     assert read_config(tmp_path / "run")["step"] == 2
     monkeypatch.setattr(t, "soft_dice_bce", real)
     assert _train(tmp_path / "run", steps=4, resume=True).step == 4
+
+
+def test_checkpoints_are_also_written_by_wall_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Besides every ``save_every`` steps (500 here), a checkpoint at least every
+    ``SAVE_INTERVAL_S`` seconds: a run killed without warning loses at most that much."""
+    import odbench.train as t
+
+    steps: list[int] = []
+    real = t.save_checkpoint
+
+    def save(run: Path, config: dict[str, Any], *args: Any) -> Any:
+        steps.append(config["step"])
+        return real(run, config, *args)
+
+    monkeypatch.setattr(t, "save_checkpoint", save)
+    monkeypatch.setattr(t, "SAVE_INTERVAL_S", 0.0)
+    _train(tmp_path / "run", steps=3)
+    assert steps == [1, 2, 3, 3]
