@@ -73,39 +73,66 @@ def score_files(
     """Decode and score (id, prediction file, GT file) pairs in ``workers`` threads (default:
     the cores available; Pillow, OpenCV and NumPy release the GIL) and add them to ``meter`` in
     the pairs' order, so the sums do not depend on ``workers``; returns the records in order."""
+    items = [(image_id, [pred_path], gt_path) for image_id, pred_path, gt_path in pairs]
+    return score_methods(items, [meter], workers, show_progress)[0]
+
+
+def score_methods(
+    items: list[tuple[str, list[Path], Path]],
+    meters: list[Any],
+    workers: int | None = None,
+    show_progress: bool = False,
+) -> list[list[Any]]:
+    """Score several methods' maps of the same images: each item is (id, one prediction file
+    per meter, GT file).  A worker thread takes one image: it reads the GT once, prepares it once
+    (:func:`odbench.metrics.saliency.prepare_gt`: the binarised mask, and weighted Fβ's distance
+    transform and nearest pixels on first use) and scores every method's map against it, so
+    what depends on the GT alone is computed once per GT, not once per method; it is dropped
+    with the image, so it can never serve another file or a changed one.  Records are added
+    to each meter in the items' order (the sums do not depend on ``workers``); returns each
+    meter's records in order."""
     from concurrent.futures import ThreadPoolExecutor
 
     from odbench.imageio import read_gray, read_warnings
     from odbench.metrics.protocols import MetricInputError
+    from odbench.metrics.saliency import prepare_gt
 
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
 
-    def work(pair: tuple[str, Path, Path]) -> Any:
-        image_id, pred_path, gt_path = pair
-        pred = read_gray(pred_path, what="prediction")
+    def work(item: tuple[str, list[Path], Path]) -> list[Any]:
+        image_id, pred_paths, gt_path = item
         gt = read_gray(gt_path, what="mask")
-        try:
-            return meter.score(pred, gt, image_id)
-        except MetricInputError as e:
-            raise UserError(f"{pred_path}: {e}") from e
+        prepared: dict[Any, Any] = {}  # one per GT rule among the meters' protocols
+        records = []
+        for meter, pred_path in zip(meters, pred_paths, strict=True):
+            pred = read_gray(pred_path, what="prediction")
+            try:
+                key = (meter.protocol.gt_rule, meter.protocol.center_crop)
+                if key not in prepared:
+                    prepared[key] = prepare_gt(gt, meter.protocol)
+                records.append(meter.score(pred, prepared[key], image_id))
+            except MetricInputError as e:
+                raise UserError(f"{pred_path}: {e}") from e
+        return records
 
-    records = []
+    out: list[list[Any]] = [[] for _ in meters]
     # read_warnings() catches process-wide, so it wraps the whole pool (one context per thread
     # would race); RGB files converted, 0/1 masks: printed once at the end.
-    with read_warnings() as notes, _progress(len(pairs), show_progress) as advance:
+    with read_warnings() as notes, _progress(len(items), show_progress) as advance:
         pool = ThreadPoolExecutor(max_workers=workers)
         try:
-            for record in pool.map(work, pairs):
-                meter.add(record)
-                records.append(record)
+            for records in pool.map(work, items):
+                for meter, record, kept in zip(meters, records, out):
+                    meter.add(record)
+                    kept.append(record)
                 advance()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     for line in sorted(notes):
         click.echo(f"warning: {line}", err=True)
-    return records
+    return out
 
 
 def score_folders(

@@ -314,23 +314,11 @@ def score_config(
 ) -> list[dict[str, Any]]:
     """Validate ``path`` (one report of all problems, nothing scored) then score every pair whose
     inputs changed since its stored result; one summary row per pair."""
-    from odbench.commands.score import make_meter, score_files
+    from odbench.commands.score import make_meter, score_methods
     from odbench.metrics.protocols import Protocol, get_protocol
     from odbench.outputs import OutputPathError, check_output_folder
     from odbench.registry import UnknownNameError
-    from odbench.results import (
-        Records,
-        RunResult,
-        git_commit,
-        jsonable,
-        load_all_results,
-        package_versions,
-        results_stem,
-        saliency_records,
-        sod_records,
-        utc_now,
-        write_results,
-    )
+    from odbench.results import load_all_results
 
     settings, jobs, problems = load_config(path)
     protocol_name = protocol or settings.get("protocol", "odbench")
@@ -359,8 +347,9 @@ def score_config(
         for r in sorted(load_all_results(results_dir), key=lambda r: (r.date, str(r.path)))
         if r.info.get("source") == "score --config"
     }
-    rows = []
-    for job in jobs:
+    rows: dict[int, dict[str, Any]] = {}
+    todo: dict[tuple[tuple[str, Path], ...], list[tuple[int, Job, str]]] = {}
+    for k, job in enumerate(jobs):
         files = files_digest(job)
         digest = inputs_digest(job, proto, metrics_set, files)
         # a stored result of every metric serves a request for the basic ones
@@ -370,71 +359,111 @@ def score_config(
         key = (job.method, job.dataset, proto.name)
         before = stored.get(key)
         if before is not None and before.info.get("inputs_sha256") in serves:
-            rows.append(
-                {
-                    "method": job.method,
-                    "dataset": job.dataset,
-                    "status": "unchanged",
-                    "results": str(before.path),
-                    **selection.shown(before.metrics["saliency"]),
-                }
-            )
+            rows[k] = {
+                "method": job.method,
+                "dataset": job.dataset,
+                "status": "unchanged",
+                "results": str(before.path),
+                **selection.shown(before.metrics["saliency"]),
+            }
             continue
-        meter = make_meter(proto.name, metrics_set)
+        # methods scored on the same GT files are scored together (score_methods): each GT
+        # is read and its GT-only quantities computed once, not once per method
+        gt_files = tuple((i, g) for i, _, g in job.pairs)
+        todo.setdefault(gt_files, []).append((k, job, digest))
+    for group in todo.values():
+        meters = [make_meter(proto.name, metrics_set) for _ in group]
+        first = group[0][1]
+        items = [
+            (image_id, [job.pairs[n][1] for _, job, _ in group], gt)
+            for n, (image_id, _, gt) in enumerate(first.pairs)
+        ]
         start = time.perf_counter()
-        scored = score_files(job.pairs, meter, workers, show_progress)
-        wall = time.perf_counter() - start
-        ids = tuple(i for i, _, _ in job.pairs)
-        if metrics_set == "all":
-            records = Records(
-                ids,
-                saliency_records([r[0] for r in scored]),
-                sod=sod_records([r[1] for r in scored]),
+        scored = score_methods(items, meters, workers, show_progress)
+        wall = (time.perf_counter() - start) / len(group)  # each method's share
+        for (k, job, digest), meter, records in zip(group, meters, scored):
+            out, metrics_out = _store(
+                job, proto, metrics_set, meter, records, digest, wall, len(group), path, results_dir
             )
-        else:
-            records = Records(ids, saliency_records(scored))
-        when = utc_now()
-        run = RunResult(
-            method={
-                "name": job.method,
-                "card_sha256": None,
-                "hyperparameters": {},
-                "overrides": {},
-                "predictions": str(job.preds.path),
-            },
-            dataset={
-                "name": job.dataset,
-                "gt": str(job.gt.path),
-                "limit": None,
-                "n_evaluated": len(ids),
-                **_card_size(job.dataset),
-            },
-            protocol={"name": proto.name, "definition": jsonable(proto.as_dict())},
-            tasks=["saliency"],
-            metrics={"saliency": meter.compute()},
-            date=when.isoformat(timespec="seconds"),
-            info={
-                "source": "score --config",
-                "config": str(Path(path).resolve()),
-                "inputs_sha256": digest,
-                "metrics_set": metrics_set,
-                "device": "cpu",
-                "wall_time_s": wall,
-                "images_per_s": len(ids) / wall if wall > 0 else None,
-                "packages": package_versions(),
-                "git_commit": git_commit(),
-            },
-            _records=records,
-        )
-        stem = results_stem(job.method, job.dataset, proto.name, when)
-        out = write_results(run, Path(results_dir), stem)
-        rows.append(
-            {
+            rows[k] = {
                 "method": job.method,
                 "dataset": job.dataset,
                 "status": "scored",
                 "results": str(out),
-                **selection.shown(run.metrics["saliency"]),
+                **selection.shown(metrics_out),
             }
+    return [rows[k] for k in range(len(jobs))]
+
+
+def _store(
+    job: Job,
+    proto: Any,
+    metrics_set: str,
+    meter: Any,
+    scored: list[Any],
+    digest: str,
+    wall: float,
+    n_methods: int,
+    path: Path,
+    results_dir: Path,
+) -> tuple[Path, dict[str, Any]]:
+    """Write one (method, dataset) pair's results JSON and records; returns the JSON's path and
+    the metrics."""
+    from odbench.results import (
+        Records,
+        RunResult,
+        git_commit,
+        jsonable,
+        package_versions,
+        results_stem,
+        saliency_records,
+        sod_records,
+        utc_now,
+        write_results,
+    )
+
+    ids = tuple(i for i, _, _ in job.pairs)
+    if metrics_set == "all":
+        records = Records(
+            ids,
+            saliency_records([r[0] for r in scored]),
+            sod=sod_records([r[1] for r in scored]),
         )
-    return rows
+    else:
+        records = Records(ids, saliency_records(scored))
+    when = utc_now()
+    run = RunResult(
+        method={
+            "name": job.method,
+            "card_sha256": None,
+            "hyperparameters": {},
+            "overrides": {},
+            "predictions": str(job.preds.path),
+        },
+        dataset={
+            "name": job.dataset,
+            "gt": str(job.gt.path),
+            "limit": None,
+            "n_evaluated": len(ids),
+            **_card_size(job.dataset),
+        },
+        protocol={"name": proto.name, "definition": jsonable(proto.as_dict())},
+        tasks=["saliency"],
+        metrics={"saliency": meter.compute()},
+        date=when.isoformat(timespec="seconds"),
+        info={
+            "source": "score --config",
+            "config": str(Path(path).resolve()),
+            "inputs_sha256": digest,
+            "metrics_set": metrics_set,
+            "device": "cpu",
+            "wall_time_s": wall,
+            "images_per_s": len(ids) / wall if wall > 0 else None,
+            "methods_sharing_gt": n_methods,
+            "packages": package_versions(),
+            "git_commit": git_commit(),
+        },
+        _records=records,
+    )
+    stem = results_stem(job.method, job.dataset, proto.name, when)
+    return write_results(run, Path(results_dir), stem), run.metrics["saliency"]

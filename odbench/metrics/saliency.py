@@ -181,24 +181,70 @@ class PairCounts:
         return int(self.gt_fg.size)
 
 
+@dataclass(eq=False)
+class PreparedGt:
+    """A stored GT mask brought to a protocol's form once, to score several predictions against
+    it (several methods' maps of one image: ``score --config``): ``fg`` is its foreground under
+    the protocol's ``gt_rule`` (centre-cropped where the protocol crops) and ``derived`` holds
+    what other metrics compute from the mask alone (weighted Fβ's distance transform and
+    nearest pixels: :func:`odbench.metrics.sod.weighted_f_mask`), filled on first use.
+
+    It lives as long as its caller keeps it (one image's work in ``score --config``), so it
+    never outlives the file it was read from; ``key`` (the protocol's GT rule and crop) is
+    checked by every scoring call, so a protocol that reads the mask differently refuses it."""
+
+    shape: tuple[int, int]  # as stored
+    key: tuple[str, bool]
+    fg: np.ndarray
+    derived: dict[str, object] = field(default_factory=dict)
+
+
+def _gt_key(protocol: Protocol) -> tuple[str, bool]:
+    return (protocol.gt_rule, protocol.center_crop)
+
+
+def prepare_gt(gt: np.ndarray, protocol: Protocol | str) -> PreparedGt:
+    """:class:`PreparedGt` of a stored (H, W) uint8 / uint16 / bool mask under ``protocol``."""
+    protocol = get_protocol(protocol)
+    gt = np.asarray(gt)
+    if gt.ndim != 2:
+        raise MetricInputError(f"GT must be a 2-D mask, got shape {gt.shape}")
+    fg = binarize_gt(gt, protocol.gt_rule)
+    if protocol.center_crop:
+        fg = center_crop_square(fg)
+    return PreparedGt((int(gt.shape[0]), int(gt.shape[1])), _gt_key(protocol), fg)
+
+
 def prepare_pair(
-    pred: np.ndarray, gt: np.ndarray, protocol: Protocol
+    pred: np.ndarray, gt: np.ndarray | PreparedGt, protocol: Protocol
 ) -> tuple[np.ndarray, np.ndarray]:
     """Check a pair and bring it to the protocol's form: (prediction, GT foreground mask) of one
-    size (centre crop, bilinear resize to the GT size where the protocol says so)."""
+    size (centre crop, bilinear resize to the GT size where the protocol says so).  ``gt``: the
+    stored mask, or its :func:`prepare_gt` under a protocol with the same GT rule and crop."""
     pred = np.asarray(pred)
-    gt = np.asarray(gt)
-    if pred.ndim != 2 or gt.ndim != 2:
+    if not isinstance(gt, PreparedGt):
+        gt = np.asarray(gt)
+    if pred.ndim != 2 or len(gt.shape) != 2:
         raise MetricInputError(
             f"prediction and GT must be 2-D maps, got shapes {pred.shape} and {gt.shape}"
         )
     if np.issubdtype(pred.dtype, np.floating) and not np.all(np.isfinite(pred)):
         raise MetricInputError("prediction contains NaN or infinite values")
-    gt_fg = binarize_gt(gt, protocol.gt_rule)
-    if protocol.center_crop:
-        if pred.shape == gt.shape:
+    if isinstance(gt, PreparedGt):
+        if gt.key != _gt_key(protocol):
+            raise ValueError(
+                f"GT prepared under GT rule / crop {gt.key}, protocol {protocol.name!r} "
+                f"reads masks with {_gt_key(protocol)}: prepare it under this protocol"
+            )
+        gt_fg = gt.fg
+        if protocol.center_crop and pred.shape == gt.shape:
             pred = center_crop_square(pred)
-        gt_fg = center_crop_square(gt_fg)
+    else:
+        gt_fg = binarize_gt(gt, protocol.gt_rule)
+        if protocol.center_crop:
+            if pred.shape == gt.shape:
+                pred = center_crop_square(pred)
+            gt_fg = center_crop_square(gt_fg)
     if pred.shape != gt_fg.shape:
         if protocol.resize == "none":
             raise MetricInputError(
@@ -222,16 +268,18 @@ def unit_map(pred: np.ndarray, protocol: Protocol) -> np.ndarray:
     return _normalise(unit, protocol, unit.min(), unit.max())
 
 
-def score_image(pred: np.ndarray, gt: np.ndarray, protocol: Protocol, image_id: str) -> ImageRecord:
+def score_image(
+    pred: np.ndarray, gt: np.ndarray | PreparedGt, protocol: Protocol, image_id: str
+) -> ImageRecord:
     """Score one prediction against one stored GT mask under ``protocol``.
 
     ``pred``: (H, W) uint8 / uint16 / bool / float map; ``gt``: (H', W') uint8 / uint16 / bool
-    mask as stored.  Raises :class:`MetricInputError` for what the protocol cannot resolve."""
+    mask as stored (or its :func:`prepare_gt`).  Raises :class:`MetricInputError` for what the protocol cannot resolve."""
     return score_image_counts(pred, gt, protocol, image_id)[0]
 
 
 def score_image_counts(
-    pred: np.ndarray, gt: np.ndarray, protocol: Protocol, image_id: str
+    pred: np.ndarray, gt: np.ndarray | PreparedGt, protocol: Protocol, image_id: str
 ) -> tuple[ImageRecord, PairCounts]:
     """:func:`score_image` plus the counts of its histogram pass (for the other metrics)."""
     pred, gt_fg = prepare_pair(pred, gt, protocol)
@@ -393,7 +441,9 @@ class SaliencyMeter:
         self.sum_fbeta = np.zeros(self.protocol.n_thresholds, dtype=np.float64)
         self.sum_max_fbeta = 0.0
 
-    def score(self, pred: np.ndarray, gt: np.ndarray, image_id: str = "") -> ImageRecord:
+    def score(
+        self, pred: np.ndarray, gt: np.ndarray | PreparedGt, image_id: str = ""
+    ) -> ImageRecord:
         """Score one image without adding it (pure: safe from worker threads)."""
         return score_image(pred, gt, self.protocol, image_id)
 

@@ -53,6 +53,7 @@ from odbench.metrics.protocols import Protocol, get_protocol
 from odbench.metrics.saliency import (
     ImageRecord,
     PairCounts,
+    PreparedGt,
     SaliencyMeter,
     fbeta_from_counts,
     precision_recall,
@@ -500,11 +501,19 @@ def sod_from_counts(
 
 
 def score_image_all(
-    pred: np.ndarray, gt: np.ndarray, protocol: Protocol, image_id: str
+    pred: np.ndarray, gt: np.ndarray | PreparedGt, protocol: Protocol, image_id: str
 ) -> tuple[ImageRecord, SodRecord]:
-    """Acc / IoU / MAE / Fβ curve and the whole family for one image, one histogram pass."""
+    """Acc / IoU / MAE / Fβ curve and the whole family for one image, one histogram pass.
+
+    ``gt``: the stored mask, or its :func:`~odbench.metrics.saliency.prepare_gt`, whose
+    weighted-Fβ quantities are then computed once for every map scored against it."""
     record, counts = score_image_counts(pred, gt, protocol, image_id)
-    return record, sod_from_counts(counts, protocol, image_id)
+    wf_mask = None
+    if isinstance(gt, PreparedGt) and counts.n_gt > 0:
+        cached = gt.derived.get("weighted_f")
+        wf_mask = cached if isinstance(cached, WeightedFMask) else weighted_f_mask(gt.fg)
+        gt.derived["weighted_f"] = wf_mask
+    return record, sod_from_counts(counts, protocol, image_id, wf_mask)
 
 
 # --------------------------------------------------------------------------- accumulator
@@ -614,7 +623,7 @@ class FamilyMeter:
         self.family = SodMeter(self.protocol)
 
     def score(
-        self, pred: np.ndarray, gt: np.ndarray, image_id: str = ""
+        self, pred: np.ndarray, gt: np.ndarray | PreparedGt, image_id: str = ""
     ) -> tuple[ImageRecord, SodRecord]:
         return score_image_all(pred, gt, self.protocol, image_id)
 
