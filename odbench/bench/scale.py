@@ -38,6 +38,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def failure_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The line that says why a run failed: odbench's own ``error:`` line (under torchrun it is
+    followed by the launcher's report of the failed ranks), else the last line of output."""
+    lines = [ln.strip() for ln in f"{proc.stdout}\n{proc.stderr}".splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith(("error:", "Error:"))]
+    return (errors or lines or ["(no output)"])[-1]
+
+
 def _timed_eval(launcher: list[str], args: list[str], out: Path) -> tuple[float, dict[str, Any]]:
     """(end-to-end seconds, results JSON) of one ``eval`` writing into ``out``."""
     env = {**os.environ, **dict.fromkeys(_ONE_THREAD, "1")}
@@ -47,14 +55,20 @@ def _timed_eval(launcher: list[str], args: list[str], out: Path) -> tuple[float,
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
-        raise click.ClickException(f"{' '.join(cmd[:6])} … failed: {tail[0]}")
+        raise click.ClickException(f"{' '.join(cmd[:6])} … failed: {failure_line(proc)}")
     (path,) = sorted((out / "results").glob("*.json"))
     return elapsed, json.loads(path.read_text())
 
 
 @click.command("scale")
-@click.option("--n", "n_images", default=200, show_default=True, help="Images to evaluate.")
+@click.option(
+    "--n",
+    "n_images",
+    type=click.IntRange(min=2),
+    default=200,
+    show_default=True,
+    help="Images to evaluate (at least one per process).",
+)
 @click.option("--method", default="wctr", show_default=True, help="A CPU-bound method.")
 @click.option("--toy", is_flag=True, help="Use the generated toy dataset instead of ECSSD.")
 @data_root_option
@@ -79,6 +93,8 @@ def cli(n_images: int, method: str, toy: bool, data_root: Path | None) -> None:
     if r1["metrics"] != r2["metrics"]:
         raise click.ClickException("1 and 2 processes gave different metrics: a bug; report it")
     n = r1["dataset"]["n_evaluated"]
+    if n != n_images:
+        click.echo(f"  (the dataset has {n} images: all of them were evaluated)")
     w1, w2 = float(r1["wall_time_s"]), float(r2["wall_time_s"])
     for label, wall, total in (("1 process  ", w1, e1), ("2 processes", w2, e2)):
         click.echo(
