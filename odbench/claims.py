@@ -2,8 +2,9 @@
 
 Before predicting an image a process creates ``<cache>/<name>.claim`` with ``O_CREAT | O_EXCL``
 (atomic on local filesystems and NFSv3+), holding its host, pid and a random nonce; it deletes
-the claim once the image's cache entry is written.  A process that finds an image claimed skips
-it and later waits for the entry (:meth:`Claims.wait`).  A claim is *stale*, and may be taken
+the claim once the image's cache entry is written.  A process that finds an image claimed waits for
+the entry (:meth:`Claims.wait`) before going on in the dataset's order, so two runs of one
+command on one cache finish together, one having predicted what the other read.  A claim is *stale*, and may be taken
 over, when its holder is gone: on the same host, its pid no longer runs; from another host, it
 is older than the lease (``$ODBENCH_CLAIM_LEASE_S``, default 30 minutes — far longer than one
 batch of any method).  So a run killed with SIGKILL leaves at most its in-flight batch claimed,

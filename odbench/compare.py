@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from odbench.metrics.saliency import reduce_max_fbeta
-from odbench.results import Records, ResultsError, RunResult, load_all_results
+from odbench.results import Records, ResultsError, RunResult, load_all_results, unmerged_hint
 
 
 def bootstrap_weights(n: int, n_resamples: int, seed: int) -> np.ndarray:
@@ -177,19 +177,29 @@ def compare_records(
     return out
 
 
-def select_run(results: list[RunResult], method: str, dataset: str, protocol: str) -> RunResult:
+def select_run(
+    results: list[RunResult],
+    method: str,
+    dataset: str,
+    protocol: str,
+    results_dir: Path | None = None,
+) -> RunResult:
     """The run of method on dataset/protocol to compare: one with the card's hyperparameters
     (no overrides) before one with overrides, then a full run before a ``--limit`` run, then the
-    latest."""
+    latest.  None: the error says how to make one (``results_dir``: or to merge its shards)."""
     runs = [
         r
         for r in results
         if r.method_name == method and r.dataset_name == dataset and r.protocol_name == protocol
     ]
     if not runs:
+        fix = unmerged_hint(results_dir, method, dataset, protocol) if results_dir else ""
         raise ResultsError(
             f"no results of method {method!r} on dataset {dataset!r} with protocol {protocol!r}; "
-            f"run: odbench eval --method {method} --dataset {dataset} --protocol {protocol}"
+            + (
+                fix
+                or f"run: odbench eval --method {method} --dataset {dataset} --protocol {protocol}"
+            )
         )
     return max(runs, key=lambda r: (not r.overrides, r.limit is None, r.date, str(r.path)))
 
@@ -203,7 +213,7 @@ def compare_runs(
     seed: int = 0,
 ) -> tuple[list[RunResult], list[MetricComparison]]:
     results = load_all_results(results_dir)
-    runs = [select_run(results, m, dataset, protocol) for m in methods]
+    runs = [select_run(results, m, dataset, protocol, results_dir) for m in methods]
     max_over = (runs[0].protocol.get("definition") or {}).get("max_over", "dataset")
     for run in runs:
         _check_reproduces(run, max_over)

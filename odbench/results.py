@@ -456,6 +456,24 @@ def read_results(path: Path) -> RunResult:
     return RunResult.from_json(data, path)
 
 
+def shard_pattern(method: str, dataset: str, protocol: str) -> str:
+    """The glob of the shard results files of ``eval --shard I/N`` runs of one setting."""
+    name = results_stem(method, dataset, protocol, datetime.min).rsplit("__", 1)[0]
+    return f"{name}__*__shard-*-of-*.json"
+
+
+def unmerged_hint(results_dir: Path, method: str, dataset: str, protocol: str) -> str:
+    """How to make the result from its shards when ``results_dir`` holds shard results of the
+    setting (a sharded run not merged yet), else ``""``."""
+    pattern = shard_pattern(method, dataset, protocol)
+    if not any(Path(results_dir).glob(pattern)):
+        return ""
+    return (
+        f"{results_dir} holds only its shards (eval --shard): merge them first, "
+        f"odbench merge {Path(results_dir) / pattern} --results-dir {results_dir}"
+    )
+
+
 def load_all_results(results_dir: Path) -> list[RunResult]:
     """Every results JSON in ``results_dir`` (sorted by file name); a missing folder is empty.
     Shards of a run (``eval --shard``) are left out: only their merge is a result."""

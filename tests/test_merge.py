@@ -252,3 +252,33 @@ def test_a_launch_of_one_shard_merges_with_the_other_shards(tmp_path: Path) -> N
     assert results["metrics"] == whole.metrics
     for key, value in whole.records.arrays().items():
         np.testing.assert_array_equal(records[key], value, err_msg=key)
+
+
+def test_compare_on_unmerged_shards_says_how_to_merge_them(tmp_path: Path) -> None:
+    """Shards are no result: a command that needs the run says to merge them (was: run eval)."""
+    whole = _run_whole(tmp_path)
+    shards = tmp_path / "shards"
+    for i, part in enumerate(_split(whole, 2)):
+        stem = f"center-prior__toy__odbench__20260101T000000Z__{Shard(i, 2).label()}"
+        write_results(RunResult.from_json(part.results, records=part.records), shards, stem)
+    args = ["compare", "--methods", "center-prior,wctr", "--dataset", "toy"]
+    result = CliRunner().invoke(main, [*args, "--results-dir", str(shards)])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    pattern = str(shards / "center-prior__toy__odbench__*__shard-*-of-*.json")
+    assert f"holds only its shards (eval --shard): merge them first, odbench merge {pattern}" in (
+        result.output
+    )
+    merged = CliRunner().invoke(
+        main,
+        [
+            "merge",
+            *map(str, sorted(shards.glob(pattern.rsplit("/", 1)[1]))),
+            "--results-dir",
+            str(shards),
+        ],
+    )
+    assert merged.exit_code == 0, merged.output
+    assert (
+        "run: odbench eval --method wctr"
+        in CliRunner().invoke(main, [*args, "--results-dir", str(shards)]).output
+    )  # center-prior now has its result; wctr has none and no shards

@@ -108,7 +108,7 @@ def load_report_data(
     results = load_all_results(results_dir)
     runs = []
     for name in methods:
-        run = _as_report_run(select_run(results, name, dataset, protocol), name)
+        run = _as_report_run(select_run(results, name, dataset, protocol, results_dir), name)
         path = run.results["_path"]
         if "saliency" not in run.results["metrics"]:
             raise ResultsError(
