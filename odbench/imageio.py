@@ -35,7 +35,22 @@ class BinaryMaskWarning(UserWarning):
     Raised once per file by :func:`read_gray`; :func:`read_warnings` turns them into one line."""
 
 
+class EightBitIn16Warning(UserWarning):
+    """A 16-bit map whose values all lie in 0..255: 8-bit values saved in a 16-bit file (e.g. a
+    uint8 array cast to uint16 before saving).  Read on its 16-bit scale it would be nearly
+    black (a GT mask: empty), so it is read on the 8-bit scale (v -> 257 v, 255 = 1.0), with a
+    warning.  Raised once per file by :func:`read_gray`; summarised by :func:`read_warnings`."""
+
+
 MAX_NAMED = 3  # files named in a summary line
+#: Warnings about many files, each summarised in ONE line by :func:`read_warnings`.
+SUMMARISED = {
+    BinaryMaskWarning: "{n} mask file(s) store only the values 0 and 1 and were read as binary "
+    "masks (1 = foreground)",
+    EightBitIn16Warning: "{n} 16-bit file(s) hold only the values 0..255 (8-bit values in a "
+    "16-bit file) and were read on the 8-bit scale (255 = 1.0); re-save them as 8-bit to "
+    "silence this",
+}
 REEXPORT = "re-export it (or copy it again) as PNG or JPEG"
 
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
@@ -99,12 +114,12 @@ def read_gray(path: str | Path, *, what: str = "mask") -> np.ndarray:
         return _binary01(fast, path)
     img = _open(path, data)
     if img.mode in ("I;16", "I;16B", "I;16L"):
-        return _binary01(np.asarray(img).astype(np.uint16), path)
+        return _eight_bit_in_16(_binary01(np.asarray(img).astype(np.uint16), path), path)
     if img.mode == "I":
         arr = np.asarray(img)
         if arr.min() < 0 or arr.max() > 65535:
             raise ImageReadError(f"{path}: 32-bit {what} with values outside 0..65535")
-        return _binary01(arr.astype(np.uint16), path)
+        return _eight_bit_in_16(_binary01(arr.astype(np.uint16), path), path)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         raise ImageReadError(
             f"{path}: {what} has an alpha channel ({img.mode}); save it as 8-bit grayscale"
@@ -179,30 +194,41 @@ def _binary01(arr: np.ndarray, path: Path) -> np.ndarray:
     return arr
 
 
+def _eight_bit_in_16(arr: np.ndarray, path: Path) -> np.ndarray:
+    """A 16-bit map whose values are at most 255 (and not just 0/1, see :func:`_binary01`)
+    holds 8-bit values: scale them to 16 bits (v -> 257 v, so v / 255 is kept exactly), with an
+    :class:`EightBitIn16Warning`."""
+    peak = int(arr.max()) if arr.size else 0
+    if 1 < peak <= 255:
+        warnings.warn(EightBitIn16Warning(str(path)), stacklevel=3)
+        return arr * np.uint16(257)
+    return arr
+
+
 @contextmanager
 def read_warnings() -> Iterator[list[str]]:
     """Collect the warnings raised while reading maps; on exit, ``lines`` holds one line per
-    warning, except :class:`BinaryMaskWarning`, summarised in ONE line (count + first files).
+    warning, except those of :data:`SUMMARISED`, each kind in ONE line (count + first files).
     The caller prints the lines after the ``with`` block."""
     lines: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", BinaryMaskWarning)
+        for kind in SUMMARISED:
+            warnings.simplefilter("always", kind)
         warnings.simplefilter("always", UserWarning)
         try:
             yield lines
         finally:
-            binary = [str(w.message) for w in caught if issubclass(w.category, BinaryMaskWarning)]
-            lines.extend(
-                str(w.message) for w in caught if not issubclass(w.category, BinaryMaskWarning)
-            )
-            if binary:
-                files = sorted(set(binary))
-                more = len(files) - MAX_NAMED
-                lines.append(
-                    f"{len(files)} mask file(s) store only the values 0 and 1 and were read as "
-                    f"binary masks (1 = foreground): {', '.join(files[:MAX_NAMED])}"
-                    + (f" and {more} more" if more > 0 else "")
-                )
+            kinds = tuple(SUMMARISED)
+            lines.extend(str(w.message) for w in caught if not issubclass(w.category, kinds))
+            for kind, text in SUMMARISED.items():
+                files = sorted({str(w.message) for w in caught if issubclass(w.category, kind)})
+                if files:
+                    more = len(files) - MAX_NAMED
+                    lines.append(
+                        text.format(n=len(files))
+                        + f": {', '.join(files[:MAX_NAMED])}"
+                        + (f" and {more} more" if more > 0 else "")
+                    )
 
 
 def to_unit(arr: np.ndarray) -> np.ndarray:

@@ -101,3 +101,28 @@ def test_stats_01_masks_and_clean_stdout(tmp_path: Path) -> None:
     assert rb.stdout.startswith("# Dataset statistics")  # no blank lines first (item 12)
     lines = _warning_lines(rb.stderr)
     assert len(lines) == 1 and "5 mask file(s)" in lines[0]
+
+
+def test_8bit_values_in_16bit_files_are_read_on_the_8bit_scale_with_one_line(
+    tmp_path: Path,
+) -> None:
+    """A uint8 map cast to uint16 before saving (values 0..255 in a 16-bit PNG) read on its
+    16-bit scale is nearly black (a GT: empty, maxFβ 0); it scores as the 8-bit files do."""
+    a = write_set(tmp_path / "a")
+    b = write_set(tmp_path / "b")
+    for folder in ("pred", "masks"):
+        for path in (b / folder).iterdir():
+            write_png(path, read_gray(path).astype(np.uint16))
+    assert read_gray(tmp_path / "a" / "pred" / "0.png").dtype == np.uint8
+    with pytest.warns(UserWarning, match="0.png"):
+        wide = read_gray(b / "pred" / "0.png")
+    assert wide.dtype == np.uint16 and wide.max() > 255
+    assert np.array_equal(wide, read_gray(a / "pred" / "0.png").astype(np.uint16) * 257)
+    runner = CliRunner()
+    args = ["score", "--json", "--metrics", "all", "--pred-dir"]
+    ra = runner.invoke(main, [*args, str(a / "pred"), "--gt-dir", str(a / "masks")])
+    rb = runner.invoke(main, [*args, str(b / "pred"), "--gt-dir", str(b / "masks")])
+    assert ra.exit_code == 0 and rb.exit_code == 0, rb.output
+    assert json.loads(rb.stdout) == json.loads(ra.stdout)  # bit for bit: v / 255 == 257 v / 65535
+    lines = _warning_lines(rb.stderr)
+    assert len(lines) == 1 and "10 16-bit file(s) hold only the values 0..255" in lines[0]

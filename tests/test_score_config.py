@@ -228,3 +228,15 @@ def test_config_values_of_the_wrong_type_and_ids_given_twice_are_reported(tmp_pa
     assert "protocol = 5: expected a protocol name" in out.stderr
     assert "images = 3: expected a folder path" in out.stderr
     assert "1 id(s) given by two files" in out.stderr and "0001.jpg and 0001.png" in out.stderr
+
+
+def test_config_paths_may_start_with_the_home_folder(tmp_path, monkeypatch):
+    make_project(tmp_path / "home", n=3)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    config = tmp_path / "elsewhere" / "runs.toml"
+    config.parent.mkdir()
+    config.write_text(
+        '[datasets.d]\ngt = "~/gt"\nimages = "~/preds"\n[methods.m]\nd = "~/preds/a"\n'
+    )
+    (row,) = run_config(config, tmp_path / "res")
+    assert row["status"] == "scored" and row["n_images"] == 3

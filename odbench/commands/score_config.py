@@ -7,7 +7,7 @@ The daily job of comparing against published prediction maps::
                                     # e.g. "s_measure,mae" or ["s_measure", "mae"]
 
     [datasets.ecssd]
-    gt = "data/ECSSD/ground_truth_mask"   # GT masks; paths are relative to this file
+    gt = "data/ECSSD/ground_truth_mask"   # GT masks; paths are relative to this file (~ = home)
     images = "data/ECSSD/images"          # optional: checked to exist
     prefix = ""                           # optional: file name = prefix + id + suffix
     suffix = ".png"                       # optional (default: any image extension)
@@ -114,7 +114,9 @@ def _folder(base: Path, value: Any, where: str, problems: list[str]) -> Folder |
             f"{where}: unknown key(s) {', '.join(unknown)}; valid: path, prefix, suffix"
         )
     folder = Folder(
-        base / value["path"], str(value.get("prefix", "")), str(value.get("suffix", ""))
+        base / Path(value["path"]).expanduser(),
+        str(value.get("prefix", "")),
+        str(value.get("suffix", "")),
     )
     if not folder.path.is_dir():
         problems.append(f"{where}: folder {folder.path} does not exist")
@@ -158,8 +160,10 @@ def load_config(path: Path) -> tuple[dict[str, Any], list[Job], list[str]]:
             )
         if "images" in table and not isinstance(table["images"], str):
             problems.append(f"{where}: images = {table['images']!r}: expected a folder path")
-        elif isinstance(table.get("images"), str) and not (base / table["images"]).is_dir():
-            problems.append(f"{where}: images folder {base / table['images']} does not exist")
+        elif isinstance(table.get("images"), str):
+            images = base / Path(table["images"]).expanduser()
+            if not images.is_dir():
+                problems.append(f"{where}: images folder {images} does not exist")
         gt = _folder(
             base,
             {"path": table["gt"], **{k: table[k] for k in ("prefix", "suffix") if k in table}},
