@@ -129,10 +129,17 @@ def select_ids(ids: list[str], n: int | None, seed: int) -> list[str]:
 
 
 def prepare(
-    dataset: Any, ids: list[str], resolution: int, folder: Path, progress: Callable[[int], None]
+    dataset: Any,
+    ids: list[str],
+    resolution: int,
+    folder: Path,
+    progress: Callable[[int], None],
+    image_rows: set[int] | None = None,
 ) -> Prepared:
     """Read, hash and resize every sample (the resize :func:`odbench.methods.trained.to_batch`
-    applies at evaluation) into ``folder``."""
+    applies at evaluation) into ``folder``.  With ``image_rows``, only those rows' images are
+    stored (the others stay unwritten, a sparse file): a rank that trains from cached features
+    needs the images of its own share only."""
     import torch
     import torch.nn.functional as F
 
@@ -152,7 +159,8 @@ def prepare(
             raise TrainError(f"sample {sample_id!r} of the training data has no GT mask")
         image_hashes.append(content_hash(sample.image))
         rows.append([sample_id, image_hashes[-1], content_hash(sample.mask)])
-        images[i] = (to_batch([sample.image], r)[0] * 255.0).round().to(torch.uint8).numpy()
+        if image_rows is None or i in image_rows:
+            images[i] = (to_batch([sample.image], r)[0] * 255.0).round().to(torch.uint8).numpy()
         m = torch.from_numpy(to_unit(sample.mask).astype(np.float32))[None, None]
         m = F.interpolate(m, size=(r, r), mode="bilinear", antialias=True, align_corners=False)
         masks[i] = (m[0, 0].clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
@@ -645,8 +653,18 @@ def _train(
     card, opts, spec, device = setup.card, setup.opts, setup.spec, setup.device
     seed, resolution, bs = setup.seed, setup.resolution, setup.batch_size
     ids = setup.ids
+    everything = list(range(len(ids)))
+    mine = Shard(world.rank, world.size).take(everything)  # this rank's share of the features
+    from_features = setup.extractor is not None
     with _count(show_progress, len(ids), "prepare") as advance:
-        prepared = prepare(setup.dataset, ids, resolution, prepared_dir, advance)
+        prepared = prepare(
+            setup.dataset,
+            ids,
+            resolution,
+            prepared_dir,
+            advance,
+            set(mine) if from_features and not world.is_main else None,
+        )
     train_rows, val_rows = split_rows(len(ids), float(opts["val_split"]), seed)
     spe = steps_per_epoch(len(train_rows), bs)
     total = epochs * spe if epochs is not None else int(steps or opts["steps"])
@@ -655,13 +673,17 @@ def _train(
     computed = 0
     if setup.extractor is not None:
         entry = FeatureCache(cache_dir).entry(setup.extractor, resolution)
-        everything = list(range(len(ids)))
-        mine = Shard(world.rank, world.size).take(everything)
         with _count(show_progress, len(mine), "features") as advance:
             computed = _fill(entry, setup, prepared, mine, advance)
         world.barrier()
-        # What no rank could see (a cache folder local to each node): computed here too.
-        computed += _fill(entry, setup, prepared, everything, lambda k: None)
+        missing = entry.missing(prepared.image_hashes)
+        if missing:  # every rank's share is cached by now, unless ranks see different folders
+            raise TrainError(
+                f"{entry.folder}: the features of {len(missing)} of {len(ids)} images are "
+                f"missing after every process cached its share: the processes do not share "
+                f"this folder (other nodes?); give them one --cache-dir on a shared filesystem, "
+                f"or fill it first with --cache-only"
+            )
         computed = sum(world.gather(computed) or [computed])
         inputs.features = entry.rows(prepared.image_hashes)
 

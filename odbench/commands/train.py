@@ -55,7 +55,12 @@ def train_errors() -> Iterator[None]:
 @click.option(
     "--resolution", type=int, default=None, help="Training resolution (default: the card's)."
 )
-@click.option("--batch-size", type=int, default=None, help="Batch size (default: the card's).")
+@click.option(
+    "--batch-size",
+    type=int,
+    default=None,
+    help="Global batch size, split across the processes of a launch (default: the card's).",
+)
 @click.option("--lr", type=float, default=None, help="Adam learning rate (default: the card's).")
 @click.option("--seed", type=int, default=None, help="Seed (default: the card's).")
 @click.option("--trunk-weights", default=None, help="deeplabv3: 'imagenet' or a .safetensors file.")
