@@ -94,3 +94,18 @@ def test_damaged_files_are_pillows_errors(tmp_path: Path):
             read_gray(path)
     with pytest.raises(ImageReadError, match="nope.png: file not found"):
         read_gray(tmp_path / "nope.png")
+
+
+def test_png_size_from_the_header_and_a_bad_header_is_pillows_error(tmp_path: Path):
+    from odbench.imageio import image_size
+
+    for k, arr in enumerate(maps()[:6]):
+        path = tmp_path / f"{k}.png"
+        path.write_bytes(pillow_png(arr))
+        assert image_size(path) == arr.shape
+    data = bytearray(pillow_png(maps()[2]))
+    data[17] ^= 1  # the width, under the IHDR checksum
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ImageReadError, match="bad.png: unreadable or corrupt image"):
+        image_size(bad)

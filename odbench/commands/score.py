@@ -22,6 +22,7 @@ import click
 from odbench.cli import UserError, results_dir_option, user_errors
 
 MAX_NAMED = 5  # file names listed in one error line
+CHUNK = 8  # images per worker task at most (score_methods)
 
 
 def _by_stem(folder: Path, what: str) -> dict[str, Path]:
@@ -117,17 +118,24 @@ def score_methods(
                 raise UserError(f"{pred_path}: {e}") from e
         return records
 
+    def work_chunk(chunk: list[tuple[str, list[Path], Path]]) -> list[list[Any]]:
+        return [work(item) for item in chunk]
+
+    # a few images per task: handing a task to a thread costs tens of microseconds
+    size = max(1, min(CHUNK, len(items) // (4 * workers)))
+    chunks = [items[k : k + size] for k in range(0, len(items), size)]
     out: list[list[Any]] = [[] for _ in meters]
     # read_warnings() catches process-wide, so it wraps the whole pool (one context per thread
     # would race); RGB files converted, 0/1 masks: printed once at the end.
     with read_warnings() as notes, _progress(len(items), show_progress) as advance:
         pool = ThreadPoolExecutor(max_workers=workers)
         try:
-            for records in pool.map(work, items):
-                for meter, record, kept in zip(meters, records, out):
-                    meter.add(record)
-                    kept.append(record)
-                advance()
+            for chunk_records in pool.map(work_chunk, chunks):
+                for records in chunk_records:
+                    for meter, record, kept in zip(meters, records, out):
+                        meter.add(record)
+                        kept.append(record)
+                    advance()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     for line in sorted(notes):
