@@ -62,9 +62,18 @@ def _open(path: Path, data: bytes | None = None) -> Image.Image:
         img.load()
     except FileNotFoundError as e:
         raise ImageReadError(f"{path}: file not found") from e
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(f"{path}: {_too_large(e)}") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"{path}: unreadable or corrupt image ({e}); {REEXPORT}") from e
     return img
+
+
+def _too_large(e: Exception) -> str:
+    return (
+        f"image too large to decode safely ({e}); a map this size is probably not the right "
+        "file (raise PIL.Image.MAX_IMAGE_PIXELS if it is)"
+    )
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -88,6 +97,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
             w, h = img.size
     except FileNotFoundError as e:
         raise ImageReadError(f"{path}: file not found") from e
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(f"{path}: {_too_large(e)}") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"{path}: unreadable or corrupt image ({e}); {REEXPORT}") from e
     return h, w

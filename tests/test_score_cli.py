@@ -332,3 +332,16 @@ def test_a_failing_image_is_reported_by_file_in_file_order_and_nothing_is_writte
     assert not res.exists() or not list(res.iterdir())
     direct = invoke("score", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--workers", "3")
     assert_one_line_error(direct, "img1.png: planted failure in img1")
+
+
+def test_an_image_over_pillows_pixel_limit_is_one_line(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
+    pred_dir, gt_dir = make_pairs(tmp_path, n=2)  # 12 x 16 = 192 pixels
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 50)  # over 2 x 50: a "decompression bomb"
+    out = invoke("score", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir))
+    assert_one_line_error(out, "img0.png: image too large to decode safely", "MAX_IMAGE_PIXELS")
+    from odbench.imageio import ImageReadError, read_gray
+
+    with pytest.raises(ImageReadError, match="too large"):
+        read_gray(pred_dir / "img1.png")
