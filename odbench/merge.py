@@ -3,7 +3,8 @@
 A shard's results JSON carries a ``shard`` block: ``index``, ``count``, ``n_total`` (ids in the
 whole run) and ``ids_sha256`` (:func:`odbench.distributed.ids_digest` of the whole run's ids in
 order).  Merging checks that the shards fit together — the same method (name, card,
-hyperparameters, overrides), dataset, protocol and tasks; every shard ``0..N-1`` exactly once;
+hyperparameters, overrides; code and weights, by the key of the prediction cache), dataset,
+protocol and tasks; every shard ``0..N-1`` exactly once;
 disjoint ids whose interleaving is the whole run's id list — then interleaves the per-image
 records back into the dataset's order and computes the metrics from them with the same
 accumulators, in the same order, as a single process: the numbers are bit-identical.
@@ -15,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -44,6 +46,14 @@ class MergeError(ValueError):
 
 #: The fix for a shard whose file is damaged.
 RERUN_SHARD = "re-run that shard (its odbench eval … --shard I/N command) and merge again"
+
+
+def _cache_key(part: Part) -> str | None:
+    """The prediction cache key a part's maps came from (the name of the cache folder its
+    results name): a hash of the method's name, card, hyperparameters, code and weights and of
+    the dataset (:func:`odbench.cache.cache_key`), wherever the cache lived.  ``None``: no cache."""
+    cache = part.results.get("cache")
+    return PurePath(cache).name if isinstance(cache, str) and cache else None
 
 
 def _metrics_set(part: Part) -> str:
@@ -118,6 +128,13 @@ def check_fit(parts: Sequence[Part], into: Shard | None = None) -> list[Part]:
                     f"{first.name} and {p.name} were cut from different id lists "
                     f"(shard.{key} differs: another dataset version or --limit)"
                 )
+        key_a, key_b = _cache_key(first), _cache_key(p)
+        if key_a is not None and key_b is not None and key_a != key_b:
+            raise MergeError(
+                f"{first.name} and {p.name} were predicted by different method code or weights "
+                f"(cache keys {key_a} vs {key_b}: odbench or the method changed between them); "
+                "re-run the older shards with the current code, then merge"
+            )
         if set(p.records) != set(first.records):
             raise MergeError(
                 f"{first.name} and {p.name} hold different per-image records "

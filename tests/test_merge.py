@@ -163,6 +163,7 @@ def test_merge_refuses_shards_that_do_not_fit(tmp_path: Path) -> None:
         ([a, Part(a.results, a.records, "rerun.json"), b], "are both shard 0/2; pass each shard"),
         ([a, Part(b.results, sod, "b")], "(--metrics basic vs --metrics all); merge only shards"),
         ([a, _tweak(b, ("date",), "yesterday")], "date 'yesterday' is not ISO 8601; re-run that"),
+        ([a, _tweak(b, ("cache",), "/c/center-prior/0123")], "by different method code or weights"),
         ([a, _tweak(b, ("shard", "count"), "2")], "s1.json: damaged shard or date field; re-run"),
         ([a, b, c], "is one of 2 shards but s2.json is shard 2/3"),
         ([a, Part({k: v for k, v in b.results.items() if k != "shard"}, b.records, "w")], "w: not"),
