@@ -138,6 +138,22 @@ def test_two_shards_merge_into_one_run(reference: Path, backbone: Any, tmp_path:
     )
     assert result.exit_code == 0, result.output
     assert files(tmp_path / "m") == files(reference)
+    # A damaged shard is refused before anything is written: no half-merged --out.
+    import shutil
+
+    shards = [tmp_path / "shard0", tmp_path / "damaged"]
+    shutil.copytree(tmp_path / "shard1", shards[1])
+    (shards[1] / "images" / "s0-0000003.png").unlink()
+    with pytest.raises(SynthStoreError, match="s0-0000003.png: missing, but .* says the sample"):
+        merge(shards, tmp_path / "m2")
+    shutil.copy(tmp_path / "shard1" / "images" / "s0-0000003.png", shards[1] / "images")
+    record = shards[1] / "records" / "s0-0000005.json"
+    record.write_text(record.read_text()[:40])  # a truncated record
+    with pytest.raises(SynthStoreError, match="s0-0000005.json: unreadable"):
+        merge(shards, tmp_path / "m2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged", "m", "shard0", "shard1"]
+    with pytest.raises(SynthStoreError, match=r"\(1/2 missing\); make it with odbench synth"):
+        merge(shards[:1], tmp_path / "m2")
 
 
 class _Rank:

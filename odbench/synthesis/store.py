@@ -22,6 +22,8 @@ folder one unsharded run writes.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import threading
 from collections import Counter
 from collections.abc import Sequence
@@ -229,12 +231,27 @@ def merge(folders: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
     shards = [tuple(g["shard"]) if g.get("shard") else (0, 1) for g in gens]
     count = shards[0][1]
     if sorted(shards) != [(i, count) for i in range(count)]:
-        have = ", ".join(f"{i}/{n}" for i, n in shards)
-        raise SynthStoreError(f"merge needs shards 0..{count - 1} of {count} once each, got {have}")
+        have = ", ".join(f"{f} = {i}/{n}" for f, (i, n) in zip(folders, shards))
+        seen: dict[tuple[int, int], str | Path] = {}
+        for f, shard in zip(folders, shards):
+            if shard in seen:
+                raise SynthStoreError(
+                    f"{seen[shard]} and {f} are both shard {shard[0]}/{shard[1]}; pass each "
+                    "shard once"
+                )
+            seen[shard] = f
+        absent = [f"{i}/{count}" for i in range(count) if (i, count) not in seen]
+        fix = f"make it with odbench synth … --shard {absent[0]}" if absent else "merge one run"
+        raise SynthStoreError(
+            f"merge needs shards 0..{count - 1} of {count} once each, got {have}"
+            + (f" ({', '.join(absent)} missing)" if absent else "")
+            + f"; {fix}, then merge"
+        )
     n = int(first["n"])
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SynthStoreError(f"{out}: exists and is not empty; merge into a new folder")
+    check_output_folder(out, "--out")
     sources: dict[int, Path] = {}
     for f, (i, count) in zip(folders, shards):
         indices = {int(p.stem.rsplit("-", 1)[1]) for p in (Path(f) / "records").glob("*.json")}
@@ -246,15 +263,38 @@ def merge(folders: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
             )
         for index in indices:
             sources[index] = Path(f)
-    header = {k: first[k] for k in ("config", "model", "odbench")}
-    store = SynthStore(out, header)
+    # Every record and PNG is checked before anything is written, and the merge is made in a
+    # temporary folder renamed to ``out`` at the end: a shard that turns out damaged, a full
+    # disk or a kill leaves no half-merged ``out`` behind.
+    records: dict[int, tuple[Path, dict[str, Any]]] = {}
     for index in sorted(sources):
         src = sources[index]
         path = src / "records" / f"{sample_id(int(first['config']['seed']), index)}.json"
         rec = _read_json(path)
-        for key in ("image", "mask") if rec["kept"] else ():
-            atomic_write_bytes(out / rec[key], (src / rec[key]).read_bytes())
-        atomic_write_bytes(out / "records" / path.name, path.read_bytes())
-        store.records[index] = rec
-    store.finish(n)
+        for key in ("image", "mask") if rec.get("kept") else ():
+            if not (src / str(rec.get(key))).is_file():
+                raise SynthStoreError(
+                    f"{src / str(rec.get(key))}: missing, but {path} says the sample was kept; "
+                    f"delete that record and resume the shard with the same command (it makes "
+                    "the sample again), then merge"
+                )
+        records[index] = (path, rec)
+    header = {k: first[k] for k in ("config", "model", "odbench")}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".merging", dir=out.parent))
+    try:
+        store = SynthStore(tmp, header)
+        for index, (path, rec) in records.items():
+            src = path.parent.parent
+            for key in ("image", "mask") if rec["kept"] else ():
+                atomic_write_bytes(tmp / rec[key], (src / rec[key]).read_bytes())
+            atomic_write_bytes(tmp / "records" / path.name, path.read_bytes())
+            store.records[index] = rec
+        store.finish(n)
+        if out.is_dir():
+            out.rmdir()  # empty (checked above)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return store.counts()
