@@ -40,7 +40,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -614,10 +614,13 @@ def train(
             shard=None,
             overrides=overrides,
         )
-        with tempfile.TemporaryDirectory(prefix="odbench-train-") as tmp:
+        with ExitStack() as stack:
             # Rank 0 prepares into the run folder; the others, which write nothing there, into
             # a temporary folder of their own (removed at the end).
-            prepared_dir = (Path(out) if world.is_main else Path(tmp)) / PREPARED_DIR
+            prepared_dir = Path(out) / PREPARED_DIR
+            if not world.is_main:
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="odbench-train-"))
+                prepared_dir = Path(tmp) / PREPARED_DIR
             return _train(
                 world,
                 setup,
