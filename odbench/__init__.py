@@ -45,7 +45,10 @@ def evaluate(
     :class:`~odbench.results.RunResult`: ``.metrics["saliency"]`` holds ``acc``, ``iou``,
     ``max_fbeta``, ``mae``; ``.metrics["localization"]["corloc"]`` is there for box datasets;
     ``.records`` holds the per-image scores.  ``options``: ``overrides`` (dict), ``batch_size``,
-    ``workers``, ``cache_dir``, ``results_dir``, ``save_preds``, ``show_progress``."""
+    ``workers``, ``cache_dir``, ``results_dir``, ``save_preds``, ``show_progress``,
+    ``metrics_set`` (as ``--metrics``: ``"all"`` or names such as ``"s_measure,mae"`` add the
+    salient-object family to ``.metrics["saliency"]``; an unknown name is a ``ValueError``
+    listing the valid ones)."""
     from odbench.runner import run_eval
 
     options.setdefault("results_dir", None)

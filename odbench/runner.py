@@ -511,9 +511,12 @@ def run(
     ``results_dir`` (``None``: write none).  Output folders are checked before any work.
     With ``shard``, only that shard of those samples (:class:`odbench.distributed.Shard`); the
     result says which part of which id list it holds, for :mod:`odbench.merge`.
-    ``metrics_set="all"`` adds the salient-object family and its curves."""
+    ``metrics_set="all"`` (or names of its metrics, :mod:`odbench.metrics.selection`) adds the
+    salient-object family and its curves."""
     from odbench.imageio import atomic_write_bytes, write_png
+    from odbench.metrics.selection import parse_metrics
 
+    metrics_set = parse_metrics(metrics_set, "metrics_set").tier
     if batch_size < 1:
         raise EvalError(f"--batch-size must be >= 1, got {batch_size}")
     if workers < 1:
@@ -744,6 +747,10 @@ def run_eval(
     names list the valid ones — check every image/mask pair's size (all mismatches in one
     error, or with ``on_mismatch="skip"`` left out and recorded), then :func:`run`; under a
     launcher (torchrun, accelerate launch), :func:`run_launched`."""
+    from odbench.metrics.selection import parse_metrics
+
+    if "metrics_set" in kwargs:  # basic, all or names: what to compute, checked before any work
+        kwargs["metrics_set"] = parse_metrics(kwargs["metrics_set"], "metrics_set").tier
     resolved = resolve_protocol(protocol)
     world = detect_world(device)
     try:

@@ -361,6 +361,17 @@ def test_eval_metrics_list_prints_those_and_stores_what_was_computed(tmp_path: P
     assert len(bad.stderr.strip().splitlines()) == 1 and not Path("x").exists()
 
 
+def test_python_api_takes_metric_names_and_refuses_unknown_ones() -> None:
+    from odbench.metrics.selection import MetricsSpecError
+
+    out = odbench.evaluate(_mean_gray, "toy", limit=2, metrics_set="s_measure,mae")
+    assert "s_measure" in out.metrics["saliency"] and "weighted_fbeta" in out.metrics["saliency"]
+    plain = odbench.evaluate(_mean_gray, "toy", limit=2, metrics_set="mae")
+    assert "s_measure" not in plain.metrics["saliency"]
+    with pytest.raises(MetricsSpecError, match="did you mean s_measure"):
+        odbench.evaluate(_mean_gray, "toy", limit=2, metrics_set="smeasure")
+
+
 def test_folder_datasets_are_named_by_their_folder(tmp_path: Path) -> None:
     from odbench.imageio import write_png
 
