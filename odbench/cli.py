@@ -134,6 +134,7 @@ _USER_ERRORS = (
     ("odbench.outputs", "OutputPathError"),
     ("odbench.checkpoint", "CheckpointError"),
     ("odbench.train", "TrainError"),
+    ("odbench.distributed", "ShardError"),
 )
 
 

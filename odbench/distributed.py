@@ -41,6 +41,10 @@ class ShardError(ValueError):
     """A shard specification or a set of shards that cannot be used; one line."""
 
 
+class LaunchError(ShardError):
+    """Another process of the launch stopped (its own error line says why); one line."""
+
+
 @dataclass(frozen=True)
 class Shard:
     """Shard ``index`` of ``count`` (0-based): the ids at positions ``index, index + count, …``."""
@@ -168,7 +172,14 @@ class World:
         from accelerate.utils import gather_object
 
         # gather_object all-gathers (a list per rank); objects stay in process memory.
-        gathered: list[T] = gather_object([obj])
+        try:
+            gathered: list[T] = gather_object([obj])
+        except RuntimeError as e:  # a peer died (its own error line is above): gloo / NCCL
+            raise LaunchError(
+                f"rank {self.rank}: another process of this launch stopped before the end "
+                f"({type(e).__name__} in the gather); its own error line says why: fix that "
+                "and run the same command again (finished work is kept)"
+            ) from e
         return gathered if self.is_main else None
 
     def broadcast(self, obj: T) -> T:

@@ -794,6 +794,14 @@ def run_launched(
         except OutputPathError as e:
             raise EvalError(str(e)) from e
     whole = shard or Shard()
+    limit, skip = kwargs.get("limit"), set(kwargs.get("skip_ids", ()))
+    chosen = dataset.ids()[:limit] if limit is not None and limit > 0 else dataset.ids()
+    n = len(whole.take([i for i in chosen if i not in skip]))
+    if 0 < n < world.size:  # every rank refuses alike, before any work (n = 0: run() says so)
+        part = f"shard {whole} holds" if not whole.whole else "the run has"
+        raise EvalError(
+            f"{part} {n} image(s) for {world.size} processes: launch at most {n} processes"
+        )
     kwargs["show_progress"] = bool(kwargs.get("show_progress")) and world.is_main
     start = time.perf_counter()
     own = run(

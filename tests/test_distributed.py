@@ -144,3 +144,21 @@ def test_two_process_launch_equals_one_process(tmp_path: Path) -> None:
     merged_from = [(p["name"], p["n_images"]) for p in r2.info["merged_from"]]
     assert merged_from == [("rank 0", 8), ("rank 1", 8)]
     assert r2.info["n_predicted"] == 16 and len(list((tmp_path / "c2").rglob("*.npz"))) == 16
+
+
+def test_a_peer_that_died_is_one_line_on_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When a rank stops on its own error, the others fail in the gather (gloo: 'Connection
+    closed by peer'): one line pointing at that rank's error, not a traceback."""
+    import accelerate.utils
+
+    from odbench.cli import UserError, user_errors
+    from odbench.distributed import World
+
+    def peer_gone(obj: object) -> object:
+        raise RuntimeError("[pair.cc:561] Connection closed by peer [127.0.0.1]:1752")
+
+    monkeypatch.setattr(accelerate.utils, "gather_object", peer_gone)
+    with pytest.raises(UserError) as err, user_errors():
+        World(rank=0, size=2).gather({"n": 1})
+    assert "rank 0: another process of this launch stopped before the end" in str(err.value)
+    assert "its own error line says why" in str(err.value)

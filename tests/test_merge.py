@@ -283,3 +283,21 @@ def test_compare_on_unmerged_shards_says_how_to_merge_them(tmp_path: Path) -> No
         "run: odbench eval --method wctr"
         in CliRunner().invoke(main, [*args, "--results-dir", str(shards)]).output
     )  # center-prior now has its result; wctr has none and no shards
+
+
+def test_a_launch_with_more_processes_than_images_is_refused_before_any_work(
+    tmp_path: Path,
+) -> None:
+    """Every rank refuses alike before predicting (was: rank 0 predicted, then waited in the
+    gather for the rank whose share was empty, which had stopped: a gloo traceback)."""
+    from odbench.distributed import World
+    from odbench.runner import EvalError, run_launched
+
+    method = CenterPrior(method_card("center-prior"))
+    method.name = "center-prior"
+    ds, proto = create_dataset("toy"), get_protocol("odbench")
+    with pytest.raises(EvalError, match="the run has 1 image\\(s\\) for 2 processes: launch at"):
+        run_launched(
+            World(0, 2), method, ds, proto, "toy", {}, limit=1, cache_dir=tmp_path / "cache"
+        )
+    assert not (tmp_path / "cache").exists()
