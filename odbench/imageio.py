@@ -12,7 +12,7 @@ import os
 import tempfile
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -181,6 +181,7 @@ def _gray8_png(data: bytes) -> np.ndarray | None:
     limit = Image.MAX_IMAGE_PIXELS  # beyond it Pillow warns or refuses: let it
     if width * height == 0 or (limit is not None and width * height > limit):
         return None
+    view = memoryview(data)
     chunks = []
     pos = 8
     while pos + 8 <= len(data):
@@ -189,7 +190,7 @@ def _gray8_png(data: bytes) -> np.ndarray | None:
         if pos + 12 + length > len(data):
             return None
         if kind == b"IDAT":
-            chunks.append(data[pos + 8 : pos + 8 + length])
+            chunks.append(view[pos + 8 : pos + 8 + length])
         elif kind == b"IEND":
             break
         elif kind == b"PLTE" or not kind[:1].islower() and kind != b"IHDR":
@@ -197,16 +198,32 @@ def _gray8_png(data: bytes) -> np.ndarray | None:
         pos += 12 + length
     expected = height * (width + 1)  # a filter byte and the pixels per row
     try:
-        raw = zlib_ng.decompressobj().decompress(b"".join(chunks), expected + 1)
+        stream = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        raw = zlib_ng.decompressobj().decompress(stream, expected + 1)
     except zlib_ng.error:  # type: ignore[misc]  # (its stub types it as a function)
         return None
     if len(raw) != expected:
         return None
     try:
-        img = Image.frombytes("L", (width, height), zlib.compress(raw, 0), "zip", "L")
+        img = Image.frombytes("L", (width, height), _stored_zlib(raw, zlib_ng.adler32), "zip", "L")
     except (OSError, ValueError):
         return None
     return np.asarray(img)
+
+
+def _stored_zlib(data: bytes, adler32: Callable[[bytes], int]) -> bytes:
+    """``data`` as a zlib stream of stored (uncompressed) deflate blocks (RFC 1950/1951):
+    what ``zlib.compress(data, 0)`` makes, without its copy through the compressor."""
+    out: list[bytes | memoryview] = [b"\x78\x01"]
+    view = memoryview(data)
+    for start in range(0, max(len(data), 1), 65535):
+        block = view[start : start + 65535]
+        final = start + 65535 >= len(data)
+        n = len(block)
+        out += [bytes((final,)) + n.to_bytes(2, "little") + (n ^ 0xFFFF).to_bytes(2, "little")]
+        out.append(block)
+    out.append(adler32(data).to_bytes(4, "big"))
+    return b"".join(out)
 
 
 def _binary01(arr: np.ndarray, path: Path) -> np.ndarray:

@@ -109,3 +109,12 @@ def test_png_size_from_the_header_and_a_bad_header_is_pillows_error(tmp_path: Pa
     bad.write_bytes(bytes(data))
     with pytest.raises(ImageReadError, match="bad.png: unreadable or corrupt image"):
         image_size(bad)
+
+
+def test_stored_zlib_streams_inflate_to_their_data():
+    from odbench.imageio import _stored_zlib
+
+    rng = np.random.default_rng(43)
+    for n in (0, 1, 65534, 65535, 65536, 3 * 65535 + 7):
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert zlib.decompress(_stored_zlib(data, zlib.adler32)) == data, n
