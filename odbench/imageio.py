@@ -42,6 +42,19 @@ class EightBitIn16Warning(UserWarning):
     warning.  Raised once per file by :func:`read_gray`; summarised by :func:`read_warnings`."""
 
 
+class ConvertedToGrayWarning(UserWarning):
+    """A colour (RGB, palette...) map converted to grayscale by :func:`read_gray`; its message
+    names the file and the mode.  :func:`read_warnings` prints one such warning as it is and
+    several as ONE line (methods often save every map as RGB)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    @property
+    def path(self) -> str:
+        return str(self.args[1]) if len(self.args) > 1 else str(self.args[0])
+
+
 MAX_NAMED = 3  # files named in a summary line
 #: Warnings about many files, each summarised in ONE line by :func:`read_warnings`.
 SUMMARISED = {
@@ -50,6 +63,8 @@ SUMMARISED = {
     EightBitIn16Warning: "{n} 16-bit file(s) hold only the values 0..255 (8-bit values in a "
     "16-bit file) and were read on the 8-bit scale (255 = 1.0); re-save them as 8-bit to "
     "silence this",
+    ConvertedToGrayWarning: "{n} colour (RGB or palette) file(s) were converted to grayscale "
+    "(luminance, ITU-R 601-2)",
 }
 REEXPORT = "re-export it (or copy it again) as PNG or JPEG"
 
@@ -153,7 +168,8 @@ def read_gray(path: str | Path, *, what: str = "mask") -> np.ndarray:
     if img.mode == "1":
         return np.asarray(img).astype(np.uint8) * 255
     if img.mode != "L":
-        warnings.warn(f"{path}: {what} stored as {img.mode}, converted to grayscale", stacklevel=2)
+        message = f"{path}: {what} stored as {img.mode}, converted to grayscale"
+        warnings.warn(ConvertedToGrayWarning(message, str(path)), stacklevel=2)
         img = img.convert("L")
     return _binary01(np.asarray(img), path)
 
@@ -262,7 +278,11 @@ def read_warnings() -> Iterator[list[str]]:
             kinds = tuple(SUMMARISED)
             lines.extend(str(w.message) for w in caught if not issubclass(w.category, kinds))
             for kind, text in SUMMARISED.items():
-                files = sorted({str(w.message) for w in caught if issubclass(w.category, kind)})
+                mine = [w.message for w in caught if issubclass(w.category, kind)]
+                if kind is ConvertedToGrayWarning and len({str(m) for m in mine}) == 1:
+                    lines.append(str(mine[0]))  # one file: its own line (what and mode)
+                    continue
+                files = sorted({getattr(m, "path", str(m)) for m in mine})
                 if files:
                     more = len(files) - MAX_NAMED
                     lines.append(

@@ -92,6 +92,18 @@ def test_rgb_prediction_is_converted_with_a_one_line_warning(tmp_path):
     ]
 
 
+def test_many_rgb_predictions_are_one_warning_line(tmp_path):
+    pred_dir, gt_dir = make_pairs(tmp_path, n=6)
+    for i in range(5):
+        gray = np.asarray(Image.open(pred_dir / f"img{i}.png"))
+        Image.fromarray(np.stack([gray] * 3, axis=2)).save(pred_dir / f"img{i}.png")
+    result = invoke("score", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--json")
+    assert result.exit_code == 0, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("warning: 5 colour (RGB or palette) file(s) were converted")
+    assert f"{pred_dir / 'img0.png'}" in line and line.endswith("and 2 more")
+
+
 def test_mismatched_stems_name_the_files(tmp_path):
     pred_dir, gt_dir = make_pairs(tmp_path)
     (pred_dir / "img0.png").rename(pred_dir / "extra.png")
