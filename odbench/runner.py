@@ -505,6 +505,7 @@ def run(
     show_progress: bool = False,
     shard: Shard | None = None,
     metrics_set: str = "basic",
+    write_boxes: bool = True,
 ) -> RunResult:
     """Run ``method`` over (the first ``limit`` samples, less ``skip_ids``, of) ``dataset``,
     score every image under ``protocol`` and write the results JSON + records to
@@ -512,8 +513,9 @@ def run(
     With ``shard``, only that shard of those samples (:class:`odbench.distributed.Shard`); the
     result says which part of which id list it holds, for :mod:`odbench.merge`.
     ``metrics_set="all"`` (or names of its metrics, :mod:`odbench.metrics.selection`) adds the
-    salient-object family and its curves."""
-    from odbench.imageio import atomic_write_bytes, write_png
+    salient-object family and its curves.  ``write_boxes=False``: ``save_preds`` gets the maps
+    only (a launch's rank 0 writes the boxes of all ranks)."""
+    from odbench.imageio import write_png
     from odbench.metrics.selection import parse_metrics
 
     metrics_set = parse_metrics(metrics_set, "metrics_set").tier
@@ -594,11 +596,8 @@ def run(
         )
     wall = time.perf_counter() - start
     metrics = summarize(records, protocol)
-    if records.localization is not None and save_preds is not None:
-        boxes_json = {i: b.tolist() for i, b in zip(records.ids, records.localization.pred_box)}
-        import json
-
-        atomic_write_bytes(Path(save_preds) / "boxes.json", json.dumps(boxes_json).encode())
+    if save_preds is not None and write_boxes:
+        write_boxes_json(Path(save_preds), records.arrays(), shard if sharded else None)
 
     when = utc_now()
     result = RunResult(
@@ -629,6 +628,20 @@ def run(
             stem += f"__{shard.label()}"
         write_results(result, Path(results_dir), stem)
     return result
+
+
+def write_boxes_json(folder: Path, records: dict[str, np.ndarray], shard: Shard | None) -> None:
+    """``--save-preds``' boxes, ``{id: [x1, y1, x2, y2]}``, when the run localizes: ``boxes.json``,
+    or ``boxes.shard-I-of-N.json`` for a shard (shards may share one folder)."""
+    from odbench.imageio import atomic_write_bytes
+
+    if "pred_box" not in records:
+        return
+    import json
+
+    boxes = {str(i): b.tolist() for i, b in zip(records["ids"], records["pred_box"])}
+    name = "boxes.json" if shard is None or shard.whole else f"boxes.{shard.label()}.json"
+    atomic_write_bytes(folder / name, json.dumps(boxes).encode())
 
 
 def _png_name(sample_id: str) -> str:
@@ -812,6 +825,7 @@ def run_launched(
         overrides=overrides,
         shard=whole.split(world.size, world.rank),
         results_dir=None,
+        write_boxes=False,
         **kwargs,
     )
     gathered = world.gather((own.to_json(), own.records.arrays()))
@@ -822,6 +836,8 @@ def run_launched(
     merged, records = merge(parts, into=whole)
     wall = time.perf_counter() - start
     merged.update(wall_time_s=wall, images_per_s=len(records["ids"]) / wall, processes=world.size)
+    if kwargs.get("save_preds") is not None:
+        write_boxes_json(Path(kwargs["save_preds"]), records, whole)
     result = RunResult.from_json(merged, records=records)
     if results_dir is not None:
         when = datetime.fromisoformat(result.date)

@@ -301,3 +301,46 @@ def test_a_launch_with_more_processes_than_images_is_refused_before_any_work(
             World(0, 2), method, ds, proto, "toy", {}, limit=1, cache_dir=tmp_path / "cache"
         )
     assert not (tmp_path / "cache").exists()
+
+
+def test_save_preds_boxes_of_a_launch_and_of_shards_are_all_there(tmp_path: Path) -> None:
+    """--save-preds boxes.json of a 2-rank launch holds every image's box, as one process writes
+    it (each rank wrote its own share over the others'); shards write boxes.shard-I-of-N.json."""
+    import json
+
+    from odbench.distributed import World
+    from odbench.runner import run_launched
+
+    box: list[Any] = [None, None]
+
+    class SequentialWorld(World):
+        def gather(self, obj: Any) -> list[Any] | None:
+            box[self.rank] = obj
+            return list(box) if self.is_main else None
+
+    method = CenterPrior(method_card("center-prior"))
+    method.name = "center-prior"
+    ds, proto = create_dataset("toy"), get_protocol("odbench")
+    kw: dict[str, Any] = {"cache_dir": tmp_path / "cache", "results_dir": None}
+    run(method, ds, proto, dataset_name="toy", save_preds=tmp_path / "one", **kw)
+    for r in (1, 0):
+        run_launched(
+            SequentialWorld(r, 2), method, ds, proto, "toy", {}, save_preds=tmp_path / "two", **kw
+        )
+    for i in (0, 1):
+        run(
+            method,
+            ds,
+            proto,
+            dataset_name="toy",
+            shard=Shard(i, 2),
+            save_preds=tmp_path / "s",
+            **kw,
+        )
+    one = json.loads((tmp_path / "one" / "boxes.json").read_text())
+    assert len(one) == 16
+    assert json.loads((tmp_path / "two" / "boxes.json").read_text()) == one
+    shards = [
+        json.loads((tmp_path / "s" / f"boxes.shard-{i}-of-2.json").read_text()) for i in (0, 1)
+    ]
+    assert {**shards[0], **shards[1]} == one and not (tmp_path / "s" / "boxes.json").exists()

@@ -144,7 +144,8 @@ def format_metrics(metrics: dict[str, Any], keys: Sequence[str] | None = None) -
     "--save-preds",
     type=click.Path(path_type=Path),
     default=None,
-    help="Also write 16-bit PNG maps named by sample id (and boxes.json) here.",
+    help="Also write 16-bit PNG maps named by sample id (and boxes.json; with --shard I/N, "
+    "boxes.shard-I-of-N.json) here.",
 )
 @click.option(
     "--data-root",
