@@ -97,3 +97,42 @@ def test_plot_and_table_errors_name_what_the_results_hold(tmp_path):
     table = invoke("leaderboard", "--format", "md", "--results-dir", nowhere)
     assert table.exit_code == 2 and "nowhere: no such results folder" in table.stderr
     assert not figs.exists()
+
+
+def test_plot_prefers_whole_dataset_runs_and_stars_subsets(tmp_path):
+    from datetime import UTC, datetime
+
+    from odbench.commands.plot import legend_labels
+    from odbench.results import Records, RunResult, SaliencyRecords, results_stem, write_results
+
+    def plant(method: str, n: int, second: int) -> None:
+        curve = [0.5] * 255
+        run = RunResult(
+            method={"name": method, "hyperparameters": {}, "overrides": {}},
+            dataset={"name": "ecssd", "n_evaluated": n, "n_images": 1000, "limit": None},
+            protocol={"name": "odbench", "definition": {}},
+            tasks=["saliency"],
+            metrics={"saliency": {"max_fbeta": n / 1000, "fbeta_curve": curve}},
+            date=datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC).isoformat(),
+            _records=Records(("x",), SaliencyRecords(*(np.zeros(1),) * 3, np.zeros((1, 255)))),
+        )
+        when = datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC)
+        write_results(run, tmp_path, results_stem(method, "ecssd", "odbench", when))
+
+    plant("full", 1000, 1)
+    plant("full", 50, 2)  # newer, but a subset: the whole-dataset run is drawn
+    plant("part", 50, 3)
+    chosen = select_runs(tmp_path, ["ecssd"], [], "odbench")
+    assert chosen["ecssd"]["full"].n_evaluated == 1000
+    assert legend_labels(chosen) == {"full": "full", "part": "part*"}
+    res = invoke(
+        "plot",
+        "curves",
+        "--dataset",
+        "ecssd",
+        "--results-dir",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "f"),
+    )
+    assert res.exit_code == 0, res.output

@@ -48,7 +48,10 @@ def select_runs(
             f"{', '.join(datasets)} under protocol {protocol} (found: {', '.join(sorted(have))})"
         )
     chosen: dict[str, dict[str, Any]] = {d: {} for d in datasets}
-    for run in sorted(runs, key=lambda r: r.date):
+    from odbench.leaderboard import is_subset
+
+    # per (dataset, method): a run over the whole dataset before any subset, then the latest
+    for run in sorted(runs, key=lambda r: (not is_subset(r), r.date, str(r.path))):
         if run.dataset_name in chosen and run.protocol_name == protocol:
             if "saliency" in run.metrics and (not methods or run.method_name in methods):
                 chosen[run.dataset_name][run.method_name] = run
@@ -81,6 +84,22 @@ def curve(run: Any, x_key: str, y_key: str) -> tuple[list[float], list[float]] |
     return list(x), list(y)
 
 
+SUBSET_NOTE = "* evaluated on a subset of the dataset (--limit, or a smaller GT folder)"
+
+
+def legend_labels(chosen: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """method -> its legend entry: the name, with ``*`` when one of its drawn runs saw only a
+    subset of the dataset (:data:`SUBSET_NOTE` then goes under the title)."""
+    from odbench.leaderboard import is_subset
+
+    labels = {}
+    for found in chosen.values():
+        for method, run in found.items():
+            if is_subset(run) or method not in labels:
+                labels[method] = method + ("*" if is_subset(run) else "")
+    return labels
+
+
 def plot_curves(
     chosen: dict[str, dict[str, Any]], out: Path, highlight: str | None = None
 ) -> list[Path]:
@@ -98,6 +117,8 @@ def plot_curves(
     except OutputPathError as e:
         raise UserError(str(e)) from e
     methods = sorted({m for found in chosen.values() for m in found})
+    labels_of = legend_labels(chosen)
+    starred = any(label.endswith("*") for label in labels_of.values())
     colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
     written: list[Path] = []
     for stem, title, xk, yk, xlabel, ylabel in KINDS:
@@ -113,7 +134,7 @@ def plot_curves(
                 strong = highlight is None or method == highlight
                 ax.plot(
                     *xy,
-                    label=method,
+                    label=labels_of[method],
                     color=colours[method],
                     linewidth=2.4 if method == highlight else 1.4,
                     alpha=1.0 if strong else 0.55,
@@ -132,7 +153,7 @@ def plot_curves(
                     if lab not in labels:
                         handles.append(h)
                         labels.append(lab)
-            fig.suptitle(title)
+            fig.suptitle(f"{title}\n{SUBSET_NOTE}" if starred else title)
             fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False)
             fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(labels) - 1) // 5), 1, 1))
             for ext in ("png", "pdf"):
