@@ -378,14 +378,15 @@ def weighted_fbeta(
         if mask is None:
             return 0.0
     fg = mask.fg
-    x = pred[mask.crop]
-    err = np.where(fg, 1.0 - x, x)  # |p - G| (1 - p = |p - 1| exactly)
+    # E = |p - G| on the object (1 - p = |p - 1| exactly); 0 on background pixels out of
+    # reach, which never reach the object's E_A
+    err_t = np.zeros(fg.shape)
+    np.subtract(1.0, pred[mask.crop], out=err_t, where=fg)
     # Pixel dependency: a background pixel takes the error of its nearest GT pixel.
-    err_t = err * fg  # background pixels out of reach never reach the object's E_A
-    err_t.flat[mask.band_dst] = err.flat[mask.band_src]
+    err_t.flat[mask.band_dst] = err_t.flat[mask.band_src]
     g = _gauss_1d()
     err_a = cv2.sepFilter2D(err_t, cv2.CV_64F, g, g, borderType=cv2.BORDER_CONSTANT)
-    sum_fg = float(np.sum(np.minimum(err_a, err), where=fg))  # min(E, E_A) on the object
+    sum_fg = float(np.sum(np.minimum(err_a, err_t), where=fg))  # min(E, E_A) on the object
     # Pixel importance: background errors weigh more the further they are from the object.
     fp_w = float(np.einsum("ij,ij->", pred, mask.bg_weight))
     tp_w = mask.n_fg - sum_fg
@@ -474,8 +475,10 @@ def sod_from_counts(
     n_gt, n_pix = counts.n_gt, counts.n_pix
     gt = counts.gt_fg
     if counts.levels is not None and counts.level_counts is not None:
+        import cv2
+
         levels, hist = counts.levels, counts.level_counts
-        x = levels[counts.pred]  # = unit_map(counts.pred, protocol)
+        x = cv2.LUT(counts.pred, levels)  # = levels[pred] = unit_map(counts.pred, protocol)
         above = levels >= adaptive_threshold(x)  # per level: the pixels' comparison
         tp_a, fp_a = int(hist[1] @ above), int(hist[0] @ above)
         s_levels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = (levels, hist[1], hist[0])
