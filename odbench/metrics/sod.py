@@ -264,13 +264,11 @@ def nearest_object_pixel(
     padded = np.zeros((h + 2 * _REACH, wp), bool)
     padded[_REACH : _REACH + h, _REACH : _REACH + w] = gt
     dy_t, dx_t = _offsets_by_distance()
-    d2 = np.asarray(d2, dtype=np.intp)
-    rows = ys[:, None] + dy_t[d2] + _REACH
-    cols = xs[:, None] + dx_t[d2] + _REACH
-    first = np.argmax(padded[rows, cols], axis=1)[:, None]
-    ny = np.take_along_axis(rows, first, axis=1)[:, 0] - _REACH
-    nx = np.take_along_axis(cols, first, axis=1)[:, 0] - _REACH
-    return ny, nx
+    flat_offsets = dy_t * wp + dx_t  # in the padded image, per d² and preference
+    candidates = ((ys + _REACH) * wp + (xs + _REACH))[:, None] + flat_offsets[d2]
+    first = np.argmax(padded.ravel()[candidates], axis=1)
+    ny, nx = np.divmod(candidates[np.arange(candidates.shape[0]), first], wp)
+    return ny - _REACH, nx - _REACH
 
 
 def squared_distance_to_object(gt: np.ndarray) -> np.ndarray:
