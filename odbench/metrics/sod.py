@@ -337,6 +337,10 @@ def weighted_f_mask(gt: np.ndarray) -> WeightedFMask | None:
         slice(max(int(cols[0]) - _BAND, 0), min(int(cols[-1]) + _BAND + 1, w)),
     )
     fg = gt[crop]
+    n_fg = int(np.count_nonzero(fg))
+    if n_fg == gt.size:  # no background: no band, nothing to weigh, no distance transform
+        none = np.zeros(0, dtype=np.intp)
+        return WeightedFMask(n_fg, crop, fg, none, none, np.zeros(gt.shape))
     g8 = fg.view(np.uint8)
     near = cv2.dilate(g8, np.ones((2 * _BAND + 1, 2 * _BAND + 1), np.uint8))
     ys, xs = np.nonzero(near > g8)
@@ -346,7 +350,7 @@ def weighted_f_mask(gt: np.ndarray) -> WeightedFMask | None:
     table = _background_weights()
     weight = table[np.minimum(d2, table.size - 1)]
     return WeightedFMask(
-        n_fg=int(np.count_nonzero(fg)),
+        n_fg=n_fg,
         crop=crop,
         fg=fg,
         band_dst=ys * wc + xs,
