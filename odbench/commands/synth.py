@@ -187,7 +187,8 @@ def synth(
     help="New folder for the merged dataset.",
 )
 def merge_cmd(folders: tuple[Path, ...], out: Path) -> None:
-    """Merge the shard folders of one run into OUT (byte-identical to an unsharded run)."""
+    """Merge the shard folders of one run into OUT: the folder an unsharded run writes (up to
+    float rounding of the images, which depends on a sample's place in its batch; README)."""
     from odbench.synthesis.store import merge
 
     with user_errors():

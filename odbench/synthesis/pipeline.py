@@ -9,7 +9,8 @@ Per batch of prompts (main thread, the accelerator):
    aggregated on the fly in the attention processors — no per-step or per-head map is kept, and
    no Eq. 8 features are captured.  Each sample's initial noise comes from its own seed
    (:func:`~odbench.synthesis.prompts.noise_seed`), and every batch is padded to the batch size
-   (copies of its last prompt, discarded), so an image depends on (seed, index) only, never on the
+   (copies of its last prompt, discarded), so an image depends on (seed, index) only — up to float
+   rounding, which torch's kernels do differently at another place in the batch — never on the
    shard or on which other samples share its batch.
 2. CLIP zero-shot classification of the batch (``filter = "clip"``): a sample whose top-1 coarse
    class is not its intended class is rejected (``clip_disagrees``) and not cut.
