@@ -135,6 +135,7 @@ _USER_ERRORS = (
     ("odbench.checkpoint", "CheckpointError"),
     ("odbench.train", "TrainError"),
     ("odbench.distributed", "ShardError"),
+    ("odbench.feature_cache", "FeatureCacheError"),
 )
 
 

@@ -142,6 +142,29 @@ def launched_world_size() -> int:
     return 1
 
 
+def peer_failure(error: BaseException) -> bool:
+    """Whether ``error`` is a collective operation failing because another process of the launch
+    is gone (killed, crashed, stopped on its own error): torch's ``DistError`` family, or the
+    ``RuntimeError`` gloo raises when a peer's connection closes."""
+    import sys
+
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and isinstance(error, getattr(dist, "DistError", ())):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(
+        word in text for word in ("gloo", "NCCL", "Connection closed by peer", "Connection reset")
+    )
+
+
+def short_error(error: BaseException) -> str:
+    """The first line of an error's message, without the C++ source location gloo puts first."""
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if line.startswith("[") and "] " in line:
+        line = line.split("] ", 1)[1]
+    return line.split(". ")[0].rstrip(".")
+
+
 @dataclass
 class World:
     """The processes of one launch: ``rank`` of ``size``; ``local_rank`` picks the GPU.

@@ -49,8 +49,8 @@ import numpy as np
 
 from odbench.cards import MethodCard, method_cards
 from odbench.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint, save_checkpoint
-from odbench.distributed import Shard, World, detect_world
-from odbench.feature_cache import FeatureCache, FeatureEntry, FeatureRows
+from odbench.distributed import Shard, World, detect_world, peer_failure, short_error
+from odbench.feature_cache import FeatureCache, FeatureCacheError, FeatureEntry, FeatureRows
 from odbench.outputs import check_output_folder
 
 PREPARED_DIR = ".prepared"
@@ -333,25 +333,45 @@ class CacheResult:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (``scancel``, a pre-emption, a time limit, torchrun stopping its workers): handled
-    as Ctrl-C is, so the run saves its checkpoint before it exits."""
+    """SIGTERM (``scancel``, a pre-emption, a time limit, torchrun stopping its workers) or Ctrl-C
+    while training: raised once the step in flight has finished and its checkpoint is saved."""
+
+    def __init__(self, signame: str, step: int) -> None:
+        super().__init__(
+            f"stopped by {signame} after step {step}; its checkpoint was saved: run the same "
+            f"command with --resume to continue"
+        )
+        self.step = step
+
+
+class _StopSignals:
+    """SIGTERM and SIGINT noted rather than raised while training, so that a run always stops
+    between two steps (a signal raised inside ``optimizer.step()`` would leave some weights
+    updated and others not, and the checkpoint saved next would resume a different run).  A
+    second signal while the first is pending stops at once (nothing more is saved)."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt(f"{signal.Signals(signum).name} again")
+        self.received = signal.Signals(signum).name
 
 
 @contextmanager
-def _sigterm_saves() -> Iterator[None]:
-    """Turn SIGTERM into :class:`Terminated` while training (main thread only)."""
+def _stop_signals() -> Iterator[_StopSignals]:
+    """Install :class:`_StopSignals` for SIGTERM and SIGINT (main thread only)."""
+    noted = _StopSignals()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield noted
         return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, noted) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield noted
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @dataclass
@@ -568,6 +588,13 @@ def fill_feature_cache(
             world.rank,
             world.size,
         )
+    except Exception as e:
+        if world.size > 1 and peer_failure(e):
+            raise TrainError(
+                f"another process of this launch stopped ({short_error(e)}): see its error line "
+                f"or the launcher's report; fix that and run the same command again"
+            ) from e
+        raise
     finally:
         world.close()
 
@@ -633,6 +660,13 @@ def train(
                 cache_dir,
                 show_progress and world.is_main,
             )
+    except Exception as e:
+        if world.size > 1 and peer_failure(e):
+            raise TrainError(
+                f"another process of this launch stopped ({short_error(e)}): see its error line "
+                f"or the launcher's report; fix that and run the same command again"
+            ) from e
+        raise
     finally:
         world.close()
 
@@ -762,9 +796,13 @@ def _train(
             "git_commit": git_commit(),
         }
 
+    saved = state.step if resume else None  # the step of the checkpoint in the run folder
+
     def save() -> None:
+        nonlocal saved
         if world.is_main:
             save_checkpoint(out, config(), net.state_dict(), optimizer.state_dict())
+        saved = state.step
 
     start = time.perf_counter()
     deadline = start + minutes * 60.0 if minutes is not None else math.inf
@@ -775,8 +813,8 @@ def _train(
     dev = str(torch.device(device))
     stop = time.perf_counter() >= deadline
     next_save = start + SAVE_INTERVAL_S
-    try:
-        with _sigterm_saves(), _progress(show_progress, total, state.step) as update:
+    with _stop_signals() as signals, _progress(show_progress, total, state.step) as update:
+        try:
             while state.step < total and not stop:
                 rows = batch_rows(train_rows, bs, seed, state.step)
                 flip = flips(seed, state.step, len(rows), bool(opts["hflip"]))
@@ -792,9 +830,18 @@ def _train(
                 )
                 optimizer.zero_grad(set_to_none=True)
                 (loss * (share * world.size) if world.size > 1 else loss).backward()
+                value, stop, signalled = _agree(
+                    world,
+                    loss.detach() * share,
+                    time.perf_counter() >= deadline,
+                    signals.received is not None,
+                )
+                if not math.isfinite(value):  # BatchNorm's statistics took it in: not saved
+                    raise _not_finite(
+                        value, state.step, saved, inputs, rows[world.rank :: world.size]
+                    )
                 optimizer.step()
                 state.step += 1
-                value, stop = _agree(world, loss.detach() * share, time.perf_counter() >= deadline)
                 losses.append(value)
                 fields: dict[str, Any] = {"loss": f"{np.mean(losses[-20:]):.4f}"}
                 if world.is_main and (state.step % val_every == 0 or state.step == total):
@@ -809,12 +856,25 @@ def _train(
                     )
                     fields["iou"] = f"{iou:.3f}"
                 update(1, **fields)
+                if signalled:
+                    save()
+                    raise Terminated(signals.received or "a signal to another process", state.step)
                 if state.step % save_every == 0 or time.perf_counter() >= next_save:
                     save()
                     next_save = time.perf_counter() + SAVE_INTERVAL_S
-    except KeyboardInterrupt:
-        save()
-        raise
+        except Exception as e:
+            if world.size > 1 and peer_failure(e):
+                # Not saved: the step in flight may have updated BatchNorm's statistics already.
+                kept = (
+                    f"the checkpoint of step {saved} is kept"
+                    if saved is not None
+                    else "no checkpoint was saved yet"
+                )
+                raise TrainError(
+                    f"another process of this launch stopped ({short_error(e)}); {kept}: run "
+                    f"the same command again{' with --resume' if saved is not None else ''}"
+                ) from e
+            raise
     if world.is_main and (not state.history or state.history[-1]["step"] != state.step):
         iou = val_iou(net, inputs, val_rows, evaluate, dev)
         state.history.append(
@@ -840,17 +900,39 @@ def _train(
     )
 
 
-def _agree(world: World, loss_share: Any, over: bool) -> tuple[float, bool]:
-    """(the global batch's loss, whether any rank ran out of --minutes): one all-reduce, so
-    every rank stops after the same step."""
+def _agree(world: World, loss_share: Any, over: bool, signalled: bool) -> tuple[float, bool, bool]:
+    """(the global batch's loss, whether any rank ran out of --minutes, whether any rank got
+    SIGTERM / Ctrl-C): one all-reduce, so every rank stops after the same step."""
     if world.size == 1:
-        return float(loss_share.item()), over
+        return float(loss_share.item()), over, signalled
     import torch
     from accelerate.utils import reduce
 
-    both = torch.stack([loss_share.float(), torch.tensor(float(over), device=loss_share.device)])
-    total = reduce(both, "sum")
-    return float(total[0].item()), bool(total[1].item() > 0)
+    flags = torch.tensor([float(over), float(signalled)], device=loss_share.device)
+    total = reduce(torch.cat([loss_share.float().reshape(1), flags]), "sum")
+    return float(total[0].item()), bool(total[1].item() > 0), bool(total[2].item() > 0)
+
+
+def _not_finite(
+    value: float, step: int, saved: int | None, inputs: Inputs, rows: np.ndarray
+) -> Exception:
+    """The error for a loss of NaN / inf in step ``step + 1``: a cached feature file holding NaN
+    or inf (damaged on disk: odbench stores only finite values) is named, else the run diverged.
+    The checkpoint of step ``saved`` is left as it is."""
+    kept = f"the checkpoint of step {saved} is kept" if saved is not None else "nothing was saved"
+    if inputs.features is not None:
+        for row in rows:
+            if not all(np.isfinite(level).all() for level in inputs.features.take([row])):
+                path = inputs.features.entry.path(inputs.features.hashes[int(row)])
+                return FeatureCacheError(
+                    f"{path}: cached features hold NaN or inf (a damaged file; {kept}); delete "
+                    f"it and run the same command again (with --resume if a checkpoint exists): "
+                    f"it is computed again"
+                )
+    return TrainError(
+        f"the loss became {value} in step {step + 1} (training diverged: lower --lr; or the data "
+        f"holds NaN); {kept}"
+    )
 
 
 def _check_resumable(

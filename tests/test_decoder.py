@@ -212,3 +212,26 @@ def test_eval_dino_decoder_end_to_end(tmp_path: Path) -> None:
     assert 0.0 <= results["metrics"]["saliency"]["iou"] <= 1.0
     with pytest.raises(CheckpointError, match="trained for method 'dino-decoder'"):
         create_method("clip-decoder", checkpoint=str(run))
+
+
+def test_a_damaged_cached_feature_file_is_named_not_trained_on(tmp_path: Path) -> None:
+    """A cached feature file overwritten with NaN (damaged on disk; odbench stores only finite
+    values) stops training with one line naming the file, before the NaN step reaches the
+    weights; deleting the file and resuming recomputes it and trains on."""
+    from odbench.checkpoint import load_checkpoint
+    from odbench.feature_cache import FeatureCacheError
+
+    common: dict[str, Any] = dict(data="toy", features="dino-tiny", resolution=32, n=6)
+    common.update(batch_size=5, val_split=0.0, cache_dir=tmp_path / "cache")
+    train(out=tmp_path / "a", steps=1, **common)
+    damaged = sorted((tmp_path / "cache" / "features").glob("*/*.npy"))[2]
+    row = np.load(damaged)
+    row[5] = np.nan
+    np.save(damaged, row)
+    with pytest.raises(FeatureCacheError, match=f"^{damaged}: cached features hold NaN"):
+        train(out=tmp_path / "a", steps=3, resume=True, **common)
+    config, weights, _ = load_checkpoint(tmp_path / "a")
+    assert config["step"] == 1 and all(torch.isfinite(w).all() for w in weights.values())
+    damaged.unlink()
+    resumed = train(out=tmp_path / "a", steps=3, resume=True, **common)
+    assert resumed.step == 3 and resumed.features_computed == 1

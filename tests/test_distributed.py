@@ -162,3 +162,21 @@ def test_a_peer_that_died_is_one_line_on_the_others(monkeypatch: pytest.MonkeyPa
         World(rank=0, size=2).gather({"n": 1})
     assert "rank 0: another process of this launch stopped before the end" in str(err.value)
     assert "its own error line says why" in str(err.value)
+
+
+def test_a_peer_gone_is_told_from_other_errors() -> None:
+    """The errors a collective raises when another process of the launch died (gloo's
+    RuntimeError as torch 2.14 raises it, torch's DistError family) are told from every other
+    error, and shortened to their cause for the one-line report."""
+    from odbench.distributed import peer_failure, short_error
+
+    gloo = RuntimeError(
+        "[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection "
+        "closed by peer [127.0.0.1]:2432. This is typically caused by a remote worker crashing."
+    )
+    import torch.distributed
+
+    assert peer_failure(gloo) and peer_failure(torch.distributed.DistBackendError("NCCL error"))
+    assert short_error(gloo) == "Connection closed by peer [127.0.0.1]:2432"
+    assert not peer_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not peer_failure(ValueError("gloo"))

@@ -204,34 +204,42 @@ def test_sigterm_saves_a_checkpoint_that_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SIGTERM (scancel, a SLURM time limit, a pre-emption) before the first ``save_every``
-    checkpoint: the run saves where it stopped, and --resume continues from there."""
+    checkpoint, arriving just after the optimizer step of step 3: the run stops at the next step
+    boundary the processes agree on (after step 4), saves, and --resume continues exactly as the
+    uninterrupted run (a signal raised at once would save the weights of step 3 as step 2, and
+    the resumed run would apply step 3 twice)."""
     import os
     import signal
 
     import odbench.train as t
     from odbench.checkpoint import read_config
 
-    real, calls = t.soft_dice_bce, []
+    straight = _train(tmp_path / "straight", steps=5)
+    real, calls = torch.optim.Adam.step, []
 
-    def loss(*args: Any) -> Any:
+    def step(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = real(self, *args, **kwargs)
         calls.append(1)
-        if len(calls) == 3:  # during step 3: steps 1 and 2 are done
+        if len(calls) == 3:
             os.kill(os.getpid(), signal.SIGTERM)
-        return real(*args)
+        return out
 
     def unhandled(signum: int, frame: Any) -> None:
         raise RuntimeError("train did not handle SIGTERM")
 
-    monkeypatch.setattr(t, "soft_dice_bce", loss)
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
     previous = signal.signal(signal.SIGTERM, unhandled)
     try:
-        with pytest.raises(t.Terminated):
-            _train(tmp_path / "run", steps=50)  # the card saves every 500 steps
+        with pytest.raises(t.Terminated, match="stopped by SIGTERM after step 4"):
+            _train(tmp_path / "run", steps=5)  # the card saves every 500 steps
     finally:
         signal.signal(signal.SIGTERM, previous)
-    assert read_config(tmp_path / "run")["step"] == 2
-    monkeypatch.setattr(t, "soft_dice_bce", real)
-    assert _train(tmp_path / "run", steps=4, resume=True).step == 4
+    assert read_config(tmp_path / "run")["step"] == 4
+    monkeypatch.setattr(torch.optim.Adam, "step", real)
+    assert _train(tmp_path / "run", steps=5, resume=True).step == 5
+    _, wa, _ = load_checkpoint(tmp_path / "straight")
+    _, wb, _ = load_checkpoint(tmp_path / "run")
+    assert straight.step == 5 and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def test_checkpoints_are_also_written_by_wall_time(

@@ -14,12 +14,19 @@ from odbench.cli import UserError, user_errors
 
 @contextmanager
 def train_errors() -> Iterator[None]:
-    """:func:`odbench.cli.user_errors`; a Ctrl-C says where the run stopped."""
+    """:func:`odbench.cli.user_errors`; SIGTERM or Ctrl-C says where the run stopped."""
+    from odbench.train import Terminated
+
     with user_errors():
         try:
             yield
+        except Terminated as e:  # after the step in flight, its checkpoint saved
+            raise UserError(str(e)) from e
         except KeyboardInterrupt as e:
-            raise UserError("interrupted; the checkpoint was saved, --resume continues") from e
+            raise UserError(
+                "interrupted; nothing was saved since the last checkpoint (if any): run the same "
+                "command again (with --resume once the run folder holds a checkpoint)"
+            ) from e
 
 
 @click.command("train")
