@@ -474,6 +474,15 @@ def unmerged_hint(results_dir: Path, method: str, dataset: str, protocol: str) -
     )
 
 
+def unmerged_shards(results_dir: Path) -> list[str]:
+    """The ``method__dataset__protocol`` settings of which ``results_dir`` holds shard results
+    (``eval --shard``) but no result, by file name (a sharded run not merged yet)."""
+    names = [p.name for p in Path(results_dir).glob("*.json")] if Path(results_dir).is_dir() else []
+    shards = {"__".join(n.split("__")[:3]) for n in names if "__shard-" in n}
+    merged = {"__".join(n.split("__")[:3]) for n in names if "__shard-" not in n}
+    return sorted(shards - merged)
+
+
 def load_all_results(results_dir: Path) -> list[RunResult]:
     """Every results JSON in ``results_dir`` (sorted by file name); a missing folder is empty.
     Shards of a run (``eval --shard``) are left out: only their merge is a result."""

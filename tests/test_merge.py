@@ -269,6 +269,8 @@ def test_compare_on_unmerged_shards_says_how_to_merge_them(tmp_path: Path) -> No
     assert f"holds only its shards (eval --shard): merge them first, odbench merge {pattern}" in (
         result.output
     )
+    board = CliRunner().invoke(main, ["leaderboard", "--results-dir", str(shards)])
+    assert board.exit_code == 0 and f"not shown: odbench merge {pattern}" in board.stderr
     merged = CliRunner().invoke(
         main,
         [
@@ -283,6 +285,8 @@ def test_compare_on_unmerged_shards_says_how_to_merge_them(tmp_path: Path) -> No
         "run: odbench eval --method wctr"
         in CliRunner().invoke(main, [*args, "--results-dir", str(shards)]).output
     )  # center-prior now has its result; wctr has none and no shards
+    board = CliRunner().invoke(main, ["leaderboard", "--results-dir", str(shards)])
+    assert board.exit_code == 0 and "not merged" not in board.stderr
 
 
 def test_a_launch_with_more_processes_than_images_is_refused_before_any_work(

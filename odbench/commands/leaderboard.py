@@ -102,6 +102,22 @@ def leaderboard(
         else:
             atomic_write_bytes(out, text.encode())
             click.echo(f"wrote {out}")
+    _note_unmerged(results_dir)
+
+
+def _note_unmerged(results_dir: Path) -> None:
+    """One line on stderr when shards of a run wait to be merged (they are not in the table)."""
+    from odbench.results import unmerged_shards
+
+    waiting = unmerged_shards(results_dir)
+    if waiting:
+        more = f" (and {len(waiting) - 1} more run(s))" if len(waiting) > 1 else ""
+        pattern = Path(results_dir) / f"{waiting[0]}__*__shard-*-of-*.json"
+        click.echo(
+            f"note: {results_dir} holds shards not merged yet, not shown{more}: "
+            f"odbench merge {pattern} --results-dir {results_dir}",
+            err=True,
+        )
 
 
 def _table(
