@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from odbench.imageio import atomic_write_bytes
+from odbench.imageio import UMASK, atomic_write_bytes
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CONFIG_FILE = "config.json"
@@ -77,6 +77,7 @@ def save_checkpoint(
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600: a run others can read, as config.json
         os.replace(tmp, run / CHECKPOINT_FILE)
     finally:
         if os.path.exists(tmp):

@@ -48,7 +48,13 @@ from typing import Any
 import numpy as np
 
 from odbench.cards import MethodCard, method_cards
-from odbench.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint, save_checkpoint
+from odbench.checkpoint import (
+    CHECKPOINT_FILE,
+    CheckpointError,
+    load_checkpoint,
+    read_config,
+    save_checkpoint,
+)
 from odbench.distributed import Shard, World, detect_world, peer_failure, short_error
 from odbench.feature_cache import FeatureCache, FeatureCacheError, FeatureEntry, FeatureRows
 from odbench.outputs import check_output_folder
@@ -389,6 +395,7 @@ class _Setup:
     ids: list[str]
     extractor: Any = None
     extractor_info: dict[str, Any] | None = None
+    resumed: dict[str, Any] | None = None  # rank 0 with --resume: the checkpoint's config
 
     @property
     def seed(self) -> int:
@@ -482,7 +489,12 @@ def _setup(
     if features is not None:
         from odbench.features import load_extractor
 
-        extractor = load_extractor(features, device=device, **(extractor_options or {}))
+        try:
+            extractor = load_extractor(features, device=device, **(extractor_options or {}))
+        except TypeError as e:  # the builders' "unknown option(s)"
+            if "unknown option" not in str(e):
+                raise
+            raise TrainError(f"--extractor-option: {e}") from e
         if resolution % extractor.input_multiple:
             raise TrainError(
                 f"resolution {resolution} is not a multiple of {extractor.input_multiple} "
@@ -499,6 +511,12 @@ def _setup(
         }
     elif "trunk_weights" in opts:
         setup.spec["trunk_weights"] = opts["trunk_weights"]
+    if resume and world.is_main and out is not None:
+        # Before any data is read or feature computed: a resume that is refused costs nothing.
+        setup.resumed = read_config(out)
+        _check_resumable(
+            out, setup.resumed, card, setup.spec, run_options(opts), setup.extractor_info, None
+        )
     setup.dataset = create_dataset(data, data_root=data_root)
     setup.ids = select_ids(setup.dataset.ids(), n, seed)
     if not cache_only:
@@ -508,7 +526,29 @@ def _setup(
                 f"a global batch of {min(bs, n_train)} cannot be split across {world.size} "
                 f"processes (each needs a sample); raise --batch-size or use fewer processes"
             )
+        total = target_steps(n_train, bs, steps, epochs, opts)
+        done = int(setup.resumed["step"]) if setup.resumed is not None else 0
+        if done > total:
+            given = f"--epochs {epochs} ({total} steps)" if epochs is not None else f"{total} steps"
+            raise TrainError(
+                f"--resume: the run in {out} is at step {done} already, past {given}; give "
+                f"--steps above {done} to train it further"
+            )
     return setup
+
+
+def run_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """The training options a run keeps when resumed (all but its length)."""
+    return {k: v for k, v in opts.items() if k != "steps"}
+
+
+def target_steps(
+    n_train: int, batch_size: int, steps: int | None, epochs: int | None, opts: dict[str, Any]
+) -> int:
+    """The run's length in steps: ``--epochs``, else ``--steps``, else the card's."""
+    if epochs is not None:
+        return epochs * steps_per_epoch(n_train, batch_size)
+    return int(steps or opts["steps"])
 
 
 def _fill(
@@ -704,7 +744,19 @@ def _train(
         )
     train_rows, val_rows = split_rows(len(ids), float(opts["val_split"]), seed)
     spe = steps_per_epoch(len(train_rows), bs)
-    total = epochs * spe if epochs is not None else int(steps or opts["steps"])
+    total = target_steps(len(train_rows), bs, steps, epochs, opts)
+    data_info = {
+        "dataset": setup.data,
+        "describe": setup.dataset.describe(),
+        "manifest_sha256": prepared.manifest_sha256,
+        "n_samples": len(ids),
+        "n_train": len(train_rows),
+        "n_val": len(val_rows),
+        "n_requested": setup.n,
+    }
+    run_opts = run_options(opts)
+    if setup.resumed is not None:  # the data too, before computing any feature
+        _check_resumable(out, setup.resumed, card, spec, run_opts, setup.extractor_info, data_info)
 
     inputs = Inputs(prepared)
     computed = 0
@@ -724,15 +776,6 @@ def _train(
         computed = sum(world.gather(computed) or [computed])
         inputs.features = entry.rows(prepared.image_hashes)
 
-    data_info = {
-        "dataset": setup.data,
-        "describe": setup.dataset.describe(),
-        "manifest_sha256": prepared.manifest_sha256,
-        "n_samples": len(ids),
-        "n_train": len(train_rows),
-        "n_val": len(val_rows),
-        "n_requested": setup.n,
-    }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the run's seed: every rank builds the same initial weights
         net = build_model(spec, init_weights=not resume)
@@ -743,7 +786,6 @@ def _train(
     net.to(device).train()
     optimizer = torch.optim.Adam(net.parameters(), lr=float(opts["lr"]))
     state = RunState()
-    run_opts = {k: v for k, v in opts.items() if k != "steps"}
     if resume:
         loaded: tuple[dict[str, Any], dict[str, Any] | None, int, list[Any]] | None = None
         if world.is_main:  # the others may not see the run folder (another node)
@@ -809,7 +851,8 @@ def _train(
     val_every = max(1, int(opts["val_every"]))
     save_every = max(1, int(opts["save_every"]))
     losses: list[float] = []
-    iou = float("nan")
+    iou = float(state.history[-1]["val_iou"]) if state.history else float("nan")
+    first_step = state.step
     dev = str(torch.device(device))
     stop = time.perf_counter() >= deadline
     next_save = start + SAVE_INTERVAL_S
@@ -885,7 +928,8 @@ def _train(
                 "seconds": time.perf_counter() - start,
             }
         )
-    save()
+    if state.step != first_step or not resume:  # a finished run resumed is left as it is
+        save()
     seconds = time.perf_counter() - start
     return TrainResult(
         out,
@@ -935,6 +979,13 @@ def _not_finite(
     )
 
 
+#: The options of ``odbench train`` that set a ``[training]`` entry of the card.
+_TRAINING_FLAGS = {
+    k: "--" + k.replace("_", "-")
+    for k in ("batch_size", "lr", "seed", "resolution", "val_split", "trunk_weights")
+}
+
+
 def _check_resumable(
     out: Path,
     old: dict[str, Any],
@@ -942,26 +993,39 @@ def _check_resumable(
     spec: dict[str, Any],
     run_opts: dict[str, Any],
     extractor: dict[str, Any] | None,
-    data: dict[str, Any],
+    data: dict[str, Any] | None,
 ) -> None:
-    """A resumed run must be the same run: card, model, training options, extractor, data."""
-    now = {
-        "card": card.name,
-        "model": spec,
-        "training": run_opts,
-        "extractor": extractor and extractor["identity"],
-        "data manifest": data["manifest_sha256"],
-    }
-    then = {
-        "card": old["card"]["name"],
-        "model": old["model"],
-        "training": old["training"],
-        "extractor": old["extractor"] and old["extractor"]["identity"],
-        "data manifest": old["data"]["manifest_sha256"],
-    }
-    for key in now:
-        if json.dumps(now[key], sort_keys=True) != json.dumps(then[key], sort_keys=True):
-            raise CheckpointError(
-                f"{out / CHECKPOINT_FILE}: cannot resume: the {key} differs from the run's "
-                f"({then[key]!r} then, {now[key]!r} now); use the run's options or another --out"
-            )
+    """A resumed run must be the same run: card, model, training options, extractor and (when
+    ``data`` is given) data.  One line listing every difference, by the option to give."""
+
+    def same(a: Any, b: Any) -> bool:
+        return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+    diffs = []
+    if old["card"]["name"] != card.name:
+        diffs.append(f"the card was {old['card']['name']} (now {card.name})")
+    else:
+        for key in sorted(set(old["training"]) | set(run_opts)):
+            then, now = old["training"].get(key), run_opts.get(key)
+            if not same(then, now):
+                what = _TRAINING_FLAGS.get(key, f"the card's [training] {key}")
+                diffs.append(f"{what} was {then!r} (now {now!r})")
+    then_x = old["extractor"] and old["extractor"]["identity"]
+    now_x = extractor and extractor["identity"]
+    if then_x != now_x:
+        diffs.append(
+            f"the features were {then_x!r} (now {now_x!r}: --features, --extractor-option)"
+        )
+    if not diffs and not same(old["model"], spec):
+        diffs.append(f"the model was {old['model']!r} (now {spec!r})")
+    if data is not None and old["data"]["manifest_sha256"] != data["manifest_sha256"]:
+        diffs.append(
+            f"the training data differ ({old['data']['n_samples']} samples of "
+            f"{old['data']['dataset']} then, {data['n_samples']} of {data['dataset']} now: "
+            f"--data, --data-root, --n, --seed, or the files changed)"
+        )
+    if diffs:
+        raise CheckpointError(
+            f"{out / CHECKPOINT_FILE}: cannot resume: {'; '.join(diffs)}; a resumed run keeps "
+            f"its options: give the run's, or train into another --out"
+        )

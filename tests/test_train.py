@@ -56,12 +56,42 @@ def test_resume_continues_exactly_as_the_uninterrupted_run(tmp_path: Path) -> No
 
 def test_resume_refuses_a_different_run(tmp_path: Path) -> None:
     _train(tmp_path / "r", steps=2)
-    with pytest.raises(CheckpointError, match="cannot resume: the training differs"):
+    with pytest.raises(CheckpointError, match=r"cannot resume: --lr was 0\.001 \(now 0\.01\);"):
         _train(tmp_path / "r", steps=4, resume=True, lr=0.01)
     with pytest.raises(TrainError, match="holds a training run already; pass --resume"):
         _train(tmp_path / "r", steps=4)
     with pytest.raises(TrainError, match="--resume: .* not found"):
         _train(tmp_path / "new", steps=4, resume=True)
+
+
+def test_resume_is_refused_before_any_feature_is_computed(tmp_path: Path) -> None:
+    """Other data (here --n) on --resume: refused before a feature of the new data is computed
+    (SD features of a dataset cost hours), in one line saying what differs."""
+    common: dict[str, Any] = dict(data="toy", features="dino-tiny", resolution=32)
+    common.update(val_split=0.0, batch_size=3, cache_dir=tmp_path / "cache")
+    train(out=tmp_path / "r", steps=1, n=6, **common)
+    with pytest.raises(CheckpointError, match="the training data differ .6 samples of toy then"):
+        train(out=tmp_path / "r", steps=2, n=9, resume=True, **common)
+    assert len(list((tmp_path / "cache" / "features").glob("*/*.npy"))) == 6
+
+
+def test_resume_past_or_at_the_end(tmp_path: Path) -> None:
+    """--resume with fewer steps than the run has done is one line; with as many, the finished
+    run is reported as it is (its validation IoU, its checkpoint untouched: a SLURM job requeued
+    after the end changes nothing)."""
+    done = _train(tmp_path / "r", steps=3)
+    sha = file_sha256(tmp_path / "r" / "checkpoint.safetensors")
+    with pytest.raises(TrainError, match="at step 3 already, past 2 steps; give --steps above 3"):
+        _train(tmp_path / "r", steps=2, resume=True)
+    again = _train(tmp_path / "r", steps=3, resume=True)
+    assert again.step == 3 and again.val_iou == done.val_iou
+    assert file_sha256(tmp_path / "r" / "checkpoint.safetensors") == sha
+    # readable as the config beside it is (mkstemp's 0600 kept colleagues out of a shared run)
+    modes = {
+        (tmp_path / "r" / f).stat().st_mode & 0o777
+        for f in ("checkpoint.safetensors", "config.json")
+    }
+    assert len(modes) == 1
 
 
 @pytest.mark.parametrize("model", ["unet", "deeplabv3"])
@@ -120,6 +150,11 @@ def test_eval_with_checkpoint_records_it_and_never_reuses_other_weights(tmp_path
             "--model 'unt': expected one of",
         ),
         (["train", "--data", "toy", "--out", "o"], "exactly one of --model"),
+        (
+            ["train", "--features", "dino-tiny", "--data", "toy", "--out", "o"]
+            + ["--extractor-option", "nmu_steps=2"],
+            "--extractor-option: dino-tiny: unknown option(s) nmu_steps",
+        ),
         (
             [
                 "train",
