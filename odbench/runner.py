@@ -503,6 +503,7 @@ def run(
     results_dir: Path | None = DEFAULT_RESULTS_DIR,
     overrides: dict[str, Any] | None = None,
     show_progress: bool = False,
+    progress_label: str | None = None,
     shard: Shard | None = None,
     metrics_set: str = "basic",
     write_boxes: bool = True,
@@ -566,7 +567,9 @@ def run(
     start, cpu_start = time.perf_counter(), time.process_time()
     with (
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="odbench") as pool,
-        _progress(len(ids), f"{method.name} on {dataset_name}", show_progress) as advance,
+        _progress(
+            len(ids), progress_label or f"{method.name} on {dataset_name}", show_progress
+        ) as advance,
     ):
 
         def on_image(p: Prediction) -> None:
@@ -816,6 +819,8 @@ def run_launched(
             f"{part} {n} image(s) for {world.size} processes: launch at most {n} processes"
         )
     kwargs["show_progress"] = bool(kwargs.get("show_progress")) and world.is_main
+    # Rank 0's bar counts its own share (the others report nothing): say so.
+    kwargs["progress_label"] = f"{method.name} on {dataset_name} (rank 0 of {world.size})"
     start = time.perf_counter()
     own = run(
         method,

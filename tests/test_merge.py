@@ -348,3 +348,38 @@ def test_save_preds_boxes_of_a_launch_and_of_shards_are_all_there(tmp_path: Path
         json.loads((tmp_path / "s" / f"boxes.shard-{i}-of-2.json").read_text()) for i in (0, 1)
     ]
     assert {**shards[0], **shards[1]} == one and not (tmp_path / "s" / "boxes.json").exists()
+
+
+def test_the_progress_bar_of_a_launch_says_it_counts_rank_0s_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rank 0 alone shows a bar, over its own share (8 of 16): its label says whose share."""
+    from contextlib import contextmanager
+
+    import odbench.runner
+    from odbench.distributed import World
+    from odbench.runner import run_launched
+
+    bars: list[tuple[int, str, bool]] = []
+
+    @contextmanager
+    def progress(total: int, label: str, show: bool) -> Any:
+        bars.append((total, label, show))
+        yield lambda n: None
+
+    monkeypatch.setattr(odbench.runner, "_progress", progress)
+    box: list[Any] = [None, None]
+
+    class SequentialWorld(World):
+        def gather(self, obj: Any) -> list[Any] | None:
+            box[self.rank] = obj
+            return list(box) if self.is_main else None
+
+    method = CenterPrior(method_card("center-prior"))
+    method.name = "center-prior"
+    ds, proto = create_dataset("toy"), get_protocol("odbench")
+    kw: dict[str, Any] = {"cache_dir": tmp_path / "cache", "results_dir": None}
+    for r in (1, 0):
+        run_launched(SequentialWorld(r, 2), method, ds, proto, "toy", {}, show_progress=True, **kw)
+    assert bars[0][2] is False  # rank 1: no bar
+    assert bars[1] == (8, "center-prior on toy (rank 0 of 2)", True)
