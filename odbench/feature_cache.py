@@ -231,11 +231,25 @@ class FeatureRows:
 
     def take(self, rows: Sequence[int] | np.ndarray) -> list[np.ndarray]:
         """Per level ``[len(rows), C, h, w]`` float16."""
-        flat = np.stack(
-            [np.load(self.entry.path(self.hashes[int(r)]), allow_pickle=False) for r in rows]
-        )
+        flat = np.stack([self._load(self.hashes[int(r)]) for r in rows])
         levels, start = [], 0
         for c, h, w in self.entry.shapes:
             levels.append(flat[:, start : start + c * h * w].reshape(len(rows), c, h, w))
             start += c * h * w
         return levels
+
+    def _load(self, image_hash: str) -> np.ndarray:
+        """One image's row; a file damaged since it was checked (truncated, replaced) is one
+        line naming it."""
+        path = self.entry.path(image_hash)
+        try:
+            row = np.load(path, allow_pickle=False)
+            why = "" if row.shape == (self.entry.size,) else f"shape {row.shape}"
+        except (OSError, ValueError) as e:
+            why = str(e)
+        if why:
+            raise FeatureCacheError(
+                f"{path}: cached features damaged while in use ({why}); delete it and run the "
+                f"same command again (with --resume if a checkpoint exists): it is computed again"
+            )
+        return row  # type: ignore[no-any-return]

@@ -13,6 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import odbench.feature_cache
 import odbench.features
 from odbench.checkpoint import CheckpointError
 from odbench.cli import main
@@ -215,23 +216,43 @@ def test_eval_dino_decoder_end_to_end(tmp_path: Path) -> None:
 
 
 def test_a_damaged_cached_feature_file_is_named_not_trained_on(tmp_path: Path) -> None:
-    """A cached feature file overwritten with NaN (damaged on disk; odbench stores only finite
-    values) stops training with one line naming the file, before the NaN step reaches the
-    weights; deleting the file and resuming recomputes it and trains on."""
+    """A truncated cached feature file is computed again; one overwritten with NaN (damaged on
+    disk; odbench stores only finite values) stops training with one line naming the file, the
+    last checkpoint kept as it was; deleting the file and resuming recomputes it and trains on."""
     from odbench.checkpoint import load_checkpoint
     from odbench.feature_cache import FeatureCacheError
 
     common: dict[str, Any] = dict(data="toy", features="dino-tiny", resolution=32, n=6)
     common.update(batch_size=5, val_split=0.0, cache_dir=tmp_path / "cache")
     train(out=tmp_path / "a", steps=1, **common)
-    damaged = sorted((tmp_path / "cache" / "features").glob("*/*.npy"))[2]
+    damaged, cut = sorted((tmp_path / "cache" / "features").glob("*/*.npy"))[2:4]
     row = np.load(damaged)
     row[5] = np.nan
     np.save(damaged, row)
+    size = cut.stat().st_size
+    with cut.open("r+b") as f:  # a truncated file (a copy cut short) is computed again
+        f.truncate(size // 2)
     with pytest.raises(FeatureCacheError, match=f"^{damaged}: cached features hold NaN"):
         train(out=tmp_path / "a", steps=3, resume=True, **common)
+    assert cut.stat().st_size == size
     config, weights, _ = load_checkpoint(tmp_path / "a")
     assert config["step"] == 1 and all(torch.isfinite(w).all() for w in weights.values())
     damaged.unlink()
     resumed = train(out=tmp_path / "a", steps=3, resume=True, **common)
     assert resumed.step == 3 and resumed.features_computed == 1
+
+
+def test_a_feature_file_damaged_while_in_use_is_one_line(tmp_path: Path) -> None:
+    """A cached file cut short after the run checked it: reading it names it (was numpy's
+    'cannot reshape array' traceback mid-training)."""
+    from odbench.feature_cache import FeatureCacheError
+
+    entry = odbench.feature_cache.FeatureEntry(tmp_path, "x", 32, [(2, 2, 2)])
+    entry.store("a", np.ones(8, np.float16))
+    entry.store("b", np.ones(8, np.float16))
+    rows = entry.rows(["a", "b"])
+    assert rows.take([0, 1])[0].shape == (2, 2, 2, 2)
+    with entry.path("b").open("r+b") as f:
+        f.truncate(entry.path("b").stat().st_size - 4)
+    with pytest.raises(FeatureCacheError, match=f"^{entry.path('b')}: cached features damaged"):
+        rows.take([0, 1])

@@ -95,7 +95,8 @@ def train_errors() -> Iterator[None]:
 @click.option(
     "--cache-only",
     is_flag=True,
-    help="Only fill the feature cache of --features (no training, nothing in --out), then exit.",
+    help="Only fill the feature cache of --features, then exit: no training, and the options "
+    "of training alone (--out, --steps, --lr, --resume, ...) are not used.",
 )
 @click.option(
     "--shard",
