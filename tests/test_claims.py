@@ -73,12 +73,18 @@ from odbench.methods.center_prior import CenterPrior
 from odbench.metrics.protocols import get_protocol
 
 cache, log, delay, peers = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+hang_after = int(sys.argv[5])  # > 0: the batch after that many predicted images never returns
 (log.parent / f"ready-{log.name}-{time.time_ns()}").touch()
 while len(list(log.parent.glob(f"ready-{log.name}-*"))) < peers:  # start together
     time.sleep(0.01)
 
 class Slow(CenterPrior):
+    done = 0
+
     def predict(self, images):
+        if hang_after and Slow.done >= hang_after:
+            time.sleep(3600)  # killed here, with this batch claimed
+        Slow.done += len(images)
         out = super().predict(images)
         time.sleep(delay)
         with open(log, "a") as f:
@@ -94,11 +100,13 @@ print(json.dumps({"metrics": out.metrics, "n_predicted": out.info["n_predicted"]
 """
 
 
-def _child(tmp_path: Path, log: str, delay: float, peers: int = 1) -> subprocess.Popen[str]:
+def _child(
+    tmp_path: Path, log: str, delay: float, peers: int = 1, hang_after: int = 0
+) -> subprocess.Popen[str]:
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     args = [sys.executable, str(script), str(tmp_path / "cache"), str(tmp_path / log)]
-    args += [str(delay), str(peers)]
+    args += [str(delay), str(peers), str(hang_after)]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -142,16 +150,16 @@ def _fresh_metrics(tmp_path: Path) -> dict[str, object]:
 
 
 def test_sigkill_then_resume_recomputes_only_the_batch_in_flight(tmp_path: Path) -> None:
-    child = _child(tmp_path, "killed.log", delay=0.3)
+    child = _child(tmp_path, "killed.log", delay=0.0, hang_after=6)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (
         len(_entries(tmp_path, ".npz")) >= 6 and _in_flight(tmp_path)
     ):
         time.sleep(0.02)
-    os.kill(child.pid, signal.SIGKILL)  # while it predicts a batch (in its 0.3 s sleep)
+    os.kill(child.pid, signal.SIGKILL)  # while it predicts its 4th batch (which never returns)
     child.wait()
     done = len(_entries(tmp_path, ".npz"))
-    assert 6 <= done < 16
+    assert done == 6
     assert len(_in_flight(tmp_path)) == 2  # the batch in flight is left claimed
     for entry in _entries(tmp_path, ".npz"):  # no partial entries
         with np.load(entry, allow_pickle=False) as npz:
