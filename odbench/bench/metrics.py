@@ -215,9 +215,12 @@ def best_of(
 
 
 def end_to_end(pairs: list[tuple[np.ndarray, np.ndarray]], workers: int, repeat: int) -> None:
-    """Part 3: PySODMetrics loop vs ``odbench score`` on the same PNG files."""
-    from odbench.commands.score import score_folders
+    """Part 3: PySODMetrics loop vs ``odbench score`` on the same PNG files (malloc set as
+    ``score`` sets it for both: :func:`keep_freed_memory`)."""
+    from odbench.commands.score import keep_freed_memory, score_folders
     from odbench.imageio import write_png
+
+    keep_freed_memory()
 
     with tempfile.TemporaryDirectory() as tmp:
         pred_dir, gt_dir = Path(tmp, "pred"), Path(tmp, "gt")
