@@ -21,10 +21,10 @@ end to end against plain PNG decoding.
    the other (each GT read, binarised and its weighted-Fβ distance transform computed once per
    method) vs together as ``score --config`` does (once per GT), and ``score --config`` itself.
 
-Measured 29 Nov 2026 on the shared 2-core VM at load average 1.8-3.5 (benchmarks/README.md):
-1,000 ECSSD pairs, basic 3.8x (1 worker) / 5.5x (2 workers), all 4.9x / 4.7x; 200 pairs, basic
-5.0x / 5.1x, all 5.1x / 6.0x; CPU time 3.8-5.0x less than the loop; 5 methods sharing the GT
-1.79x.  The 2-worker gain is what other jobs on the cores left of it.
+Measured 29 Nov 2026 on the shared 2-core VM at load average 1.8-2.3 (benchmarks/README.md):
+1,000 ECSSD pairs, basic 4.0x (1 worker) / 5.3x (2 workers), all 4.5x / 6.4x; 200 pairs, basic
+4.0x / 5.2x, all 4.8x / 6.6x; 5 methods sharing the GT 1.54x.  The 2-worker gain is what other
+jobs on the cores left of it (about 1.6 cores).
 """
 
 from __future__ import annotations
