@@ -193,18 +193,25 @@ def test_metrics_all_matches_the_family_meter(tmp_path):
 
 class SlowFirst:
     """A meter whose earlier images take longer to score, so that with several worker threads
-    they finish last; ``finished`` records the order in which they did."""
+    they finish last; ``finished`` is the order in which they did (kept in the file ``log``,
+    which worker processes share)."""
 
-    def __init__(self, meter, n: int) -> None:
-        self.meter, self.n, self.finished = meter, n, []
+    def __init__(self, meter, n: int, log=None) -> None:
+        self.meter, self.n, self.log = meter, n, log
         self.protocol = meter.protocol
+
+    @property
+    def finished(self) -> list[str]:
+        return self.log.read_text().split() if self.log and self.log.exists() else []
 
     def score(self, pred, gt, image_id):
         import time
 
         time.sleep(0.03 * (self.n - int(image_id.removeprefix("img"))))
         record = self.meter.score(pred, gt, image_id)
-        self.finished.append(image_id)
+        if self.log is not None:
+            with open(self.log, "a") as f:
+                f.write(f"{image_id}\n")
         return record
 
     def add(self, record) -> None:
@@ -228,7 +235,7 @@ def assert_same_records(got, ref) -> None:
 
 
 def test_workers_give_the_records_of_one_worker_in_file_order(tmp_path):
-    """Earlier images are scored slowest, so threads finish them last; the records (and so the
+    """Earlier images are scored slowest, so workers finish them last; the records (and so the
     per-image results store, compare, report) still come in file order with one worker's
     values, and the sums are the same to the bit."""
     from odbench.commands.score import score_files
@@ -239,9 +246,10 @@ def test_workers_give_the_records_of_one_worker_in_file_order(tmp_path):
     ref_meter = FamilyMeter("odbench")
     ref = score_files(pairs, ref_meter, workers=1)
     assert [r[0].id for r in ref] == [f"img{i}" for i in range(7)]
-    slow = SlowFirst(FamilyMeter("odbench"), len(pairs))
+    slow = SlowFirst(FamilyMeter("odbench"), len(pairs), tmp_path / "finished.log")
     got = score_files(pairs, slow, workers=4)
-    assert slow.finished != sorted(slow.finished)  # the threads did finish out of order
+    assert sorted(slow.finished) == [f"img{i}" for i in range(7)]
+    assert slow.finished != sorted(slow.finished)  # the workers did finish out of order
     assert_same_records(got, ref)
     assert json.dumps(slow.compute()) == json.dumps(ref_meter.compute())
 
@@ -269,6 +277,24 @@ def test_config_workers_store_the_records_in_file_order(tmp_path, monkeypatch):
     for key in ("acc", "iou", "mae", "fbeta"):
         assert np.array_equal(getattr(one.saliency, key), getattr(four.saliency, key)), key
     assert stores["1"].metrics == stores["4"].metrics
+
+
+def test_workers_report_the_same_warnings_as_one_worker(tmp_path):
+    """Warnings raised while reading in worker processes (RGB maps converted, 0/1 masks) reach
+    the one summary line per kind exactly as with one worker."""
+    pred_dir, gt_dir = make_pairs(tmp_path, n=12)
+    rng = np.random.default_rng(3)
+    for i in range(12):
+        rgb = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+        Image.fromarray(rgb).save(pred_dir / f"img{i}.png")
+        Image.fromarray((rng.random((12, 16)) < 0.4).astype(np.uint8)).save(gt_dir / f"img{i}.png")
+    args = ["score", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir), "--json"]
+    one, two = (invoke(*args, "--workers", w) for w in ("1", "2"))
+    assert one.exit_code == two.exit_code == 0, two.output
+    assert json.loads(one.stdout) == json.loads(two.stdout)
+    notes = one.stderr.splitlines()
+    assert len(notes) == 2 and "12 colour" in notes[0] and "12 mask file(s)" in notes[1], notes
+    assert two.stderr == one.stderr
 
 
 def test_workers_report_the_first_bad_file_in_order(tmp_path):

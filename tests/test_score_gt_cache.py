@@ -64,13 +64,19 @@ def test_shared_gt_gives_each_methods_own_records(tmp_path, protocol, monkeypatc
                 for i, (p, g) in enumerate(zip(preds[m], gts))
             ]
         )
-    calls = []
+    calls = tmp_path / "calls.log"  # a file: worker processes count in it too
     real = sod.weighted_f_mask
-    monkeypatch.setattr(sod, "weighted_f_mask", lambda gt: calls.append(1) or real(gt))
+
+    def counted(gt):
+        with open(calls, "a") as f:
+            f.write("1\n")
+        return real(gt)
+
+    monkeypatch.setattr(sod, "weighted_f_mask", counted)
     meters = [make_meter(protocol, "all") for _ in range(N_METHODS)]
     items = [(str(i), [preds[m][i] for m in range(N_METHODS)], g) for i, g in enumerate(gts)]
     together = score_methods(items, meters, workers=2)
-    assert len(calls) == N_IMAGES  # once per GT, not once per (method, GT)
+    assert calls.read_text().count("1") == N_IMAGES  # once per GT, not once per (method, GT)
     for records, reference in zip(together, alone, strict=True):
         assert len(records) == N_IMAGES
         for got, ref in zip(records, reference, strict=True):

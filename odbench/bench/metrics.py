@@ -12,7 +12,7 @@ end to end against plain PNG decoding.
 3. End to end on PNG files, one process: real ECSSD GT masks (``--data-root``; ``--synthetic``
    draws ellipses instead) with plausible predictions (the mask shifted, blurred, noised).
    A PySODMetrics loop as PySODEvalToolkit runs it (``cv2.imread`` grayscale, one thread)
-   against ``odbench score`` (1 worker and ``--workers`` threads): Fβ + MAE vs
+   against ``odbench score`` (1 worker and ``--workers`` workers: processes on Linux): Fβ + MAE vs
    ``--metrics basic``, then S, E, weighted F, F, MAE, Dice, BER vs ``--metrics all`` under the
    ``pysodmetrics`` protocol (whose values are checked against the loop's).  Targets: basic
    >= 6x, all >= 5x.  Each timing is the best of ``--repeat`` rounds in which the runs take
@@ -21,10 +21,10 @@ end to end against plain PNG decoding.
    the other (each GT read, binarised and its weighted-Fβ distance transform computed once per
    method) vs together as ``score --config`` does (once per GT), and ``score --config`` itself.
 
-Measured 29 Nov 2026 on the shared 2-core VM at load average 1.8-2.3 (benchmarks/README.md):
-1,000 ECSSD pairs, basic 4.0x (1 worker) / 5.3x (2 workers), all 4.5x / 6.4x; 200 pairs, basic
-4.0x / 5.2x, all 4.8x / 6.6x; 5 methods sharing the GT 1.54x.  The 2-worker gain is what other
-jobs on the cores left of it (about 1.6 cores).
+Measured 29 Nov 2026 on the 2-core VM, quiet (load average 1.0-1.6), workers as processes
+(benchmarks/README.md): 1,000 ECSSD pairs, basic 4.1x (1 worker) / 5.4-6.2x (2 workers), all
+4.6-5.2x / 7.3-8.1x (two runs); 5 methods sharing the GT 1.77-1.84x.  With worker threads (before)
+2 workers gave 1.3x one worker, as processes 1.5-1.6x.
 """
 
 from __future__ import annotations
@@ -194,19 +194,28 @@ def pysod_loop_files(pred_dir: Path, gt_dir: Path, family: bool) -> tuple[float,
     return seconds, out
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (score's worker processes)."""
+    import os
+
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def best_of(
     repeat: int, runs: dict[str, Callable[[], Any]], cpu: dict[str, float] | None = None
 ) -> dict[str, tuple[float, Any]]:
     """Each run's shortest wall time over ``repeat`` rounds, the runs taking turns within a
     round (so that a burst of other work on a shared machine slows them alike), and its
     result: {name: (seconds, result)}.  ``cpu``, if given, receives each run's smallest CPU
-    time of the process (all threads), which other work on the machine disturbs less."""
+    time of the process and its worker processes, which other work on the machine disturbs
+    less."""
     best: dict[str, tuple[float, Any]] = {name: (float("inf"), None) for name in runs}
     for _ in range(repeat):
         for name, run in runs.items():
-            t0, c0 = time.perf_counter(), time.process_time()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             result = run()
-            seconds, cpu_s = time.perf_counter() - t0, time.process_time() - c0
+            seconds, cpu_s = time.perf_counter() - t0, cpu_seconds() - c0
             if seconds < best[name][0]:
                 best[name] = (seconds, result)
             if cpu is not None:

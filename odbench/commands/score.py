@@ -96,8 +96,8 @@ def score_files(
     workers: int | None = None,
     show_progress: bool = False,
 ) -> list[Any]:
-    """Decode and score (id, prediction file, GT file) pairs in ``workers`` threads (default:
-    the cores available; Pillow, OpenCV and NumPy release the GIL) and add them to ``meter`` in
+    """Decode and score (id, prediction file, GT file) pairs in ``workers`` workers (default:
+    the cores available; see :func:`score_methods`) and add them to ``meter`` in
     the pairs' order, so the sums do not depend on ``workers``; returns the records in order."""
     items = [(image_id, [pred_path], gt_path) for image_id, pred_path, gt_path in pairs]
     return score_methods(items, [meter], workers, show_progress)[0]
@@ -110,63 +110,136 @@ def score_methods(
     show_progress: bool = False,
 ) -> list[list[Any]]:
     """Score several methods' maps of the same images: each item is (id, one prediction file
-    per meter, GT file).  A worker thread takes one image: it reads the GT once, prepares it once
+    per meter, GT file).  A worker takes one image: it reads the GT once, prepares it once
     (:func:`odbench.metrics.saliency.prepare_gt`: the binarised mask, and weighted Fβ's distance
     transform and nearest pixels on first use) and scores every method's map against it, so
     what depends on the GT alone is computed once per GT, not once per method; it is dropped
     with the image, so it can never serve another file or a changed one.  Records are added
     to each meter in the items' order (the sums do not depend on ``workers``); returns each
-    meter's records in order."""
-    from concurrent.futures import ThreadPoolExecutor
+    meter's records in order.
 
-    from odbench.imageio import read_gray, read_warnings
-    from odbench.metrics.protocols import MetricInputError
-    from odbench.metrics.saliency import prepare_gt
+    ``workers`` > 1 are processes forked from this one on Linux (each decodes and scores whole
+    chunks of images; only the small per-image records come back), threads elsewhere: threads
+    spend a quarter of their time waiting for the GIL in the small per-image Python work, so
+    two threads gave 1.3x one, two processes 1.5-1.6x (``odbench bench metrics``, 2 cores)."""
+    from odbench.imageio import read_warnings
 
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
     keep_freed_memory()
-
-    def work(item: tuple[str, list[Path], Path]) -> list[Any]:
-        image_id, pred_paths, gt_path = item
-        gt = read_gray(gt_path, what="mask")
-        prepared: dict[Any, Any] = {}  # one per GT rule among the meters' protocols
-        records = []
-        for meter, pred_path in zip(meters, pred_paths, strict=True):
-            pred = read_gray(pred_path, what="prediction")
-            try:
-                key = (meter.protocol.gt_rule, meter.protocol.center_crop)
-                if key not in prepared:
-                    prepared[key] = prepare_gt(gt, meter.protocol)
-                records.append(meter.score(pred, prepared[key], image_id))
-            except MetricInputError as e:
-                raise UserError(f"{pred_path}: {e}") from e
-        return records
-
-    def work_chunk(chunk: list[tuple[str, list[Path], Path]]) -> list[list[Any]]:
-        return [work(item) for item in chunk]
-
-    # a few images per task: handing a task to a thread costs tens of microseconds
+    # a few images per task: handing a task to a worker costs tens of microseconds
     size = max(1, min(CHUNK, len(items) // (4 * workers)))
     chunks = [items[k : k + size] for k in range(0, len(items), size)]
     out: list[list[Any]] = [[] for _ in meters]
     # read_warnings() catches process-wide, so it wraps the whole pool (one context per thread
     # would race); RGB files converted, 0/1 masks: printed once at the end.
-    with read_warnings() as notes, _progress(len(items), show_progress) as advance:
-        pool = ThreadPoolExecutor(max_workers=workers)
-        try:
-            for chunk_records in pool.map(work_chunk, chunks):
-                for records in chunk_records:
-                    for meter, record, kept in zip(meters, records, out):
-                        meter.add(record)
-                        kept.append(record)
-                    advance()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+    with read_warnings() as notes:
+        # the pool is forked before the progress bar starts its thread
+        with _chunk_results(chunks, meters, workers) as results:
+            with _progress(len(items), show_progress) as advance:
+                for chunk_records in results:
+                    for records in chunk_records:
+                        for meter, record, kept in zip(meters, records, out):
+                            meter.add(record)
+                            kept.append(record)
+                        advance()
     for line in sorted(notes):
         click.echo(f"warning: {line}", err=True)
     return out
+
+
+Item = tuple[str, list[Path], Path]
+
+
+def _score_item(meters: list[Any], item: Item) -> list[Any]:
+    """One image's records, one per meter: the GT read and prepared once."""
+    from odbench.imageio import read_gray
+    from odbench.metrics.protocols import MetricInputError
+    from odbench.metrics.saliency import prepare_gt
+
+    image_id, pred_paths, gt_path = item
+    gt = read_gray(gt_path, what="mask")
+    prepared: dict[Any, Any] = {}  # one per GT rule among the meters' protocols
+    records = []
+    for meter, pred_path in zip(meters, pred_paths, strict=True):
+        pred = read_gray(pred_path, what="prediction")
+        try:
+            key = (meter.protocol.gt_rule, meter.protocol.center_crop)
+            if key not in prepared:
+                prepared[key] = prepare_gt(gt, meter.protocol)
+            records.append(meter.score(pred, prepared[key], image_id))
+        except MetricInputError as e:
+            raise UserError(f"{pred_path}: {e}") from e
+    return records
+
+
+#: The meters of the running :func:`score_methods`, for its forked workers (they inherit it).
+_FORKED_METERS: list[Any] = []
+
+
+def _forked_worker_init() -> None:
+    """Ctrl-C is the parent's to handle: a worker interrupted mid-image printed a traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _forked_chunk(chunk: list[Item]) -> tuple[list[list[Any]], list[Warning | str]]:
+    """A forked worker's task: the chunk's records and the warnings reading it raised (the
+    parent re-raises them inside its :func:`odbench.imageio.read_warnings`)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records = [_score_item(_FORKED_METERS, item) for item in chunk]
+    return records, [w.message for w in caught]
+
+
+@contextmanager
+def _chunk_results(
+    chunks: list[list[Item]], meters: list[Any], workers: int
+) -> Iterator[Iterator[list[list[Any]]]]:
+    """The chunks' records in order: in this thread (one worker), in forked processes
+    (Linux), else in threads.  Leaving the context stops the workers."""
+    import sys
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    if workers == 1 or len(chunks) < 2:
+        yield (_score_chunk(meters, chunk) for chunk in chunks)
+    elif sys.platform.startswith("linux"):
+        import multiprocessing
+
+        global _FORKED_METERS
+        _FORKED_METERS = meters
+        pool = multiprocessing.get_context("fork").Pool(
+            min(workers, len(chunks)), initializer=_forked_worker_init
+        )
+
+        def records() -> Iterator[list[list[Any]]]:
+            for chunk_records, caught in pool.imap(_forked_chunk, chunks):
+                for message in caught:  # the Warning itself: its class and arguments
+                    warnings.warn(message, stacklevel=1)
+                yield chunk_records
+
+        try:
+            yield records()
+            pool.close()
+        finally:
+            pool.terminate()
+            pool.join()
+            _FORKED_METERS = []
+    else:
+        threads = ThreadPoolExecutor(max_workers=workers)
+        try:
+            yield threads.map(lambda chunk: _score_chunk(meters, chunk), chunks)
+        finally:
+            threads.shutdown(wait=True, cancel_futures=True)
+
+
+def _score_chunk(meters: list[Any], chunk: list[Item]) -> list[list[Any]]:
+    return [_score_item(meters, item) for item in chunk]
 
 
 def score_folders(
@@ -187,9 +260,10 @@ def score_folders(
     ``on_mismatch="skip"`` the pair is left out and its id listed in ``skipped_ids``.
     ``metrics="all"`` adds the salient-object family (:mod:`odbench.metrics.sod`) and its
     curves; a comma-separated list of names keeps only those metrics in the result
-    (:func:`odbench.metrics.selection.parse_metrics`).  Images are decoded and scored in ``workers`` threads (default: the cores
-    available; Pillow, OpenCV and NumPy release the GIL); records are added in file order, so
-    the result does not depend on ``workers``."""
+    (:func:`odbench.metrics.selection.parse_metrics`).  Images are decoded and scored by
+    ``workers`` workers (default: the cores available; processes on Linux, threads elsewhere:
+    :func:`score_methods`); records are added in file order, so the result does not depend on
+    ``workers``."""
     from odbench.imageio import ImageReadError, image_size
     from odbench.metrics.selection import parse_metrics
     from odbench.metrics.sizes import describe_mismatches, protocol_mismatches
@@ -311,7 +385,8 @@ def _rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     "--workers",
     type=int,
     default=None,
-    help="Threads decoding and scoring images (default: the cores available).",
+    help="Processes (threads outside Linux) decoding and scoring images (default: the cores "
+    "available).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(
