@@ -570,6 +570,25 @@ def _fill(
     )
 
 
+@contextmanager
+def _launched(device: str) -> Iterator[World]:
+    """This process's place in its launch (one process without a launcher), closed on exit; a
+    failure that comes from another rank (it stopped, the collective broke) is one line
+    pointing at that rank's error."""
+    world = detect_world(device)
+    try:
+        yield world
+    except Exception as e:
+        if world.size > 1 and peer_failure(e):
+            raise TrainError(
+                f"another process of this launch stopped ({short_error(e)}): see its error line "
+                f"or the launcher's report; fix that and run the same command again"
+            ) from e
+        raise
+    finally:
+        world.close()
+
+
 def fill_feature_cache(
     *,
     data: str,
@@ -589,8 +608,7 @@ def fill_feature_cache(
     folder, the resized samples only in a temporary folder.  A later ``odbench train`` with the
     same data, ``--features``, extractor options, ``--resolution``, ``--n`` and ``--seed``
     trains from the filled cache without extracting anything."""
-    world = detect_world(device)
-    try:
+    with _launched(device) as world:
         setup = _setup(
             world,
             data=data,
@@ -628,15 +646,6 @@ def fill_feature_cache(
             world.rank,
             world.size,
         )
-    except Exception as e:
-        if world.size > 1 and peer_failure(e):
-            raise TrainError(
-                f"another process of this launch stopped ({short_error(e)}): see its error line "
-                f"or the launcher's report; fix that and run the same command again"
-            ) from e
-        raise
-    finally:
-        world.close()
 
 
 def train(
@@ -661,8 +670,7 @@ def train(
     entries of the card's ``[training]`` table (``resolution``, ``batch_size``, ``lr``, ``seed``,
     ``val_split``, …); ``minutes`` stops the run at a wall-clock budget.  Under a launcher
     (torchrun, accelerate launch) every rank runs this (module docstring)."""
-    world = detect_world(device)
-    try:
+    with _launched(device) as world:
         setup = _setup(
             world,
             data=data,
@@ -700,15 +708,6 @@ def train(
                 cache_dir,
                 show_progress and world.is_main,
             )
-    except Exception as e:
-        if world.size > 1 and peer_failure(e):
-            raise TrainError(
-                f"another process of this launch stopped ({short_error(e)}): see its error line "
-                f"or the launcher's report; fix that and run the same command again"
-            ) from e
-        raise
-    finally:
-        world.close()
 
 
 def _train(
