@@ -21,10 +21,10 @@ end to end against plain PNG decoding.
    the other (each GT read, binarised and its weighted-Fβ distance transform computed once per
    method) vs together as ``score --config`` does (once per GT), and ``score --config`` itself.
 
-Measured 29 Nov 2026 on the 2-core VM, quiet (load average 1.0-1.6), workers as processes
-(benchmarks/README.md): 1,000 ECSSD pairs, basic 4.1x (1 worker) / 5.4-6.2x (2 workers), all
-4.6-5.2x / 7.3-8.1x (two runs); 5 methods sharing the GT 1.77-1.84x.  With worker threads (before)
-2 workers gave 1.3x one worker, as processes 1.5-1.6x.
+Measured 29 Nov 2026 on the 2-core VM, quiet (load average 1.0-1.9), workers as processes
+(benchmarks/README.md), three runs: 1,000 ECSSD pairs, basic 4.1x (1 worker) / 5.4-6.2x
+(2 workers; median 5.9x), all 4.6-5.2x / 7.3-8.1x; 5 methods sharing the GT 1.77-1.84x.  With
+worker threads (before) 2 workers gave 1.3x one worker, as processes 1.5-1.6x.
 """
 
 from __future__ import annotations
