@@ -208,13 +208,10 @@ def test_eval_shards_merged_equal_one_eval(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "--shard '2/2': expected I/N" in bad.output
 
 
-def test_a_launch_of_one_shard_merges_with_the_other_shards(tmp_path: Path) -> None:
-    """``--shard 1/3`` under a 2-process launch: rank r runs shard 1 + 3r of 6, rank 0 merges
-    them into shard 1/3 itself (its own results file); with shards 0/3 and 2/3 run plainly,
-    ``merge`` gives the whole run.  (Ranks run one after the other here, standing in for a
-    launch; the gloo launch itself is tested in test_distributed.py.)"""
+def sequential_worlds() -> Any:
+    """A World class for two ranks run one after the other in this process (rank 1 first):
+    rank 1's gather leaves its object for rank 0's."""
     from odbench.distributed import World
-    from odbench.runner import run_launched
 
     box: list[Any] = [None, None]
 
@@ -223,8 +220,24 @@ def test_a_launch_of_one_shard_merges_with_the_other_shards(tmp_path: Path) -> N
             box[self.rank] = obj
             return list(box) if self.is_main else None
 
+    return SequentialWorld
+
+
+def center_prior() -> CenterPrior:
     method = CenterPrior(method_card("center-prior"))
     method.name = "center-prior"
+    return method
+
+
+def test_a_launch_of_one_shard_merges_with_the_other_shards(tmp_path: Path) -> None:
+    """``--shard 1/3`` under a 2-process launch: rank r runs shard 1 + 3r of 6, rank 0 merges
+    them into shard 1/3 itself (its own results file); with shards 0/3 and 2/3 run plainly,
+    ``merge`` gives the whole run.  (Ranks run one after the other here, standing in for a
+    launch; the gloo launch itself is tested in test_distributed.py.)"""
+    from odbench.runner import run_launched
+
+    SequentialWorld = sequential_worlds()
+    method = center_prior()
     ds, proto = create_dataset("toy"), get_protocol("odbench")
     kw: dict[str, Any] = {"cache_dir": tmp_path / "cache", "results_dir": tmp_path / "launch"}
     ranks = [
@@ -312,18 +325,10 @@ def test_save_preds_boxes_of_a_launch_and_of_shards_are_all_there(tmp_path: Path
     it (each rank wrote its own share over the others'); shards write boxes.shard-I-of-N.json."""
     import json
 
-    from odbench.distributed import World
     from odbench.runner import run_launched
 
-    box: list[Any] = [None, None]
-
-    class SequentialWorld(World):
-        def gather(self, obj: Any) -> list[Any] | None:
-            box[self.rank] = obj
-            return list(box) if self.is_main else None
-
-    method = CenterPrior(method_card("center-prior"))
-    method.name = "center-prior"
+    SequentialWorld = sequential_worlds()
+    method = center_prior()
     ds, proto = create_dataset("toy"), get_protocol("odbench")
     kw: dict[str, Any] = {"cache_dir": tmp_path / "cache", "results_dir": None}
     run(method, ds, proto, dataset_name="toy", save_preds=tmp_path / "one", **kw)
@@ -357,7 +362,6 @@ def test_the_progress_bar_of_a_launch_says_it_counts_rank_0s_share(
     from contextlib import contextmanager
 
     import odbench.runner
-    from odbench.distributed import World
     from odbench.runner import run_launched
 
     bars: list[tuple[int, str, bool]] = []
@@ -368,15 +372,8 @@ def test_the_progress_bar_of_a_launch_says_it_counts_rank_0s_share(
         yield lambda n: None
 
     monkeypatch.setattr(odbench.runner, "_progress", progress)
-    box: list[Any] = [None, None]
-
-    class SequentialWorld(World):
-        def gather(self, obj: Any) -> list[Any] | None:
-            box[self.rank] = obj
-            return list(box) if self.is_main else None
-
-    method = CenterPrior(method_card("center-prior"))
-    method.name = "center-prior"
+    SequentialWorld = sequential_worlds()
+    method = center_prior()
     ds, proto = create_dataset("toy"), get_protocol("odbench")
     kw: dict[str, Any] = {"cache_dir": tmp_path / "cache", "results_dir": None}
     for r in (1, 0):

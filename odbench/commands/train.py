@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -160,26 +161,26 @@ def train_cmd(
             import torch
 
             torch.set_num_threads(threads)
+        # what picks the samples and keys their cached features: the same for --cache-only
+        common: dict[str, Any] = {
+            "data": data,
+            "data_root": data_root,
+            "n": n,
+            "device": device,
+            "cache_dir": cache_dir,
+            "extractor_options": extractor_options,
+            "show_progress": True,
+            "val_split": val_split,
+            "resolution": resolution,
+            "batch_size": batch_size,
+            "seed": seed,
+        }
         if cache_only:
             if features is None:
                 raise UserError(
                     "--cache-only fills the feature cache of --features; give --features"
                 )
-            cached = fill_feature_cache(
-                data=data,
-                features=features,
-                data_root=data_root,
-                n=n,
-                shard=shard,
-                device=device,
-                cache_dir=cache_dir,
-                extractor_options=extractor_options,
-                show_progress=True,
-                val_split=val_split,
-                resolution=resolution,
-                batch_size=batch_size,
-                seed=seed,
-            )
+            cached = fill_feature_cache(features=features, shard=shard, **common)
             if cached.rank == 0:
                 part = "" if cached.shard.whole else f" (shard {cached.shard})"
                 click.echo(
@@ -189,26 +190,16 @@ def train_cmd(
             return
         assert out is not None
         result = train(
-            data=data,
             out=out,
             model=model,
             features=features,
-            data_root=data_root,
-            n=n,
             steps=steps,
             epochs=epochs,
             minutes=minutes,
             resume=resume,
-            device=device,
-            cache_dir=cache_dir,
-            extractor_options=extractor_options,
-            show_progress=True,
-            val_split=val_split,
-            resolution=resolution,
-            batch_size=batch_size,
             lr=lr,
-            seed=seed,
             trunk_weights=trunk_weights,
+            **common,
         )
     if result.rank != 0:
         return  # rank 0 reports for the launch
