@@ -94,9 +94,12 @@ def _too_large(e: Exception) -> str:
 def image_size(path: str | Path) -> tuple[int, int]:
     """``(H, W)`` of an image file from its header (the pixels are not decoded)."""
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(33)
+    try:  # os.open / os.read: a third of open()'s time, which builds a buffered file object
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            head = os.read(fd, 33)
+        finally:
+            os.close(fd)
     except OSError:
         head = b""  # Pillow below says what is wrong
     if (
@@ -347,8 +350,11 @@ def write_png(path: str | Path, arr: np.ndarray) -> None:
 def list_images(folder: str | Path) -> list[Path]:
     """Image files directly in ``folder``, sorted; hidden files and stray files skipped."""
     folder = Path(folder)
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    with os.scandir(folder) as entries:  # the file type from the listing: no stat per file
+        return sorted(
+            folder / e.name
+            for e in entries
+            if not e.name.startswith(".")
+            and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
+            and e.is_file()
+        )

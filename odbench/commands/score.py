@@ -22,7 +22,7 @@ import click
 from odbench.cli import UserError, results_dir_option, user_errors
 
 MAX_NAMED = 5  # file names listed in one error line
-CHUNK = 8  # images per worker task at most (score_methods)
+CHUNK = 16  # images per worker task at most (score_methods)
 
 
 def _by_stem(folder: Path, what: str) -> dict[str, Path]:
@@ -128,9 +128,10 @@ def score_methods(
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
     keep_freed_memory()
-    # a few images per task: handing a task to a worker costs tens of microseconds
+    # a few images per task: handing a task to a worker costs tens of microseconds.  The first
+    # image alone: forked workers get it done by the parent first (:func:`_chunk_results`).
     size = max(1, min(CHUNK, len(items) // (4 * workers)))
-    chunks = [items[k : k + size] for k in range(0, len(items), size)]
+    chunks = [items[:1]] + [items[k : k + size] for k in range(1, len(items), size)]
     out: list[list[Any]] = [[] for _ in meters]
     # read_warnings() catches process-wide, so it wraps the whole pool (one context per thread
     # would race); RGB files converted, 0/1 masks: printed once at the end.
@@ -174,8 +175,10 @@ def _score_item(meters: list[Any], item: Item) -> list[Any]:
     return records
 
 
-#: The meters of the running :func:`score_methods`, for its forked workers (they inherit it).
+#: The meters and chunks of the running :func:`score_methods`, for its forked workers (they
+#: inherit them: a task is a chunk's index).
 _FORKED_METERS: list[Any] = []
+_FORKED_CHUNKS: list[list[Item]] = []
 
 
 def _forked_worker_init() -> None:
@@ -185,14 +188,14 @@ def _forked_worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _forked_chunk(chunk: list[Item]) -> tuple[list[list[Any]], list[Warning | str]]:
-    """A forked worker's task: the chunk's records and the warnings reading it raised (the
+def _forked_chunk(index: int) -> tuple[list[list[Any]], list[Warning | str]]:
+    """A forked worker's task: chunk ``index``'s records and the warnings reading it raised (the
     parent re-raises them inside its :func:`odbench.imageio.read_warnings`)."""
     import warnings
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        records = [_score_item(_FORKED_METERS, item) for item in chunk]
+        records = [_score_item(_FORKED_METERS, item) for item in _FORKED_CHUNKS[index]]
     return records, [w.message for w in caught]
 
 
@@ -211,14 +214,18 @@ def _chunk_results(
     elif sys.platform.startswith("linux"):
         import multiprocessing
 
-        global _FORKED_METERS
-        _FORKED_METERS = meters
+        # The first chunk here, before forking: the workers inherit the modules and tables
+        # it loaded (OpenCV, zlib-ng...), which each of them would otherwise load again.
+        first = _score_chunk(meters, chunks[0])
+        global _FORKED_METERS, _FORKED_CHUNKS
+        _FORKED_METERS, _FORKED_CHUNKS = meters, chunks
         pool = multiprocessing.get_context("fork").Pool(
-            min(workers, len(chunks)), initializer=_forked_worker_init
+            min(workers, len(chunks) - 1), initializer=_forked_worker_init
         )
 
         def records() -> Iterator[list[list[Any]]]:
-            for chunk_records, caught in pool.imap(_forked_chunk, chunks):
+            yield first
+            for chunk_records, caught in pool.imap(_forked_chunk, range(1, len(chunks))):
                 for message in caught:  # the Warning itself: its class and arguments
                     warnings.warn(message, stacklevel=1)
                 yield chunk_records
@@ -229,7 +236,7 @@ def _chunk_results(
         finally:
             pool.terminate()
             pool.join()
-            _FORKED_METERS = []
+            _FORKED_METERS, _FORKED_CHUNKS = [], []
     else:
         threads = ThreadPoolExecutor(max_workers=workers)
         try:
