@@ -75,14 +75,12 @@ def keep_freed_memory() -> None:
     ``MALLOC_TRIM_THRESHOLD_`` would set, remove it.  Process-wide; nothing where the C library
     is not glibc."""
     import ctypes
-    import ctypes.util
     import sys
 
     if not sys.platform.startswith("linux"):
         return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+    try:  # the symbols already loaded (ctypes.util.find_library would run ldconfig each time)
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # musl and others: no mallopt
         return
     m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
@@ -118,10 +116,11 @@ def score_methods(
     to each meter in the items' order (the sums do not depend on ``workers``); returns each
     meter's records in order.
 
-    ``workers`` > 1 are processes forked from this one on Linux (each decodes and scores whole
-    chunks of images; only the small per-image records come back), threads elsewhere: threads
-    spend a quarter of their time waiting for the GIL in the small per-image Python work, so
-    two threads gave 1.3x one, two processes 1.5-1.6x (``odbench bench metrics``, 2 cores)."""
+    ``workers`` > 1 are this process and ``workers - 1`` forked from it on Linux (each decodes
+    and scores whole chunks of images; only the small per-image records come back:
+    :func:`odbench.forked.forked_map`), threads elsewhere: threads spend a quarter of their
+    time waiting for the GIL in the small per-image Python work, so two threads gave 1.3x one,
+    two processes 1.8x (``odbench bench metrics``, 2 cores)."""
     from odbench.imageio import read_warnings
 
     workers = default_workers() if workers is None else workers
@@ -129,14 +128,14 @@ def score_methods(
         raise UserError(f"--workers must be >= 1, got {workers}")
     keep_freed_memory()
     # a few images per task: handing a task to a worker costs tens of microseconds.  The first
-    # image alone: forked workers get it done by the parent first (:func:`_chunk_results`).
+    # image alone: it is scored before the workers are forked (they inherit what it loaded).
     size = max(1, min(CHUNK, len(items) // (4 * workers)))
     chunks = [items[:1]] + [items[k : k + size] for k in range(1, len(items), size)]
     out: list[list[Any]] = [[] for _ in meters]
-    # read_warnings() catches process-wide, so it wraps the whole pool (one context per thread
+    # read_warnings() catches process-wide, so it wraps all the workers (one context per thread
     # would race); RGB files converted, 0/1 masks: printed once at the end.
     with read_warnings() as notes:
-        # the pool is forked before the progress bar starts its thread
+        # the workers are forked before the progress bar starts its thread
         with _chunk_results(chunks, meters, workers) as results:
             with _progress(len(items), show_progress) as advance:
                 for chunk_records in results:
@@ -175,30 +174,6 @@ def _score_item(meters: list[Any], item: Item) -> list[Any]:
     return records
 
 
-#: The meters and chunks of the running :func:`score_methods`, for its forked workers (they
-#: inherit them: a task is a chunk's index).
-_FORKED_METERS: list[Any] = []
-_FORKED_CHUNKS: list[list[Item]] = []
-
-
-def _forked_worker_init() -> None:
-    """Ctrl-C is the parent's to handle: a worker interrupted mid-image printed a traceback."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _forked_chunk(index: int) -> tuple[list[list[Any]], list[Warning | str]]:
-    """A forked worker's task: chunk ``index``'s records and the warnings reading it raised (the
-    parent re-raises them inside its :func:`odbench.imageio.read_warnings`)."""
-    import warnings
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        records = [_score_item(_FORKED_METERS, item) for item in _FORKED_CHUNKS[index]]
-    return records, [w.message for w in caught]
-
-
 @contextmanager
 def _chunk_results(
     chunks: list[list[Item]], meters: list[Any], workers: int
@@ -206,37 +181,18 @@ def _chunk_results(
     """The chunks' records in order: in this thread (one worker), in forked processes
     (Linux), else in threads.  Leaving the context stops the workers."""
     import sys
-    import warnings
     from concurrent.futures import ThreadPoolExecutor
 
     if workers == 1 or len(chunks) < 2:
         yield (_score_chunk(meters, chunk) for chunk in chunks)
     elif sys.platform.startswith("linux"):
-        import multiprocessing
-
-        # The first chunk here, before forking: the workers inherit the modules and tables
-        # it loaded (OpenCV, zlib-ng...), which each of them would otherwise load again.
-        first = _score_chunk(meters, chunks[0])
-        global _FORKED_METERS, _FORKED_CHUNKS
-        _FORKED_METERS, _FORKED_CHUNKS = meters, chunks
-        pool = multiprocessing.get_context("fork").Pool(
-            min(workers, len(chunks) - 1), initializer=_forked_worker_init
-        )
-
-        def records() -> Iterator[list[list[Any]]]:
-            yield first
-            for chunk_records, caught in pool.imap(_forked_chunk, range(1, len(chunks))):
-                for message in caught:  # the Warning itself: its class and arguments
-                    warnings.warn(message, stacklevel=1)
-                yield chunk_records
+        from odbench.forked import WorkerDiedError, forked_map
 
         try:
-            yield records()
-            pool.close()
-        finally:
-            pool.terminate()
-            pool.join()
-            _FORKED_METERS, _FORKED_CHUNKS = [], []
+            with forked_map(lambda i: _score_chunk(meters, chunks[i]), len(chunks), workers) as it:
+                yield it
+        except WorkerDiedError as e:
+            raise UserError(str(e)) from e
     else:
         threads = ThreadPoolExecutor(max_workers=workers)
         try:

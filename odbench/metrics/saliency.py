@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -376,18 +377,34 @@ def _counts_uint8(
     operations as per pixel, hence the same results).  Also returns the 256 normalised levels
     and the (2, 256) histogram."""
     hist = level_histogram(pred, gt_fg)
-    raw_levels = np.arange(256, dtype=np.uint8)
-    levels = to_unit(raw_levels)
-    present = np.flatnonzero(hist.sum(axis=0))
-    unit = _normalise(levels, protocol, levels[present[0]], levels[present[-1]])
-    code = _codes(unit, raw_levels, protocol)
+    lo = hi = 0  # the tables depend on the map's range only under min-max normalisation
+    if protocol.pred_norm == "minmax":
+        present = np.flatnonzero(hist[0] + hist[1])
+        lo, hi = int(present[0]), int(present[-1])
+    unit, code, pos = _level_tables(protocol, lo, hi)
     n_codes = protocol.n_thresholds + 1
     hist_bg = np.bincount(code, weights=hist[0], minlength=n_codes).astype(np.int64)
     hist_fg = np.bincount(code, weights=hist[1], minlength=n_codes).astype(np.int64)
-    pos = _positive(unit, protocol)
-    tp05, fp05 = int(hist[1][pos].sum()), int(hist[0][pos].sum())
+    tp05, fp05 = int(hist[1] @ pos), int(hist[0] @ pos)
     abs_err = float(hist[0] @ unit + hist[1] @ (1.0 - unit))
     return (hist_bg, hist_fg, tp05, fp05, abs_err), unit, hist
+
+
+@lru_cache(maxsize=4096)
+def _level_tables(
+    protocol: Protocol, lo: int, hi: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per 8-bit level v: the normalised value (the map's range being levels ``lo``..``hi``),
+    its threshold code and whether it is foreground at the binarisation; the same for every
+    map of that range, so computed once (read-only arrays)."""
+    raw_levels = np.arange(256, dtype=np.uint8)
+    levels = to_unit(raw_levels)
+    unit = _normalise(levels, protocol, levels[lo], levels[hi])
+    code = _codes(unit, raw_levels, protocol)
+    pos = _positive(unit, protocol).astype(np.int64)
+    for table in (unit, code, pos):
+        table.flags.writeable = False
+    return unit, code, pos
 
 
 def _counts_pixels(pred: np.ndarray, gt_fg: np.ndarray, protocol: Protocol) -> _Counts:
