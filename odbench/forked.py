@@ -8,7 +8,7 @@ but for its three handler threads, which took ~10 % of the CPU time from the wor
 2-core machine; here this process takes work like the others (``odbench bench metrics``).
 
 * ``fn(0)`` runs here before forking, so the children inherit what it loaded (OpenCV,
-  zlib-ng, lookup tables) instead of each loading it again.
+  libdeflate, lookup tables) instead of each loading it again.
 * Indices 1..n-1 are tickets in a pipe (4 bytes each, written one at a time, so each read gets
   a whole one); every process takes the next ticket when it is free, so a slow index does not
   hold up the others.  A child sends back (index, result, warnings raised) through its own

@@ -1,4 +1,4 @@
-"""``read_gray``'s fast path for 8-bit grayscale PNGs (zlib-ng inflate, Pillow's unfiltering)
+"""``read_gray``'s fast path for 8-bit grayscale PNGs (libdeflate inflate, Pillow's unfiltering)
 gives Pillow's pixels for every encoder setting, leaves every other file to Pillow, and a
 damaged file is still Pillow's one-line error."""
 
