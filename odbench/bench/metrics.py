@@ -21,10 +21,10 @@ end to end against plain PNG decoding.
    the other (each GT read, binarised and its weighted-Fβ distance transform computed once per
    method) vs together as ``score --config`` does (once per GT), and ``score --config`` itself.
 
-Measured 29 Nov 2026 on the 2-core VM, quiet (load average 1.0-1.9), workers as processes
-(benchmarks/README.md), three runs: 1,000 ECSSD pairs, basic 4.1x (1 worker) / 5.4-6.2x
-(2 workers; median 5.9x), all 4.6-5.2x / 7.3-8.1x; 5 methods sharing the GT 1.77-1.84x.  With
-worker threads (before) 2 workers gave 1.3x one worker, as processes 1.5-1.6x.
+Measured 30 Nov 2026 on the 2-core VM (benchmarks/README.md), four runs: 1,000 ECSSD pairs,
+basic 4.1-4.7x (1 worker) / 6.7-7.9x (2 workers: this process and one forked), all 4.3-4.8x /
+7.2-8.1x; 5 methods sharing the GT 1.61-1.77x.  With worker threads 2 workers gave 1.3x one
+worker; with a multiprocessing.Pool of two processes 1.5-1.6x; now 1.6-1.7x.
 """
 
 from __future__ import annotations
@@ -322,7 +322,9 @@ def shared_gt(gts: list[np.ndarray], n_methods: int, workers: int, repeat: int, 
 @click.option("--seed", default=0, show_default=True)
 @data_root_option
 @click.option("--synthetic", is_flag=True, help="Ellipse masks instead of real ECSSD masks.")
-@click.option("--workers", type=int, default=None, help="Threads (default: the cores available).")
+@click.option(
+    "--workers", type=int, default=None, help="score's --workers (default: the cores available)."
+)
 @click.option(
     "--repeat",
     default=3,
