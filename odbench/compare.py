@@ -3,20 +3,38 @@
 95% percentile-bootstrap confidence intervals (images resampled with replacement, the same
 resample for both methods: a paired bootstrap; Efron & Tibshirani 1993, ch. 13) and a paired
 test across images.  maxFβ under resampling goes through the one reduction every command uses,
-:func:`odbench.metrics.saliency.reduce_max_fbeta`.
+:func:`odbench.metrics.saliency.reduce_max_fbeta`; the salient-object family's curve metrics
+(E mean / max, mean Fβ, AUC; runs scored with ``--metrics all``) through the meter's
+:func:`odbench.metrics.sod.reduce_family_curves`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from odbench.metrics.protocols import Protocol, get_protocol
 from odbench.metrics.saliency import reduce_max_fbeta
-from odbench.results import Records, ResultsError, RunResult, load_all_results, unmerged_hint
+from odbench.metrics.sod import SOD_KEYS, family_curves, reduce_family_curves
+from odbench.results import (
+    SOD_SCALARS,
+    Records,
+    ResultsError,
+    RunResult,
+    SodRecords,
+    load_all_results,
+    unmerged_hint,
+)
+from odbench.tables import METRICS
+
+#: The family's metrics recomputed from resampled mean curves (the rest are per-image means).
+SOD_CURVE_METRICS = tuple(k for k in SOD_KEYS if k not in SOD_SCALARS)
 
 
 def bootstrap_weights(n: int, n_resamples: int, seed: int) -> np.ndarray:
@@ -88,6 +106,21 @@ class MetricComparison:
     p_value: float
     test: str
 
+    @property
+    def higher_is_better(self) -> bool:
+        """The direction the leaderboard tables mark (:data:`odbench.tables.METRICS`): lower
+        is better for MAE and BER."""
+        return METRICS[self.metric][2]
+
+    @property
+    def better(self) -> str | None:
+        """``"a"`` or ``"b"``: the run that is better when the CI of B − A excludes 0 (in the
+        metric's direction), else None."""
+        lo, hi = self.diff_ci
+        if not (lo > 0 or hi < 0):
+            return None
+        return "b" if (lo > 0) == self.higher_is_better else "a"
+
 
 def fbeta_statistic(max_over: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """maxFβ under resampling weights (B, n) from per-image curves (n, T), by
@@ -100,11 +133,52 @@ def fbeta_statistic(max_over: str) -> Callable[[np.ndarray, np.ndarray], np.ndar
     return stat
 
 
+def family_statistics(
+    sod: SodRecords, fbeta: np.ndarray, weights: np.ndarray, protocol: Protocol
+) -> dict[str, np.ndarray]:
+    """The family's curve metrics (:data:`SOD_CURVE_METRICS`) under resampling weights (B, n):
+    the per-image E, TPR and FPR curves rebuilt from the stored counts by
+    :func:`~odbench.metrics.sod.family_curves`, their weighted means (and that of the per-image
+    Fβ curves ``fbeta`` (n, T)) reduced by :func:`~odbench.metrics.sod.reduce_family_curves`,
+    the meter's own reduction.  Each value is (B,)."""
+    per_image = [
+        family_curves(sod.tp[i], sod.fp[i], int(sod.n_gt[i]), int(sod.n_pix[i]), protocol)
+        for i in range(len(sod.n_gt))
+    ]
+    e_curve, _, tpr, fpr = (np.stack(c) for c in zip(*per_image))
+    return reduce_family_curves(
+        weighted_mean(e_curve, weights),
+        weighted_mean(e_curve.max(axis=1), weights),
+        weighted_mean(fpr, weights),
+        weighted_mean(tpr, weights),
+        weighted_mean(fbeta, weights),
+        protocol.max_over,
+    )
+
+
+def run_protocol(run: RunResult) -> Protocol:
+    """The protocol a run was scored under: its stored definition (guards, ``max_over``), else
+    the registered protocol of its name."""
+    definition = run.protocol.get("definition")
+    if not definition:
+        return get_protocol(run.protocol_name)
+    names = {f.name for f in dataclasses.fields(Protocol)}
+    fields: dict[str, Any] = {
+        k: float("nan") if v == "nan" else tuple(v) if isinstance(v, list) else v
+        for k, v in definition.items()
+        if k in names
+    }
+    try:
+        return Protocol(**fields)
+    except (TypeError, ValueError) as e:
+        raise ResultsError(f"{run.path}: bad protocol definition ({e}); re-run the scoring") from e
+
+
 def compare_records(
     rec_a: Records,
     rec_b: Records,
     *,
-    max_over: str = "dataset",
+    protocol: Protocol | str = "odbench",
     n_resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
@@ -112,8 +186,14 @@ def compare_records(
     """Per-metric comparison of two runs' per-image records on the same images.
 
     Acc, IoU, MAE (per-image means): percentile-bootstrap CIs and a Wilcoxon signed-rank test.
-    maxFβ: recomputed from the resampled mean Fβ curves; paired-bootstrap p-value.  CorLoc (when
-    both have hits): bootstrap CIs and an exact McNemar test."""
+    maxFβ: recomputed from the resampled mean Fβ curves; paired-bootstrap p-value.  When both
+    have the salient-object family's records (``--metrics all``): its per-image scalars
+    (:data:`~odbench.results.SOD_SCALARS`) as Acc, and E mean / max, mean Fβ and AUC
+    (:data:`SOD_CURVE_METRICS`) recomputed from the resampled mean curves
+    (:func:`family_statistics`) as maxFβ.  CorLoc (when both have hits): bootstrap CIs and an
+    exact McNemar test.  The resamples are the rows of one weights matrix (Efron & Tibshirani
+    1993, ch. 6): every statistic is a matrix product with per-image values."""
+    protocol = get_protocol(protocol)
     ids_a, ids_b = list(rec_a.ids), list(rec_b.ids)
     if sorted(ids_a) != sorted(ids_b):
         only_a = len(set(ids_a) - set(ids_b))
@@ -136,7 +216,12 @@ def compare_records(
         test: str,
         p_value: float | None,
     ) -> None:
-        sa, sb = stat(xa, weights) * scale, stat(xb, weights) * scale
+        resampled(metric, stat(xa, weights) * scale, stat(xb, weights) * scale, test, p_value)
+
+    def resampled(
+        metric: str, sa: np.ndarray, sb: np.ndarray, test: str, p_value: float | None
+    ) -> None:
+        """Row 0 of ``sa`` / ``sb``: the point estimates; the rest: the resamples."""
         d = sb - sa
         out.append(
             MetricComparison(
@@ -161,8 +246,19 @@ def compare_records(
             )
         if sal_a.fbeta.shape != sal_b.fbeta.shape:
             raise ResultsError("the runs' Fβ curves have different threshold grids")
-        stat = fbeta_statistic(max_over)
+        stat = fbeta_statistic(protocol.max_over)
         compare("max_fbeta", sal_a.fbeta, sal_b.fbeta, stat, 1.0, "paired bootstrap", None)
+        if a.sod is not None and b.sod is not None:
+            if a.sod.tp.shape != b.sod.tp.shape:
+                raise ResultsError("the runs' family records have different threshold grids")
+            for metric in SOD_SCALARS:
+                xa, xb = getattr(a.sod, metric), getattr(b.sod, metric)
+                p = wilcoxon_p_value(xa, xb)
+                compare(metric, xa, xb, weighted_mean, 1.0, "Wilcoxon signed-rank", p)
+            fa = family_statistics(a.sod, sal_a.fbeta, weights, protocol)
+            fb = family_statistics(b.sod, sal_b.fbeta, weights, protocol)
+            for metric in SOD_CURVE_METRICS:
+                resampled(metric, fa[metric], fb[metric], "paired bootstrap", None)
     if a.localization is not None and b.localization is not None:
         ha, hb = a.localization.hit.astype(bool), b.localization.hit.astype(bool)
         compare(
@@ -214,27 +310,48 @@ def compare_runs(
 ) -> tuple[list[RunResult], list[MetricComparison]]:
     results = load_all_results(results_dir)
     runs = [select_run(results, m, dataset, protocol, results_dir) for m in methods]
-    max_over = (runs[0].protocol.get("definition") or {}).get("max_over", "dataset")
     for run in runs:
-        _check_reproduces(run, max_over)
+        _check_reproduces(run, run_protocol(run))
     comparisons = compare_records(
-        runs[0].records, runs[1].records, max_over=max_over, n_resamples=n_resamples, seed=seed
+        runs[0].records,
+        runs[1].records,
+        protocol=run_protocol(runs[0]),
+        n_resamples=n_resamples,
+        seed=seed,
     )
     return runs, comparisons
 
 
-def _check_reproduces(run: RunResult, max_over: str) -> None:
-    """The records must give back the run's own metrics (catches stale or foreign records)."""
+def _same(value: float, stored: object) -> bool:
+    """A recomputed metric equals a stored one: to 1e-9, or both NaN (JSON may hold "nan")."""
+    try:
+        want = float(stored)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    if math.isnan(want) or math.isnan(value):
+        return math.isnan(want) and math.isnan(value)
+    return math.isclose(value, want, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def _check_reproduces(run: RunResult, protocol: Protocol) -> None:
+    """The records must give back the run's own metrics -- Acc, IoU, MAE, maxFβ and, when it
+    has family records, every key of the family -- (catches stale or foreign records)."""
     rec = run.records
     ones = np.ones((1, len(rec.ids)))
     sal = run.metrics.get("saliency")
     if sal is not None and rec.saliency is not None:
         s = rec.saliency
         ours = {m: float(weighted_mean(getattr(s, m), ones)[0]) for m in ("acc", "iou", "mae")}
-        ours["max_fbeta"] = float(fbeta_statistic(max_over)(s.fbeta, ones)[0])
+        ours["max_fbeta"] = float(fbeta_statistic(protocol.max_over)(s.fbeta, ones)[0])
+        if rec.sod is not None:
+            ours.update(
+                {m: float(weighted_mean(getattr(rec.sod, m), ones)[0]) for m in SOD_SCALARS}
+            )
+            curves = family_statistics(rec.sod, s.fbeta, ones, protocol)
+            ours.update({m: float(v[0]) for m, v in curves.items()})
         for metric, value in ours.items():
             stored = sal.get(metric)
-            if stored is not None and not math.isclose(value, stored, rel_tol=1e-9, abs_tol=1e-9):
+            if stored is not None and not _same(value, stored):
                 raise ResultsError(
                     f"{run.path}: {metric} = {stored} but its records give {value}; the "
                     f"records file does not belong to this run"
@@ -260,8 +377,8 @@ def render_compare(
         f"{a} vs {b} on {runs[0].dataset_name} ({runs[0].n_evaluated} images, protocol "
         f"{runs[0].protocol_name}); {pct} percentile-bootstrap CIs, images resampled in pairs",
         "",
-        f"| metric | {a} [{pct} CI] | {b} [{pct} CI] | {b} − {a} [{pct} CI] | p | test |",
-        "|---|---|---|---|---|---|",
+        f"| metric | {a} [{pct} CI] | {b} [{pct} CI] | {b} − {a} [{pct} CI] | better | p | test |",
+        "|---|---|---|---|---|---|---|",
     ]
     for c in comparisons:
 
@@ -269,14 +386,40 @@ def render_compare(
             s = "+" if sign else ""
             return f"{v:{s}.4f} [{ci[0]:{s}.4f}, {ci[1]:{s}.4f}]"
 
+        arrow = "↑" if c.higher_is_better else "↓"
+        better = {"a": a, "b": b, None: "–"}[c.better]
         lines.append(
-            f"| {c.metric} | {f(c.a, c.a_ci)} | {f(c.b, c.b_ci)} | "
-            f"{f(c.diff, c.diff_ci, True)} | {c.p_value:.3g} | {c.test} |"
+            f"| {c.metric} {arrow} | {f(c.a, c.a_ci)} | {f(c.b, c.b_ci)} | "
+            f"{f(c.diff, c.diff_ci, True)} | {better} | {c.p_value:.3g} | {c.test} |"
         )
     lines.append("")
     lines.append(
-        "p: Wilcoxon signed-rank (scipy) on per-image values; exact McNemar on CorLoc hits; "
-        "two-sided paired bootstrap for maxFβ (smallest possible p = 2/(resamples + 1))."
+        "↑ higher is better, ↓ lower (MAE, BER); better: the run ahead when the CI of the "
+        "difference excludes 0."
     )
+    lines.append(
+        "p: Wilcoxon signed-rank (scipy) on per-image values; exact McNemar on CorLoc hits; "
+        "two-sided paired bootstrap for maxFβ and the family's curve metrics (smallest possible "
+        "p = 2/(resamples + 1))."
+    )
+    skipped = _skipped_family(runs)
+    if skipped:
+        lines.append(skipped)
     lines.append("runs: " + ", ".join(Path(str(r.path)).name for r in runs))
     return "\n".join(lines) + "\n"
+
+
+def _skipped_family(runs: list[RunResult]) -> str | None:
+    """One line when only one run has the family's per-image records: what was left out and
+    how to get it; None otherwise."""
+    without = [r for r in runs if r.records.sod is None]
+    if len(without) != 1 or runs[0].records.saliency is None:
+        return None
+    from odbench.leaderboard import run_label
+
+    r = without[0]
+    return (
+        f"skipped (only one run has per-image family records): {', '.join(SOD_KEYS)}; "
+        f"re-score {run_label(r.method_name, r.overrides)} with --metrics all (odbench score "
+        f"--metrics all, or odbench eval --metrics all) to compare them"
+    )

@@ -374,7 +374,8 @@ def test_compare_cli(tmp_path: Path) -> None:
     args = ["compare", "--results-dir", str(tmp_path / "results"), "--dataset", "toy"]
     result = CliRunner().invoke(main, [*args, "--methods", "prior-narrow,prior-wide"])
     assert result.exit_code == 0, result.output
-    assert "| max_fbeta |" in result.output and "paired bootstrap" in result.output
+    assert "| max_fbeta ↑ |" in result.output and "paired bootstrap" in result.output
+    assert "| mae ↓ |" in result.output
     bad = CliRunner().invoke(main, [*args, "--methods", "prior-narrow,prior-few"])
     assert bad.exit_code == 2 and "different images" in bad.output
     missing = CliRunner().invoke(main, [*args, "--methods", "prior-narrow,nobody"])

@@ -413,14 +413,51 @@ def balanced_error_rate(tp: int, fp: int, n_gt: int, n_pix: int, empty_rate: flo
     return 1 - 0.5 * (tpr + tnr)
 
 
-def roc_auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
-    """Trapezoid area under a ROC curve given at any threshold order; (0, 0) and (1, 1) are
-    added and points are sorted by (FPR, TPR)."""
-    x = np.concatenate([[0.0], np.asarray(fpr, np.float64), [1.0]])
-    y = np.concatenate([[0.0], np.asarray(tpr, np.float64), [1.0]])
-    order = np.lexsort((y, x))
-    x, y = x[order], y[order]
-    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2))
+def roc_auc(fpr: np.ndarray, tpr: np.ndarray) -> np.ndarray:
+    """Trapezoid area under ROC curves (..., T) given at any threshold order; (0, 0) and (1, 1)
+    are added and points are sorted by (FPR, TPR).  Leading axes are kept (one area per curve:
+    a 0-d array for one curve, (B,) for the bootstrap resamples of :mod:`odbench.compare`)."""
+    fpr, tpr = np.asarray(fpr, np.float64), np.asarray(tpr, np.float64)
+    zeros, ones = np.zeros(fpr.shape[:-1] + (1,)), np.ones(fpr.shape[:-1] + (1,))
+    x = np.concatenate([zeros, fpr, ones], axis=-1)
+    y = np.concatenate([zeros, tpr, ones], axis=-1)
+    order = np.lexsort((y, x), axis=-1)
+    x, y = np.take_along_axis(x, order, -1), np.take_along_axis(y, order, -1)
+    return np.sum((x[..., 1:] - x[..., :-1]) * (y[..., 1:] + y[..., :-1]) / 2, axis=-1)
+
+
+def reduce_family_curves(
+    e_curve: np.ndarray,
+    mean_max_e: np.ndarray | float,
+    fpr: np.ndarray,
+    tpr: np.ndarray,
+    fbeta_curve: np.ndarray | None,
+    max_over: str,
+) -> dict[str, np.ndarray]:
+    """``e_measure_mean``, ``e_measure_max``, ``auc_roc`` (and ``mean_fbeta`` when the mean Fβ
+    curve is given) of a dataset -- or of each bootstrap resample: leading axes are kept -- from
+    its mean curves (..., T) and its mean of per-image E maxima (...).
+
+    E mean: the mean of the E curve over thresholds; E max: its maximum (``max_over="dataset"``)
+    or the mean of per-image maxima (``"per_image"``); AUC: :func:`roc_auc` of (mean FPR, mean
+    TPR); mean Fβ: the mean of the Fβ curve over thresholds.  The one reduction behind
+    :meth:`SodMeter.compute` and ``odbench compare`` (as
+    :func:`~odbench.metrics.saliency.reduce_max_fbeta` is for maxFβ)."""
+    e_curve = np.asarray(e_curve, np.float64)
+    if max_over == "dataset":
+        e_max = np.max(e_curve, axis=-1)
+    elif max_over == "per_image":
+        e_max = np.asarray(mean_max_e, dtype=np.float64)
+    else:
+        raise ValueError(f"unknown max_over {max_over!r}")
+    out = {
+        "e_measure_mean": np.mean(e_curve, axis=-1),
+        "e_measure_max": e_max,
+        "auc_roc": roc_auc(fpr, tpr),
+    }
+    if fbeta_curve is not None:
+        out["mean_fbeta"] = np.mean(np.asarray(fbeta_curve, np.float64), axis=-1)
+    return out
 
 
 # --------------------------------------------------------------------------- per image
@@ -605,20 +642,27 @@ class SodMeter:
         mean = {name: value / self.n for name, value in self.sums.items()}
         curves = {name: c / self.n for name, c in self.curves.items()}
         e_curve = curves["e_curve"]
-        per_image = self.protocol.max_over == "per_image"
+        reduced = reduce_family_curves(
+            e_curve,
+            self.sum_max_e / self.n,
+            curves["fpr"],
+            curves["recall"],
+            None if fbeta_curve is None else np.asarray(list(fbeta_curve), np.float64),
+            self.protocol.max_over,
+        )
         out: dict[str, object] = {
             "s_measure": mean["s_measure"],
             "e_measure_adaptive": mean["e_measure_adaptive"],
-            "e_measure_mean": float(e_curve.mean()),
-            "e_measure_max": self.sum_max_e / self.n if per_image else float(e_curve.max()),
+            "e_measure_mean": float(reduced["e_measure_mean"]),
+            "e_measure_max": float(reduced["e_measure_max"]),
             "weighted_fbeta": mean["weighted_fbeta"],
             "adaptive_fbeta": mean["adaptive_fbeta"],
             "dice": mean["dice"],
             "ber": mean["ber"],
-            "auc_roc": roc_auc(curves["fpr"], curves["recall"]),
+            "auc_roc": float(reduced["auc_roc"]),
         }
-        if fbeta_curve is not None:
-            out["mean_fbeta"] = float(np.mean(np.asarray(list(fbeta_curve), np.float64)))
+        if "mean_fbeta" in reduced:
+            out["mean_fbeta"] = float(reduced["mean_fbeta"])
         out["curves"] = {
             "thresholds": [float(t) for t in self.protocol.thresholds],
             "precision": [float(v) for v in curves["precision"]],
