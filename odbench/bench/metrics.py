@@ -21,10 +21,11 @@ end to end against plain PNG decoding.
    the other (each GT read, binarised and its weighted-Fβ distance transform computed once per
    method) vs together as ``score --config`` does (once per GT), and ``score --config`` itself.
 
-Measured 30 Nov 2026 on the 2-core VM (benchmarks/README.md), four runs: 1,000 ECSSD pairs,
-basic 4.1-4.7x (1 worker) / 6.7-7.9x (2 workers: this process and one forked), all 4.3-4.8x /
-7.2-8.1x; 5 methods sharing the GT 1.61-1.77x.  With worker threads 2 workers gave 1.3x one
-worker; with a multiprocessing.Pool of two processes 1.5-1.6x; now 1.6-1.7x.
+Measured 30 Nov 2026 on the 2-core VM (benchmarks/README.md), six runs as the speed-ups landed:
+1,000 ECSSD pairs, basic 4.1-5.1x (1 worker) / 6.7-8.3x (2 workers: this process and one forked;
+8.1x and 8.3x on the final code), all 4.3-5.0x / 7.2-8.6x; 5 methods sharing the GT 1.61-1.77x.
+With worker threads 2 workers gave 1.3x one worker; with a multiprocessing.Pool of two processes
+1.5-1.6x; now 1.6-1.7x.
 """
 
 from __future__ import annotations
