@@ -79,7 +79,12 @@ def _open(path: Path, data: bytes | None = None) -> Image.Image:
         raise ImageReadError(f"{path}: file not found") from e
     except Image.DecompressionBombError as e:
         raise ImageReadError(f"{path}: {_too_large(e)}") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError as e:  # its text names the file object (BytesIO at 0x...)
+        raise ImageReadError(
+            f"{path}: unreadable or corrupt image (not an image format "
+            f"Pillow identifies, or damaged); {REEXPORT}"
+        ) from e
+    except (OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"{path}: unreadable or corrupt image ({e}); {REEXPORT}") from e
     return img
 

@@ -118,3 +118,32 @@ def test_stored_zlib_streams_inflate_to_their_data():
     for n in (0, 1, 65534, 65535, 65536, 3 * 65535 + 7):
         data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
         assert zlib.decompress(_stored_zlib(data, zlib.adler32)) == data, n
+
+
+def test_damage_after_a_valid_header_is_one_line_naming_the_file_for_any_workers(tmp_path: Path):
+    """The header passes score's size pre-scan; the error comes from the worker's decode and
+    names the file, not Pillow's in-memory buffer (``<_io.BytesIO object at 0x...>``, whose
+    address also differed between --workers 1 and 2)."""
+    from click.testing import CliRunner
+
+    from odbench.cli import main
+
+    for folder in ("gt", "pred"):
+        (tmp_path / folder).mkdir()
+    arr = maps()[4]
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / "gt" / f"{i}.png"), (arr > 128).astype(np.uint8) * 255)
+        cv2.imwrite(str(tmp_path / "pred" / f"{i}.png"), arr)
+    bad = bytearray((tmp_path / "pred" / "2.png").read_bytes())
+    bad[37:41] = b"\xff\xff\xff\xff"  # the first chunk's type, after a valid IHDR
+    (tmp_path / "pred" / "2.png").write_bytes(bytes(bad))
+    outputs = []
+    for workers in ("1", "2"):
+        args = ["score", "--pred-dir", str(tmp_path / "pred"), "--gt-dir", str(tmp_path / "gt")]
+        out = CliRunner().invoke(main, [*args, "--workers", workers])
+        lines = [line for line in out.output.splitlines() if line.strip()]
+        assert out.exit_code == 2 and len(lines) == 1, out.output
+        assert "2.png: unreadable or corrupt image" in lines[0]
+        assert "BytesIO" not in lines[0] and " at 0x" not in lines[0], lines[0]
+        outputs.append(lines[0])
+    assert outputs[0] == outputs[1]
