@@ -240,6 +240,7 @@ class Records:
                 continue
             if len(present) != len(keys) or any(len(arrays[k]) != n for k in keys):
                 raise ResultsError(f"{origin}: incomplete {name} records; re-run odbench eval")
+            _check_shapes(name, {k: arrays[k] for k in keys}, origin)
             parts[name] = kind(**{k: arrays[k] for k in keys})
         return cls(tuple(str(i) for i in arrays["ids"]), **parts)
 
@@ -254,6 +255,36 @@ class Records:
 
         ids = tuple(self.ids[i] for i in order)
         return Records(ids, sub(self.saliency), sub(self.localization), sub(self.sod))
+
+
+#: Record fields holding a row per image (curves, boxes); every other field is one number each.
+RECORD_ROWS = {"fbeta": None, "tp": None, "fp": None, "pred_box": 4}
+
+
+def _check_shapes(name: str, arrays: dict[str, np.ndarray], origin: object) -> None:
+    """Numbers, one per image (or one row of the part's common width per image): a records
+    file edited or written by something else is one error line, not a failure deep in the
+    statistics."""
+    widths = set()
+    for key, values in arrays.items():
+        ndim = 2 if key in RECORD_ROWS else 1
+        ok = values.ndim == ndim and values.dtype.kind in "biuf"
+        if ok and ndim == 2:
+            width = RECORD_ROWS[key]
+            ok = values.shape[1] > 0 and width in (None, values.shape[1])
+            if width is None:
+                widths.add(values.shape[1])
+        if not ok:
+            raise ResultsError(
+                f"{origin}: {name} records: {key!r} is {values.dtype} of shape {values.shape}, "
+                f"expected numbers, {'one row' if ndim == 2 else 'one'} per image; the records "
+                "file is damaged or not odbench's: re-run odbench eval (or score)"
+            )
+    if len(widths) > 1:
+        raise ResultsError(
+            f"{origin}: {name} records: curves of different lengths {sorted(widths)}; the records "
+            "file is damaged or not odbench's: re-run odbench eval (or score)"
+        )
 
 
 # ----------------------------------------------------------------------------- one run

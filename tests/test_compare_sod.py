@@ -136,6 +136,29 @@ def test_tampered_family_records_are_refused(planted: Path, tmp_path: Path) -> N
         assert "does not belong to this run" in lines[0] and "method-b__ecssd" in lines[0]
 
 
+def test_records_of_the_wrong_shape_or_type_are_one_line(planted: Path, tmp_path: Path) -> None:
+    """A records file whose arrays have another shape or type (edited, or not odbench's) is
+    one error line naming it, not a traceback from the statistics."""
+    import shutil
+
+    edits = {
+        "s_measure 2-D": lambda a: {**a, "s_measure": a["s_measure"][:, None]},
+        "dice as text": lambda a: {**a, "dice": a["dice"].astype(str)},
+        "tp one level short": lambda a: {**a, "tp": a["tp"][:, :-1]},
+    }
+    for name, edit in edits.items():
+        results = tmp_path / name.replace(" ", "_")
+        shutil.copytree(planted, results)
+        npz = next(results.glob("method-b__*.records.npz"))
+        with np.load(npz, allow_pickle=False) as f:
+            arrays = edit(dict(f))
+        np.savez_compressed(npz, allow_pickle=False, **arrays)
+        out = _compare(results)
+        lines = [line for line in out.output.splitlines() if line.strip()]
+        assert out.exit_code == 2 and len(lines) == 1, (name, out.output)
+        assert npz.name in lines[0] and "re-run" in lines[0], (name, lines[0])
+
+
 def test_one_run_without_family_records_says_what_was_skipped(tmp_path: Path) -> None:
     results = _project(tmp_path, metrics_b="basic")
     assert {r.method_name: r.records.sod is None for r in load_all_results(results)} == {
