@@ -159,6 +159,12 @@ def read_gray(path: str | Path, *, what: str = "mask") -> np.ndarray:
     fast = _gray8_png(data)
     if fast is not None:
         return _binary01(fast, path)
+    unknown = _unknown_critical_chunk(data)
+    if unknown is not None:  # Pillow would skip it and decode as if it meant nothing
+        raise ImageReadError(
+            f"{path}: PNG with an unknown critical chunk {unknown!r}, which may change what the "
+            f"pixels mean (the PNG spec forbids decoding it as if it were not there); {REEXPORT}"
+        )
     img = _open(path, data)
     if img.mode in ("I;16", "I;16B", "I;16L"):
         return _eight_bit_in_16(_binary01(np.asarray(img).astype(np.uint16), path), path)
@@ -233,6 +239,27 @@ def _gray8_png(data: bytes) -> np.ndarray | None:
     except (OSError, ValueError):
         return None
     return np.asarray(img)
+
+
+#: The critical chunks of PNG (ISO/IEC 15948 §4.3); a chunk whose type starts with an upper-case
+#: letter and is not one of these cannot be safely ignored.
+PNG_CRITICAL = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
+
+
+def _unknown_critical_chunk(data: bytes) -> str | None:
+    """The type of the first critical chunk of a PNG that is not one of :data:`PNG_CRITICAL`
+    (None: none, or not a PNG; a damaged chunk list is left to Pillow's errors)."""
+    if data[:8] != _PNG_SIGNATURE:
+        return None
+    pos = 8
+    while pos + 8 <= len(data):
+        kind = data[pos + 4 : pos + 8]
+        if kind == b"IEND":
+            return None
+        if kind[:1].isupper() and kind not in PNG_CRITICAL:
+            return kind.decode("latin-1")
+        pos += 12 + int.from_bytes(data[pos : pos + 4], "big")
+    return None
 
 
 def _stored_zlib(data: bytes | bytearray, adler32: Callable[[bytes | bytearray], int]) -> bytes:

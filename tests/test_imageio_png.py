@@ -147,3 +147,27 @@ def test_damage_after_a_valid_header_is_one_line_naming_the_file_for_any_workers
         assert "BytesIO" not in lines[0] and " at 0x" not in lines[0], lines[0]
         outputs.append(lines[0])
     assert outputs[0] == outputs[1]
+
+
+def test_an_unknown_critical_chunk_is_refused_and_an_unknown_ancillary_one_ignored(
+    tmp_path: Path,
+):
+    """PNG spec: a decoder meeting a critical chunk (upper-case first letter) it does not know
+    must not show the image as if it understood it; Pillow skips any unknown chunk."""
+    arr = maps()[3]
+
+    def with_chunk(data: bytes, kind: bytes) -> bytes:
+        body = b"odbench"
+        chunk = len(body).to_bytes(4, "big") + kind + body
+        chunk += zlib.crc32(kind + body).to_bytes(4, "big")
+        return data[:33] + chunk + data[33:]  # right after IHDR
+
+    gray8, rgb = pillow_png(arr), pillow_png(np.dstack([arr] * 3))  # rgb: Pillow's anyway
+    for name, data in (("gray8", with_chunk(gray8, b"ABCD")), ("rgb", with_chunk(rgb, b"XyZw"))):
+        path = tmp_path / f"{name}.png"
+        path.write_bytes(data)
+        with pytest.raises(ImageReadError, match=f"{name}.png: PNG with an unknown critical"):
+            read_gray(path)
+    path = tmp_path / "ancillary.png"
+    path.write_bytes(with_chunk(gray8, b"abCd"))
+    np.testing.assert_array_equal(read_gray(path), arr)
