@@ -289,6 +289,11 @@ def select_run(
         if r.method_name == method and r.dataset_name == dataset and r.protocol_name == protocol
     ]
     if not runs:
+        if results_dir is not None and not Path(results_dir).is_dir():
+            raise ResultsError(
+                f"--results-dir {results_dir}: no such folder; give the folder eval or "
+                "score --config wrote the runs to"
+            )
         fix = unmerged_hint(results_dir, method, dataset, protocol) if results_dir else ""
         raise ResultsError(
             f"no results of method {method!r} on dataset {dataset!r} with protocol {protocol!r}; "

@@ -380,6 +380,9 @@ def test_compare_cli(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "different images" in bad.output
     missing = CliRunner().invoke(main, [*args, "--methods", "prior-narrow,nobody"])
     assert missing.exit_code == 2 and "no results of method 'nobody'" in missing.output
+    typo = [*args[:2], str(tmp_path / "resutls"), *args[3:], "--methods", "prior-narrow,prior-wide"]
+    no_dir = CliRunner().invoke(main, typo)
+    assert no_dir.exit_code == 2 and "resutls: no such folder" in no_dir.output, no_dir.output
     one = CliRunner().invoke(main, [*args, "--methods", "prior-narrow"])
     assert one.exit_code == 2 and "exactly two" in one.output
     # Records that do not reproduce their run's metrics are refused.
