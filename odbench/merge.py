@@ -37,7 +37,7 @@ _MUST_MATCH = (
     (("tasks",), "tasks"),
 )
 #: Per-run fields that differ between shards and are not copied into the merged result as is.
-_PER_RUN = ("shard", "records", "_path")
+_PER_RUN = ("shard", "records", "records_sha256", "_path")
 
 
 class MergeError(ValueError):

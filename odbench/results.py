@@ -10,11 +10,14 @@ The per-image records (``<stem>.records.npz``: ids, acc, iou, mae, the Fβ curve
 CorLoc hits and predicted boxes; :class:`Records`) are what ``odbench compare`` resamples.  A run
 travels as a typed :class:`RunResult`.  Both files are written atomically and under names taken
 by exclusive creation (:func:`write_results`); npz files are read with ``allow_pickle=False``.
+The JSON holds the records file's sha256 (``records_sha256``; older files may lack it): records
+edited, re-ordered or swapped for another run's are refused when read.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import math
@@ -310,6 +313,7 @@ class RunResult:
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
     path: Path | None = None
     records_file: str | None = None
+    records_sha256: str | None = None  # of the records file's bytes, checked when it is read
     _records: Records | None = dataclasses.field(default=None, repr=False)
 
     @property
@@ -344,9 +348,18 @@ class RunResult:
                 raise ResultsError("this run has no per-image records")
             records_path = self.path.parent / self.records_file
             try:
-                with np.load(records_path, allow_pickle=False) as npz:
+                data = records_path.read_bytes()
+            except OSError as e:  # missing, a folder...
+                raise ResultsError(f"{records_path}: cannot read per-image records: {e}") from e
+            if self.records_sha256 not in (None, hashlib.sha256(data).hexdigest()):
+                raise ResultsError(  # edited, or another run's file copied over it
+                    f"{records_path}: changed since {self.path.name} was written (its sha256 "
+                    "differs); the records file does not belong to this run"
+                )
+            try:
+                with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                     arrays = {k: npz[k] for k in npz.files}
-            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # missing, truncated
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # truncated...
                 raise ResultsError(f"{records_path}: cannot read per-image records: {e}") from e
             self._records = Records.from_arrays(arrays, records_path)
         return self._records
@@ -366,6 +379,8 @@ class RunResult:
         }
         if self.records_file is not None:
             out["records"] = self.records_file
+        if self.records_sha256 is not None:
+            out["records_sha256"] = self.records_sha256
         return jsonable(out)  # type: ignore[no-any-return]
 
     @classmethod
@@ -377,7 +392,7 @@ class RunResult:
     ) -> RunResult:
         """A run from its JSON dict (and, optionally, its records' arrays)."""
         known = {"schema_version", "kind", "method", "dataset", "protocol", "tasks", "metrics"}
-        known |= {"date", "records", "_path"}
+        known |= {"date", "records", "records_sha256", "_path"}
         return cls(
             method=data["method"],
             dataset=data["dataset"],
@@ -388,6 +403,7 @@ class RunResult:
             info={k: v for k, v in data.items() if k not in known},
             path=path,
             records_file=data.get("records"),
+            records_sha256=data.get("records_sha256"),
             _records=None if records is None else Records.from_arrays(records),
         )
 
@@ -434,6 +450,7 @@ def write_results(run: RunResult, results_dir: Path, stem: str) -> Path:
     results_dir.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     np.savez_compressed(buf, allow_pickle=False, **run.records.arrays())
+    run.records_sha256 = hashlib.sha256(buf.getbuffer()).hexdigest()
     records_tmp = _temp_file(results_dir, buf.getvalue())
     try:
         for n in range(1, 10_000):

@@ -153,10 +153,47 @@ def test_records_of_the_wrong_shape_or_type_are_one_line(planted: Path, tmp_path
         with np.load(npz, allow_pickle=False) as f:
             arrays = edit(dict(f))
         np.savez_compressed(npz, allow_pickle=False, **arrays)
+        _forget_records_digest(npz)  # as in results written before it was stored
         out = _compare(results)
         lines = [line for line in out.output.splitlines() if line.strip()]
         assert out.exit_code == 2 and len(lines) == 1, (name, out.output)
         assert npz.name in lines[0] and "re-run" in lines[0], (name, lines[0])
+
+
+def _forget_records_digest(npz: Path) -> None:
+    import json
+
+    path = npz.with_name(npz.name.replace(".records.npz", ".json"))
+    data = json.loads(path.read_text())
+    data.pop("records_sha256", None)
+    path.write_text(json.dumps(data))
+
+
+def test_records_reordered_or_edited_after_the_run_are_refused(
+    planted: Path, tmp_path: Path
+) -> None:
+    """Image ids shuffled against their rows give every run-level mean back (the check that the
+    records reproduce the run cannot see it) but pair the images wrongly: the records file's
+    sha256, stored in the results JSON, refuses it.  Without the digest (older files) the
+    means still catch an edited value."""
+    import shutil
+
+    for digest in (True, False):
+        results = tmp_path / f"digest-{digest}"
+        shutil.copytree(planted, results)
+        npz = next(results.glob("method-b__*.records.npz"))
+        with np.load(npz, allow_pickle=False) as f:
+            arrays = dict(f)
+        arrays["ids"] = arrays["ids"][::-1]
+        if not digest:
+            arrays["dice"] = arrays["dice"] * 0.9
+            _forget_records_digest(npz)
+        np.savez_compressed(npz, allow_pickle=False, **arrays)
+        out = _compare(results)
+        lines = [line for line in out.output.splitlines() if line.strip()]
+        assert out.exit_code == 2 and len(lines) == 1, out.output
+        assert "method-b__ecssd" in lines[0] and "does not belong to this run" in lines[0], lines[0]
+        assert ("sha256 differs" in lines[0]) == digest, lines[0]
 
 
 def test_one_run_without_family_records_says_what_was_skipped(tmp_path: Path) -> None:

@@ -22,7 +22,8 @@ from odbench.results import RunResult, load_all_results, read_results, write_res
 from odbench.runner import run
 
 #: Fields that describe one process's run rather than the result.
-PER_RUN = {"date", "wall_time_s", "images_per_s", "records", "_path", "merged_from"}
+PER_RUN = {"date", "wall_time_s", "images_per_s", "records", "records_sha256", "_path"}
+PER_RUN |= {"merged_from"}
 PER_RUN |= {"n_predicted", "n_cached", "cache", "processes", "packages", "cpu_time_s"}
 
 
