@@ -70,6 +70,15 @@ def test_score_refuses_all_mismatches_at_once_and_skip_records_them(tmp_path: Pa
     assert out["max_fbeta"] == ref["max_fbeta"] and out["iou"] == ref["iou"]
 
 
+def test_skip_leaving_no_pair_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    make(tmp_path, transposed=tuple(range(6)))
+    res = score(tmp_path, "--on-mismatch", "skip", "--workers", "2")
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 2 and "6 of 6 prediction/GT pairs differ" in lines[0], res.stderr
+    assert "nothing left to score" in lines[1] and str(tmp_path / "pred") in lines[1]
+
+
 def test_score_same_aspect_resize_allowed_only_where_the_protocol_resizes(tmp_path: Path) -> None:
     make(tmp_path, half=(0, 3))
     assert score(tmp_path).exit_code == 0

@@ -259,6 +259,11 @@ def score_folders(
         click.echo(f"warning: {pred_dir}: {line}; left out (--on-mismatch skip)", err=True)
     skipped = {m.id for m in mismatched}
     todo = [(s, preds[s], gts[s]) for s in stems if s not in skipped]
+    if not todo:
+        raise UserError(
+            f"{pred_dir}: every prediction differs in size from its GT mask, nothing left to "
+            "score; check that --pred-dir and --gt-dir are the same dataset"
+        )
     score_files(todo, meter, workers, show_progress)
     result = {**meter.compute(), "n_gt_skipped": len(no_pred), "skipped_ids": sorted(skipped)}
     return selection.shown(result)
