@@ -248,17 +248,22 @@ PNG_CRITICAL = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
 
 def _unknown_critical_chunk(data: bytes) -> str | None:
     """The type of the first critical chunk of a PNG that is not one of :data:`PNG_CRITICAL`
-    (None: none, or not a PNG; a damaged chunk list is left to Pillow's errors)."""
+    (None: none, or not a PNG; a damaged chunk -- a type that is not four letters, a CRC that
+    does not match -- is left to Pillow's errors: it is damage, not an unknown chunk)."""
     if data[:8] != _PNG_SIGNATURE:
         return None
     pos = 8
-    while pos + 8 <= len(data):
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
         kind = data[pos + 4 : pos + 8]
-        if kind == b"IEND":
+        if kind == b"IEND" or not kind.isalpha():
             return None
         if kind[:1].isupper() and kind not in PNG_CRITICAL:
-            return kind.decode("latin-1")
-        pos += 12 + int.from_bytes(data[pos : pos + 4], "big")
+            end = pos + 8 + length
+            crc = data[end : end + 4]
+            intact = zlib.crc32(data[pos + 4 : end]) == int.from_bytes(crc, "big")
+            return kind.decode("ascii") if len(crc) == 4 and intact else None
+        pos += 12 + length
     return None
 
 

@@ -171,3 +171,9 @@ def test_an_unknown_critical_chunk_is_refused_and_an_unknown_ancillary_one_ignor
     path = tmp_path / "ancillary.png"
     path.write_bytes(with_chunk(gray8, b"abCd"))
     np.testing.assert_array_equal(read_gray(path), arr)
+    damaged = bytearray(gray8)  # the IDAT type's last letter hit: damage, not a new chunk
+    damaged[40] ^= 0xFF
+    path = tmp_path / "damaged.png"
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(ImageReadError, match="damaged.png: unreadable or corrupt image"):
+        read_gray(path)
