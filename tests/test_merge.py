@@ -67,6 +67,16 @@ def _split(out: RunResult, count: int) -> list[Part]:
     return parts
 
 
+def _write_shards(whole: RunResult, folder: Path, count: int = 2) -> list[Path]:
+    """The whole run's shards written as ``eval --shard`` names them; their JSON paths."""
+    paths = []
+    for i, part in enumerate(_split(whole, count)):
+        stem = f"center-prior__toy__odbench__20260101T000000Z__{Shard(i, count).label()}"
+        shard = RunResult.from_json(part.results, records=part.records)
+        paths.append(write_results(shard, folder, stem))
+    return paths
+
+
 @pytest.mark.parametrize(("protocol", "count"), [("odbench", 2), ("tokencut", 3), ("found", 5)])
 def test_shards_merged_equal_one_run(tmp_path: Path, protocol: str, count: int) -> None:
     whole = _run_whole(tmp_path, protocol)
@@ -84,11 +94,7 @@ def test_shards_merged_equal_one_run(tmp_path: Path, protocol: str, count: int) 
 
 def test_merge_command_writes_the_one_run(tmp_path: Path) -> None:
     whole = _run_whole(tmp_path)
-    paths = []
-    for i, part in enumerate(_split(whole, 2)):
-        stem = f"center-prior__toy__odbench__20260101T000000Z__{Shard(i, 2).label()}"
-        shard = RunResult.from_json(part.results, records=part.records)
-        paths.append(write_results(shard, tmp_path / "shards", stem))
+    paths = _write_shards(whole, tmp_path / "shards")
     assert load_all_results(tmp_path / "shards") == []  # a shard is no result for leaderboards
     out = tmp_path / "merged"
     result = CliRunner().invoke(main, ["merge", *map(str, paths), "--results-dir", str(out)])
@@ -111,11 +117,7 @@ def test_merge_command_refuses_bad_paths_in_one_line(tmp_path: Path) -> None:
     JSON, an output folder that cannot be made — is one line naming it and the fix, exit 2,
     nothing written."""
     whole = _run_whole(tmp_path)
-    paths = []
-    for i, part in enumerate(_split(whole, 2)):
-        stem = f"center-prior__toy__odbench__20260101T000000Z__{Shard(i, 2).label()}"
-        shard = RunResult.from_json(part.results, records=part.records)
-        paths.append(write_results(shard, tmp_path / "shards", stem))
+    paths = _write_shards(whole, tmp_path / "shards")
     truncated = tmp_path / "truncated.json"
     truncated.write_text(paths[1].read_text()[:200])
     records = paths[1].with_name(paths[1].name.replace(".json", ".records.npz"))
@@ -273,9 +275,7 @@ def test_compare_on_unmerged_shards_says_how_to_merge_them(tmp_path: Path) -> No
     """Shards are no result: a command that needs the run says to merge them (was: run eval)."""
     whole = _run_whole(tmp_path)
     shards = tmp_path / "shards"
-    for i, part in enumerate(_split(whole, 2)):
-        stem = f"center-prior__toy__odbench__20260101T000000Z__{Shard(i, 2).label()}"
-        write_results(RunResult.from_json(part.results, records=part.records), shards, stem)
+    _write_shards(whole, shards)
     args = ["compare", "--methods", "center-prior,wctr", "--dataset", "toy"]
     result = CliRunner().invoke(main, [*args, "--results-dir", str(shards)])
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
