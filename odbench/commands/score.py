@@ -120,7 +120,7 @@ def score_methods(
     and scores whole chunks of images; only the small per-image records come back:
     :func:`odbench.forked.forked_map`), threads elsewhere: threads spend a quarter of their
     time waiting for the GIL in the small per-image Python work, so two threads gave 1.3x one,
-    two processes 1.8x (``odbench bench metrics``, 2 cores)."""
+    two processes 1.6-1.7x (``odbench bench metrics``, 2 cores)."""
     from odbench.imageio import read_warnings
 
     workers = default_workers() if workers is None else workers
