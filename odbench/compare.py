@@ -10,12 +10,10 @@ test across images.  maxFβ under resampling goes through the one reduction ever
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -162,14 +160,8 @@ def run_protocol(run: RunResult) -> Protocol:
     definition = run.protocol.get("definition")
     if not definition:
         return get_protocol(run.protocol_name)
-    names = {f.name for f in dataclasses.fields(Protocol)}
-    fields: dict[str, Any] = {
-        k: float("nan") if v == "nan" else tuple(v) if isinstance(v, list) else v
-        for k, v in definition.items()
-        if k in names
-    }
     try:
-        return Protocol(**fields)
+        return Protocol.from_dict(definition)
     except (TypeError, ValueError) as e:
         raise ResultsError(f"{run.path}: bad protocol definition ({e}); re-run the scoring") from e
 

@@ -209,3 +209,34 @@ def test_one_run_without_family_records_says_what_was_skipped(tmp_path: Path) ->
     skipped = [line for line in out.output.splitlines() if line.startswith("skipped")]
     assert len(skipped) == 1 and "re-score method-b with --metrics all" in skipped[0]
     assert all(k in skipped[0] for k in SOD_KEYS)
+
+
+def test_every_protocol_reads_back_from_its_stored_definition(tmp_path: Path) -> None:
+    """Compare rebuilds the protocol from the run's JSON (Protocol.from_dict): pysodmetrics'
+    s_empty_quadrant is the choice "nan", not the float NaN that as_dict also writes as "nan"."""
+    import json
+
+    from odbench.metrics.protocols import BUILTIN_PROTOCOLS, Protocol
+
+    for proto in BUILTIN_PROTOCOLS:
+        stored = json.loads(json.dumps(proto.as_dict()))
+        assert Protocol.from_dict(stored).as_dict() == proto.as_dict(), proto.name
+    results = _project(tmp_path, protocol="pysodmetrics")
+    out = CliRunner().invoke(
+        main,
+        [
+            "compare",
+            "--methods",
+            "method-a,method-b",
+            "--dataset",
+            "ecssd",
+            "--protocol",
+            "pysodmetrics",
+            "--results-dir",
+            str(results),
+            "--resamples",
+            "100",
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    assert "s_measure" in out.output

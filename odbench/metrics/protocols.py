@@ -225,6 +225,22 @@ class Protocol:
             out[key] = value
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Protocol:
+        """The protocol :meth:`as_dict` describes (keys it does not know are ignored); a
+        TypeError or ValueError for a description that is not one."""
+        fields = cls.__dataclass_fields__
+        values = {
+            k: float("nan")
+            if v == "nan" and isinstance(fields[k].default, float)  # not a "nan" choice
+            else tuple(v)
+            if isinstance(v, list)
+            else v
+            for k, v in data.items()
+            if k in fields
+        }
+        return cls(**values)  # type: ignore[arg-type]
+
 
 ODBENCH = Protocol(
     name="odbench",
