@@ -99,29 +99,31 @@ def test_plot_and_table_errors_name_what_the_results_hold(tmp_path):
     assert not figs.exists()
 
 
-def test_plot_prefers_whole_dataset_runs_and_stars_subsets(tmp_path):
+def plant(folder, method: str, n: int, second: int, dataset: str = "ecssd", size: int = 1000):
+    """A stored saliency run of ``method`` on ``n`` of the ``size`` images of ``dataset``."""
     from datetime import UTC, datetime
 
-    from odbench.commands.plot import legend_labels
     from odbench.results import Records, RunResult, SaliencyRecords, results_stem, write_results
 
-    def plant(method: str, n: int, second: int) -> None:
-        curve = [0.5] * 255
-        run = RunResult(
-            method={"name": method, "hyperparameters": {}, "overrides": {}},
-            dataset={"name": "ecssd", "n_evaluated": n, "n_images": 1000, "limit": None},
-            protocol={"name": "odbench", "definition": {}},
-            tasks=["saliency"],
-            metrics={"saliency": {"max_fbeta": n / 1000, "fbeta_curve": curve}},
-            date=datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC).isoformat(),
-            _records=Records(("x",), SaliencyRecords(*(np.zeros(1),) * 3, np.zeros((1, 255)))),
-        )
-        when = datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC)
-        write_results(run, tmp_path, results_stem(method, "ecssd", "odbench", when))
+    when = datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC)
+    run = RunResult(
+        method={"name": method, "hyperparameters": {}, "overrides": {}},
+        dataset={"name": dataset, "n_evaluated": n, "n_images": size, "limit": None},
+        protocol={"name": "odbench", "definition": {}},
+        tasks=["saliency"],
+        metrics={"saliency": {"max_fbeta": n / size, "fbeta_curve": [0.5] * 255}},
+        date=when.isoformat(),
+        _records=Records(("x",), SaliencyRecords(*(np.zeros(1),) * 3, np.zeros((1, 255)))),
+    )
+    write_results(run, folder, results_stem(method, dataset, "odbench", when))
 
-    plant("full", 1000, 1)
-    plant("full", 50, 2)  # newer, but a subset: the whole-dataset run is drawn
-    plant("part", 50, 3)
+
+def test_plot_prefers_whole_dataset_runs_and_stars_subsets(tmp_path):
+    from odbench.commands.plot import legend_labels
+
+    plant(tmp_path, "full", 1000, 1)
+    plant(tmp_path, "full", 50, 2)  # newer, but a subset: the whole-dataset run is drawn
+    plant(tmp_path, "part", 50, 3)
     chosen = select_runs(tmp_path, ["ecssd"], [], "odbench")
     assert chosen["ecssd"]["full"].n_evaluated == 1000
     assert legend_labels(chosen) == {"full": "full", "part": "part*"}
@@ -136,3 +138,53 @@ def test_plot_prefers_whole_dataset_runs_and_stars_subsets(tmp_path):
         str(tmp_path / "f"),
     )
     assert res.exit_code == 0, res.output
+
+
+def test_plot_draws_the_datasets_with_results_and_names_the_others(tmp_path):
+    """README's example: --dataset ecssd --dataset duts_te with results on ECSSD only draws
+    ECSSD and says DUTS-TE is missing (was: nothing drawn); aliases resolve (ECSSD)."""
+    config = make_project(tmp_path)
+    results = tmp_path / "results"
+    assert invoke("score", "--config", str(config), "--results-dir", str(results)).exit_code == 0
+    figs = tmp_path / "figs"
+    base = ["plot", "curves", "--results-dir", str(results), "--out", str(figs)]
+    res = invoke(*base, "--dataset", "ECSSD", "--dataset", "duts_te", "--highlight", "method-a")
+    assert res.exit_code == 0, res.output
+    assert "note: duts_te: not plotted, no saliency results under protocol odbench" in res.stderr
+    assert "ecssd" not in res.stderr
+    with Image.open(figs / "pr_curves.png") as im:
+        assert im.size[0] < im.size[1] * 1.5  # one subplot, not two
+    notes: list[str] = []
+    chosen = select_runs(results, ["ecssd", "DUTS-TE"], ["method-b"], "odbench", notes)
+    assert list(chosen) == ["ecssd"] and list(chosen["ecssd"]) == ["method-b"]
+    assert notes == ["duts_te: not plotted, no saliency results under protocol odbench"]
+    none = invoke(*base, "--dataset", "dut_omron", "--dataset", "duts_te")
+    assert none.exit_code == 2
+    assert "dataset(s) dut_omron, duts_te under protocol odbench (found: ecssd)" in none.stderr
+
+
+def test_plot_stars_the_subset_panel_not_every_method(tmp_path):
+    """Whole ECSSD runs beside DUTS-TE subsets: the DUTS-TE panel is starred, not the methods
+    (their ECSSD curves are whole-dataset ones)."""
+    from odbench.commands.plot import legend_labels, panel_titles
+
+    for k, method in enumerate(("a", "b")):
+        plant(tmp_path, method, 1000, k)
+        plant(tmp_path, method, 50, 2 + k, "duts_te", 5019)
+    plant(tmp_path, "c", 10, 5, "duts_te", 5019)  # only ever on a subset: starred itself
+    notes: list[str] = []
+    chosen = select_runs(tmp_path, ["ecssd", "duts_te"], [], "odbench", notes)
+    labels = legend_labels(chosen)
+    assert labels == {"a": "a", "b": "b", "c": "c*"}
+    assert panel_titles(chosen, labels) == {"ecssd": "ecssd", "duts_te": "duts_te*"}
+    assert notes == ["ecssd: no results of c (not drawn there)"]
+    plant(tmp_path, "b", 5019, 6, "duts_te", 5019)  # b now whole on DUTS-TE too
+    chosen = select_runs(tmp_path, ["ecssd", "duts_te"], [], "odbench")
+    labels = legend_labels(chosen)
+    assert panel_titles(chosen, labels) == {"ecssd": "ecssd", "duts_te": "duts_te (* a)"}
+    res = invoke(
+        *("plot", "curves", "--dataset", "ecssd", "--dataset", "duts_te"),
+        *("--results-dir", str(tmp_path), "--out", str(tmp_path / "f")),
+    )
+    assert res.exit_code == 0, res.output
+    assert "note: ecssd: no results of c (not drawn there)" in res.stderr

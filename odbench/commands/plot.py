@@ -3,7 +3,8 @@
 Reads the curves the runs stored (``metrics.saliency.fbeta_curve`` always; ``curves.precision``,
 ``recall``, ``e_measure`` when scored with ``--metrics all``), never recomputes them.  One
 figure per curve kind, one subplot per dataset, the legend below the axes (it never covers a
-curve), written as PNG and PDF.  Per (method, dataset) the latest run under ``--protocol``.
+curve), written as PNG and PDF.  Per (method, dataset) the latest run under ``--protocol``; a
+dataset without results is left out, with a note.
 """
 
 from __future__ import annotations
@@ -24,10 +25,26 @@ KINDS = (
 )
 
 
+def _canonical(dataset: str) -> str:
+    """A dataset's registered name for an alias (``ECSSD`` -> ``ecssd``); other names as given
+    (``folder:NAME``, a ``score --config`` dataset)."""
+    from odbench.registry import DATASETS
+
+    return DATASETS.canonical(dataset) if dataset in DATASETS else dataset
+
+
 def select_runs(
-    results_dir: Path, datasets: list[str], methods: list[str], protocol: str
+    results_dir: Path,
+    datasets: list[str],
+    methods: list[str],
+    protocol: str,
+    notes: list[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """dataset -> method -> the latest saliency run (one-line errors for what is missing)."""
+    """dataset -> method -> the saliency run to draw, for the datasets that have one (a whole
+    dataset's run before a subset's, then the latest).  What is asked for but not found is one
+    line per dataset appended to ``notes``; nothing found at all is an error naming what the
+    results hold."""
+    from odbench.leaderboard import is_subset
     from odbench.results import ResultsError, load_all_results
 
     if not Path(results_dir).is_dir():
@@ -39,7 +56,9 @@ def select_runs(
         runs = load_all_results(results_dir)
     except ResultsError as e:
         raise UserError(str(e)) from e
+    datasets = list(dict.fromkeys(_canonical(d) for d in datasets))
     usable = [r for r in runs if r.protocol_name == protocol and "saliency" in r.metrics]
+    held = sorted({r.dataset_name for r in usable})
     have = {r.method_name for r in usable if r.dataset_name in datasets}
     missing = [m for m in methods if m not in have]
     if missing and have:
@@ -48,26 +67,35 @@ def select_runs(
             f"{', '.join(datasets)} under protocol {protocol} (found: {', '.join(sorted(have))})"
         )
     chosen: dict[str, dict[str, Any]] = {d: {} for d in datasets}
-    from odbench.leaderboard import is_subset
-
     # per (dataset, method): a run over the whole dataset before any subset, then the latest
-    for run in sorted(runs, key=lambda r: (not is_subset(r), r.date, str(r.path))):
-        if run.dataset_name in chosen and run.protocol_name == protocol:
-            if "saliency" in run.metrics and (not methods or run.method_name in methods):
-                chosen[run.dataset_name][run.method_name] = run
+    for run in sorted(usable, key=lambda r: (not is_subset(r), r.date, str(r.path))):
+        if run.dataset_name in chosen and (not methods or run.method_name in methods):
+            chosen[run.dataset_name][run.method_name] = run
     empty = [d for d, found in chosen.items() if not found]
-    if empty:
-        others = sorted({r.dataset_name for r in usable} - set(datasets))
+    if len(empty) == len(datasets):
         raise UserError(
             f"{results_dir}: no saliency results for dataset(s) {', '.join(empty)} under "
             f"protocol {protocol}"
-            + (f" (found: {', '.join(others)})" if others else "")
+            + (f" (found: {', '.join(held)})" if held else "")
             + "; run odbench eval or odbench score --config first"
         )
     missing = [m for m in methods if not any(m in found for found in chosen.values())]
     if missing:
         raise UserError(f"{results_dir}: no results for method(s) {', '.join(missing)}")
-    return chosen
+    drawn = sorted({m for found in chosen.values() for m in found})
+    for dataset, found in chosen.items():
+        lacking = [m for m in drawn if m not in found]
+        if notes is None or not lacking:
+            continue
+        if not found:
+            others = [d for d in held if d not in datasets]
+            notes.append(
+                f"{dataset}: not plotted, no saliency results under protocol {protocol}"
+                + (f" (the results hold: {', '.join(others)})" if others else "")
+            )
+        else:
+            notes.append(f"{dataset}: no results of {', '.join(lacking)} (not drawn there)")
+    return {d: found for d, found in chosen.items() if found}
 
 
 def curve(run: Any, x_key: str, y_key: str) -> tuple[list[float], list[float]] | None:
@@ -88,16 +116,34 @@ SUBSET_NOTE = "* evaluated on a subset of the dataset (--limit, or a smaller GT 
 
 
 def legend_labels(chosen: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """method -> its legend entry: the name, with ``*`` when one of its drawn runs saw only a
-    subset of the dataset (:data:`SUBSET_NOTE` then goes under the title)."""
+    """method -> its legend entry: the name, with ``*`` when every drawn run of the method saw
+    only a subset of its dataset (a method whose subset runs are in some panels only is marked
+    in those panels' titles, :func:`panel_titles`; :data:`SUBSET_NOTE` goes under the title)."""
     from odbench.leaderboard import is_subset
 
-    labels = {}
+    runs: dict[str, list[Any]] = {}
     for found in chosen.values():
         for method, run in found.items():
-            if is_subset(run) or method not in labels:
-                labels[method] = method + ("*" if is_subset(run) else "")
-    return labels
+            runs.setdefault(method, []).append(run)
+    return {m: m + ("*" if all(is_subset(r) for r in rs) else "") for m, rs in runs.items()}
+
+
+def panel_titles(chosen: dict[str, dict[str, Any]], labels: dict[str, str]) -> dict[str, str]:
+    """dataset -> its subplot's title: the name, starred when all its runs saw a subset and the
+    legend does not say so already, else followed by the methods whose run there saw one."""
+    from odbench.leaderboard import is_subset
+
+    titles = {}
+    for dataset, found in chosen.items():
+        subset = [m for m, run in found.items() if is_subset(run)]
+        unmarked = [m for m in subset if not labels[m].endswith("*")]
+        if not unmarked:
+            titles[dataset] = dataset
+        elif len(subset) == len(found):
+            titles[dataset] = dataset + "*"
+        else:
+            titles[dataset] = f"{dataset} (* {', '.join(sorted(unmarked))})"
+    return titles
 
 
 def plot_curves(
@@ -110,6 +156,7 @@ def plot_curves(
     import matplotlib.pyplot as plt
 
     from odbench.imageio import atomic_write_bytes
+    from odbench.leaderboard import is_subset
     from odbench.outputs import OutputPathError, check_output_folder
 
     try:
@@ -118,7 +165,8 @@ def plot_curves(
         raise UserError(str(e)) from e
     methods = sorted({m for found in chosen.values() for m in found})
     labels_of = legend_labels(chosen)
-    starred = any(label.endswith("*") for label in labels_of.values())
+    titles = panel_titles(chosen, labels_of)
+    starred = any(is_subset(run) for found in chosen.values() for run in found.values())
     colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
     written: list[Path] = []
     for stem, title, xk, yk, xlabel, ylabel in KINDS:
@@ -141,7 +189,7 @@ def plot_curves(
                     zorder=3 if method == highlight else 2,
                 )
                 drawn += 1
-            ax.set_title(dataset)
+            ax.set_title(titles[dataset])
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
             ax.set_xlim(0, 1)
@@ -191,7 +239,10 @@ def curves(
     """PR, Fβ-threshold and E-threshold curves, one subplot per dataset (PNG + PDF)."""
     wanted = [m for m in methods.split(",") if m]
     with user_errors():
-        chosen = select_runs(results_dir, list(datasets), wanted, protocol)
+        notes: list[str] = []
+        chosen = select_runs(results_dir, list(datasets), wanted, protocol, notes)
+        for note in notes:
+            click.echo(f"note: {note}", err=True)
         if highlight is not None and not any(highlight in f for f in chosen.values()):
             raise UserError(f"--highlight {highlight}: no such method in the selected results")
         for path in plot_curves(chosen, out, highlight):
