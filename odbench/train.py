@@ -4,7 +4,7 @@ Two kinds of run, both driven by a method card's ``[model]`` and ``[training]`` 
 defaults live there, with their reasons, never here):
 
 - ``--features NAME``: a frozen feature extractor (``sd-v1-4``, ``dino-vits16``, ``sd-tiny``, …)
-  and the :class:`~odbench.methods.diffusionseg.SegmentDecoder` of the card of its family
+  and the :class:`~odbench.models.decoder.SegmentDecoder` of the card of its family
   (``diffusionseg``, ``dino-decoder``, ``moco-decoder``, ``clip-decoder``).  Features are computed
   once and cached on disk (:mod:`odbench.feature_cache`), so every epoch costs only the decoder.
 - ``--model unet|deeplabv3``: ``unet-e2e`` / ``deeplabv3-e2e`` trained end to end (Table 3).
@@ -142,7 +142,7 @@ def prepare(
     progress: Callable[[int], None],
     image_rows: set[int] | None = None,
 ) -> Prepared:
-    """Read, hash and resize every sample (the resize :func:`odbench.methods.trained.to_batch`
+    """Read, hash and resize every sample (the resize :func:`odbench.models.build.to_batch`
     applies at evaluation) into ``folder``.  With ``image_rows``, only those rows' images are
     stored (the others stay unwritten, a sparse file): a rank that trains from cached features
     needs the images of its own share only."""
@@ -150,7 +150,7 @@ def prepare(
     import torch.nn.functional as F
 
     from odbench.imageio import to_unit
-    from odbench.methods.trained import to_batch
+    from odbench.models.build import to_batch
 
     if folder.exists():
         shutil.rmtree(folder)
@@ -724,7 +724,7 @@ def _train(
 ) -> TrainResult:
     import torch
 
-    from odbench.methods.trained import build_model
+    from odbench.models.build import build_model
 
     card, opts, spec, device = setup.card, setup.opts, setup.spec, setup.device
     seed, resolution, bs = setup.seed, setup.resolution, setup.batch_size

@@ -10,6 +10,7 @@ import pytest
 from scipy.ndimage import binary_erosion, gaussian_filter
 
 from odbench.methods import attentioncut as ac
+from odbench.methods import diffusion as dm
 
 # ---------------------------------------------------------------------------- Eq. (6) exactness
 
@@ -48,7 +49,7 @@ def test_grid_edges_counts_and_uniqueness() -> None:
 def test_lambda_zero_is_unary_only_and_large_lambda_is_constant() -> None:
     rng = np.random.default_rng(0)
     a = gaussian_filter(rng.uniform(size=(16, 16)), 2)
-    a = ac.minmax(a)
+    a = dm.minmax(a)
     cost_fg, cost_bg = ac.objectness(a, None, 0.16)
     edges = ac.grid_edges(16, 16)
     psi = ac.inner_coherence(None, rng.uniform(0, 2, len(edges)), 2.5)
@@ -81,17 +82,17 @@ def test_cross_attention_top_k_by_std() -> None:
     peaked = np.zeros((8, 8))
     peaked[2:4, 2:4] = 0.5
     mid = rng.uniform(0, 0.1, size=(8, 8))
-    got = ac.aggregate_cross_attention([flat, peaked, mid], top_k=2, grid=8)
-    np.testing.assert_allclose(got, ac.minmax((peaked + mid) / 2), atol=1e-6)
+    got = dm.aggregate_cross_attention([flat, peaked, mid], top_k=2, grid=8)
+    np.testing.assert_allclose(got, dm.minmax((peaked + mid) / 2), atol=1e-6)
     assert got.min() == 0 and got.max() == pytest.approx(1)
-    up = ac.aggregate_cross_attention([flat, peaked], top_k=1, grid=16)
+    up = dm.aggregate_cross_attention([flat, peaked], top_k=1, grid=16)
     assert up.shape == (16, 16) and up[5, 5] == pytest.approx(1)
     # the 4x4 flat layer is resized to 8x8 and enters the mean when k covers it
-    got3 = ac.aggregate_cross_attention([flat, peaked, mid], top_k=3, grid=8)
-    np.testing.assert_allclose(got3, ac.minmax((peaked + mid + 0.25) / 3), atol=1e-6)
+    got3 = dm.aggregate_cross_attention([flat, peaked, mid], top_k=3, grid=8)
+    np.testing.assert_allclose(got3, dm.minmax((peaked + mid + 0.25) / 3), atol=1e-6)
 
 
-def _dense(aff: ac.SelfAffinity) -> np.ndarray:
+def _dense(aff: dm.SelfAffinity) -> np.ndarray:
     n = aff.grid**2
     return aff.raw(np.arange(n)[:, None], np.arange(n)[None, :])
 
@@ -102,7 +103,7 @@ def test_self_attention_upsampling_keeps_rows_stochastic() -> None:
     coarse /= coarse.sum(1, keepdims=True)
     fine = rng.uniform(size=(16, 16))
     fine /= fine.sum(1, keepdims=True)
-    aff = ac.aggregate_self_attention([(fine, 3), (coarse, 1)], grid=4)
+    aff = dm.aggregate_self_attention([(fine, 3), (coarse, 1)], grid=4)
     a = _dense(aff)
     np.testing.assert_allclose(a.sum(1), 1, atol=1e-5)
     # pixel (0, 0) and (1, 1) of the fine grid share coarse cell 0; keys (0,0) and (0,1) too
@@ -115,7 +116,7 @@ def test_self_affinity_is_row_peak_normalised_and_symmetric() -> None:
     rng = np.random.default_rng(3)
     a = rng.uniform(size=(16, 16))
     a /= a.sum(1, keepdims=True)
-    aff = ac.aggregate_self_attention([(a, 1)], grid=4)
+    aff = dm.aggregate_self_attention([(a, 1)], grid=4)
     dense = 0.5 * (a / a.max(1, keepdims=True) + (a / a.max(1, keepdims=True)).T)
     p, q = np.meshgrid(np.arange(16), np.arange(16), indexing="ij")
     np.testing.assert_allclose(aff.entries(p, q), dense, rtol=1e-6)
@@ -124,7 +125,7 @@ def test_self_affinity_is_row_peak_normalised_and_symmetric() -> None:
     )
     coarse = rng.uniform(size=(4, 4))
     coarse /= coarse.sum(1, keepdims=True)
-    two = ac.aggregate_self_attention([(a, 2), (coarse, 1)], grid=4)
+    two = dm.aggregate_self_attention([(a, 2), (coarse, 1)], grid=4)
     full = _dense(two)
     # m(p): the 2:1 weighted sum of each level's row maximum (coarse keys split over 4 children)
     m = (2 * a.max(1) + coarse.max(1)[[0, 0, 1, 1, 0, 0, 1, 1, 2, 2, 3, 3, 2, 2, 3, 3]] / 4) / 3
@@ -136,7 +137,7 @@ def test_self_affinity_is_row_peak_normalised_and_symmetric() -> None:
     got = ac.semantic_coherence(aff, np.arange(16), edges)
     np.testing.assert_allclose(got, dense[edges[:, 0], edges[:, 1]], rtol=1e-6)
     # cutting at 8x8: pixels map to their 4x4 cell; pairs inside one cell get S(c, c)
-    cells = ac._cell_index_hw(8, 8, 4)
+    cells = dm.cell_index_hw(8, 8, 4)
     e8 = ac.grid_edges(8, 8, 8)
     got8 = ac.semantic_coherence(aff, cells, e8)
     np.testing.assert_allclose(got8, dense[cells[e8[:, 0]], cells[e8[:, 1]]], rtol=1e-6)
@@ -220,7 +221,7 @@ def planted(kind: str, seed: int, grid: int = 32):
     core = binary_erosion(mask, iterations=1)
     keep = gaussian_filter(rng.normal(size=mask.shape), 3) > -0.3  # drop blobs of the core
     a_c = gaussian_filter((core & keep).astype(float), 1.5) + rng.normal(0, 0.08, mask.shape)
-    a_c = ac.minmax(np.clip(a_c, 0, None))
+    a_c = dm.minmax(np.clip(a_c, 0, None))
 
     yx = np.stack(np.mgrid[0:grid, 0:grid], -1).reshape(-1, 2).astype(float)
     d2 = ((yx[:, None, :] - yx[None, :, :]) ** 2).sum(-1)
@@ -232,7 +233,7 @@ def planted(kind: str, seed: int, grid: int = 32):
     fg, bg = rng.uniform(0.2, 0.8, 3), rng.uniform(0.2, 0.8, 3)
     bg = bg + 0.25 * np.sign(bg - fg)
     img = np.where(mask[..., None], fg, bg) + rng.normal(0, 0.08, (grid, grid, 3))
-    affinity = ac.aggregate_self_attention([(a_s.astype(np.float32), 1.0)], grid)
+    affinity = dm.aggregate_self_attention([(a_s.astype(np.float32), 1.0)], grid)
     return mask, a_c, affinity, np.clip(img, 0, 1).astype(np.float32)
 
 
@@ -297,7 +298,7 @@ def test_row_peak_bounds_the_row_max_and_is_exact_when_levels_peak_together() ->
             if diagonal:  # every level peaks at the query's own cell, as self-attention does
                 a[np.arange(res * res), np.arange(res * res)] = 2.0
             levels.append((a / a.sum(1, keepdims=True), weight))
-        aff = ac.aggregate_self_attention(levels, grid=8)
+        aff = dm.aggregate_self_attention(levels, grid=8)
         dense = _dense(aff)
         np.testing.assert_allclose(dense.sum(1), 1, rtol=1e-5)
         total = sum(w for _, w in levels)

@@ -88,6 +88,7 @@ def test_predict_on_the_tiny_backbone(
     import cv2
 
     from odbench.methods import attentioncut as ac
+    from odbench.methods import diffusion as dm
     from odbench.methods.base import create_method
     from odbench.methods.bilateral_solver import bilateral_refine
 
@@ -101,18 +102,18 @@ def test_predict_on_the_tiny_backbone(
     assert (ev.label == "") == (not hp["use_prior"])
     if name.startswith("attentioncut"):
         size = (h, w) if hp["cut_resolution"] == "image" else None
-        want = ac.upsample_mask(
+        want = dm.upsample_mask(
             ac.attention_cut(ev.a_c, ev.affinity, img, method.params, size), h, w
         )
         if hp["bilateral_solver"]:
             want = bilateral_refine(img, want)  # compared to 1e-6 below: float sums may reorder
     elif name == "kmeans-diffusion":
-        want = ac.upsample_mask(kmeans_foreground(ev.features, ev.a_c, hp["seed"]), h, w)
+        want = dm.upsample_mask(kmeans_foreground(ev.features, ev.a_c, hp["seed"]), h, w)
     elif name == "ncut-diffusion":
-        feats = ac.resize_channels(ev.features, hp["grid"], cv2.INTER_AREA)
-        want = ac.upsample_mask(ncut_foreground(feats, hp["ncut_tau"], hp["ncut_eps"]), h, w)
+        feats = dm.resize_channels(ev.features, hp["grid"], cv2.INTER_AREA)
+        want = dm.upsample_mask(ncut_foreground(feats, hp["ncut_tau"], hp["ncut_eps"]), h, w)
     else:
-        want = ac.upsample_mask(densecrf_foreground(ev.a_c, img, hp), h, w)
+        want = dm.upsample_mask(densecrf_foreground(ev.a_c, img, hp), h, w)
     np.testing.assert_allclose(m, want.astype(np.float32), atol=1e-6)
     assert m.max() > m.min() or name == "densecrf-diffusion"
 
@@ -223,7 +224,7 @@ def test_methods_take_the_real_sd_capture_shapes(
 def test_resize_channels_handles_wide_features() -> None:
     import cv2
 
-    from odbench.methods.attentioncut import resize_channels
+    from odbench.methods.diffusion import resize_channels
 
     x = np.random.default_rng(0).uniform(size=(8, 8, 300)).astype(np.float32)
     y = resize_channels(x, 16, cv2.INTER_LINEAR)

@@ -18,7 +18,7 @@ from odbench.checkpoint import CheckpointError, file_sha256, load_checkpoint
 from odbench.cli import main
 from odbench.data.base import create_dataset
 from odbench.methods.base import create_method
-from odbench.methods.trained import to_batch
+from odbench.models.build import to_batch
 from odbench.train import TrainError, train
 
 
@@ -206,7 +206,7 @@ def test_deeplabv3_trunk_loads_torchvision_resnet50_safetensors(tmp_path: Path) 
     from safetensors.torch import save_file
     from torchvision.models import resnet18, resnet50
 
-    from odbench.methods.segmenters import build_segmenter
+    from odbench.models.segmenters import build_segmenter
 
     torch.manual_seed(1)
     source = resnet50().state_dict()

@@ -49,10 +49,11 @@ def time_once(
     out_size: tuple[int, int] | None,
 ) -> dict[str, float]:
     from odbench.methods import attentioncut as ac
+    from odbench.methods import diffusion as dm
 
     t0 = time.perf_counter()
-    a_c = ac.aggregate_cross_attention(cross, top_k=4, grid=64)
-    affinity = ac.aggregate_self_attention(selfs, grid=64)
+    a_c = dm.aggregate_cross_attention(cross, top_k=4, grid=64)
+    affinity = dm.aggregate_self_attention(selfs, grid=64)
     timings = {"aggregate": time.perf_counter() - t0}
     ac.attention_cut(
         a_c, affinity, image, ac.CutParams.from_card(), out_size=out_size, timings=timings

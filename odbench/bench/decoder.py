@@ -34,7 +34,7 @@ def cli(
 
     from odbench.feature_cache import FeatureEntry
     from odbench.features import load_extractor
-    from odbench.methods.trained import build_model
+    from odbench.models.build import build_model
     from odbench.train import Inputs, Prepared, card_for_features, flips, soft_dice_bce
 
     torch.set_num_threads(threads)

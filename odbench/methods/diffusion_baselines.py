@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from odbench.methods.attentioncut import DiffusionMethod, Evidence, resize_channels, upsample_mask
+from odbench.methods.diffusion import DiffusionMethod, Evidence, resize_channels, upsample_mask
 
 
 class _GridMethod(DiffusionMethod):

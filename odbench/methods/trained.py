@@ -19,27 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from odbench.cards import MethodCard
 from odbench.checkpoint import CheckpointError, checkpoint_path, file_sha256, load_checkpoint
 from odbench.methods.base import Method
-
-
-def build_model(spec: dict[str, Any], *, init_weights: bool = False) -> nn.Module:
-    """The network a ``model`` spec describes (``type``: ``unet``, ``deeplabv3`` or ``decoder``)."""
-    if spec["type"] == "decoder":
-        from odbench.methods.diffusionseg import SegmentDecoder
-
-        return SegmentDecoder(
-            channels=[int(c) for c in spec["channels"]],
-            strides=[int(s) for s in spec["strides"]],
-            proj_channels=int(spec["proj_channels"]),
-            hidden=[int(h) for h in spec["hidden"]],
-        )
-    from odbench.methods.segmenters import build_segmenter
-
-    return build_segmenter(spec, init_weights=init_weights)
+from odbench.models.build import build_model, to_batch
 
 
 def train_hint(card: MethodCard) -> str:
@@ -53,24 +37,6 @@ def train_hint(card: MethodCard) -> str:
 def family_of(card: MethodCard) -> str:
     """The card whose checkpoints this card accepts: a variant's parent, else itself."""
     return card.parent or card.name
-
-
-def to_batch(images: list[np.ndarray], resolution: int) -> torch.Tensor:
-    """uint8 (H, W, 3) RGB images -> ``[B, 3, R, R]`` float32 in [0, 1], bilinear with
-    antialiasing (the same resize ``odbench train`` applies to its training images)."""
-    out = []
-    for im in images:
-        t = torch.from_numpy(np.array(im, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255.0
-        out.append(
-            F.interpolate(
-                t,
-                size=(resolution, resolution),
-                mode="bilinear",
-                antialias=True,
-                align_corners=False,
-            ).clamp_(0.0, 1.0)
-        )
-    return torch.cat(out)
 
 
 class TrainedMethod(Method):

@@ -357,7 +357,7 @@ class Synthesizer:
 
     def run(self) -> dict[str, Any]:
         from odbench.backbones.diffusion import Capture
-        from odbench.methods.attentioncut import attention_maps
+        from odbench.methods.diffusion import attention_maps
 
         o, bb = self.opts, self.backbone
         todo = self.todo()
