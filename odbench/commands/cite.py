@@ -1,7 +1,7 @@
 """``odbench cite``: BibTeX for the methods, datasets and metrics of a results set.
 
-Methods and datasets are cited from their cards (``citation``), metrics from
-:mod:`odbench.metrics.papers`.  Without names, everything the results in ``--results-dir``
+Methods and datasets are cited from their cards (``citation``), metrics from their catalog
+entries (:mod:`odbench.metrics.catalog`, ``citation``: a key of :mod:`odbench.metrics.papers`).  Without names, everything the results in ``--results-dir``
 use; entries are deduplicated by BibTeX key, and a name with no citation gets a ``%`` comment
 line saying so (never a made-up entry).
 """
@@ -20,8 +20,9 @@ _KEY = re.compile(r"@\w+\s*\{\s*([^,\s]+)\s*,")
 
 
 def used_names(results_dir: Path) -> list[str]:
-    """Methods, datasets and metric keys of every run in ``results_dir``, in that order."""
-    from odbench.metrics.papers import METRIC_PAPERS
+    """Methods, datasets and the cited metric keys of every run in ``results_dir``, in that
+    order."""
+    from odbench.metrics.catalog import METRICS
     from odbench.results import ResultsError, load_all_results
 
     try:
@@ -33,7 +34,7 @@ def used_names(results_dir: Path) -> list[str]:
     methods = sorted({r.method_name for r in runs})
     datasets = sorted({r.dataset_name for r in runs})
     metrics = {k for r in runs for task in r.metrics.values() for k in task}
-    return methods + datasets + [k for k in METRIC_PAPERS if k in metrics]
+    return methods + datasets + [k for k, m in METRICS.items() if m.citation and k in metrics]
 
 
 def citation_keys(names: Iterable[str]) -> dict[str, str]:
@@ -55,16 +56,20 @@ def bibliography(names: Iterable[str], strict: bool = True) -> str:
     with no card is an error (``strict``) or a ``%`` comment (names read from results, e.g.
     methods scored from prediction folders)."""
     from odbench.cards import dataset_card, method_cards
-    from odbench.metrics.papers import BIBTEX, METRIC_PAPERS
+    from odbench.metrics.catalog import METRICS
+    from odbench.metrics.papers import BIBTEX
 
     cards = method_cards()
     entries: dict[str, str] = {}
     notes: list[str] = []
     unknown = []
     for name in names:
-        if name in METRIC_PAPERS:
-            key = METRIC_PAPERS[name]
-            entries.setdefault(key, BIBTEX[key])
+        if name in METRICS:
+            key = METRICS[name].citation
+            if key is None:
+                notes.append(f"% {name}: a textbook quantity, no paper to cite")
+            else:
+                entries.setdefault(key, BIBTEX[key])
             continue
         card = cards.get(name) or dataset_card(name)
         if card is None:
@@ -84,7 +89,7 @@ def bibliography(names: Iterable[str], strict: bool = True) -> str:
     if unknown:
         raise UserError(
             f"nothing to cite for {', '.join(unknown)}: not a method card, dataset card or "
-            f"metric key (metrics: {', '.join(sorted(METRIC_PAPERS))}; methods: "
+            f"metric key (metrics: {', '.join(METRICS)}; methods: "
             f"{', '.join(sorted(cards))})"
         )
     return "\n\n".join([*notes, *entries.values()]) + "\n"

@@ -1,7 +1,8 @@
-"""``odbench list [methods|datasets|protocols|features]``: what is registered, one line each.
+"""``odbench list [methods|datasets|protocols|features|metrics]``: what is registered, one line
+each.
 
-Reads the registries and the TOML cards only: no method or dataset module is imported, so the
-command starts without torch.
+Reads the registries, the TOML cards and the metric catalog only: no method or dataset module
+is imported, so the command starts without torch.
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ def _task(task: tuple[str, ...] | None) -> str:
 
 
 def rows(what: str) -> list[tuple[str, ...]]:
-    """(name, [task, [images,]] description) rows of one registry, sorted by name."""
+    """(name, [task, [images,]] description) rows of one registry, sorted by name; metrics:
+    the catalog's rows, in its order."""
+    if what == "metrics":
+        from odbench.metrics.catalog import rows as metric_rows
+
+        return [
+            (k, label, arrow, _task((task,)), *rest)
+            for k, label, arrow, task, *rest in metric_rows()
+        ]
     from odbench.cards import dataset_cards, method_cards
     from odbench.registry import DATASETS, FEATURES, METHODS, PROTOCOLS
 
@@ -46,16 +55,19 @@ def _print(table: list[tuple[str, ...]]) -> None:
 
 @click.command("list")
 @click.argument(
-    "what", type=click.Choice(["methods", "datasets", "protocols", "features"]), required=False
+    "what",
+    type=click.Choice(["methods", "datasets", "protocols", "features", "metrics"]),
+    required=False,
 )
 def list_cmd(what: str | None) -> None:
-    """List registered methods, datasets, protocols or feature extractors (all when WHAT is
-    omitted), with their task (sal = saliency, loc = localization), image count, weights
-    (published, tiny or full-size random) and a one-line description."""
+    """List registered methods, datasets, protocols, feature extractors or metrics (all when
+    WHAT is omitted), with their task (sal = saliency, loc = localization), image count, weights
+    (published, tiny or full-size random) and a one-line description.  Metrics: key, label,
+    direction (↑ higher is better, ↓ lower), task, meter, BibTeX key of its paper, name."""
     from odbench.cli import user_errors
 
     with user_errors():
-        sections = ["methods", "datasets", "protocols", "features"]
+        sections = ["methods", "datasets", "protocols", "features", "metrics"]
         for section in [what] if what else sections:
             table = rows(section)
             if not what:

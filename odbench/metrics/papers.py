@@ -1,7 +1,8 @@
-"""The paper behind each metric key of a results file, as BibTeX (``odbench cite``).
+"""The papers behind the metrics, as BibTeX (``odbench cite``).
 
-One entry per paper; :data:`METRIC_PAPERS` maps result keys to entry keys.  ``acc``, ``iou``
-and ``ber`` are textbook quantities with no one paper; they are cited by none.
+One entry per paper; a metric's catalog entry (:mod:`odbench.metrics.catalog`, ``citation``)
+names its entry key.  ``acc``, ``iou`` and ``ber`` are textbook quantities with no one paper;
+they cite none.
 """
 
 from __future__ import annotations
@@ -69,20 +70,4 @@ BIBTEX: dict[str, str] = {
   pages={275--293},
   year={2012}
 }""",
-}
-
-#: result key -> BibTeX key of its paper.
-METRIC_PAPERS: dict[str, str] = {
-    "max_fbeta": "achanta2009frequency",
-    "mean_fbeta": "achanta2009frequency",
-    "adaptive_fbeta": "achanta2009frequency",
-    "mae": "perazzi2012saliency",
-    "s_measure": "fan2017structure",
-    "e_measure_adaptive": "fan2018enhanced",
-    "e_measure_mean": "fan2018enhanced",
-    "e_measure_max": "fan2018enhanced",
-    "weighted_fbeta": "margolin2014evaluate",
-    "dice": "dice1945measures",
-    "auc_roc": "fawcett2006introduction",
-    "corloc": "deselaers2012weakly",
 }

@@ -3,9 +3,10 @@
 One parser for ``odbench score`` (and ``metrics = ...`` in a ``score --config`` file),
 ``odbench eval`` and ``odbench leaderboard --format`` (whose names also include ``corloc``):
 
-* ``basic``: Acc, IoU, maxFβ, MAE (:class:`~odbench.metrics.saliency.SaliencyMeter`);
-* ``all``: those and the salient-object family (:data:`~odbench.metrics.sod.SOD_KEYS`) with
-  its curves;
+* ``basic``: Acc, IoU, maxFβ, MAE (the catalog's metrics of the ``saliency`` meter,
+  :class:`~odbench.metrics.saliency.SaliencyMeter`);
+* ``all``: those and the salient-object family (the ``sod`` meter's,
+  :class:`~odbench.metrics.sod.SodMeter`) with its curves;
 * a comma-separated list of metric names (``s_measure,weighted_fbeta,mae``): those only
   (``basic`` and ``all`` may be listed too: ``basic,s_measure``).  The family is computed when
   one of its names is listed (one histogram pass serves them all); the results store keeps
@@ -20,11 +21,11 @@ import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from odbench.metrics.sod import SOD_KEYS
+from odbench.metrics.catalog import METRICS, keys
 
-BASIC_KEYS = ("acc", "iou", "max_fbeta", "mae")
+BASIC_KEYS = keys(meter="saliency")
 #: Every metric ``score`` and ``eval`` can compute (result keys), in output order.
-SCORE_KEYS = BASIC_KEYS + SOD_KEYS
+SCORE_KEYS = keys(task="saliency")
 
 
 class MetricsSpecError(ValueError):
@@ -62,14 +63,18 @@ def _suggest(name: str, valid: Sequence[str]) -> str | None:
 
 
 def parse_metrics(
-    spec: str | Sequence[str] | None,
+    spec: str | Sequence[str] | MetricSelection | None,
     option: str = "--metrics",
     valid: Sequence[str] = SCORE_KEYS,
     default: str = "basic",
 ) -> MetricSelection:
     """``basic`` / ``all`` / a comma-separated list (or a list of names) -> the selection;
     names are case-insensitive, blanks and repeats ignored.  ``valid``: the names allowed
-    (``all`` selects those of them that ``score`` computes, plus the rest)."""
+    (``all`` selects those of them that ``score`` computes, plus the rest).  A selection
+    parsed already is returned as it is: a command parses its option once and hands the
+    selection on (``odbench eval`` to the runner)."""
+    if isinstance(spec, MetricSelection):
+        return spec
     if spec is None:
         spec = default
     items = spec.split(",") if isinstance(spec, str) else [str(s) for s in spec]
@@ -93,5 +98,5 @@ def parse_metrics(
             f"{option} {shown_spec}: unknown {what} {', '.join(hints)}; {choices}"
         )
     names = list(dict.fromkeys(k for n in names for k in groups.get(n, (n,))))
-    tier = "all" if any(n in SOD_KEYS for n in names) else "basic"
+    tier = "all" if any(METRICS[n].meter == "sod" for n in names) else "basic"
     return MetricSelection(tier, tuple(names), ",".join(names))

@@ -49,6 +49,7 @@ from functools import cache
 
 import numpy as np
 
+from odbench.metrics.catalog import METRICS, keys
 from odbench.metrics.protocols import Protocol, get_protocol
 from odbench.metrics.saliency import (
     ImageRecord,
@@ -65,19 +66,9 @@ EPS = float(np.spacing(1))  # MATLAB's eps, as in the reference code
 S_ALPHA = 0.5
 WF_BETA2 = 1.0
 
-#: Result keys added by the family (beside acc, iou, max_fbeta, mae).
-SOD_KEYS = (
-    "s_measure",
-    "e_measure_adaptive",
-    "e_measure_mean",
-    "e_measure_max",
-    "weighted_fbeta",
-    "adaptive_fbeta",
-    "mean_fbeta",
-    "dice",
-    "ber",
-    "auc_roc",
-)
+#: Result keys added by the family (beside acc, iou, max_fbeta, mae): the catalog's ``sod``
+#: metrics, in its order.
+SOD_KEYS = keys(meter="sod")
 
 
 # --------------------------------------------------------------------------- S-measure
@@ -574,7 +565,8 @@ def score_image_all(
 
 # --------------------------------------------------------------------------- accumulator
 
-_SCALARS = ("s_measure", "e_measure_adaptive", "weighted_fbeta", "adaptive_fbeta", "dice", "ber")
+#: The family's per-image means (:class:`SodRecord` fields); the rest come from mean curves.
+_SCALARS = tuple(k for k in SOD_KEYS if METRICS[k].per_image)
 _CURVES = ("e_curve", "precision", "recall", "fpr")
 
 
@@ -650,19 +642,8 @@ class SodMeter:
             None if fbeta_curve is None else np.asarray(list(fbeta_curve), np.float64),
             self.protocol.max_over,
         )
-        out: dict[str, object] = {
-            "s_measure": mean["s_measure"],
-            "e_measure_adaptive": mean["e_measure_adaptive"],
-            "e_measure_mean": float(reduced["e_measure_mean"]),
-            "e_measure_max": float(reduced["e_measure_max"]),
-            "weighted_fbeta": mean["weighted_fbeta"],
-            "adaptive_fbeta": mean["adaptive_fbeta"],
-            "dice": mean["dice"],
-            "ber": mean["ber"],
-            "auc_roc": float(reduced["auc_roc"]),
-        }
-        if "mean_fbeta" in reduced:
-            out["mean_fbeta"] = float(reduced["mean_fbeta"])
+        values = mean | {name: float(v) for name, v in reduced.items()}
+        out: dict[str, object] = {k: values[k] for k in SOD_KEYS if k in values}
         out["curves"] = {
             "thresholds": [float(t) for t in self.protocol.thresholds],
             "precision": [float(v) for v in curves["precision"]],

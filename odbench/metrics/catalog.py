@@ -1,0 +1,117 @@
+r"""The metric catalog: one entry per metric odbench computes, the one place that says what a
+result key is called, which way is better, which task and meter it belongs to and which paper
+defines it.
+
+Every reader goes through it: ``--metrics`` (:mod:`odbench.metrics.selection`), the meters'
+key lists (:mod:`odbench.metrics.sod`), the leaderboard and its md / LaTeX / CSV tables,
+``compare``, ``report``, ``score``, ``eval``, ``cite`` and ``odbench list metrics``.  Adding a
+metric is its function (in the module of the meter that computes it) plus an entry here
+(docs/adding-a-metric.md).  The entries' order is the order of every listing (tables, score
+rows, report columns); ``--metrics a,b,c`` picks another.
+
+This module imports nothing (no numpy, no torch): ``odbench list metrics`` reads it at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Meter name -> the class that computes its metrics (named, not imported).  ``saliency`` is
+#: ``--metrics basic``; ``sod`` (the salient-object family) is what ``--metrics all`` adds.
+METERS: dict[str, str] = {
+    "saliency": "odbench.metrics.saliency.SaliencyMeter",
+    "sod": "odbench.metrics.sod.SodMeter",
+    "corloc": "odbench.metrics.boxes.CorLocMeter",
+}
+#: Meter name -> the task (the ``metrics`` block of a results file) its metrics belong to.
+_TASKS = {"saliency": "saliency", "sod": "saliency", "corloc": "localization"}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric.  ``key``: its name in results files and on the command line; ``name``: the
+    long name (``score``'s table, ``list metrics``); ``label``: column headers (markdown,
+    report, compare); ``latex``: LaTeX column headers; ``short``: ``eval``'s one-line
+    summary; ``higher_is_better``: the direction tables mark (↑ / ↓) and ``compare`` judges by;
+    ``task``: the ``metrics`` block of a results file it lives in; ``meter``: the key of
+    :data:`METERS` that computes it; ``citation``: the BibTeX key of its paper in
+    :data:`odbench.metrics.papers.BIBTEX` (None: a textbook quantity, cited by none);
+    ``per_image``: the dataset value is the mean of per-image values that the run's records
+    keep under ``key`` (False: reduced from mean curves, or kept under another name)."""
+
+    key: str
+    name: str
+    label: str
+    latex: str
+    short: str
+    higher_is_better: bool
+    task: str
+    meter: str
+    citation: str | None
+    per_image: bool
+
+    @property
+    def arrow(self) -> str:
+        """↑ (higher is better) or ↓."""
+        return "↑" if self.higher_is_better else "↓"
+
+
+# fmt: off
+_TABLE: tuple[tuple[str, str, str, str, str, str, str, str | None, bool], ...] = (
+    # key,                 long name,              label,    LaTeX,            short,
+    #   higher is better, meter, citation (papers.BIBTEX), per image
+    ("acc",                "Acc",                  "Acc",    "Acc",            "acc",
+        "↑", "saliency", None,                      True),
+    ("iou",                "IoU",                  "IoU",    "IoU",            "iou",
+        "↑", "saliency", None,                      True),
+    ("max_fbeta",          "max Fβ",               "maxFβ",  r"max$F_\beta$",  "maxF",
+        "↑", "saliency", "achanta2009frequency",    False),
+    ("mae",                "MAE",                  "MAE",    r"$\mathcal{M}$", "mae",
+        "↓", "saliency", "perazzi2012saliency",     True),
+    ("s_measure",          "S-measure",            "Sα",     r"$S_\alpha$",    "S",
+        "↑", "sod",      "fan2017structure",        True),
+    ("e_measure_adaptive", "E-measure (adaptive)", "adpEξ",  r"adp$E_\xi$",    "adpE",
+        "↑", "sod",      "fan2018enhanced",         True),
+    ("e_measure_mean",     "E-measure (mean)",     "meanEξ", r"mean$E_\xi$",   "meanE",
+        "↑", "sod",      "fan2018enhanced",         False),
+    ("e_measure_max",      "E-measure (max)",      "maxEξ",  r"max$E_\xi$",    "maxE",
+        "↑", "sod",      "fan2018enhanced",         False),
+    ("weighted_fbeta",     "weighted Fβ",          "wFβ",    r"$F_\beta^w$",   "wF",
+        "↑", "sod",      "margolin2014evaluate",    True),
+    ("adaptive_fbeta",     "adaptive Fβ",          "adpFβ",  r"adp$F_\beta$",  "adpF",
+        "↑", "sod",      "achanta2009frequency",    True),
+    ("mean_fbeta",         "mean Fβ",              "meanFβ", r"mean$F_\beta$", "meanF",
+        "↑", "sod",      "achanta2009frequency",    False),
+    ("dice",               "Dice",                 "Dice",   "Dice",           "dice",
+        "↑", "sod",      "dice1945measures",        True),
+    ("ber",                "BER",                  "BER",    "BER",            "ber",
+        "↓", "sod",      None,                      True),
+    ("auc_roc",            "AUC (ROC)",            "AUC",    "AUC",            "auc",
+        "↑", "sod",      "fawcett2006introduction", False),
+    ("corloc",             "CorLoc (%)",           "CorLoc", "CorLoc",         "corloc",
+        "↑", "corloc",   "deselaers2012weakly",     False),
+)
+# fmt: on
+
+#: Every metric by key, in listing order.
+METRICS: dict[str, Metric] = {
+    key: Metric(key, name, label, latex, short, arrow == "↑", _TASKS[meter], meter, cite, per)
+    for key, name, label, latex, short, arrow, meter, cite, per in _TABLE
+}
+
+
+def keys(*, meter: str | None = None, task: str | None = None) -> tuple[str, ...]:
+    """The keys of the metrics computed by ``meter`` / of ``task`` (None: any), in order."""
+    return tuple(
+        m.key
+        for m in METRICS.values()
+        if (meter is None or m.meter == meter) and (task is None or m.task == task)
+    )
+
+
+def rows() -> list[tuple[str, ...]]:
+    """``odbench list metrics``: (key, label, direction, task, meter, citation, long name)."""
+    return [
+        (m.key, m.label, m.arrow, m.task, m.meter, m.citation or "-", m.name)
+        for m in METRICS.values()
+    ]
