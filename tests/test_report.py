@@ -413,3 +413,146 @@ def test_bench_report_runs_small() -> None:
                    "--no-browser"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "meets the target" in result.output and "0 thumbnails written" in result.output
+
+
+# ----------------------------------------------------------------------------- other runs
+
+
+def _saved_maps_project(root: Path, dataset: str = "toy", images: bool = False) -> Path:
+    """The toy dataset's GT (and, with ``images``, its images) as folders, two methods' saved
+    maps -- one named ``m_ID_sal.png``, one at half size -- and a ``score --config`` file."""
+    from odbench.data.base import create_dataset
+    from odbench.imageio import write_png
+
+    toy = create_dataset("toy")
+    for folder in ("gt", "images", "maps/a", "maps/b"):
+        (root / folder).mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for sid in toy.ids():
+        sample = toy.load(sid)
+        assert sample.mask is not None
+        write_png(root / "gt" / f"{sid}.png", sample.mask)
+        Image.fromarray(sample.image).save(root / "images" / f"{sid}.png")
+        noisy = sample.mask.astype(np.float64) * 0.6 + rng.uniform(0, 100, sample.mask.shape)
+        write_png(root / "maps/a" / f"m_{sid}_sal.png", noisy.astype(np.uint8))
+        half = rng.integers(0, 256, (48, 64), dtype=np.uint8)
+        write_png(root / "maps/b" / f"{sid}.png", half)
+    config = root / "runs.toml"
+    config.write_text(
+        f"[datasets.{dataset}]\n"
+        'gt = "gt"\n' + ('images = "images"\n' if images else "") + f"[methods.mine.{dataset}]\n"
+        'path = "maps/a"\nprefix = "m_"\nsuffix = "_sal.png"\n'
+        "[methods.theirs]\n"
+        f'{dataset} = "maps/b"\n'
+    )
+    return config
+
+
+def test_report_of_saved_maps_reads_the_folders_score_config_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs of ``score --config`` (someone's saved maps: no prediction cache) are shown from
+    the prediction folders the results recorded, named as the config named them (prefix,
+    suffix), scored from one folder and reported from another."""
+    from odbench.imageio import read_gray
+    from odbench.report.runs import load_report_data
+    from odbench.report.thumbs import load_prediction
+
+    project = tmp_path / "project"
+    _saved_maps_project(project)
+    monkeypatch.chdir(tmp_path)
+    results = tmp_path / "results"
+    args = ["score", "--config", "project/runs.toml", "--results-dir", str(results)]
+    assert _run(args).exit_code == 0  # the config given relative to where it runs
+    monkeypatch.chdir(project / "maps")  # reported from elsewhere
+    out = tmp_path / "report"
+    base = ["report", "--dataset", "toy", "--methods", "mine,theirs"]
+    result = _run([*base, "--results-dir", str(results), "--out", str(out), "-n", "2"])
+    assert result.exit_code == 0, result.output
+    text = (out / "index.html").read_text()
+    assert "saved maps" in text and str(project / "maps" / "a") in text
+    data = load_report_data(results, "toy", ["mine", "theirs"])
+    sid = data.ids[3]
+    mine = load_prediction(data.runs[0], sid)
+    np.testing.assert_array_equal(mine, read_gray(project / "maps/a" / f"m_{sid}_sal.png"))
+    assert load_prediction(data.runs[1], sid, (96, 128)).shape == (96, 128)  # resized
+    grid = tmp_path / "fig.png"
+    result = _run([*base, "--results-dir", str(results), "--out", str(grid), "--grid", "2"])
+    assert result.exit_code == 0, result.output
+    # the GT shown must be the GT scored: one changed after scoring is refused
+    gt = project / "gt" / f"{data.ids[0]}.png"
+    Image.fromarray(255 - np.asarray(Image.open(gt))).save(gt)
+    result = _run([*base, "--results-dir", str(results), "--out", str(tmp_path / "r2")])
+    assert result.exit_code == 2 and "is not the dataset's" in result.output, result.output
+    assert not (tmp_path / "r2").exists()
+
+
+def test_saved_maps_moved_are_scored_again_and_reported_from_their_new_folder(
+    tmp_path: Path,
+) -> None:
+    """A result records where its maps are: moving them (same files) scores the pair again so
+    that the report reads them from the new folder; a dataset of ``score --config`` only shows
+    the images its config gives."""
+    project = tmp_path / "project"
+    config = _saved_maps_project(project, "mine_set", images=True)
+    results = tmp_path / "results"
+    args = ["score", "--config", str(config), "--results-dir", str(results), "--json"]
+    assert _run(args).exit_code == 0
+    for path in results.glob("*.json"):  # scored an hour ago (not in the same second)
+        run = json.loads(path.read_text())
+        path.write_text(json.dumps({**run, "date": "2026-01-01T00:00:00+00:00"}))
+    (project / "maps/b").rename(project / "maps/moved")
+    config.write_text(config.read_text().replace('"maps/b"', '"maps/moved"'))
+    again = json.loads(_run(args).stdout)
+    assert [r["status"] for r in again] == ["unchanged", "scored"]
+    out = tmp_path / "report"
+    base = ["report", "--dataset", "mine_set", "--methods", "mine,theirs", "-n", "1"]
+    result = _run([*base, "--results-dir", str(results), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert str(project / "maps" / "moved") in (out / "index.html").read_text()
+    config.write_text(config.read_text().replace('images = "images"\n', ""))
+    (results / "none").mkdir()
+    for path in results.glob("*"):
+        if path.is_file():
+            path.rename(results / "none" / path.name)
+    assert _run([*args[:-2], str(results / "none2")]).exit_code == 0
+    result = _run([*base, "--results-dir", str(results / "none2"), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and 'add images = "FOLDER" to [datasets.mine_set]' in (
+        result.output
+    )
+
+
+def test_report_of_a_folder_dataset(tmp_path: Path) -> None:
+    """Runs on a ``folder`` dataset are stored as ``folder:NAME``, the name ``compare`` takes;
+    the report takes it too and opens the folder its runs recorded."""
+    from odbench.data.base import create_dataset
+
+    toy = create_dataset("toy")
+    data = tmp_path / "shapes"
+    for folder in ("images", "masks"):
+        (data / folder).mkdir(parents=True)
+    for sid in toy.ids()[:5]:
+        sample = toy.load(sid)
+        Image.fromarray(sample.image).save(data / "images" / f"{sid}.png")
+        Image.fromarray(sample.mask).save(data / "masks" / f"{sid}.png")
+    results = tmp_path / "results"
+    for method in METHODS:
+        args = ["eval", "--method", method, "--dataset", "folder", "--data-root", str(data)]
+        args += ["--results-dir", str(results), "--cache-dir", str(tmp_path / "cache")]
+        assert _run(args).exit_code == 0
+    base = ["report", "--methods", ",".join(METHODS), "--results-dir", str(results)]
+    result = _run([*base, "--dataset", "folder:shapes", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "folder:shapes, 5 images" in (tmp_path / "r" / "index.html").read_text()
+    result = _run([*base, "--dataset", "folder", "--out", str(tmp_path / "r2")])
+    assert result.exit_code == 2 and "folder:NAME (the results hold folder:shapes)" in (
+        result.output
+    )
+
+
+def test_a_mistyped_method_is_unknown_not_unevaluated(runs: Path, tmp_path: Path) -> None:
+    args = ["report", "--dataset", "toy", "--methods", "center-prior,wctrr"]
+    result = _run([*args, "--results-dir", str(runs / "results"), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    assert "unknown method 'wctrr'" in result.output and "did you mean 'wctr'?" in result.output
+    assert "odbench eval" not in result.output

@@ -22,9 +22,10 @@ The whole config is validated before anything is scored (every key is known, eve
 exists, every GT has a prediction and every prediction a GT, every file is an image whose size
 fits the protocol -- read from the file headers, no image decoded) and every problem is listed
 in one report.  Each (method, dataset) pair becomes one results JSON + records in the results
-store, like ``odbench eval``'s, so ``leaderboard``, ``compare`` and ``plot`` read them.  A pair
-whose inputs (file contents, protocol definition, metric set, odbench version) are unchanged
-since its stored result is not scored again.
+store, like ``odbench eval``'s, so ``leaderboard``, ``compare``, ``plot`` and ``report`` read them
+(the results record the folders scored, absolute, and their file naming).  A pair whose inputs
+(file contents, protocol definition, metric set, odbench version) and folders are unchanged since
+its stored result is not scored again.
 """
 
 from __future__ import annotations
@@ -95,6 +96,19 @@ class Job:
     preds: Folder
     gt: Folder
     pairs: list[tuple[str, Path, Path]]
+    images: Path | None = None  # the dataset's images folder, when the config gives one
+
+    def sources(self) -> tuple[dict[str, str], dict[str, str]]:
+        """What the results record of the files scored, for ``odbench report`` to read the maps
+        later (absolute paths): the method's prediction folder and file naming, the dataset's
+        GT folder and naming and its images folder."""
+
+        def folder(key: str, f: Folder) -> dict[str, str]:
+            named = {f"{key}_prefix": f.prefix, f"{key}_suffix": f.suffix}
+            return {key: str(f.path.absolute()), **{k: v for k, v in named.items() if v}}
+
+        images = {"images": str(self.images.absolute())} if self.images is not None else {}
+        return folder("predictions", self.preds), {**folder("gt", self.gt), **images}
 
 
 def _names(items: list[str]) -> str:
@@ -143,7 +157,7 @@ def load_config(path: Path) -> tuple[dict[str, Any], list[Job], list[str]]:
             f"unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(TOP_KEYS))}"
         )
     settings: dict[str, Any] = {k: data[k] for k in ("protocol", "metrics") if k in data}
-    datasets: dict[str, tuple[Folder, dict[str, Path]]] = {}
+    datasets: dict[str, tuple[Folder, dict[str, Path], Path | None]] = {}
     raw_datasets = data.get("datasets")
     if not isinstance(raw_datasets, dict) or not raw_datasets:
         problems.append("no [datasets.NAME] table")
@@ -158,6 +172,7 @@ def load_config(path: Path) -> tuple[dict[str, Any], list[Job], list[str]]:
             problems.append(
                 f"{where}: unknown key(s) {', '.join(bad)}; valid: gt, images, prefix, suffix"
             )
+        images = None
         if "images" in table and not isinstance(table["images"], str):
             problems.append(f"{where}: images = {table['images']!r}: expected a folder path")
         elif isinstance(table.get("images"), str):
@@ -178,7 +193,7 @@ def load_config(path: Path) -> tuple[dict[str, Any], list[Job], list[str]]:
                 f"{where}: no GT masks in {gt.path} (prefix {gt.prefix!r}, suffix {gt.suffix!r})"
             )
             continue
-        datasets[name] = (gt, gt_ids)
+        datasets[name] = (gt, gt_ids, images)
     jobs: list[Job] = []
     raw_methods = data.get("methods")
     if not isinstance(raw_methods, dict) or not raw_methods:
@@ -197,7 +212,7 @@ def load_config(path: Path) -> tuple[dict[str, Any], list[Job], list[str]]:
             preds = _folder(base, value, where, problems)
             if preds is None or dataset not in datasets:
                 continue
-            gt, gt_ids = datasets[dataset]
+            gt, gt_ids, images = datasets[dataset]
             pred_ids = preds.ids(problems, where)
             extra = sorted(pred_ids.keys() - gt_ids.keys())
             missing = sorted(gt_ids.keys() - pred_ids.keys())
@@ -213,7 +228,7 @@ def load_config(path: Path) -> tuple[dict[str, Any], list[Job], list[str]]:
             # the matched pairs are checked further (sizes) even when some names do not match,
             # so that one report lists every problem; only a config without problems is scored
             pairs = [(i, pred_ids[i], gt_ids[i]) for i in sorted(gt_ids) if i in pred_ids]
-            jobs.append(Job(method, dataset, preds, gt, pairs))
+            jobs.append(Job(method, dataset, preds, gt, pairs, images))
     return settings, jobs, problems
 
 
@@ -362,7 +377,8 @@ def score_config(
         )
         key = (job.method, job.dataset, proto.name)
         before = stored.get(key)
-        if before is not None and before.info.get("inputs_sha256") in serves:
+        same = before is not None and before.info.get("inputs_sha256") in serves
+        if same and before is not None and _recorded_sources(before) == job.sources():
             rows[k] = {
                 "method": job.method,
                 "dataset": job.dataset,
@@ -399,6 +415,16 @@ def score_config(
     return [rows[k] for k in range(len(jobs))]
 
 
+def _recorded_sources(run: Any) -> tuple[dict[str, str], dict[str, str]]:
+    """The sources (:meth:`Job.sources`) a stored result records: a result whose folders moved
+    is scored again, so that it records where its files are now."""
+    method, dataset = run.method, run.dataset
+    keys = ("predictions", "predictions_prefix", "predictions_suffix")
+    return {k: method[k] for k in keys if k in method}, {
+        k: dataset[k] for k in ("gt", "gt_prefix", "gt_suffix", "images") if k in dataset
+    }
+
+
 def _store(
     job: Job,
     proto: Any,
@@ -427,6 +453,7 @@ def _store(
     )
 
     ids = tuple(i for i, _, _ in job.pairs)
+    recorded_method, recorded_dataset = job.sources()
     if metrics_set == "all":
         records = Records(
             ids,
@@ -442,11 +469,11 @@ def _store(
             "card_sha256": None,
             "hyperparameters": {},
             "overrides": {},
-            "predictions": str(job.preds.path),
+            **recorded_method,
         },
         dataset={
             "name": job.dataset,
-            "gt": str(job.gt.path),
+            **recorded_dataset,
             "limit": None,
             "n_evaluated": len(ids),
             **_card_size(job.dataset),

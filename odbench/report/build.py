@@ -45,11 +45,41 @@ def resolve_ids(data: ReportData, ids: list[str]) -> list[int]:
 
 
 def open_dataset(data: ReportData, data_root: Path | None) -> Dataset:
-    """The dataset the runs evaluated (checked against each run's record of it)."""
+    """The dataset the runs evaluated (checked against each run's record of it): a registered
+    one under ``data_root``; a ``folder:NAME`` one from ``data_root`` or the images and masks
+    folders its runs recorded; a dataset of ``score --config`` only (no registered name) from
+    the images folder its config gave and the GT folder its runs were scored against."""
     from odbench.data.base import create_dataset
+    from odbench.data.folder import FolderDataset
+    from odbench.registry import DATASETS
     from odbench.report.thumbs import check_dataset
 
-    dataset = create_dataset(data.dataset, data_root=data_root)
+    recorded = [run.results["dataset"] for run in data.runs]
+    folder = data.dataset == "folder" or data.dataset.startswith("folder:")
+    if data.dataset in DATASETS and not folder:
+        dataset = create_dataset(data.dataset, data_root=data_root)
+    elif folder:
+        if data_root is not None:
+            dataset = create_dataset("folder", data_root=data_root)
+        else:
+            where = next((d for d in recorded if "images" in d and "masks" in d), None)
+            if where is None:
+                raise ResultsError(
+                    f"dataset {data.dataset!r}: its runs record no folders; give --data-root"
+                )
+            dataset = FolderDataset(where["images"], where["masks"])
+    else:
+        where = next((d for d in recorded if "images" in d), None)
+        if where is None:
+            config = data.runs[0].results.get("config")
+            raise ResultsError(
+                f"dataset {data.dataset!r}: not a registered dataset, and no run records its "
+                f'images; add images = "FOLDER" to [datasets.{data.dataset}] in {config} and '
+                f"score it again"
+            )
+        gt = data.runs[0].gt_files or {}
+        masks = Path(next(iter(gt.values()))).parent if gt else Path(where["gt"])
+        dataset = FolderDataset(where["images"], masks, name=data.dataset)
     for run in data.runs:
         check_dataset(dataset, run)
     return dataset
@@ -72,12 +102,19 @@ def _check_out_dir(out: Path) -> None:
             )
 
 
-def _check_cached(data: ReportData, rows: list[int]) -> None:
-    """Every map the report shows is in its run's cache (checked before anything is written)."""
+def _check_cached(data: ReportData, rows: list[int], dataset: Dataset, protocol: Any) -> None:
+    """Every map the report shows is in its run's cache or folder, and the GT shown is the one
+    each saved-maps run was scored against (checked before anything is written)."""
     from odbench.cache import PredictionCache
-    from odbench.report.thumbs import load_prediction
+    from odbench.report.thumbs import check_gt, load_prediction
 
     for run in data.runs:
+        if run.map_files is not None:
+            for i in rows:
+                if data.ids[i] not in run.map_files:
+                    load_prediction(run, data.ids[i])  # raises the one-line error
+                check_gt(dataset.load(data.ids[i]), run, protocol)
+            continue
         cache = PredictionCache(run.cache_folder)
         for i in rows:
             if not cache.has(data.ids[i]):
@@ -123,7 +160,7 @@ def build_report(
     selections = select_all(data.iou, n)
     wanted = sorted({*chosen, *(i for s in selections for i in s.indices)})
     dataset_obj = open_dataset(data, data_root)
-    _check_cached(data, wanted)
+    _check_cached(data, wanted, dataset_obj, get_protocol(protocol))
     thumbs = Thumbnailer(out / "thumbs", dataset_obj, get_protocol(protocol), thumb_size)
     rows: dict[int, GridRow] = {}
     console = Console(stderr=True)
@@ -185,7 +222,7 @@ def build_grid(
     from odbench.metrics.protocols import get_protocol
     from odbench.metrics.saliency import binarize_gt, binarize_prediction
     from odbench.report.select import rank_images
-    from odbench.report.thumbs import load_prediction, mask_panel, to_8bit
+    from odbench.report.thumbs import check_gt, load_prediction, mask_panel, to_8bit
 
     out = Path(out)
     if out.suffix.lower() != ".png":
@@ -214,7 +251,8 @@ def build_grid(
             raise ResultsError(f"dataset {data.dataset!r}: {data.ids[i]!r} has no mask")
         row = [sample.image, mask_panel(binarize_gt(sample.mask, proto.gt_rule))]
         for run in data.runs:
-            pred = load_prediction(run, data.ids[i])
+            check_gt(sample, run, proto)
+            pred = load_prediction(run, data.ids[i], sample.image.shape[:2])
             row.append(
                 to_8bit(pred) if panel == "map" else mask_panel(binarize_prediction(pred, proto))
             )

@@ -109,7 +109,8 @@ def leaderboard_html(data: ReportData, reported: Sequence[Any]) -> str:
         s = run.saliency
         n = run.results["dataset"].get("n_evaluated", len(data.ids))
         limit = run.results["dataset"].get("limit")
-        src = f"odbench run {run.results['date']}" + (f", --limit {limit}" if limit else "")
+        kind = "saved maps" if run.map_files is not None else "odbench run"
+        src = f"{kind} {run.results['date']}" + (f", --limit {limit}" if limit else "")
         rows.append(
             f"<tr><td>{esc(run.label)}</td><td>{esc(data.protocol)}</td><td>{n}</td>"
             + "".join(f"<td>{fmt(s.get(k))}</td>" for k in keys)
@@ -362,8 +363,12 @@ def metadata_html(data: ReportData) -> str:
             ("device", r.get("device")),
             ("wall time", f"{r['wall_time_s']:.1f} s" if r.get("wall_time_s") else None),
             ("images/s", fmt(r.get("images_per_s"), 2)),
-            ("predicted / from cache", f"{r.get('n_predicted')} / {r.get('n_cached')}"),
-            ("prediction cache", r.get("cache")),
+            ("predicted / from cache", f"{r.get('n_predicted')} / {r.get('n_cached')}")
+            if "cache" in r
+            else ("scored by", f"{r.get('source')} {r.get('config')}"),
+            ("prediction cache", r.get("cache"))
+            if "cache" in r
+            else ("saved maps", r["method"].get("predictions")),
             ("card sha256", r["method"].get("card_sha256")),
         ]
         rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in fields)
@@ -522,7 +527,8 @@ TEMPLATE = """<!DOCTYPE html>
 <h2 id="grids">Qualitative grids</h2>
 <p class="note">Thumbnails: image, GT (binarised by the protocol's rule), then each method's soft
 map and binarised mask (the pixels Acc and IoU count). Scores are per-image IoU in the order of
-the columns. Images come from the dataset and the runs' prediction caches.{crop}</p>
+the columns. Images come from the dataset and the runs' prediction caches (saved maps: their
+files).{crop}</p>
 {grids}
 <h2 id="plots">Plots</h2>
 {histograms}

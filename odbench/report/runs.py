@@ -2,7 +2,8 @@
 
 For each requested method the run is chosen as ``odbench compare`` chooses it (card
 hyperparameters before overrides, full run before ``--limit``, then the latest); its per-image
-records give the IoU and Fβ columns, its ``cache`` folder the prediction maps.  All runs must
+records give the IoU and Fβ columns, its ``cache`` folder the prediction maps -- or, for saved
+maps scored by ``odbench score --config``, the prediction folder it recorded.  All runs must
 cover the same images.
 
 Per-image Fβ: the image's Fβ at the run's best dataset-wide threshold (``max_over="dataset"``,
@@ -29,6 +30,9 @@ class ReportRun:
     label: str
     results: dict[str, Any]
     records: dict[str, np.ndarray]
+    #: saved maps (``score --config``): id -> the map file scored, and id -> the GT file
+    map_files: dict[str, Path] | None = None
+    gt_files: dict[str, Path] | None = None
 
     @property
     def cache_folder(self) -> Path:
@@ -65,12 +69,75 @@ def per_image_fbeta(curves: np.ndarray, per_image_max: bool) -> np.ndarray:
     return curves[:, int(np.argmax(curves.mean(axis=0)))]  # type: ignore[no-any-return]
 
 
+def recorded_folder(run: RunResult, value: Any, what: str) -> Path:
+    """A folder a ``score --config`` run recorded.  Runs scored before the paths were recorded
+    absolute hold them relative to where the command ran, a folder holding its config: the
+    config's folder or one above it."""
+    if not isinstance(value, str):
+        raise ResultsError(f"{run.path}: records no {what} folder; score it again")
+    path = Path(value)
+    if path.is_absolute():
+        if not path.is_dir():
+            raise ResultsError(
+                f"{run.path}: its {what} folder {path} is gone; restore it or score the run again"
+            )
+        return path
+    config = Path(str(run.info.get("config", "")))
+    for base in config.parents if config.is_absolute() else ():
+        if (base / path).is_dir():
+            return base / path
+    raise ResultsError(
+        f"{run.path}: its {what} folder {value} (relative to where odbench score --config ran) "
+        f"is not found beside its config {config}; score the run again"
+    )
+
+
+def saved_map_files(run: RunResult) -> tuple[dict[str, Path], dict[str, Path]]:
+    """(id -> map file, id -> GT file) of a ``score --config`` run, from the folders and file
+    naming (prefix + id + suffix) it recorded."""
+    from odbench.commands.score_config import Folder
+
+    method, dataset = run.method, run.dataset
+    maps = Folder(
+        recorded_folder(run, method.get("predictions"), "prediction"),
+        str(method.get("predictions_prefix", "")),
+        str(method.get("predictions_suffix", "")),
+    )
+    gt = Folder(
+        recorded_folder(run, dataset.get("gt"), "GT"),
+        str(dataset.get("gt_prefix", "")),
+        str(dataset.get("gt_suffix", "")),
+    )
+    return maps.ids(), gt.ids()
+
+
 def _as_report_run(run: RunResult, name: str) -> ReportRun:
-    """A results-store run as its JSON dict (``_path`` added) and records arrays."""
-    from odbench.leaderboard import run_label
+    """A results-store run as its JSON dict (``_path`` added), records arrays and, for saved
+    maps, their files."""
+    from odbench.leaderboard import is_saved_maps, run_label
 
     results = {**run.to_json(), "_path": str(run.path)}
-    return ReportRun(run_label(name, run.overrides), results, run.records.arrays())
+    files = saved_map_files(run) if is_saved_maps(run) else (None, None)
+    return ReportRun(run_label(name, run.overrides), results, run.records.arrays(), *files)
+
+
+def _unknown_method(results: list[RunResult], name: str, results_dir: Path) -> str | None:
+    """The error line for a method name that has no run in the store and is not registered
+    (a typo: ``wctrr``), naming the closest name; None for a known name."""
+    import difflib
+
+    from odbench.registry import METHODS
+
+    stored = sorted({r.method_name for r in results})
+    if name in stored or name in METHODS:
+        return None
+    close = difflib.get_close_matches(name, sorted({*stored, *METHODS.names()}), n=1)
+    return (
+        f"--methods: unknown method {name!r} (no run of it in {results_dir}, and not a "
+        f"registered method)"
+        + (f"; did you mean {close[0]!r}?" if close else "")
+        + (f" Methods with results: {', '.join(stored)}" if stored else "")
+    )
 
 
 def _check_reproduces(run: ReportRun, columns: dict[str, np.ndarray]) -> None:
@@ -106,19 +173,31 @@ def load_report_data(
     card = dataset_card(dataset)
     dataset = card.name if card is not None else dataset
     results = load_all_results(results_dir)
+    if dataset == "folder" and not any(r.dataset_name == dataset for r in results):
+        # eval stores a folder's runs as folder:<the folder's name>
+        named = sorted({r.dataset_name for r in results if r.dataset_name.startswith("folder:")})
+        raise ResultsError(
+            "--dataset folder: give the folder dataset by the name its runs have, folder:NAME"
+            + (f" (the results hold {', '.join(named)})" if named else "")
+        )
+    for name in methods:
+        unknown = _unknown_method(results, name, results_dir)
+        if unknown:
+            raise ResultsError(unknown)
     runs = []
     for name in methods:
-        run = _as_report_run(select_run(results, name, dataset, protocol, results_dir), name)
-        path = run.results["_path"]
-        if "saliency" not in run.results["metrics"]:
+        chosen = select_run(results, name, dataset, protocol, results_dir)
+        path = chosen.path
+        if "saliency" not in chosen.metrics:
             raise ResultsError(
                 f"{path}: no saliency metrics (the report shows masks; "
                 f"dataset {dataset!r} has no GT masks)"
             )
+        run = _as_report_run(chosen, name)
         for key in ("ids", "iou", "fbeta"):
             if key not in run.records:
                 raise ResultsError(f"{path}: its records lack {key!r}; re-run odbench eval")
-        if not isinstance(run.results.get("cache"), str):
+        if run.map_files is None and not isinstance(run.results.get("cache"), str):
             raise ResultsError(f"{path}: no prediction cache recorded; re-run odbench eval")
         runs.append(run)
     ids = [str(i) for i in runs[0].records["ids"]]

@@ -33,7 +33,18 @@ _RUN_ONLY_KEYS = ("name", "limit", "n_evaluated", "skipped_ids")
 
 
 def check_dataset(dataset: Dataset, run: ReportRun) -> None:
-    """Refuse a dataset that is not the one the run evaluated (another root, layout or size)."""
+    """Refuse a dataset that is not the one the run evaluated (another root, layout or size);
+    for saved maps (``score --config``, which records GT files, not a dataset) refuse one that
+    lacks images of the run (its GT is checked image by image, :func:`check_gt`)."""
+    if run.gt_files is not None:
+        have = set(dataset.ids())
+        absent = [str(i) for i in run.records["ids"] if str(i) not in have]
+        if absent:
+            raise ResultsError(
+                f"{run.results['_path']}: {len(absent)} of its images are not in the dataset "
+                f"found ({', '.join(absent[:3])}); pass the --data-root that holds them"
+            )
+        return
     recorded = {k: v for k, v in run.results["dataset"].items() if k not in _RUN_ONLY_KEYS}
     found = {k: v for k, v in dataset.describe().items() if k not in _RUN_ONLY_KEYS}
     found = json.loads(json.dumps(found))  # tuples -> lists, as in the JSON
@@ -48,8 +59,42 @@ def check_dataset(dataset: Dataset, run: ReportRun) -> None:
         )
 
 
-def load_prediction(run: ReportRun, sample_id: str) -> np.ndarray:
-    """The run's cached map of one image (uint16), as the runner scored it."""
+def check_gt(sample: Sample, run: ReportRun, protocol: Protocol) -> None:
+    """The GT the report shows (the dataset's) is the one a saved-maps run was scored against
+    (the GT file it recorded), binarised by the protocol's rule."""
+    from odbench.imageio import ImageReadError, read_gray
+    from odbench.metrics.saliency import binarize_gt
+
+    if run.gt_files is None or sample.mask is None:
+        return
+    path = run.gt_files.get(sample.id)
+    try:
+        scored = read_gray(path, what="mask") if path is not None else None
+    except ImageReadError as e:
+        raise ResultsError(str(e)) from e
+    shown = binarize_gt(sample.mask, protocol.gt_rule)
+    if scored is None or not np.array_equal(binarize_gt(scored, protocol.gt_rule), shown):
+        raise ResultsError(
+            f"{run.results['_path']}: its GT of {sample.id!r} ({path or 'gone'}) is not the "
+            f"dataset's; pass the --data-root of the dataset it was scored on"
+        )
+
+
+def map_file(run: ReportRun, sample_id: str) -> Path:
+    """Where the run's map of one image is: its file (saved maps) or prediction-cache entry."""
+    if run.map_files is not None:
+        return run.map_files.get(sample_id) or Path(run.results["method"]["predictions"])
+    return PredictionCache(run.cache_folder).path(sample_id)
+
+
+def load_prediction(
+    run: ReportRun, sample_id: str, shape: tuple[int, int] | None = None
+) -> np.ndarray:
+    """The run's map of one image as it was scored: the cached map (uint16) the runner scored,
+    or the saved map file (uint8 / uint16; resized bilinearly to ``shape``, the image's size,
+    when it differs, as the meter resizes it)."""
+    if run.map_files is not None:
+        return _saved_map(run, sample_id, shape)
     cache = PredictionCache(run.cache_folder)
     if not cache.has(sample_id):
         raise ResultsError(
@@ -61,6 +106,26 @@ def load_prediction(run: ReportRun, sample_id: str) -> np.ndarray:
         pred, _ = cache.get(sample_id)
     except CacheError as e:
         raise ResultsError(str(e)) from e
+    return pred
+
+
+def _saved_map(run: ReportRun, sample_id: str, shape: tuple[int, int] | None) -> np.ndarray:
+    from odbench.imageio import ImageReadError, read_gray, to_unit
+    from odbench.metrics.saliency import resize_bilinear
+
+    assert run.map_files is not None
+    path = run.map_files.get(sample_id)
+    if path is None:
+        raise ResultsError(
+            f"{run.results['method']['predictions']}: no map of {sample_id!r} (the maps "
+            f"{run.results['_path']} scored have changed); score them again"
+        )
+    try:
+        pred = read_gray(path, what="prediction")
+    except ImageReadError as e:
+        raise ResultsError(str(e)) from e
+    if shape is not None and pred.shape != shape:
+        return resize_bilinear(to_unit(pred), shape)
     return pred
 
 
@@ -190,14 +255,14 @@ class Thumbnailer:
         """Relative paths of the soft map and binarised mask thumbnails of a run's prediction."""
         from odbench.metrics.saliency import binarize_prediction
 
-        path = PredictionCache(run.cache_folder).path(sample_id)
+        path = map_file(run, sample_id)
         source = {"cache": _stat(path) if path.is_file() else str(path), "id": sample_id}
         names = (self._name("soft", source), self._name("mask", source))
         if all((self.folder / n).is_file() for n in names):
             self.reused += 2
             return tuple(f"{self.folder.name}/{n}" for n in names)  # type: ignore[return-value]
-        pred = load_prediction(run, sample_id)
         shape = self._sample(sample_id).image.shape[:2]
+        pred = load_prediction(run, sample_id, shape)
         if pred.shape != shape:
             raise ResultsError(
                 f"{path}: cached map of shape {pred.shape} for an image of size {shape}; "
