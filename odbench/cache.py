@@ -45,12 +45,13 @@ from typing import Any
 
 import numpy as np
 
+from odbench.errors import OdbenchError
 from odbench.imageio import atomic_write_bytes
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
-class CacheError(ValueError):
+class CacheError(OdbenchError, ValueError):
     """A cache entry that cannot be used; the message names the file and the fix."""
 
 

@@ -19,6 +19,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from odbench.errors import OdbenchError
+
 _PKG = Path(__file__).resolve().parent
 
 
@@ -31,7 +33,7 @@ def card_dir(kind: str) -> Path:
     return repo
 
 
-class CardError(ValueError):
+class CardError(OdbenchError, ValueError):
     """A card that cannot be read; the message names the file."""
 
 

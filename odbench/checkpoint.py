@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from odbench.errors import OdbenchError
 from odbench.imageio import UMASK, atomic_write_bytes
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -32,7 +33,7 @@ CHECKPOINT_KIND = "odbench-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(OdbenchError, ValueError):
     """A checkpoint that cannot be used; the message names the path and the fix."""
 
 

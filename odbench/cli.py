@@ -8,7 +8,6 @@ importing torch.  Errors that the user must fix are printed as one line, exit co
 from __future__ import annotations
 
 import errno
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import click
 
+from odbench.errors import OdbenchError, UserError
 from odbench.registry import import_target
 
 # name -> ("module:attr", one-line help).  The help is here so --help imports nothing.
@@ -77,8 +77,8 @@ def results_dir_option(help: str) -> Any:
     )
 
 
-class UserError(click.ClickException):
-    """One-line error, exit code 2."""
+class ErrorLine(click.ClickException):
+    """How the command line shows an :class:`~odbench.errors.OdbenchError`: one line, exit 2."""
 
     exit_code = 2
 
@@ -111,7 +111,19 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+class RootGroup(LazyGroup):
+    """The ``odbench`` group: the one place that turns an :class:`~odbench.errors.OdbenchError`
+    raised by any command into one ``error:`` line, exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            with user_errors():
+                return super().invoke(ctx)
+        except OdbenchError as e:
+            raise ErrorLine(str(e)) from e
+
+
+@click.group(cls=RootGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="odbench")
 def main() -> None:
     """odbench: benchmark and evaluation toolkit for unsupervised object discovery."""
@@ -122,41 +134,24 @@ def bench() -> None:
     """Speed and memory benchmarks (ratios against a reference run in the same process)."""
 
 
-#: (module, class) of the errors a user must fix.  A module that is not imported cannot have
-#: raised its error, so :func:`user_errors` looks them up in ``sys.modules`` instead of importing
-#: them (``odbench list methods`` would otherwise pay for numpy and Pillow).
-_USER_ERRORS = (
-    ("odbench.registry", "UnknownNameError"),
-    ("odbench.data.base", "DatasetError"),
-    ("odbench.imageio", "ImageReadError"),
-    ("odbench.metrics.selection", "MetricsSpecError"),
-    ("odbench.cards", "CardError"),
-    ("odbench.outputs", "OutputPathError"),
-    ("odbench.checkpoint", "CheckpointError"),
-    ("odbench.train", "TrainError"),
-    ("odbench.distributed", "ShardError"),
-    ("odbench.feature_cache", "FeatureCacheError"),
-)
-
-
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn the errors a user must fix into one line on stderr and exit code 2.
-
-    Commands wrap their body in ``with user_errors():``; everything else is a bug and keeps its
-    traceback."""
+    """The errors a user must fix as :class:`~odbench.errors.OdbenchError`: a missing file, and a
+    full disk (which says that finished work is kept).  Everything else is a bug and keeps its
+    traceback.  The ``odbench`` group wraps every command in it and prints the one line."""
     try:
         yield
-    except Exception as e:
-        loaded = tuple(getattr(sys.modules[m], c) for m, c in _USER_ERRORS if m in sys.modules)
-        if isinstance(e, (*loaded, FileNotFoundError)):
-            raise UserError(str(e)) from e
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            where = Path(e.filename) if e.filename else None
-            folder = where if where is None or where.is_dir() else where.parent
-            raise UserError(
-                f"{folder or 'the output folder'}: no space left on the device; free some space "
-                "and run the command again: finished work is kept and the run resumes where it "
-                "stopped"
-            ) from e
+    except OdbenchError:
         raise
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from e
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = Path(e.filename) if e.filename else None
+        folder = where if where is None or where.is_dir() else where.parent
+        raise UserError(
+            f"{folder or 'the output folder'}: no space left on the device; free some space "
+            "and run the command again: finished work is kept and the run resumes where it "
+            "stopped"
+        ) from e

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from odbench.errors import OdbenchError
+
 T = TypeVar("T")
 
 #: Environment variables a launcher sets to the number of processes (torchrun and accelerate:
@@ -37,7 +39,7 @@ _WORLD_SIZE_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_
 RANK_WAIT_HOURS = 24
 
 
-class ShardError(ValueError):
+class ShardError(OdbenchError, ValueError):
     """A shard specification or a set of shards that cannot be used; one line."""
 
 

@@ -29,12 +29,13 @@ from typing import Any
 import numpy as np
 
 from odbench.claims import Claims
+from odbench.errors import OdbenchError
 from odbench.imageio import atomic_write_bytes
 
 CACHE_VERSION = 2
 
 
-class FeatureCacheError(ValueError):
+class FeatureCacheError(OdbenchError, ValueError):
     """A cache folder that holds something else; one line naming it."""
 
 

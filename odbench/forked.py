@@ -31,12 +31,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from odbench.errors import OdbenchError
+
 T = TypeVar("T")
 
 TICKET = 4  # bytes per index in the ticket pipe (PIPE_BUF >= 512: one write is atomic)
 
 
-class WorkerDiedError(RuntimeError):
+class WorkerDiedError(OdbenchError, RuntimeError):
     """A forked worker ended without returning its result (killed, out of memory)."""
 
 

@@ -19,13 +19,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from odbench.errors import OdbenchError
+
 UMASK = os.umask(0o022)
 os.umask(UMASK)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(OdbenchError, ValueError):
     """An image that cannot be used; the message names the file and the problem."""
 
 

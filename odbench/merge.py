@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from odbench.distributed import Shard, ShardError, ids_digest, interleave
+from odbench.errors import OdbenchError
 from odbench.results import jsonable
 
 #: Results fields that must be equal in every shard, as (path, what to call it).
@@ -40,7 +41,7 @@ _MUST_MATCH = (
 _PER_RUN = ("shard", "records", "records_sha256", "_path")
 
 
-class MergeError(ValueError):
+class MergeError(OdbenchError, ValueError):
     """Shards that do not fit together; the message names the files."""
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from odbench.errors import OdbenchError
 
-class OutputPathError(ValueError):
+
+class OutputPathError(OdbenchError, ValueError):
     """An output path that cannot be written; the message names the option and the path."""
 
 

@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from odbench.errors import OdbenchError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(OdbenchError, KeyError):
     """A name that is not registered; the message lists the valid names."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain

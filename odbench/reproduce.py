@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from odbench.cards import method_card
+from odbench.errors import OdbenchError
 from odbench.imageio import atomic_write_bytes
 
 METHOD = "diffusionseg"
 
 
-class ReproduceError(ValueError):
+class ReproduceError(OdbenchError, ValueError):
     """A reproduction that cannot start (unknown scale, bad folder); one line."""
 
 

@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from odbench.errors import OdbenchError
+
 SCHEMA_VERSION = 1
 RESULTS_KIND = "odbench-results"
 #: Packages whose version is recorded when they are imported in the running process.
@@ -59,7 +61,7 @@ _IMPORT_NAME = {
 }
 
 
-class ResultsError(ValueError):
+class ResultsError(OdbenchError, ValueError):
     """A results or records file that cannot be used; the message names the file."""
 
 

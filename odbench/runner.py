@@ -49,6 +49,7 @@ from odbench.cache import (
 from odbench.claims import Claims
 from odbench.data.base import Dataset, Sample
 from odbench.distributed import Shard, World, detect_world, shard_block
+from odbench.errors import OdbenchError
 from odbench.methods.base import Method
 from odbench.outputs import OutputPathError, check_output_folder
 from odbench.results import (
@@ -71,7 +72,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class EvalError(ValueError):
+class EvalError(OdbenchError, ValueError):
     """A run that cannot proceed (bad option, method output of the wrong shape); one line."""
 
 

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from odbench.errors import OdbenchError
+
 #: Every table metric: key -> (markdown label, LaTeX label, higher is better), in table order.
 METRICS: dict[str, tuple[str, str, bool]] = {
     "s_measure": ("Sα", r"$S_\alpha$", True),
@@ -41,7 +43,7 @@ METRICS: dict[str, tuple[str, str, bool]] = {
 DEFAULT_MARKS = "bold,underline,color:blue"
 
 
-class TableError(ValueError):
+class TableError(OdbenchError, ValueError):
     """A table that cannot be made (unknown metric, nothing to show); one line."""
 
 

@@ -56,6 +56,7 @@ from odbench.checkpoint import (
     save_checkpoint,
 )
 from odbench.distributed import Shard, World, detect_world, peer_failure, short_error
+from odbench.errors import OdbenchError
 from odbench.feature_cache import FeatureCache, FeatureCacheError, FeatureEntry, FeatureRows
 from odbench.outputs import check_output_folder
 
@@ -66,7 +67,7 @@ PREPARED_DIR = ".prepared"
 SAVE_INTERVAL_S = 300.0
 
 
-class TrainError(ValueError):
+class TrainError(OdbenchError, ValueError):
     """A training run that cannot start or continue; one line naming the fix."""
 
 

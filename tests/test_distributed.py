@@ -151,14 +151,13 @@ def test_a_peer_that_died_is_one_line_on_the_others(monkeypatch: pytest.MonkeyPa
     closed by peer'): one line pointing at that rank's error, not a traceback."""
     import accelerate.utils
 
-    from odbench.cli import UserError, user_errors
-    from odbench.distributed import World
+    from odbench.distributed import LaunchError, World
 
     def peer_gone(obj: object) -> object:
         raise RuntimeError("[pair.cc:561] Connection closed by peer [127.0.0.1]:1752")
 
     monkeypatch.setattr(accelerate.utils, "gather_object", peer_gone)
-    with pytest.raises(UserError) as err, user_errors():
+    with pytest.raises(LaunchError) as err:
         World(rank=0, size=2).gather({"n": 1})
     assert "rank 0: another process of this launch stopped before the end" in str(err.value)
     assert "its own error line says why" in str(err.value)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from odbench.errors import UserError
+
 #: The shared real data beside a source checkout (``../shared/data``), when present.
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -32,7 +34,7 @@ def ecssd_images(data_root: Path | None, fallback: str) -> Path:
     root = data_root if data_root is not None else Path(env) if env else SHARED_DATA
     folder = root / "ECSSD" / "images"
     if not folder.is_dir() or not any(folder.glob("*.jpg")):
-        raise click.ClickException(
+        raise UserError(
             f"{folder}: no ECSSD images; pass --data-root (or set $ODBENCH_DATA) to the folder "
             f"holding ECSSD/, or {fallback}"
         )

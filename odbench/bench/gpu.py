@@ -221,7 +221,7 @@ def device_slug(device: str) -> str:
 def run(dry_run: bool, device: str | None, out: Path | None) -> Path | None:
     import torch
 
-    from odbench.cli import UserError
+    from odbench.errors import UserError
 
     device = "cpu" if dry_run else (device or "cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -266,7 +266,4 @@ def run(dry_run: bool, device: str | None, out: Path | None) -> Path | None:
 )
 def cli(dry_run: bool, device: str | None, out: Path | None) -> None:
     """The GPU check: gpu tests, SD inversion + capture, extractors, AttentionCut; a report."""
-    from odbench.cli import user_errors
-
-    with user_errors():
-        run(dry_run, device, out)
+    run(dry_run, device, out)

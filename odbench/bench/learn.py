@@ -50,8 +50,8 @@ def cli(
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
-    from odbench.cli import UserError
     from odbench.commands.evaluate import format_metrics, run_errors
+    from odbench.errors import UserError
     from odbench.runner import run_eval
     from odbench.train import train
 

@@ -73,7 +73,7 @@ def time_pysodmetrics(
     try:
         import py_sod_metrics
     except ImportError as e:
-        from odbench.cli import UserError
+        from odbench.errors import UserError
 
         raise UserError("pysodmetrics is not installed: pip install 'odbench[test]'") from e
 

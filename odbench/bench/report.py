@@ -28,6 +28,8 @@ from typing import Any
 import click
 import numpy as np
 
+from odbench.errors import UserError
+
 TARGET_S = 60.0
 
 
@@ -208,7 +210,7 @@ def cli(n_images: int, n_methods: int, n: int, keep: Path | None, browser: bool)
     from odbench.report.build import build_report
 
     if keep is not None and keep.exists():
-        raise click.ClickException(f"--keep {keep}: exists; give a new folder")
+        raise UserError(f"--keep {keep}: exists; give a new folder")
     root = keep if keep is not None else Path(tempfile.mkdtemp(prefix="odbench-bench-report-"))
     root.mkdir(parents=True, exist_ok=True)
     try:

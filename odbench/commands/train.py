@@ -142,7 +142,7 @@ def train_cmd(
     try:
         extractor_options = parse_set(extractor_items)
     except UserError as e:
-        raise UserError(e.message.replace("--set", "--extractor-option")) from e
+        raise UserError(str(e).replace("--set", "--extractor-option")) from e
     try:
         shard = Shard.parse(shard_text) if shard_text is not None else None
     except ShardError as e:

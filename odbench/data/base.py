@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from odbench.errors import OdbenchError
+
 if TYPE_CHECKING:
     from odbench.metrics.sizes import SizeMismatch
 
 
-class DatasetError(RuntimeError):
+class DatasetError(OdbenchError, RuntimeError):
     """A dataset problem the user must fix; the message names the file or folder."""
 
 

@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from odbench.errors import OdbenchError
+
 #: Seconds to wait for the hub / a URL's host to accept a connection.
 CONNECT_TIMEOUT = 3.0
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(OdbenchError, FileNotFoundError):
     """Weights that are neither at the given path, nor cached, nor downloadable now.  The message
     is one line with the command that fetches them (a FileNotFoundError, so the CLI prints it as
     one line, exit 2)."""

@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 
 from odbench.cards import MethodCard, method_card
+from odbench.errors import OdbenchError
 
 
-class HyperparameterError(ValueError):
+class HyperparameterError(OdbenchError, ValueError):
     """An override the method's card does not allow; one line naming the card."""
 
 

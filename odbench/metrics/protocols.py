@@ -85,6 +85,8 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from odbench.errors import OdbenchError
+
 GtRule = Literal["ge128", "gt128", "nonzero", "eq255"]
 PredNorm = Literal["dtype_max", "minmax"]
 Resize = Literal["bilinear", "none"]
@@ -97,7 +99,7 @@ CentroidRound = Literal["half_away", "half_even"]
 EmptyQuadrant = Literal["skip", "nan"]
 
 
-class MetricInputError(ValueError):
+class MetricInputError(OdbenchError, ValueError):
     """A prediction / GT pair the protocol cannot score (shape, dtype, non-finite values)."""
 
 

@@ -21,6 +21,7 @@ import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from odbench.errors import OdbenchError
 from odbench.metrics.catalog import METRICS, keys
 
 BASIC_KEYS = keys(meter="saliency")
@@ -28,7 +29,7 @@ BASIC_KEYS = keys(meter="saliency")
 SCORE_KEYS = keys(task="saliency")
 
 
-class MetricsSpecError(ValueError):
+class MetricsSpecError(OdbenchError, ValueError):
     """An unknown or empty ``--metrics`` value; the message is one line."""
 
 

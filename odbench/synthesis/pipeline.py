@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 import odbench
+from odbench.errors import OdbenchError
 from odbench.synthesis.prompts import (
     PromptBank,
     PromptError,
@@ -71,7 +72,7 @@ CUT_KEYS = (
 )
 
 
-class OptionError(ValueError):
+class OptionError(OdbenchError, ValueError):
     """Options that do not fit together; the message says which and how to fix them."""
 
 

@@ -32,10 +32,12 @@ from typing import Any
 
 import numpy as np
 
+from odbench.errors import OdbenchError
+
 PARTS = ("subject", "setting", "lighting", "viewpoint", "style")
 
 
-class PromptError(ValueError):
+class PromptError(OdbenchError, ValueError):
     """A class or prompt file that cannot be used; the message names the file and the fix."""
 
 

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from odbench.data.synthetic import FORMAT, VERSION
+from odbench.errors import OdbenchError
 from odbench.imageio import atomic_write_bytes, write_png
 from odbench.outputs import check_output_folder
 
@@ -47,7 +48,7 @@ REASONS = (
 )
 
 
-class SynthStoreError(ValueError):
+class SynthStoreError(OdbenchError, ValueError):
     """An output folder that cannot be used as asked; the message names the folder and the fix."""
 
 
