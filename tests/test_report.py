@@ -556,3 +556,18 @@ def test_a_mistyped_method_is_unknown_not_unevaluated(runs: Path, tmp_path: Path
     assert result.exit_code == 2, result.output
     assert "unknown method 'wctrr'" in result.output and "did you mean 'wctr'?" in result.output
     assert "odbench eval" not in result.output
+
+
+def test_a_dataset_the_report_cannot_open_is_one_line(runs: Path, tmp_path: Path) -> None:
+    """Runs on a dataset given to the Python API as an object (no registered name, no
+    folders recorded) cannot be shown: one line saying so."""
+    copy = tmp_path / "results"
+    shutil.copytree(runs / "results", copy)
+    for path in copy.glob("*.json"):
+        run = json.loads(path.read_text())
+        path.write_text(json.dumps({**run, "dataset": {**run["dataset"], "name": "mydata"}}))
+    args = ["report", "--dataset", "mydata", "--methods", ",".join(METHODS)]
+    result = _run([*args, "--results-dir", str(copy), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    assert "'mydata': not a registered dataset (odbench list)" in result.output
+    assert not (tmp_path / "r").exists()

@@ -47,8 +47,8 @@ def resolve_ids(data: ReportData, ids: list[str]) -> list[int]:
 def open_dataset(data: ReportData, data_root: Path | None) -> Dataset:
     """The dataset the runs evaluated (checked against each run's record of it): a registered
     one under ``data_root``; a ``folder:NAME`` one from ``data_root`` or the images and masks
-    folders its runs recorded; a dataset of ``score --config`` only (no registered name) from
-    the images folder its config gave and the GT folder its runs were scored against."""
+    folders its runs recorded; a dataset of ``score --config`` only (no registered name) from the
+    images folder its config gave and the GT folder its runs were scored against."""
     from odbench.data.base import create_dataset
     from odbench.data.folder import FolderDataset
     from odbench.registry import DATASETS
@@ -56,9 +56,9 @@ def open_dataset(data: ReportData, data_root: Path | None) -> Dataset:
 
     recorded = [run.results["dataset"] for run in data.runs]
     folder = data.dataset == "folder" or data.dataset.startswith("folder:")
-    if data.dataset in DATASETS and not folder:
-        dataset = create_dataset(data.dataset, data_root=data_root)
-    elif folder:
+    saved = [run for run in data.runs if run.gt_files]
+    images = next((run for run in saved if "images" in run.results["dataset"]), None)
+    if folder:
         if data_root is not None:
             dataset = create_dataset("folder", data_root=data_root)
         else:
@@ -68,18 +68,23 @@ def open_dataset(data: ReportData, data_root: Path | None) -> Dataset:
                     f"dataset {data.dataset!r}: its runs record no folders; give --data-root"
                 )
             dataset = FolderDataset(where["images"], where["masks"])
+    elif data.dataset in DATASETS:
+        dataset = create_dataset(data.dataset, data_root=data_root)
+    elif images is not None and images.gt_files:
+        masks = next(iter(images.gt_files.values())).parent
+        dataset = FolderDataset(images.results["dataset"]["images"], masks, name=data.dataset)
+    elif saved:
+        config = saved[0].results.get("config")
+        raise ResultsError(
+            f"dataset {data.dataset!r}: not a registered dataset, and no run records its "
+            f'images; add images = "FOLDER" to [datasets.{data.dataset}] in {config} and '
+            f"score it again"
+        )
     else:
-        where = next((d for d in recorded if "images" in d), None)
-        if where is None:
-            config = data.runs[0].results.get("config")
-            raise ResultsError(
-                f"dataset {data.dataset!r}: not a registered dataset, and no run records its "
-                f'images; add images = "FOLDER" to [datasets.{data.dataset}] in {config} and '
-                f"score it again"
-            )
-        gt = data.runs[0].gt_files or {}
-        masks = Path(next(iter(gt.values()))).parent if gt else Path(where["gt"])
-        dataset = FolderDataset(where["images"], masks, name=data.dataset)
+        raise ResultsError(
+            f"dataset {data.dataset!r}: not a registered dataset (odbench list), a folder one "
+            f"or one of odbench score --config; the report cannot open it"
+        )
     for run in data.runs:
         check_dataset(dataset, run)
     return dataset
