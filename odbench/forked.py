@@ -18,6 +18,15 @@ but for its three handler threads, which took ~10 % of the CPU time from the wor
   first.  Warnings a child caught are re-issued here (``warnings.warn``) with its results.
 * A child that dies (killed, out of memory) is an error, not a hang.  Leaving the context
   (done, an error, Ctrl-C) kills the children (which ignore Ctrl-C: the parent handles it).
+* No native worker thread exists when forking: a child inherits the memory of the parent's
+  threads, not the threads, so a lock one of them held at that instant stays locked forever in
+  the child.  OpenCV's pool did this (a worker descheduled on a busy machine while holding its
+  mutex: the child then blocked in ``pthread_mutex_lock`` in its first parallel OpenCV call,
+  e.g. ``cv2.distanceTransform``, once in tens of calls of ``score --workers 2``), so OpenCV
+  is set to one thread before forking (``cv2.setNumThreads(1)`` joins its worker threads;
+  ``0`` leaves them running) and back when the map ends: this process and the children each
+  work single-threaded, one per core.  OpenBLAS (numpy's and OpenCV's) stops its threads
+  itself at fork (``pthread_atfork``); torch is never loaded here.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -53,11 +63,28 @@ def forked_map(fn: Callable[[int], T], n: int, workers: int) -> Iterator[Iterato
     first = _here(fn, 0)  # before forking: the children inherit what it loaded
     if not first[0]:
         raise first[1]
-    children = _Children(fn, n, min(workers, n) - 1)
+    with _native_threads_stopped():
+        children = _Children(fn, n, min(workers, n) - 1)
+        try:
+            yield children.results(first)
+        finally:
+            children.stop()
+
+
+@contextmanager
+def _native_threads_stopped() -> Iterator[None]:
+    """OpenCV (if loaded) single-threaded, its worker threads joined, until the context ends;
+    then its thread count as before (see the module docstring)."""
+    cv2 = sys.modules.get("cv2")
+    if cv2 is None:  # not loaded: the children cannot inherit its pool
+        yield
+        return
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # joins the pool's threads now (0 would keep them)
     try:
-        yield children.results(first)
+        yield
     finally:
-        children.stop()
+        cv2.setNumThreads(before)
 
 
 Outcome = tuple[bool, Any, list[Any]]  # (ok, the result or the exception, warnings caught)

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import subprocess
 import sys
 import time
 import warnings
@@ -147,3 +148,107 @@ def test_one_worker_or_one_index_forks_nothing():
     for n, workers in ((5, 1), (1, 4), (0, 4)):
         with forked_map(lambda i: os.getpid(), n, workers) as results:
             assert list(results) == [parent] * n
+
+
+def _threads() -> set[str]:
+    """The ids of this process's threads, native ones included."""
+    return set(os.listdir("/proc/self/task"))
+
+
+def test_no_opencv_worker_thread_exists_when_forking(monkeypatch):
+    """A child inherits the memory of the parent's threads but not the threads: a lock one held
+    when forking stays locked.  OpenCV's pool, started by fn(0) here, is joined before the
+    fork; the children and this process work single-threaded; the setting comes back after."""
+    cv2 = pytest.importorskip("cv2")
+    import numpy as np
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # no pool: the threads left are Python's and OpenBLAS's (fork-safe)
+    baseline = _threads()
+    at_fork = []
+    real_fork = os.fork
+
+    def fork():
+        at_fork.append(_threads())
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", fork)
+    mask = np.zeros((300, 400), np.uint8)
+    mask[100:200, 100:300] = 1
+
+    def fn(i):
+        started = _threads()
+        cv2.distanceTransform(mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)  # parallel in OpenCV
+        return os.getpid(), cv2.getNumThreads(), len(_threads() - started)
+
+    try:
+        cv2.setNumThreads(2)
+        with deadline(60), forked_map(fn, 8, 3) as results:
+            got = list(results)
+        # no thread started since the baseline (OpenBLAS stops its own at a fork): fn(0)'s
+        # pool was joined before each fork
+        assert len(at_fork) == 2 and all(threads <= baseline for threads in at_fork)
+        assert got[0][2] == 1  # fn(0) did start a pool thread (else this test shows nothing)
+        assert all(threads == 1 and started == 0 for _, threads, started in got[1:])
+        assert cv2.getNumThreads() == 2  # put back
+    finally:
+        cv2.setNumThreads(before)
+    assert no_children_left()
+
+
+STRESS = """
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from odbench.commands.score import make_meter, score_files
+from odbench.imageio import write_png
+
+root, rng = Path(sys.argv[1]), np.random.default_rng(0)
+pairs = []
+for i in range(2):  # 300x400: large enough for OpenCV to use its thread pool
+    gt = np.zeros((300, 400), np.uint8)
+    gt[60 + 20 * i : 240, 80 : 330 - 30 * i] = 255
+    pred = rng.integers(0, 256, gt.shape, dtype=np.uint8)
+    pairs.append((str(i), root / f"p{i}.png", root / f"g{i}.png"))
+    write_png(pairs[-1][1], pred)
+    write_png(pairs[-1][2], gt)
+for _ in range(100):
+    score_files(pairs, make_meter("pysodmetrics", "all"), workers=2)  # forks once each time
+print("finished")
+"""
+
+
+def test_scoring_with_forked_workers_100_times_on_busy_cores_finishes(tmp_path):
+    """Issue 26.1: a loop of score_files(..., workers=2) with every metric hung within tens of
+    calls when the cores were busy (a forked child blocked on a lock of OpenCV's pool).  The
+    loop, two busy-loop processes and their CPUs pinned to two cores; a hang fails here."""
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    script = tmp_path / "stress.py"
+    script.write_text(STRESS)
+    busy = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+        for _ in range(2)
+    ]
+    loop = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its forked workers too are killed below
+    )
+    try:
+        for p in (*busy, loop):
+            os.sched_setaffinity(p.pid, cpus)
+        out, _ = loop.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        out = "hung (killed after 120 s)"
+    finally:
+        for p in (loop, *busy):
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+    assert loop.returncode == 0 and "finished" in out, out
