@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from odbench.metrics.catalog import METRICS, keys
 from odbench.metrics.protocols import Protocol, get_protocol
 from odbench.metrics.saliency import reduce_max_fbeta
 from odbench.metrics.sod import SOD_KEYS, family_curves, reduce_family_curves
 from odbench.results import (
-    SOD_SCALARS,
     Records,
     ResultsError,
     RunResult,
@@ -29,10 +29,9 @@ from odbench.results import (
     load_all_results,
     unmerged_hint,
 )
-from odbench.tables import METRICS
 
 #: The family's metrics recomputed from resampled mean curves (the rest are per-image means).
-SOD_CURVE_METRICS = tuple(k for k in SOD_KEYS if k not in SOD_SCALARS)
+SOD_CURVE_METRICS = keys(meter="sod", per_image=False)
 
 
 def bootstrap_weights(n: int, n_resamples: int, seed: int) -> np.ndarray:
@@ -106,9 +105,9 @@ class MetricComparison:
 
     @property
     def higher_is_better(self) -> bool:
-        """The direction the leaderboard tables mark (:data:`odbench.tables.METRICS`): lower
-        is better for MAE and BER."""
-        return METRICS[self.metric][2]
+        """The metric's direction in the catalog (:mod:`odbench.metrics.catalog`): lower is
+        better for MAE and BER."""
+        return METRICS[self.metric].higher_is_better
 
     @property
     def better(self) -> str | None:
@@ -177,12 +176,12 @@ def compare_records(
 ) -> list[MetricComparison]:
     """Per-metric comparison of two runs' per-image records on the same images.
 
-    Acc, IoU, MAE (per-image means): percentile-bootstrap CIs and a Wilcoxon signed-rank test.
-    maxFβ: recomputed from the resampled mean Fβ curves; paired-bootstrap p-value.  When both
-    have the salient-object family's records (``--metrics all``): its per-image scalars
-    (:data:`~odbench.results.SOD_SCALARS`) as Acc, and E mean / max, mean Fβ and AUC
-    (:data:`SOD_CURVE_METRICS`) recomputed from the resampled mean curves
-    (:func:`family_statistics`) as maxFβ.  CorLoc (when both have hits): bootstrap CIs and an
+    Per-image means (the catalog's ``per_image`` metrics both runs' records keep: Acc, IoU,
+    MAE and, scored with ``--metrics all``, the family's per-image scalars): percentile-bootstrap
+    CIs and a Wilcoxon signed-rank test.  maxFβ: recomputed from the resampled mean Fβ curves;
+    paired-bootstrap p-value.  When both have the family's records: E mean / max, mean Fβ and
+    AUC (:data:`SOD_CURVE_METRICS`) recomputed from the resampled mean curves
+    (:func:`family_statistics`) as maxFβ.  Rows in the catalog's order.  CorLoc (when both have hits): bootstrap CIs and an
     exact McNemar test.  The resamples are the rows of one weights matrix (Efron & Tibshirani
     1993, ch. 6): every statistic is a matrix product with per-image values."""
     protocol = get_protocol(protocol)
@@ -197,72 +196,53 @@ def compare_records(
     a, b = rec_a.take(np.argsort(ids_a)), rec_b.take(np.argsort(ids_b))
     n = len(ids_a)
     weights = np.vstack([np.ones((1, n)), bootstrap_weights(n, n_resamples, seed)])
-    out = []
-
-    def compare(
-        metric: str,
-        xa: np.ndarray,
-        xb: np.ndarray,
-        stat: Callable[[np.ndarray, np.ndarray], np.ndarray],
-        scale: float,
-        test: str,
-        p_value: float | None,
-    ) -> None:
-        resampled(metric, stat(xa, weights) * scale, stat(xb, weights) * scale, test, p_value)
 
     def resampled(
         metric: str, sa: np.ndarray, sb: np.ndarray, test: str, p_value: float | None
-    ) -> None:
+    ) -> MetricComparison:
         """Row 0 of ``sa`` / ``sb``: the point estimates; the rest: the resamples."""
         d = sb - sa
-        out.append(
-            MetricComparison(
-                metric,
-                float(sa[0]),
-                percentile_ci(sa[1:], level),
-                float(sb[0]),
-                percentile_ci(sb[1:], level),
-                float(d[0]),
-                percentile_ci(d[1:], level),
-                bootstrap_p_value(d[1:]) if p_value is None else p_value,
-                test,
-            )
+        return MetricComparison(
+            metric,
+            float(sa[0]),
+            percentile_ci(sa[1:], level),
+            float(sb[0]),
+            percentile_ci(sb[1:], level),
+            float(d[0]),
+            percentile_ci(d[1:], level),
+            bootstrap_p_value(d[1:]) if p_value is None else p_value,
+            test,
         )
 
+    out: dict[str, MetricComparison] = {}
+    # per-image means: every catalog metric whose values both runs' records keep
+    arrays_a, arrays_b = a.arrays(), b.arrays()
+    for m in METRICS.values():
+        if m.per_image and m.key in arrays_a and m.key in arrays_b:
+            xa, xb = arrays_a[m.key], arrays_b[m.key]
+            p = wilcoxon_p_value(xa, xb)
+            sa, sb = weighted_mean(xa, weights), weighted_mean(xb, weights)
+            out[m.key] = resampled(m.key, sa, sb, "Wilcoxon signed-rank", p)
     if a.saliency is not None and b.saliency is not None:
         sal_a, sal_b = a.saliency, b.saliency
-        for metric in ("acc", "iou", "mae"):
-            xa, xb = getattr(sal_a, metric), getattr(sal_b, metric)
-            compare(
-                metric, xa, xb, weighted_mean, 1.0, "Wilcoxon signed-rank", wilcoxon_p_value(xa, xb)
-            )
         if sal_a.fbeta.shape != sal_b.fbeta.shape:
             raise ResultsError("the runs' Fβ curves have different threshold grids")
         stat = fbeta_statistic(protocol.max_over)
-        compare("max_fbeta", sal_a.fbeta, sal_b.fbeta, stat, 1.0, "paired bootstrap", None)
+        fba, fbb = stat(sal_a.fbeta, weights), stat(sal_b.fbeta, weights)
+        out["max_fbeta"] = resampled("max_fbeta", fba, fbb, "paired bootstrap", None)
         if a.sod is not None and b.sod is not None:
             if a.sod.tp.shape != b.sod.tp.shape:
                 raise ResultsError("the runs' family records have different threshold grids")
-            for metric in SOD_SCALARS:
-                xa, xb = getattr(a.sod, metric), getattr(b.sod, metric)
-                p = wilcoxon_p_value(xa, xb)
-                compare(metric, xa, xb, weighted_mean, 1.0, "Wilcoxon signed-rank", p)
             fa = family_statistics(a.sod, sal_a.fbeta, weights, protocol)
             fb = family_statistics(b.sod, sal_b.fbeta, weights, protocol)
             for metric in SOD_CURVE_METRICS:
-                resampled(metric, fa[metric], fb[metric], "paired bootstrap", None)
+                out[metric] = resampled(metric, fa[metric], fb[metric], "paired bootstrap", None)
     if a.localization is not None and b.localization is not None:
         ha, hb = a.localization.hit.astype(bool), b.localization.hit.astype(bool)
-        compare(
-            "corloc",
-            ha.astype(np.float64),
-            hb.astype(np.float64),
-            weighted_mean,
-            100.0,
-            "McNemar (exact)",
-            mcnemar_p_value(ha, hb),
-        )
-    return out
+        sa = weighted_mean(ha.astype(np.float64), weights) * 100.0
+        sb = weighted_mean(hb.astype(np.float64), weights) * 100.0
+        out["corloc"] = resampled("corloc", sa, sb, "McNemar (exact)", mcnemar_p_value(ha, hb))
+    return [out[k] for k in METRICS if k in out]  # in the catalog's order
 
 
 def select_run(
@@ -331,19 +311,21 @@ def _same(value: float, stored: object) -> bool:
 
 
 def _check_reproduces(run: RunResult, protocol: Protocol) -> None:
-    """The records must give back the run's own metrics -- Acc, IoU, MAE, maxFβ and, when it
-    has family records, every key of the family -- (catches stale or foreign records)."""
+    """The records must give back the run's own metrics -- the catalog's per-image means, maxFβ
+    and, when it has family records, the family's curve metrics -- (catches stale or foreign
+    records)."""
     rec = run.records
     ones = np.ones((1, len(rec.ids)))
     sal = run.metrics.get("saliency")
     if sal is not None and rec.saliency is not None:
-        s = rec.saliency
-        ours = {m: float(weighted_mean(getattr(s, m), ones)[0]) for m in ("acc", "iou", "mae")}
+        s, arrays = rec.saliency, rec.arrays()
+        ours = {
+            m.key: float(weighted_mean(arrays[m.key], ones)[0])
+            for m in METRICS.values()
+            if m.per_image and m.task == "saliency" and m.key in arrays
+        }
         ours["max_fbeta"] = float(fbeta_statistic(protocol.max_over)(s.fbeta, ones)[0])
         if rec.sod is not None:
-            ours.update(
-                {m: float(weighted_mean(getattr(rec.sod, m), ones)[0]) for m in SOD_SCALARS}
-            )
             curves = family_statistics(rec.sod, s.fbeta, ones, protocol)
             ours.update({m: float(v[0]) for m, v in curves.items()})
         for metric, value in ours.items():
@@ -390,8 +372,9 @@ def render_compare(
             f"{f(c.diff, c.diff_ci, True)} | {better} | {c.p_value:.3g} | {c.test} |"
         )
     lines.append("")
+    lower = ", ".join(m.label for m in METRICS.values() if not m.higher_is_better)
     lines.append(
-        "↑ higher is better, ↓ lower (MAE, BER); better: the run ahead when the CI of the "
+        f"↑ higher is better, ↓ lower ({lower}); better: the run ahead when the CI of the "
         "difference excludes 0."
     )
     lines.append(

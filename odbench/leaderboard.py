@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from odbench.cards import method_card
+from odbench.metrics.catalog import METRICS
 from odbench.reported import ReportedRow, reported_rows
 from odbench.results import RunResult, jsonable, load_all_results
 
@@ -37,7 +38,8 @@ DATASET_LABELS = {
 }
 SALIENCY_DATASETS = ("dut_omron", "duts_te", "ecssd", "cub")
 LOCALIZATION_DATASETS = ("voc07", "voc12", "coco20k")
-SALIENCY_METRICS = (("acc", "Acc"), ("iou", "IoU"), ("max_fbeta", "maxFβ"))
+#: Table 1a/1c's metrics (labels: the catalog's).
+SALIENCY_METRICS = ("acc", "iou", "max_fbeta")
 ABLATION_TABLES = {
     "3": "Table 3: segmentation networks trained on synthetic vs real data (Acc / IoU)",
     "4": "Table 4: frozen backbones + the same decoder (Acc / IoU)",
@@ -246,14 +248,14 @@ def render_saliency(
 ) -> str:
     """Table 1a/1c layout: Acc / IoU / maxFβ per dataset (DUT-OMRON, DUTS-TE, ECSSD, CUB,
     then every other dataset with results)."""
-    fmt: dict[str, Fmt] = {k: _fmt_fraction for k, _ in SALIENCY_METRICS}
+    fmt: dict[str, Fmt] = {k: _fmt_fraction for k in SALIENCY_METRICS}
     run_rows, found, subset = _run_rows(latest_runs(results, show_all), "saliency", fmt)
     ref_rows = _reported_table_rows(reported, {"1a", "1c"}, fmt)
     found |= {r.dataset for r in reported if r.table in {"1a", "1c"}}
     columns = [
-        (d, k, f"{DATASET_LABELS.get(d, d)} {h}")
+        (d, k, f"{DATASET_LABELS.get(d, d)} {METRICS[k].label}")
         for d in _ordered_datasets(SALIENCY_DATASETS, found)
-        for k, h in SALIENCY_METRICS
+        for k in SALIENCY_METRICS
     ]
     title = "## Saliency segmentation (layout of DiffusionSeg Table 1a/1c)"
     saved = any("saved maps" in row.label for row in run_rows)
@@ -270,7 +272,7 @@ def render_localization(
     ref_rows = _reported_table_rows(reported, {"1b"}, fmt)
     found |= {r.dataset for r in reported if r.table == "1b"}
     columns = [
-        (d, "corloc", f"{DATASET_LABELS.get(d, d)} CorLoc")
+        (d, "corloc", f"{DATASET_LABELS.get(d, d)} {METRICS['corloc'].label}")
         for d in _ordered_datasets(LOCALIZATION_DATASETS, found)
     ]
     title = "## Single-object localization, CorLoc % (layout of DiffusionSeg Table 1b)"

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from odbench.errors import OdbenchError
+from odbench.metrics.catalog import keys
 
 SCHEMA_VERSION = 1
 RESULTS_KIND = "odbench-results"
@@ -166,15 +167,9 @@ class SodRecords:
     n_pix: np.ndarray
 
 
-#: The per-image scalars of the salient-object family kept in :class:`SodRecords`.
-SOD_SCALARS = (
-    "s_measure",
-    "e_measure_adaptive",
-    "weighted_fbeta",
-    "adaptive_fbeta",
-    "dice",
-    "ber",
-)
+#: The per-image scalars of the salient-object family kept in :class:`SodRecords` (the
+#: catalog's per-image ``sod`` metrics).
+SOD_SCALARS = keys(meter="sod", per_image=True)
 
 
 def saliency_records(images: Sequence[Any]) -> SaliencyRecords:

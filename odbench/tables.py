@@ -1,7 +1,8 @@
 r"""Metric tables of odbench's runs for papers: markdown, LaTeX and CSV
 (``odbench leaderboard --format md|latex|csv``).
 
-Rows are methods, columns (dataset, metric); the runs shown are the leaderboard's
+Columns, their labels and directions come from the metric catalog
+(:mod:`odbench.metrics.catalog`), in its order.  Rows are methods, columns (dataset, metric); the runs shown are the leaderboard's
 (:func:`odbench.leaderboard.latest_runs`: card settings, full datasets, the latest per method,
 dataset and protocol).  Each metric header carries the arrow saying which direction is better
 (↑ higher, ↓ lower: MAE and BER).  The best three values of a column are marked: in LaTeX by
@@ -21,25 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from odbench.errors import OdbenchError
+from odbench.metrics.catalog import METRICS
 
-#: Every table metric: key -> (markdown label, LaTeX label, higher is better), in table order.
-METRICS: dict[str, tuple[str, str, bool]] = {
-    "s_measure": ("Sα", r"$S_\alpha$", True),
-    "max_fbeta": ("maxFβ", r"max$F_\beta$", True),
-    "mean_fbeta": ("meanFβ", r"mean$F_\beta$", True),
-    "adaptive_fbeta": ("adpFβ", r"adp$F_\beta$", True),
-    "weighted_fbeta": ("wFβ", r"$F_\beta^w$", True),
-    "e_measure_max": ("maxEξ", r"max$E_\xi$", True),
-    "e_measure_mean": ("meanEξ", r"mean$E_\xi$", True),
-    "e_measure_adaptive": ("adpEξ", r"adp$E_\xi$", True),
-    "mae": ("MAE", r"$\mathcal{M}$", False),
-    "acc": ("Acc", "Acc", True),
-    "iou": ("IoU", "IoU", True),
-    "dice": ("Dice", "Dice", True),
-    "ber": ("BER", "BER", False),
-    "auc_roc": ("AUC", "AUC", True),
-    "corloc": ("CorLoc", "CorLoc", True),
-}
 DEFAULT_MARKS = "bold,underline,color:blue"
 
 
@@ -142,13 +126,15 @@ def _fmt(v: float | None) -> str:
 
 def render_markdown(methods, datasets, metrics, values, starred=frozenset()) -> str:  # type: ignore[no-untyped-def]
     header = ["Method"] + [
-        f"{d} {METRICS[m][0]}{'↑' if METRICS[m][2] else '↓'}" for d in datasets for m in metrics
+        f"{d} {METRICS[m].label}{METRICS[m].arrow}" for d in datasets for m in metrics
     ]
     cells: list[list[str]] = [[m] for m in methods]
     for d in datasets:
         for metric in metrics:
             col = _column(methods, d, metric, values)
-            for m, row, v, r in zip(methods, cells, col, ranks(col, METRICS[metric][2])):
+            for m, row, v, r in zip(
+                methods, cells, col, ranks(col, METRICS[metric].higher_is_better)
+            ):
                 text = _fmt(v)
                 text = f"**{text}**" if r == 1 else f"*{text}*" if r == 2 else text
                 row.append(text + ("\\*" if (m, d) in starred and v is not None else ""))
@@ -213,7 +199,7 @@ def render_latex(  # type: ignore[no-untyped-def]
     spec = "l" + "".join("|" + "c" * n for _ in datasets)
     groups = " & ".join(rf"\multicolumn{{{n}}}{{c}}{{{_tex(d)}}}" for d in datasets)
     heads = " & ".join(
-        METRICS[m][1] + (r"$\uparrow$" if METRICS[m][2] else r"$\downarrow$")
+        METRICS[m].latex + (r"$\uparrow$" if METRICS[m].higher_is_better else r"$\downarrow$")
         for _ in datasets
         for m in metrics
     )
@@ -224,7 +210,7 @@ def render_latex(  # type: ignore[no-untyped-def]
         for d in datasets:
             for metric in metrics:
                 col = _column(methods, d, metric, values)
-                r = ranks(col, METRICS[metric][2])[i]
+                r = ranks(col, METRICS[metric].higher_is_better)[i]
                 text = _fmt(col[i])
                 text = _mark(text, how[r - 1]) if r else text
                 star = (method, d) in starred and col[i] is not None

@@ -4,13 +4,14 @@ compute, ``--metrics`` and ``odbench list metrics`` read it."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 from click.testing import CliRunner
 
 from odbench.cli import main
 from odbench.metrics.boxes import CorLocMeter
-from odbench.metrics.catalog import METERS, METRICS, keys
+from odbench.metrics.catalog import METERS, METRICS, Metric, keys
 from odbench.metrics.papers import BIBTEX
 from odbench.metrics.selection import parse_metrics
 from odbench.metrics.sod import FamilyMeter, SodRecord
@@ -58,3 +59,49 @@ def test_list_metrics_prints_the_catalog():
     mae = lines[list(METRICS).index("mae")].split()
     assert mae[1:4] == ["MAE", "↓", "sal"] and "perazzi2012saliency" in mae
     assert "corloc" in CliRunner().invoke(main, ["list"]).output
+
+
+def test_a_new_catalog_entry_reaches_leaderboard_compare_and_report(tmp_path, monkeypatch):
+    """An entry added to the catalog, and nothing else, is a column of the leaderboard's tables,
+    a row of ``compare`` and a column of the report, with its label and direction.  The metric:
+    the GT area ``n_gt``, which the family's records already keep per image (so only the
+    catalog entry is new), marked lower-is-better."""
+    results = tmp_path / "results"
+    for method in ("center-prior", "wctr"):
+        args = ["eval", "--method", method, "--dataset", "toy", "--metrics", "all"]
+        args += ["--results-dir", str(results), "--cache-dir", str(tmp_path / "cache")]
+        out = CliRunner().invoke(main, args)
+        assert out.exit_code == 0, out.output
+    for path in results.glob("*.json"):  # the run stores the metric, as its meter would
+        run = json.loads(path.read_text())
+        with np.load(results / run["records"]) as npz:
+            run["metrics"]["saliency"]["n_gt"] = float(np.mean(npz["n_gt"]))
+        path.write_text(json.dumps(run))
+    where = ["--results-dir", str(results)]
+
+    def views() -> tuple[str, str, str, str]:
+        runner = CliRunner()
+        md = runner.invoke(main, ["leaderboard", "--format", "md", *where])
+        tex = runner.invoke(main, ["leaderboard", "--format", "latex", *where])
+        compare = ["compare", "--methods", "center-prior,wctr", "--dataset", "toy"]
+        cmp = runner.invoke(main, [*compare, "--resamples", "100", *where])
+        page = tmp_path / f"report{len(list(tmp_path.glob('report*')))}"
+        report = ["report", "--dataset", "toy", "--methods", "center-prior,wctr", "-n", "1"]
+        rep = runner.invoke(main, [*report, "--out", str(page), *where])
+        for out in (md, tex, cmp, rep):
+            assert out.exit_code == 0, out.output
+        return md.stdout, tex.stdout, cmp.stdout, (page / "index.html").read_text()
+
+    before = views()
+    assert not any("GTarea" in text or "n_gt ↓" in text for text in before)
+    entry = Metric(
+        "n_gt", "GT area", "GTarea", r"$|G|$", "gt", False, "saliency", "sod", None, True
+    )
+    monkeypatch.setitem(METRICS, "n_gt", entry)
+    md, tex, cmp, page = views()
+    assert "toy GTarea↓" in md and r"$|G|$$\downarrow$" in tex
+    row = next(line for line in cmp.splitlines() if line.startswith("| n_gt ↓ |"))
+    a, b = (float(cell.split()[0]) for cell in row.split("|")[2:4])
+    assert a == b  # the same GT: no run is better
+    assert "lower (MAE, BER, GTarea)" in cmp
+    assert "<th>GTarea ↓</th>" in page and "<option value='n_gt'>GTarea ↓</option>" in page

@@ -158,8 +158,8 @@ def _table(
 
 def _metric_keys(spec: str) -> list[str]:
     """``--metrics`` of the table: [] (every metric stored) for ``all``, else the names."""
+    from odbench.metrics.catalog import METRICS
     from odbench.metrics.selection import MetricsSpecError, parse_metrics
-    from odbench.tables import METRICS
 
     try:
         selection = parse_metrics(spec, valid=list(METRICS))

@@ -462,14 +462,14 @@ def _score_config(
     from rich.console import Console
     from rich.table import Table
 
+    from odbench.metrics.catalog import METRICS
     from odbench.metrics.selection import SCORE_KEYS
-    from odbench.tables import METRICS
 
     keys = [k for k in SCORE_KEYS if any(k in r for r in rows)]
     if len(keys) > 6:  # --metrics all: the headline ones (--json has every key)
         keys = ["max_fbeta", "mae", "s_measure", "e_measure_max", "weighted_fbeta"]
     table = Table(title=f"odbench score --config {path}")
-    for column in ("method", "dataset", "status", *(METRICS[k][0] for k in keys)):
+    for column in ("method", "dataset", "status", *(METRICS[k].label for k in keys)):
         table.add_column(column)
     for r in rows:
         values = [_fmt(r[k]) if k in r else "" for k in keys]

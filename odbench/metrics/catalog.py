@@ -100,12 +100,17 @@ METRICS: dict[str, Metric] = {
 }
 
 
-def keys(*, meter: str | None = None, task: str | None = None) -> tuple[str, ...]:
-    """The keys of the metrics computed by ``meter`` / of ``task`` (None: any), in order."""
+def keys(
+    *, meter: str | None = None, task: str | None = None, per_image: bool | None = None
+) -> tuple[str, ...]:
+    """The keys of the metrics computed by ``meter`` / of ``task`` / (not) ``per_image`` (None:
+    any), in order."""
     return tuple(
         m.key
         for m in METRICS.values()
-        if (meter is None or m.meter == meter) and (task is None or m.task == task)
+        if (meter is None or m.meter == meter)
+        and (task is None or m.task == task)
+        and (per_image is None or m.per_image == per_image)
     )
 
 

@@ -49,7 +49,7 @@ from functools import cache
 
 import numpy as np
 
-from odbench.metrics.catalog import METRICS, keys
+from odbench.metrics.catalog import keys
 from odbench.metrics.protocols import Protocol, get_protocol
 from odbench.metrics.saliency import (
     ImageRecord,
@@ -566,7 +566,7 @@ def score_image_all(
 # --------------------------------------------------------------------------- accumulator
 
 #: The family's per-image means (:class:`SodRecord` fields); the rest come from mean curves.
-_SCALARS = tuple(k for k in SOD_KEYS if METRICS[k].per_image)
+_SCALARS = keys(meter="sod", per_image=True)
 _CURVES = ("e_curve", "precision", "recall", "fpr")
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from odbench.metrics.catalog import METRICS
+from odbench.metrics.catalog import keys as keys_of
 from odbench.report.runs import ReportData
 from odbench.report.select import Selection
 
@@ -74,36 +76,24 @@ def colour(m: int) -> str:
 # ----------------------------------------------------------------------------- leaderboard
 
 
-#: Leaderboard columns: metric key -> header (↓: lower is better).  The salient-object family
-#: appears when a run stored it (``odbench eval --metrics all``).
-METRIC_HEADERS = {
-    "acc": "Acc",
-    "iou": "IoU",
-    "max_fbeta": "maxFβ",
-    "mae": "MAE ↓",
-    "s_measure": "Sα",
-    "e_measure_max": "maxEξ",
-    "e_measure_mean": "meanEξ",
-    "e_measure_adaptive": "adpEξ",
-    "weighted_fbeta": "wFβ",
-    "adaptive_fbeta": "adpFβ",
-    "mean_fbeta": "meanFβ",
-    "dice": "Dice",
-    "ber": "BER ↓",
-    "auc_roc": "AUC",
-}
-_BASE_METRICS = ("acc", "iou", "max_fbeta", "mae")
+def header(key: str) -> str:
+    """A metric's column header: its catalog label, ↓ when lower is better."""
+    m = METRICS[key]
+    return m.label if m.higher_is_better else f"{m.label} ↓"
 
 
 def leaderboard_html(data: ReportData, reported: Sequence[Any]) -> str:
-    """Our runs (latest chosen per method), then the paper's rows for this dataset (†)."""
+    """Our runs (latest chosen per method), then the paper's rows for this dataset (†).
+    Columns: the catalog's saliency metrics, the basic ones always, the others where a run
+    stored them (``odbench eval --metrics all``)."""
+    basic = keys_of(meter="saliency")
     keys = [
         k
-        for k in METRIC_HEADERS
-        if k in _BASE_METRICS or any(isinstance(r.saliency.get(k), int | float) for r in data.runs)
+        for k in keys_of(task="saliency")
+        if k in basic or any(isinstance(r.saliency.get(k), int | float) for r in data.runs)
     ]
     head = "<tr><th>method</th><th>protocol</th><th>images</th>"
-    head += "".join(f"<th>{esc(METRIC_HEADERS[k])}</th>" for k in keys) + "<th>source</th></tr>"
+    head += "".join(f"<th>{esc(header(k))}</th>" for k in keys) + "<th>source</th></tr>"
     rows = []
     for run in data.runs:
         s = run.saliency
@@ -412,7 +402,7 @@ def page_data(data: ReportData, grids: list[Grid], row_thumbs: dict[int, str]) -
         "thumbs": thumbs,
         "anchors": anchors,
         "extra": {k: [_round(v) for v in arr] for k, arr in data.extra.items()},
-        "extraLabels": {k: METRIC_HEADERS.get(k, k) for k in data.extra},
+        "extraLabels": {k: header(k) for k in data.extra},
     }
 
 
@@ -434,9 +424,7 @@ def render_page(
     )
     extra = (
         "<label>more columns <select id='extra'><option value=''>none</option>"
-        + "".join(
-            f"<option value='{esc(k)}'>{esc(METRIC_HEADERS.get(k, k))}</option>" for k in data.extra
-        )
+        + "".join(f"<option value='{esc(k)}'>{esc(header(k))}</option>" for k in data.extra)
         + "</select></label>"
         if data.extra
         else ""

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from odbench.results import SOD_SCALARS, ResultsError, RunResult
+from odbench.metrics.catalog import METRICS
+from odbench.results import ResultsError, RunResult
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,13 @@ def load_report_data(
         runs.append(run)
     ids = [str(i) for i in runs[0].records["ids"]]
     iou, fbeta = [], []
-    extra_keys = [k for k in SOD_SCALARS if all(k in r.records for r in runs)]
+    # more columns: the per-image metrics of the other meters (the page shows IoU and Fβ)
+    extra_keys = [
+        m.key
+        for m in METRICS.values()
+        if m.per_image and m.task == "saliency" and m.meter != "saliency"
+        if all(m.key in r.records for r in runs)
+    ]
     extra: dict[str, list[np.ndarray]] = {k: [] for k in extra_keys}
     per_image_max = (runs[0].results["protocol"].get("definition") or {}).get("max_over") == (
         "per_image"
