@@ -202,7 +202,8 @@ from pathlib import Path
 
 import numpy as np
 
-from odbench.commands.score import make_meter, score_files
+from odbench.scoring.folders import score_files
+from odbench.scoring.meters import make_meter
 from odbench.imageio import write_png
 
 root, rng = Path(sys.argv[1]), np.random.default_rng(0)

@@ -238,8 +238,8 @@ def test_workers_give_the_records_of_one_worker_in_file_order(tmp_path):
     """Earlier images are scored slowest, so workers finish them last; the records (and so the
     per-image results store, compare, report) still come in file order with one worker's
     values, and the sums are the same to the bit."""
-    from odbench.commands.score import score_files
     from odbench.metrics.sod import FamilyMeter
+    from odbench.scoring.folders import score_files
 
     pred_dir, gt_dir = make_pairs(tmp_path, n=7)
     pairs = [(p.stem, p, gt_dir / p.name) for p in sorted(pred_dir.iterdir())]
@@ -256,14 +256,14 @@ def test_workers_give_the_records_of_one_worker_in_file_order(tmp_path):
 
 def test_config_workers_store_the_records_in_file_order(tmp_path, monkeypatch):
     """score --config --workers 4 stores the per-image records of --workers 1, in id order."""
-    import odbench.commands.score as score_mod
+    import odbench.scoring.config as config_mod
     from odbench.results import load_all_results
 
     pred_dir, gt_dir = make_pairs(tmp_path, n=6)
     config = tmp_path / "runs.toml"
     config.write_text(f'[datasets.d]\ngt = "{gt_dir}"\n[methods.m]\nd = "{pred_dir}"\n')
-    make = score_mod.make_meter
-    monkeypatch.setattr(score_mod, "make_meter", lambda p, m: SlowFirst(make(p, m), 6))
+    make = config_mod.make_meter
+    monkeypatch.setattr(config_mod, "make_meter", lambda p, m: SlowFirst(make(p, m), 6))
     stores = {}
     for workers in ("1", "4"):
         res = tmp_path / f"res{workers}"
@@ -357,13 +357,15 @@ class FailsOn(SlowFirst):
 def test_a_failing_image_is_reported_by_file_in_file_order_and_nothing_is_written(
     tmp_path, monkeypatch
 ):
-    import odbench.commands.score as score_mod
+    import odbench.scoring.config as config_mod
+    import odbench.scoring.folders as folders_mod
 
     pred_dir, gt_dir = make_pairs(tmp_path, n=6)
     config = tmp_path / "runs.toml"
     config.write_text(f'[datasets.d]\ngt = "{gt_dir}"\n[methods.m]\nd = "{pred_dir}"\n')
-    make = score_mod.make_meter
-    monkeypatch.setattr(score_mod, "make_meter", lambda p, m: FailsOn(make(p, m), 6))
+    make = folders_mod.make_meter
+    for module in (config_mod, folders_mod):
+        monkeypatch.setattr(module, "make_meter", lambda p, m: FailsOn(make(p, m), 6))
     res = tmp_path / "res"
     out = invoke("score", "--config", str(config), "--results-dir", str(res), "--workers", "4")
     assert_one_line_error(out, f"{pred_dir / 'img1.png'}: planted failure in img1")

@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from odbench.cli import main
-from odbench.commands.score import score_folders
 from odbench.imageio import write_png
 from odbench.results import load_all_results
+from odbench.scoring.folders import score_folders
 
 
 def invoke(*args: str):

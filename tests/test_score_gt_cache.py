@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from odbench.commands.score import make_meter, score_methods
 from odbench.imageio import read_gray, write_png
 from odbench.metrics import sod
 from odbench.metrics.protocols import get_protocol
 from odbench.metrics.saliency import prepare_gt
+from odbench.scoring.folders import score_methods
+from odbench.scoring.meters import make_meter
 
 N_IMAGES, N_METHODS = 5, 3
 

@@ -7,7 +7,7 @@ end to end against plain PNG decoding.
    (target: odbench >= 5x faster).  The ``pysodmetrics`` protocol's curve is also checked
    against the package's while we are at it.
 2. ``--n-files`` pairs are written as PNGs to a temporary folder; ``odbench score``'s code path
-   (:func:`odbench.commands.score.score_folders`) is timed against decoding the same files with
+   (:func:`odbench.scoring.folders.score_folders`) is timed against decoding the same files with
    Pillow and nothing else (images/s and the ratio).
 3. End to end on PNG files, one process: real ECSSD GT masks (``--data-root``; ``--synthetic``
    draws ellipses instead) with plausible predictions (the mask shifted, blurred, noised).
@@ -93,8 +93,8 @@ def time_score_files(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float,
     """(seconds for score_folders, seconds for plain Pillow decoding of the same files)."""
     from PIL import Image
 
-    from odbench.commands.score import score_folders
     from odbench.imageio import write_png
+    from odbench.scoring.folders import score_folders
 
     with tempfile.TemporaryDirectory() as tmp:
         pred_dir, gt_dir = Path(tmp, "pred"), Path(tmp, "gt")
@@ -227,8 +227,8 @@ def best_of(
 def end_to_end(pairs: list[tuple[np.ndarray, np.ndarray]], workers: int, repeat: int) -> None:
     """Part 3: PySODMetrics loop vs ``odbench score`` on the same PNG files (malloc set as
     ``score`` sets it for both: :func:`keep_freed_memory`)."""
-    from odbench.commands.score import keep_freed_memory, score_folders
     from odbench.imageio import write_png
+    from odbench.scoring.folders import keep_freed_memory, score_folders
 
     keep_freed_memory()
 
@@ -267,9 +267,10 @@ def shared_gt(gts: list[np.ndarray], n_methods: int, workers: int, repeat: int, 
     """Part 4: ``n_methods`` methods' maps of the same GT masks, scored one method after the
     other (each GT read and its weighted-Fβ distance transform computed once per method) and
     together as ``score --config`` does (once per GT: :func:`score_methods`)."""
-    from odbench.commands.score import make_meter, score_files, score_methods
-    from odbench.commands.score_config import score_config
     from odbench.imageio import write_png
+    from odbench.scoring.config import score_config
+    from odbench.scoring.folders import score_files, score_methods
+    from odbench.scoring.meters import make_meter
 
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -345,7 +346,7 @@ def cli(
 ) -> None:
     """Saliency metrics: odbench vs pysodmetrics on random 300x400 pairs; score images/s;
     score --metrics all end to end vs a PySODMetrics loop."""
-    from odbench.commands.score import default_workers
+    from odbench.scoring.folders import default_workers
 
     gt_folder = None
     if not synthetic:

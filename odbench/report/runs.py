@@ -96,7 +96,7 @@ def recorded_folder(run: RunResult, value: Any, what: str) -> Path:
 def saved_map_files(run: RunResult) -> tuple[dict[str, Path], dict[str, Path]]:
     """(id -> map file, id -> GT file) of a ``score --config`` run, from the folders and file
     naming (prefix + id + suffix) it recorded."""
-    from odbench.commands.score_config import Folder
+    from odbench.scoring.config import Folder
 
     method, dataset = run.method, run.dataset
     maps = Folder(

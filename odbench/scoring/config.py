@@ -1,4 +1,4 @@
-"""``odbench score --config runs.toml``: score many methods' prediction folders on many datasets.
+"""``score --config runs.toml``: score many methods' prediction folders on many datasets.
 
 The daily job of comparing against published prediction maps::
 
@@ -38,7 +38,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from odbench.cli import UserError
+from odbench.scoring import ScoringError
+from odbench.scoring.folders import score_methods
+from odbench.scoring.meters import make_meter
+
+
+class ConfigError(ScoringError):
+    """A runs.toml that cannot be read, or that has problems (all listed in one report)."""
+
 
 TOP_KEYS = {"protocol", "metrics", "datasets", "methods"}
 DATASET_KEYS = {"gt", "images", "prefix", "suffix"}
@@ -144,11 +151,11 @@ def load_config(path: Path) -> tuple[dict[str, Any], list[Job], list[str]]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
-        raise UserError(f"{path}: file not found") from e
+        raise ConfigError(f"{path}: file not found") from e
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read ({e})") from e
+        raise ConfigError(f"{path}: cannot read ({e})") from e
     except tomllib.TOMLDecodeError as e:
-        raise UserError(f"{path}: not valid TOML ({e})") from e
+        raise ConfigError(f"{path}: not valid TOML ({e})") from e
     base = path.parent
     problems: list[str] = []
     unknown = sorted(set(data) - TOP_KEYS)
@@ -333,7 +340,6 @@ def score_config(
 ) -> list[dict[str, Any]]:
     """Validate ``path`` (one report of all problems, nothing scored) then score every pair whose
     inputs changed since its stored result; one summary row per pair."""
-    from odbench.commands.score import make_meter, score_methods
     from odbench.metrics.protocols import Protocol, get_protocol
     from odbench.outputs import OutputPathError, check_output_folder
     from odbench.registry import UnknownNameError
@@ -359,7 +365,7 @@ def score_config(
         problems += size_problems(jobs, proto)
     if problems or proto is None or selection is None:
         listing = "\n".join(f"  - {p}" for p in problems)
-        raise UserError(f"{path}: {len(problems)} problem(s), nothing scored:\n{listing}")
+        raise ConfigError(f"{path}: {len(problems)} problem(s), nothing scored:\n{listing}")
 
     stored = {
         (r.method_name, r.dataset_name, r.protocol_name): r

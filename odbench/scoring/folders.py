@@ -1,0 +1,264 @@
+"""Prediction folders scored against GT folders, file by file, in worker processes.
+
+``score_folders`` matches prediction maps to GT masks by file stem (``0001.png`` <->
+``0001.jpg``); a prediction without GT, a GT without prediction, two files with one stem, an
+unreadable image or a size mismatch the protocol does not resolve is a :class:`ScoringError`
+naming the file(s).  :func:`score_methods` decodes and scores (id, prediction files, GT file)
+items in worker processes; :func:`score_run` is :func:`odbench.score`.
+
+Warnings met while reading (RGB maps converted, 0/1 masks, pairs left out for their size) are
+Python warnings: ``odbench score`` prints them as ``warning:`` lines
+(:func:`odbench.imageio.read_warnings`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from odbench.scoring import ScoringError
+from odbench.scoring.meters import make_meter
+
+MAX_NAMED = 5  # file names listed in one error line
+CHUNK = 16  # images per worker task at most (score_methods)
+
+
+def _by_stem(folder: Path, what: str) -> dict[str, Path]:
+    from odbench.data.folder import index_by_stem
+
+    files = index_by_stem(folder, what)
+    if not files:
+        raise ScoringError(f"{folder}: no images in the {what} folder")
+    return files
+
+
+def _name_some(paths: list[Path]) -> str:
+    shown = ", ".join(str(p) for p in paths[:MAX_NAMED])
+    more = len(paths) - MAX_NAMED
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def default_workers() -> int:
+    """The cores this process may use (``os.sched_getaffinity`` where it exists)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def keep_freed_memory() -> None:
+    """Ask glibc's malloc to keep freed blocks instead of returning them to the kernel.
+
+    Scoring allocates and frees maps of a few hundred KB per image; glibc hands such blocks
+    back (munmap, heap trimming) and takes them again with page faults: about 1.2 s of system
+    time per 1,000 ECSSD pairs of ``--metrics all``, and TLB shootdowns across the worker
+    threads.  Fixed mmap (32 MiB) and trim (64 MiB) thresholds, as ``MALLOC_MMAP_THRESHOLD_`` /
+    ``MALLOC_TRIM_THRESHOLD_`` would set, remove it.  Process-wide; nothing where the C library
+    is not glibc."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:  # the symbols already loaded (ctypes.util.find_library would run ldconfig each time)
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # musl and others: no mallopt
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    mallopt(m_trim_threshold, 64 << 20)
+    mallopt(m_mmap_threshold, 32 << 20)
+
+
+def score_files(
+    pairs: list[tuple[str, Path, Path]],
+    meter: Any,
+    workers: int | None = None,
+    show_progress: bool = False,
+) -> list[Any]:
+    """Decode and score (id, prediction file, GT file) pairs in ``workers`` workers (default:
+    the cores available; see :func:`score_methods`) and add them to ``meter`` in
+    the pairs' order, so the sums do not depend on ``workers``; returns the records in order."""
+    items = [(image_id, [pred_path], gt_path) for image_id, pred_path, gt_path in pairs]
+    return score_methods(items, [meter], workers, show_progress)[0]
+
+
+def score_methods(
+    items: list[tuple[str, list[Path], Path]],
+    meters: list[Any],
+    workers: int | None = None,
+    show_progress: bool = False,
+) -> list[list[Any]]:
+    """Score several methods' maps of the same images: each item is (id, one prediction file
+    per meter, GT file).  A worker takes one image: it reads the GT once, prepares it once
+    (:func:`odbench.metrics.saliency.prepare_gt`: the binarised mask, and weighted Fβ's distance
+    transform and nearest pixels on first use) and scores every method's map against it, so
+    what depends on the GT alone is computed once per GT, not once per method; it is dropped
+    with the image, so it can never serve another file or a changed one.  Records are added
+    to each meter in the items' order (the sums do not depend on ``workers``); returns each
+    meter's records in order.
+
+    ``workers`` > 1 are this process and ``workers - 1`` forked from it on Linux (each decodes
+    and scores whole chunks of images; only the small per-image records come back:
+    :func:`odbench.forked.forked_map`), threads elsewhere: threads spend a quarter of their
+    time waiting for the GIL in the small per-image Python work, so two threads gave 1.3x one,
+    two processes 1.6-1.7x (``odbench bench metrics``, 2 cores).  Warnings raised in the
+    workers (RGB maps converted, 0/1 masks) reach the caller as Python warnings, in order."""
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise ScoringError(f"--workers must be >= 1, got {workers}")
+    keep_freed_memory()
+    # a few images per task: handing a task to a worker costs tens of microseconds.  The first
+    # image alone: it is scored before the workers are forked (they inherit what it loaded).
+    size = max(1, min(CHUNK, len(items) // (4 * workers)))
+    chunks = [items[:1]] + [items[k : k + size] for k in range(1, len(items), size)]
+    out: list[list[Any]] = [[] for _ in meters]
+    # the workers are forked before the progress bar starts its thread
+    with _chunk_results(chunks, meters, workers) as results:
+        with _progress(len(items), show_progress) as advance:
+            for chunk_records in results:
+                for records in chunk_records:
+                    for meter, record, kept in zip(meters, records, out):
+                        meter.add(record)
+                        kept.append(record)
+                    advance()
+    return out
+
+
+Item = tuple[str, list[Path], Path]
+
+
+def _score_item(meters: list[Any], item: Item) -> list[Any]:
+    """One image's records, one per meter: the GT read and prepared once."""
+    from odbench.imageio import read_gray
+    from odbench.metrics.protocols import MetricInputError
+    from odbench.metrics.saliency import prepare_gt
+
+    image_id, pred_paths, gt_path = item
+    gt = read_gray(gt_path, what="mask")
+    prepared: dict[Any, Any] = {}  # one per GT rule among the meters' protocols
+    records = []
+    for meter, pred_path in zip(meters, pred_paths, strict=True):
+        pred = read_gray(pred_path, what="prediction")
+        try:
+            key = (meter.protocol.gt_rule, meter.protocol.center_crop)
+            if key not in prepared:
+                prepared[key] = prepare_gt(gt, meter.protocol)
+            records.append(meter.score(pred, prepared[key], image_id))
+        except MetricInputError as e:
+            raise ScoringError(f"{pred_path}: {e}") from e
+    return records
+
+
+@contextmanager
+def _chunk_results(
+    chunks: list[list[Item]], meters: list[Any], workers: int
+) -> Iterator[Iterator[list[list[Any]]]]:
+    """The chunks' records in order: in this thread (one worker), in forked processes
+    (Linux), else in threads.  Leaving the context stops the workers."""
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    if workers == 1 or len(chunks) < 2:
+        yield (_score_chunk(meters, chunk) for chunk in chunks)
+    elif sys.platform.startswith("linux"):
+        from odbench.forked import WorkerDiedError, forked_map
+
+        try:
+            with forked_map(lambda i: _score_chunk(meters, chunks[i]), len(chunks), workers) as it:
+                yield it
+        except WorkerDiedError as e:
+            raise ScoringError(str(e)) from e
+    else:
+        threads = ThreadPoolExecutor(max_workers=workers)
+        try:
+            yield threads.map(lambda chunk: _score_chunk(meters, chunk), chunks)
+        finally:
+            threads.shutdown(wait=True, cancel_futures=True)
+
+
+def _score_chunk(meters: list[Any], chunk: list[Item]) -> list[list[Any]]:
+    return [_score_item(meters, item) for item in chunk]
+
+
+def score_folders(
+    pred_dir: Path,
+    gt_dir: Path,
+    protocol: str = "odbench",
+    subset_of_gt: bool = False,
+    on_mismatch: str = "error",
+    metrics: str = "basic",
+    workers: int | None = None,
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """Score every prediction in ``pred_dir`` against the GT of the same stem in ``gt_dir``.
+
+    ``subset_of_gt``: GT masks without a prediction are left out (``n_gt_skipped`` in the
+    result) instead of being an error.  Sizes are checked for every pair before any scoring
+    (:mod:`odbench.metrics.sizes`): a mismatch is an error listing them all, or with
+    ``on_mismatch="skip"`` the pair is left out and its id listed in ``skipped_ids``.
+    ``metrics="all"`` adds the salient-object family (:mod:`odbench.metrics.sod`) and its
+    curves; a comma-separated list of names keeps only those metrics in the result
+    (:func:`odbench.metrics.selection.parse_metrics`).  Images are decoded and scored by
+    ``workers`` workers (default: the cores available; processes on Linux, threads elsewhere:
+    :func:`score_methods`); records are added in file order, so the result does not depend on
+    ``workers``."""
+    from odbench.imageio import ImageReadError, image_size
+    from odbench.metrics.selection import parse_metrics
+    from odbench.metrics.sizes import describe_mismatches, protocol_mismatches
+
+    if workers is not None and workers < 1:
+        raise ScoringError(f"--workers must be >= 1, got {workers}")
+    selection = parse_metrics(metrics)
+    meter = make_meter(protocol, metrics)
+    preds = _by_stem(Path(pred_dir), "prediction")
+    gts = _by_stem(Path(gt_dir), "GT")
+    no_gt = sorted(preds[s] for s in preds.keys() - gts.keys())
+    if no_gt:
+        raise ScoringError(f"{len(no_gt)} prediction(s) without a GT mask: {_name_some(no_gt)}")
+    no_pred = sorted(gts[s] for s in gts.keys() - preds.keys())
+    if no_pred and not subset_of_gt:
+        raise ScoringError(
+            f"{len(no_pred)} GT mask(s) without a prediction: {_name_some(no_pred)} "
+            "(--subset-of-gt scores only the GT masks that have one)"
+        )
+    stems = sorted(preds.keys() & gts.keys())
+    try:
+        sizes = [(stem, image_size(preds[stem]), image_size(gts[stem])) for stem in stems]
+    except ImageReadError as e:
+        raise ScoringError(str(e)) from e
+    mismatched = protocol_mismatches(sizes, meter.protocol)
+    if mismatched:
+        line = describe_mismatches(mismatched, len(stems), "prediction")
+        if on_mismatch != "skip":
+            raise ScoringError(f"{pred_dir}: {line}; --on-mismatch skip scores the others")
+        warnings.warn(f"{pred_dir}: {line}; left out (--on-mismatch skip)", stacklevel=2)
+    skipped = {m.id for m in mismatched}
+    todo = [(s, preds[s], gts[s]) for s in stems if s not in skipped]
+    if not todo:
+        raise ScoringError(
+            f"{pred_dir}: every prediction differs in size from its GT mask, nothing left to "
+            "score; check that --pred-dir and --gt-dir are the same dataset"
+        )
+    score_files(todo, meter, workers, show_progress)
+    result = {**meter.compute(), "n_gt_skipped": len(no_pred), "skipped_ids": sorted(skipped)}
+    return selection.shown(result)
+
+
+@contextmanager
+def _progress(total: int, show: bool) -> Iterator[Callable[[], None]]:
+    """A rich progress bar on a terminal's stderr (nothing otherwise)."""
+    if not show:
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(stderr=True)
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("scoring", total=total)
+        yield lambda: bar.advance(task)
