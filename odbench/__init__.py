@@ -48,7 +48,9 @@ def evaluate(
     ``workers``, ``cache_dir``, ``results_dir``, ``save_preds``, ``show_progress``,
     ``metrics_set`` (as ``--metrics``: ``"all"`` or names such as ``"s_measure,mae"`` add the
     salient-object family to ``.metrics["saliency"]``; an unknown name is a ``ValueError``
-    listing the valid ones)."""
+    listing the valid ones), ``on_error`` (``"error"``: an image the method fails on stops the
+    run with an ``odbench.runner.ImageError`` naming it; ``"skip"``: it is left out, listed
+    with the error in ``.dataset["failed_ids"]``)."""
     from odbench.runner import run_eval
 
     options.setdefault("results_dir", None)

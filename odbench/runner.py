@@ -76,6 +76,25 @@ class EvalError(OdbenchError, ValueError):
     """A run that cannot proceed (bad option, method output of the wrong shape); one line."""
 
 
+def describe_error(error: BaseException) -> str:
+    """``Type: first line of the message`` (at most 300 characters): why an image failed."""
+    text = str(error).strip().splitlines()
+    line = f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+class ImageError(EvalError):
+    """The method failed on one image: the run stops with one line naming it."""
+
+    def __init__(self, method: str, sample_id: str, error: BaseException) -> None:
+        self.sample_id = sample_id
+        super().__init__(
+            f"method {method!r} failed on image {sample_id!r}: {describe_error(error)}; the "
+            "images before it are cached (re-running resumes there); --on-error skip leaves "
+            "such images out, listed in the results JSON"
+        )
+
+
 # ----------------------------------------------------------------------------- device
 
 
@@ -243,12 +262,18 @@ def predict(
     batch_size: int = 4,
     boxes: bool = False,
     workers: int = 1,
+    failed: dict[str, str] | None = None,
 ) -> Iterator[Prediction]:
     """Phase 1: yield every id's :class:`Prediction` in order, predicting (in batches of
     ``batch_size``) only the images ``cache`` does not hold and storing each as soon as it is
     predicted.  ``pool`` (threads) decodes samples ahead of the model and stores maps; a method
     with :meth:`Method.postprocess` gets ``workers`` processes for it.  ``cache`` None: nothing is
     stored (plain callables).
+
+    An image the method fails on (any exception of its code, e.g. a ``MemoryError``; a batch
+    that fails is predicted again image by image to find it) stops the run with an
+    :class:`ImageError` naming it, every image before it stored; with ``failed`` (a dict,
+    ``--on-error skip``) it is left out instead and ``failed[id]`` says why.
 
     Processes sharing the cache never predict the same image: each uncached image is claimed
     first (:mod:`odbench.claims`); one that another live process claimed is waited for (its
@@ -278,17 +303,31 @@ def predict(
             out.append((sample, hit))
         return out
 
+    def failure(sample: Sample, error: Exception) -> None:
+        if claims is not None and safe_name(sample.id) in held:
+            claims.release(safe_name(sample.id))
+            held.discard(safe_name(sample.id))
+        if failed is None:
+            if isinstance(error, OdbenchError):  # already one line naming the image
+                raise error
+            raise ImageError(method.name, sample.id, error) from error
+        failed[sample.id] = describe_error(error)
+
     def load(sample_id: str) -> tuple[Sample, tuple[np.ndarray, np.ndarray | None] | None]:
         sample = dataset.load(sample_id)
         hit = cache.get(sample_id) if cache is not None and cache.has(sample_id) else None
         return sample, hit
 
-    def store(sample: Sample, pred: Any, box: Any) -> Prediction:
-        if isinstance(pred, Future):
-            pred = pred.result()
-        raw = _check_map(method, sample, pred)
-        if box is _BOX_LATER:
-            box = method.predict_boxes([sample.image], [raw])[0]
+    def store(sample: Sample, pred: Any, box: Any) -> Prediction | None:
+        try:
+            if isinstance(pred, Future):
+                pred = pred.result()
+            raw = _check_map(method, sample, pred)
+            if box is _BOX_LATER:
+                box = method.predict_boxes([sample.image], [raw])[0]
+        except Exception as e:  # the method's code failed on this image
+            failure(sample, e)
+            return None
         q = quantize(raw)
         if cache is not None and claims is not None:
             cache.put(sample.id, q, box)
@@ -296,44 +335,79 @@ def predict(
             held.discard(safe_name(sample.id))
         return Prediction(sample, q, None if box is None else np.asarray(box, np.float64), False)
 
+    def run_batch(todo: list[Sample], post: Executor | None) -> list[tuple[Sample, Any, Any]]:
+        images = [s.image for s in todo]
+        if post is not None:
+            raws = method.forward(images)
+            fn = type(method).postprocess
+            maps: list[Any] = [
+                post.submit(fn, im, r, method.hparams) for im, r in zip(images, raws)
+            ]
+            box_list: list[Any] = [_BOX_LATER if boxes else None] * len(todo)
+        else:
+            maps = [_check_map(method, s, m) for s, m in zip(todo, method.predict(images))]
+            box_list = method.predict_boxes(images, maps) if boxes else [None] * len(todo)
+        return list(zip(todo, maps, box_list))
+
+    def run_each(
+        todo: list[Sample], post: Executor | None
+    ) -> tuple[list[tuple[Sample, Any, Any]], tuple[Sample, Exception] | None]:
+        """The batch, or (when it fails) each image alone, so only the failing one is lost:
+        (what was predicted, the image that stops the run and its error, or None)."""
+        try:
+            return run_batch(todo, post), None
+        except Exception as e:  # the method's code failed on (an image of) this batch
+            if len(todo) == 1:
+                if failed is None:
+                    return [], (todo[0], e)
+                failure(todo[0], e)
+                return [], None
+        out = []
+        for sample in todo:
+            try:
+                out += run_batch([sample], post)
+            except Exception as e:
+                if failed is None:
+                    return out, (sample, e)
+                failure(sample, e)
+        return out, None
+
     with ExitStack() as stack:
         stack.callback(release_all)  # on an error: leave no claim of ours behind
         post = _post_pool(method, max(1, workers), stack)
         depth = max(2 * batch_size, 4 * workers)
-        pending: deque[_Job[Prediction] | Prediction] = deque()
+        pending: deque[_Job[Prediction | None] | Prediction] = deque()
         for loaded in _batches(_ordered(pool, load, ids, depth), batch_size):
             batch = claim(loaded)
             todo = [s for s, hit in batch if hit is None]
-            results: dict[str, _Job[Prediction]] = {}
+            results: dict[str, _Job[Prediction | None]] = {}
             if todo:
-                images = [s.image for s in todo]
-                if post is not None:
-                    raws = method.forward(images)
-                    fn = type(method).postprocess
-                    maps: list[Any] = [
-                        post.submit(fn, im, r, method.hparams) for im, r in zip(images, raws)
-                    ]
-                    box_list: list[Any] = [_BOX_LATER if boxes else None] * len(todo)
-                else:
-                    maps = [_check_map(method, s, m) for s, m in zip(todo, method.predict(images))]
-                    box_list = method.predict_boxes(images, maps) if boxes else [None] * len(todo)
-                for s, m, b in zip(todo, maps, box_list):
+                done, stop = run_each(todo, post)
+                for s, m, b in done:
                     results[s.id] = _Job(pool, store, s, m, b)
+                if stop is not None:
+                    for job in [*pending, *results.values()]:  # store what came before it
+                        _resolve(job)
+                    failure(*stop)
             for sample, hit in batch:
-                if hit is None:
-                    pending.append(results[sample.id])
-                else:
+                if hit is not None:
                     pending.append(Prediction(sample, hit[0], hit[1], True))
+                elif sample.id in results:  # not when the method failed on it (skipped)
+                    pending.append(results[sample.id])
             while len(pending) > depth:
-                yield _resolve(pending.popleft())
+                item = _resolve(pending.popleft())
+                if item is not None:
+                    yield item
         while pending:
-            yield _resolve(pending.popleft())
+            item = _resolve(pending.popleft())
+            if item is not None:
+                yield item
 
 
 _BOX_LATER = object()
 
 
-def _resolve(item: _Job[Prediction] | Prediction) -> Prediction:
+def _resolve(item: _Job[Prediction | None] | Prediction) -> Prediction | None:
     return item.result() if isinstance(item, _Job) else item
 
 
@@ -391,6 +465,8 @@ def score(
         return _Scored(s.id, rec, hit, box, family)
 
     scored = list(_ordered(pool, one, predictions, depth) if pool else map(one, predictions))
+    if not scored:  # every image failed (on_error="skip"): the caller says so
+        return Records(())
     sal = loc = None
     if "saliency" in tasks:
         sal = saliency_records([r.saliency for r in scored])
@@ -508,6 +584,7 @@ def run(
     shard: Shard | None = None,
     metrics_set: str = "basic",
     write_boxes: bool = True,
+    on_error: str = "error",
 ) -> RunResult:
     """Run ``method`` over (the first ``limit`` samples, less ``skip_ids``, of) ``dataset``,
     score every image under ``protocol`` and write the results JSON + records to
@@ -516,7 +593,10 @@ def run(
     result says which part of which id list it holds, for :mod:`odbench.merge`.
     ``metrics_set="all"`` (or names of its metrics, :mod:`odbench.metrics.selection`) adds the
     salient-object family and its curves.  ``write_boxes=False``: ``save_preds`` gets the maps
-    only (a launch's rank 0 writes the boxes of all ranks)."""
+    only (a launch's rank 0 writes the boxes of all ranks).  ``on_error``: an image the
+    method fails on stops the run with one line naming it (``"error"``) or is left out, its id
+    and the reason in ``dataset["failed_ids"]`` (``"skip"``; not with a shard, whose parts
+    must hold every image for the merge)."""
     from odbench.imageio import write_png
     from odbench.metrics.selection import parse_metrics
 
@@ -527,6 +607,13 @@ def run(
         raise EvalError(f"--workers must be >= 1, got {workers}")
     if limit is not None and limit < 1:
         raise EvalError(f"--limit must be >= 1, got {limit}")
+    if on_error not in ("error", "skip"):
+        raise EvalError(f"--on-error must be error or skip, got {on_error!r}")
+    if on_error == "skip" and shard is not None and not shard.whole:
+        raise EvalError(
+            "--on-error skip: a shard (or a launched process) must hold every image of its part "
+            "for odbench merge; evaluate without --shard, or let the failing image stop the run"
+        )
     root = cache_dir or default_cache_root()
     outputs = [("--results-dir", results_dir), ("--save-preds", save_preds)]
     outputs.append(("--cache-dir", root if use_cache else None))
@@ -565,6 +652,7 @@ def run(
         cache = PredictionCache(root / method.name / digest, key)
 
     counts = {"predicted": 0, "cached": 0}
+    failed: dict[str, str] | None = {} if on_error == "skip" else None
     start, cpu_start = time.perf_counter(), time.process_time()
     with (
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="odbench") as pool,
@@ -588,6 +676,7 @@ def run(
             batch_size=batch_size,
             boxes="localization" in tasks,
             workers=workers,
+            failed=failed,
         )
         records = score(
             stream,
@@ -599,6 +688,15 @@ def run(
             metrics_set=metrics_set,
         )
     wall = time.perf_counter() - start
+    if failed:
+        if not records.ids:
+            first = next(iter(failed.items()))
+            raise EvalError(
+                f"method {method.name!r} failed on all {len(failed)} image(s) of {dataset_name} "
+                f"(the first, {first[0]!r}: {first[1]})"
+            )
+        dataset_info["failed_ids"] = dict(sorted(failed.items()))
+        dataset_info["n_evaluated"] = len(records.ids)
     metrics = summarize(records, protocol)
     if save_preds is not None and write_boxes:
         write_boxes_json(Path(save_preds), records.arrays(), shard if sharded else None)

@@ -25,7 +25,15 @@ from odbench.methods.base import Method
 from odbench.methods.center_prior import CenterPrior
 from odbench.metrics.protocols import get_protocol
 from odbench.results import read_results
-from odbench.runner import CallableMethod, predict, resolve_device, run, score, summarize
+from odbench.runner import (
+    CallableMethod,
+    EvalError,
+    predict,
+    resolve_device,
+    run,
+    score,
+    summarize,
+)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -218,7 +226,7 @@ class Failing(CenterPrior):
 def test_failed_run_leaves_no_cache_folder(tmp_path: Path) -> None:
     method = Failing(method_card("center-prior"))
     method.name = "failing"
-    with pytest.raises(RuntimeError, match="boom"):
+    with pytest.raises(EvalError, match="failed on image 'toy_00000': RuntimeError: boom"):
         run(
             method,
             create_dataset("toy", n=2),

@@ -167,6 +167,15 @@ def format_metrics(metrics: dict[str, Any], keys: Sequence[str] | None = None) -
     "(their ids go into the results JSON).",
 )
 @click.option(
+    "--on-error",
+    type=click.Choice(["error", "skip"]),
+    default="error",
+    show_default=True,
+    help="An image the method fails on (e.g. out of memory): stop with one line naming it "
+    "(the images before it stay cached, so a re-run resumes), or leave it out (its id and the "
+    "error go into the results JSON).",
+)
+@click.option(
     "--backbone",
     default=None,
     help="Feature extractor of the method (odbench list features), e.g. sd-tiny, dino-tiny.",
@@ -212,6 +221,7 @@ def eval_cmd(
     data_root: Path | None,
     split: str | None,
     on_mismatch: str,
+    on_error: str,
     backbone: str | None,
     checkpoint: Path | None,
     set_items: tuple[str, ...],
@@ -244,6 +254,7 @@ def eval_cmd(
             data_root=data_root,
             split=split,
             on_mismatch=on_mismatch,
+            on_error=on_error,
             limit=limit,
             batch_size=batch_size,
             workers=workers,
@@ -263,6 +274,14 @@ def eval_cmd(
         click.echo(
             f"warning: {len(skipped)} image(s) left out for a size mismatch "
             "(--on-mismatch skip; listed in the results JSON)",
+            err=True,
+        )
+    failed = result.dataset.get("failed_ids") or {}
+    if failed:
+        first, why = next(iter(failed.items()))
+        click.echo(
+            f"warning: the method failed on {len(failed)} image(s), left out (--on-error skip; "
+            f"listed with the errors in the results JSON), e.g. {first!r}: {why}",
             err=True,
         )
     info = result.info
