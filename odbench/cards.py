@@ -213,7 +213,8 @@ def method_card(name: str) -> MethodCard | None:
 
 
 def dataset_card(name: str) -> DatasetCard | None:
-    """The card of a dataset name or alias (aliases resolve in :data:`odbench.registry.DATASETS`)."""
-    from odbench.registry import DATASETS
-
-    return dataset_cards().get(DATASETS.canonical(name)) if name in DATASETS else None
+    """The card of a dataset name or of one of its ``aliases`` (None: no card has it)."""
+    cards = dataset_cards()
+    if name in cards:
+        return cards[name]
+    return next((c for c in cards.values() if name in c.aliases), None)

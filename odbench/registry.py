@@ -1,5 +1,7 @@
-"""One registry type for everything odbench looks up by name: methods, datasets, protocols,
-feature extractors.
+"""One registry type for everything odbench looks up by name, and the registries of methods,
+datasets and feature extractors.  The protocols' registry is
+:data:`odbench.metrics.protocols.PROTOCOLS`, beside the protocols (the metric layer imports
+nothing above it; this module imports only what its loaders fill the registries from).
 
 Entries are lazy: a registry stores ``"module:attr"`` strings (from the TOML cards in
 ``methods/`` and ``datasets/``, or from the ``odbench.methods`` entry-point group) and imports
@@ -158,13 +160,6 @@ def _datasets_from_cards(reg: Registry[Any]) -> None:
         reg.add(card.name, target=card.entry, description=card.description, aliases=card.aliases)
 
 
-def _builtin_protocols(reg: Registry[Any]) -> None:
-    from odbench.metrics.protocols import BUILTIN_PROTOCOLS
-
-    for proto in BUILTIN_PROTOCOLS:
-        reg.add(proto.name, obj=proto, description=proto.description)
-
-
 def _builtin_features(reg: Registry[Any]) -> None:
     from odbench.features.specs import SPECS
 
@@ -178,9 +173,6 @@ METHODS.add_loader(_methods_from_cards)
 #: Dataset classes (subclasses of :class:`odbench.data.base.Dataset`).
 DATASETS: Registry[Any] = Registry("dataset", entry_point_group="odbench.datasets")
 DATASETS.add_loader(_datasets_from_cards)
-#: Evaluation protocols (:class:`odbench.metrics.protocols.Protocol` instances).
-PROTOCOLS: Registry[Any] = Registry("protocol")
-PROTOCOLS.add_loader(_builtin_protocols)
 
 #: Feature extractors (:class:`odbench.features.specs.ExtractorSpec`; build with
 #: :func:`odbench.features.load_extractor`).

@@ -782,7 +782,7 @@ def with_checkpoint(
 
 def resolve_protocol(name: Any) -> Any:
     """A registered protocol name, or a Protocol as is."""
-    from odbench.registry import PROTOCOLS
+    from odbench.metrics.protocols import PROTOCOLS
 
     return PROTOCOLS.get(name) if isinstance(name, str) else name
 

@@ -24,7 +24,8 @@ from odbench.data.base import DatasetError, create_dataset
 from odbench.leaderboard import DATASET_LABELS
 from odbench.methods.base import create_method
 from odbench.methods.center_prior import center_gaussian
-from odbench.registry import DATASETS, METHODS, PROTOCOLS, Registry, UnknownNameError
+from odbench.metrics.protocols import PROTOCOLS
+from odbench.registry import DATASETS, METHODS, Registry, UnknownNameError
 from odbench.reported import reported_rows
 
 TASKS = {"saliency", "localization"}

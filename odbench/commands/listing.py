@@ -27,7 +27,7 @@ def rows(what: str) -> list[tuple[str, ...]]:
             for k, label, arrow, task, *rest in metric_rows()
         ]
     from odbench.cards import dataset_cards, method_cards
-    from odbench.registry import DATASETS, FEATURES, METHODS, PROTOCOLS
+    from odbench.registry import DATASETS, FEATURES, METHODS
 
     if what == "methods":
         cards = method_cards()
@@ -43,6 +43,8 @@ def rows(what: str) -> list[tuple[str, ...]]:
     if what == "features":
         specs = {n: FEATURES.get(n) for n in FEATURES.names()}
         return [(n, specs[n].random or "weights", d) for n, d in FEATURES.describe()]
+    from odbench.metrics.protocols import PROTOCOLS  # numpy: only when protocols are listed
+
     return [(n, d) for n, d in PROTOCOLS.describe()]
 
 

@@ -86,6 +86,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from odbench.errors import OdbenchError
+from odbench.registry import Registry
 
 GtRule = Literal["ge128", "gt128", "nonzero", "eq255"]
 PredNorm = Literal["dtype_max", "minmax"]
@@ -336,12 +337,15 @@ PYSODMETRICS = Protocol(
 BUILTIN_PROTOCOLS: tuple[Protocol, ...] = (ODBENCH, TOKENCUT, VOYNOV, SELFMASK, FOUND, PYSODMETRICS)
 
 
+#: Evaluation protocols by name: the built-in ones; ``PROTOCOLS.add(proto.name, obj=proto)``
+#: registers another (``odbench list protocols``, ``--protocol NAME``).
+PROTOCOLS: Registry[Protocol] = Registry("protocol")
+for _proto in BUILTIN_PROTOCOLS:
+    PROTOCOLS.add(_proto.name, obj=_proto, description=_proto.description)
+
+
 def get_protocol(name: str | Protocol) -> Protocol:
     """Look a protocol up by name (unknown names list the valid ones); a Protocol passes through."""
     if isinstance(name, Protocol):
         return name
-    from odbench.registry import PROTOCOLS
-
-    proto = PROTOCOLS.get(name)
-    assert isinstance(proto, Protocol)
-    return proto
+    return PROTOCOLS.get(name)
