@@ -319,13 +319,13 @@ def test_missing_weights_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     msg = str(e.value)
     assert "\n" not in msg
     assert "hf download CompVis/stable-diffusion-v1-4" in msg
-    assert D.BACKBONES["sd-v1-4"].revision in msg and "GB" in msg
+    assert D.backbone_spec("sd-v1-4").revision in msg and "GB" in msg
 
 
 def test_describe(bb: D.DiffusionBackbone) -> None:
     d = bb.describe()
     assert d["name"] == "sd-tiny" and d["dtype"] == "fp32" and d["resolution"] == 32
-    assert D.BACKBONES["sd-v1-4"].revision == "133a221b8aa7292a167afc5127cb63fb5005638b"
+    assert D.backbone_spec("sd-v1-4").revision == "133a221b8aa7292a167afc5127cb63fb5005638b"
 
 
 def test_bench_measure_smoke(bb: D.DiffusionBackbone) -> None:

@@ -24,6 +24,41 @@ def test_registry_lists_the_published_extractors_and_a_tiny_variant_per_family()
     assert {FEATURES.get(n).family for n in TINY} == {FEATURES.get(n).family for n in PUBLISHED}
 
 
+def test_every_family_records_its_one_tiny_extractor() -> None:
+    """The registry is the one place that says an extractor's family and the family's tiny
+    stand-in (tests, smoke runs); every decoder card trains on a registered family."""
+    from odbench.cards import method_cards
+    from odbench.features import extractor_spec, extractors_of, tiny_extractor
+    from odbench.features.specs import FAMILIES
+
+    assert {FEATURES.get(n).family for n in FEATURES.names()} == set(FAMILIES)
+    for family in FAMILIES:
+        tiny = tiny_extractor(family)
+        spec = extractor_spec(tiny)
+        assert spec.family == family and spec.random == "tiny" and tiny in extractors_of(family)
+        assert spec.resolution is not None and spec.resolution <= 64  # smoke runs are small
+    assert tiny_extractor(extractor_spec("moco-v3-vitb16").family) == "moco-tiny"
+    assert tiny_extractor(extractor_spec("dino-vits8").family) == "dino-tiny"
+    decoders = [
+        c for c in method_cards().values() if c.raw.get("model", {}).get("type") == "decoder"
+    ]
+    assert decoders and {c.raw["model"]["family"] for c in decoders} <= set(FAMILIES)
+    for card in decoders:  # the card's paper extractor belongs to the card's family
+        assert extractor_spec(card.raw["model"]["features"]).family == card.raw["model"]["family"]
+
+
+def test_load_backbone_takes_the_sd_family_of_the_registry() -> None:
+    from odbench.backbones.diffusion import backbone_spec
+    from odbench.features import extractors_of
+
+    assert extractors_of("sd") == ["sd-tiny", "sd-v1-4", "sd-v1-4-random"]
+    for name in extractors_of("sd"):
+        spec = backbone_spec(name)
+        assert spec.name == name and spec.resolution == FEATURES.get(name).resolution
+    with pytest.raises(UnknownNameError, match="known: sd-tiny, sd-v1-4, sd-v1-4-random"):
+        backbone_spec("dino-tiny")  # registered, but not a diffusion model
+
+
 @pytest.mark.parametrize("name", TINY)
 def test_tiny_extractor_returns_declared_strides_and_channels(name: str) -> None:
     opts = {"num_steps": 2} if name.startswith("sd") else {}

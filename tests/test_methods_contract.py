@@ -12,17 +12,14 @@ import numpy as np
 import pytest
 
 from odbench.cards import method_card
-from odbench.registry import FEATURES, METHODS
-
-#: The tiny extractor that stands in for each published one (by name prefix).
-TINY_FOR = {"sd": "sd-tiny", "dino": "dino-tiny", "moco": "moco-tiny", "clip": "clip-tiny"}
+from odbench.features import extractor_spec, tiny_extractor
+from odbench.registry import METHODS
 
 
 def tiny_of(name: str) -> str:
-    """The tiny extractor of ``name``'s family (``dino-vits8`` -> ``dino-tiny``)."""
-    tiny = TINY_FOR[name.split("-")[0]]
-    assert tiny in FEATURES
-    return tiny
+    """The tiny extractor of ``name``'s family, as the registry records it (``dino-vits8`` ->
+    ``dino-tiny``)."""
+    return tiny_extractor(extractor_spec(name).family)
 
 
 @pytest.fixture(scope="session")

@@ -41,10 +41,9 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +51,7 @@ import numpy as np
 import torch
 
 from odbench.backbones.attention import AttentionStore, capture_attention
+from odbench.backbones.capture import NO_CAPTURE, Capture, Captures, CaptureSession
 from odbench.backbones.ddim import (
     EpsFn,
     alphas_cumprod,
@@ -61,7 +61,6 @@ from odbench.backbones.ddim import (
     ddim_timesteps,
 )
 from odbench.backbones.sd_configs import (
-    BACKBONES,
     DTYPES,
     MAX_TOKENS,
     PROMPT_TEMPLATE,
@@ -69,11 +68,12 @@ from odbench.backbones.sd_configs import (
     SCHEDULER_CONFIG,
     BackboneSpec,
 )
+from odbench.backbones.tokens import class_prompt, clip_tokenizer, find_token_indices
 from odbench.features.weights import WeightsNotFoundError, hub_snapshot
 
-#: Re-exported for the callers of the module before the split (configs, DDIM, errors).
+#: Re-exported for the callers of the module before the split (configs, capture, tokens, DDIM,
+#: errors).
 __all__ = [
-    "BACKBONES",
     "DTYPES",
     "MAX_TOKENS",
     "PROMPT_TEMPLATE",
@@ -98,60 +98,6 @@ __all__ = [
     "find_token_indices",
     "load_backbone",
 ]
-
-# --------------------------------------------------------------------------- capture settings
-
-
-@dataclass(frozen=True)
-class Capture:
-    """What to record during the reverse pass (inversion itself records nothing).
-
-    ``cross_sides`` / ``self_sides``: map sides to capture (None = the sides of the down-path
-    transformer blocks). ``feature_blocks``: Transformer2DModel module names (None = all on the
-    down path, the paper's L = 6 for SD-1.x: ``down_blocks.{0,1,2}.attentions.{0,1}``).
-    ``self_device`` / ``self_dtype``: where the self-attention running sums live ("cpu", "fp16"
-    halve GPU memory).  ``keep_all_tokens`` also returns the maps of all 77 tokens."""
-
-    cross: bool = True
-    self_attn: bool = True
-    features: bool = True
-    cross_sides: tuple[int, ...] | None = None
-    self_sides: tuple[int, ...] | None = None
-    feature_blocks: tuple[str, ...] | None = None
-    keep_all_tokens: bool = False
-    self_device: str | None = None
-    self_dtype: str = "fp32"
-
-
-NO_CAPTURE = Capture(cross=False, self_attn=False, features=False)
-
-
-@dataclass
-class Captures:
-    """What the reverse pass recorded, every entry averaged over the T reverse steps.
-
-    * ``cross[layer]``: (B, s, s) float32, cross-attention of the class tokens (mean over the
-      sub-tokens of the class name), heads averaged; ``cross_side[layer] = s``.  Layer names are
-      diffusers module paths, e.g. ``down_blocks.0.attentions.0.transformer_blocks.0.attn2``.
-    * ``cross_all[layer]``: (B, s, s, 77) all-token maps (only with ``keep_all_tokens``); sums
-      to 1 over the last axis.
-    * ``self_attn[s]``: (B, s*s, s*s), mean over the captured layers of that side and the steps;
-      rows are queries (row-major cells), each row sums to 1.
-    * ``features[block]``: (B, C, s, s) float32 outputs of the Transformer2DModel blocks (Eq. 8),
-      ``feature_strides[block]`` image pixels per cell.
-    """
-
-    cross: dict[str, torch.Tensor] = field(default_factory=dict)
-    cross_side: dict[str, int] = field(default_factory=dict)
-    cross_all: dict[str, torch.Tensor] | None = None
-    self_attn: dict[int, torch.Tensor] = field(default_factory=dict)
-    features: dict[str, torch.Tensor] = field(default_factory=dict)
-    feature_strides: dict[str, int] = field(default_factory=dict)
-    num_steps: int = 0
-
-    def cross_layers_at(self, side: int) -> list[str]:
-        """Names of the captured cross-attention layers with map side ``side``."""
-        return [name for name, s in self.cross_side.items() if s == side]
 
 
 @dataclass
@@ -326,8 +272,10 @@ class DiffusionBackbone:
 
     @contextmanager
     def capturing(
-        self, capture: Capture = Capture(), cfg: bool = False
-    ) -> Iterator[CaptureSession]:  # noqa: B008
+        self,
+        capture: Capture = Capture(),  # noqa: B008 (frozen)
+        cfg: bool = False,
+    ) -> Iterator[CaptureSession]:
         """Install capture on the UNet for the calls made inside (restored on exit).
 
         ``cfg``: the UNet batch is [unconditional; conditional]; only the second half is recorded.
@@ -486,51 +434,6 @@ class DiffusionBackbone:
         )
 
 
-class CaptureSession:
-    """The state of one capture: the attention store and forward hooks summing the outputs of
-    the Eq. 8 Transformer2DModel blocks over steps; ``count`` reverse steps seen.
-
-    Blocks call the transformer with ``return_dict=False`` (a tuple) inside the UNet; a direct
-    call may return ``Transformer2DModelOutput``; both are handled."""
-
-    def __init__(
-        self, unet: Any, blocks: Sequence[str], store: AttentionStore, cfg: bool = False
-    ) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
-        self.count = 0
-        self.cfg = cfg
-        self.store = store
-        modules = [unet.get_submodule(b) for b in blocks]  # a bad name fails before any hook
-        self.handles = [m.register_forward_hook(self._hook(b)) for m, b in zip(modules, blocks)]
-
-    def _hook(self, name: str) -> Callable[..., None]:
-        def hook(module: Any, args: Any, output: Any) -> None:
-            y = output[0] if isinstance(output, tuple) else output.sample
-            y = (y[y.shape[0] // 2 :] if self.cfg else y).float()
-            if name in self.sums:
-                self.sums[name] += y
-            else:
-                self.sums[name] = y.clone()
-
-        return hook
-
-    def counting(self, eps_fn: EpsFn) -> EpsFn:
-        """Wrap an ε function so that each call counts one reverse step."""
-
-        def wrapped(x: torch.Tensor, t: int) -> torch.Tensor:
-            self.count += 1
-            return eps_fn(x, t)
-
-        return wrapped
-
-    def mean(self) -> dict[str, torch.Tensor]:
-        return {k: (v / max(self.count, 1)).cpu() for k, v in self.sums.items()}
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
 def _frozen(module: Any, device: torch.device, dtype: torch.dtype) -> Any:
     module = module.to(device=device).eval().requires_grad_(False)
     return module if module.dtype == dtype else module.to(dtype=dtype)
@@ -570,56 +473,7 @@ def _broadcast_indices(
     return [[int(i) for i in ix] for ix in items]
 
 
-def find_token_indices(tokenizer: Any, prompt: str, phrase: str) -> list[int]:
-    """Positions of all sub-tokens of ``phrase`` in the tokenised ``prompt``, BOS included at 0.
-
-    CLIP's BPE splits words independently, so the phrase tokenises the same inside the prompt.
-    The last occurrence is used (the class name ends the prompt "a photo of a {class}")."""
-    p = tokenizer(prompt, truncation=True, max_length=MAX_TOKENS).input_ids
-    q = tokenizer(phrase, add_special_tokens=False).input_ids
-    if not q:
-        raise ValueError(f"phrase {phrase!r} has no tokens")
-    for start in range(len(p) - len(q), -1, -1):
-        if p[start : start + len(q)] == q:
-            return list(range(start, start + len(q)))
-    raise ValueError(f"phrase {phrase!r} not found in the tokenised prompt {prompt!r}")
-
-
-def class_prompt(
-    tokenizer: Any, cls: str, template: str = PROMPT_TEMPLATE
-) -> tuple[str, list[int]]:
-    """``template`` filled with ``cls`` and the positions of its sub-tokens (BOS at 0); the
-    empty class gives the empty prompt and no indices."""
-    if not cls:
-        return "", []
-    prompt = template.format(cls)
-    return prompt, find_token_indices(tokenizer, prompt, cls)
-
-
 # --------------------------------------------------------------------------- loading
-
-
-@lru_cache(maxsize=1)
-def clip_tokenizer() -> Any:
-    """The CLIP BPE tokenizer of SD-1.x / OpenAI CLIP, built offline from open_clip's vocabulary.
-
-    Same 49,408-token vocabulary and merges as ``openai/clip-vit-large-patch14`` (which SD-1.4
-    ships), so class names tokenise exactly as in the real model."""
-    import gzip
-
-    import open_clip
-    from open_clip.tokenizer import bytes_to_unicode
-    from transformers import CLIPTokenizer
-
-    path = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
-    lines = gzip.open(path).read().decode("utf-8").split("\n")
-    merges = [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]
-    byte_chars = list(bytes_to_unicode().values())
-    vocab = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    return CLIPTokenizer(
-        vocab={v: i for i, v in enumerate(vocab)}, merges=merges, model_max_length=MAX_TOKENS
-    )
 
 
 def _build_random(key: str, seed: int = 0) -> tuple[Any, Any, Any, Any]:
@@ -674,6 +528,30 @@ def _load_pretrained(
     return unet, vae, text, tok
 
 
+def backbone_spec(name: str, revision: str | None = None) -> BackboneSpec:
+    """The :class:`BackboneSpec` of an sd-family extractor's registry entry (repo, pinned
+    revision, download size, resolution, random configs), or of a diffusers repo id / local
+    folder (512 px); any other name: :class:`~odbench.registry.UnknownNameError` listing the
+    sd-family names."""
+    from odbench.features import extractor_spec, extractors_of
+
+    known = extractors_of("sd")
+    if name in known:
+        entry = extractor_spec(name)
+        cfg = entry.config
+        resolution = int(entry.resolution or 512)
+        repo, rev = cfg.get("repo_id"), cfg.get("revision")
+        return BackboneSpec(name, repo, rev, resolution, str(cfg["size"]), entry.random)
+    if "/" in name or Path(name).is_dir():
+        return BackboneSpec(name, name, revision, 512, "unknown")
+    from odbench.registry import UnknownNameError
+
+    raise UnknownNameError(
+        f"unknown backbone {name!r}; known: {', '.join(known)} "
+        "(or a diffusers repo id / local folder)"
+    )
+
+
 def load_backbone(
     name: str = "sd-v1-4",
     device: str = "cpu",
@@ -682,7 +560,8 @@ def load_backbone(
     local_path: str | os.PathLike[str] | None = None,
     resolution: int | None = None,
 ) -> DiffusionBackbone:
-    """Load a backbone by variant name (``BACKBONES``), diffusers repo id or local folder.
+    """Load a backbone by the name of an sd-family extractor (``odbench list features``),
+    diffusers repo id or local folder (see :func:`backbone_spec`).
 
     ``sd-tiny`` and ``sd-v1-4-random`` are built from configs in code (seeded random weights, no
     download; the latter has SD-1.4's real architecture, for benchmarks).  Real weights
@@ -692,17 +571,7 @@ def load_backbone(
     the variant's image side (a multiple of 8 x the VAE factor; e.g. 32 for fast sd-tiny tests)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    if name in BACKBONES:
-        spec = BACKBONES[name]
-    elif "/" in name or Path(name).is_dir():
-        spec = BackboneSpec(name, name, revision, 512, "unknown", "diffusers-format model")
-    else:
-        from odbench.registry import UnknownNameError
-
-        raise UnknownNameError(
-            f"unknown backbone {name!r}; known: {', '.join(BACKBONES)} "
-            "(or a diffusers repo id / local folder)"
-        )
+    spec = backbone_spec(name, revision)
     if resolution is not None:
         spec = replace(spec, resolution=resolution)
     if spec.random is not None:

@@ -1,6 +1,7 @@
 """Stable Diffusion configurations: the real SD-1.4 UNet / VAE / text-encoder configs (random
-weights for benchmarks), the tiny test configs, the DDIM scheduler settings and the named
-variants (``sd-v1-4``, ``sd-tiny``, ``sd-v1-4-random``).  DiffusionSeg (Ma et al. 2023), Sec. 4.1."""
+weights for benchmarks), the tiny test configs, the DDIM scheduler settings.  The named variants
+(``sd-v1-4``, ``sd-tiny``, ``sd-v1-4-random``) are feature-extractor registry entries
+(:mod:`odbench.features.specs`).  DiffusionSeg (Ma et al. 2023), Sec. 4.1."""
 
 from __future__ import annotations
 
@@ -112,49 +113,21 @@ TINY_TEXT_CONFIG: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """A named backbone variant (the ``--backbone NAME`` of every diffusion command)."""
+    """What a loaded backbone is (its identity in results): a registered sd extractor's
+    entry (:mod:`odbench.features.specs`, the one table of names), a diffusers repo id or a
+    local folder."""
 
     name: str
     repo_id: str | None  # None: built from configs in code (random weights), see ``random``
     revision: str | None
     resolution: int
     size: str
-    description: str
-    random: str | None = None  # key of RANDOM_CONFIGS for the random-weight variants
+    random: str | None = None  # "tiny" or "full": the key of RANDOM_CONFIGS
 
 
-BACKBONES: dict[str, BackboneSpec] = {
-    "sd-v1-4": BackboneSpec(
-        "sd-v1-4",
-        "CompVis/stable-diffusion-v1-4",
-        "133a221b8aa7292a167afc5127cb63fb5005638b",
-        512,
-        "~4.3 GB (fp32 safetensors: unet 3.4 GB, vae 0.33 GB, text encoder 0.49 GB)",
-        "Stable Diffusion v1.4 (the paper's backbone)",
-    ),
-    "sd-tiny": BackboneSpec(
-        "sd-tiny",
-        None,
-        None,
-        64,
-        "0 (built in code)",
-        "tiny random SD (tests/CI): UNet (32, 64), 2-layer CLIP text model, 2-block VAE, "
-        "real CLIP tokenizer",
-        random="tiny",
-    ),
-    "sd-v1-4-random": BackboneSpec(
-        "sd-v1-4-random",
-        None,
-        None,
-        512,
-        "0 (built in code)",
-        "SD-1.4 architecture (real configs) with random weights: speed/memory benchmarks only",
-        random="sd14",
-    ),
-}
-
-#: (unet, vae, text encoder) configurations of the random-weight variants.
+#: (unet, vae, text encoder) configurations of the random-weight variants, by the ``random``
+#: of their registry entry.
 RANDOM_CONFIGS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     "tiny": (TINY_UNET_CONFIG, TINY_VAE_CONFIG, TINY_TEXT_CONFIG),
-    "sd14": (SD14_UNET_CONFIG, SD14_VAE_CONFIG, SD14_TEXT_CONFIG),
+    "full": (SD14_UNET_CONFIG, SD14_VAE_CONFIG, SD14_TEXT_CONFIG),
 }

@@ -16,7 +16,14 @@ from typing import Any
 from odbench.features.base import FeatureExtractor
 from odbench.features.specs import ExtractorSpec
 
-__all__ = ["ExtractorSpec", "FeatureExtractor", "extractor_spec", "load_extractor"]
+__all__ = [
+    "ExtractorSpec",
+    "FeatureExtractor",
+    "extractor_spec",
+    "extractors_of",
+    "load_extractor",
+    "tiny_extractor",
+]
 
 
 def extractor_spec(name: str) -> ExtractorSpec:
@@ -26,11 +33,33 @@ def extractor_spec(name: str) -> ExtractorSpec:
     return FEATURES.get(name)  # type: ignore[no-any-return]
 
 
+def extractors_of(*families: str) -> list[str]:
+    """The registered extractor names of ``families`` (sorted; imports no extractor code)."""
+    from odbench.registry import FEATURES
+
+    return [n for n in FEATURES.names() if FEATURES.get(n).family in families]
+
+
+def tiny_extractor(family: str) -> str:
+    """The tiny random extractor of ``family`` (``"dino"`` -> ``dino-tiny``): what tests and
+    smoke runs use in place of the family's published extractors."""
+    from odbench.registry import FEATURES
+
+    tiny = [n for n in extractors_of(family) if FEATURES.get(n).random == "tiny"]
+    if len(tiny) != 1:
+        raise LookupError(
+            f"extractor family {family!r} has {len(tiny)} tiny extractors ({', '.join(tiny)}); "
+            "register exactly one with random='tiny'"
+        )
+    return tiny[0]
+
+
 def load_extractor(name: str, *, device: Any = "cpu", **options: Any) -> FeatureExtractor:
     """Build the registered extractor ``name`` on ``device``.  ``options`` are the family's
-    (e.g. ``prior=False`` for sd, ``weights="field"`` for dino-vits8, ``checkpoint=PATH``)."""
+    (e.g. ``prior=False`` for sd, ``weights="field"`` for dino-vits8, ``checkpoint=PATH``);
+    they override the spec's own ``options`` (``sd-tiny``: ``num_steps=2``)."""
     from odbench.registry import import_target
 
     spec = extractor_spec(name)
     builder = import_target(spec.builder)
-    return builder(spec, device=str(device), **options)  # type: ignore[no-any-return]
+    return builder(spec, device=str(device), **(spec.options | options))  # type: ignore[no-any-return]

@@ -76,8 +76,9 @@ class AttentionEvidence:
 
 
 def build(spec: ExtractorSpec, *, device: str = "cpu", **options: Any) -> SDExtractor:
-    """Options (defaults :data:`DEFAULTS`): ``prior``, ``num_steps``, ``prompt_template``,
-    ``dtype``, ``clip_model``, ``clip_pretrained``."""
+    """Options (defaults :data:`DEFAULTS`; :func:`odbench.features.load_extractor` passes the
+    spec's ``options`` under the caller's, so ``sd-tiny`` inverts with 2 steps): ``prior``,
+    ``num_steps``, ``prompt_template``, ``dtype``, ``clip_model``, ``clip_pretrained``."""
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
         raise TypeError(
@@ -128,7 +129,7 @@ class SDExtractor(FeatureExtractor):
     # -- shared frozen models
     @property
     def backbone(self) -> Any:
-        return shared_backbone(str(self.spec.config["backbone"]), str(self.device), self.dtype_name)
+        return shared_backbone(self.spec.name, str(self.device), self.dtype_name)
 
     @property
     def prior(self) -> Any:

@@ -1,8 +1,15 @@
 """The registered feature extractors, as data (no torch here: ``odbench list features`` reads it).
 
-Every published extractor has a tiny random variant (tests: seconds on CPU, no download) and a
-full-size random variant (``-random``: speed and memory benchmarks only).  The builders live in
-:mod:`odbench.features.sd`, :mod:`odbench.features.vit` and :mod:`odbench.features.clip`.
+This is the one table of extractor names: ``--features``, ``--backbone`` and
+:func:`odbench.backbones.diffusion.load_backbone` all resolve names here.  Each entry has a
+``family`` (:data:`FAMILIES`: the decoder cards' ``[model] family``, e.g. ``dino-vits8`` ->
+``dino``).  Every family has one tiny random variant (``random="tiny"``: tests and smoke runs,
+seconds on CPU, no download; it carries its own small ``resolution`` and ``options``, e.g. two
+DDIM steps for ``sd-tiny``) and each published extractor a full-size random variant
+(``-random``: speed and memory benchmarks only).  Variants are registry names of their own,
+not suffixes parsed anywhere: the family and the tiny variant are fields, see
+:func:`odbench.features.tiny_extractor`.  The builders live in :mod:`odbench.features.sd`,
+:mod:`odbench.features.vit` and :mod:`odbench.features.clip`.
 """
 
 from __future__ import annotations
@@ -17,17 +24,36 @@ DINO_S8_FIELD_URL = (
 MOCO_V3_B16_URL = "https://dl.fbaipublicfiles.com/moco-v3/vit-b-300ep/vit-b-300ep.pth.tar"
 
 
+#: Extractor families: the ``[model] family`` of the decoder cards (``odbench train --features``).
+FAMILIES: dict[str, str] = {
+    "sd": "Stable Diffusion (DDIM-inversion features)",
+    "dino": "DINO ViTs (timm)",
+    "moco": "MoCo v3 ViTs (timm)",
+    "clip": "OpenAI CLIP ViTs (open_clip)",
+}
+#: The families built on timm ViTs (:class:`odbench.features.vit.ViTExtractor`: patch keys).
+VIT_FAMILIES = ("dino", "moco")
+
+
 @dataclass(frozen=True)
 class ExtractorSpec:
-    """One registry entry.  ``config`` is family-specific (timm architecture, weights source,
-    random seed ...); ``random`` is None for published weights, "tiny" or "full" otherwise."""
+    """One registry entry.  ``config`` is family-specific (timm architecture, weights source;
+    for sd the hub repo, revision and download size); ``random`` is None for published weights,
+    "tiny" or "full" otherwise.
+
+    ``resolution``: the image side runs on this extractor default to (``odbench train``; None:
+    the decoder card's); for sd also the side the backbone resizes images to for attention.
+    ``options``: builder options that replace the family's defaults.  A tiny extractor sets both
+    small, so smoke runs take seconds (see the module docstring)."""
 
     name: str
-    family: str  # "sd", "vit" (DINO / MoCo v3 through timm) or "clip"
+    family: str  # a key of FAMILIES
     description: str
     builder: str  # "module:function" taking (spec, device=..., **options)
     config: dict[str, Any] = field(default_factory=dict)
     random: str | None = None
+    resolution: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 _SD = "odbench.features.sd:build"
@@ -36,10 +62,10 @@ _CLIP = "odbench.features.clip:build"
 
 
 def _vit(name: str, arch: str, hub: str, description: str, **extra: Any) -> list[ExtractorSpec]:
-    real = ExtractorSpec(name, "vit", description, _VIT, {"arch": arch, "hub": hub, **extra})
+    real = ExtractorSpec(name, "dino", description, _VIT, {"arch": arch, "hub": hub, **extra})
     rnd = ExtractorSpec(
         f"{name}-random",
-        "vit",
+        "dino",
         f"{arch} with seeded random weights (benchmarks only)",
         _VIT,
         {"arch": arch, **extra},
@@ -58,23 +84,33 @@ SPECS: tuple[ExtractorSpec, ...] = (
         "Stable Diffusion v1.4: DDIM inversion under the CLIP-classified prompt, the six "
         "SpatialTransformer outputs averaged over the reverse steps (DiffusionSeg Eq. 8)",
         _SD,
-        {"backbone": "sd-v1-4"},
+        {
+            "repo_id": "CompVis/stable-diffusion-v1-4",
+            "revision": "133a221b8aa7292a167afc5127cb63fb5005638b",
+            "size": "~4.3 GB (fp32 safetensors: unet 3.4 GB, vae 0.33 GB, text encoder 0.49 GB)",
+        },
+        resolution=512,
     ),
     ExtractorSpec(
         "sd-v1-4-random",
         "sd",
-        "SD-1.4 architecture with random weights and a random CLIP prior (benchmarks only)",
+        "SD-1.4 architecture (real configs) with random weights and a random CLIP prior "
+        "(benchmarks only)",
         _SD,
-        {"backbone": "sd-v1-4-random"},
+        {"size": "0 (built in code)"},
         random="full",
+        resolution=512,
     ),
     ExtractorSpec(
         "sd-tiny",
         "sd",
-        "tiny random SD + tiny random CLIP prior (tests)",
+        "tiny random SD (UNet (32, 64), 2-layer CLIP text model, 2-block VAE, real CLIP "
+        "tokenizer) + tiny random CLIP prior; 64 px, T = 2 (tests, smoke runs)",
         _SD,
-        {"backbone": "sd-tiny"},
+        {"size": "0 (built in code)"},
         random="tiny",
+        resolution=64,
+        options={"num_steps": 2},
     ),
     *_vit(
         "dino-vits16",
@@ -98,22 +134,23 @@ SPECS: tuple[ExtractorSpec, ...] = (
     ),
     ExtractorSpec(
         "dino-tiny",
-        "vit",
-        "tiny random ViT/16 (2 blocks, 48 wide) with DINO preprocessing (tests)",
+        "dino",
+        "tiny random ViT/16 (2 blocks, 48 wide) with DINO preprocessing; 64 px (tests, smoke runs)",
         _VIT,
         {"tiny": TINY_VIT},
         random="tiny",
+        resolution=64,
     ),
     ExtractorSpec(
         "moco-v3-vitb16",
-        "vit",
+        "moco",
         "MoCo v3 ViT-B/16 (official vit-b-300ep.pth.tar in timm vit_base_patch16_224)",
         _VIT,
         {"arch": "vit_base_patch16_224", "url": MOCO_V3_B16_URL, "moco_heads": 12},
     ),
     ExtractorSpec(
         "moco-v3-vitb16-random",
-        "vit",
+        "moco",
         "vit_base_patch16_224 with seeded random weights (benchmarks only)",
         _VIT,
         {"arch": "vit_base_patch16_224", "moco_heads": 12},
@@ -121,11 +158,13 @@ SPECS: tuple[ExtractorSpec, ...] = (
     ),
     ExtractorSpec(
         "moco-tiny",
-        "vit",
-        "tiny random ViT/16 loaded through the MoCo v3 checkpoint conversion (tests)",
+        "moco",
+        "tiny random ViT/16 loaded through the MoCo v3 checkpoint conversion; 64 px (tests, "
+        "smoke runs)",
         _VIT,
         {"tiny": TINY_VIT, "moco_heads": 3},
         random="tiny",
+        resolution=64,
     ),
     ExtractorSpec(
         "clip-vitb16",
@@ -149,9 +188,10 @@ SPECS: tuple[ExtractorSpec, ...] = (
     ExtractorSpec(
         "clip-tiny",
         "clip",
-        "tiny random open_clip CLIP (2 layers, 64 wide, patch 8) (tests)",
+        "tiny random open_clip CLIP (2 layers, 64 wide, patch 8); 64 px (tests, smoke runs)",
         _CLIP,
         {"model": "tiny"},
         random="tiny",
+        resolution=64,
     ),
 )

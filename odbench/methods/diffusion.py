@@ -164,14 +164,15 @@ class DiffusionMethod(Method):
 
     def __init__(self, card: Any = None, device: str = "cpu", **overrides: Any) -> None:
         from odbench.cards import CardError
-        from odbench.features import extractor_spec
+        from odbench.features import extractor_spec, extractors_of
 
         super().__init__(card, device, **overrides)
         name = str(self.hparams["backbone"])
         if extractor_spec(name).family != "sd":
             where = card.path if card is not None else type(self).__name__
             raise CardError(
-                f"{where}: backbone {name!r} is not a diffusion extractor; use sd-v1-4 or sd-tiny"
+                f"{where}: backbone {name!r} is not a diffusion extractor; use one of "
+                + ", ".join(extractors_of("sd"))
             )
         self._extractor: Any = None
 

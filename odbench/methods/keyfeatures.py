@@ -71,14 +71,16 @@ class KeyFeatureMethod(Method):
 
     def __init__(self, card: Any = None, device: str = "cpu", **overrides: Any) -> None:
         from odbench.cards import CardError
-        from odbench.features import extractor_spec
+        from odbench.features import extractor_spec, extractors_of
+        from odbench.features.specs import VIT_FAMILIES
 
         super().__init__(card, device, **overrides)
         name = str(self.hparams["backbone"])
-        if extractor_spec(name).family != "vit":
+        if extractor_spec(name).family not in VIT_FAMILIES:
+            where = card.path if card is not None else type(self).__name__
             raise CardError(
-                f"{card.path if card is not None else type(self).__name__}: backbone {name!r} is not a ViT extractor; "
-                "use dino-vits16, dino-vits8, dino-vitb8, moco-v3-vitb16 or dino-tiny"
+                f"{where}: backbone {name!r} is not a ViT extractor; use one of "
+                + ", ".join(extractors_of(*VIT_FAMILIES))
             )
 
     def extractor(self) -> Any:

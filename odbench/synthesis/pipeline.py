@@ -280,7 +280,7 @@ class Synthesizer:
             if not set(self.source.classes) <= set(groups.groups):  # own labels: own classifier
                 names = tuple(self.source.classes)
                 groups = CoarseGroups(names, names)
-            if self.backbone.spec.name == "sd-tiny":
+            if self.backbone.spec.random == "tiny":
                 self.prior = ClipPrior.tiny(device=self.opts.device, groups=groups)
             else:
                 from odbench.backbones.diffusion import WeightsNotFoundError
