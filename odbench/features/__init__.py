@@ -43,11 +43,12 @@ def extractors_of(*families: str) -> list[str]:
 def tiny_extractor(family: str) -> str:
     """The tiny random extractor of ``family`` (``"dino"`` -> ``dino-tiny``): what tests and
     smoke runs use in place of the family's published extractors."""
+    from odbench.errors import OdbenchError
     from odbench.registry import FEATURES
 
     tiny = [n for n in extractors_of(family) if FEATURES.get(n).random == "tiny"]
     if len(tiny) != 1:
-        raise LookupError(
+        raise OdbenchError(
             f"extractor family {family!r} has {len(tiny)} tiny extractors ({', '.join(tiny)}); "
             "register exactly one with random='tiny'"
         )
