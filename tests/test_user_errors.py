@@ -143,3 +143,11 @@ def test_cache_clear_names_an_unknown_method(tmp_path: Path) -> None:
         main, ["cache", "clear", "--method", "wctr", "--cache-dir", str(tmp_path)]
     )
     assert result.exit_code == 0 and "removed 0 folder(s)" in result.output
+
+
+def test_synth_bad_shard_is_one_line(tmp_path: Path) -> None:
+    """A ShardError is an OdbenchError like every other: one line (was click's usage + Error)."""
+    out = tmp_path / "syn"
+    line = _one_error_line(["synth", "--n", "1", "--out", str(out), "--shard", "2/2", *TINY_SYNTH])
+    assert "--shard '2/2'" in line and "counted from 0" in line
+    assert not out.exists()

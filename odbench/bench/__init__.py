@@ -8,19 +8,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import click
-
+from odbench.commands import options
 from odbench.errors import UserError
 
 #: The shared real data beside a source checkout (``../shared/data``), when present.
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 #: ``--data-root`` of the benchmarks that read real images.
-data_root_option = click.option(
-    "--data-root",
-    type=click.Path(path_type=Path),
-    default=None,
-    help=f"Data root holding ECSSD/ (default: $ODBENCH_DATA, else {SHARED_DATA}).",
+data_root_option = options.data_root(
+    f"Data root holding ECSSD/ (default: $ODBENCH_DATA, else {SHARED_DATA})."
 )
 
 

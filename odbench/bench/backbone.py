@@ -34,6 +34,8 @@ from typing import Any
 
 import click
 
+from odbench.commands import options
+
 #: Dense fp16/bf16 tensor-core peak, TFLOP/s, by device-name substring (vendor data sheets).
 PEAK_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0}
 
@@ -201,7 +203,7 @@ def time_passes(bb: Any, batch: int, repeats: int) -> tuple[list[float], list[fl
 
 
 @click.command()
-@click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
+@options.device(default=None, help="cpu or cuda (default: cuda when available).")
 @click.option("--dtype", default=None, help="fp32 / fp16 / bf16 (default: fp32 cpu, bf16 cuda).")
 @click.option(
     "--resolution", type=int, default=None, help="Image side (default 256 cpu, 512 cuda)."
@@ -223,49 +225,45 @@ def cli(
     import torch
 
     from odbench.backbones.diffusion import load_backbone
-    from odbench.cli import user_errors
 
-    with user_errors():
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        cuda = device.startswith("cuda")
-        dtype = dtype or ("bf16" if cuda else "fp32")
-        resolution = resolution or (512 if cuda else 256)
-        steps = steps or (40 if cuda else 2)
-        sizes = [int(b) for b in (batches or ("1,4,16" if cuda else "1")).split(",")]
-        name = torch.cuda.get_device_name() if cuda else platform.processor() or "cpu"
-        click.echo(
-            f"device {device} ({name}), {dtype}, {resolution}² images, T={steps}, "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-        )
-        t0 = time.perf_counter()
-        bb = load_backbone("sd-v1-4-random", device=device, dtype=dtype, resolution=resolution)
-        click.echo(
-            f"built SD-1.4 architecture (random weights) in {time.perf_counter() - t0:.1f} s"
-        )
-        flops = count_flops(bb, 1)  # also the warm-up pass
-        click.echo(f"UNet pass at {resolution}², batch 1: {flops / 1e12:.3f} TFLOP")
-        rows = []
-        for b in sizes:
-            plain = measure(bb, b, steps, capture=False)
-            cap = measure(bb, b, steps, capture=True)
-            passes = time_passes(bb, b, repeats)
-            rows.append(_report(plain, cap, passes, flops, name, cuda))
-        if json_out:
-            from odbench.imageio import atomic_write_bytes
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = device.startswith("cuda")
+    dtype = dtype or ("bf16" if cuda else "fp32")
+    resolution = resolution or (512 if cuda else 256)
+    steps = steps or (40 if cuda else 2)
+    sizes = [int(b) for b in (batches or ("1,4,16" if cuda else "1")).split(",")]
+    name = torch.cuda.get_device_name() if cuda else platform.processor() or "cpu"
+    click.echo(
+        f"device {device} ({name}), {dtype}, {resolution}² images, T={steps}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    t0 = time.perf_counter()
+    bb = load_backbone("sd-v1-4-random", device=device, dtype=dtype, resolution=resolution)
+    click.echo(f"built SD-1.4 architecture (random weights) in {time.perf_counter() - t0:.1f} s")
+    flops = count_flops(bb, 1)  # also the warm-up pass
+    click.echo(f"UNet pass at {resolution}², batch 1: {flops / 1e12:.3f} TFLOP")
+    rows = []
+    for b in sizes:
+        plain = measure(bb, b, steps, capture=False)
+        cap = measure(bb, b, steps, capture=True)
+        passes = time_passes(bb, b, repeats)
+        rows.append(_report(plain, cap, passes, flops, name, cuda))
+    if json_out:
+        from odbench.imageio import atomic_write_bytes
 
-            doc = {
-                "benchmark": "backbone",
-                "device": device,
-                "device_name": name,
-                "dtype": dtype,
-                "resolution": resolution,
-                "steps": steps,
-                "flops_per_pass": flops,
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),
-                "rows": rows,
-            }
-            atomic_write_bytes(Path(json_out), (json.dumps(doc, indent=1) + "\n").encode())
+        doc = {
+            "benchmark": "backbone",
+            "device": device,
+            "device_name": name,
+            "dtype": dtype,
+            "resolution": resolution,
+            "steps": steps,
+            "flops_per_pass": flops,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "rows": rows,
+        }
+        atomic_write_bytes(Path(json_out), (json.dumps(doc, indent=1) + "\n").encode())
 
 
 def _report(

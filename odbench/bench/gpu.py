@@ -30,6 +30,8 @@ from typing import Any
 
 import click
 
+from odbench.commands import options
+
 #: The frozen extractors measured, full-size (GPU) and tiny (dry run).
 EXTRACTORS = {
     "full": [
@@ -257,7 +259,7 @@ def run(dry_run: bool, device: str | None, out: Path | None) -> Path | None:
 
 @click.command()
 @click.option("--dry-run", is_flag=True, help="Every step on the CPU with tiny models (< 3 min).")
-@click.option("--device", default=None, help="CUDA device (default cuda).")
+@options.device(default=None, help="CUDA device (default cuda).")
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),

@@ -42,6 +42,7 @@ import click
 import numpy as np
 
 from odbench.bench import data_root_option, ecssd_images, one_thread
+from odbench.commands import options
 
 
 def random_pairs(n: int, shape: tuple[int, int], seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -324,9 +325,7 @@ def shared_gt(gts: list[np.ndarray], n_methods: int, workers: int, repeat: int, 
 @click.option("--seed", default=0, show_default=True)
 @data_root_option
 @click.option("--synthetic", is_flag=True, help="Ellipse masks instead of real ECSSD masks.")
-@click.option(
-    "--workers", type=int, default=None, help="score's --workers (default: the cores available)."
-)
+@options.workers("score's --workers (default: the cores available).")
 @click.option(
     "--repeat",
     default=3,

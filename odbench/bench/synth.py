@@ -29,6 +29,8 @@ from typing import Any
 
 import click
 
+from odbench.commands import options
+
 TARGET_PAIRS_PER_S = 1.5  # one H100/H200, bf16, 512², T = 40, guidance
 
 
@@ -41,7 +43,7 @@ def _timed(fn: Any, sync: Any) -> float:
 
 
 @click.command()
-@click.option("--device", default="auto", show_default=True)
+@options.device()
 @click.option("--resolution", type=int, default=None, help="Image side (CPU 256, CUDA 512).")
 @click.option("--steps", type=int, default=None, help="DDIM steps T (CPU 2, CUDA 40).")
 @click.option("--n", "n", type=int, default=None, help="Pairs to make (CPU 2, CUDA 32).")

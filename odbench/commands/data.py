@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
-from odbench.cli import UserError, user_errors
-
-_ROOT_HELP = "Data root (default: $ODBENCH_DATA, else the user cache dir)."
+from odbench.commands import options
+from odbench.errors import UserError
 
 
 def _card(name: str):  # type: ignore[no-untyped-def]
@@ -27,7 +26,7 @@ def data() -> None:
 
 
 @data.command("list")
-@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), help=_ROOT_HELP)
+@options.data_root()
 def list_cmd(data_root: Path | None) -> None:
     """Datasets with their size and whether they are present under the data root."""
     from odbench.cards import dataset_cards
@@ -35,25 +34,24 @@ def list_cmd(data_root: Path | None) -> None:
     from odbench.data.locate import candidate_folders
     from odbench.data.paths import resolve_data_root
 
-    with user_errors():
-        root = resolve_data_root(data_root)
-        click.echo(f"data root: {root}")
-        for card in dataset_cards().values():
-            if not card.raw.get("layout"):
-                status = "generated" if card.name == "toy" else "give a path"
+    root = resolve_data_root(data_root)
+    click.echo(f"data root: {root}")
+    for card in dataset_cards().values():
+        if not card.raw.get("layout"):
+            status = "generated" if card.name == "toy" else "give a path"
+        else:
+            present = [f for f in candidate_folders(card, root)[:-1] if f.is_dir()]
+            if present:
+                status = f"present: {present[0]}"
             else:
-                present = [f for f in candidate_folders(card, root)[:-1] if f.is_dir()]
-                if present:
-                    status = f"present: {present[0]}"
-                else:
-                    status = "absent (download)" if file_specs(card) else "absent"
-            count = f"{card.count:,}" if card.count else "-"
-            click.echo(f"{card.name:<10} {count:>7}  {'+'.join(card.task):<23} {status}")
+                status = "absent (download)" if file_specs(card) else "absent"
+        count = f"{card.count:,}" if card.count else "-"
+        click.echo(f"{card.name:<10} {count:>7}  {'+'.join(card.task):<23} {status}")
 
 
 @data.command("download")
 @click.argument("name")
-@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), help=_ROOT_HELP)
+@options.data_root()
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def download_cmd(name: str, data_root: Path | None, quiet: bool) -> None:
     """Fetch, verify and extract NAME (nothing happens if it is already present)."""
@@ -61,19 +59,18 @@ def download_cmd(name: str, data_root: Path | None, quiet: bool) -> None:
     from odbench.data.verify import dataset_location
     from odbench.registry import DATASETS
 
-    with user_errors():
-        card = _card(name)
-        if not file_specs(card):
-            raise UserError(f"{card.name}: nothing to download (generated or user-provided data)")
-        ds = DATASETS.get(card.name).from_card(
-            card, data_root=data_root, download=True, progressbar=not quiet
-        )
-        click.echo(f"{card.name}: {len(ds)} samples at {dataset_location(ds)}")
+    card = _card(name)
+    if not file_specs(card):
+        raise UserError(f"{card.name}: nothing to download (generated or user-provided data)")
+    ds = DATASETS.get(card.name).from_card(
+        card, data_root=data_root, download=True, progressbar=not quiet
+    )
+    click.echo(f"{card.name}: {len(ds)} samples at {dataset_location(ds)}")
 
 
 @data.command("verify")
 @click.argument("name")
-@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), help=_ROOT_HELP)
+@options.data_root()
 @click.option(
     "--path",
     "path",
@@ -86,10 +83,9 @@ def verify_cmd(name: str, data_root: Path | None, path: Path | None, limit: int 
     """Check counts, that every image has its GT, and that every file reads; exit 1 on problems."""
     from odbench.data.verify import verify_dataset
 
-    with user_errors():
-        card = _card(name)
-        kwargs = {"path": path} if path is not None else {}
-        report = verify_dataset(card, data_root=data_root, limit=limit, **kwargs)
+    card = _card(name)
+    kwargs = {"path": path} if path is not None else {}
+    report = verify_dataset(card, data_root=data_root, limit=limit, **kwargs)
     for line in report.lines():
         click.echo(line)
     if not report.ok:
@@ -98,11 +94,10 @@ def verify_cmd(name: str, data_root: Path | None, path: Path | None, limit: int 
 
 @data.command("path")
 @click.argument("name")
-@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), help=_ROOT_HELP)
+@options.data_root()
 def path_cmd(name: str, data_root: Path | None) -> None:
     """Print the folder where NAME is found (error if absent; nothing is downloaded)."""
     from odbench.data.verify import dataset_location, open_existing
 
-    with user_errors():
-        ds = open_existing(_card(name), data_root)
-        click.echo(dataset_location(ds))
+    ds = open_existing(_card(name), data_root)
+    click.echo(dataset_location(ds))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from odbench.cli import UserError
+from odbench.commands import options
 
 
 @click.command("reproduce")
@@ -20,31 +20,18 @@ from odbench.cli import UserError
 @click.option(
     "--out", type=click.Path(path_type=Path), required=True, help="Folder (resumed if it exists)."
 )
-@click.option(
-    "--data-root", type=click.Path(path_type=Path), default=None, help="Where the benchmarks live."
-)
-@click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    help="auto (CUDA when torch sees one), cpu, cuda:N.",
-)
+@options.data_root()
+@options.device()
 def reproduce_cmd(method: str, scale: str, out: Path, data_root: Path | None, device: str) -> None:
     """Synthesize -> train -> evaluate on the benchmarks present -> leaderboard beside the paper.
 
     Every stage resumes: run the same command again after an interruption."""
-    from odbench.commands.evaluate import format_metrics, run_errors
-    from odbench.reproduce import ReproduceError, reproduce
-    from odbench.synthesis.pipeline import OptionError
-    from odbench.synthesis.store import SynthStoreError
+    from odbench.commands.evaluate import format_metrics
+    from odbench.reproduce import reproduce
 
-    with run_errors():
-        try:
-            rep = reproduce(
-                scale, out, data_root=data_root, device=device, show_progress=True, echo=click.echo
-            )
-        except (ReproduceError, OptionError, SynthStoreError) as e:
-            raise UserError(str(e)) from e
+    rep = reproduce(
+        scale, out, data_root=data_root, device=device, show_progress=True, echo=click.echo
+    )
     for name, metrics in rep.evaluated.items():
         for line in format_metrics(metrics):
             click.echo(f"{name:10s} {line}")

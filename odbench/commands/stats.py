@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from odbench.cli import UserError, user_errors
+from odbench.commands import options
+from odbench.errors import UserError
 
 
 def open_dataset(arg: str, data_root: Path | None) -> Any:
@@ -66,12 +67,7 @@ def _check_sizes(ds: Any, name: str, ids: list[str], on_mismatch: str) -> list[s
 @click.option(
     "--vs", "versus", default=None, help="A second dataset (name or folder) to compare with."
 )
-@click.option(
-    "--data-root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Data root (default: $ODBENCH_DATA, else the user cache dir).",
-)
+@options.data_root()
 @click.option(
     "--out",
     "out_dir",
@@ -93,12 +89,8 @@ def _check_sizes(ds: Any, name: str, ids: list[str], on_mismatch: str) -> list[s
     help="At most this many shapes (seeded subset) for shape diversity SD.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--on-mismatch",
-    type=click.Choice(["error", "skip"]),
-    default="error",
-    show_default=True,
-    help="Images whose mask has another size: refuse (listing them all), or leave them out.",
+@options.on_mismatch(
+    "Images whose mask has another size: refuse (listing them all), or leave them out."
 )
 def stats(
     dataset: str,
@@ -117,49 +109,48 @@ def stats(
     from odbench.data.stats import collect, markdown_report, write_outputs
     from odbench.imageio import read_warnings
 
-    with user_errors():
-        if out_dir is not None:  # before reading anything: one line, nothing written
-            from odbench.outputs import check_output_folder
+    if out_dir is not None:  # before reading anything: one line, nothing written
+        from odbench.outputs import check_output_folder
 
-            check_output_folder(out_dir, "--out")
-        t0 = time.perf_counter()
-        datasets = [open_dataset(dataset, data_root)]
-        names = [datasets[0].name]
-        if versus is not None:
-            datasets.append(open_dataset(versus, data_root))
-            names.append(datasets[1].name if datasets[1].name != names[0] else f"{names[0]}-2")
-        results = []
-        # The bar goes to stderr (stdout carries the report, so it may be redirected to a file)
-        # and is removed when done; warnings (0/1 masks, RGB masks) follow as lines.
-        with read_warnings() as notes:
-            for ds, name in zip(datasets, names):
-                ids = subset(ds.ids(), limit, seed)
-                ids = _check_sizes(ds, name, ids, on_mismatch)
-                samples = (ds.load(i) for i in ids)
-                bar = track(
-                    samples,
-                    total=len(ids),
-                    description=f"{name}: reading masks",
-                    transient=True,
-                    console=Console(stderr=True),
-                )
-                results.append(collect(name, bar))
-        for line in notes:
-            click.echo(f"warning: {line}", err=True)
-        info: dict[str, Any] = {
-            "datasets": ", ".join(f"{r.name} ({len(r.records)} masks)" for r in results),
-            "data root": str(data_root) if data_root else "default",
-            "limit": limit if limit is not None else "all",
-            "seed": seed,
-        }
-        if out_dir is not None:
-            written = write_outputs(results, out_dir, info, sd_shapes=sd_shapes, seed=seed)
-            summaries = written["summaries"]
-            click.echo(markdown_report(summaries, [], info).split("## Definitions")[0].rstrip())
-            click.echo(
-                f"\nwrote {', '.join(written['files'])} and per-mask CSVs to {out_dir} "
-                f"({time.perf_counter() - t0:.1f} s)"
+        check_output_folder(out_dir, "--out")
+    t0 = time.perf_counter()
+    datasets = [open_dataset(dataset, data_root)]
+    names = [datasets[0].name]
+    if versus is not None:
+        datasets.append(open_dataset(versus, data_root))
+        names.append(datasets[1].name if datasets[1].name != names[0] else f"{names[0]}-2")
+    results = []
+    # The bar goes to stderr (stdout carries the report, so it may be redirected to a file)
+    # and is removed when done; warnings (0/1 masks, RGB masks) follow as lines.
+    with read_warnings() as notes:
+        for ds, name in zip(datasets, names):
+            ids = subset(ds.ids(), limit, seed)
+            ids = _check_sizes(ds, name, ids, on_mismatch)
+            samples = (ds.load(i) for i in ids)
+            bar = track(
+                samples,
+                total=len(ids),
+                description=f"{name}: reading masks",
+                transient=True,
+                console=Console(stderr=True),
             )
-        else:
-            summaries = [r.summary(sd_shapes=sd_shapes, seed=seed) for r in results]
-            click.echo(markdown_report(summaries, [], info).split("## Definitions")[0].rstrip())
+            results.append(collect(name, bar))
+    for line in notes:
+        click.echo(f"warning: {line}", err=True)
+    info: dict[str, Any] = {
+        "datasets": ", ".join(f"{r.name} ({len(r.records)} masks)" for r in results),
+        "data root": str(data_root) if data_root else "default",
+        "limit": limit if limit is not None else "all",
+        "seed": seed,
+    }
+    if out_dir is not None:
+        written = write_outputs(results, out_dir, info, sd_shapes=sd_shapes, seed=seed)
+        summaries = written["summaries"]
+        click.echo(markdown_report(summaries, [], info).split("## Definitions")[0].rstrip())
+        click.echo(
+            f"\nwrote {', '.join(written['files'])} and per-mask CSVs to {out_dir} "
+            f"({time.perf_counter() - t0:.1f} s)"
+        )
+    else:
+        summaries = [r.summary(sd_shapes=sd_shapes, seed=seed) for r in results]
+        click.echo(markdown_report(summaries, [], info).split("## Definitions")[0].rstrip())

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from odbench.cli import UserError, user_errors
+from odbench.commands import options
+from odbench.errors import UserError
 
 
 def _shard(value: str | None) -> tuple[int, int] | None:
@@ -16,22 +17,10 @@ def _shard(value: str | None) -> tuple[int, int] | None:
     every sharded command: shard I takes the indices I, I + N, I + 2N, ...)."""
     if value is None:
         return None
-    from odbench.distributed import Shard, ShardError
+    from odbench.distributed import Shard
 
-    try:
-        shard = Shard.parse(value)
-    except ShardError as e:
-        raise click.BadParameter(str(e)) from None
+    shard = Shard.parse(value)
     return shard.index, shard.count
-
-
-def _errors() -> tuple[type[Exception], ...]:
-    """The synthesis errors a user must fix (bad files, options or output folders)."""
-    from odbench.synthesis.pipeline import OptionError
-    from odbench.synthesis.prompts import PromptError
-    from odbench.synthesis.store import SynthStoreError
-
-    return (OptionError, PromptError, SynthStoreError)
 
 
 @click.group("synth", invoke_without_command=True)
@@ -70,18 +59,15 @@ def _errors() -> tuple[type[Exception], ...]:
     default=None,
     help="Prompts per UNet batch (card default).",
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@options.device()
 @click.option(
     "--dtype",
     type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
     default="auto",
     show_default=True,
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    default=None,
-    help="AttentionCut worker threads (card default; 0 = inline).",
+@options.workers(
+    "AttentionCut worker threads (card default; 0 = inline).", type=click.IntRange(min=0)
 )
 @click.option("--shard", default=None, help="I/N: make the samples with index = I mod N.")
 @click.option(
@@ -137,29 +123,26 @@ def synth(
     from odbench.synthesis.pipeline import SynthOptions, synthesize
 
     world = detect_world(device)  # accelerate launch / torchrun: one GPU and part each
-    with user_errors():
-        try:
-            opts = SynthOptions(
-                n=n,
-                seed=seed,
-                backbone=backbone,
-                classes=classes,
-                prompts=prompts,
-                filter=filter_,
-                batch_size=batch_size,
-                device=world.device(device),
-                dtype=dtype,
-                workers=workers,
-                shard=_shard(shard),
-                num_steps=num_steps,
-                guidance=guidance,
-                resolution=resolution,
-            )
-            summary = synthesize(opts, out, world=world)
-        except _errors() as e:
-            raise UserError(str(e)) from e
-        finally:
-            world.close()
+    try:
+        opts = SynthOptions(
+            n=n,
+            seed=seed,
+            backbone=backbone,
+            classes=classes,
+            prompts=prompts,
+            filter=filter_,
+            batch_size=batch_size,
+            device=world.device(device),
+            dtype=dtype,
+            workers=workers,
+            shard=_shard(shard),
+            num_steps=num_steps,
+            guidance=guidance,
+            resolution=resolution,
+        )
+        summary = synthesize(opts, out, world=world)
+    finally:
+        world.close()
     if not world.is_main:
         return
     if as_json:
@@ -191,11 +174,7 @@ def merge_cmd(folders: tuple[Path, ...], out: Path) -> None:
     float rounding of the images, which depends on a sample's place in its batch; README)."""
     from odbench.synthesis.store import merge
 
-    with user_errors():
-        try:
-            counts = merge(folders, out)
-        except _errors() as e:
-            raise UserError(str(e)) from e
+    counts = merge(folders, out)
     click.echo(
         f"{out}: merged {len(folders)} shards, {counts['kept']} kept of {counts['generated']}"
     )
