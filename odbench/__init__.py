@@ -1,11 +1,11 @@
 """odbench: benchmark and evaluation toolkit for unsupervised object discovery.
 
-Start here: :func:`evaluate` (the Python API), :mod:`odbench.metrics` (the metric core and
+Start here: :func:`evaluate` and :func:`score` (the Python API), :mod:`odbench.metrics` (the metric core and
 protocols), :mod:`odbench.registry` (methods, datasets, protocols by name),
 :mod:`odbench.methods.center_prior` (the smallest method plugin) and :mod:`odbench.data.toy`
 (the smallest dataset).  This module imports nothing heavy: ``odbench score`` must start without
 torch, and ``import odbench`` stays cheap (the runner is imported when :func:`evaluate` is
-called).
+called, the scoring library when :func:`score` is).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from odbench.results import RunResult
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "evaluate"]
+__all__ = ["__version__", "evaluate", "score"]
 
 
 def evaluate(
@@ -58,3 +58,26 @@ def evaluate(
     return run_eval(
         method, dataset, protocol, device=device, data_root=root, limit=limit, **options
     )
+
+
+def score(
+    pred_dir: str | Path,
+    gt_dir: str | Path,
+    *,
+    metrics: str = "basic",
+    protocol: str = "odbench",
+    **options: Any,
+) -> RunResult:
+    """Score saved prediction maps against GT masks matched by file stem, as ``odbench score``
+    does (the same numbers), without writing anything; torch is not imported.
+
+    ``metrics``: ``"basic"`` (Acc, IoU, maxFβ, MAE), ``"all"`` (the salient-object family
+    too) or names such as ``"s_measure,mae"``.  Returns a :class:`~odbench.results.RunResult`:
+    ``.metrics["saliency"]`` holds the values ``score --json`` prints, ``.records`` the
+    per-image scores, ``.dataset["skipped_ids"]`` the pairs left out.  ``options``:
+    ``method`` and ``dataset`` (the run's names; default: the folders'), ``subset_of_gt``,
+    ``on_mismatch`` (``"error"`` or ``"skip"``), ``workers``, ``show_progress``.  Unusable
+    inputs raise :class:`~odbench.scoring.ScoringError` (an :class:`~odbench.errors.OdbenchError`)."""
+    from odbench.scoring.folders import score_run
+
+    return score_run(pred_dir, gt_dir, metrics=metrics, protocol=protocol, **options)

@@ -445,62 +445,29 @@ def _store(
 ) -> tuple[Path, dict[str, Any]]:
     """Write one (method, dataset) pair's results JSON and records; returns the JSON's path and
     the metrics."""
-    from odbench.results import (
-        Records,
-        RunResult,
-        git_commit,
-        jsonable,
-        package_versions,
-        results_stem,
-        saliency_records,
-        sod_records,
-        utc_now,
-        write_results,
-    )
+    from odbench.results import results_stem, utc_now, write_results
+    from odbench.scoring.run import scored_run
 
     ids = tuple(i for i, _, _ in job.pairs)
     recorded_method, recorded_dataset = job.sources()
-    if metrics_set == "all":
-        records = Records(
-            ids,
-            saliency_records([r[0] for r in scored]),
-            sod=sod_records([r[1] for r in scored]),
-        )
-    else:
-        records = Records(ids, saliency_records(scored))
     when = utc_now()
-    run = RunResult(
-        method={
-            "name": job.method,
-            "card_sha256": None,
-            "hyperparameters": {},
-            "overrides": {},
-            **recorded_method,
-        },
-        dataset={
-            "name": job.dataset,
-            **recorded_dataset,
-            "limit": None,
-            "n_evaluated": len(ids),
-            **_card_size(job.dataset),
-        },
-        protocol={"name": proto.name, "definition": jsonable(proto.as_dict())},
-        tasks=["saliency"],
-        metrics={"saliency": meter.compute()},
-        date=when.isoformat(timespec="seconds"),
-        info={
+    run = scored_run(
+        {"name": job.method, **recorded_method},
+        {"name": job.dataset, **recorded_dataset, **_card_size(job.dataset)},
+        proto,
+        metrics_set,
+        meter.compute(),
+        ids,
+        scored,
+        {
             "source": "score --config",
             "config": str(Path(path).resolve()),
             "inputs_sha256": digest,
-            "metrics_set": metrics_set,
-            "device": "cpu",
             "wall_time_s": wall,
             "images_per_s": len(ids) / wall if wall > 0 else None,
             "methods_sharing_gt": n_methods,
-            "packages": package_versions(),
-            "git_commit": git_commit(),
         },
-        _records=records,
+        when,
     )
     stem = results_stem(job.method, job.dataset, proto.name, when)
     return write_results(run, Path(results_dir), stem), run.metrics["saliency"]

@@ -13,14 +13,19 @@ Python warnings: ``odbench score`` prints them as ``warning:`` lines
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from odbench.scoring import ScoringError
 from odbench.scoring.meters import make_meter
+
+if TYPE_CHECKING:
+    from odbench.results import RunResult
 
 MAX_NAMED = 5  # file names listed in one error line
 CHUNK = 16  # images per worker task at most (score_methods)
@@ -185,28 +190,32 @@ def _score_chunk(meters: list[Any], chunk: list[Item]) -> list[list[Any]]:
     return [_score_item(meters, item) for item in chunk]
 
 
-def score_folders(
+@dataclass
+class _Scored:
+    """A folder pair scored: the meter (sums added), the selection asked for, the ids scored
+    and their records in order, the GT masks without a prediction, the pairs left out for
+    their size, and the wall time."""
+
+    meter: Any
+    selection: Any
+    ids: list[str]
+    records: list[Any]
+    n_gt_skipped: int
+    skipped_ids: list[str]
+    wall_s: float
+
+
+def _score_pairs(
     pred_dir: Path,
     gt_dir: Path,
-    protocol: str = "odbench",
-    subset_of_gt: bool = False,
-    on_mismatch: str = "error",
-    metrics: str = "basic",
-    workers: int | None = None,
-    show_progress: bool = False,
-) -> dict[str, Any]:
-    """Score every prediction in ``pred_dir`` against the GT of the same stem in ``gt_dir``.
-
-    ``subset_of_gt``: GT masks without a prediction are left out (``n_gt_skipped`` in the
-    result) instead of being an error.  Sizes are checked for every pair before any scoring
-    (:mod:`odbench.metrics.sizes`): a mismatch is an error listing them all, or with
-    ``on_mismatch="skip"`` the pair is left out and its id listed in ``skipped_ids``.
-    ``metrics="all"`` adds the salient-object family (:mod:`odbench.metrics.sod`) and its
-    curves; a comma-separated list of names keeps only those metrics in the result
-    (:func:`odbench.metrics.selection.parse_metrics`).  Images are decoded and scored by
-    ``workers`` workers (default: the cores available; processes on Linux, threads elsewhere:
-    :func:`score_methods`); records are added in file order, so the result does not depend on
-    ``workers``."""
+    protocol: str,
+    subset_of_gt: bool,
+    on_mismatch: str,
+    metrics: str,
+    workers: int | None,
+    show_progress: bool,
+) -> _Scored:
+    """:func:`score_folders`' work (see there) before the result is shaped."""
     from odbench.imageio import ImageReadError, image_size
     from odbench.metrics.selection import parse_metrics
     from odbench.metrics.sizes import describe_mismatches, protocol_mismatches
@@ -236,7 +245,7 @@ def score_folders(
         line = describe_mismatches(mismatched, len(stems), "prediction")
         if on_mismatch != "skip":
             raise ScoringError(f"{pred_dir}: {line}; --on-mismatch skip scores the others")
-        warnings.warn(f"{pred_dir}: {line}; left out (--on-mismatch skip)", stacklevel=2)
+        warnings.warn(f"{pred_dir}: {line}; left out (--on-mismatch skip)", stacklevel=3)
     skipped = {m.id for m in mismatched}
     todo = [(s, preds[s], gts[s]) for s in stems if s not in skipped]
     if not todo:
@@ -244,9 +253,91 @@ def score_folders(
             f"{pred_dir}: every prediction differs in size from its GT mask, nothing left to "
             "score; check that --pred-dir and --gt-dir are the same dataset"
         )
-    score_files(todo, meter, workers, show_progress)
-    result = {**meter.compute(), "n_gt_skipped": len(no_pred), "skipped_ids": sorted(skipped)}
-    return selection.shown(result)
+    start = time.perf_counter()
+    records = score_files(todo, meter, workers, show_progress)
+    wall = time.perf_counter() - start
+    ids = [s for s, _, _ in todo]
+    return _Scored(meter, selection, ids, records, len(no_pred), sorted(skipped), wall)
+
+
+def score_folders(
+    pred_dir: Path,
+    gt_dir: Path,
+    protocol: str = "odbench",
+    subset_of_gt: bool = False,
+    on_mismatch: str = "error",
+    metrics: str = "basic",
+    workers: int | None = None,
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """Score every prediction in ``pred_dir`` against the GT of the same stem in ``gt_dir``;
+    the metrics asked for, ``n_images``, ``protocol``, ``n_gt_skipped`` and ``skipped_ids``
+    (what ``odbench score --json`` prints).
+
+    ``subset_of_gt``: GT masks without a prediction are left out (``n_gt_skipped`` in the
+    result) instead of being an error.  Sizes are checked for every pair before any scoring
+    (:mod:`odbench.metrics.sizes`): a mismatch is an error listing them all, or with
+    ``on_mismatch="skip"`` the pair is left out (a warning) and its id listed in
+    ``skipped_ids``.  ``metrics="all"`` adds the salient-object family
+    (:mod:`odbench.metrics.sod`) and its curves; a comma-separated list of names keeps only
+    those metrics in the result (:func:`odbench.metrics.selection.parse_metrics`).  Images are
+    decoded and scored by ``workers`` workers (default: the cores available; processes on
+    Linux, threads elsewhere: :func:`score_methods`); records are added in file order, so the
+    result does not depend on ``workers``."""
+    done = _score_pairs(
+        pred_dir, gt_dir, protocol, subset_of_gt, on_mismatch, metrics, workers, show_progress
+    )
+    result = {
+        **done.meter.compute(),
+        "n_gt_skipped": done.n_gt_skipped,
+        "skipped_ids": done.skipped_ids,
+    }
+    return done.selection.shown(result)  # type: ignore[no-any-return]
+
+
+def score_run(
+    pred_dir: str | Path,
+    gt_dir: str | Path,
+    *,
+    metrics: str = "basic",
+    protocol: str = "odbench",
+    method: str | None = None,
+    dataset: str | None = None,
+    subset_of_gt: bool = False,
+    on_mismatch: str = "error",
+    workers: int | None = None,
+    show_progress: bool = False,
+) -> RunResult:
+    """:func:`odbench.score`: :func:`score_folders` as a :class:`~odbench.results.RunResult`
+    (nothing written).  ``metrics["saliency"]`` holds the values ``odbench score --json``
+    prints (the same numbers); ``dataset`` holds ``n_gt_skipped`` and ``skipped_ids``;
+    ``records`` the per-image scores in id order.  ``method`` and ``dataset`` name the run
+    (default: the folders' names)."""
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    done = _score_pairs(
+        pred_dir, gt_dir, protocol, subset_of_gt, on_mismatch, metrics, workers, show_progress
+    )
+    from odbench.scoring.run import scored_run
+
+    return scored_run(
+        {"name": method or pred_dir.name, "predictions": str(pred_dir.absolute())},
+        {
+            "name": dataset or gt_dir.name,
+            "gt": str(gt_dir.absolute()),
+            "n_gt_skipped": done.n_gt_skipped,
+            "skipped_ids": done.skipped_ids,
+        },
+        done.meter.protocol,
+        done.selection.tier,
+        done.selection.shown(done.meter.compute()),
+        done.ids,
+        done.records,
+        {
+            "source": "odbench.score",
+            "wall_time_s": done.wall_s,
+            "images_per_s": len(done.ids) / done.wall_s if done.wall_s > 0 else None,
+        },
+    )
 
 
 @contextmanager
