@@ -479,6 +479,12 @@ def test_report_of_saved_maps_reads_the_folders_score_config_recorded(
     grid = tmp_path / "fig.png"
     result = _run([*base, "--results-dir", str(results), "--out", str(grid), "--grid", "2"])
     assert result.exit_code == 0, result.output
+    other = ["report", "--dataset", "ecssd", "--methods", "mine,theirs", "--out", "r3"]
+    elsewhere = _run([*other, "--results-dir", str(results)])
+    assert elsewhere.exit_code == 2 and "its saved maps are scored on toy (odbench); score its" in (
+        elsewhere.output
+    )
+    assert "odbench eval" not in elsewhere.output
     # the GT shown must be the GT scored: one changed after scoring is refused
     gt = project / "gt" / f"{data.ids[0]}.png"
     Image.fromarray(255 - np.asarray(Image.open(gt))).save(gt)

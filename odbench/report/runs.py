@@ -122,6 +122,26 @@ def _as_report_run(run: RunResult, name: str) -> ReportRun:
     return ReportRun(run_label(name, run.overrides), results, run.records.arrays(), *files)
 
 
+def _only_saved_maps_elsewhere(
+    results: list[RunResult], name: str, dataset: str, protocol: str
+) -> str | None:
+    """The error line for a method known only by saved maps (``score --config``) scored on other
+    datasets or protocols: ``odbench eval`` cannot make its run; None otherwise."""
+    from odbench.leaderboard import is_saved_maps
+
+    mine = [r for r in results if r.method_name == name]
+    if not mine or not all(is_saved_maps(r) for r in mine):
+        return None
+    if any(r.dataset_name == dataset and r.protocol_name == protocol for r in mine):
+        return None
+    where = sorted({f"{r.dataset_name} ({r.protocol_name})" for r in mine})
+    return (
+        f"no results of method {name!r} on dataset {dataset!r} with protocol {protocol!r}: its "
+        f"saved maps are scored on {', '.join(where)}; score its maps of {dataset} with "
+        f"odbench score --config"
+    )
+
+
 def _unknown_method(results: list[RunResult], name: str, results_dir: Path) -> str | None:
     """The error line for a method name that has no run in the store and is not registered
     (a typo: ``wctrr``), naming the closest name; None for a known name."""
@@ -182,7 +202,9 @@ def load_report_data(
             + (f" (the results hold {', '.join(named)})" if named else "")
         )
     for name in methods:
-        unknown = _unknown_method(results, name, results_dir)
+        unknown = _unknown_method(results, name, results_dir) or _only_saved_maps_elsewhere(
+            results, name, dataset, protocol
+        )
         if unknown:
             raise ResultsError(unknown)
     runs = []
