@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 from odbench.errors import OdbenchError
@@ -41,6 +43,10 @@ RANK_WAIT_HOURS = 24
 
 class ShardError(OdbenchError, ValueError):
     """A shard specification or a set of shards that cannot be used; one line."""
+
+
+class DeviceError(OdbenchError, ValueError):
+    """A ``--device`` that this machine cannot give; one line."""
 
 
 class LaunchError(ShardError):
@@ -130,6 +136,33 @@ def shard_block(shard: Shard, all_ids: Sequence[str]) -> dict[str, Any]:
         "n_total": len(all_ids),
         "ids_sha256": ids_digest(all_ids),
     }
+
+
+def _gpu_device_nodes() -> bool:
+    return any(Path(p).exists() for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu`` (torch is not imported when the
+    machine has no GPU device node, so CPU-only methods start fast); ``cpu`` and ``cuda[:N]``
+    are checked."""
+    if device == "auto":
+        if "torch" not in sys.modules and not _gpu_device_nodes():
+            return "cpu"
+        try:
+            import torch
+        except ImportError:
+            return "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {device}: torch sees no CUDA device; use --device cpu")
+        return device
+    if device != "cpu":
+        raise DeviceError(f"--device {device!r}: expected auto, cpu or cuda[:N]")
+    return device
 
 
 def launched_world_size() -> int:

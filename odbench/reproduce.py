@@ -2,7 +2,7 @@
 
 1. synthesize image/mask pairs (§3.2, :func:`odbench.synthesis.pipeline.synthesize`) into
    ``OUT/synthetic`` (resumed where it stopped);
-2. train the segment decoder on their frozen features (§3.3, :func:`odbench.train.train`) into
+2. train the segment decoder on their frozen features (§3.3, :func:`odbench.training.train`) into
    ``OUT/run`` (resumed from its checkpoint; skipped once it reached its step target);
 3. evaluate ``diffusionseg`` with that checkpoint on every benchmark of the scale that is present
    under the data root (absent ones are listed and skipped), predictions cached per image in
@@ -62,7 +62,7 @@ def reproduce(
     from odbench.leaderboard import render
     from odbench.runner import run_eval
     from odbench.synthesis.pipeline import SynthOptions, synthesize
-    from odbench.train import train
+    from odbench.training import train
 
     known = scales()
     if scale not in known:

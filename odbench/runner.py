@@ -24,7 +24,6 @@ samples with boxes: :meth:`Method.predict_boxes` -> CorLoc) are scored when the 
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -48,7 +47,7 @@ from odbench.cache import (
 )
 from odbench.claims import Claims
 from odbench.data.base import Dataset, Sample
-from odbench.distributed import Shard, World, detect_world, shard_block
+from odbench.distributed import Shard, World, detect_world, resolve_device, shard_block
 from odbench.errors import OdbenchError
 from odbench.methods.base import Method
 from odbench.outputs import OutputPathError, check_output_folder
@@ -96,33 +95,6 @@ class ImageError(EvalError):
 
 
 # ----------------------------------------------------------------------------- device
-
-
-def _gpu_device_nodes() -> bool:
-    return any(Path(p).exists() for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu`` (torch is not imported when the
-    machine has no GPU device node, so CPU-only methods start fast); ``cpu`` and ``cuda[:N]``
-    are checked."""
-    if device == "auto":
-        if "torch" not in sys.modules and not _gpu_device_nodes():
-            return "cpu"
-        try:
-            import torch
-        except ImportError:
-            return "cpu"
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise EvalError(f"--device {device}: torch sees no CUDA device; use --device cpu")
-        return device
-    if device != "cpu":
-        raise EvalError(f"--device {device!r}: expected auto, cpu or cuda[:N]")
-    return device
 
 
 def device_description(device: str) -> str:

@@ -20,7 +20,7 @@ from odbench.cli import main
 from odbench.data.toy import ToyDataset
 from odbench.imageio import write_png
 from odbench.methods.base import create_method
-from odbench.train import train
+from odbench.training import train
 
 
 @pytest.fixture(autouse=True)
@@ -144,7 +144,7 @@ def cached_rows(cache: Path, extractor: Any, resolution: int, data: Path) -> Any
     """The cached features of a folder dataset's images, in its order."""
     from odbench.data.base import create_dataset
     from odbench.feature_cache import FeatureCache
-    from odbench.train import content_hash
+    from odbench.training.data import content_hash
 
     ds = create_dataset("folder", data_root=data)
     hashes = [content_hash(ds.load(i).image) for i in ds.ids()]

@@ -23,7 +23,7 @@ from odbench.errors import OdbenchError, UserError
 NOT_USER_FACING = {
     "odbench.cli.ErrorLine": "how the CLI shows an OdbenchError (a click exception)",
     "odbench.synthesis.pipeline.SynthInterrupted": "test hook simulating a kill",
-    "odbench.train.Terminated": "SIGTERM as KeyboardInterrupt; the train command says where",
+    "odbench.training.loop.Terminated": "SIGTERM as KeyboardInterrupt; the train command says where",
 }
 
 

@@ -25,7 +25,7 @@ def tiny_of(name: str) -> str:
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One-step ``odbench train`` runs on toy, made on first use, one per training target."""
-    from odbench.train import train
+    from odbench.training import train
 
     made: dict[tuple[str, str], Path] = {}
 

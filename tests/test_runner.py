@@ -29,7 +29,6 @@ from odbench.runner import (
     CallableMethod,
     EvalError,
     predict,
-    resolve_device,
     run,
     score,
     summarize,
@@ -137,20 +136,20 @@ def test_skipped_ids_are_left_out_and_recorded(tmp_path: Path) -> None:
 def test_device_auto_picks_cuda_when_torch_sees_one(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    import odbench.runner as runner
+    import odbench.distributed as distributed
 
-    if not runner._gpu_device_nodes():  # no GPU device node: CPU, without importing torch
+    if not distributed._gpu_device_nodes():  # no GPU device node: CPU, without importing torch
         code = (
-            "import sys; from odbench.runner import resolve_device; "
+            "import sys; from odbench.distributed import resolve_device; "
             "print(resolve_device('auto'), 'torch' in sys.modules)"
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert out.stdout.split() == ["cpu", "False"], out.stderr
-    monkeypatch.setattr(runner, "_gpu_device_nodes", lambda: True)
+    monkeypatch.setattr(distributed, "_gpu_device_nodes", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert resolve_device("auto") == "cuda"
+    assert distributed.resolve_device("auto") == "cuda"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert resolve_device("auto") == "cpu"
+    assert distributed.resolve_device("auto") == "cpu"
     result = CliRunner().invoke(main, ["eval", "--help"])
     assert "--device" in result.output and "auto (CUDA when torch sees" in result.output
 

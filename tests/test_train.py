@@ -19,7 +19,7 @@ from odbench.cli import main
 from odbench.data.base import create_dataset
 from odbench.methods.base import create_method
 from odbench.models.build import to_batch
-from odbench.train import TrainError, train
+from odbench.training import TrainError, train
 
 
 @pytest.fixture(autouse=True)
@@ -246,7 +246,7 @@ def test_sigterm_saves_a_checkpoint_that_resumes(
     import os
     import signal
 
-    import odbench.train as t
+    import odbench.training.loop as t
     from odbench.checkpoint import read_config
 
     straight = _train(tmp_path / "straight", steps=5)
@@ -282,7 +282,7 @@ def test_checkpoints_are_also_written_by_wall_time(
 ) -> None:
     """Besides every ``save_every`` steps (500 here), a checkpoint at least every
     ``SAVE_INTERVAL_S`` seconds: a run killed without warning loses at most that much."""
-    import odbench.train as t
+    import odbench.training.loop as t
 
     steps: list[int] = []
     real = t.save_checkpoint

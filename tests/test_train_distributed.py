@@ -19,7 +19,7 @@ from test_distributed import _free_port
 
 from odbench.checkpoint import load_checkpoint
 from odbench.cli import main
-from odbench.train import train
+from odbench.training import train
 
 #: 12 toy images, 9 for training: a global batch of 5 splits 3 + 2 across two ranks (unequal
 #: shares must weigh the loss by their size); dino-tiny's decoder has BatchNorm layers.

@@ -35,7 +35,9 @@ def cli(
     from odbench.feature_cache import FeatureEntry
     from odbench.features import load_extractor
     from odbench.models.build import build_model
-    from odbench.train import Inputs, Prepared, card_for_features, flips, soft_dice_bce
+    from odbench.training.data import Inputs, Prepared, flips
+    from odbench.training.loop import soft_dice_bce
+    from odbench.training.options import card_for_features
 
     torch.set_num_threads(threads)
     fx = load_extractor(features)

@@ -53,7 +53,7 @@ def cli(
     from odbench.commands.evaluate import format_metrics, run_errors
     from odbench.errors import UserError
     from odbench.runner import run_eval
-    from odbench.train import train
+    from odbench.training import train
 
     env = os.environ.get("ODBENCH_DATA", "")
     data_root = data_root if data_root is not None else Path(env) if env else SHARED_DATA

@@ -16,7 +16,7 @@ from odbench.cli import UserError, user_errors
 @contextmanager
 def train_errors() -> Iterator[None]:
     """:func:`odbench.cli.user_errors`; SIGTERM or Ctrl-C says where the run stopped."""
-    from odbench.train import Terminated
+    from odbench.training import Terminated
 
     with user_errors():
         try:
@@ -137,7 +137,7 @@ def train_cmd(
     batch); --cache-only [--shard I/N] fills the feature cache in parts (docs/cluster.md)."""
     from odbench.commands.evaluate import parse_set
     from odbench.distributed import Shard, ShardError
-    from odbench.train import fill_feature_cache, train
+    from odbench.training import fill_feature_cache, train
 
     try:
         extractor_options = parse_set(extractor_items)
