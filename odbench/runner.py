@@ -50,6 +50,7 @@ from odbench.data.base import Dataset, Sample
 from odbench.distributed import Shard, World, detect_world, resolve_device, shard_block
 from odbench.errors import OdbenchError
 from odbench.methods.base import Method
+from odbench.metrics.selection import MetricSelection, parse_metrics
 from odbench.outputs import OutputPathError, check_output_folder
 from odbench.results import (
     SOD_SCALARS,
@@ -554,7 +555,7 @@ def run(
     show_progress: bool = False,
     progress_label: str | None = None,
     shard: Shard | None = None,
-    metrics_set: str = "basic",
+    metrics_set: str | MetricSelection = "basic",
     write_boxes: bool = True,
     on_error: str = "error",
 ) -> RunResult:
@@ -563,14 +564,14 @@ def run(
     ``results_dir`` (``None``: write none).  Output folders are checked before any work.
     With ``shard``, only that shard of those samples (:class:`odbench.distributed.Shard`); the
     result says which part of which id list it holds, for :mod:`odbench.merge`.
-    ``metrics_set="all"`` (or names of its metrics, :mod:`odbench.metrics.selection`) adds the
-    salient-object family and its curves.  ``write_boxes=False``: ``save_preds`` gets the maps
-    only (a launch's rank 0 writes the boxes of all ranks).  ``on_error``: an image the
-    method fails on stops the run with one line naming it (``"error"``) or is left out, its id
-    and the reason in ``dataset["failed_ids"]`` (``"skip"``; not with a shard, whose parts
-    must hold every image for the merge)."""
+    ``metrics_set="all"`` (or names of its metrics, or the selection a command parsed already:
+    :mod:`odbench.metrics.selection`) adds the salient-object family and its curves.
+    ``write_boxes=False``: ``save_preds`` gets the maps only (a launch's rank 0 writes the
+    boxes of all ranks).  ``on_error``: an image the method fails on stops the run with one
+    line naming it (``"error"``) or is left out, its id and the reason in
+    ``dataset["failed_ids"]`` (``"skip"``; not with a shard, whose parts must hold every image
+    for the merge)."""
     from odbench.imageio import write_png
-    from odbench.metrics.selection import parse_metrics
 
     metrics_set = parse_metrics(metrics_set, "metrics_set").tier
     if batch_size < 1:
@@ -834,10 +835,8 @@ def run_eval(
     names list the valid ones — check every image/mask pair's size (all mismatches in one
     error, or with ``on_mismatch="skip"`` left out and recorded), then :func:`run`; under a
     launcher (torchrun, accelerate launch), :func:`run_launched`."""
-    from odbench.metrics.selection import parse_metrics
-
     if "metrics_set" in kwargs:  # basic, all or names: what to compute, checked before any work
-        kwargs["metrics_set"] = parse_metrics(kwargs["metrics_set"], "metrics_set").tier
+        kwargs["metrics_set"] = parse_metrics(kwargs["metrics_set"], "metrics_set")
     resolved = resolve_protocol(protocol)
     world = detect_world(device)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 from click.testing import CliRunner
@@ -15,6 +16,7 @@ from odbench.metrics.catalog import METERS, METRICS, Metric, keys
 from odbench.metrics.papers import BIBTEX
 from odbench.metrics.selection import parse_metrics
 from odbench.metrics.sod import FamilyMeter, SodRecord
+from odbench.results import SodRecords
 
 
 def test_each_meter_computes_exactly_its_catalog_metrics():
@@ -33,6 +35,8 @@ def test_each_meter_computes_exactly_its_catalog_metrics():
     # per-image family metrics are the record's scalars, the rest come from curves
     scalars = {f.name for f in dataclasses.fields(SodRecord) if f.type in (float, "float")}
     assert {k for k in keys(meter="sod") if METRICS[k].per_image} == scalars
+    stored = {f.name for f in dataclasses.fields(SodRecords)}
+    assert set(keys(meter="sod", per_image=True)) <= stored  # the run's records keep them
     assert {m.meter for m in METRICS.values()} == set(METERS)
     for path in METERS.values():
         module, _, name = path.rpartition(".")
@@ -105,3 +109,26 @@ def test_a_new_catalog_entry_reaches_leaderboard_compare_and_report(tmp_path, mo
     assert a == b  # the same GT: no run is better
     assert "lower (MAE, BER, GTarea)" in cmp
     assert "<th>GTarea ↓</th>" in page and "<option value='n_gt'>GTarea ↓</option>" in page
+
+
+def test_eval_parses_metrics_once_and_prints_short_labels(tmp_path, monkeypatch):
+    import odbench.metrics.selection as selection
+    import odbench.runner as runner
+
+    parsed: list[object] = []
+    real = selection.parse_metrics
+
+    def counting(spec, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not isinstance(spec, selection.MetricSelection):
+            parsed.append(spec)
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(selection, "parse_metrics", counting)
+    monkeypatch.setattr(runner, "parse_metrics", counting, raising=False)
+    args = ["eval", "--method", "center-prior", "--dataset", "toy", "--limit", "2"]
+    args += ["--metrics", "s_measure,mae", "--results-dir", str(tmp_path / "r")]
+    out = CliRunner().invoke(main, [*args, "--cache-dir", str(tmp_path / "c")])
+    assert out.exit_code == 0, out.output
+    assert parsed == ["s_measure,mae"]
+    summary = out.stdout.split("saliency:", 1)[1].split("cache:")[0]
+    assert re.findall(r"(\S+) (?:\d\.\d{4}|NaN)", summary) == ["mae", "S"]  # catalog's short

@@ -70,43 +70,34 @@ def threshold_note(m: dict[str, Any]) -> str:
     return f"  (best threshold {m['best_threshold']:.3f})"
 
 
-#: --metrics all: short names for the one-line summary.
-SOD_SHORT = {
-    "s_measure": "S",
-    "e_measure_adaptive": "adpE",
-    "e_measure_mean": "meanE",
-    "e_measure_max": "maxE",
-    "weighted_fbeta": "wF",
-    "adaptive_fbeta": "adpF",
-    "mean_fbeta": "meanF",
-    "dice": "dice",
-    "ber": "ber",
-    "auc_roc": "auc",
-}
-
-
 def _number(value: Any) -> str:
     return "NaN" if value is None or value != value else f"{value:.4f}"
 
 
 def format_metrics(metrics: dict[str, Any], keys: Sequence[str] | None = None) -> list[str]:
-    """One line per task: ``saliency: acc 0.912  iou 0.655  max_fbeta 0.771  mae 0.083``;
-    ``keys`` (``--metrics NAME,...``): only those of the saliency metrics."""
+    """One line per task, the catalog's short labels: ``saliency: acc 0.912  iou 0.655  maxF
+    0.771  mae 0.083``, the family (``--metrics all``) on a second line; ``keys`` (``--metrics
+    NAME,...``): only those of the saliency metrics."""
+    from odbench.metrics.catalog import METRICS
+    from odbench.metrics.catalog import keys as keys_of
+
     lines = []
     if "saliency" in metrics:
         m = metrics["saliency"]
-        basic = [k for k in ("acc", "iou", "max_fbeta", "mae") if keys is None or k in keys]
+        basic = [k for k in keys_of(meter="saliency") if keys is None or k in keys]
         if basic:
-            lines.append("saliency:     " + "  ".join(f"{k} {_number(m[k])}" for k in basic))
+            shown = "  ".join(f"{METRICS[k].short} {_number(m[k])}" for k in basic)
+            lines.append("saliency:     " + shown)
             if "max_fbeta" in basic:
                 lines[-1] += threshold_note(m)
-        family = [k for k in SOD_SHORT if k in m and (keys is None or k in keys)]
+        family = [k for k in keys_of(meter="sod") if k in m and (keys is None or k in keys)]
         if family:
             lead = "              " if basic else "saliency:     "
-            lines.append(lead + "  ".join(f"{SOD_SHORT[k]} {_number(m[k])}" for k in family))
+            lines.append(lead + "  ".join(f"{METRICS[k].short} {_number(m[k])}" for k in family))
     if "localization" in metrics:
         m = metrics["localization"]
-        lines.append(f"localization: corloc {m['corloc']:.2f}% ({m['hits']}/{m['n_images']})")
+        corloc = f"{METRICS['corloc'].short} {m['corloc']:.2f}%"
+        lines.append(f"localization: {corloc} ({m['hits']}/{m['n_images']})")
     return lines
 
 
@@ -263,7 +254,7 @@ def eval_cmd(
             results_dir=results_dir,
             show_progress=True,
             shard=shard,
-            metrics_set=selection.tier,
+            metrics_set=selection,  # parsed once, here
         )
     if result.info.get("rank"):  # a launch's other ranks: rank 0 reports
         return
