@@ -66,15 +66,12 @@ def list_cmd(what: str | None) -> None:
     WHAT is omitted), with their task (sal = saliency, loc = localization), image count, weights
     (published, tiny or full-size random) and a one-line description.  Metrics: key, label,
     direction (↑ higher is better, ↓ lower), task, meter, BibTeX key of its paper, name."""
-    from odbench.cli import user_errors
-
-    with user_errors():
-        sections = ["methods", "datasets", "protocols", "features", "metrics"]
-        for section in [what] if what else sections:
-            table = rows(section)
-            if not what:
-                click.echo(f"{section}:")
-            if table:
-                _print(table)
-            if not what and section != sections[-1]:
-                click.echo()
+    sections = ["methods", "datasets", "protocols", "features", "metrics"]
+    for section in [what] if what else sections:
+        table = rows(section)
+        if not what:
+            click.echo(f"{section}:")
+        if table:
+            _print(table)
+        if not what and section != sections[-1]:
+            click.echo()

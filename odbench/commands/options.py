@@ -51,3 +51,16 @@ def workers(help: str, default: int | None = None, type: Any = int) -> Callable[
     return click.option(
         "--workers", type=type, default=default, show_default=default is not None, help=help
     )
+
+
+def metrics(help: str, default: str | None = None, name: str = "metrics") -> Callable[[FC], FC]:
+    """``--metrics basic|all|NAME,...``, parsed by :func:`odbench.metrics.selection.parse_metrics`;
+    ``name``: the command's parameter name."""
+    return click.option(
+        "--metrics",
+        name,
+        default=default,
+        show_default=default is not None,
+        metavar="basic|all|NAME,...",
+        help=help,
+    )

@@ -12,7 +12,8 @@ from typing import Any
 
 import click
 
-from odbench.cli import results_dir_option, user_errors
+from odbench.cli import results_dir_option
+from odbench.commands import options
 from odbench.errors import UserError
 
 
@@ -88,20 +89,13 @@ def _rows(result: dict[str, Any]) -> list[tuple[str, str]]:
 )
 @results_dir_option("--config: the results store.")
 @click.option("--protocol", default=None, help="Evaluation protocol [default: odbench].")
-@click.option(
-    "--metrics",
-    default=None,
-    metavar="basic|all|NAME,...",
-    help="basic (default): Acc, IoU, maxFβ, MAE; all: also S, E, weighted/adaptive/mean Fβ, "
+@options.metrics(
+    "basic (default): Acc, IoU, maxFβ, MAE; all: also S, E, weighted/adaptive/mean Fβ, "
     "Dice, BER, AUC and the curves; or a comma-separated list of result keys, e.g. "
-    "s_measure,weighted_fbeta,mae (an unknown name lists the valid ones).",
+    "s_measure,weighted_fbeta,mae (an unknown name lists the valid ones)."
 )
-@click.option(
-    "--workers",
-    type=int,
-    default=None,
-    help="Processes (threads outside Linux) decoding and scoring images (default: the cores "
-    "available).",
+@options.workers(
+    "Processes (threads outside Linux) decoding and scoring images (default: the cores available)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(
@@ -109,13 +103,9 @@ def _rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     is_flag=True,
     help="Score only the GT masks that have a prediction (default: every GT needs one).",
 )
-@click.option(
-    "--on-mismatch",
-    type=click.Choice(["error", "skip"]),
-    default="error",
-    show_default=True,
-    help="Pairs of different aspect ratio (or any size difference, under protocols that do "
-    "not resize): refuse, or leave them out (listed in skipped_ids).",
+@options.on_mismatch(
+    "Pairs of different aspect ratio (or any size difference, under protocols that do "
+    "not resize): refuse, or leave them out (listed in skipped_ids)."
 )
 def score(
     pred_dir: Path | None,
@@ -147,9 +137,8 @@ def score(
     the pairs whose files changed."""
     from odbench.metrics.selection import parse_metrics
 
-    with user_errors():
-        if metrics is not None:
-            parse_metrics(metrics)  # checked before anything is read
+    if metrics is not None:
+        parse_metrics(metrics)  # checked before anything is read
     if config_path is not None:
         if pred_dir is not None or gt_dir is not None:
             raise UserError("--config replaces --pred-dir and --gt-dir: give one or the other")
@@ -164,7 +153,7 @@ def score(
         raise UserError("give --pred-dir and --gt-dir (or --config runs.toml)")
     from odbench.scoring.folders import score_folders
 
-    with user_errors(), _warning_lines():
+    with _warning_lines():
         result = score_folders(
             pred_dir,
             gt_dir,
@@ -203,7 +192,7 @@ def _score_config(
 ) -> None:
     from odbench.scoring.config import score_config
 
-    with user_errors(), _warning_lines():
+    with _warning_lines():
         rows = score_config(path, protocol, metrics, workers, results_dir, show_progress=True)
     if as_json:
         click.echo(json.dumps([_json_ready(r) for r in rows]))
@@ -246,8 +235,7 @@ def score_boxes(pred_path: Path, gt_path: Path, as_json: bool) -> None:
     """
     from odbench.scoring.boxes import score_box_files
 
-    with user_errors():
-        result = score_box_files(pred_path, gt_path)
+    result = score_box_files(pred_path, gt_path)
     if as_json:
         click.echo(json.dumps(result))
         return
