@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from odbench.metrics.meter import Meter
+
 
 def mask_to_box(mask: np.ndarray) -> np.ndarray:
     """Tight box ``(4,) float64`` of the largest 8-connected component of a boolean mask.
@@ -54,14 +56,37 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
-class CorLocMeter:
-    """Streaming CorLoc: ``update`` per image, ``compute`` at the end."""
+class CorLocMeter(Meter):
+    """Streaming CorLoc: ``score`` one image (a hit or not), ``add`` it, ``compute`` at the end
+    (the meters' interface: :mod:`odbench.metrics.meter`)."""
 
     threshold = 0.5
+    states = ("hits", "n")
 
     def __init__(self) -> None:
         self.hits = 0
         self.n = 0
+
+    def score(
+        self,
+        pred_box: Sequence[float] | np.ndarray | None,
+        gt_boxes: Sequence[Sequence[float]] | np.ndarray,
+        image_id: str = "",
+    ) -> bool:
+        """Whether ``pred_box`` has IoU >= 0.5 with a GT box (None: no prediction, a miss);
+        counts nothing."""
+        gt = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
+        if pred_box is None or len(gt) == 0:
+            return False
+        pred = np.asarray(pred_box, dtype=np.float64)
+        if pred.shape != (4,):
+            raise ValueError(f"{image_id}: predicted box must be 4 numbers, got {pred.shape}")
+        return bool(np.any(box_iou(pred[None], gt) >= self.threshold))
+
+    def add(self, record: bool) -> None:
+        """Count one image's hit (or miss)."""
+        self.n += 1
+        self.hits += record
 
     def update(
         self,
@@ -69,22 +94,10 @@ class CorLocMeter:
         gt_boxes: Sequence[Sequence[float]] | np.ndarray,
         image_id: str = "",
     ) -> bool:
-        """Count one image; ``pred_box`` None means no prediction (a miss).  Returns the hit."""
-        gt = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
-        hit = False
-        if pred_box is not None and len(gt) > 0:
-            pred = np.asarray(pred_box, dtype=np.float64)
-            if pred.shape != (4,):
-                raise ValueError(f"{image_id}: predicted box must be 4 numbers, got {pred.shape}")
-            hit = bool(np.any(box_iou(pred[None], gt) >= self.threshold))
-        self.n += 1
-        self.hits += hit
+        """Score one image, count it and return the hit."""
+        hit = self.score(pred_box, gt_boxes, image_id)
+        self.add(hit)
         return hit
-
-    def merge(self, other: CorLocMeter) -> CorLocMeter:
-        self.hits += other.hits
-        self.n += other.n
-        return self
 
     def compute(self) -> dict[str, float | int]:
         """``corloc`` (percent), ``hits``, ``n_images``."""

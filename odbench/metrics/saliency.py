@@ -31,6 +31,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from odbench.metrics.meter import Meter
 from odbench.metrics.protocols import MetricInputError, Protocol, get_protocol
 
 
@@ -446,8 +447,11 @@ def reduce_max_fbeta(
 # --------------------------------------------------------------------------- streaming meter
 
 
-class SaliencyMeter:
-    """Streaming Acc / IoU / MAE / Fβ under one protocol (memory independent of dataset size)."""
+class SaliencyMeter(Meter):
+    """Streaming Acc / IoU / MAE / Fβ under one protocol (memory independent of dataset size);
+    the meters' interface: :mod:`odbench.metrics.meter`."""
+
+    states = ("n", "sum_acc", "sum_iou", "sum_mae", "sum_fbeta", "sum_max_fbeta")
 
     def __init__(self, protocol: Protocol | str = "odbench") -> None:
         self.protocol = get_protocol(protocol)
@@ -483,20 +487,6 @@ class SaliencyMeter:
         self.sum_mae += record.mae
         self.sum_fbeta += record.fbeta
         self.sum_max_fbeta += float(record.fbeta.max())
-
-    def merge(self, other: SaliencyMeter) -> SaliencyMeter:
-        """Add another meter's sums into this one (e.g. from parallel workers); returns self."""
-        if other.protocol != self.protocol:
-            raise ValueError(
-                f"cannot merge meters of protocols {self.protocol.name!r} and {other.protocol.name!r}"
-            )
-        self.n += other.n
-        self.sum_acc += other.sum_acc
-        self.sum_iou += other.sum_iou
-        self.sum_mae += other.sum_mae
-        self.sum_fbeta += other.sum_fbeta
-        self.sum_max_fbeta += other.sum_max_fbeta
-        return self
 
     @classmethod
     def from_records(

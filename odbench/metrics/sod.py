@@ -50,6 +50,7 @@ from functools import cache
 import numpy as np
 
 from odbench.metrics.catalog import keys
+from odbench.metrics.meter import Meter
 from odbench.metrics.protocols import Protocol, get_protocol
 from odbench.metrics.saliency import (
     ImageRecord,
@@ -570,12 +571,15 @@ _SCALARS = keys(meter="sod", per_image=True)
 _CURVES = ("e_curve", "precision", "recall", "fpr")
 
 
-class SodMeter:
-    """Streaming accumulator of the family (sums only: memory independent of the dataset size).
+class SodMeter(Meter):
+    """Streaming accumulator of the family (sums only: memory independent of the dataset size;
+    the meters' interface: :mod:`odbench.metrics.meter`).
 
     To score Acc / IoU / MAE / Fβ too, call :func:`score_image_all` once per image and ``add``
     its two records to a :class:`~odbench.metrics.saliency.SaliencyMeter` and to this meter
     (one histogram pass serves both)."""
+
+    states = ("n", "sums", "curves", "sum_max_e")
 
     def __init__(self, protocol: Protocol | str = "odbench") -> None:
         self.protocol = get_protocol(protocol)
@@ -603,19 +607,6 @@ class SodMeter:
         _, record = score_image_all(pred, gt, self.protocol, image_id)
         self.add(record)
         return record
-
-    def merge(self, other: SodMeter) -> SodMeter:
-        if other.protocol != self.protocol:
-            raise ValueError(
-                f"cannot merge meters of protocols {self.protocol.name!r} and {other.protocol.name!r}"
-            )
-        self.n += other.n
-        for name in _SCALARS:
-            self.sums[name] += other.sums[name]
-        for name in _CURVES:
-            self.curves[name] += other.curves[name]
-        self.sum_max_e += other.sum_max_e
-        return self
 
     @classmethod
     def from_records(cls, protocol: Protocol | str, records: Iterable[SodRecord]) -> SodMeter:
@@ -654,12 +645,14 @@ class SodMeter:
         return out
 
 
-class FamilyMeter:
+class FamilyMeter(Meter):
     """Acc / IoU / MAE / Fβ (a :class:`~odbench.metrics.saliency.SaliencyMeter`) and the whole
     family (a :class:`SodMeter`) from one histogram pass per image.
 
     :meth:`score` is pure (safe to call from worker threads); :meth:`add` accumulates in the
     caller's order, so the sums do not depend on how many threads scored."""
+
+    states = ("base", "family")
 
     def __init__(self, protocol: Protocol | str = "odbench") -> None:
         self.base = SaliencyMeter(protocol)

@@ -1,11 +1,12 @@
-"""The meters: which one scores a metric set, and the interface they share.
+"""Which meter scores a metric set.
 
-A meter accumulates per-image records into sums (memory independent of the dataset size):
-``score(pred, gt, image_id)`` computes one image's record without touching the sums (pure: safe
-in worker processes), ``add(record)`` adds it, ``merge(other)`` adds another meter's sums (shards,
-workers), ``compute()`` gives the dataset's metrics.  The meters themselves live beside their
-metrics (:mod:`odbench.metrics.saliency`, :mod:`odbench.metrics.sod`,
-:mod:`odbench.metrics.boxes`).
+A meter accumulates per-image records into declared states (memory independent of the dataset
+size): ``score`` computes one image's record without touching them (pure: safe in worker
+processes), ``add(record)`` adds it, ``merge(other)`` adds another meter's states (shards,
+workers), ``compute()`` gives the dataset's metrics; the interface is
+:class:`odbench.metrics.meter.Meter`.  The meters live beside their metrics
+(:mod:`odbench.metrics.saliency`, :mod:`odbench.metrics.sod`, :mod:`odbench.metrics.boxes`) and
+the catalog names the meter of each metric (:data:`odbench.metrics.catalog.METERS`).
 """
 
 from __future__ import annotations
