@@ -50,7 +50,7 @@ def cli(
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
-    from odbench.commands.evaluate import format_metrics, run_errors
+    from odbench.commands.evaluate import format_metrics
     from odbench.errors import UserError
     from odbench.runner import run_eval
     from odbench.training import train
@@ -66,7 +66,7 @@ def cli(
     if out is not None and (out / "checkpoint.safetensors").exists():
         raise UserError(f"--out {out}: holds a run already; choose another folder")
     torch.set_num_threads(threads)
-    with tempfile.TemporaryDirectory(prefix="odbench-learn-") as tmp, run_errors():
+    with tempfile.TemporaryDirectory(prefix="odbench-learn-") as tmp:
         run_dir = out if out is not None else Path(tmp) / "run"
         result = train(
             data="duts_tr",

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-from odbench.commands.evaluate import run_errors
-
 _CACHE_DIR = click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),
@@ -36,8 +34,7 @@ def info(cache_dir: Path | None) -> None:
     from odbench.cache import cache_folders, default_cache_root
 
     root = cache_dir or default_cache_root()
-    with run_errors():
-        folders = cache_folders(root)
+    folders = cache_folders(root)
     click.echo(f"cache: {root}{'' if root.is_dir() else ' (empty: not created yet)'}")
     for f in folders:
         click.echo(f"  {f.method}/{f.key}: {f.n_entries} maps, {_size(f.n_bytes)}")
@@ -53,12 +50,11 @@ def clear(methods: tuple[str, ...], cache_dir: Path | None) -> None:
     from odbench.cache import clear_cache, default_cache_root
 
     root = cache_dir or default_cache_root()
-    with run_errors():
-        removed = clear_cache(root, methods)
-        if methods and not removed:  # a typo in --method: one line listing the valid names
-            from odbench.registry import METHODS
+    removed = clear_cache(root, methods)
+    if methods and not removed:  # a typo in --method: one line listing the valid names
+        from odbench.registry import METHODS
 
-            for name in methods:
-                METHODS.canonical(name)
+        for name in methods:
+            METHODS.canonical(name)
     n = sum(f.n_entries for f in removed)
     click.echo(f"removed {len(removed)} folder(s), {n} maps, from {root}")

@@ -10,24 +10,24 @@ from typing import Any
 
 import click
 
-from odbench.cli import UserError, user_errors
+from odbench.commands import options
+from odbench.errors import UserError
 
 
 @contextmanager
 def train_errors() -> Iterator[None]:
-    """:func:`odbench.cli.user_errors`; SIGTERM or Ctrl-C says where the run stopped."""
+    """SIGTERM or Ctrl-C as one line saying where the run stopped."""
     from odbench.training import Terminated
 
-    with user_errors():
-        try:
-            yield
-        except Terminated as e:  # after the step in flight, its checkpoint saved
-            raise UserError(str(e)) from e
-        except KeyboardInterrupt as e:
-            raise UserError(
-                "interrupted; nothing was saved since the last checkpoint (if any): run the same "
-                "command again (with --resume once the run folder holds a checkpoint)"
-            ) from e
+    try:
+        yield
+    except Terminated as e:  # after the step in flight, its checkpoint saved
+        raise UserError(str(e)) from e
+    except KeyboardInterrupt as e:
+        raise UserError(
+            "interrupted; nothing was saved since the last checkpoint (if any): run the same "
+            "command again (with --resume once the run folder holds a checkpoint)"
+        ) from e
 
 
 @click.command("train")
@@ -40,9 +40,7 @@ def train_errors() -> Iterator[None]:
 @click.option(
     "--data", required=True, help="Registered dataset (toy, duts_tr, synthetic, folder, ...)."
 )
-@click.option(
-    "--data-root", type=click.Path(path_type=Path), default=None, help="Where the dataset lives."
-)
+@options.data_root()
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -80,12 +78,7 @@ def train_errors() -> Iterator[None]:
     help="Feature extractor option (TOML literal), e.g. num_steps=4 or prior=false; repeatable.",
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
-@click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    help="auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N.",
-)
+@options.device()
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option(
     "--cache-dir",
@@ -136,17 +129,14 @@ def train_cmd(
     Under torchrun / accelerate launch it trains data-parallel (--batch-size is the global
     batch); --cache-only [--shard I/N] fills the feature cache in parts (docs/cluster.md)."""
     from odbench.commands.evaluate import parse_set
-    from odbench.distributed import Shard, ShardError
+    from odbench.distributed import Shard
     from odbench.training import fill_feature_cache, train
 
     try:
         extractor_options = parse_set(extractor_items)
     except UserError as e:
         raise UserError(str(e).replace("--set", "--extractor-option")) from e
-    try:
-        shard = Shard.parse(shard_text) if shard_text is not None else None
-    except ShardError as e:
-        raise UserError(str(e)) from e
+    shard = Shard.parse(shard_text) if shard_text is not None else None
     if shard is not None and not cache_only:
         raise UserError(
             "--shard splits the feature caching only: use it with --cache-only, then train "
