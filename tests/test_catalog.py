@@ -132,3 +132,37 @@ def test_eval_parses_metrics_once_and_prints_short_labels(tmp_path, monkeypatch)
     assert parsed == ["s_measure,mae"]
     summary = out.stdout.split("saliency:", 1)[1].split("cache:")[0]
     assert re.findall(r"(\S+) (?:\d\.\d{4}|NaN)", summary) == ["mae", "S"]  # catalog's short
+
+
+def test_score_parses_metrics_once_and_names_rows_from_the_catalog(tmp_path, monkeypatch):
+    import odbench.metrics.selection as selection
+    from odbench.imageio import write_png
+
+    rng = np.random.default_rng(1)
+    for folder in ("gt", "pred"):
+        (tmp_path / folder).mkdir()
+    for i in range(3):
+        write_png(tmp_path / "gt" / f"{i}.png", (rng.random((12, 16)) > 0.5).astype(np.uint8) * 255)
+        write_png(tmp_path / "pred" / f"{i}.png", (rng.random((12, 16)) * 255).astype(np.uint8))
+    config = tmp_path / "runs.toml"
+    config.write_text('[datasets.ecssd]\ngt = "gt"\n[methods.m]\necssd = "pred"\n')
+    parsed: list[object] = []
+    real = selection.parse_metrics
+
+    def counting(spec, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not isinstance(spec, selection.MetricSelection):
+            parsed.append(spec)
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(selection, "parse_metrics", counting)
+    folders = ["--pred-dir", str(tmp_path / "pred"), "--gt-dir", str(tmp_path / "gt")]
+    by_config = ["--config", str(config), "--results-dir", str(tmp_path / "results")]
+    for where in (folders, by_config):
+        parsed.clear()
+        args = ["score", *where, "--metrics", "s_measure,mae", "--workers", "1"]
+        out = CliRunner(env={"COLUMNS": "200"}).invoke(main, args)
+        assert out.exit_code == 0, out.output
+        assert parsed == ["s_measure,mae"], where
+    single = CliRunner().invoke(main, ["score", *folders, "--metrics", "all", "--workers", "1"])
+    names = [m.name for m in METRICS.values() if m.task == "saliency"]
+    assert all(f" {name} " in single.stdout for name in names)

@@ -15,6 +15,7 @@ import click
 from odbench.cli import results_dir_option
 from odbench.commands import options
 from odbench.errors import UserError
+from odbench.metrics.selection import MetricSelection
 
 
 @contextmanager
@@ -53,27 +54,12 @@ def _fmt(value: float | None) -> str:
     return "NaN" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
-ROWS = (
-    ("Acc", "acc"),
-    ("IoU", "iou"),
-    ("max Fβ", "max_fbeta"),
-    ("MAE", "mae"),
-    ("S-measure", "s_measure"),
-    ("E-measure (adaptive)", "e_measure_adaptive"),
-    ("E-measure (mean)", "e_measure_mean"),
-    ("E-measure (max)", "e_measure_max"),
-    ("weighted Fβ", "weighted_fbeta"),
-    ("adaptive Fβ", "adaptive_fbeta"),
-    ("mean Fβ", "mean_fbeta"),
-    ("Dice", "dice"),
-    ("BER", "ber"),
-    ("AUC (ROC)", "auc_roc"),
-)
-
-
 def _rows(result: dict[str, Any]) -> list[tuple[str, str]]:
-    """(label, key) of the metrics in ``result``: basic ones first, the family after."""
-    return [(label, key) for label, key in ROWS if key in result]
+    """(long name, key) of the metrics in ``result``, in the catalog's order (basic ones
+    first, the family after)."""
+    from odbench.metrics.catalog import METRICS
+
+    return [(m.name, m.key) for m in METRICS.values() if m.key in result]
 
 
 @click.command("score")
@@ -137,8 +123,8 @@ def score(
     the pairs whose files changed."""
     from odbench.metrics.selection import parse_metrics
 
-    if metrics is not None:
-        parse_metrics(metrics)  # checked before anything is read
+    # parsed once, here, before anything is read; handed on as it is
+    selection = parse_metrics(metrics) if metrics is not None else None
     if config_path is not None:
         if pred_dir is not None or gt_dir is not None:
             raise UserError("--config replaces --pred-dir and --gt-dir: give one or the other")
@@ -147,7 +133,7 @@ def score(
                 "--subset-of-gt and --on-mismatch skip go with --pred-dir/--gt-dir; --config "
                 "scores only complete, matching folders (its report lists what to fix)"
             )
-        _score_config(config_path, protocol, metrics, workers, results_dir, as_json)
+        _score_config(config_path, protocol, selection, workers, results_dir, as_json)
         return
     if pred_dir is None or gt_dir is None:
         raise UserError("give --pred-dir and --gt-dir (or --config runs.toml)")
@@ -160,7 +146,7 @@ def score(
             protocol or "odbench",
             subset_of_gt=subset_of_gt,
             on_mismatch=on_mismatch,
-            metrics=metrics or "basic",
+            metrics=selection or "basic",
             workers=workers,
             show_progress=True,
         )
@@ -185,7 +171,7 @@ def score(
 def _score_config(
     path: Path,
     protocol: str | None,
-    metrics: str | None,
+    metrics: MetricSelection | None,
     workers: int | None,
     results_dir: Path,
     as_json: bool,

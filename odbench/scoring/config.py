@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from odbench.metrics.selection import MetricSelection
 from odbench.scoring import ScoringError
 from odbench.scoring.folders import score_methods
 from odbench.scoring.meters import make_meter
@@ -307,7 +308,9 @@ def _card_size(dataset: str) -> dict[str, int]:
     return {"n_images": card.count} if card is not None and card.count else {}
 
 
-def _selection(cli: str | None, configured: Any, problems: list[str]) -> Any:
+def _selection(
+    cli: str | MetricSelection | None, configured: Any, problems: list[str]
+) -> MetricSelection | None:
     """The ``MetricSelection`` of ``--metrics`` (else the config's ``metrics``: a string or a
     list of names), or None with the problem appended."""
     from odbench.metrics.selection import MetricsSpecError, parse_metrics
@@ -333,7 +336,7 @@ def _selection(cli: str | None, configured: Any, problems: list[str]) -> Any:
 def score_config(
     path: Path,
     protocol: str | None,
-    metrics: str | None,
+    metrics: str | MetricSelection | None,
     workers: int | None,
     results_dir: Path,
     show_progress: bool = False,
@@ -398,7 +401,7 @@ def score_config(
         gt_files = tuple((i, g) for i, _, g in job.pairs)
         todo.setdefault(gt_files, []).append((k, job, digest))
     for group in todo.values():
-        meters = [make_meter(proto.name, metrics_set) for _ in group]
+        meters = [make_meter(proto.name, selection) for _ in group]
         first = group[0][1]
         items = [
             (image_id, [job.pairs[n][1] for _, job, _ in group], gt)

@@ -25,6 +25,7 @@ from odbench.scoring import ScoringError
 from odbench.scoring.meters import make_meter
 
 if TYPE_CHECKING:
+    from odbench.metrics.selection import MetricSelection
     from odbench.results import RunResult
 
 MAX_NAMED = 5  # file names listed in one error line
@@ -211,7 +212,7 @@ def _score_pairs(
     protocol: str,
     subset_of_gt: bool,
     on_mismatch: str,
-    metrics: str,
+    metrics: str | MetricSelection,
     workers: int | None,
     show_progress: bool,
 ) -> _Scored:
@@ -223,7 +224,7 @@ def _score_pairs(
     if workers is not None and workers < 1:
         raise ScoringError(f"--workers must be >= 1, got {workers}")
     selection = parse_metrics(metrics)
-    meter = make_meter(protocol, metrics)
+    meter = make_meter(protocol, selection)
     preds = _by_stem(Path(pred_dir), "prediction")
     gts = _by_stem(Path(gt_dir), "GT")
     no_gt = sorted(preds[s] for s in preds.keys() - gts.keys())
@@ -266,7 +267,7 @@ def score_folders(
     protocol: str = "odbench",
     subset_of_gt: bool = False,
     on_mismatch: str = "error",
-    metrics: str = "basic",
+    metrics: str | MetricSelection = "basic",
     workers: int | None = None,
     show_progress: bool = False,
 ) -> dict[str, Any]:
@@ -280,7 +281,8 @@ def score_folders(
     ``on_mismatch="skip"`` the pair is left out (a warning) and its id listed in
     ``skipped_ids``.  ``metrics="all"`` adds the salient-object family
     (:mod:`odbench.metrics.sod`) and its curves; a comma-separated list of names keeps only
-    those metrics in the result (:func:`odbench.metrics.selection.parse_metrics`).  Images are
+    those metrics in the result (:func:`odbench.metrics.selection.parse_metrics`; or the
+    selection a command parsed already).  Images are
     decoded and scored by ``workers`` workers (default: the cores available; processes on
     Linux, threads elsewhere: :func:`score_methods`); records are added in file order, so the
     result does not depend on ``workers``."""

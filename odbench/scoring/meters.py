@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from odbench.metrics.selection import MetricSelection
 
-def make_meter(protocol: str, metrics: str) -> Any:
+
+def make_meter(protocol: str, metrics: str | MetricSelection) -> Any:
     """A :class:`~odbench.metrics.saliency.SaliencyMeter` (``basic``) or
     :class:`~odbench.metrics.sod.FamilyMeter` (``all``, or a list naming a family metric:
     :func:`odbench.metrics.selection.parse_metrics`)."""
