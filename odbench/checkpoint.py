@@ -20,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +79,7 @@ def save_checkpoint(
     fd, tmp = tempfile.mkstemp(dir=run, prefix=".checkpoint-", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=metadata)
+        _save_file(save_file, tensors, tmp, metadata)
         os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600: a run others can read, as config.json
         os.replace(tmp, run / CHECKPOINT_FILE)
     finally:
@@ -85,6 +87,24 @@ def save_checkpoint(
             os.unlink(tmp)
     atomic_write_bytes(run / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True).encode())
     return run / CHECKPOINT_FILE
+
+
+def _save_file(
+    save_file: Callable[..., None], tensors: dict[str, Any], path: str, metadata: dict[str, str]
+) -> None:
+    """safetensors' ``save_file``; its I/O failures (a full disk: ``SafetensorError: Error while
+    serializing: I/O error: No space left on device (os error 28)``) as the ``OSError`` they
+    are, naming ``path``, so that callers handle them as any other write error."""
+    from safetensors import SafetensorError
+
+    try:
+        save_file(tensors, path, metadata=metadata)
+    except SafetensorError as e:
+        code = re.search(r"\(os error (\d+)\)", str(e))
+        if code is None:
+            raise
+        number = int(code.group(1))
+        raise OSError(number, os.strerror(number), path) from e
 
 
 HUB_PREFIX = "hf:"

@@ -295,3 +295,162 @@ def test_checkpoints_are_also_written_by_wall_time(
     monkeypatch.setattr(t, "SAVE_INTERVAL_S", 0.0)
     _train(tmp_path / "run", steps=3)
     assert steps == [1, 2, 3, 3]
+
+
+# ------------------------------------------------------------------ disk full, logs, prepared data
+_TRAIN_CLI = ["train", "--model", "unet", "--data", "toy", "--resolution", "32"]
+
+
+def _cli(*args: str) -> Any:
+    return CliRunner().invoke(main, [*_TRAIN_CLI, "--val-split", "0.25", "--threads", "1", *args])
+
+
+def _last_line(output: str) -> str:
+    return output.strip().splitlines()[-1]
+
+
+def _full_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """safetensors' ``save_file`` on a full disk: part of the file written, then its error."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    def save_file(tensors: Any, filename: str, metadata: Any = None) -> None:
+        Path(filename).write_bytes(b"\0" * 64)
+        raise SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28)"
+        )
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+
+
+def test_disk_full_while_saving_is_one_line_and_keeps_the_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    assert _cli("--out", str(run), "--steps", "3").exit_code == 0
+    sha = file_sha256(run / "checkpoint.safetensors")
+    _full_disk(monkeypatch)
+    result = _cli("--out", str(run), "--steps", "6", "--resume")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert _last_line(result.output) == (
+        f"error: {run}: no space left on the device; the checkpoint of step 3 is kept: free "
+        f"some space and run the same command with --resume"
+    )
+    assert file_sha256(run / "checkpoint.safetensors") == sha  # nothing half-written
+    assert sorted(p.name for p in run.iterdir()) == [
+        ".prepared",
+        "checkpoint.safetensors",
+        "config.json",
+    ]
+    assert load_checkpoint(run)[0]["step"] == 3
+
+    fresh = _cli("--out", str(tmp_path / "fresh"), "--steps", "2")
+    assert fresh.exit_code == 2
+    assert _last_line(fresh.output).endswith(
+        "no space left on the device; no checkpoint was saved yet: free some space and run the "
+        "same command again"
+    )
+    assert not (tmp_path / "fresh" / "checkpoint.safetensors").exists()
+
+
+def test_disk_full_while_preparing_leaves_no_prepared_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from odbench.training import data
+
+    real = data._NpyRows.write
+
+    def write(self: Any, i: int, row: np.ndarray) -> None:
+        if i == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, i, row)
+
+    monkeypatch.setattr(data._NpyRows, "write", write)
+    result = _cli("--out", str(tmp_path / "run"), "--steps", "2")
+    assert result.exit_code == 2, result.output
+    assert "no space left on the device; no checkpoint was saved yet" in _last_line(result.output)
+    assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_a_log_gets_progress_lines_ending_on_the_reported_iou(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stderr not a terminal (CliRunner, nohup, SLURM): one line per step here (4 steps < 50),
+    and a run stopped between validations (by --minutes, here after step 2) validates once
+    more: the last line shows the held-out IoU the summary reports."""
+    from odbench.training.loop import Loop
+
+    real = Loop.step
+
+    def step(self: Loop, *args: Any) -> tuple[float, bool, bool]:
+        value, _, signalled = real(self, *args)
+        return value, self.state.step >= 2, signalled  # out of --minutes after step 2
+
+    monkeypatch.setattr(Loop, "step", step)
+    result = _cli("--out", str(tmp_path / "run"), "--steps", "4", "--minutes", "60")
+    monkeypatch.undo()
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    steps = [line for line in lines if line.startswith("train ")]
+    assert steps[0].startswith("train 1/4  loss ") and "held-out IoU -" in steps[0], lines
+    assert steps[1].startswith("train 2/4  loss ") and "held-out IoU -" in steps[1], lines
+    iou = json.loads((tmp_path / "run" / "config.json").read_text())["history"][-1]["val_iou"]
+    assert f"held-out IoU {iou:.3f}" in steps[-1], lines
+    assert f"IoU {iou:.3f} on the " in lines[-2] and "held-out pairs" in lines[-2], lines
+
+    full = _cli("--out", str(tmp_path / "full"), "--steps", "4")
+    steps = [line for line in full.output.splitlines() if line.startswith("train ")]
+    assert [s.split("  ")[0] for s in steps] == [f"train {i}/4" for i in range(1, 5)]
+
+
+def _folder_data(folder: Path, n: int) -> Path:
+    from odbench.data.toy import ToyDataset
+    from odbench.imageio import write_png
+
+    toy = ToyDataset(n=n, seed=0)
+    for sample_id in toy.ids():
+        s = toy.load(sample_id)
+        write_png(folder / "images" / f"{sample_id}.png", s.image)
+        write_png(folder / "masks" / f"{sample_id}.png", s.mask)
+    return folder
+
+
+def test_resume_reuses_the_prepared_pairs_which_are_never_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from odbench.data.folder import FolderDataset
+
+    data = _folder_data(tmp_path / "data", 8)
+    loads: list[str] = []
+    real = FolderDataset.load
+
+    def load(self: Any, sample_id: str) -> Any:
+        loads.append(sample_id)
+        return real(self, sample_id)
+
+    monkeypatch.setattr(FolderDataset, "load", load)
+    common: dict[str, Any] = dict(data="folder", data_root=data, model="unet", resolution=32)
+    common.update(val_split=0.25)
+    straight = train(out=tmp_path / "a", steps=4, **common)
+    train(out=tmp_path / "b", steps=2, **common)
+    loads.clear()
+    resumed = train(out=tmp_path / "b", steps=4, resume=True, **common)
+    assert loads == []  # nothing read again
+    wa, wb = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+    # damaged since: prepared again, the run goes on
+    with (tmp_path / "b" / ".prepared" / "images.npy").open("r+b") as f:
+        f.truncate(200)
+    assert train(out=tmp_path / "b", steps=5, resume=True, **common).step == 5
+    assert len(loads) == 8
+
+    # a mask file changed: never served stale, so the data differ from the checkpoint's
+    mask = data / "masks" / f"{sorted(p.stem for p in (data / 'masks').iterdir())[0]}.png"
+    from odbench.imageio import read_gray, write_png
+
+    write_png(mask, 255 - read_gray(mask))
+    with pytest.raises(CheckpointError, match="the training data differ"):
+        train(out=tmp_path / "b", steps=6, resume=True, **common)

@@ -95,7 +95,8 @@ def cli(
     click.echo(
         f"unet-e2e trained {result.step} steps in {result.seconds / 60:.1f} min "
         f"({threads} threads, {resolution}², {result.config['data']['n_train']} DUTS-TR pairs), "
-        f"val IoU {result.val_iou:.3f}"
+        f"IoU {result.val_iou:.3f} on the {result.config['data']['n_val']} held-out DUTS-TR "
+        f"pairs at {resolution}² (the bar's figure)"
     )
     for line in format_metrics(outcome.metrics):
         click.echo(line)

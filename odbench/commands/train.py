@@ -200,6 +200,6 @@ def train_cmd(
         f"{c['card']['name']}: step {result.step}/{c['target_steps']} on {c['data']['n_train']} "
         f"images of {c['data']['dataset']} ({result.seconds / 60:.1f} min"
         f"{f', {result.processes} processes' if result.processes > 1 else ''}), "
-        f"val IoU {result.val_iou:.3f}"
+        f"IoU {result.val_iou:.3f} on the {c['data']['n_val']} held-out pairs"
     )
     click.echo(f"checkpoint: {result.run_dir / 'checkpoint.safetensors'}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -62,9 +63,16 @@ def val_iou(model: Any, inputs: Inputs, rows: np.ndarray, forward: Any, device: 
     return float(np.mean(ious))
 
 
+#: Lines a log gets for a training run when stderr is not a terminal (nohup, SLURM): one every
+#: ``total // LOG_LINES`` steps, and at least one every :data:`LOG_INTERVAL_S` seconds.
+LOG_LINES = 50
+LOG_INTERVAL_S = 300.0
+
+
 @contextmanager
 def progress_bar(show: bool, total: int, done: int) -> Iterator[Callable[..., None]]:
-    """The training bar: steps, mean loss of the last 20 steps, validation IoU, ETA."""
+    """The training bar: steps, mean loss of the last 20 steps, IoU on the held-out validation
+    split, ETA; plain lines (:class:`_Lines`) where stderr is not a terminal."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -75,15 +83,19 @@ def progress_bar(show: bool, total: int, done: int) -> Iterator[Callable[..., No
         TimeRemainingColumn,
     )
 
+    console = Console(stderr=True)
+    if show and not console.is_terminal:
+        yield _Lines("train", total, done, max(1, total // LOG_LINES), {"loss": "-", "iou": "-"})
+        return
     columns = (
         TextColumn("train"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}  val IoU {task.fields[iou]}"),
+        TextColumn("loss {task.fields[loss]}  held-out IoU {task.fields[iou]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True), disable=not show) as progress:
+    with Progress(*columns, console=console, disable=not show) as progress:
         task = progress.add_task("train", total=total, completed=done, loss="-", iou="-")
 
         def update(advance: int = 0, **fields: Any) -> None:
@@ -94,14 +106,58 @@ def progress_bar(show: bool, total: int, done: int) -> Iterator[Callable[..., No
 
 @contextmanager
 def count_bar(show: bool, total: int, label: str) -> Iterator[Callable[[int], None]]:
-    """A plain counting bar (preparing samples, caching features)."""
+    """A plain counting bar (preparing samples, caching features); lines where stderr is not a
+    terminal."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    console = Console(stderr=True)
+    if show and not console.is_terminal:
+        yield _Lines(label, total, 0, max(1, total // 10), {})
+        return
     columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), disable=not show) as progress:
+    with Progress(*columns, console=console, disable=not show) as progress:
         task = progress.add_task(label, total=total)
         yield lambda n: progress.advance(task, n)
+
+
+class _Lines:
+    """Progress as one line per ``every`` items (and at the end, after :data:`LOG_INTERVAL_S`
+    seconds without one, and when a figure changes between steps) on stderr: what a log file
+    can show of a bar."""
+
+    def __init__(
+        self, label: str, total: int, done: int, every: int, fields: dict[str, Any]
+    ) -> None:
+        self.label, self.total, self.done, self.every = label, total, done, every
+        self.fields = fields
+        self.first = done
+        self.start = self.last = time.perf_counter()
+
+    def __call__(self, advance: int = 0, **fields: Any) -> None:
+        self.done += advance
+        self.fields.update(fields)
+        now = time.perf_counter()
+        due = self.done % self.every == 0 or self.done >= self.total
+        if (advance and (due or now - self.last >= LOG_INTERVAL_S)) or (not advance and fields):
+            self.last = now
+            print(self.line(now), file=sys.stderr, flush=True)
+
+    def line(self, now: float) -> str:
+        elapsed = now - self.start
+        rate = (self.done - self.first) / elapsed if elapsed > 0 else 0.0
+        eta = _clock((self.total - self.done) / rate) if rate > 0 else "-"
+        parts = [f"{self.label} {self.done}/{self.total}"]
+        if "loss" in self.fields:
+            parts.append(f"loss {self.fields['loss']}  held-out IoU {self.fields['iou']}")
+        parts.append(f"elapsed {_clock(elapsed)}  ETA {eta}")
+        return "  ".join(parts)
+
+
+def _clock(seconds: float) -> str:
+    """``h:mm:ss``."""
+    s = round(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 @dataclass
@@ -292,17 +348,48 @@ class Loop:
 
     def run(self, minutes: float | None, resumed: bool, show_progress: bool) -> TrainResult:
         """Train up to the run's length or ``minutes``; checkpoint as the module docstring says."""
-        state, total = self.state, self.batches.total
+        state = self.state
         start = time.perf_counter()
         deadline = start + minutes * 60.0 if minutes is not None else math.inf
-        val_every = max(1, int(self.setup.opts["val_every"]))
-        save_every = max(1, int(self.setup.opts["save_every"]))
         losses: list[float] = []
         iou = float(state.history[-1]["val_iou"]) if state.history else float("nan")
         first_step = state.step
+        with progress_bar(show_progress, self.batches.total, state.step) as update:
+            iou = self._train(update, deadline, losses, start, iou)
+            if self.world.is_main and (
+                not state.history or state.history[-1]["step"] != state.step
+            ):
+                iou = self.validate(losses, start)
+                update(0, iou=f"{iou:.3f}")  # the bar ends on the figure the run reports
+        if state.step != first_step or not resumed:  # a finished run resumed is left as it is
+            self.save()
+        return TrainResult(
+            self.out,
+            self.config() if self.world.is_main else {},
+            state.step,
+            iou,
+            time.perf_counter() - start,
+            0,
+            self.net.eval(),
+            self.world.rank,
+            self.world.size,
+        )
+
+    def _train(
+        self,
+        update: Callable[..., None],
+        deadline: float,
+        losses: list[float],
+        start: float,
+        iou: float,
+    ) -> float:
+        """Steps up to the run's length, ``deadline`` or a signal; the last validation IoU."""
+        state, total = self.state, self.batches.total
+        val_every = max(1, int(self.setup.opts["val_every"]))
+        save_every = max(1, int(self.setup.opts["save_every"]))
         stop = time.perf_counter() >= deadline
         next_save = start + SAVE_INTERVAL_S
-        with _stop_signals() as signals, progress_bar(show_progress, total, state.step) as update:
+        with _stop_signals() as signals:
             try:
                 while state.step < total and not stop:
                     value, stop, signalled = self.step(signals, deadline)
@@ -329,21 +416,7 @@ class Loop:
                         f"{' with --resume' if self.saved is not None else ''}"
                     ) from e
                 raise
-        if self.world.is_main and (not state.history or state.history[-1]["step"] != state.step):
-            iou = self.validate(losses, start)
-        if state.step != first_step or not resumed:  # a finished run resumed is left as it is
-            self.save()
-        return TrainResult(
-            self.out,
-            self.config() if self.world.is_main else {},
-            state.step,
-            iou,
-            time.perf_counter() - start,
-            0,
-            self.net.eval(),
-            self.world.rank,
-            self.world.size,
-        )
+        return iou
 
     def _kept(self) -> str:
         if self.saved is None:

@@ -3,6 +3,7 @@ checkpoint (see :mod:`odbench.training`)."""
 
 from __future__ import annotations
 
+import errno
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from odbench.checkpoint import CHECKPOINT_FILE, read_config
 from odbench.distributed import Shard, World, detect_world, peer_failure, short_error
 from odbench.feature_cache import FeatureCache
 from odbench.training.data import (
@@ -170,13 +172,35 @@ def train(
             if not world.is_main:
                 tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="odbench-train-"))
                 prepared_dir = Path(tmp) / PREPARED_DIR
-            batches, computed = _batches(
-                world, found, Path(out), prepared_dir, steps, epochs, cache_dir, show
-            )
-            loop = _loop(world, found, Path(out), batches, resume)
-            result = loop.run(minutes, resume, show)
+            try:
+                batches, computed = _batches(
+                    world, found, Path(out), prepared_dir, steps, epochs, cache_dir, show
+                )
+                loop = _loop(world, found, Path(out), batches, resume)
+                result = loop.run(minutes, resume, show)
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise _disk_full(e, Path(out)) from e
             result.features_computed = computed
             return result
+
+
+def _disk_full(error: OSError, out: Path) -> TrainError:
+    """The line for a full disk (or quota) while training: where, and what is kept (the run
+    folder's checkpoint is only ever replaced whole, so the last one saved is intact)."""
+    where = Path(error.filename) if error.filename else out
+    if not where.is_dir():
+        where = where.parent
+    if (out / CHECKPOINT_FILE).is_file():
+        step = read_config(out).get("step")
+        then = (
+            f"the checkpoint of step {step} is kept: free some space and run the same command "
+            f"with --resume"
+        )
+    else:
+        then = "no checkpoint was saved yet: free some space and run the same command again"
+    return TrainError(f"{where}: no space left on the device; {then}")
 
 
 def _batches(
@@ -202,6 +226,7 @@ def _batches(
             prepared_dir,
             advance,
             set(mine) if from_features and not world.is_main else None,
+            reuse=world.is_main,  # the others prepare into a temporary folder
         )
     train_rows, val_rows = split_rows(len(ids), found.val_split, found.seed)
     info = {
