@@ -59,7 +59,8 @@ def test_score_refuses_all_mismatches_at_once_and_skip_records_them(tmp_path: Pa
     assert res.exit_code == 2
     (line,) = res.stderr.strip().splitlines()
     assert "4 of 6 prediction/GT pairs differ in size: 1 (30x40 vs 40x30, transposed)" in line
-    assert "and 1 more" in line and "--on-mismatch skip" in line
+    assert "5 (30x40 vs 40x30, transposed)" in line and "more" not in line  # all four named
+    assert "--on-mismatch skip" in line
     res = score(tmp_path, "--on-mismatch", "skip")
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
@@ -114,3 +115,35 @@ def test_dataset_mismatches_reported_at_once(tmp_path: Path, command: str) -> No
         assert "[subset, 3 skipped]" in row and "*" in row
     else:
         assert "| masks | 3 |" in res.stdout
+
+
+def test_a_long_list_of_mismatches_is_written_whole_to_a_file_named_in_the_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 26 item 8: the line named 3 pairs "and 60 more"; every pair is listed (in the
+    line up to 10, else in a file the line names)."""
+    import tempfile
+
+    from odbench.metrics.sizes import describe_mismatches, size_mismatches
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    pairs = [(f"im{i:02d}", (40, 30), (30, 40)) for i in range(12)]
+    mismatches = size_mismatches(pairs, resize=True)
+    ten = describe_mismatches(mismatches[:10], 300, "prediction")
+    assert ten.count("transposed") == 10 and "more" not in ten
+    line = describe_mismatches(mismatches, 300, "prediction")
+    assert line.startswith("12 of 300 prediction/GT pairs differ in size: im00 (30x40 vs 40x30")
+    assert "im02" in line and "im03" not in line and " and 9 more, all listed in " in line
+    listing = Path(line.rsplit("all listed in ", 1)[1])
+    assert listing.parent == tmp_path
+    rows = listing.read_text().splitlines()[1:]
+    assert rows == [f"im{i:02d} (30x40 vs 40x30, transposed)" for i in range(12)]
+
+
+def test_a_transposed_mask_under_a_cropping_protocol_is_described_by_the_stored_files() -> None:
+    """Issue 26 item 8: under voynov (centre crop) a transposed mask read "481x321 vs 321x321,
+    aspect ratio" (the cropped GT)."""
+    (m,) = protocol_mismatches([("a", (321, 481), (481, 321))], VOYNOV)
+    assert m.describe() == "a (481x321 vs 321x481, transposed)"
+    (m,) = protocol_mismatches([("b", (300, 500), (481, 321))], VOYNOV)
+    assert m.describe() == "b (500x300 vs 321x481, aspect ratio)"

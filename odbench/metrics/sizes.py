@@ -10,19 +10,22 @@ One rule for every command (``score``, ``eval``, ``stats``):
   always a mismatch: resizing it would score a distorted map.
 
 :func:`size_mismatches` returns every mismatch of a set so that a command can report them all at
-once (:func:`describe_mismatches`: the count and the first few names) and refuse, or leave them
-out and record their ids.
+once (:func:`describe_mismatches`: the count and every pair, a long list in a file named in the
+line) and refuse, or leave them out and record their ids.  A mismatch is described by the files
+as stored, also under protocols that score a centre crop of the GT.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from odbench.metrics.protocols import Protocol
 
 Shape = tuple[int, int]
-MAX_NAMED = 3
+MAX_NAMED = 3  # pairs named in the line when there are more than MAX_INLINE
+MAX_INLINE = 10  # up to this many, every pair is named in the line
 
 
 @dataclass(frozen=True)
@@ -73,23 +76,37 @@ def protocol_mismatches(
 ) -> list[SizeMismatch]:
     """:func:`size_mismatches` of prediction/GT pairs under ``protocol``: resizing protocols
     resize same-aspect predictions; centre-cropping ones also take a prediction already cropped
-    to the GT's centred square."""
+    to the GT's centred square.  Each mismatch gives the GT's size as stored (not the centre
+    square a cropping protocol scores) and the reason between the stored files."""
     resize = protocol.resize != "none"
-
-    def effective(first: Shape, gt: Shape) -> Shape:
-        if protocol.center_crop and tuple(first) != tuple(gt):
+    out = []
+    for sample_id, first, gt in pairs:
+        first, gt = (int(first[0]), int(first[1])), (int(gt[0]), int(gt[1]))
+        scored = gt
+        if protocol.center_crop and first != gt:
             side = min(gt)
-            return (side, side)
-        return gt
-
-    return size_mismatches(((i, f, effective(f, g)) for i, f, g in pairs), resize)
+            scored = (side, side)
+        if pair_problem(first, scored, resize) is None:
+            continue
+        # e.g. a transposed mask under voynov: "transposed", not "aspect ratio" against the crop
+        reason = pair_problem(first, gt, resize=False) or "size"
+        out.append(SizeMismatch(sample_id, first, gt, reason))
+    return out
 
 
 def describe_mismatches(mismatches: list[SizeMismatch], total: int, what: str) -> str:
-    """One line: ``63 of 300 prediction/GT pairs differ in size: a (..), b (..), c (..) and 60
-    more``."""
+    """One line: ``3 of 300 prediction/GT pairs differ in size: a (..), b (..), c (..)``, every
+    pair named up to :data:`MAX_INLINE`; a longer list is written to a file in the temporary
+    folder (one pair a line) and the line names the first few and the file:
+    ``63 of 300 ...: a (..), b (..), c (..) and 60 more, all listed in /tmp/...txt``."""
+    head = f"{len(mismatches)} of {total} {what}/GT pairs differ in size: "
+    if len(mismatches) <= MAX_INLINE:
+        return head + ", ".join(m.describe() for m in mismatches)
+    with tempfile.NamedTemporaryFile(
+        "w", prefix="odbench-size-mismatches-", suffix=".txt", delete=False, encoding="utf-8"
+    ) as listing:
+        listing.write(f"# {what}/GT pairs that differ in size: id ({what} WxH vs GT WxH, why)\n")
+        listing.writelines(m.describe() + "\n" for m in mismatches)
     shown = ", ".join(m.describe() for m in mismatches[:MAX_NAMED])
     more = len(mismatches) - MAX_NAMED
-    return f"{len(mismatches)} of {total} {what}/GT pairs differ in size: {shown}" + (
-        f" and {more} more" if more > 0 else ""
-    )
+    return head + f"{shown} and {more} more, all listed in {listing.name}"
