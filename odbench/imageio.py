@@ -73,12 +73,27 @@ REEXPORT = "re-export it (or copy it again) as PNG or JPEG"
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
+def _unreadable(path: Path, e: OSError) -> ImageReadError:
+    """The line for a file the system will not read: what is wrong and the fix (not "corrupt,
+    re-export it": the bytes were never seen)."""
+    if isinstance(e, PermissionError):
+        return ImageReadError(
+            f"{path}: permission denied (this user may not read the file); make it readable "
+            f"(chmod a+r '{path}') or score a copy that is"
+        )
+    if isinstance(e, IsADirectoryError):
+        return ImageReadError(f"{path}: a folder, not an image file")
+    return ImageReadError(f"{path}: cannot read the file ({e.strerror or e})")
+
+
 def _open(path: Path, data: bytes | None = None) -> Image.Image:
     try:
         img = Image.open(path if data is None else io.BytesIO(data))
         img.load()
     except FileNotFoundError as e:
         raise ImageReadError(f"{path}: file not found") from e
+    except (PermissionError, IsADirectoryError) as e:
+        raise _unreadable(path, e) from e
     except Image.DecompressionBombError as e:
         raise ImageReadError(f"{path}: {_too_large(e)}") from e
     except UnidentifiedImageError as e:  # its text names the file object (BytesIO at 0x...)
@@ -107,6 +122,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
             head = os.read(fd, 33)
         finally:
             os.close(fd)
+    except (PermissionError, IsADirectoryError) as e:
+        raise _unreadable(path, e) from e
     except OSError:
         head = b""  # Pillow below says what is wrong
     if (
@@ -122,6 +139,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
             w, h = img.size
     except FileNotFoundError as e:
         raise ImageReadError(f"{path}: file not found") from e
+    except (PermissionError, IsADirectoryError) as e:
+        raise _unreadable(path, e) from e
     except Image.DecompressionBombError as e:
         raise ImageReadError(f"{path}: {_too_large(e)}") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
@@ -157,7 +176,7 @@ def read_gray(path: str | Path, *, what: str = "mask") -> np.ndarray:
     except FileNotFoundError as e:
         raise ImageReadError(f"{path}: file not found") from e
     except OSError as e:  # a folder, no permission...
-        raise ImageReadError(f"{path}: unreadable or corrupt image ({e})") from e
+        raise _unreadable(path, e) from e
     fast = _gray8_png(data)
     if fast is not None:
         return _binary01(fast, path)

@@ -385,3 +385,36 @@ def test_an_image_over_pillows_pixel_limit_is_one_line(tmp_path, monkeypatch):
 
     with pytest.raises(ImageReadError, match="too large"):
         read_gray(pred_dir / "img1.png")
+
+
+def test_a_map_this_user_may_not_read_is_permission_denied_not_corrupt(tmp_path, monkeypatch):
+    """Issue 26 item 14: a permission error on a map said "re-export it"; it says what is wrong
+    (permission denied) and the fix.  (Simulated: the tests may run as root, who reads all.)"""
+    import os
+
+    from odbench.imageio import ImageReadError, read_gray
+
+    pred_dir, gt_dir = make_pairs(tmp_path, n=3)
+    locked = pred_dir / "img1.png"
+    real_open, real_read = os.open, Path.read_bytes
+
+    def os_open(path, *args, **kwargs):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    def read_bytes(self):
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read(self)
+
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    out = invoke("score", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir))
+    assert_one_line_error(out, f"{locked}: permission denied", "chmod a+r")
+    assert "re-export" not in out.stderr and "corrupt" not in out.stderr
+    with pytest.raises(ImageReadError, match="permission denied.*chmod a\\+r") as e:
+        read_gray(locked)
+    assert "re-export" not in str(e.value)
+    with pytest.raises(ImageReadError, match="a folder, not an image file"):
+        read_gray(pred_dir)
