@@ -138,12 +138,15 @@ def beside_paper(evaluated: dict[str, dict[str, Any]], scale: str) -> str:
     """A markdown table: this reproduction's metrics per dataset beside the paper's DiffusionSeg
     row (Tables 1a-1c) for the same dataset ("-" where the paper has none)."""
     from odbench.leaderboard import reported_rows
+    from odbench.metrics.catalog import METRICS
 
     paper: dict[str, dict[str, float]] = {}
     for row in reported_rows():
         if row.method == "DiffusionSeg" and not row.variant and row.table in ("1a", "1b", "1c"):
             paper.setdefault(row.dataset, {}).update(row.metrics)
     keys = ("acc", "iou", "max_fbeta", "corloc")
+
+    heads = [METRICS[k].label + (" %" if k == "corloc" else "") for k in keys]
 
     def cells(values: dict[str, Any]) -> list[str]:
         out = []
@@ -155,8 +158,8 @@ def beside_paper(evaluated: dict[str, dict[str, Any]], scale: str) -> str:
     lines = [
         f"## DiffusionSeg reproduced (scale {scale}) beside the paper (Ma et al. 2023, Table 1)",
         "",
-        "| dataset | Acc | IoU | maxFβ | CorLoc % | paper Acc | paper IoU | paper maxFβ | paper CorLoc % |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| dataset | " + " | ".join(heads + [f"paper {h}" for h in heads]) + " |",
+        "|---|" + "---|" * 2 * len(keys),
     ]
     for name, metrics in evaluated.items():
         ours = {**metrics.get("saliency", {}), **metrics.get("localization", {})}
