@@ -14,7 +14,8 @@ from pathlib import Path
 
 import click
 
-from odbench.cli import UserError, results_dir_option, user_errors
+from odbench.cli import results_dir_option
+from odbench.errors import UserError
 
 _KEY = re.compile(r"@\w+\s*\{\s*([^,\s]+)\s*,")
 
@@ -23,12 +24,9 @@ def used_names(results_dir: Path) -> list[str]:
     """Methods, datasets and the cited metric keys of every run in ``results_dir``, in that
     order."""
     from odbench.metrics.catalog import METRICS
-    from odbench.results import ResultsError, load_all_results
+    from odbench.results import load_all_results
 
-    try:
-        runs = load_all_results(results_dir)
-    except ResultsError as e:
-        raise UserError(str(e)) from e
+    runs = load_all_results(results_dir)
     if not runs:
         raise UserError(f"{results_dir}: no results; name what to cite or pass --results-dir")
     methods = sorted({r.method_name for r in runs})
@@ -101,17 +99,13 @@ def bibliography(names: Iterable[str], strict: bool = True) -> str:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write a .bib file.")
 def cite(names: tuple[str, ...], results_dir: Path, out: Path | None) -> None:
     """BibTeX for methods, datasets and metrics (default: those of the results set)."""
-    with user_errors():
-        bib = bibliography(names) if names else bibliography(used_names(results_dir), False)
-        if out is None:
-            click.echo(bib, nl=False)
-            return
-        from odbench.imageio import atomic_write_bytes
-        from odbench.outputs import OutputPathError, check_output_file
+    bib = bibliography(names) if names else bibliography(used_names(results_dir), False)
+    if out is None:
+        click.echo(bib, nl=False)
+        return
+    from odbench.imageio import atomic_write_bytes
+    from odbench.outputs import check_output_file
 
-        try:
-            check_output_file(out, "--out")
-        except OutputPathError as e:
-            raise UserError(str(e)) from e
-        atomic_write_bytes(out, bib.encode())
-        click.echo(str(out))
+    check_output_file(out, "--out")
+    atomic_write_bytes(out, bib.encode())
+    click.echo(str(out))
