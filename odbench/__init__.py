@@ -29,7 +29,7 @@ def evaluate(
     method: str | Method | Callable[[list[np.ndarray]], Sequence[np.ndarray]],
     dataset: str | Dataset,
     *,
-    protocol: str = "odbench",
+    protocol: str | None = None,
     data_root: str | Path | None = None,
     limit: int | None = None,
     device: str = "auto",
@@ -41,7 +41,8 @@ def evaluate(
     ``method``: a registered name (``"wctr"``), a :class:`~odbench.methods.base.Method`, or any
     callable taking a list of (H, W, 3) uint8 RGB images and returning one float map in [0, 1]
     per image at its size (a callable's maps are not cached).  ``dataset``: a registered name
-    or a :class:`~odbench.data.base.Dataset`.  Returns a
+    or a :class:`~odbench.data.base.Dataset`.  ``protocol``: a registered name; None, the default
+    (:data:`odbench.metrics.protocols.DEFAULT_PROTOCOL`).  Returns a
     :class:`~odbench.results.RunResult`: ``.metrics["saliency"]`` holds ``acc``, ``iou``,
     ``max_fbeta``, ``mae``; ``.metrics["localization"]["corloc"]`` is there for box datasets;
     ``.records`` holds the per-image scores.  ``options``: ``overrides`` (dict), ``batch_size``,
@@ -51,12 +52,19 @@ def evaluate(
     listing the valid ones), ``on_error`` (``"error"``: an image the method fails on stops the
     run with an ``odbench.runner.ImageError`` naming it; ``"skip"``: it is left out, listed
     with the error in ``.dataset["failed_ids"]``)."""
+    from odbench.metrics.protocols import DEFAULT_PROTOCOL
     from odbench.runner import run_eval
 
     options.setdefault("results_dir", None)
     root = Path(data_root) if data_root is not None else None
     return run_eval(
-        method, dataset, protocol, device=device, data_root=root, limit=limit, **options
+        method,
+        dataset,
+        protocol or DEFAULT_PROTOCOL,
+        device=device,
+        data_root=root,
+        limit=limit,
+        **options,
     )
 
 

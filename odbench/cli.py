@@ -62,16 +62,15 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
 }
 
 
-RESULTS_DIR = Path("leaderboard/results")
-"""Where the commands read and write the results store unless ``--results-dir`` says otherwise."""
-
-
 def results_dir_option(help: str) -> Any:
-    """The ``--results-dir`` option every results-store command takes, with one default."""
+    """The ``--results-dir`` option every results-store command takes, with one default
+    (:data:`odbench.results.DEFAULT_RESULTS_DIR`)."""
+    from odbench.results import DEFAULT_RESULTS_DIR
+
     return click.option(
         "--results-dir",
         type=click.Path(path_type=Path),
-        default=RESULTS_DIR,
+        default=DEFAULT_RESULTS_DIR,
         show_default=True,
         help=help,
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from odbench.metrics.catalog import METRICS, keys
-from odbench.metrics.protocols import Protocol, get_protocol
+from odbench.metrics.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
 from odbench.metrics.saliency import reduce_max_fbeta
 from odbench.metrics.sod import SOD_KEYS, family_curves, reduce_family_curves
 from odbench.results import (
@@ -27,7 +27,7 @@ from odbench.results import (
     RunResult,
     SodRecords,
     load_all_results,
-    unmerged_hint,
+    select,
 )
 
 #: The family's metrics recomputed from resampled mean curves (the rest are per-image means).
@@ -169,7 +169,7 @@ def compare_records(
     rec_a: Records,
     rec_b: Records,
     *,
-    protocol: Protocol | str = "odbench",
+    protocol: Protocol | str = DEFAULT_PROTOCOL,
     n_resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
@@ -245,48 +245,16 @@ def compare_records(
     return [out[k] for k in METRICS if k in out]  # in the catalog's order
 
 
-def select_run(
-    results: list[RunResult],
-    method: str,
-    dataset: str,
-    protocol: str,
-    results_dir: Path | None = None,
-) -> RunResult:
-    """The run of method on dataset/protocol to compare: one with the card's hyperparameters
-    (no overrides) before one with overrides, then a full run before a ``--limit`` run, then the
-    latest.  None: the error says how to make one (``results_dir``: or to merge its shards)."""
-    runs = [
-        r
-        for r in results
-        if r.method_name == method and r.dataset_name == dataset and r.protocol_name == protocol
-    ]
-    if not runs:
-        if results_dir is not None and not Path(results_dir).is_dir():
-            raise ResultsError(
-                f"--results-dir {results_dir}: no such folder; give the folder eval or "
-                "score --config wrote the runs to"
-            )
-        fix = unmerged_hint(results_dir, method, dataset, protocol) if results_dir else ""
-        raise ResultsError(
-            f"no results of method {method!r} on dataset {dataset!r} with protocol {protocol!r}; "
-            + (
-                fix
-                or f"run: odbench eval --method {method} --dataset {dataset} --protocol {protocol}"
-            )
-        )
-    return max(runs, key=lambda r: (not r.overrides, r.limit is None, r.date, str(r.path)))
-
-
 def compare_runs(
     results_dir: Path,
     methods: tuple[str, str],
     dataset: str,
-    protocol: str = "odbench",
+    protocol: str = DEFAULT_PROTOCOL,
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> tuple[list[RunResult], list[MetricComparison]]:
     results = load_all_results(results_dir)
-    runs = [select_run(results, m, dataset, protocol, results_dir) for m in methods]
+    runs = [select(results, m, dataset, protocol, results_dir=results_dir) for m in methods]
     for run in runs:
         _check_reproduces(run, run_protocol(run))
     comparisons = compare_records(

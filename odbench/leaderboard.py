@@ -5,9 +5,10 @@ groups): odbench's own runs and, clearly marked with †, the numbers published 
 (:mod:`odbench.reported`).  ``render_ablation`` shows the paper's Tables 3-7 (reported only).
 Run comparisons with bootstrap CIs live in :mod:`odbench.compare`.
 
-Which runs are shown: by default only runs with the card's settings (no ``--set`` /
-``--backbone`` overrides, hyperparameters equal to the card's) over the full dataset, the latest
-per method, dataset and protocol.  ``show_all`` adds the others as their own rows, labelled with
+Which runs are shown: by default the run of each method, dataset and protocol
+(:func:`odbench.results.select`, the rule every command uses) when it has the card's settings
+(no ``--set`` / ``--backbone`` overrides, hyperparameters equal to the card's) over the full
+dataset.  ``show_all`` adds the others as their own rows, labelled with
 their overrides, ``(subset)`` for ``--limit`` runs and runs that skipped images (cells marked
 \*), and ``(other card settings)`` when the card changed since the run.
 """
@@ -21,10 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from odbench.cards import method_card
 from odbench.metrics.catalog import METRICS
 from odbench.reported import ReportedRow, reported_rows
-from odbench.results import RunResult, jsonable, load_all_results
+from odbench.results import (
+    RunResult,
+    has_card_settings,
+    is_saved_maps,
+    is_subset,
+    load_all_results,
+    preference,
+    select_all,
+)
 
 #: Paper display names of the benchmark datasets (snake_case ids), in Table 1's order.
 DATASET_LABELS = {
@@ -54,31 +62,6 @@ Fmt = Callable[[float | None], str]
 # ----------------------------------------------------------------------------- our runs
 
 
-def is_subset(run: RunResult) -> bool:
-    """Whether the run saw fewer images than the dataset has (``--limit`` or skipped images);
-    a ``--limit`` at least the dataset's size is the full dataset."""
-    n_images = run.dataset.get("n_images")
-    return n_images is not None and run.n_evaluated < int(n_images)
-
-
-def is_saved_maps(run: RunResult) -> bool:
-    """Whether the run scored a folder of someone's prediction maps (``score --config``)
-    rather than running odbench's method."""
-    return run.info.get("source") == "score --config"
-
-
-def has_card_settings(run: RunResult) -> bool:
-    """No overrides, and the hyperparameters the card has now (a card edited since the run
-    makes it a run of other settings).  Saved maps scored by ``score --config`` carry no
-    settings of odbench's: the card does not apply to them."""
-    if run.overrides:
-        return False
-    if is_saved_maps(run):
-        return True
-    card = method_card(run.method_name)
-    return card is None or jsonable(card.hyperparameters) == run.method.get("hyperparameters")
-
-
 RowKey = tuple[str, str, str, str]  # (method, overrides JSON, protocol, variant label)
 
 
@@ -97,18 +80,21 @@ def _row_key(run: RunResult) -> RowKey:
     return run.method_name, overrides, run.protocol_name, ", ".join(notes)
 
 
-def latest_runs(
+def shown_runs(
     results: Iterable[RunResult], show_all: bool = False
 ) -> dict[tuple[RowKey, str], RunResult]:
-    """The run to show per (row, dataset): the latest.  By default only runs with the card's
-    settings over the full dataset; ``show_all``: every kind of run, each its own row."""
+    """The run to show per (row, dataset).  By default the :func:`~odbench.results.select` ed
+    run of each method, dataset and protocol, when it has the card's settings over the full
+    dataset; ``show_all``: every kind of run, each its own row (the first by
+    :func:`~odbench.results.preference` per row and dataset: the latest)."""
+    if not show_all:
+        chosen = [r for r in select_all(results) if has_card_settings(r) and not is_subset(r)]
+        return {(_row_key(r), r.dataset_name): r for r in chosen}
     best: dict[tuple[RowKey, str], RunResult] = {}
     for r in results:
-        if not show_all and (is_subset(r) or not has_card_settings(r)):
-            continue
         key = (_row_key(r), r.dataset_name)
         old = best.get(key)
-        if old is None or (r.date, str(r.path)) > (old.date, str(old.path)):
+        if old is None or preference(r) > preference(old):
             best[key] = r
     return best
 
@@ -249,7 +235,7 @@ def render_saliency(
     """Table 1a/1c layout: Acc / IoU / maxFβ per dataset (DUT-OMRON, DUTS-TE, ECSSD, CUB,
     then every other dataset with results)."""
     fmt: dict[str, Fmt] = {k: _fmt_fraction for k in SALIENCY_METRICS}
-    run_rows, found, subset = _run_rows(latest_runs(results, show_all), "saliency", fmt)
+    run_rows, found, subset = _run_rows(shown_runs(results, show_all), "saliency", fmt)
     ref_rows = _reported_table_rows(reported, {"1a", "1c"}, fmt)
     found |= {r.dataset for r in reported if r.table in {"1a", "1c"}}
     columns = [
@@ -268,7 +254,7 @@ def render_localization(
 ) -> str:
     """Table 1b layout: CorLoc (%) per dataset (VOC07, VOC12, COCO20K, then others)."""
     fmt: dict[str, Fmt] = {"corloc": _fmt_percent}
-    run_rows, found, subset = _run_rows(latest_runs(results, show_all), "localization", fmt)
+    run_rows, found, subset = _run_rows(shown_runs(results, show_all), "localization", fmt)
     ref_rows = _reported_table_rows(reported, {"1b"}, fmt)
     found |= {r.dataset for r in reported if r.table == "1b"}
     columns = [

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -35,10 +35,16 @@ from typing import Any
 
 import numpy as np
 
+from odbench.cards import method_card
+from odbench.distributed import Shard
 from odbench.errors import OdbenchError
 from odbench.metrics.catalog import keys
+from odbench.metrics.protocols import DEFAULT_PROTOCOL
 
 SCHEMA_VERSION = 1
+#: Where ``odbench eval`` writes and the results commands read unless ``--results-dir`` says
+#: otherwise.
+DEFAULT_RESULTS_DIR = Path("leaderboard/results")
 RESULTS_KIND = "odbench-results"
 #: Packages whose version is recorded when they are imported in the running process.
 TRACKED_PACKAGES = (
@@ -133,6 +139,19 @@ def results_stem(method: str, dataset: str, protocol: str, when: datetime) -> st
     as ``folder:SOD`` become ``-``)."""
     name = "__".join(n.replace(":", "-").replace("/", "-") for n in (method, dataset, protocol))
     return f"{name}__{when.strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def run_stem(run: RunResult) -> str:
+    """The file stem of a run: :func:`results_stem` of its method, dataset, protocol and date
+    (UTC), with ``__shard-I-of-N`` for a shard (a run with a ``shard`` block)."""
+    when = datetime.fromisoformat(run.date)
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)
+    stem = results_stem(run.method_name, run.dataset_name, run.protocol_name, when)
+    shard = run.info.get("shard")
+    if shard:
+        stem += f"__{Shard(int(shard['index']), int(shard['count'])).label()}"
+    return stem
 
 
 # ----------------------------------------------------------------------------- typed records
@@ -436,14 +455,16 @@ def _temp_file(folder: Path, data: bytes) -> Path:
     return Path(name)
 
 
-def write_results(run: RunResult, results_dir: Path, stem: str) -> Path:
+def write_results(run: RunResult, results_dir: Path) -> Path:
     """Write ``<stem>.records.npz`` then ``<stem>.json`` into ``results_dir`` and return the
-    JSON's path (also set as ``run.path``).
+    JSON's path (also set as ``run.path``); the stem is the run's (:func:`run_stem`): the one
+    place results files are named and written.
 
     Names are taken by exclusive creation (a hard link of a finished temp file), so two runs
     finishing in the same second — in one process or several — never overwrite each other: the
     later one gets a ``-2``, ``-3``... suffix.  Neither file is ever visible half-written."""
     results_dir = Path(results_dir)
+    stem = run_stem(run)
     results_dir.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     np.savez_compressed(buf, allow_pickle=False, **run.records.arrays())
@@ -528,11 +549,100 @@ def unmerged_shards(results_dir: Path) -> list[str]:
     return sorted(shards - merged)
 
 
-def load_all_results(results_dir: Path) -> list[RunResult]:
+def load_all_results(results_dir: Path, skipped: list[str] | None = None) -> list[RunResult]:
     """Every results JSON in ``results_dir`` (sorted by file name); a missing folder is empty.
-    Shards of a run (``eval --shard``) are left out: only their merge is a result."""
+    Shards of a run (``eval --shard``) are left out: only their merge is a result.  A file that
+    is not a readable result raises :class:`ResultsError`, or, given a ``skipped`` list, is
+    left out with its one-line reason appended there."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         return []
-    runs = [read_results(p) for p in sorted(results_dir.glob("*.json"))]
+    runs = []
+    for path in sorted(results_dir.glob("*.json")):
+        try:
+            runs.append(read_results(path))
+        except ResultsError as e:
+            if skipped is None:
+                raise
+            skipped.append(str(e))
     return [r for r in runs if "shard" not in r.info]
+
+
+# ----------------------------------------------------------------------------- the run of a method
+
+
+def is_subset(run: RunResult) -> bool:
+    """Whether the run saw fewer images than the dataset has (``--limit``, skipped images, or
+    a copy of the dataset missing images); a ``--limit`` at least the dataset's size is the
+    full dataset."""
+    n_images = run.dataset.get("n_images")
+    return n_images is not None and run.n_evaluated < int(n_images)
+
+
+def is_saved_maps(run: RunResult) -> bool:
+    """Whether the run scored a folder of someone's prediction maps (``score --config``)
+    rather than running odbench's method."""
+    return run.info.get("source") == "score --config"
+
+
+def has_card_settings(run: RunResult) -> bool:
+    """No overrides, and the hyperparameters the card has now (a card edited since the run
+    makes it a run of other settings).  Saved maps scored by ``score --config`` carry no
+    settings of odbench's: the card does not apply to them."""
+    if run.overrides:
+        return False
+    if is_saved_maps(run):
+        return True
+    card = method_card(run.method_name)
+    return card is None or jsonable(card.hyperparameters) == run.method.get("hyperparameters")
+
+
+def preference(run: RunResult) -> tuple[bool, bool, str, str]:
+    """The order in which runs of one method, dataset and protocol are preferred (the largest
+    wins): the card's settings (:func:`has_card_settings`) before any other, then the full
+    dataset before a subset (:func:`is_subset`), then the latest (date, then file name)."""
+    return has_card_settings(run), not is_subset(run), run.date, str(run.path)
+
+
+def select(
+    runs: Iterable[RunResult],
+    method: str,
+    dataset: str,
+    protocol: str = DEFAULT_PROTOCOL,
+    *,
+    task: str | None = None,
+    results_dir: Path | None = None,
+) -> RunResult:
+    """The run of ``method`` on ``dataset`` under ``protocol`` (with metrics of ``task``, when
+    given): the first by :func:`preference`.  The one rule for "the run" of a method, used by
+    the leaderboard, compare, plot, report and cite.  None: a :class:`ResultsError` saying how
+    to make one (with ``results_dir``: that the folder is missing, or to merge its shards)."""
+    matching = [
+        r
+        for r in runs
+        if r.method_name == method
+        and r.dataset_name == dataset
+        and r.protocol_name == protocol
+        and (task is None or task in r.metrics)
+    ]
+    if matching:
+        return max(matching, key=preference)
+    if results_dir is not None and not Path(results_dir).is_dir():
+        raise ResultsError(
+            f"--results-dir {results_dir}: no such folder; give the folder eval or "
+            "score --config wrote the runs to"
+        )
+    fix = unmerged_hint(results_dir, method, dataset, protocol) if results_dir else ""
+    what = f"{task} results" if task else "results"
+    raise ResultsError(
+        f"no {what} of method {method!r} on dataset {dataset!r} with protocol {protocol!r}; "
+        + (fix or f"run: odbench eval --method {method} --dataset {dataset} --protocol {protocol}")
+    )
+
+
+def select_all(runs: Iterable[RunResult], task: str | None = None) -> list[RunResult]:
+    """The :func:`select` ed run of every (method, dataset, protocol) that ``runs`` hold (with
+    metrics of ``task``, when given), in that order."""
+    runs = [r for r in runs if task is None or task in r.metrics]
+    settings = sorted({(r.method_name, r.dataset_name, r.protocol_name) for r in runs})
+    return [select(runs, *setting) for setting in settings]

@@ -30,7 +30,6 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -50,9 +49,11 @@ from odbench.data.base import Dataset, Sample
 from odbench.distributed import Shard, World, detect_world, resolve_device, shard_block
 from odbench.errors import OdbenchError
 from odbench.methods.base import Method
+from odbench.metrics.protocols import DEFAULT_PROTOCOL
 from odbench.metrics.selection import MetricSelection, parse_metrics
 from odbench.outputs import OutputPathError, check_output_folder
 from odbench.results import (
+    DEFAULT_RESULTS_DIR,
     SOD_SCALARS,
     LocalizationRecords,
     Records,
@@ -60,14 +61,12 @@ from odbench.results import (
     git_commit,
     jsonable,
     package_versions,
-    results_stem,
     saliency_records,
     sod_records,
     utc_now,
     write_results,
 )
 
-DEFAULT_RESULTS_DIR = Path("leaderboard/results")
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -698,10 +697,7 @@ def run(
         _records=records,
     )
     if results_dir is not None:
-        stem = results_stem(method.name, dataset_name, protocol.name, when)
-        if shard is not None and sharded:
-            stem += f"__{shard.label()}"
-        write_results(result, Path(results_dir), stem)
+        write_results(result, Path(results_dir))
     return result
 
 
@@ -820,7 +816,7 @@ def build_dataset(
 def run_eval(
     method: str | Method | Callable[[list[np.ndarray]], Sequence[np.ndarray]],
     dataset: str | Dataset,
-    protocol: Any = "odbench",
+    protocol: Any = DEFAULT_PROTOCOL,
     *,
     device: str = "auto",
     overrides: dict[str, Any] | None = None,
@@ -915,11 +911,7 @@ def run_launched(
         write_boxes_json(Path(kwargs["save_preds"]), records, whole)
     result = RunResult.from_json(merged, records=records)
     if results_dir is not None:
-        when = datetime.fromisoformat(result.date)
-        stem = results_stem(method.name, dataset_name, protocol.name, when)
-        if not whole.whole:
-            stem += f"__{whole.label()}"
-        write_results(result, Path(results_dir), stem)
+        write_results(result, Path(results_dir))
     return result
 
 

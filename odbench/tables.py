@@ -2,14 +2,15 @@ r"""Metric tables of odbench's runs for papers: markdown, LaTeX and CSV
 (``odbench leaderboard --format md|latex|csv``).
 
 Columns, their labels and directions come from the metric catalog
-(:mod:`odbench.metrics.catalog`), in its order.  Rows are methods, columns (dataset, metric); the runs shown are the leaderboard's
-(:func:`odbench.leaderboard.latest_runs`: card settings, full datasets, the latest per method,
-dataset and protocol).  Each metric header carries the arrow saying which direction is better
-(↑ higher, ↓ lower: MAE and BER).  The best three values of a column are marked: in LaTeX by
-``marks`` (default ``bold,underline,color:blue``: 1st, 2nd, 3rd), in markdown 1st **bold**,
-2nd *italic*, 3rd plain; equal values share a mark.  CSV has one row per (method, dataset,
-protocol) with every metric (or those of ``--metrics``), unrounded.  The LaTeX needs only LaTeX's base packages
-(``color`` for ``\textcolor``).
+(:mod:`odbench.metrics.catalog`), in its order.  Rows are methods, columns (dataset, metric);
+the runs shown are the leaderboard's (:func:`odbench.leaderboard.shown_runs`: the
+:func:`odbench.results.select` ed run of each method, dataset and protocol, when it has the
+card's settings over the full dataset).  Each metric header carries the arrow saying which
+direction is better (↑ higher, ↓ lower: MAE and BER).  The best three values of a column are
+marked: in LaTeX by ``marks`` (default ``bold,underline,color:blue``: 1st, 2nd, 3rd), in
+markdown 1st **bold**, 2nd *italic*, 3rd plain; equal values share a mark.  CSV has one row per
+(method, dataset, protocol) with every metric (or those of ``--metrics``), unrounded.  The LaTeX
+needs only LaTeX's base packages (``color`` for ``\textcolor``).
 """
 
 from __future__ import annotations
@@ -48,10 +49,11 @@ Table = tuple[
 def _shown_runs(
     results_dir: Path, protocol: str | None, datasets: Sequence[str], show_all: bool
 ) -> list[Any]:
-    """The runs a table shows (latest per row; ``show_all``: every kind), oldest first, with
+    """The runs a table shows (the leaderboard's; ``show_all``: every kind), least preferred
+    first (:func:`odbench.results.preference`), with
     one line saying what to do when none is left."""
-    from odbench.leaderboard import is_subset, latest_runs
-    from odbench.results import load_all_results
+    from odbench.leaderboard import shown_runs
+    from odbench.results import load_all_results, preference
 
     if not Path(results_dir).is_dir():
         raise TableError(
@@ -64,15 +66,15 @@ def _shown_runs(
         if (protocol is None or r.protocol_name == protocol)
         and (not datasets or r.dataset_name in datasets)
     ]
-    runs = list(latest_runs(every, show_all).values())
+    runs = list(shown_runs(every, show_all).values())
     if not runs:
         where = (f" under protocol {protocol}" if protocol else "") + (
             f" on {', '.join(datasets)}" if datasets else ""
         )
         hidden = f"; {len(every)} run(s) on subsets or with other settings: --all shows them"
         raise TableError(f"{results_dir}: no runs{where}" + (hidden if every else ""))
-    # one cell per (method, dataset): the full-dataset run, else the latest
-    runs.sort(key=lambda r: (not is_subset(r), r.date, str(r.path)))
+    # one cell per (method, dataset): the run select() prefers, placed last
+    runs.sort(key=preference)
     return runs
 
 
@@ -87,7 +89,7 @@ def collect(
     (method, dataset) cells from runs on a subset) of the shown runs under ``protocol``
     (None: every protocol, for CSV); ``show_all``: runs of every kind, not just the card's
     settings over full datasets."""
-    from odbench.leaderboard import is_subset
+    from odbench.results import is_subset
 
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:

@@ -22,11 +22,11 @@ from odbench.compare import (
     weighted_mean,
 )
 from odbench.data.base import create_dataset
-from odbench.leaderboard import latest_runs
+from odbench.leaderboard import shown_runs
 from odbench.methods.center_prior import CenterPrior
 from odbench.metrics.protocols import get_protocol
 from odbench.reported import reported_rows
-from odbench.results import Records, ResultsError, RunResult
+from odbench.results import Records, ResultsError, RunResult, select
 from odbench.runner import run
 
 PAPER_TABLES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper-tables.md"
@@ -225,9 +225,9 @@ def test_latest_full_run_with_the_cards_settings_wins() -> None:
     old_card = _run("2026-01-05", hyperparameters={"sigma": 0.2})
     big_limit = _run("2026-01-06", dataset="ecssd", limit=2000)  # limit above the size: full
     runs = [full_old, full_new, subset_newer, overridden, old_card, big_limit]
-    best = latest_runs(runs)
+    best = shown_runs(runs)
     assert {k[1]: v.date for k, v in best.items()} == {"toy": "2026-01-02", "ecssd": "2026-01-06"}
-    shown = latest_runs(runs, show_all=True)
+    shown = shown_runs(runs, show_all=True)
     labels = {(k[0][1], k[0][3]): v.date for k, v in shown.items() if k[1] == "toy"}
     assert labels == {
         ("{}", ""): "2026-01-02",
@@ -252,12 +252,10 @@ def test_leaderboard_default_hides_subset_and_override_rows(tmp_path: Path) -> N
 
 
 def test_compare_prefers_the_cards_hyperparameters() -> None:
-    from odbench.compare import select_run
-
     default = _run("2026-01-01")
     tuned = _run("2026-01-02", overrides={"sigma": 0.3})
-    assert select_run([default, tuned], "center-prior", "toy", "odbench") is default
-    assert select_run([tuned], "center-prior", "toy", "odbench") is tuned
+    assert select([default, tuned], "center-prior", "toy", "odbench") is default
+    assert select([tuned], "center-prior", "toy", "odbench") is tuned
 
 
 def test_corrupt_results_file_is_one_line(tmp_path: Path) -> None:
@@ -416,3 +414,33 @@ def test_reported_row_follows_the_methods_run() -> None:
     assert lines[i + 1].startswith("| m † (reported, Paper Tab. 1a) | paper |")
     assert "| .800 | .600 | - |" in lines[i + 1]
     assert lines[i + 2].startswith("| other † (reported, Paper Tab. 1a) |")
+
+
+def test_every_command_shows_the_run_select_chooses(tmp_path: Path) -> None:
+    """One rule for "the run" of a method: a newer run with overrides does not replace the
+    card's run in plot, report or the metric tables (plot used to take the latest)."""
+    from odbench.commands.plot import select_runs
+    from odbench.report.runs import load_report_data
+    from odbench.results import load_all_results
+    from odbench.tables import collect
+
+    card_run = _eval(tmp_path, "center-prior", 0.25)
+    tuned = _eval(tmp_path, "center-prior", 0.4, overrides={"sigma": 0.4})
+    assert card_run.metrics["saliency"]["acc"] != tuned.metrics["saliency"]["acc"]
+    assert card_run.path is not None and tuned.path is not None
+    later = json.loads(tuned.path.read_text()) | {"date": "2099-01-01T00:00:00+00:00"}
+    tuned.path.write_text(json.dumps(later))  # certainly the latest
+    assert card_run.path.name == f"center-prior__toy__odbench__{_stamp(card_run)}.json"
+    results = tmp_path / "results"
+    assert select(load_all_results(results), "center-prior", "toy").path == card_run.path
+    plotted = select_runs(results, ["toy"], [], "odbench")["toy"]["center-prior"]
+    assert plotted.path == card_run.path
+    report = load_report_data(results, "toy", ["center-prior"])
+    assert report.runs[0].results["_path"] == str(card_run.path)
+    values = collect(results, "odbench", show_all=True)[3]
+    assert values[("center-prior", "toy")]["acc"] == card_run.metrics["saliency"]["acc"]
+
+
+def _stamp(run: RunResult) -> str:
+    """The date of a run as its results file names it."""
+    return run.date[:19].replace("-", "").replace(":", "") + "Z"

@@ -70,10 +70,9 @@ def _split(out: RunResult, count: int) -> list[Part]:
 def _write_shards(whole: RunResult, folder: Path, count: int = 2) -> list[Path]:
     """The whole run's shards written as ``eval --shard`` names them; their JSON paths."""
     paths = []
-    for i, part in enumerate(_split(whole, count)):
-        stem = f"center-prior__toy__odbench__20260101T000000Z__{Shard(i, count).label()}"
+    for part in _split(whole, count):
         shard = RunResult.from_json(part.results, records=part.records)
-        paths.append(write_results(shard, folder, stem))
+        paths.append(write_results(shard, folder))
     return paths
 
 

@@ -103,7 +103,7 @@ def plant(folder, method: str, n: int, second: int, dataset: str = "ecssd", size
     """A stored saliency run of ``method`` on ``n`` of the ``size`` images of ``dataset``."""
     from datetime import UTC, datetime
 
-    from odbench.results import Records, RunResult, SaliencyRecords, results_stem, write_results
+    from odbench.results import Records, RunResult, SaliencyRecords, write_results
 
     when = datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC)
     run = RunResult(
@@ -115,7 +115,7 @@ def plant(folder, method: str, n: int, second: int, dataset: str = "ecssd", size
         date=when.isoformat(),
         _records=Records(("x",), SaliencyRecords(*(np.zeros(1),) * 3, np.zeros((1, 255)))),
     )
-    write_results(run, folder, results_stem(method, dataset, "odbench", when))
+    write_results(run, folder)
 
 
 def test_plot_prefers_whole_dataset_runs_and_stars_subsets(tmp_path):

@@ -21,7 +21,6 @@ from odbench.results import (
     RunResult,
     SaliencyRecords,
     jsonable,
-    results_stem,
     write_results,
 )
 
@@ -47,11 +46,10 @@ def plant(results: Path) -> None:
                 protocol={"name": "odbench", "definition": {}},
                 tasks=["saliency"],
                 metrics={"saliency": {"s_measure": s, "mae": mae, "max_fbeta": 0.5 + i / 100}},
-                date=datetime(2026, 1, 1, tzinfo=UTC).isoformat(),
+                date=datetime(2026, 1, 1, 0, 0, i, tzinfo=UTC).isoformat(),
                 _records=Records(("x",), rec),
             )
-            when = datetime(2026, 1, 1, 0, 0, i, tzinfo=UTC)
-            write_results(run, results, results_stem(method, dataset, "odbench", when))
+            write_results(run, results)
 
 
 def table(results: Path, *extra: str) -> str:

@@ -90,7 +90,7 @@ def plant(root: Path, n_images: int, n_methods: int, size: tuple[int, int], n: i
         results = {
             "method": {"name": name, "overrides": {}, "hyperparameters": {}},
             "dataset": {**dataset.describe(), "limit": None, "n_evaluated": n_images},
-            "protocol": {"name": "odbench", "definition": ODBENCH.as_dict()},
+            "protocol": {"name": ODBENCH.name, "definition": ODBENCH.as_dict()},
             "tasks": ["saliency"],
             "metrics": {
                 "saliency": {
@@ -108,7 +108,7 @@ def plant(root: Path, n_images: int, n_methods: int, size: tuple[int, int], n: i
             "packages": {},
             "git_commit": None,
         }
-        _write_results(results, records, root / "results", f"{name}__folder__odbench")
+        _write_results(results, records, root / "results")
         ious.append(iou)
     wanted = sorted({i for s in select_all(np.stack(ious), n) for i in s.indices})
     yy, xx = np.mgrid[0 : size[0], 0 : size[1]]
@@ -123,9 +123,7 @@ def plant(root: Path, n_images: int, n_methods: int, size: tuple[int, int], n: i
     return methods
 
 
-def _write_results(
-    results: dict[str, Any], records: dict[str, np.ndarray], folder: Path, stem: str
-) -> None:
+def _write_results(results: dict[str, Any], records: dict[str, np.ndarray], folder: Path) -> None:
     """Write a planted run through the results store's own writer."""
     from odbench.results import Records, RunResult, write_results
 
@@ -135,7 +133,7 @@ def _write_results(
         info={k: v for k, v in results.items() if k not in known},
         _records=Records.from_arrays(records),
     )
-    write_results(run, folder, stem)
+    write_results(run, folder)
 
 
 def _decode_reference(root: Path, methods: list[str]) -> float:

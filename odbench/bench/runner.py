@@ -46,14 +46,14 @@ def cli(n_images: int, repeats: int, data_root: Path | None) -> None:
     """eval of center-prior on real ECSSD vs a plain decode: 1 worker vs decode, 2 vs 1."""
     from odbench.data.base import create_dataset
     from odbench.methods.base import create_method
-    from odbench.metrics.protocols import get_protocol
+    from odbench.metrics.protocols import DEFAULT_PROTOCOL, get_protocol
     from odbench.runner import run
 
     root = ecssd_images(data_root, "run it where the real data is").parent.parent
     dataset = create_dataset("ecssd", data_root=root)
     ids = dataset.ids()[:n_images]
     method = create_method("center-prior")
-    protocol = get_protocol("odbench")
+    protocol = get_protocol(DEFAULT_PROTOCOL)
     click.echo(
         f"runner: {len(ids)} ECSSD images from {root}, best of {repeats}, "
         f"{os.cpu_count()} CPUs (shared: timings are noisy)"

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from odbench.cli import UserError, results_dir_option, user_errors
+from odbench.metrics.protocols import DEFAULT_PROTOCOL
 
 
 @contextmanager
@@ -104,7 +105,9 @@ def format_metrics(metrics: dict[str, Any], keys: Sequence[str] | None = None) -
 @click.command("eval")
 @click.option("--method", "method_name", required=True, help="Registered method name.")
 @click.option("--dataset", "dataset_name", required=True, help="Registered dataset name.")
-@click.option("--protocol", default="odbench", show_default=True, help="Evaluation protocol.")
+@click.option(
+    "--protocol", default=DEFAULT_PROTOCOL, show_default=True, help="Evaluation protocol."
+)
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N samples.")
 @click.option(
     "--device",

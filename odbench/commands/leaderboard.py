@@ -8,6 +8,7 @@ import click
 
 from odbench.cli import UserError, results_dir_option
 from odbench.commands.evaluate import run_errors
+from odbench.metrics.protocols import DEFAULT_PROTOCOL
 
 _RESULTS_DIR = results_dir_option("Folder of results JSON files written by odbench eval.")
 
@@ -50,7 +51,7 @@ _RESULTS_DIR = results_dir_option("Folder of results JSON files written by odben
     "IoU, maxFβ, MAE; or names, e.g. s_measure,max_fbeta,mae, in that order).",
 )
 @click.option("--datasets", default="", help="--format: comma-separated datasets (default: all).")
-@click.option("--protocol", default="odbench", show_default=True, help="--format md/latex.")
+@click.option("--protocol", default=DEFAULT_PROTOCOL, show_default=True, help="--format md/latex.")
 @click.option(
     "--marks",
     default="bold,underline,color:blue",
@@ -171,7 +172,7 @@ def _metric_keys(spec: str) -> list[str]:
 @click.command("compare")
 @click.option("--methods", required=True, help="Two method names, comma-separated: A,B.")
 @click.option("--dataset", required=True, help="Dataset both methods were evaluated on.")
-@click.option("--protocol", default="odbench", show_default=True)
+@click.option("--protocol", default=DEFAULT_PROTOCOL, show_default=True)
 @click.option("--resamples", type=int, default=1000, show_default=True, help="Bootstrap resamples.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
 @_RESULTS_DIR

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,21 +23,14 @@ def merge_cmd(shard_jsons: tuple[Path, ...], results_dir: Path) -> None:
     or missing ids, are refused."""
     from odbench.merge import MergeError, merge
     from odbench.outputs import OutputPathError, check_output_folder
-    from odbench.results import ResultsError, RunResult, results_stem, write_results
+    from odbench.results import ResultsError, RunResult, write_results
 
     with user_errors():
         try:
             check_output_folder(results_dir, "--results-dir")
             parts = [_read_shard(path) for path in shard_jsons]
             results, records = merge(parts)
-            when = datetime.fromisoformat(results["date"])
-            stem = results_stem(
-                results["method"]["name"],
-                results["dataset"]["name"],
-                results["protocol"]["name"],
-                when,
-            )
-            path = write_results(RunResult.from_json(results, records=records), results_dir, stem)
+            path = write_results(RunResult.from_json(results, records=records), results_dir)
         except (MergeError, ResultsError, OutputPathError) as e:
             raise UserError(str(e)) from e
     click.echo(f"merged {len(parts)} shards ({len(records['ids'])} images): {path}")

@@ -3,8 +3,9 @@
 Reads the curves the runs stored (``metrics.saliency.fbeta_curve`` always; ``curves.precision``,
 ``recall``, ``e_measure`` when scored with ``--metrics all``), never recomputes them.  One
 figure per curve kind, one subplot per dataset, the legend below the axes (it never covers a
-curve), written as PNG and PDF.  Per (method, dataset) the latest run under ``--protocol``; a
-dataset without results is left out, with a note.
+curve), written as PNG and PDF.  Per (method, dataset) the run every command shows
+(:func:`odbench.results.select`) under ``--protocol``; a dataset without results is left out,
+with a note.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import click
 
 from odbench.cli import UserError, results_dir_option, user_errors
+from odbench.metrics.protocols import DEFAULT_PROTOCOL
 
 #: (file stem, title, x key, y key, x label, y label)
 KINDS = (
@@ -40,12 +42,10 @@ def select_runs(
     protocol: str,
     notes: list[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """dataset -> method -> the saliency run to draw, for the datasets that have one (a whole
-    dataset's run before a subset's, then the latest).  What is asked for but not found is one
-    line per dataset appended to ``notes``; nothing found at all is an error naming what the
-    results hold."""
-    from odbench.leaderboard import is_subset
-    from odbench.results import ResultsError, load_all_results
+    """dataset -> method -> the saliency run to draw (:func:`odbench.results.select`), for the
+    datasets that have one.  What is asked for but not found is one line per dataset appended
+    to ``notes``; nothing found at all is an error naming what the results hold."""
+    from odbench.results import ResultsError, load_all_results, select_all
 
     if not Path(results_dir).is_dir():
         raise UserError(
@@ -66,9 +66,9 @@ def select_runs(
             f"{results_dir}: no results for method(s) {', '.join(missing)} on "
             f"{', '.join(datasets)} under protocol {protocol} (found: {', '.join(sorted(have))})"
         )
+    # per (dataset, method): the run every command shows (odbench.results.select)
     chosen: dict[str, dict[str, Any]] = {d: {} for d in datasets}
-    # per (dataset, method): a run over the whole dataset before any subset, then the latest
-    for run in sorted(usable, key=lambda r: (not is_subset(r), r.date, str(r.path))):
+    for run in select_all(usable, "saliency"):
         if run.dataset_name in chosen and (not methods or run.method_name in methods):
             chosen[run.dataset_name][run.method_name] = run
     empty = [d for d, found in chosen.items() if not found]
@@ -119,7 +119,7 @@ def legend_labels(chosen: dict[str, dict[str, Any]]) -> dict[str, str]:
     """method -> its legend entry: the name, with ``*`` when every drawn run of the method saw
     only a subset of its dataset (a method whose subset runs are in some panels only is marked
     in those panels' titles, :func:`panel_titles`; :data:`SUBSET_NOTE` goes under the title)."""
-    from odbench.leaderboard import is_subset
+    from odbench.results import is_subset
 
     runs: dict[str, list[Any]] = {}
     for found in chosen.values():
@@ -131,7 +131,7 @@ def legend_labels(chosen: dict[str, dict[str, Any]]) -> dict[str, str]:
 def panel_titles(chosen: dict[str, dict[str, Any]], labels: dict[str, str]) -> dict[str, str]:
     """dataset -> its subplot's title: the name, starred when all its runs saw a subset and the
     legend does not say so already, else followed by the methods whose run there saw one."""
-    from odbench.leaderboard import is_subset
+    from odbench.results import is_subset
 
     titles = {}
     for dataset, found in chosen.items():
@@ -156,8 +156,8 @@ def plot_curves(
     import matplotlib.pyplot as plt
 
     from odbench.imageio import atomic_write_bytes
-    from odbench.leaderboard import is_subset
     from odbench.outputs import OutputPathError, check_output_folder
+    from odbench.results import is_subset
 
     try:
         check_output_folder(out, "--out")
@@ -225,7 +225,7 @@ def plot() -> None:
 @click.option("--dataset", "datasets", multiple=True, required=True, help="Repeatable.")
 @click.option("--methods", default="", help="Comma-separated (default: every method).")
 @click.option("--highlight", default=None, help="Draw this method on top, thicker.")
-@click.option("--protocol", default="odbench", show_default=True)
+@click.option("--protocol", default=DEFAULT_PROTOCOL, show_default=True)
 @results_dir_option("Folder of results JSON files (the results store).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
 def curves(

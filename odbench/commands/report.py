@@ -8,6 +8,7 @@ import click
 
 from odbench.cli import UserError, results_dir_option
 from odbench.commands.evaluate import run_errors
+from odbench.metrics.protocols import DEFAULT_PROTOCOL
 
 
 def _names(text: str | None) -> list[str]:
@@ -17,7 +18,7 @@ def _names(text: str | None) -> list[str]:
 @click.command("report")
 @click.option("--dataset", required=True, help="Dataset the methods were evaluated on.")
 @click.option("--methods", required=True, help="Method names, comma-separated: A,B,C.")
-@click.option("--protocol", default="odbench", show_default=True)
+@click.option("--protocol", default=DEFAULT_PROTOCOL, show_default=True)
 @results_dir_option("Folder of results JSON files written by odbench eval.")
 @click.option(
     "--data-root",

@@ -251,6 +251,8 @@ ODBENCH = Protocol(
     "empty/empty IoU=1, soft MAE.",
     sources=("DiffusionSeg (Ma et al. 2023) benchmark protocol, odbench issue 3",),
 )
+#: The protocol every command and function scores under unless told otherwise.
+DEFAULT_PROTOCOL = ODBENCH.name
 
 TOKENCUT = Protocol(
     name="tokencut",

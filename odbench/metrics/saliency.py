@@ -32,7 +32,7 @@ from functools import lru_cache
 import numpy as np
 
 from odbench.metrics.meter import Meter
-from odbench.metrics.protocols import MetricInputError, Protocol, get_protocol
+from odbench.metrics.protocols import DEFAULT_PROTOCOL, MetricInputError, Protocol, get_protocol
 
 
 @dataclass
@@ -453,7 +453,7 @@ class SaliencyMeter(Meter):
 
     states = ("n", "sum_acc", "sum_iou", "sum_mae", "sum_fbeta", "sum_max_fbeta")
 
-    def __init__(self, protocol: Protocol | str = "odbench") -> None:
+    def __init__(self, protocol: Protocol | str = DEFAULT_PROTOCOL) -> None:
         self.protocol = get_protocol(protocol)
         self.n = 0
         self.sum_acc = 0.0

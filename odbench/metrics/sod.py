@@ -51,7 +51,7 @@ import numpy as np
 
 from odbench.metrics.catalog import keys
 from odbench.metrics.meter import Meter
-from odbench.metrics.protocols import Protocol, get_protocol
+from odbench.metrics.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
 from odbench.metrics.saliency import (
     ImageRecord,
     PairCounts,
@@ -480,7 +480,7 @@ class SodRecord:
     protocol: Protocol | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        proto = get_protocol(self.protocol or "odbench")
+        proto = get_protocol(self.protocol or DEFAULT_PROTOCOL)
         curves = family_curves(self.tp, self.fp, self.n_gt, self.n_pix, proto)
         self.e_curve, self.precision, self.recall, self.fpr = curves
 
@@ -581,7 +581,7 @@ class SodMeter(Meter):
 
     states = ("n", "sums", "curves", "sum_max_e")
 
-    def __init__(self, protocol: Protocol | str = "odbench") -> None:
+    def __init__(self, protocol: Protocol | str = DEFAULT_PROTOCOL) -> None:
         self.protocol = get_protocol(protocol)
         self.n = 0
         self.sums = dict.fromkeys(_SCALARS, 0.0)
@@ -654,7 +654,7 @@ class FamilyMeter(Meter):
 
     states = ("base", "family")
 
-    def __init__(self, protocol: Protocol | str = "odbench") -> None:
+    def __init__(self, protocol: Protocol | str = DEFAULT_PROTOCOL) -> None:
         self.base = SaliencyMeter(protocol)
         self.protocol = self.base.protocol
         self.family = SodMeter(self.protocol)

@@ -17,6 +17,7 @@ import numpy as np
 
 from odbench.data.base import Dataset
 from odbench.imageio import atomic_write_bytes
+from odbench.metrics.protocols import DEFAULT_PROTOCOL
 from odbench.outputs import check_output_file, check_output_folder
 from odbench.report.runs import ReportData, load_report_data
 from odbench.results import ResultsError
@@ -132,7 +133,7 @@ def build_report(
     methods: list[str],
     out: Path,
     *,
-    protocol: str = "odbench",
+    protocol: str = DEFAULT_PROTOCOL,
     data_root: Path | None = None,
     n: int = 8,
     ids: list[str] | None = None,
@@ -211,7 +212,7 @@ def build_grid(
     out: Path,
     *,
     n: int,
-    protocol: str = "odbench",
+    protocol: str = DEFAULT_PROTOCOL,
     data_root: Path | None = None,
     ids: list[str] | None = None,
     select: str = "disagree",

@@ -1,10 +1,10 @@
 """The runs a report shows, read from the results store (nothing is recomputed).
 
-For each requested method the run is chosen as ``odbench compare`` chooses it (card
-hyperparameters before overrides, full run before ``--limit``, then the latest); its per-image
-records give the IoU and Fβ columns, its ``cache`` folder the prediction maps -- or, for saved
-maps scored by ``odbench score --config``, the prediction folder it recorded.  All runs must
-cover the same images.
+For each requested method the run is the one every command shows (:func:`odbench.results.select`:
+the card's settings before overrides, the full dataset before a subset, then the latest); its
+per-image records give the IoU and Fβ columns, its ``cache`` folder the prediction maps -- or,
+for saved maps scored by ``odbench score --config``, the prediction folder it recorded.  All
+runs must cover the same images.
 
 Per-image Fβ: the image's Fβ at the run's best dataset-wide threshold (``max_over="dataset"``,
 the threshold of the leaderboard's maxFβ) or the image's own maximum (``"per_image"``), so the
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from odbench.metrics.catalog import METRICS
+from odbench.metrics.protocols import DEFAULT_PROTOCOL
 from odbench.results import ResultsError, RunResult
 
 
@@ -115,7 +116,8 @@ def saved_map_files(run: RunResult) -> tuple[dict[str, Path], dict[str, Path]]:
 def _as_report_run(run: RunResult, name: str) -> ReportRun:
     """A results-store run as its JSON dict (``_path`` added), records arrays and, for saved
     maps, their files."""
-    from odbench.leaderboard import is_saved_maps, run_label
+    from odbench.leaderboard import run_label
+    from odbench.results import is_saved_maps
 
     results = {**run.to_json(), "_path": str(run.path)}
     files = saved_map_files(run) if is_saved_maps(run) else (None, None)
@@ -179,13 +181,12 @@ def _check_reproduces(run: ReportRun, columns: dict[str, np.ndarray]) -> None:
 
 
 def load_report_data(
-    results_dir: Path, dataset: str, methods: list[str], protocol: str = "odbench"
+    results_dir: Path, dataset: str, methods: list[str], protocol: str = DEFAULT_PROTOCOL
 ) -> ReportData:
-    """The latest suitable run of each method on ``dataset`` / ``protocol`` (see the module
+    """The run of each method on ``dataset`` / ``protocol`` (see the module
     docstring); raises :class:`ResultsError` naming the file or the command to run."""
     from odbench.cards import dataset_card
-    from odbench.compare import select_run
-    from odbench.results import load_all_results
+    from odbench.results import load_all_results, select
 
     if not methods:
         raise ResultsError("--methods: give at least one method name")
@@ -209,7 +210,7 @@ def load_report_data(
             raise ResultsError(unknown)
     runs = []
     for name in methods:
-        chosen = select_run(results, name, dataset, protocol, results_dir)
+        chosen = select(results, name, dataset, protocol, results_dir=results_dir)
         path = chosen.path
         if "saliency" not in chosen.metrics:
             raise ResultsError(

@@ -448,7 +448,7 @@ def _store(
 ) -> tuple[Path, dict[str, Any]]:
     """Write one (method, dataset) pair's results JSON and records; returns the JSON's path and
     the metrics."""
-    from odbench.results import results_stem, utc_now, write_results
+    from odbench.results import utc_now, write_results
     from odbench.scoring.run import scored_run
 
     ids = tuple(i for i, _, _ in job.pairs)
@@ -472,5 +472,4 @@ def _store(
         },
         when,
     )
-    stem = results_stem(job.method, job.dataset, proto.name, when)
-    return write_results(run, Path(results_dir), stem), run.metrics["saliency"]
+    return write_results(run, Path(results_dir)), run.metrics["saliency"]
