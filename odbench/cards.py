@@ -218,3 +218,13 @@ def dataset_card(name: str) -> DatasetCard | None:
     if name in cards:
         return cards[name]
     return next((c for c in cards.values() if name in c.aliases), None)
+
+
+def dataset_size(name: str) -> int | None:
+    """How many images the whole dataset ``name`` has, by its card (``count``): a copy holding
+    fewer is incomplete and runs on it are subsets.  None for a name without a card or count,
+    and for a generated dataset (a card with ``[generator]``: it is as large as asked)."""
+    card = dataset_card(name)
+    if card is None or "generator" in card.raw:
+        return None
+    return card.count

@@ -8,9 +8,10 @@ Run comparisons with bootstrap CIs live in :mod:`odbench.compare`.
 Which runs are shown: by default the run of each method, dataset and protocol
 (:func:`odbench.results.select`, the rule every command uses) when it has the card's settings
 (no ``--set`` / ``--backbone`` overrides, hyperparameters equal to the card's) over the full
-dataset.  ``show_all`` adds the others as their own rows, labelled with
-their overrides, ``(subset)`` for ``--limit`` runs and runs that skipped images (cells marked
-\*), and ``(other card settings)`` when the card changed since the run.
+dataset.  ``show_all`` adds the others as their own rows, labelled with their overrides,
+``[subset]`` for ``--limit`` runs, runs that skipped images and runs on a copy of the dataset
+missing images (fewer than its card's ``count``; cells marked \*), and ``[other card
+settings]`` when the card changed since the run.
 """
 
 from __future__ import annotations
@@ -221,7 +222,10 @@ def _footer(subset: bool, show_all: bool, saved: bool = False) -> str:
     if saved:
         notes[0] += " [saved maps]: prediction folders scored by `odbench score --config`."
     if subset:
-        notes.append("\\* evaluated on a subset of the dataset (--limit or skipped images).")
+        notes.append(
+            "\\* evaluated on a subset of the dataset (--limit, skipped images, or a copy of "
+            "the dataset missing images)."
+        )
     return "\n\n".join(notes)
 
 

@@ -24,6 +24,7 @@ samples with boxes: :meth:`Method.predict_boxes` -> CorLoc) are scored when the 
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -44,6 +45,7 @@ from odbench.cache import (
     quantize,
     safe_name,
 )
+from odbench.cards import dataset_size
 from odbench.claims import Claims
 from odbench.data.base import Dataset, Sample
 from odbench.distributed import Shard, World, detect_world, resolve_device, shard_block
@@ -617,6 +619,16 @@ def run(
     }
     if skipped:
         dataset_info["skipped_ids"] = sorted(skipped & set(chosen))
+    full = dataset_size(dataset_name)
+    if full is not None and len(all_ids) < full:  # an incomplete copy: every run on it a subset
+        dataset_info["n_images"] = full
+        if show_progress:
+            print(
+                f"note: {dataset_name}: the data found holds {len(all_ids)} of the {full} images "
+                "its card lists; this run is a subset (starred, shown by odbench leaderboard "
+                "--all only)",
+                file=sys.stderr,
+            )
     tasks: list[str] = [t for t in ("saliency", "localization") if t in dataset.task]
     cache = None
     if use_cache:

@@ -26,7 +26,7 @@ from odbench.leaderboard import shown_runs
 from odbench.methods.center_prior import CenterPrior
 from odbench.metrics.protocols import get_protocol
 from odbench.reported import reported_rows
-from odbench.results import Records, ResultsError, RunResult, select
+from odbench.results import Records, ResultsError, RunResult, read_results, select
 from odbench.runner import run
 
 PAPER_TABLES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper-tables.md"
@@ -444,3 +444,42 @@ def test_every_command_shows_the_run_select_chooses(tmp_path: Path) -> None:
 def _stamp(run: RunResult) -> str:
     """The date of a run as its results file names it."""
     return run.date[:19].replace("-", "").replace(":", "") + "Z"
+
+
+def test_eval_on_an_incomplete_copy_is_a_subset(tmp_path: Path) -> None:
+    """eval on a folder holding 3 of ECSSD's 1,000 pairs: the run is out of the card's 1,000
+    (a subset), said so in one line at the start, starred and hidden without --all, and a
+    newer subset run does not replace the full run in its row."""
+    from PIL import Image
+
+    folder = tmp_path / "data" / "ECSSD"
+    rng = np.random.default_rng(0)
+    for name in ("images", "ground_truth_mask"):
+        (folder / name).mkdir(parents=True)
+    for i in range(1, 4):
+        image = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
+        Image.fromarray(image).save(folder / "images" / f"{i:04d}.png")
+        mask = np.zeros((24, 32), dtype=np.uint8)
+        mask[6:18, 8:24] = 255
+        Image.fromarray(mask).save(folder / "ground_truth_mask" / f"{i:04d}.png")
+    results = tmp_path / "results"
+    args = ["eval", "--method", "center-prior", "--dataset", "ecssd"]
+    args += ["--data-root", str(tmp_path / "data"), "--results-dir", str(results)]
+    out = CliRunner().invoke(main, [*args, "--cache-dir", str(tmp_path / "cache")])
+    assert out.exit_code == 0, out.output
+    assert out.stderr.splitlines()[0] == (
+        "note: ecssd: the data found holds 3 of the 1000 images its card lists; this run is a "
+        "subset (starred, shown by odbench leaderboard --all only)"
+    )
+    (path,) = results.glob("*.json")
+    data = json.loads(path.read_text())["dataset"]
+    assert (data["n_images"], data["n_evaluated"]) == (1000, 3)
+    board = CliRunner().invoke(main, ["leaderboard", "--results-dir", str(results)])
+    assert board.exit_code == 0 and "| center-prior |" not in board.output
+    board = CliRunner().invoke(main, ["leaderboard", "--all", "--results-dir", str(results)])
+    assert "| center-prior [subset] | odbench |" in board.output
+    assert re.search(r"\| \.\d{3}\* \|", board.output)
+    full = _run("2020-01-01", dataset="ecssd", n=1000)
+    full.dataset["n_images"] = 1000
+    (chosen,) = shown_runs([full, read_results(path)]).values()
+    assert chosen is full  # the older full run keeps its row

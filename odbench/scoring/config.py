@@ -302,10 +302,10 @@ def inputs_digest(job: Job, protocol: Any, metrics: str, files: bytes | None = N
 def _card_size(dataset: str) -> dict[str, int]:
     """``{"n_images": N}`` when ``dataset`` names a registered dataset whose card gives its
     size: a GT folder holding fewer is then a subset (marked so in leaderboards)."""
-    from odbench.cards import dataset_card
+    from odbench.cards import dataset_size
 
-    card = dataset_card(dataset)
-    return {"n_images": card.count} if card is not None and card.count else {}
+    size = dataset_size(dataset)
+    return {"n_images": size} if size else {}
 
 
 def _selection(
