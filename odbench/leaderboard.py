@@ -167,12 +167,29 @@ def _reported_table_rows(
             ids.append(r.table)
         for metric, value in r.metrics.items():
             if metric in fmt:
-                row.cells[(r.dataset, metric)] = fmt[metric](value)
+                row.cells[(r.dataset, metric)] = fmt[metric](value) + _flag(r, metric)
     for key, row in merged.items():
         method, variant, _, source = key
         name = f"{method} ({variant})" if variant else method
         row.label = f"{name} † (reported, {source} Tab. {', '.join(table_ids[key])})"
     return list(merged.values())
+
+
+def _flag(row: ReportedRow, metric: str) -> str:
+    """`` (?)`` after a value the reference marks doubtful as printed."""
+    return " (?)" if metric in row.doubtful else ""
+
+
+def _doubtful_notes(rows: list[ReportedRow], tables: set[str]) -> list[str]:
+    """One footer line per reported row of ``tables`` with a doubtful value: which, and why."""
+    return [
+        f"(?) doubtful as printed: {r.method} "
+        f"{DATASET_LABELS.get(r.dataset, r.dataset)} "
+        + ", ".join(METRICS[m].label for m in r.doubtful)
+        + f" (Tab. {r.table}): {r.note}."
+        for r in rows
+        if r.table in tables and r.doubtful
+    ]
 
 
 def run_label(method: str, overrides: dict[str, Any], note: str = "") -> str:
@@ -249,7 +266,9 @@ def render_saliency(
     ]
     title = "## Saliency segmentation (layout of DiffusionSeg Table 1a/1c)"
     saved = any("saved maps" in row.label for row in run_rows)
-    footer = _footer(subset, show_all, saved)
+    footer = "\n\n".join(
+        [_footer(subset, show_all, saved), *_doubtful_notes(reported, {"1a", "1c"})]
+    )
     return f"{title}\n\n{_table(columns, _interleave(run_rows, ref_rows))}\n\n{footer}\n"
 
 
@@ -266,7 +285,8 @@ def render_localization(
         for d in _ordered_datasets(LOCALIZATION_DATASETS, found)
     ]
     title = "## Single-object localization, CorLoc % (layout of DiffusionSeg Table 1b)"
-    return f"{title}\n\n{_table(columns, _interleave(run_rows, ref_rows))}\n\n{_footer(subset, show_all)}\n"
+    footer = "\n\n".join([_footer(subset, show_all), *_doubtful_notes(reported, {"1b"})])
+    return f"{title}\n\n{_table(columns, _interleave(run_rows, ref_rows))}\n\n{footer}\n"
 
 
 def render_ablation(reported: list[ReportedRow]) -> str:
@@ -282,8 +302,9 @@ def render_ablation(reported: list[ReportedRow]) -> str:
             row = merged.setdefault(
                 (r.method, r.variant, r.protocol), _Row(label, r.protocol or "paper")
             )
-            acc, iou = r.metrics.get("acc"), r.metrics.get("iou")
-            row.cells[(r.dataset, "acc_iou")] = f"{_fmt_fraction(acc)} / {_fmt_fraction(iou)}"
+            acc = _fmt_fraction(r.metrics.get("acc")) + _flag(r, "acc")
+            iou = _fmt_fraction(r.metrics.get("iou")) + _flag(r, "iou")
+            row.cells[(r.dataset, "acc_iou")] = f"{acc} / {iou}"
         found = {r.dataset for r in rows}
         columns = [
             (d, "acc_iou", DATASET_LABELS.get(d, d))
@@ -297,10 +318,16 @@ def render_ablation(reported: list[ReportedRow]) -> str:
 
 
 def render(
-    task: str, results_dir: Path, reported_dir: Path | None = None, show_all: bool = False
+    task: str,
+    results_dir: Path,
+    reported_dir: Path | None = None,
+    show_all: bool = False,
+    skipped: list[str] | None = None,
 ) -> str:
-    """``task``: saliency, localization, ablation or all; ``show_all``: see the module doc."""
-    results = load_all_results(results_dir)
+    """``task``: saliency, localization, ablation or all; ``show_all``: see the module doc;
+    ``skipped``: unreadable results files are left out and reported there
+    (:func:`odbench.results.load_all_results`), else they are an error."""
+    results = load_all_results(results_dir, skipped) if task != "ablation" else []
     reported = reported_rows(reported_dir)
     parts = {
         "saliency": lambda: render_saliency(results, reported, show_all),

@@ -12,12 +12,16 @@ from typing import Any
 from odbench.cards import CardError, card_dir, method_cards
 
 METRIC_KEYS = frozenset({"acc", "iou", "max_fbeta", "mae", "corloc"})
-_ROW_KEYS = frozenset({"method", "variant", "source", "table", "dataset", "protocol", "note"})
+_ROW_KEYS = frozenset(
+    {"method", "variant", "source", "table", "dataset", "protocol", "note", "doubtful"}
+)
 
 
 @dataclass(frozen=True)
 class ReportedRow:
-    """One published row: a method's numbers on one dataset in one table of one paper."""
+    """One published row: a method's numbers on one dataset in one table of one paper.
+    ``doubtful``: the metrics whose printed value is doubtful (``(?)`` in the reference
+    tables, e.g. a likely typo kept as printed), explained by ``note``."""
 
     method: str
     source: str
@@ -27,6 +31,8 @@ class ReportedRow:
     variant: str = ""
     protocol: str = ""
     origin: str = ""
+    doubtful: tuple[str, ...] = ()
+    note: str = ""
 
 
 def _reported_row(row: dict[str, Any], method: str | None, origin: Path) -> ReportedRow:
@@ -43,6 +49,17 @@ def _reported_row(row: dict[str, Any], method: str | None, origin: Path) -> Repo
         raise CardError(
             f"{origin}: [[reported]] row of {name} ({row['table']}, {row['dataset']}) has {what}"
         )
+    doubtful = row.get("doubtful", [])
+    if not isinstance(doubtful, list) or any(k not in metrics for k in doubtful):
+        raise CardError(
+            f"{origin}: [[reported]] row of {name} ({row['table']}, {row['dataset']}): doubtful "
+            f"= {doubtful!r} must list metrics of the row (of {', '.join(sorted(metrics))})"
+        )
+    if doubtful and not row.get("note"):
+        raise CardError(
+            f"{origin}: [[reported]] row of {name} ({row['table']}, {row['dataset']}): a doubtful "
+            "value needs a note saying why"
+        )
     return ReportedRow(
         method=str(name),
         source=str(row["source"]),
@@ -52,6 +69,8 @@ def _reported_row(row: dict[str, Any], method: str | None, origin: Path) -> Repo
         variant=str(row.get("variant", "")),
         protocol=str(row.get("protocol", "")),
         origin=str(origin),
+        doubtful=tuple(str(k) for k in doubtful),
+        note=str(row.get("note", "")),
     )
 
 

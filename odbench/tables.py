@@ -47,11 +47,15 @@ Table = tuple[
 
 
 def _shown_runs(
-    results_dir: Path, protocol: str | None, datasets: Sequence[str], show_all: bool
+    results_dir: Path,
+    protocol: str | None,
+    datasets: Sequence[str],
+    show_all: bool,
+    skipped: list[str] | None = None,
 ) -> list[Any]:
     """The runs a table shows (the leaderboard's; ``show_all``: every kind), least preferred
-    first (:func:`odbench.results.preference`), with
-    one line saying what to do when none is left."""
+    first (:func:`odbench.results.preference`), with one line saying what to do when none is
+    left.  ``skipped``: see :func:`odbench.results.load_all_results`."""
     from odbench.leaderboard import shown_runs
     from odbench.results import load_all_results, preference
 
@@ -62,7 +66,7 @@ def _shown_runs(
         )
     every = [
         r
-        for r in load_all_results(results_dir)
+        for r in load_all_results(results_dir, skipped)
         if (protocol is None or r.protocol_name == protocol)
         and (not datasets or r.dataset_name in datasets)
     ]
@@ -84,17 +88,19 @@ def collect(
     datasets: Sequence[str] = (),
     metrics: Sequence[str] = (),
     show_all: bool = False,
+    skipped: list[str] | None = None,
 ) -> Table:
     """(methods, datasets, metrics, values[(method, dataset)] -> {metric: value}, the
     (method, dataset) cells from runs on a subset) of the shown runs under ``protocol``
     (None: every protocol, for CSV); ``show_all``: runs of every kind, not just the card's
-    settings over full datasets."""
+    settings over full datasets; ``skipped``: unreadable results files are left out and
+    reported there (:func:`odbench.results.load_all_results`)."""
     from odbench.results import is_subset
 
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise TableError(f"unknown metric(s) {', '.join(unknown)}; valid: {', '.join(METRICS)}")
-    runs = _shown_runs(results_dir, protocol, datasets, show_all)
+    runs = _shown_runs(results_dir, protocol, datasets, show_all, skipped)
     values = {(r.method_name, r.dataset_name): _metrics_of(r) for r in runs}
     starred = {(r.method_name, r.dataset_name) for r in runs if is_subset(r)}
     present = {k for v in values.values() for k in v}
@@ -238,10 +244,11 @@ def render_csv(
     datasets: Sequence[str] = (),
     metrics: Sequence[str] = (),
     show_all: bool = False,
+    skipped: list[str] | None = None,
 ) -> str:
     """One row per (method, dataset, protocol) with every metric (or ``metrics``), unrounded;
-    ``n_images`` says how many images each run scored."""
-    runs = _shown_runs(results_dir, None, datasets, show_all)
+    ``n_images`` says how many images each run scored (``skipped``: as :func:`collect`)."""
+    runs = _shown_runs(results_dir, None, datasets, show_all, skipped)
     runs.sort(key=lambda r: (r.method_name, r.dataset_name, r.protocol_name))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

@@ -258,21 +258,80 @@ def test_compare_prefers_the_cards_hyperparameters() -> None:
     assert select([tuned], "center-prior", "toy", "odbench") is tuned
 
 
-def test_corrupt_results_file_is_one_line(tmp_path: Path) -> None:
-    (tmp_path / "bad.json").write_text("{nope")
-    result = CliRunner().invoke(main, ["leaderboard", "--results-dir", str(tmp_path)])
-    assert result.exit_code == 2
-    assert result.output.strip().startswith("error: ") and "bad.json" in result.output
-    assert len(result.output.strip().splitlines()) == 1
+def test_corrupt_results_file_is_left_out_with_one_warning(tmp_path: Path) -> None:
+    """One unreadable results file does not block every leaderboard: it is left out with one
+    warning naming it (compare, which needs the runs it names, still refuses)."""
+    _eval(tmp_path, "center-prior", 0.25)
+    results = tmp_path / "results"
+    (results / "bad.json").write_text("{nope")
+    for extra in ([], ["--format", "md"], ["--format", "csv"]):
+        result = CliRunner().invoke(main, ["leaderboard", "--results-dir", str(results), *extra])
+        assert result.exit_code == 0, result.output
+        assert "center-prior" in result.stdout
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"warning: {results / 'bad.json'}: cannot read results JSON")
+        assert line.endswith("; left out of the table")
     header = {"kind": "odbench-results", "schema_version": 1}
-    (tmp_path / "bad.json").write_text(json.dumps(header | {"method": {}}))
-    for command in (["leaderboard"], ["compare", "--methods", "a,b", "--dataset", "toy"]):
-        result = CliRunner().invoke(main, [*command, "--results-dir", str(tmp_path)])
-        assert result.exit_code == 2, result.output
-        assert result.output.strip().splitlines() == [
-            f"error: {tmp_path / 'bad.json'}: results file lacks method, dataset, protocol, "
-            "metrics, records, date; re-run odbench eval"
-        ]
+    (results / "bad.json").write_text(json.dumps(header | {"method": {}}))
+    result = CliRunner().invoke(main, ["leaderboard", "--results-dir", str(results)])
+    assert result.stderr.splitlines() == [
+        f"warning: {results / 'bad.json'}: results file lacks method, dataset, protocol, "
+        "metrics, records, date; re-run odbench eval; left out of the table"
+    ]
+    compare = ["compare", "--methods", "a,b", "--dataset", "toy", "--results-dir", str(results)]
+    result = CliRunner().invoke(main, compare)
+    assert result.exit_code == 2 and "bad.json" in result.output
+
+
+def test_missing_or_empty_results_folder_is_said(tmp_path: Path) -> None:
+    """A mistyped --results-dir is an error, not the paper's rows alone; an empty folder shows
+    the paper's rows with one note saying it holds no results."""
+    typo = CliRunner().invoke(main, ["leaderboard", "--results-dir", str(tmp_path / "resluts")])
+    assert typo.exit_code == 2
+    assert typo.output.strip() == (
+        f"error: {tmp_path / 'resluts'}: no such results folder (--results-dir: where odbench "
+        "eval and odbench score --config wrote their results)"
+    )
+    empty = CliRunner().invoke(main, ["leaderboard", "--results-dir", str(tmp_path)])
+    assert empty.exit_code == 0 and "HS † (reported" in empty.stdout
+    assert empty.stderr.splitlines() == [
+        f"note: {tmp_path} holds no results: only the papers' reported rows (†) are shown; "
+        "odbench eval and odbench score --config write runs there"
+    ]
+    ablation = ["leaderboard", "--task", "ablation", "--results-dir", str(tmp_path / "none")]
+    assert CliRunner().invoke(main, ablation).exit_code == 0  # reads no results
+
+
+def test_doubtful_reported_values_carry_the_references_flag() -> None:
+    """A value the reference tables mark (?) is flagged in the reported rows and shown as
+    ``.993 (?)`` with a footer line saying why."""
+    from odbench.leaderboard import render_saliency
+
+    rows = reported_rows()
+    flagged = {(r.method, r.dataset, m) for r in rows if r.table == "1a" for m in r.doubtful}
+    if PAPER_TABLES.is_file():
+        marked = set()
+        for row in _markdown_tables(PAPER_TABLES.read_text())["1a"]:
+            for j, d in enumerate(("dut_omron", "duts_te", "ecssd")):
+                for k, m in enumerate(("acc", "iou", "max_fbeta")):
+                    if "(?)" in row[1 + 3 * j + k]:
+                        marked.add((row[0], d, m))
+        assert flagged == marked
+    assert flagged == {("FOUND-single", "duts_te", "acc")}
+    text = render_saliency([], rows)
+    assert (
+        "| FOUND-single † (reported, DiffusionSeg Tab. 1a) | paper | .920 | .586 | .683 | "
+        ".993 (?) | .637 | .733 |" in text
+    )
+    assert (
+        "(?) doubtful as printed: FOUND-single DUTS-TE Acc (Tab. 1a): the paper prints .993, "
+        "probably a typo for .933; kept as printed." in text
+    )
+
+
+def test_leaderboard_help_names_every_format() -> None:
+    text = " ".join(CliRunner().invoke(main, ["leaderboard", "--help"]).output.split())
+    assert "markdown, LaTeX or CSV" in text and "--format's LaTeX / CSV" in text
 
 
 # ----------------------------------------------------------------------------- statistics

@@ -25,7 +25,8 @@ _RESULTS_DIR = results_dir_option("Folder of results JSON files written by odben
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write the markdown here (atomically) instead of printing it.",
+    help="Write the table (markdown, or --format's LaTeX / CSV) here (atomically) instead of "
+    "printing it.",
 )
 @click.option(
     "--all",
@@ -79,30 +80,51 @@ def leaderboard(
     bib: Path | None,
     results_dir: Path,
 ) -> None:
-    """Render markdown leaderboards: odbench runs beside the papers' reported rows (†).
+    """Leaderboards of odbench runs: the papers' Table 1 layout in markdown, beside the
+    reported rows (†), or with --format a metric table in markdown, LaTeX or CSV.
 
-    By default only runs with the card's settings over the full dataset are shown."""
+    By default only runs with the card's settings over the full dataset are shown.  A results
+    file that cannot be read is left out, with a warning naming it."""
     from odbench.imageio import atomic_write_bytes
     from odbench.leaderboard import render
     from odbench.outputs import check_output_file
 
-    with run_errors():
-        if out is not None:
-            check_output_file(out, "--out")
-        if bib is not None and fmt != "latex":
-            raise UserError("--bib goes with --format latex")
-        keys = _metric_keys(metrics)  # checked before anything is read
-        if keys and fmt is None:
-            raise UserError("--metrics goes with --format md|latex|csv (the columns shown)")
-        if fmt is not None:
-            text = _table(fmt, results_dir, keys, datasets, protocol, marks, bib, show_all)
-        else:
-            text = render(task, results_dir, show_all=show_all)
-        if out is None:
-            click.echo(text, nl=False)
-        else:
-            atomic_write_bytes(out, text.encode())
-            click.echo(f"wrote {out}")
+    skipped: list[str] = []
+    try:
+        with run_errors():
+            if out is not None:
+                check_output_file(out, "--out")
+            if bib is not None and fmt != "latex":
+                raise UserError("--bib goes with --format latex")
+            keys = _metric_keys(metrics)  # checked before anything is read
+            if keys and fmt is None:
+                raise UserError("--metrics goes with --format md|latex|csv (the columns shown)")
+            reads_results = fmt is not None or task != "ablation"
+            if reads_results and not Path(results_dir).is_dir():
+                raise UserError(
+                    f"{results_dir}: no such results folder (--results-dir: where odbench eval and "
+                    "odbench score --config wrote their results)"
+                )
+            if fmt is not None:
+                text = _table(
+                    fmt, results_dir, keys, datasets, protocol, marks, bib, show_all, skipped
+                )
+            else:
+                text = render(task, results_dir, show_all=show_all, skipped=skipped)
+            if out is None:
+                click.echo(text, nl=False)
+            else:
+                atomic_write_bytes(out, text.encode())
+                click.echo(f"wrote {out}")
+    finally:  # also when nothing is left to show
+        for line in skipped:
+            click.echo(f"warning: {line}; left out of the table", err=True)
+    if reads_results and not skipped and not any(Path(results_dir).glob("*.json")):
+        click.echo(
+            f"note: {results_dir} holds no results: only the papers' reported rows (†) are "
+            "shown; odbench eval and odbench score --config write runs there",
+            err=True,
+        )
     _note_unmerged(results_dir)
 
 
@@ -130,14 +152,15 @@ def _table(
     marks: str,
     bib: Path | None,
     show_all: bool = False,
+    skipped: list[str] | None = None,
 ) -> str:
     from odbench import tables
 
     wanted = [d for d in datasets.split(",") if d]
     try:
         if fmt == "csv":
-            return tables.render_csv(results_dir, wanted, metrics, show_all)
-        table = tables.collect(results_dir, protocol, wanted, metrics, show_all)
+            return tables.render_csv(results_dir, wanted, metrics, show_all, skipped)
+        table = tables.collect(results_dir, protocol, wanted, metrics, show_all, skipped)
         if fmt == "md":
             return tables.render_markdown(*table)
         cite = None

@@ -129,7 +129,7 @@ def _only_saved_maps_elsewhere(
 ) -> str | None:
     """The error line for a method known only by saved maps (``score --config``) scored on other
     datasets or protocols: ``odbench eval`` cannot make its run; None otherwise."""
-    from odbench.leaderboard import is_saved_maps
+    from odbench.results import is_saved_maps
 
     mine = [r for r in results if r.method_name == name]
     if not mine or not all(is_saved_maps(r) for r in mine):
