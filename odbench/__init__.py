@@ -73,19 +73,22 @@ def score(
     gt_dir: str | Path,
     *,
     metrics: str = "basic",
-    protocol: str = "odbench",
+    protocol: str | None = None,
     **options: Any,
 ) -> RunResult:
     """Score saved prediction maps against GT masks matched by file stem, as ``odbench score``
     does (the same numbers), without writing anything; torch is not imported.
 
     ``metrics``: ``"basic"`` (Acc, IoU, maxFβ, MAE), ``"all"`` (the salient-object family
-    too) or names such as ``"s_measure,mae"``.  Returns a :class:`~odbench.results.RunResult`:
+    too) or names such as ``"s_measure,mae"``; ``protocol``: a registered name, None the
+    default (:data:`odbench.metrics.protocols.DEFAULT_PROTOCOL`).  Returns a :class:`~odbench.results.RunResult`:
     ``.metrics["saliency"]`` holds the values ``score --json`` prints, ``.records`` the
     per-image scores, ``.dataset["skipped_ids"]`` the pairs left out.  ``options``:
     ``method`` and ``dataset`` (the run's names; default: the folders'), ``subset_of_gt``,
     ``on_mismatch`` (``"error"`` or ``"skip"``), ``workers``, ``show_progress``.  Unusable
     inputs raise :class:`~odbench.scoring.ScoringError` (an :class:`~odbench.errors.OdbenchError`)."""
+    from odbench.metrics.protocols import DEFAULT_PROTOCOL
     from odbench.scoring.folders import score_run
 
+    protocol = protocol or DEFAULT_PROTOCOL
     return score_run(pred_dir, gt_dir, metrics=metrics, protocol=protocol, **options)

@@ -137,13 +137,14 @@ def score(
         return
     if pred_dir is None or gt_dir is None:
         raise UserError("give --pred-dir and --gt-dir (or --config runs.toml)")
+    from odbench.metrics.protocols import DEFAULT_PROTOCOL
     from odbench.scoring.folders import score_folders
 
     with _warning_lines():
         result = score_folders(
             pred_dir,
             gt_dir,
-            protocol or "odbench",
+            protocol or DEFAULT_PROTOCOL,
             subset_of_gt=subset_of_gt,
             on_mismatch=on_mismatch,
             metrics=selection or "basic",

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from odbench.metrics.protocols import DEFAULT_PROTOCOL
 from odbench.metrics.selection import MetricSelection
 from odbench.scoring import ScoringError
 from odbench.scoring.folders import score_methods
@@ -349,7 +350,7 @@ def score_config(
     from odbench.results import load_all_results
 
     settings, jobs, problems = load_config(path)
-    protocol_name = protocol or settings.get("protocol", "odbench")
+    protocol_name = protocol or settings.get("protocol", DEFAULT_PROTOCOL)
     selection = _selection(metrics, settings.get("metrics"), problems)
     metrics_set = selection.tier if selection is not None else "basic"
     proto: Protocol | None = None

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from odbench.metrics.protocols import DEFAULT_PROTOCOL
 from odbench.scoring import ScoringError
 from odbench.scoring.meters import make_meter
 
@@ -264,7 +265,7 @@ def _score_pairs(
 def score_folders(
     pred_dir: Path,
     gt_dir: Path,
-    protocol: str = "odbench",
+    protocol: str = DEFAULT_PROTOCOL,
     subset_of_gt: bool = False,
     on_mismatch: str = "error",
     metrics: str | MetricSelection = "basic",
@@ -302,7 +303,7 @@ def score_run(
     gt_dir: str | Path,
     *,
     metrics: str = "basic",
-    protocol: str = "odbench",
+    protocol: str = DEFAULT_PROTOCOL,
     method: str | None = None,
     dataset: str | None = None,
     subset_of_gt: bool = False,
