@@ -151,6 +151,10 @@ def test_eval_with_checkpoint_records_it_and_never_reuses_other_weights(tmp_path
         ),
         (["train", "--data", "toy", "--out", "o"], "exactly one of --model"),
         (
+            ["train", "--features", "dinoo-vits16", "--data", "toy", "--out", "o"],
+            "unknown feature extractor 'dinoo-vits16'. Did you mean 'dino-vits16'?",
+        ),
+        (
             ["train", "--features", "dino-tiny", "--data", "toy", "--out", "o"]
             + ["--extractor-option", "nmu_steps=2"],
             "--extractor-option: dino-tiny: unknown option(s) nmu_steps",

@@ -35,9 +35,11 @@ def card_for_model(model: str) -> MethodCard:
 
 
 def card_for_features(features: str) -> MethodCard:
-    """``--features dino-vits16`` -> the decoder card of the ``dino`` family (the extractor
-    name's first dash-separated word)."""
-    family = features.split("-")[0]
+    """``--features dino-vits16`` -> the decoder card of the extractor's family (``dino``); an
+    unknown extractor is the registry's line, with its "did you mean"."""
+    from odbench.features import extractor_spec
+
+    family = extractor_spec(features).family
     for card in method_cards().values():
         model = card.raw.get("model", {})
         if model.get("type") == "decoder" and model.get("family") == family and card.parent is None:
