@@ -53,3 +53,28 @@ def test_cite_a_results_set_and_write_a_bib(tmp_path):
     assert "deselaers2012weakly" not in text  # no CorLoc in these results
     empty = invoke("cite", "--results-dir", str(tmp_path / "none"))
     assert empty.exit_code == 2 and "no results" in empty.stderr
+
+
+def test_cite_the_metrics_of_the_run_every_command_shows(tmp_path):
+    """Per method, dataset and protocol, the metrics of the selected run are cited: an older
+    run scored with the family's metrics, replaced by a newer basic one, adds no S-measure."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+
+    from odbench.results import Records, RunResult, SaliencyRecords, write_results
+
+    for second, metrics in ((1, {"s_measure": 0.5}), (2, {"max_fbeta": 0.5})):
+        run = RunResult(
+            method={"name": "method-a", "hyperparameters": {}, "overrides": {}},
+            dataset={"name": "ecssd", "n_evaluated": 1, "limit": None},
+            protocol={"name": "odbench", "definition": {}},
+            tasks=["saliency"],
+            metrics={"saliency": metrics},
+            date=datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC).isoformat(),
+            _records=Records(("x",), SaliencyRecords(*(np.zeros(1),) * 3, np.zeros((1, 255)))),
+        )
+        write_results(run, tmp_path)
+    out = invoke("cite", "--results-dir", str(tmp_path))
+    assert out.exit_code == 0, out.output
+    assert "achanta2009frequency" in out.stdout and "fan2017structure" not in out.stdout

@@ -21,12 +21,13 @@ _KEY = re.compile(r"@\w+\s*\{\s*([^,\s]+)\s*,")
 
 
 def used_names(results_dir: Path) -> list[str]:
-    """Methods, datasets and the cited metric keys of every run in ``results_dir``, in that
-    order."""
+    """Methods, datasets and the cited metric keys of the runs in ``results_dir`` (of each
+    method, dataset and protocol the run every command shows, :func:`odbench.results.select`),
+    in that order."""
     from odbench.metrics.catalog import METRICS
-    from odbench.results import load_all_results
+    from odbench.results import load_all_results, select_all
 
-    runs = load_all_results(results_dir)
+    runs = select_all(load_all_results(results_dir))
     if not runs:
         raise UserError(f"{results_dir}: no results; name what to cite or pass --results-dir")
     methods = sorted({r.method_name for r in runs})
