@@ -542,3 +542,12 @@ def test_eval_on_an_incomplete_copy_is_a_subset(tmp_path: Path) -> None:
     full.dataset["n_images"] = 1000
     (chosen,) = shown_runs([full, read_results(path)]).values()
     assert chosen is full  # the older full run keeps its row
+
+
+def test_report_page_flags_doubtful_reported_values() -> None:
+    from odbench.report.page import leaderboard_html
+    from odbench.report.runs import ReportData
+
+    empty = np.zeros((0, 0))
+    html = leaderboard_html(ReportData("duts_te", "odbench", [], [], empty, empty), reported_rows())
+    assert "probably a typo for .933; kept as printed'>0.993 (?)</td>" in html

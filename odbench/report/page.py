@@ -82,6 +82,14 @@ def header(key: str) -> str:
     return m.label if m.higher_is_better else f"{m.label} ↓"
 
 
+def _reported_cell(row: Any, key: str) -> str:
+    """A reported value; one the reference marks doubtful as printed gets `` (?)`` and its note
+    as the cell's tooltip."""
+    if key not in row.doubtful:
+        return f"<td>{fmt(row.metrics.get(key))}</td>"
+    return f"<td title='{esc(row.note)}'>{fmt(row.metrics.get(key))} (?)</td>"
+
+
 def leaderboard_html(data: ReportData, reported: Sequence[Any]) -> str:
     """Our runs (latest chosen per method), then the paper's rows for this dataset (†).
     Columns: the catalog's saliency metrics, the basic ones always, the others where a run
@@ -114,7 +122,7 @@ def leaderboard_html(data: ReportData, reported: Sequence[Any]) -> str:
         rows.append(
             f"<tr class='reported'><td>{esc(name)} †</td><td>{esc(r.protocol or 'paper')}</td>"
             "<td></td>"
-            + "".join(f"<td>{fmt(r.metrics.get(k))}</td>" for k in keys)
+            + "".join(_reported_cell(r, k) for k in keys)
             + f"<td>{esc(r.source)}, Tab. {esc(r.table)}</td></tr>"
         )
     note = (
