@@ -62,20 +62,6 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
 }
 
 
-def results_dir_option(help: str) -> Any:
-    """The ``--results-dir`` option every results-store command takes, with one default
-    (:data:`odbench.results.DEFAULT_RESULTS_DIR`)."""
-    from odbench.results import DEFAULT_RESULTS_DIR
-
-    return click.option(
-        "--results-dir",
-        type=click.Path(path_type=Path),
-        default=DEFAULT_RESULTS_DIR,
-        show_default=True,
-        help=help,
-    )
-
-
 class ErrorLine(click.ClickException):
     """How the command line shows an :class:`~odbench.errors.OdbenchError`: one line, exit 2."""
 

@@ -15,9 +15,10 @@ from scipy import ndimage
 
 from odbench.cache import CacheError, quantize, safe_name
 from odbench.cards import method_card, method_cards
-from odbench.cli import UserError, main
+from odbench.cli import main
 from odbench.commands.evaluate import parse_set
 from odbench.data.base import create_dataset
+from odbench.errors import UserError
 from odbench.imageio import write_png
 from odbench.methods.center_prior import CenterPrior, center_gaussian
 from odbench.metrics.protocols import get_protocol

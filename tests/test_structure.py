@@ -133,3 +133,15 @@ def test_no_module_over_700_lines() -> None:
     sizes = {p: len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
     big = {str(p.relative_to(PACKAGE.parent)): n for p, n in sizes.items() if n > MAX_LINES}
     assert not big, f"modules over {MAX_LINES} lines: {big}"
+
+
+def test_commands_do_not_import_the_cli() -> None:
+    """Commands and benchmarks take their errors from odbench.errors and their shared options
+    from odbench.commands.options; odbench.cli only finds and runs them."""
+    graph = imports(_modules(PACKAGE))
+    users = sorted(
+        m
+        for m, edges in graph.items()
+        if m.startswith(("odbench.commands", "odbench.bench")) and "odbench.cli" in edges
+    )
+    assert not users, f"import odbench.errors / odbench.commands.options instead: {users}"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from odbench.cli import results_dir_option
+from odbench.commands import options
 from odbench.errors import UserError
 
 _KEY = re.compile(r"@\w+\s*\{\s*([^,\s]+)\s*,")
@@ -96,7 +96,7 @@ def bibliography(names: Iterable[str], strict: bool = True) -> str:
 
 @click.command("cite")
 @click.argument("names", nargs=-1)
-@results_dir_option("Without NAMES: cite what these results use.")
+@options.results_dir("Without NAMES: cite what these results use.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write a .bib file.")
 def cite(names: tuple[str, ...], results_dir: Path, out: Path | None) -> None:
     """BibTeX for methods, datasets and metrics (default: those of the results set)."""

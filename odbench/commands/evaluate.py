@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from odbench.cli import UserError, results_dir_option, user_errors
-from odbench.metrics.protocols import DEFAULT_PROTOCOL
-
-
-@contextmanager
-def run_errors() -> Iterator[None]:
-    """:func:`odbench.cli.user_errors` plus the runner's and results' own one-line errors."""
-    from odbench.cache import CacheError
-    from odbench.distributed import ShardError
-    from odbench.merge import MergeError
-    from odbench.outputs import OutputPathError
-    from odbench.results import ResultsError
-    from odbench.runner import EvalError
-
-    with user_errors():
-        try:
-            yield
-        except (EvalError, ResultsError, CacheError, OutputPathError, ShardError, MergeError) as e:
-            raise UserError(str(e)) from e
+from odbench.commands import options
+from odbench.errors import UserError
 
 
 def parse_set(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
@@ -105,34 +87,21 @@ def format_metrics(metrics: dict[str, Any], keys: Sequence[str] | None = None) -
 @click.command("eval")
 @click.option("--method", "method_name", required=True, help="Registered method name.")
 @click.option("--dataset", "dataset_name", required=True, help="Registered dataset name.")
-@click.option(
-    "--protocol", default=DEFAULT_PROTOCOL, show_default=True, help="Evaluation protocol."
-)
+@options.protocol()
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N samples.")
-@click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    help="auto (CUDA when torch sees a GPU, else CPU), cpu, cuda or cuda:N.",
-)
+@options.device()
 @click.option("--batch-size", type=int, default=4, show_default=True)
-@click.option(
-    "--metrics",
-    "metrics_set",
-    default="basic",
-    show_default=True,
-    metavar="basic|all|NAME,...",
-    help="basic: Acc, IoU, maxFβ, MAE; all: also S, E, weighted/adaptive/mean Fβ, Dice, BER, "
+@options.metrics(
+    "basic: Acc, IoU, maxFβ, MAE; all: also S, E, weighted/adaptive/mean Fβ, Dice, BER, "
     "AUC and the curves; or a comma-separated list of result keys, e.g. s_measure,mae "
     "(shown; the results JSON keeps all that was computed).",
+    default="basic",
+    name="metrics_set",
 )
-@click.option(
-    "--workers",
-    type=int,
-    default=2,
-    show_default=True,
-    help="Threads decoding images ahead of the model (and storing and scoring), and processes "
+@options.workers(
+    "Threads decoding images ahead of the model (and storing and scoring), and processes "
     "for methods with CPU post-processing.",
+    default=2,
 )
 @click.option(
     "--save-preds",
@@ -141,24 +110,15 @@ def format_metrics(metrics: dict[str, Any], keys: Sequence[str] | None = None) -
     help="Also write 16-bit PNG maps named by sample id (and boxes.json; with --shard I/N, "
     "boxes.shard-I-of-N.json) here.",
 )
-@click.option(
-    "--data-root",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where the dataset lives (default: $ODBENCH_DATA or the cache).",
-)
+@options.data_root()
 @click.option(
     "--split",
     default=None,
     help="Dataset split, e.g. val2017 for a COCO folder holding several annotation files.",
 )
-@click.option(
-    "--on-mismatch",
-    type=click.Choice(["error", "skip"]),
-    default="error",
-    show_default=True,
-    help="Images whose GT mask has another size: refuse (listing them all), or leave them out "
-    "(their ids go into the results JSON).",
+@options.on_mismatch(
+    "Images whose GT mask has another size: refuse (listing them all), or leave them out "
+    "(their ids go into the results JSON)."
 )
 @click.option(
     "--on-error",
@@ -187,7 +147,7 @@ def format_metrics(metrics: dict[str, Any], keys: Sequence[str] | None = None) -
     metavar="KEY=VALUE",
     help="Override a hyperparameter (TOML literal); repeatable.",
 )
-@results_dir_option("Folder of results JSON files (the results store).")
+@options.results_dir("Folder of results JSON files (the results store).")
 @click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),
@@ -234,7 +194,7 @@ def eval_cmd(
     from odbench.metrics.selection import parse_metrics
     from odbench.runner import run_eval
 
-    with run_errors(), read_warnings() as notes:
+    with read_warnings() as notes:
         selection = parse_metrics(metrics_set)
         shard = Shard.parse(shard_spec) if shard_spec is not None else None
         result = run_eval(

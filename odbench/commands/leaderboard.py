@@ -6,11 +6,10 @@ from pathlib import Path
 
 import click
 
-from odbench.cli import UserError, results_dir_option
-from odbench.commands.evaluate import run_errors
-from odbench.metrics.protocols import DEFAULT_PROTOCOL
+from odbench.commands import options
+from odbench.errors import UserError
 
-_RESULTS_DIR = results_dir_option("Folder of results JSON files written by odbench eval.")
+_RESULTS_DIR = options.results_dir("Folder of results JSON files written by odbench eval.")
 
 
 @click.command("leaderboard")
@@ -52,7 +51,7 @@ _RESULTS_DIR = results_dir_option("Folder of results JSON files written by odben
     "IoU, maxFβ, MAE; or names, e.g. s_measure,max_fbeta,mae, in that order).",
 )
 @click.option("--datasets", default="", help="--format: comma-separated datasets (default: all).")
-@click.option("--protocol", default=DEFAULT_PROTOCOL, show_default=True, help="--format md/latex.")
+@options.protocol("--format md/latex.")
 @click.option(
     "--marks",
     default="bold,underline,color:blue",
@@ -91,31 +90,28 @@ def leaderboard(
 
     skipped: list[str] = []
     try:
-        with run_errors():
-            if out is not None:
-                check_output_file(out, "--out")
-            if bib is not None and fmt != "latex":
-                raise UserError("--bib goes with --format latex")
-            keys = _metric_keys(metrics)  # checked before anything is read
-            if keys and fmt is None:
-                raise UserError("--metrics goes with --format md|latex|csv (the columns shown)")
-            reads_results = fmt is not None or task != "ablation"
-            if reads_results and not Path(results_dir).is_dir():
-                raise UserError(
-                    f"{results_dir}: no such results folder (--results-dir: where odbench eval and "
-                    "odbench score --config wrote their results)"
-                )
-            if fmt is not None:
-                text = _table(
-                    fmt, results_dir, keys, datasets, protocol, marks, bib, show_all, skipped
-                )
-            else:
-                text = render(task, results_dir, show_all=show_all, skipped=skipped)
-            if out is None:
-                click.echo(text, nl=False)
-            else:
-                atomic_write_bytes(out, text.encode())
-                click.echo(f"wrote {out}")
+        if out is not None:
+            check_output_file(out, "--out")
+        if bib is not None and fmt != "latex":
+            raise UserError("--bib goes with --format latex")
+        keys = _metric_keys(metrics)  # checked before anything is read
+        if keys and fmt is None:
+            raise UserError("--metrics goes with --format md|latex|csv (the columns shown)")
+        reads_results = fmt is not None or task != "ablation"
+        if reads_results and not Path(results_dir).is_dir():
+            raise UserError(
+                f"{results_dir}: no such results folder (--results-dir: where odbench eval and "
+                "odbench score --config wrote their results)"
+            )
+        if fmt is not None:
+            text = _table(fmt, results_dir, keys, datasets, protocol, marks, bib, show_all, skipped)
+        else:
+            text = render(task, results_dir, show_all=show_all, skipped=skipped)
+        if out is None:
+            click.echo(text, nl=False)
+        else:
+            atomic_write_bytes(out, text.encode())
+            click.echo(f"wrote {out}")
     finally:  # also when nothing is left to show
         for line in skipped:
             click.echo(f"warning: {line}; left out of the table", err=True)
@@ -157,45 +153,39 @@ def _table(
     from odbench import tables
 
     wanted = [d for d in datasets.split(",") if d]
-    try:
-        if fmt == "csv":
-            return tables.render_csv(results_dir, wanted, metrics, show_all, skipped)
-        table = tables.collect(results_dir, protocol, wanted, metrics, show_all, skipped)
-        if fmt == "md":
-            return tables.render_markdown(*table)
-        cite = None
-        if bib is not None:
-            from odbench.commands.cite import bibliography, citation_keys
-            from odbench.imageio import atomic_write_bytes
-            from odbench.outputs import check_output_file
+    if fmt == "csv":
+        return tables.render_csv(results_dir, wanted, metrics, show_all, skipped)
+    table = tables.collect(results_dir, protocol, wanted, metrics, show_all, skipped)
+    if fmt == "md":
+        return tables.render_markdown(*table)
+    cite = None
+    if bib is not None:
+        from odbench.commands.cite import bibliography, citation_keys
+        from odbench.imageio import atomic_write_bytes
+        from odbench.outputs import check_output_file
 
-            check_output_file(bib, "--bib")
-            methods, shown_datasets, shown_metrics = table[:3]
-            atomic_write_bytes(
-                bib, bibliography([*methods, *shown_datasets, *shown_metrics], False).encode()
-            )
-            cite = citation_keys(methods)
-        return tables.render_latex(*table, marks=marks, cite=cite)
-    except tables.TableError as e:
-        raise UserError(str(e)) from e
+        check_output_file(bib, "--bib")
+        methods, shown_datasets, shown_metrics = table[:3]
+        atomic_write_bytes(
+            bib, bibliography([*methods, *shown_datasets, *shown_metrics], False).encode()
+        )
+        cite = citation_keys(methods)
+    return tables.render_latex(*table, marks=marks, cite=cite)
 
 
 def _metric_keys(spec: str) -> list[str]:
     """``--metrics`` of the table: [] (every metric stored) for ``all``, else the names."""
     from odbench.metrics.catalog import METRICS
-    from odbench.metrics.selection import MetricsSpecError, parse_metrics
+    from odbench.metrics.selection import parse_metrics
 
-    try:
-        selection = parse_metrics(spec, valid=list(METRICS))
-    except MetricsSpecError as e:
-        raise UserError(str(e)) from e
+    selection = parse_metrics(spec, valid=list(METRICS))
     return [] if selection.spec == "all" else list(selection.keys)
 
 
 @click.command("compare")
 @click.option("--methods", required=True, help="Two method names, comma-separated: A,B.")
 @click.option("--dataset", required=True, help="Dataset both methods were evaluated on.")
-@click.option("--protocol", default=DEFAULT_PROTOCOL, show_default=True)
+@options.protocol()
 @click.option("--resamples", type=int, default=1000, show_default=True, help="Bootstrap resamples.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
 @_RESULTS_DIR
@@ -210,8 +200,7 @@ def compare(
         raise UserError(f"--methods {methods!r}: give exactly two method names, e.g. A,B")
     if resamples < 100:
         raise UserError(f"--resamples {resamples}: use at least 100")
-    with run_errors():
-        runs, comparisons = compare_runs(
-            results_dir, (names[0], names[1]), dataset, protocol, n_resamples=resamples, seed=seed
-        )
+    runs, comparisons = compare_runs(
+        results_dir, (names[0], names[1]), dataset, protocol, n_resamples=resamples, seed=seed
+    )
     click.echo(render_compare(runs, comparisons), nl=False)

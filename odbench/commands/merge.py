@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from odbench.cli import UserError, results_dir_option, user_errors
+from odbench.commands import options
 
 if TYPE_CHECKING:
     from odbench.merge import Part
@@ -15,24 +15,20 @@ if TYPE_CHECKING:
 
 @click.command("merge")
 @click.argument("shard_jsons", nargs=-1, required=True, type=click.Path(path_type=Path))
-@results_dir_option("Where the merged results JSON + records go.")
+@options.results_dir("Where the merged results JSON + records go.")
 def merge_cmd(shard_jsons: tuple[Path, ...], results_dir: Path) -> None:
     """Merge the results JSONs of `odbench eval --shard I/N` (all N of them) into the one
     results JSON + per-image records that an unsharded run writes: same metrics, same records
     in the same order.  Shards of different settings, protocol or dataset, or with overlapping
     or missing ids, are refused."""
-    from odbench.merge import MergeError, merge
-    from odbench.outputs import OutputPathError, check_output_folder
-    from odbench.results import ResultsError, RunResult, write_results
+    from odbench.merge import merge
+    from odbench.outputs import check_output_folder
+    from odbench.results import RunResult, write_results
 
-    with user_errors():
-        try:
-            check_output_folder(results_dir, "--results-dir")
-            parts = [_read_shard(path) for path in shard_jsons]
-            results, records = merge(parts)
-            path = write_results(RunResult.from_json(results, records=records), results_dir)
-        except (MergeError, ResultsError, OutputPathError) as e:
-            raise UserError(str(e)) from e
+    check_output_folder(results_dir, "--results-dir")
+    parts = [_read_shard(path) for path in shard_jsons]
+    results, records = merge(parts)
+    path = write_results(RunResult.from_json(results, records=records), results_dir)
     click.echo(f"merged {len(parts)} shards ({len(records['ids'])} images): {path}")
 
 

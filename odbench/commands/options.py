@@ -64,3 +64,29 @@ def metrics(help: str, default: str | None = None, name: str = "metrics") -> Cal
         metavar="basic|all|NAME,...",
         help=help,
     )
+
+
+def protocol(help: str = "Evaluation protocol.", optional: bool = False) -> Callable[[FC], FC]:
+    """``--protocol NAME`` (``odbench list protocols``), default
+    :data:`odbench.metrics.protocols.DEFAULT_PROTOCOL`; ``optional``: ``None`` when not given,
+    so that the command can take it from elsewhere (``score --config`` reads the file's)."""
+    from odbench.metrics.protocols import DEFAULT_PROTOCOL
+
+    if optional:
+        return click.option(
+            "--protocol", default=None, help=f"{help}  [default: {DEFAULT_PROTOCOL}]"
+        )
+    return click.option("--protocol", default=DEFAULT_PROTOCOL, show_default=True, help=help)
+
+
+def results_dir(help: str) -> Callable[[FC], FC]:
+    """``--results-dir``: the results store (:data:`odbench.results.DEFAULT_RESULTS_DIR`)."""
+    from odbench.results import DEFAULT_RESULTS_DIR
+
+    return click.option(
+        "--results-dir",
+        type=click.Path(path_type=Path),
+        default=DEFAULT_RESULTS_DIR,
+        show_default=True,
+        help=help,
+    )

@@ -16,8 +16,8 @@ from typing import Any
 
 import click
 
-from odbench.cli import UserError, results_dir_option, user_errors
-from odbench.metrics.protocols import DEFAULT_PROTOCOL
+from odbench.commands import options
+from odbench.errors import UserError
 
 #: (file stem, title, x key, y key, x label, y label)
 KINDS = (
@@ -45,17 +45,14 @@ def select_runs(
     """dataset -> method -> the saliency run to draw (:func:`odbench.results.select`), for the
     datasets that have one.  What is asked for but not found is one line per dataset appended
     to ``notes``; nothing found at all is an error naming what the results hold."""
-    from odbench.results import ResultsError, load_all_results, select_all
+    from odbench.results import load_all_results, select_all
 
     if not Path(results_dir).is_dir():
         raise UserError(
             f"{results_dir}: no such results folder (--results-dir: where odbench eval and "
             "odbench score --config wrote their results)"
         )
-    try:
-        runs = load_all_results(results_dir)
-    except ResultsError as e:
-        raise UserError(str(e)) from e
+    runs = load_all_results(results_dir)
     datasets = list(dict.fromkeys(_canonical(d) for d in datasets))
     usable = [r for r in runs if r.protocol_name == protocol and "saliency" in r.metrics]
     held = sorted({r.dataset_name for r in usable})
@@ -156,13 +153,10 @@ def plot_curves(
     import matplotlib.pyplot as plt
 
     from odbench.imageio import atomic_write_bytes
-    from odbench.outputs import OutputPathError, check_output_folder
+    from odbench.outputs import check_output_folder
     from odbench.results import is_subset
 
-    try:
-        check_output_folder(out, "--out")
-    except OutputPathError as e:
-        raise UserError(str(e)) from e
+    check_output_folder(out, "--out")
     methods = sorted({m for found in chosen.values() for m in found})
     labels_of = legend_labels(chosen)
     titles = panel_titles(chosen, labels_of)
@@ -225,8 +219,8 @@ def plot() -> None:
 @click.option("--dataset", "datasets", multiple=True, required=True, help="Repeatable.")
 @click.option("--methods", default="", help="Comma-separated (default: every method).")
 @click.option("--highlight", default=None, help="Draw this method on top, thicker.")
-@click.option("--protocol", default=DEFAULT_PROTOCOL, show_default=True)
-@results_dir_option("Folder of results JSON files (the results store).")
+@options.protocol()
+@options.results_dir("Folder of results JSON files (the results store).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
 def curves(
     datasets: tuple[str, ...],
@@ -238,12 +232,11 @@ def curves(
 ) -> None:
     """PR, Fβ-threshold and E-threshold curves, one subplot per dataset (PNG + PDF)."""
     wanted = [m for m in methods.split(",") if m]
-    with user_errors():
-        notes: list[str] = []
-        chosen = select_runs(results_dir, list(datasets), wanted, protocol, notes)
-        for note in notes:
-            click.echo(f"note: {note}", err=True)
-        if highlight is not None and not any(highlight in f for f in chosen.values()):
-            raise UserError(f"--highlight {highlight}: no such method in the selected results")
-        for path in plot_curves(chosen, out, highlight):
-            click.echo(str(path))
+    notes: list[str] = []
+    chosen = select_runs(results_dir, list(datasets), wanted, protocol, notes)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    if highlight is not None and not any(highlight in f for f in chosen.values()):
+        raise UserError(f"--highlight {highlight}: no such method in the selected results")
+    for path in plot_curves(chosen, out, highlight):
+        click.echo(str(path))

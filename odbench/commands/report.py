@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
-from odbench.cli import UserError, results_dir_option
-from odbench.commands.evaluate import run_errors
-from odbench.metrics.protocols import DEFAULT_PROTOCOL
+from odbench.commands import options
+from odbench.errors import UserError
 
 
 def _names(text: str | None) -> list[str]:
@@ -18,14 +17,9 @@ def _names(text: str | None) -> list[str]:
 @click.command("report")
 @click.option("--dataset", required=True, help="Dataset the methods were evaluated on.")
 @click.option("--methods", required=True, help="Method names, comma-separated: A,B,C.")
-@click.option("--protocol", default=DEFAULT_PROTOCOL, show_default=True)
-@results_dir_option("Folder of results JSON files written by odbench eval.")
-@click.option(
-    "--data-root",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where the dataset lives, as given to odbench eval.",
-)
+@options.protocol()
+@options.results_dir("Folder of results JSON files written by odbench eval.")
+@options.data_root()
 @click.option(
     "--out",
     required=True,
@@ -86,34 +80,33 @@ def report(
     names = _names(methods)
     if not names:
         raise UserError(f"--methods {methods!r}: give method names, e.g. A,B")
-    with run_errors():
-        if grid is not None:
-            path = build_grid(
-                results_dir,
-                dataset,
-                names,
-                out,
-                n=grid,
-                protocol=protocol,
-                data_root=data_root,
-                ids=_names(ids),
-                select=select,
-                panel=panel,
-            )
-            click.echo(f"wrote {path}")
-            return
-        outcome = build_report(
+    if grid is not None:
+        path = build_grid(
             results_dir,
             dataset,
             names,
             out,
+            n=grid,
             protocol=protocol,
             data_root=data_root,
-            n=n,
             ids=_names(ids),
-            row_images=row_images,
-            show_progress=True,
+            select=select,
+            panel=panel,
         )
+        click.echo(f"wrote {path}")
+        return
+    outcome = build_report(
+        results_dir,
+        dataset,
+        names,
+        out,
+        protocol=protocol,
+        data_root=data_root,
+        n=n,
+        ids=_names(ids),
+        row_images=row_images,
+        show_progress=True,
+    )
     click.echo(
         f"wrote {outcome.path} ({outcome.n_images} images, {outcome.n_selected} in grids; "
         f"thumbnails: {outcome.thumbs_written} written, {outcome.thumbs_reused} reused; "

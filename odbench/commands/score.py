@@ -12,7 +12,6 @@ from typing import Any
 
 import click
 
-from odbench.cli import results_dir_option
 from odbench.commands import options
 from odbench.errors import UserError
 from odbench.metrics.selection import MetricSelection
@@ -73,8 +72,8 @@ def _rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     help="runs.toml listing datasets and methods' prediction folders (instead of --pred-dir "
     "and --gt-dir): validated first, results written to --results-dir.",
 )
-@results_dir_option("--config: the results store.")
-@click.option("--protocol", default=None, help="Evaluation protocol [default: odbench].")
+@options.results_dir("--config: the results store.")
+@options.protocol(optional=True)
 @options.metrics(
     "basic (default): Acc, IoU, maxFβ, MAE; all: also S, E, weighted/adaptive/mean Fβ, "
     "Dice, BER, AUC and the curves; or a comma-separated list of result keys, e.g. "
