@@ -9,8 +9,10 @@
    ``OUT/cache``, results in ``OUT/results``;
 4. write ``OUT/leaderboard.md``: these runs beside the paper's rows.
 
-The scales (``tiny``: random tiny SD on CPU in seconds, for CI; ``1k``; ``paper``: ~50k pairs)
-are the ``[reproduce.*]`` tables of ``methods/diffusionseg.toml``.
+The scales (``tiny``: random tiny SD on CPU, 20-60 s on 2 cores, the first 3 images of the toy
+benchmark and of each benchmark present under the data root, for CI and for checking a data
+root; ``1k``; ``paper``: ~50k pairs) are the ``[reproduce.*]`` tables of
+``methods/diffusionseg.toml``.
 """
 
 from __future__ import annotations
@@ -102,7 +104,9 @@ def reproduce(
         steps = result.step
 
     rep = Reproduction(out, summary, steps)
-    echo(f"[3/4] evaluate {METHOD} on {', '.join(plan['datasets'])}")
+    limit = plan.get("limit")
+    first = f" (the first {limit} images of each: the {scale} scale's limit)" if limit else ""
+    echo(f"[3/4] evaluate {METHOD} on {', '.join(plan['datasets'])}{first}")
     for name in plan["datasets"]:
         try:
             create_dataset(name, data_root=data_root)
@@ -116,7 +120,7 @@ def reproduce(
             checkpoint=run,
             device=device,
             data_root=data_root,
-            limit=plan.get("limit"),
+            limit=limit,
             cache_dir=out / "cache",
             results_dir=out / "results",
             show_progress=show_progress,

@@ -168,13 +168,30 @@ def _eval(tmp_path: Path, *args: str) -> Any:
 def test_reproduce_tiny_then_noprior_then_resume(tmp_path: Path) -> None:
     """odbench reproduce diffusionseg --scale tiny: synthesize with a random tiny SD, train the
     decoder on sd-tiny features, evaluate diffusionseg on toy (inversion, features, decoder,
-    metrics, mask -> box CorLoc), a table beside the paper; the w/o-prior variant and a
+    metrics, mask -> box CorLoc) and on the benchmarks present under --data-root (3 images
+    each; absent ones listed), a table beside the paper; the w/o-prior variant and a
     disagreeing --backbone on that checkpoint; a rerun resumes every stage."""
+    from PIL import Image
+
+    data = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for sub in ("images", "ground_truth_mask"):
+        (data / "ECSSD" / sub).mkdir(parents=True)
+    for i in range(4):  # an ECSSD in its official layout, 4 of its images
+        img = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+        Image.fromarray(img).save(data / "ECSSD" / "images" / f"{i:04d}.jpg")
+        gt = np.zeros((40, 56), np.uint8)
+        gt[10:30, 15:40] = 255
+        Image.fromarray(gt).save(data / "ECSSD" / "ground_truth_mask" / f"{i:04d}.png")
     out = tmp_path / "repro"
     args = ["reproduce", "diffusionseg", "--scale", "tiny", "--out", str(out)]
-    r = CliRunner().invoke(main, args)
+    r = CliRunner().invoke(main, [*args, "--data-root", str(data)])
     assert r.exit_code == 0, r.output
     assert "toy        saliency:" in r.output and "toy        localization: corloc" in r.output
+    assert "the first 3 images of each" in r.output
+    assert "ecssd      saliency:" in r.output and "duts_te: absent, skipped" in r.output
+    (path,) = (out / "results").glob("diffusionseg__ecssd__*.json")
+    assert json.loads(path.read_text())["n_predicted"] == 3
     board = (out / "leaderboard.md").read_text()
     assert "| toy | " in board and "| DiffusionSeg † (reported" in board
     (path,) = (out / "results").glob("diffusionseg__toy__*.json")

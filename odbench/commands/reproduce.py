@@ -15,7 +15,8 @@ from odbench.commands import options
     "--scale",
     default="tiny",
     show_default=True,
-    help="tiny (random tiny SD on CPU, seconds), 1k or paper (~50k pairs): methods/diffusionseg.toml [reproduce.*].",
+    help="tiny (random tiny SD on CPU, 20-60 s on 2 cores; 3 images of toy and of each benchmark "
+    "under --data-root), 1k or paper (~50k pairs): methods/diffusionseg.toml [reproduce.*].",
 )
 @click.option(
     "--out", type=click.Path(path_type=Path), required=True, help="Folder (resumed if it exists)."
