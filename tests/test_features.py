@@ -47,6 +47,16 @@ def test_every_family_records_its_one_tiny_extractor() -> None:
         assert extractor_spec(card.raw["model"]["features"]).family == card.raw["model"]["family"]
 
 
+def test_tiny_sd_inverts_with_its_own_few_steps_unless_told_otherwise() -> None:
+    """sd-tiny carries T = 2 (smoke runs in seconds); a caller's num_steps still wins, and the
+    published SD keeps the paper's T = 40."""
+    assert FEATURES.get("sd-tiny").options == {"num_steps": 2}
+    assert load_extractor("sd-tiny").num_steps == 2
+    assert load_extractor("sd-tiny", num_steps=3).num_steps == 3
+    assert "T=2|" in load_extractor("sd-tiny").identity
+    assert FEATURES.get("sd-v1-4").options == {}
+
+
 def test_load_backbone_takes_the_sd_family_of_the_registry() -> None:
     from odbench.backbones.diffusion import backbone_spec
     from odbench.features import extractors_of
