@@ -458,3 +458,37 @@ def test_resume_reuses_the_prepared_pairs_which_are_never_stale(
     write_png(mask, 255 - read_gray(mask))
     with pytest.raises(CheckpointError, match="the training data differ"):
         train(out=tmp_path / "b", steps=6, resume=True, **common)
+
+
+def test_tiny_extractor_trains_at_its_own_small_size_and_steps(tmp_path: Path) -> None:
+    """`odbench train --features sd-tiny` without --resolution trains at sd-tiny's 64 px with
+    T = 2 (its registry entry), not at the sd card's 512 px with T = 40 (over 10 minutes on 2
+    cores); --resolution still wins; the decoder card is the one of the extractor's family."""
+    from odbench.distributed import World
+    from odbench.training.options import card_for_features, setup
+
+    def run_setup(**overrides: Any) -> Any:
+        return setup(
+            World(),
+            data="toy",
+            out=tmp_path / "r",
+            model=None,
+            features="sd-tiny",
+            data_root=None,
+            n=4,
+            steps=1,
+            epochs=None,
+            resume=False,
+            device="cpu",
+            cache_dir=tmp_path / "cache",
+            extractor_options=None,
+            cache_only=False,
+            overrides={"resolution": None, **overrides},
+        )
+
+    found = run_setup()
+    assert found.resolution == 64 and found.extractor.num_steps == 2
+    assert run_setup(resolution=32).resolution == 32
+    assert card_for_features("sd-tiny").raw["training"]["resolution"] == 512  # the paper's
+    assert card_for_features("dino-vits8") is card_for_features("dino-tiny")
+    assert card_for_features("moco-v3-vitb16").raw["model"]["family"] == "moco"

@@ -59,7 +59,11 @@ def train_errors() -> Iterator[None]:
     "--val-split", type=float, default=None, help="Held-out fraction (default: the card's)."
 )
 @click.option(
-    "--resolution", type=int, default=None, help="Training resolution (default: the card's)."
+    "--resolution",
+    type=int,
+    default=None,
+    help="Training resolution (default: the extractor's own where it has one, e.g. 64 for the "
+    "tiny ones of odbench list features; else the card's).",
 )
 @click.option(
     "--batch-size",

@@ -13,6 +13,7 @@ from odbench.checkpoint import CHECKPOINT_FILE, read_config
 from odbench.distributed import World, resolve_device
 from odbench.errors import OdbenchError
 from odbench.feature_cache import FeatureCache
+from odbench.features import extractor_spec
 from odbench.outputs import check_output_folder
 from odbench.training.data import select_ids, split_rows, steps_per_epoch
 from odbench.training.resume import check_resumable
@@ -37,8 +38,6 @@ def card_for_model(model: str) -> MethodCard:
 def card_for_features(features: str) -> MethodCard:
     """``--features dino-vits16`` -> the decoder card of the extractor's family (``dino``); an
     unknown extractor is the registry's line, with its "did you mean"."""
-    from odbench.features import extractor_spec
-
     family = extractor_spec(features).family
     for card in method_cards().values():
         model = card.raw.get("model", {})
@@ -137,6 +136,8 @@ def setup(
     if steps is not None and epochs is not None:
         raise TrainError("give --steps or --epochs, not both")
     card = card_for_model(model) if model is not None else card_for_features(str(features))
+    if features is not None and overrides.get("resolution") is None:  # tiny extractors: small
+        overrides = {**overrides, "resolution": extractor_spec(features).resolution}
     opts = training_options(card, **overrides)
     seed, resolution, bs = int(opts["seed"]), int(opts["resolution"]), int(opts["batch_size"])
     if not 0.0 <= float(opts["val_split"]) < 1.0:
