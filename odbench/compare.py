@@ -41,6 +41,20 @@ def bootstrap_weights(n: int, n_resamples: int, seed: int) -> np.ndarray:
     return rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(np.float64)
 
 
+def corloc_statistic(
+    has_gt: np.ndarray,
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """CorLoc under each row of the weights when some images have no GT box: the weighted
+    hits over the weighted count of images with one (those without are left out,
+    :mod:`odbench.metrics.boxes`)."""
+    counted = has_gt.astype(np.float64)
+
+    def stat(hits: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        return np.asarray((weights @ (hits * counted)) / np.maximum(weights @ counted, 1e-12))
+
+    return stat
+
+
 def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Mean of per-image ``values`` under each row of ``weights``: ``values`` (n,) or (n, T) ->
     (B,) or (B, T).  A NaN value makes every resample that draws its image NaN, as it makes the
@@ -239,8 +253,10 @@ def compare_records(
                 out[metric] = resampled(metric, fa[metric], fb[metric], "paired bootstrap", None)
     if a.localization is not None and b.localization is not None:
         ha, hb = a.localization.hit.astype(bool), b.localization.hit.astype(bool)
-        sa = weighted_mean(ha.astype(np.float64), weights) * 100.0
-        sb = weighted_mean(hb.astype(np.float64), weights) * 100.0
+        has_gt = (a.localization.n_boxes > 0) & (b.localization.n_boxes > 0)
+        stat = weighted_mean if has_gt.all() else corloc_statistic(has_gt)
+        sa = stat(ha.astype(np.float64), weights) * 100.0
+        sb = stat(hb.astype(np.float64), weights) * 100.0
         out["corloc"] = resampled("corloc", sa, sb, "McNemar (exact)", mcnemar_p_value(ha, hb))
     return [out[k] for k in METRICS if k in out]  # in the catalog's order
 
@@ -305,7 +321,8 @@ def _check_reproduces(run: RunResult, protocol: Protocol) -> None:
                 )
     loc = run.metrics.get("localization")
     if loc is not None and rec.localization is not None:
-        corloc = 100.0 * float(np.mean(rec.localization.hit))
+        has_gt = rec.localization.n_boxes > 0
+        corloc = 100.0 * float(np.mean(rec.localization.hit[has_gt])) if has_gt.any() else 0.0
         if not math.isclose(corloc, loc["corloc"]):
             raise ResultsError(
                 f"{run.path}: corloc = {loc['corloc']} but its records give {corloc}; the "

@@ -214,10 +214,13 @@ def sod_records(images: Sequence[Any]) -> SodRecords:
 
 @dataclasses.dataclass(frozen=True)
 class LocalizationRecords:
-    """Per-image CorLoc hits and the predicted ``[x1, y1, x2, y2]`` boxes, (n,) and (n, 4)."""
+    """Per-image CorLoc hits, the predicted ``[x1, y1, x2, y2]`` boxes and the number of GT
+    boxes, (n,), (n, 4) and (n,); an image with 0 GT boxes is left out of CorLoc
+    (:mod:`odbench.metrics.boxes`)."""
 
     hit: np.ndarray
     pred_box: np.ndarray
+    n_boxes: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,6 +249,8 @@ class Records:
         if "ids" not in arrays:
             raise ResultsError(f"{origin}: per-image records lack 'ids'")
         n = len(arrays["ids"])
+        if "hit" in arrays and "n_boxes" not in arrays:  # written before n_boxes: every image
+            arrays = {**arrays, "n_boxes": np.ones(n, dtype=np.int64)}  # counted, as then
         parts: dict[str, Any] = {}
         kinds = (
             ("saliency", SaliencyRecords),

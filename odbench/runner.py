@@ -395,6 +395,7 @@ class _Scored:
     hit: bool | None
     box: np.ndarray | None
     sod: Any = None  # SodRecord | None (metrics_set="all")
+    n_boxes: int = 0  # GT boxes (localization)
 
 
 def score(
@@ -422,6 +423,7 @@ def score(
                 f"{s.image.shape[:2]}; clear the cache (odbench cache clear) and re-run"
             )
         rec = hit = box = family = None
+        n_boxes = 0
         if "saliency" in tasks:
             if s.mask is None:
                 raise EvalError(f"sample {s.id!r} has no mask")
@@ -432,11 +434,12 @@ def score(
         if "localization" in tasks:
             if s.boxes is None or p.box is None:
                 raise EvalError(f"sample {s.id!r} has no boxes")
-            hit = CorLocMeter().update(p.box, s.boxes, s.id)
+            hit = bool(CorLocMeter().score(p.box, s.boxes, s.id))  # None (no GT box): False
             box = np.asarray(p.box, dtype=np.float64)
+            n_boxes = len(np.asarray(s.boxes).reshape(-1, 4))
         if on_image is not None:
             on_image(p)
-        return _Scored(s.id, rec, hit, box, family)
+        return _Scored(s.id, rec, hit, box, family, n_boxes)
 
     scored = list(_ordered(pool, one, predictions, depth) if pool else map(one, predictions))
     if not scored:  # every image failed (on_error="skip"): the caller says so
@@ -448,6 +451,7 @@ def score(
         loc = LocalizationRecords(
             hit=np.array([r.hit for r in scored], dtype=bool),
             pred_box=np.stack([np.asarray(r.box, dtype=np.float64) for r in scored]),
+            n_boxes=np.array([r.n_boxes for r in scored], dtype=np.int64),
         )
     sod = None
     if "saliency" in tasks and metrics_set == "all":
@@ -478,9 +482,11 @@ def summarize(records: Records, protocol: Any) -> dict[str, dict[str, Any]]:
         if records.sod is not None:
             metrics["saliency"] = _with_family(metrics["saliency"], records, protocol)
     if records.localization is not None:
+        loc = records.localization
         corloc = CorLocMeter()
-        corloc.hits = int(np.count_nonzero(records.localization.hit))
-        corloc.n = len(records.ids)
+        corloc.hits = int(np.count_nonzero(loc.hit & (loc.n_boxes > 0)))
+        corloc.n = int(np.count_nonzero(loc.n_boxes > 0))
+        corloc.n_no_gt = len(records.ids) - corloc.n
         metrics["localization"] = corloc.compute()  # type: ignore[assignment]
     return metrics
 

@@ -49,7 +49,7 @@ def test_corloc_with_misses_and_ge_threshold():
     assert not meter.update(None, [[0, 0, 5, 5]], "missing")
     assert not meter.update(mask_to_box(np.zeros((3, 3))), [[0, 0, 0, 0]], "empty")
     result = meter.compute()
-    assert result == {"corloc": pytest.approx(40.0), "hits": 2, "n_images": 5}
+    assert result == {"corloc": pytest.approx(40.0), "hits": 2, "n_images": 5, "n_no_gt": 0}
     with pytest.raises(ValueError):
         CorLocMeter().compute()
 

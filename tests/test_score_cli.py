@@ -142,7 +142,7 @@ def test_score_boxes(tmp_path):
     result = invoke(*args, "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert out == {"corloc": pytest.approx(100 / 3), "hits": 1, "n_images": 3}
+    assert out == {"corloc": pytest.approx(100 / 3), "hits": 1, "n_images": 3, "n_no_gt": 0}
     assert "CorLoc" in invoke(*args).stdout
 
     (tmp_path / "pred.json").write_text(json.dumps({"a": [0, 0, 10]}))

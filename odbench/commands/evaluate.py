@@ -81,6 +81,11 @@ def format_metrics(metrics: dict[str, Any], keys: Sequence[str] | None = None) -
         m = metrics["localization"]
         corloc = f"{METRICS['corloc'].short} {m['corloc']:.2f}%"
         lines.append(f"localization: {corloc} ({m['hits']}/{m['n_images']})")
+        if m.get("n_no_gt"):
+            lines[-1] += (
+                f"; {m['n_no_gt']} image(s) without a (non-crowd) GT box left out, as LOST and "
+                "TokenCut do"
+            )
     return lines
 
 

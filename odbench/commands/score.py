@@ -217,7 +217,8 @@ def score_boxes(pred_path: Path, gt_path: Path, as_json: bool) -> None:
             gt.json   {"0001": [[10, 5, 150, 100]], "0002": [[0, 0, 32, 32]]}
 
     Every image of --gt is scored: one missing from --pred (or null) is a miss; an id in
-    --pred that is not in --gt is an error.
+    --pred that is not in --gt is an error.  An image of --gt with no box ([]) is left out of
+    CorLoc and counted, as LOST and TokenCut do.
     """
     from odbench.scoring.boxes import score_box_files
 
@@ -229,4 +230,6 @@ def score_boxes(pred_path: Path, gt_path: Path, as_json: bool) -> None:
         ("CorLoc (%)", f"{result['corloc']:.2f}"),
         ("hits", f"{result['hits']}/{result['n_images']}"),
     ]
+    if result["n_no_gt"]:
+        rows.append(("no GT box (left out)", str(result["n_no_gt"])))
     _print_table("odbench score-boxes", rows)

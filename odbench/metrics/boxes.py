@@ -7,6 +7,14 @@ CorLoc is the percentage of images whose ONE predicted box has IoU >= 0.5 with a
 box.  Papers write "IoU > 0.5" but the field's code (e.g. YangtaoWANG95/TokenCut
 ``main_tokencut.py``: ``if torch.any(ious >= 0.5)``) uses ``>=``; so do we.  An image without a
 prediction counts as a miss.
+
+An image without any GT box (a COCO image whose every annotation is a crowd, once crowd boxes are
+dropped) is left out of CorLoc's denominator and counted (``n_no_gt``), as LOST and TokenCut
+do: their evaluation loop (LOST ``main_lost.py``, copied by TokenCut's ``main_tokencut.py``)
+skips an image whose GT list is empty (``continue`` before ``cnt += 1``; the case arises in
+their ``--no_hard`` setting, where "difficult"/crowd boxes are removed), and COCO20K holds only
+images with a non-crowd box by construction.  Counting such images as misses would lower CorLoc
+by an error no method can avoid.
 """
 
 from __future__ import annotations
@@ -57,34 +65,42 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class CorLocMeter(Meter):
-    """Streaming CorLoc: ``score`` one image (a hit or not), ``add`` it, ``compute`` at the end
-    (the meters' interface: :mod:`odbench.metrics.meter`)."""
+    """Streaming CorLoc: ``score`` one image (a hit or not; None when it has no GT box), ``add``
+    it, ``compute`` at the end (the meters' interface: :mod:`odbench.metrics.meter`).  ``n``
+    counts the images with a GT box (the denominator), ``n_no_gt`` those without one (left
+    out; module doc)."""
 
     threshold = 0.5
-    states = ("hits", "n")
+    states = ("hits", "n", "n_no_gt")
 
     def __init__(self) -> None:
         self.hits = 0
         self.n = 0
+        self.n_no_gt = 0
 
     def score(
         self,
         pred_box: Sequence[float] | np.ndarray | None,
         gt_boxes: Sequence[Sequence[float]] | np.ndarray,
         image_id: str = "",
-    ) -> bool:
+    ) -> bool | None:
         """Whether ``pred_box`` has IoU >= 0.5 with a GT box (None: no prediction, a miss);
-        counts nothing."""
+        None when the image has no GT box (left out); counts nothing."""
         gt = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
-        if pred_box is None or len(gt) == 0:
+        if len(gt) == 0:
+            return None
+        if pred_box is None:
             return False
         pred = np.asarray(pred_box, dtype=np.float64)
         if pred.shape != (4,):
             raise ValueError(f"{image_id}: predicted box must be 4 numbers, got {pred.shape}")
         return bool(np.any(box_iou(pred[None], gt) >= self.threshold))
 
-    def add(self, record: bool) -> None:
-        """Count one image's hit (or miss)."""
+    def add(self, record: bool | None) -> None:
+        """Count one image's hit (or miss); None: an image without a GT box, left out."""
+        if record is None:
+            self.n_no_gt += 1
+            return
         self.n += 1
         self.hits += record
 
@@ -93,14 +109,22 @@ class CorLocMeter(Meter):
         pred_box: Sequence[float] | np.ndarray | None,
         gt_boxes: Sequence[Sequence[float]] | np.ndarray,
         image_id: str = "",
-    ) -> bool:
-        """Score one image, count it and return the hit."""
+    ) -> bool | None:
+        """Score one image, count it and return the hit (None: no GT box)."""
         hit = self.score(pred_box, gt_boxes, image_id)
         self.add(hit)
         return hit
 
     def compute(self) -> dict[str, float | int]:
-        """``corloc`` (percent), ``hits``, ``n_images``."""
+        """``corloc`` (percent), ``hits``, ``n_images`` (with a GT box: the denominator),
+        ``n_no_gt`` (images without a GT box, left out)."""
         if self.n == 0:
+            if self.n_no_gt:
+                raise ValueError(f"none of the {self.n_no_gt} image(s) has a GT box: no CorLoc")
             raise ValueError("no images were scored")
-        return {"corloc": 100.0 * self.hits / self.n, "hits": self.hits, "n_images": self.n}
+        return {
+            "corloc": 100.0 * self.hits / self.n,
+            "hits": self.hits,
+            "n_images": self.n,
+            "n_no_gt": self.n_no_gt,
+        }
