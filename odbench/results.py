@@ -234,6 +234,10 @@ class Records:
     localization: LocalizationRecords | None = None
     sod: SodRecords | None = None
 
+    def __len__(self) -> int:
+        """The number of images."""
+        return len(self.ids)
+
     def arrays(self) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {"ids": np.array(self.ids)}
         if self.saliency is not None:

@@ -261,6 +261,21 @@ def predict(
                 claims.release(name)
             claims.remove_if_empty()
 
+    def usable(sample: Sample) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """The cached entry of ``sample``; None when there is none, or it is unreadable or not
+        of the image's size (then it is predicted again and overwritten, as the feature cache
+        recomputes a damaged file)."""
+        if cache is None or not cache.has(sample.id):
+            return None
+        try:
+            pred, box = cache.get(sample.id)
+        except CacheError:
+            return None
+        return (pred, box) if pred.shape == sample.image.shape[:2] else None
+
+    def ready(sample: Sample) -> bool:
+        return usable(sample) is not None
+
     def claim(batch: list[tuple[Sample, Any]]) -> list[tuple[Sample, Any]]:
         if claims is None or cache is None:
             return batch
@@ -268,12 +283,12 @@ def predict(
         for sample, hit in batch:
             name = safe_name(sample.id)
             if hit is None:
-                if claims.acquire(name) or claims.wait(name, partial(cache.has, sample.id)):
+                if claims.acquire(name) or claims.wait(name, partial(ready, sample)):
                     held.add(name)
-                if cache.has(sample.id):  # stored by another process since it was loaded
+                hit = usable(sample)
+                if hit is not None:  # stored by another process since it was loaded
                     claims.release(name)
                     held.discard(name)
-                    hit = cache.get(sample.id)
             out.append((sample, hit))
         return out
 
@@ -289,8 +304,7 @@ def predict(
 
     def load(sample_id: str) -> tuple[Sample, tuple[np.ndarray, np.ndarray | None] | None]:
         sample = dataset.load(sample_id)
-        hit = cache.get(sample_id) if cache is not None and cache.has(sample_id) else None
-        return sample, hit
+        return sample, usable(sample)
 
     def store(sample: Sample, pred: Any, box: Any) -> Prediction | None:
         try:
@@ -419,8 +433,8 @@ def score(
         s = p.sample
         if p.map.shape != s.image.shape[:2]:
             raise CacheError(
-                f"cached map of shape {p.map.shape} for image {s.id!r} of size "
-                f"{s.image.shape[:2]}; clear the cache (odbench cache clear) and re-run"
+                f"map of shape {p.map.shape} for image {s.id!r} of size "
+                f"{s.image.shape[:2]}: the prediction of another image; predict it again"
             )
         rec = hit = box = family = None
         n_boxes = 0

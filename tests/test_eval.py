@@ -13,7 +13,7 @@ from PIL import Image
 from realdata import REAL_DATA
 from scipy import ndimage
 
-from odbench.cache import CacheError, quantize, safe_name
+from odbench.cache import CacheError, PredictionCache, quantize, safe_name
 from odbench.cards import method_card, method_cards
 from odbench.cli import main
 from odbench.commands.evaluate import parse_set
@@ -196,14 +196,23 @@ def test_same_relative_data_root_elsewhere_is_not_served_from_cache(
     assert runs[1].dataset["images"] == str(tmp_path / "b" / "data" / "images")
 
 
-def test_cached_maps_are_checked(tmp_path: Path) -> None:
-    ds = create_dataset("toy", n=2)
+def test_a_damaged_cache_entry_is_predicted_again(tmp_path: Path) -> None:
+    """Issue 26 item 14: an unreadable entry, or one holding another image's map, is predicted
+    again and overwritten (as the feature cache recomputes a damaged file), not an error the
+    user must clear by hand."""
+    ds = create_dataset("toy", n=3)
     kw: dict[str, Any] = {"dataset_name": "toy", "cache_dir": tmp_path, "results_dir": None}
-    out = evaluate(FlakyPrior(), ds, get_protocol("odbench"), **kw)
-    entry = next(Path(out.info["cache"]).glob("toy_00000.npz"))
-    entry.write_bytes(b"not a zip")
+    first = evaluate(FlakyPrior(), ds, get_protocol("odbench"), **kw)
+    folder = Path(first.info["cache"])
+    (folder / "toy_00000.npz").write_bytes(b"not a zip")  # damaged on disk
+    (folder / "toy_00001.npz").write_bytes((folder / "toy_00002.npz").read_bytes())  # foreign
     with pytest.raises(CacheError, match="toy_00000.npz: corrupt cache entry"):
-        evaluate(FlakyPrior(), ds, get_protocol("odbench"), **kw)
+        PredictionCache(folder).get("toy_00000")  # read directly (reports): one line
+    method = FlakyPrior()
+    again = evaluate(method, ds, get_protocol("odbench"), **kw)
+    assert len(method.seen) == 2 and again.info["n_predicted"] == 2
+    assert again.metrics == first.metrics
+    assert PredictionCache(folder).ids() == ["toy_00000", "toy_00001", "toy_00002"]
 
 
 class WrongShape(CenterPrior):
