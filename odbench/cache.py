@@ -224,6 +224,14 @@ class PredictionCache:
 # ----------------------------------------------------------------------------- info / clear
 
 
+def cache_dir_option(cache_dir: Path | None) -> str:
+    """`` --cache-dir DIR`` (shell-quoted) when one was given, for a hint that must find the
+    same cache: `odbench cache clear` alone would empty the default one."""
+    import shlex
+
+    return "" if cache_dir is None else f" --cache-dir {shlex.quote(str(cache_dir))}"
+
+
 @dataclass(frozen=True)
 class CacheFolder:
     """One ``<method>/<key>`` folder: its entry count and size in bytes."""

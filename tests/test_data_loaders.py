@@ -70,8 +70,10 @@ def test_missing_dataset_says_where_it_looked(tmp_path: Path) -> None:
     with pytest.raises(
         DatasetError,
         match=r"duts_te: not found under .*DUTS-TE/, DUTS_Test/.*odbench data download duts_te",
-    ):
+    ) as e:
         create_dataset("duts_te", data_root=tmp_path, download=False)
+    # the hint downloads where it looked (issue 26 item 10), not into the default data root
+    assert f"`odbench data download duts_te --data-root {tmp_path.resolve()}`" in str(e.value)
     with pytest.raises(DatasetError, match="folder not found"):
         create_dataset("ecssd", path=tmp_path / "nope")
 

@@ -256,6 +256,41 @@ def test_cache_info_and_clear(tmp_path: Path) -> None:
     assert cache_folders(tmp_path / "cache") == []
 
 
+def test_cache_hints_repeat_the_cache_dir(tmp_path: Path) -> None:
+    """Issue 26 item 10: ``cache info --cache-dir X`` said "clear with: odbench cache clear",
+    which empties the default cache, not X; every hint now repeats --cache-dir."""
+    import shlex
+
+    from odbench.cache import default_cache_root
+
+    mine = tmp_path / "my cache"  # a space: the hint must quote it
+    base = ["eval", "--method", "center-prior", "--dataset", "toy", "--limit", "2"]
+    base += ["--results-dir", str(tmp_path / "r")]
+    assert CliRunner().invoke(main, base).exit_code == 0  # the default cache (pytest's tmp)
+    out = CliRunner().invoke(main, [*base, "--cache-dir", str(mine)])
+    assert out.exit_code == 0, out.output
+    quoted = shlex.quote(str(mine))
+    assert f"odbench cache info --cache-dir {quoted};" in out.output
+    assert f"odbench cache clear --method center-prior --cache-dir {quoted})" in out.output
+    info = CliRunner().invoke(main, ["cache", "info", "--cache-dir", str(mine)])
+    hint = info.output.strip().splitlines()[-1].split("clear with: ", 1)[1]
+    assert hint == f"odbench cache clear --cache-dir {quoted}"
+    following = CliRunner().invoke(main, shlex.split(hint)[1:])  # what the user would type
+    assert following.exit_code == 0 and "removed 1 folder(s), 2 maps" in following.output
+    assert cache_folders(mine) == [] and len(cache_folders(default_cache_root())) >= 1
+    assert (
+        CliRunner()
+        .invoke(main, ["cache", "info"])
+        .output.strip()
+        .endswith("clear with: odbench cache clear")
+    )
+
+
+def test_records_have_a_length() -> None:
+    result = odbench.evaluate("center-prior", "toy", limit=3, use_cache=False)
+    assert len(result.records) == 3 == len(result.records.ids)
+
+
 # ----------------------------------------------------------------------------- outputs
 
 

@@ -31,7 +31,7 @@ def _size(n: int) -> str:
 @_CACHE_DIR
 def info(cache_dir: Path | None) -> None:
     """Where the cache is and, per method and key, how many maps it holds."""
-    from odbench.cache import cache_folders, default_cache_root
+    from odbench.cache import cache_dir_option, cache_folders, default_cache_root
 
     root = cache_dir or default_cache_root()
     folders = cache_folders(root)
@@ -39,7 +39,10 @@ def info(cache_dir: Path | None) -> None:
     for f in folders:
         click.echo(f"  {f.method}/{f.key}: {f.n_entries} maps, {_size(f.n_bytes)}")
     total = sum(f.n_bytes for f in folders)
-    click.echo(f"{len(folders)} folder(s), {_size(total)}; clear with: odbench cache clear")
+    click.echo(
+        f"{len(folders)} folder(s), {_size(total)}; clear with: odbench cache clear"
+        + cache_dir_option(cache_dir)
+    )
 
 
 @cache.command("clear")

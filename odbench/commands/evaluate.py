@@ -254,5 +254,12 @@ def eval_cmd(
     keys = None if selection.spec in ("basic", "all") else selection.keys
     for line in format_metrics(result.metrics, keys):
         click.echo(line)
-    click.echo(f"cache: {info['cache']} (odbench cache info / clear)")
+    if info["cache"] is not None:
+        from odbench.cache import cache_dir_option
+
+        option = cache_dir_option(cache_dir)
+        click.echo(
+            f"cache: {info['cache']} (odbench cache info{option}; "
+            f"odbench cache clear --method {result.method_name}{option})"
+        )
     click.echo(f"results: {result.path}")

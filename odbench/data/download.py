@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import stat
 import tarfile
@@ -364,7 +365,8 @@ def download_dataset(
                     if "truncated or corrupt" in str(e):
                         path.unlink(missing_ok=True)  # never reuse a corrupt archive
                         raise DatasetError(
-                            f"{e}; the archive was deleted, run `odbench data download {card.name}` again"
+                            f"{e}; the archive was deleted, run `odbench data download "
+                            f"{card.name} --data-root {shlex.quote(str(data_root))}` again"
                         ) from e
                     raise
             else:

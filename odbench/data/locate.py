@@ -10,6 +10,7 @@ lists what was found instead.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -108,7 +109,10 @@ def locate_dataset(
             f"{root / target}: wrong {card.name} layout after download"
         )  # pragma: no cover
     names = ", ".join(f"{f}/" for f in card.raw.get("layout", {}).get("folders", []))
-    hint = f"download it with `odbench data download {card.name}`" if file_specs(card) else ""
+    where = f" --data-root {shlex.quote(str(root))}"  # where it was looked for
+    hint = (
+        f"download it with `odbench data download {card.name}{where}`" if file_specs(card) else ""
+    )
     raise DatasetError(
         f"{card.name}: not found under {root} (looked for {names or 'a dataset folder'} "
         f"holding {expected}); {hint + ', ' if hint else ''}or pass --data-root pointing at "
