@@ -50,7 +50,7 @@ def evaluate(
     ``metrics_set`` (as ``--metrics``: ``"all"`` or names such as ``"s_measure,mae"`` add the
     salient-object family to ``.metrics["saliency"]``; an unknown name is a ``ValueError``
     listing the valid ones), ``on_error`` (``"error"``: an image the method fails on stops the
-    run with an ``odbench.runner.ImageError`` naming it; ``"skip"``: it is left out, listed
+    run with an ``odbench.phases.ImageError`` naming it; ``"skip"``: it is left out, listed
     with the error in ``.dataset["failed_ids"]``)."""
     from odbench.metrics.protocols import DEFAULT_PROTOCOL
     from odbench.runner import run_eval

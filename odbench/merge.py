@@ -212,8 +212,8 @@ def merge_records(ordered: Sequence[Part]) -> dict[str, np.ndarray]:
 def summarize(records: dict[str, np.ndarray], protocol: Any) -> dict:
     """Metrics from per-image records in run order, by the runner's own summarize phase (the
     accumulators a single run uses, fed the same numbers in the same order: bit-identical)."""
+    from odbench.phases import summarize as summarize_records
     from odbench.results import Records
-    from odbench.runner import summarize as summarize_records
 
     return summarize_records(Records.from_arrays(records), protocol)
 

@@ -16,7 +16,7 @@ import odbench
 from odbench.cli import main
 from odbench.data.base import create_dataset
 from odbench.methods.center_prior import CenterPrior
-from odbench.runner import EvalError, ImageError
+from odbench.phases import EvalError, ImageError
 
 OOM = "Unable to allocate 49.7 GiB for an array with shape (47137, 47137, 3) and data type float64"
 

@@ -24,15 +24,9 @@ from odbench.data.base import create_dataset
 from odbench.methods.base import Method
 from odbench.methods.center_prior import CenterPrior
 from odbench.metrics.protocols import get_protocol
+from odbench.phases import EvalError, predict, score, summarize
 from odbench.results import read_results
-from odbench.runner import (
-    CallableMethod,
-    EvalError,
-    predict,
-    run,
-    score,
-    summarize,
-)
+from odbench.runner import CallableMethod, run
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
