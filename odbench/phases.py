@@ -180,7 +180,7 @@ def predict(
     batch_size: int = 4,
     boxes: bool = False,
     workers: int = 1,
-    failed: dict[str, str] | None = None,
+    on_failure: Callable[[str, str], None] | None = None,
 ) -> Iterator[Prediction]:
     """Phase 1: yield every id's :class:`Prediction` in order, predicting (in batches of
     ``batch_size``) only the images ``cache`` does not hold and storing each as soon as it is
@@ -190,8 +190,8 @@ def predict(
 
     An image the method fails on (any exception of its code, e.g. a ``MemoryError``; a batch
     that fails is predicted again image by image to find it) stops the run with an
-    :class:`ImageError` naming it, every image before it stored; with ``failed`` (a dict,
-    ``--on-error skip``) it is left out instead and ``failed[id]`` says why.
+    :class:`ImageError` naming it, every image before it stored; with ``on_failure``
+    (``--on-error skip``) it is left out instead and ``on_failure(id, why)`` is called.
 
     Processes sharing the cache never predict the same image: each uncached image is claimed
     first (:mod:`odbench.claims`); one that another live process claimed is waited for (its
@@ -240,11 +240,11 @@ def predict(
         if claims is not None and safe_name(sample.id) in held:
             claims.release(safe_name(sample.id))
             held.discard(safe_name(sample.id))
-        if failed is None:
+        if on_failure is None:
             if isinstance(error, OdbenchError):  # already one line naming the image
                 raise error
             raise ImageError(method.name, sample.id, error) from error
-        failed[sample.id] = describe_error(error)
+        on_failure(sample.id, describe_error(error))
 
     def load(sample_id: str) -> tuple[Sample, tuple[np.ndarray, np.ndarray | None] | None]:
         sample = dataset.load(sample_id)
@@ -290,7 +290,7 @@ def predict(
             return run_batch(todo, post), None
         except Exception as e:  # the method's code failed on (an image of) this batch
             if len(todo) == 1:
-                if failed is None:
+                if on_failure is None:
                     return [], (todo[0], e)
                 failure(todo[0], e)
                 return [], None
@@ -299,7 +299,7 @@ def predict(
             try:
                 out += run_batch([sample], post)
             except Exception as e:
-                if failed is None:
+                if on_failure is None:
                     return out, (sample, e)
                 failure(sample, e)
         return out, None

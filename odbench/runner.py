@@ -199,7 +199,7 @@ def run(
         cache = PredictionCache(root / method.name / digest, key)
 
     counts = {"predicted": 0, "cached": 0}
-    failed: dict[str, str] | None = {} if on_error == "skip" else None
+    failed: dict[str, str] = {}
     start, cpu_start = time.perf_counter(), time.process_time()
     with (
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="odbench") as pool,
@@ -214,6 +214,10 @@ def run(
                 write_png(Path(save_preds) / f"{_png_name(p.sample.id)}.png", p.map)
             advance(1)
 
+        def on_failure(sample_id: str, why: str) -> None:  # on_error="skip"
+            failed[sample_id] = why
+            advance(1)
+
         stream = predict(
             method,
             dataset,
@@ -223,7 +227,7 @@ def run(
             batch_size=batch_size,
             boxes="localization" in tasks,
             workers=workers,
-            failed=failed,
+            on_failure=on_failure if on_error == "skip" else None,
         )
         records = score(
             stream,

@@ -99,6 +99,7 @@ def test_eval_names_the_image_keeps_what_came_before_and_resumes(
     r = _eval(tmp_path, "--on-error", "skip")
     assert r.exit_code == 0, r.output
     assert "failed on 1 image(s), left out" in r.output and "toy_00003" in r.output
+    assert "5/5" in r.output  # the progress bar counts the skipped image
     assert "3 from cache" in r.output  # the images before it were stored by the failed run
     (path,) = (tmp_path / "res").glob("*.json")
     data = json.loads(path.read_text())
