@@ -160,3 +160,17 @@ def test_metrics_option_is_score_s_basic_all_or_names_in_every_format(tmp_path):
         main, ["leaderboard", "--results-dir", str(tmp_path), "--metrics", "mae"]
     )
     assert bad.exit_code == 2 and "--metrics goes with --format" in bad.stderr
+
+
+def test_bib_notes_say_why_an_entry_is_missing(tmp_path):
+    """--bib: a metric with no paper is said to be a textbook quantity (it needs no card); a
+    method with no card is said to lack one."""
+    plant(tmp_path / "results")
+    bib = tmp_path / "refs.bib"
+    table(
+        tmp_path / "results", "--format", "latex", "--metrics", "acc,max_fbeta", "--bib", str(bib)
+    )
+    notes = [line for line in bib.read_text().splitlines() if line.startswith("%")]
+    assert "% acc: a textbook quantity, no paper to cite" in notes
+    assert not [n for n in notes if "card" in n and n.startswith(("% acc", "% max_fbeta"))]
+    assert any(n.startswith("% alpha: no card") for n in notes)
