@@ -42,13 +42,10 @@ _RESULTS_DIR = options.results_dir("Folder of results JSON files written by odbe
     help="A metric table of odbench's runs (methods x dataset/metric; top-3 marked, arrows) "
     "instead of the paper's Table 1 layout; csv: one row per method, dataset, protocol.",
 )
-@click.option(
-    "--metrics",
-    default="all",
-    show_default=True,
-    metavar="basic|all|NAME,...",
-    help="--format: the columns, as score's --metrics (all: every metric stored; basic: Acc, "
+@options.metrics(
+    "--format: the columns, as score's --metrics (all: every metric stored; basic: Acc, "
     "IoU, maxFβ, MAE; or names, e.g. s_measure,max_fbeta,mae, in that order).",
+    default="all",
 )
 @click.option("--datasets", default="", help="--format: comma-separated datasets (default: all).")
 @options.protocol("--format md/latex.")
