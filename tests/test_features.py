@@ -173,6 +173,17 @@ def test_moco_v3_refuses_a_timm_model_with_another_head_count(tmp_path: Path) ->
     assert FEATURES.get("moco-v3-vitb16").config["moco_heads"] == 12
 
 
+def test_list_features_shows_each_family_and_its_tiny_stand_in() -> None:
+    from click.testing import CliRunner
+
+    from odbench.cli import main
+
+    r = CliRunner().invoke(main, ["list", "features"])
+    rows = {line.split()[0]: line.split()[1:3] for line in r.output.splitlines()}
+    assert r.exit_code == 0 and rows["dino-vits8"] == ["dino", "weights"]
+    assert rows["moco-tiny"] == ["moco", "tiny"] and rows["sd-v1-4-random"] == ["sd", "full"]
+
+
 def test_unknown_name_suggests_the_closest() -> None:
     with pytest.raises(UnknownNameError, match="Did you mean 'dino-vits16'") as e:
         load_extractor("dino-vit16")

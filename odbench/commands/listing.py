@@ -42,7 +42,9 @@ def rows(what: str) -> list[tuple[str, ...]]:
         return out
     if what == "features":
         specs = {n: FEATURES.get(n) for n in FEATURES.names()}
-        return [(n, specs[n].random or "weights", d) for n, d in FEATURES.describe()]
+        return [
+            (n, specs[n].family, specs[n].random or "weights", d) for n, d in FEATURES.describe()
+        ]
     from odbench.metrics.protocols import PROTOCOLS  # numpy: only when protocols are listed
 
     return [(n, d) for n, d in PROTOCOLS.describe()]
@@ -63,8 +65,8 @@ def _print(table: list[tuple[str, ...]]) -> None:
 )
 def list_cmd(what: str | None) -> None:
     """List registered methods, datasets, protocols, feature extractors or metrics (all when
-    WHAT is omitted), with their task (sal = saliency, loc = localization), image count, weights
-    (published, tiny or full-size random) and a one-line description.  Metrics: key, label,
+    WHAT is omitted), with their task (sal = saliency, loc = localization), image count, family
+    and weights of extractors (published, tiny or full-size random) and a one-line description.  Metrics: key, label,
     direction (↑ higher is better, ↓ lower), task, meter, BibTeX key of its paper, name."""
     sections = ["methods", "datasets", "protocols", "features", "metrics"]
     for section in [what] if what else sections:
