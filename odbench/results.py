@@ -606,11 +606,30 @@ def has_card_settings(run: RunResult) -> bool:
     return card is None or jsonable(card.hyperparameters) == run.method.get("hyperparameters")
 
 
-def preference(run: RunResult) -> tuple[bool, bool, str, str]:
+def _collision_index(run: RunResult) -> int:
+    """Which of the runs finishing in one second ``run`` is: 1 for ``<stem>.json``, N for the
+    ``<stem>-N.json`` :func:`write_results` gives the N-th (0 for a file renamed by hand)."""
+    if run.path is None:
+        return 0
+    name = Path(run.path).name.removesuffix(".json")
+    rest = name.removeprefix(run_stem(run))
+    if rest == "":
+        return 1
+    return int(rest[1:]) if rest[:1] == "-" and rest[1:].isdigit() else 0
+
+
+def preference(run: RunResult) -> tuple[bool, bool, str, int, str]:
     """The order in which runs of one method, dataset and protocol are preferred (the largest
     wins): the card's settings (:func:`has_card_settings`) before any other, then the full
-    dataset before a subset (:func:`is_subset`), then the latest (date, then file name)."""
-    return has_card_settings(run), not is_subset(run), run.date, str(run.path)
+    dataset before a subset (:func:`is_subset`), then the latest (date; in one second the
+    later ``-N`` file name of :func:`write_results`, ``-10`` after ``-9``)."""
+    return (
+        has_card_settings(run),
+        not is_subset(run),
+        run.date,
+        _collision_index(run),
+        str(run.path),
+    )
 
 
 def select(

@@ -500,6 +500,21 @@ def test_every_command_shows_the_run_select_chooses(tmp_path: Path) -> None:
     assert values[("center-prior", "toy")]["acc"] == card_run.metrics["saliency"]["acc"]
 
 
+def test_select_takes_the_last_of_runs_finishing_in_one_second(tmp_path: Path) -> None:
+    """Runs finishing in one second are named <stem>.json, <stem>-2.json, ... by write_results:
+    the last written is the latest (the file-name order put <stem>.json after <stem>-2.json and
+    -9 after -10)."""
+    from odbench.results import load_all_results, write_results
+
+    first = _eval(tmp_path, "center-prior", 0.25)
+    assert first.path is not None
+    results = tmp_path / "results"
+    for _ in range(10):
+        last = write_results(read_results(first.path), results)
+    assert last.name == first.path.name.replace(".json", "-11.json")
+    assert select(load_all_results(results), "center-prior", "toy").path == last
+
+
 def _stamp(run: RunResult) -> str:
     """The date of a run as its results file names it."""
     return run.date[:19].replace("-", "").replace(":", "") + "Z"
