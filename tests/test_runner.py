@@ -366,7 +366,7 @@ def test_results_file_names_never_collide(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_degenerate_runs_say_why_the_threshold_is_meaningless() -> None:
-    from odbench.commands.evaluate import format_metrics
+    from odbench.summary import format_metrics
 
     base = {"acc": 0.5, "iou": 0.1, "max_fbeta": 0.3, "mae": 0.5, "best_threshold": 0.0}
     flat = format_metrics({"saliency": base | {"fbeta_curve": [0.3] * 255}})[0]

@@ -141,3 +141,18 @@ def test_commands_do_not_import_the_cli() -> None:
         if m.startswith(("odbench.commands", "odbench.bench")) and "odbench.cli" in edges
     )
     assert not users, f"import odbench.errors / odbench.commands.options instead: {users}"
+
+
+def test_library_and_benchmarks_import_no_command_module() -> None:
+    """Commands are thin: what they do lives in the library, so nothing outside the CLI imports
+    a command module; benchmarks (themselves commands) share only ``commands.options``."""
+    graph = imports(_modules(PACKAGE))
+    wrong = sorted(
+        f"{m} -> {target} (line {line})"
+        for m, edges in graph.items()
+        if not m.startswith(("odbench.commands", "odbench.cli"))
+        for target, line in edges.items()
+        if target.startswith("odbench.commands")
+        and not (m.startswith("odbench.bench") and target == "odbench.commands.options")
+    )
+    assert not wrong, f"move what these use out of odbench/commands/: {wrong}"

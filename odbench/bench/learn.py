@@ -50,9 +50,9 @@ def cli(
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
-    from odbench.commands.evaluate import format_metrics
     from odbench.errors import UserError
     from odbench.runner import run_eval
+    from odbench.summary import format_metrics
     from odbench.training import train
 
     env = os.environ.get("ODBENCH_DATA", "")

@@ -27,8 +27,8 @@ def reproduce_cmd(method: str, scale: str, out: Path, data_root: Path | None, de
     """Synthesize -> train -> evaluate on the benchmarks present -> leaderboard beside the paper.
 
     Every stage resumes: run the same command again after an interruption."""
-    from odbench.commands.evaluate import format_metrics
     from odbench.reproduce import reproduce
+    from odbench.summary import format_metrics
 
     rep = reproduce(
         scale, out, data_root=data_root, device=device, show_progress=True, echo=click.echo
