@@ -244,12 +244,14 @@ class CacheFolder:
 
 
 def cache_folders(root: Path) -> list[CacheFolder]:
-    """Every ``<method>/<key>`` folder under ``root`` (sorted); a missing root is empty."""
+    """Every ``<method>/<key>`` folder under ``root`` that holds a ``key.json`` (sorted); a
+    missing root is empty.  Other folders are not the cache's: a ``--cache-dir`` given by mistake
+    (a project folder) must not have its results or checkpoints listed or cleared."""
     out: list[CacheFolder] = []
     if not root.is_dir():
         return out
     for method_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for key_dir in sorted(p for p in method_dir.iterdir() if p.is_dir()):
+        for key_dir in sorted(p for p in method_dir.iterdir() if (p / "key.json").is_file()):
             files = [p for p in key_dir.iterdir() if p.is_file()]
             n_entries = sum(p.suffix == ".npz" for p in files)
             size = sum(p.stat().st_size for p in files)

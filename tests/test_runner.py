@@ -250,6 +250,29 @@ def test_cache_info_and_clear(tmp_path: Path) -> None:
     assert cache_folders(tmp_path / "cache") == []
 
 
+def test_cache_clear_leaves_folders_that_are_not_cache_entries(tmp_path: Path) -> None:
+    """``cache clear --cache-dir DIR`` deleted every ``DIR/*/*`` folder: pointed by mistake at a
+    project folder it removed ``reproduce``'s results and checkpoints; only folders holding a
+    cache ``key.json`` are the cache's."""
+    args = ["--cache-dir", str(tmp_path)]
+    (tmp_path / "repro" / "results").mkdir(parents=True)
+    (tmp_path / "repro" / "results" / "run.json").write_text("{}")
+    (tmp_path / "runs" / "unet").mkdir(parents=True)
+    (tmp_path / "runs" / "unet" / "checkpoint.safetensors").write_bytes(b"w")
+    out = CliRunner().invoke(
+        main,
+        ["eval", "--method", "center-prior", "--dataset", "toy", "--limit", "2", *args]
+        + ["--results-dir", str(tmp_path / "r")],
+    )
+    assert out.exit_code == 0, out.output
+    assert [f.method for f in cache_folders(tmp_path)] == ["center-prior"]
+    cleared = CliRunner().invoke(main, ["cache", "clear", *args])
+    assert "removed 1 folder(s), 2 maps" in cleared.output, cleared.output
+    assert (tmp_path / "repro" / "results" / "run.json").is_file()
+    assert (tmp_path / "runs" / "unet" / "checkpoint.safetensors").is_file()
+    assert not (tmp_path / "center-prior").exists()
+
+
 def test_cache_hints_repeat_the_cache_dir(tmp_path: Path) -> None:
     """Issue 26 item 10: ``cache info --cache-dir X`` said "clear with: odbench cache clear",
     which empties the default cache, not X; every hint now repeats --cache-dir."""
