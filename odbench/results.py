@@ -528,7 +528,29 @@ def read_results(path: Path) -> RunResult:
     missing += [key for key in ("records", "date") if not isinstance(data.get(key), str)]
     if missing:
         raise ResultsError(f"{path}: results file lacks {', '.join(missing)}; re-run odbench eval")
+    if bad := _malformed_metrics(data["metrics"]):
+        raise ResultsError(f"{path}: results file has a malformed {bad}; re-run odbench eval")
     return RunResult.from_json(data, path)
+
+
+def _malformed_metrics(metrics: dict[str, Any]) -> str:
+    """The first ``metrics.<task>[.<key>]`` the readers cannot use (a task not a table, a metric
+    not a number or null, curves of the wrong type), else ``""``: refused, not a traceback."""
+
+    def number(v: Any) -> bool:
+        return v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+
+    for task, values in metrics.items():
+        if not isinstance(values, dict):
+            return f"metrics.{task}"
+        for key, v in values.items():
+            if (
+                (key in keys() and not number(v))
+                or (key == "fbeta_curve" and not (isinstance(v, list) and all(map(number, v))))
+                or (key == "curves" and not isinstance(v, dict))
+            ):
+                return f"metrics.{task}.{key}"
+    return ""
 
 
 def shard_pattern(method: str, dataset: str, protocol: str) -> str:

@@ -103,3 +103,14 @@ def test_wctr_on_coco_with_a_textured_photo_and_a_crowd_only_image(tmp_path: Pat
     with np.load(npz) as records:
         by_id = dict(zip(records["ids"].tolist(), records["n_boxes"].tolist()))
     assert by_id == {"plain": 1, "grass": 1, "crowd": 0}
+
+
+def test_score_boxes_with_no_gt_box_at_all_is_one_error_line(tmp_path: Path) -> None:
+    """score-boxes over images none of which has a GT box ended in a ValueError traceback; it is
+    one ``error:`` line, exit 2."""
+    (tmp_path / "pred.json").write_text(json.dumps({"a": [0, 0, 4, 4], "b": None}))
+    (tmp_path / "gt.json").write_text(json.dumps({"a": [], "b": []}))
+    args = ["--pred", str(tmp_path / "pred.json"), "--gt", str(tmp_path / "gt.json")]
+    out = CliRunner().invoke(main, ["score-boxes", *args])
+    assert out.exit_code == 2, out.output
+    assert "error: none of the 2 image(s) has a GT box: no CorLoc" in out.output

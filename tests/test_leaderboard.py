@@ -566,3 +566,35 @@ def test_report_page_flags_doubtful_reported_values() -> None:
     empty = np.zeros((0, 0))
     html = leaderboard_html(ReportData("duts_te", "odbench", [], [], empty, empty), reported_rows())
     assert "probably a typo for .933; kept as printed'>0.993 (?)</td>" in html
+
+
+@pytest.mark.parametrize(
+    "task_value",
+    [
+        None,
+        {"max_fbeta": "x"},
+        {"max_fbeta": 0.5, "fbeta_curve": "x"},
+        {"max_fbeta": 0.5, "curves": 3},
+    ],
+)
+def test_malformed_metrics_in_a_results_file_are_one_line(tmp_path: Path, task_value: Any) -> None:
+    """A hand-edited results JSON with a metric that is not a number (or a task, curve that is
+    not a table / list) passed read_results and crashed leaderboard, plot curves, cite and report
+    with a traceback; it is refused in one line naming the file and the key."""
+    out = CliRunner().invoke(
+        main,
+        ["eval", "--method", "center-prior", "--dataset", "toy", "--limit", "2"]
+        + ["--results-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache")],
+    )
+    assert out.exit_code == 0, out.output
+    (path,) = tmp_path.glob("*.json")
+    data = json.loads(path.read_text())
+    data["metrics"]["saliency"] = (
+        None if task_value is None else {**data["metrics"]["saliency"], **task_value}
+    )
+    path.write_text(json.dumps(data))
+    with pytest.raises(ResultsError, match=r"malformed metrics\.saliency"):
+        read_results(path)
+    board = CliRunner().invoke(main, ["leaderboard", "--all", "--results-dir", str(tmp_path)])
+    assert board.exit_code == 0 and board.exception is None, board.output
+    assert "malformed metrics.saliency" in board.output
