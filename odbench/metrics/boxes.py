@@ -23,7 +23,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from odbench.errors import OdbenchError
 from odbench.metrics.meter import Meter
+
+
+class CorLocError(OdbenchError, ValueError):
+    """No CorLoc to give: no image was scored, or none of them has a GT box."""
 
 
 def mask_to_box(mask: np.ndarray) -> np.ndarray:
@@ -120,8 +125,8 @@ class CorLocMeter(Meter):
         ``n_no_gt`` (images without a GT box, left out)."""
         if self.n == 0:
             if self.n_no_gt:
-                raise ValueError(f"none of the {self.n_no_gt} image(s) has a GT box: no CorLoc")
-            raise ValueError("no images were scored")
+                raise CorLocError(f"none of the {self.n_no_gt} image(s) has a GT box: no CorLoc")
+            raise CorLocError("no images were scored")
         return {
             "corloc": 100.0 * self.hits / self.n,
             "hits": self.hits,
