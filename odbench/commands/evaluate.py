@@ -80,7 +80,8 @@ def parse_set(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
     show_default=True,
     help="An image the method fails on (e.g. out of memory): stop with one line naming it "
     "(the images before it stay cached, so a re-run resumes), or leave it out (its id and the "
-    "error go into the results JSON).",
+    "error go into the results JSON).  An unreadable or corrupt input image is never "
+    "skipped: one line names the file to fix.",
 )
 @click.option(
     "--backbone",
