@@ -61,7 +61,7 @@ def time_once(
     return timings
 
 
-@click.command()
+@click.command("attentioncut")
 @click.option("--repeats", default=20, show_default=True, help="Timed runs per setting.")
 def cli(repeats: int) -> None:
     """AttentionCut per-stage timing at a 64² and a 512² cut, one CPU thread (median ms)."""

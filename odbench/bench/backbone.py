@@ -202,7 +202,7 @@ def time_passes(bb: Any, batch: int, repeats: int) -> tuple[list[float], list[fl
     return plain, captured, peaks
 
 
-@click.command()
+@click.command("backbone")
 @options.device(default=None, help="cpu or cuda (default: cuda when available).")
 @click.option("--dtype", default=None, help="fp32 / fp16 / bf16 (default: fp32 cpu, bf16 cuda).")
 @click.option(

@@ -257,7 +257,7 @@ def run(dry_run: bool, device: str | None, out: Path | None) -> Path | None:
     return target
 
 
-@click.command()
+@click.command("gpu")
 @click.option("--dry-run", is_flag=True, help="Every step on the CPU with tiny models (< 3 min).")
 @options.device(default=None, help="CUDA device (default cuda).")
 @click.option(

@@ -319,7 +319,7 @@ def shared_gt(gts: list[np.ndarray], n_methods: int, workers: int, repeat: int, 
     )
 
 
-@click.command()
+@click.command("metrics")
 @click.option("--n", default=1000, show_default=True, help="Random prediction/GT pairs.")
 @click.option("--n-files", default=200, show_default=True, help="PNG pairs for the score test.")
 @click.option("--seed", default=0, show_default=True)

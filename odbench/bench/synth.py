@@ -42,7 +42,7 @@ def _timed(fn: Any, sync: Any) -> float:
     return time.perf_counter() - t
 
 
-@click.command()
+@click.command("synth")
 @options.device()
 @click.option("--resolution", type=int, default=None, help="Image side (CPU 256, CUDA 512).")
 @click.option("--steps", type=int, default=None, help="DDIM steps T (CPU 2, CUDA 40).")

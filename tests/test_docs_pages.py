@@ -1,0 +1,117 @@
+"""The generated pages are functions of the code: a new method card (with a variant and
+reported rows) or metric catalog entry appears on its page with no other edit, card comments
+are shown beside their values, and each protocol setting names the line that sets it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from odbench.docsite.cards import read_comments
+from odbench.docsite.tables import field_meanings, setting_sources
+from odbench.metrics.protocols import FOUND, ODBENCH, SELFMASK, Protocol
+
+ROOT = Path(__file__).resolve().parents[1]
+
+NEW_CARD = """name = "zz-new-method"
+description = "A method added by the docs test."
+entry = "odbench.methods.center_prior:CenterPrior"
+task = ["saliency"]
+citation = "@misc{zz2026, title={ZZ}}"
+
+[hyperparameters]
+# the width of the thing
+sigma = 0.3      # in image sides
+
+[[reported]]
+source = "ZZ et al. 2026"
+table = "9"
+dataset = "ecssd"
+iou = 0.777
+
+[variants.small]
+description = "ZZ with a small sigma."
+[variants.small.hyperparameters]
+sigma = 0.1
+"""
+
+NEW_METRIC = """    ("zz_metric",          "ZZ metric",            "ZZm",    "ZZm",            "zzm",
+        "↓", "sod",      None,                      True),
+"""
+
+
+def test_a_new_card_and_catalog_entry_appear_with_no_other_edit(tmp_path: Path) -> None:
+    """A copy of the checkout, plus one card file and one catalog row, built with mkdocs."""
+    pytest.importorskip("mkdocs", reason="the docs extra is not installed")
+    from test_docs_site import build_site
+
+    copy = tmp_path / "repo"
+    for name in ("odbench", "methods", "datasets", "leaderboard", "docs"):
+        shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("mkdocs.yml", "pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, copy / name)
+    (copy / "methods" / "zz-new-method.toml").write_text(NEW_CARD)
+    catalog = copy / "odbench" / "metrics" / "catalog.py"
+    text = catalog.read_text()
+    assert "\n)\n# fmt: on" in text
+    catalog.write_text(text.replace("\n)\n# fmt: on", "\n" + NEW_METRIC + ")\n# fmt: on", 1))
+    build_site(copy, tmp_path / "site")
+    zoo = (tmp_path / "site" / "reference" / "zoo.html").read_text()
+    for expected in (
+        'id="zz-new-method"',
+        'id="zz-new-method-small"',
+        "A method added by the docs test.",
+        "ZZ with a small sigma.",
+        "the width of the thing in image sides",  # the comment above and on the line
+        "ZZ et al. 2026",
+        "0.777",
+        "zz2026",
+    ):
+        assert expected in zoo, expected
+    metrics = (tmp_path / "site" / "reference" / "metrics.html").read_text()
+    assert 'id="zz_metric"' in metrics and "ZZ metric" in metrics
+    assert "No definition written yet" in metrics
+
+
+def test_card_comments(tmp_path: Path) -> None:
+    card = tmp_path / "c.toml"
+    card.write_text(
+        'name = "x"  # the name\n\n# a note on the table\n[hyperparameters]\n'
+        '# above\n# two lines\na = "b # not a comment"   # inline\nb = 1\n\n'
+        "# about the rows\n[[reported]]\nsource = 'y'\n"
+    )
+    comments = read_comments(card)
+    assert comments.keys[""] == {"name": "the name"}
+    assert comments.keys["hyperparameters"] == {"a": "above two lines inline"}
+    assert comments.notes["hyperparameters"] == ["a note on the table"]
+    assert comments.notes["[[reported]]"] == ["about the rows"]
+
+
+def _line(path: Path, pattern: str) -> int:
+    lines = path.read_text().splitlines()
+    return next(i + 1 for i, line in enumerate(lines) if re.search(pattern, line))
+
+
+def test_protocol_settings_name_their_source_line() -> None:
+    src = ROOT / "odbench" / "metrics" / "protocols.py"
+    found = setting_sources(FOUND)
+    # set in FOUND's own definition
+    assert found["gt_rule"] == f"odbench/metrics/protocols.py:{_line(src, 'gt_rule=.eq255.')}"
+    # inherited from SELFMASK through replace(SELFMASK, ...)
+    square = _line(src, "square_beta2=True")
+    assert found["square_beta2"] == f"odbench/metrics/protocols.py:{square} (from SELFMASK)"
+    assert setting_sources(SELFMASK)["square_beta2"] == f"odbench/metrics/protocols.py:{square}"
+    # the dataclass default
+    assert setting_sources(ODBENCH)["beta2"] == (
+        f"default, odbench/metrics/protocols.py:{_line(src, r'^    beta2: float')}"
+    )
+
+
+def test_every_protocol_setting_has_a_meaning() -> None:
+    meanings = field_meanings(Protocol)
+    fields = set(Protocol.__dataclass_fields__) - {"name", "description"}
+    assert fields <= set(meanings), fields - set(meanings)
+    assert meanings["beta2"] == meanings["square_beta2"]
