@@ -15,6 +15,7 @@ from odbench.registry import FEATURES, UnknownNameError
 
 TINY = [n for n in FEATURES.names() if FEATURES.get(n).random == "tiny"]
 PUBLISHED = ["sd-v1-4", "dino-vits16", "dino-vits8", "dino-vitb8", "moco-v3-vitb16", "clip-vitb16"]
+PUBLISHED += ["dinov2-vits14", "dinov2-vitb14", "dinov2-vits14-reg", "dinov2-vitb14-reg"]
 
 
 def test_registry_lists_the_published_extractors_and_a_tiny_variant_per_family() -> None:
@@ -39,6 +40,7 @@ def test_every_family_records_its_one_tiny_extractor() -> None:
         assert spec.resolution is not None and spec.resolution <= 64  # smoke runs are small
     assert tiny_extractor(extractor_spec("moco-v3-vitb16").family) == "moco-tiny"
     assert tiny_extractor(extractor_spec("dino-vits8").family) == "dino-tiny"
+    assert tiny_extractor(extractor_spec("dinov2-vitb14-reg").family) == "dinov2-tiny"
     decoders = [
         c for c in method_cards().values() if c.raw.get("model", {}).get("type") == "decoder"
     ]

@@ -33,7 +33,10 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Any:
         if (kind, target) not in made:
             out = tmp_path_factory.mktemp(f"ckpt-{target}")
             kw: dict[str, Any] = {kind: target}
-            train(data="toy", out=out, steps=1, n=4, resolution=32, val_split=0.25, **kw)
+            # 32 px, or the tiny extractor's own side where 32 does not fit (dinov2-tiny: 56)
+            own = (extractor_spec(target).resolution if kind == "features" else None) or 32
+            res = 32 if own % 32 == 0 else own
+            train(data="toy", out=out, steps=1, n=4, resolution=res, val_split=0.25, **kw)
             made[kind, target] = out
         return made[kind, target]
 

@@ -156,12 +156,6 @@ def test_missing_pretrained_weights_give_one_clear_line(monkeypatch: pytest.Monk
     assert isinstance(err.value, FileNotFoundError)  # shown as one line by the CLI
 
 
-def test_patch_size_hyperparameter_is_checked() -> None:
-    method = create_method("tokencut", backbone=TINY, patch_size=8)
-    with pytest.raises(ValueError, match="patch size 16"):
-        method.predict([np.zeros((32, 32, 3), np.uint8)])
-
-
 def test_tiny_vit_is_seeded_without_touching_the_callers_rng() -> None:
     import torch
 

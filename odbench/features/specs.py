@@ -29,10 +29,11 @@ FAMILIES: dict[str, str] = {
     "sd": "Stable Diffusion (DDIM-inversion features)",
     "dino": "DINO ViTs (timm)",
     "moco": "MoCo v3 ViTs (timm)",
+    "dinov2": "DINOv2 ViTs/14, with and without registers (timm)",
     "clip": "OpenAI CLIP ViTs (open_clip)",
 }
 #: The families built on timm ViTs (:class:`odbench.features.vit.ViTExtractor`: patch keys).
-VIT_FAMILIES = ("dino", "moco")
+VIT_FAMILIES = ("dino", "moco", "dinov2")
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,13 @@ _VIT = "odbench.features.vit:build"
 _CLIP = "odbench.features.clip:build"
 
 
-def _vit(name: str, arch: str, hub: str, description: str, **extra: Any) -> list[ExtractorSpec]:
-    real = ExtractorSpec(name, "dino", description, _VIT, {"arch": arch, "hub": hub, **extra})
+def _vit(
+    name: str, arch: str, hub: str, description: str, family: str = "dino", **extra: Any
+) -> list[ExtractorSpec]:
+    real = ExtractorSpec(name, family, description, _VIT, {"arch": arch, "hub": hub, **extra})
     rnd = ExtractorSpec(
         f"{name}-random",
-        "dino",
+        family,
         f"{arch} with seeded random weights (benchmarks only)",
         _VIT,
         {"arch": arch, **extra},
@@ -76,6 +79,37 @@ def _vit(name: str, arch: str, hub: str, description: str, **extra: Any) -> list
 
 #: ViT-S/16-like tiny model for tests: 2 blocks, 48 wide, 3 heads, patch 16.
 TINY_VIT: dict[str, Any] = {"patch_size": 16, "embed_dim": 48, "depth": 2, "num_heads": 3}
+
+#: DINOv2-like tiny model for tests: patch 14, 4 registers (dropped like the CLS token), layer
+#: scale, position embeddings of a 518² input (37² patches) interpolated as DINOv2 does.
+TINY_DINOV2: dict[str, Any] = {
+    **TINY_VIT,
+    "patch_size": 14,
+    "img_size": 518,
+    "init_values": 1e-5,
+    "reg_tokens": 4,
+    "no_embed_class": True,
+}
+
+
+def _dinov2(size: str, width: str, registers: bool) -> list[ExtractorSpec]:
+    """DINOv2 ViT-{size}/14 (Oquab et al. 2024), or with 4 registers (Darcet et al. 2024): timm's
+    ``vit_{width}_patch14[_reg4]_dinov2.lvd142m`` tag; ``url`` is Meta's original checkpoint
+    (``checkpoint=`` takes it too: converted to timm's layout on load)."""
+    reg = "_reg4" if registers else ""
+    arch = f"vit_{width}_patch14{reg}_dinov2"
+    official = f"dinov2_vit{size}14{reg}_pretrain.pth"
+    return _vit(
+        f"dinov2-vit{size}14{'-reg' if registers else ''}",
+        arch,
+        f"timm/{arch}.lvd142m",
+        f"DINOv2 ViT-{size.upper()}/14{' with 4 registers' if registers else ''} (timm "
+        f"{arch}.lvd142m), last-layer patch tokens",
+        family="dinov2",
+        url=f"https://dl.fbaipublicfiles.com/dinov2/dinov2_vit{size}14/{official}",
+        pos_interpolation="dinov2",
+    )
+
 
 SPECS: tuple[ExtractorSpec, ...] = (
     ExtractorSpec(
@@ -140,6 +174,20 @@ SPECS: tuple[ExtractorSpec, ...] = (
         {"tiny": TINY_VIT},
         random="tiny",
         resolution=64,
+    ),
+    *_dinov2("s", "small", registers=False),
+    *_dinov2("b", "base", registers=False),
+    *_dinov2("s", "small", registers=True),
+    *_dinov2("b", "base", registers=True),
+    ExtractorSpec(
+        "dinov2-tiny",
+        "dinov2",
+        "tiny random DINOv2-like ViT/14 (2 blocks, 48 wide, 4 registers, layer scale); 56 px "
+        "(tests, smoke runs)",
+        _VIT,
+        {"tiny": TINY_DINOV2, "pos_interpolation": "dinov2"},
+        random="tiny",
+        resolution=56,
     ),
     ExtractorSpec(
         "moco-v3-vitb16",

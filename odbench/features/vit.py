@@ -1,18 +1,30 @@
-"""ViT extractors through timm: DINO (Caron et al. 2021) ViT-S/16, ViT-S/8, ViT-B/8 and MoCo v3
-(Chen et al. 2021) ViT-B/16.
+"""ViT extractors through timm: DINO (Caron et al. 2021) ViT-S/16, ViT-S/8, ViT-B/8, MoCo v3
+(Chen et al. 2021) ViT-B/16 and DINOv2 (Oquab et al. 2024) ViT-S/14, ViT-B/14, with and without
+registers (Darcet et al. 2024).
 
-``extract`` returns the last block's patch tokens after the final norm (prefix tokens dropped),
-as the frozen-backbone baselines of DiffusionSeg Table 4 use them; :meth:`ViTExtractor.keys`
-returns the keys of the last attention layer, heads concatenated, which TokenCut (Wang et al.
-2022, Sec. 3.2) and LOST (Siméoni et al. 2021, Sec. 3) build their patch graphs from.
-Models are created with ``dynamic_img_size=True``: any H, W that are multiples of the patch size
-go through (timm interpolates the position embeddings).  ImageNet mean/std normalisation.
+``extract`` returns the last block's patch tokens after the final norm (prefix tokens dropped:
+the CLS token and, for DINOv2 with registers, the 4 register tokens), as the frozen-backbone
+baselines of DiffusionSeg Table 4 use them; :meth:`ViTExtractor.keys` returns the keys of the last
+attention layer, heads concatenated, which TokenCut (Wang et al. 2022, Sec. 3.2) and LOST
+(Siméoni et al. 2021, Sec. 3) build their patch graphs from.  Models are created with
+``dynamic_img_size=True``: any H, W that are multiples of the patch size go through.  ImageNet
+mean/std normalisation (DINOv2's too).
+
+Position embeddings at another grid than the pretraining one: timm resamples them (bicubic,
+antialiased, to the target size).  DINOv2's own code (``interpolate_pos_encoding``, released
+hub models) does it differently — bicubic without antialiasing, with ``scale_factor = (n + 0.1)
+/ 37`` — and the two differ at every size but 518² (37² patches): the ``dinov2`` family uses
+DINOv2's (:func:`dinov2_pos_embed`, config ``pos_interpolation = "dinov2"``).
 
 Weights:
 
 - DINO: timm's hub tags (``model.safetensors``).  ``weights="field"`` on ``dino-vits8`` loads
   ``dino_deitsmall8_300ep_pretrain.pth`` (the checkpoint of TokenCut, LOST and FOUND; timm's tag
   holds the 800-epoch one) by URL, ``checkpoint=PATH`` any local file; ``identity`` says which.
+- DINOv2: timm's ``*.lvd142m`` hub tags; ``checkpoint=PATH`` (or the URL in the spec's config)
+  also takes Meta's original ``dinov2_vit*14*_pretrain.pth``, converted to timm's layout by
+  timm's own ``checkpoint_filter_fn`` (mask token dropped, register tokens renamed, the CLS
+  position folded into the CLS token).
 - MoCo v3: the official ``vit-b-300ep.pth.tar`` (``torch.load(weights_only=True)``), keys
   ``module.base_encoder.*`` stripped, the projection head dropped.  MoCo v3 ViTs have 12 heads
   at every width, timm's ``vit_small`` 6: the weights would load and compute other attention,
@@ -21,9 +33,12 @@ Weights:
 
 from __future__ import annotations
 
+import math
+import types
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from odbench.features.base import FeatureExtractor
 from odbench.features.specs import ExtractorSpec
@@ -41,7 +56,8 @@ MOCO_PREFIX = "module.base_encoder."
 
 
 def _timm_vit(spec: ExtractorSpec, seed: int = 0) -> Any:
-    """The spec's timm ViT (no head, dynamic size), seeded random weights, caller's RNG kept."""
+    """The spec's timm ViT (no head, dynamic size), seeded random weights, caller's RNG kept;
+    DINOv2's position-embedding interpolation where the spec asks for it."""
     import timm
     from timm.models.vision_transformer import VisionTransformer
 
@@ -49,10 +65,50 @@ def _timm_vit(spec: ExtractorSpec, seed: int = 0) -> Any:
         torch.manual_seed(seed)
         tiny = spec.config.get("tiny")
         if tiny is not None:
-            return VisionTransformer(img_size=224, num_classes=0, dynamic_img_size=True, **tiny)
-        return timm.create_model(
-            spec.config["arch"], pretrained=False, num_classes=0, dynamic_img_size=True
-        )
+            kw = {"img_size": 224, **tiny}
+            model = VisionTransformer(num_classes=0, dynamic_img_size=True, **kw)
+        else:
+            model = timm.create_model(
+                spec.config["arch"], pretrained=False, num_classes=0, dynamic_img_size=True
+            )
+    interpolation = spec.config.get("pos_interpolation", "timm")
+    if interpolation == "dinov2":
+        model._pos_embed = types.MethodType(dinov2_pos_embed, model)
+    elif interpolation != "timm":
+        raise ValueError(f"{spec.name}: pos_interpolation must be 'timm' or 'dinov2'")
+    return model
+
+
+#: DINOv2's ``interpolate_offset``: the target grid side + 0.1 makes the scale factor.
+DINOV2_OFFSET = 0.1
+
+
+def dinov2_pos_embed(model: Any, x: torch.Tensor) -> torch.Tensor:
+    """timm ``VisionTransformer._pos_embed`` with DINOv2's interpolation (bound to a model by
+    :func:`_timm_vit`): ``x`` (B, h, w, C) patch embeddings -> (B, prefix + h * w, C) tokens,
+    CLS and register tokens first.  The patch grid of the position embeddings (M × M) is resized
+    to h × w bicubically, without antialiasing, with ``scale_factor = ((h + 0.1) / M, (w + 0.1)
+    / M)`` (DINOv2's ``interpolate_pos_encoding``), and used as is at h = w = M."""
+    b, h, w, c = x.shape
+    pos = model.pos_embed
+    n_prefix = 0 if model.no_embed_class else int(model.num_prefix_tokens)
+    prefix, grid = pos[:, :n_prefix], pos[:, n_prefix:]
+    m = math.isqrt(grid.shape[1])
+    if (h, w) != (m, m):
+        square = grid.float().reshape(1, m, m, -1).permute(0, 3, 1, 2)
+        scale = ((h + DINOV2_OFFSET) / m, (w + DINOV2_OFFSET) / m)
+        resized = F.interpolate(square, scale_factor=scale, mode="bicubic", antialias=False)
+        if resized.shape[-2:] != (h, w):
+            raise RuntimeError(f"position grid {tuple(resized.shape[-2:])} for {h} x {w} patches")
+        grid = resized.permute(0, 2, 3, 1).reshape(1, h * w, -1).to(pos.dtype)
+    pos = torch.cat([prefix, grid], dim=1)
+    tokens = [t.expand(b, -1, -1) for t in (model.cls_token, model.reg_token) if t is not None]
+    x = x.reshape(b, h * w, c)
+    if model.no_embed_class:  # registers: the CLS / register tokens get no position
+        x = torch.cat([*tokens, x + pos], dim=1)
+    else:
+        x = torch.cat([*tokens, x], dim=1) + pos
+    return model.pos_drop(x)  # type: ignore[no-any-return]
 
 
 def moco_v3_state_dict(checkpoint: dict[str, Any], model: Any, heads: int) -> dict[str, Any]:
@@ -124,6 +180,10 @@ def build(spec: ExtractorSpec, *, device: str = "cpu", **options: Any) -> ViTExt
             state = moco_v3_state_dict(state, model, int(heads))
         elif "model" in state and isinstance(state["model"], dict):
             state = state["model"]
+        if "mask_token" in state:  # Meta's original DINOv2 layout -> timm's
+            from timm.models.vision_transformer import checkpoint_filter_fn
+
+            state = checkpoint_filter_fn(state, model)
         _load_weights(model, state, str(path))
         if path.name and "file:" in source:
             import hashlib

@@ -4,7 +4,9 @@ Both methods build their patch graph from the KEYS of the last self-attention la
 Siméoni et al. BMVC 2021, Sec. 3; TokenCut, Wang et al. CVPR 2022, Sec. 3.2), heads
 concatenated, prefix (CLS / register) tokens dropped.  The keys come from a ViT feature
 extractor (:meth:`odbench.features.vit.ViTExtractor.keys`) named by the hyperparameter
-``backbone`` (``dino-vits16``, ``dino-vits8``, ``dino-vitb8``, ``moco-v3-vitb16``, ``dino-tiny``).
+``backbone`` (``dino-vits16``, ``dino-vits8``, ``dinov2-vitb14``, ``moco-v3-vitb16``,
+``dino-tiny``, ...: ``odbench list features``, families ``dino``, ``dinov2``, ``moco``).
+The patch size is the extractor's (8, 14 or 16); a card does not restate it.
 An image is zero-padded at the bottom/right to multiples of the patch size after normalisation
 (as LOST and TokenCut do): the padding is the normalisation's mean colour.
 """
@@ -65,7 +67,8 @@ def component_of(mask: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
 
 class KeyFeatureMethod(Method):
     """A method on last-layer ViT keys; builds its extractor (hyperparameter ``backbone``) on
-    first use and checks the card's ``patch_size`` against it."""
+    first use.  Its patch size is the extractor's; a card that still pins ``patch_size`` must
+    agree with it (one line otherwise)."""
 
     _fx: Any = None
 
@@ -85,13 +88,16 @@ class KeyFeatureMethod(Method):
 
     def extractor(self) -> Any:
         if self._fx is None:
+            from odbench.cards import CardError
             from odbench.features import load_extractor
 
             fx: Any = load_extractor(str(self.hparams["backbone"]), device=self.device)
-            if fx.patch_size != int(self.hparams["patch_size"]):
-                raise ValueError(
-                    f"backbone {self.hparams['backbone']!r} has patch size {fx.patch_size}, "
-                    f"hyperparameter patch_size is {self.hparams['patch_size']}"
+            pinned = self.hparams.get("patch_size")
+            if pinned is not None and int(pinned) != fx.patch_size:
+                raise CardError(
+                    f"method {self.name or type(self).__name__}: backbone "
+                    f"{self.hparams['backbone']!r} has patch size {fx.patch_size}, hyperparameter "
+                    f"patch_size is {pinned}; drop patch_size (the extractor's is used)"
                 )
             self._fx = fx
         return self._fx
