@@ -4,7 +4,8 @@ Layout: ``<root>/<method>/<key>/<id>.npz`` plus ``key.json`` (what the key hashe
 ``<root>`` is ``--cache-dir``, else ``$ODBENCH_CACHE/predictions``, else the user cache folder
 (platformdirs, e.g. ``~/.cache/odbench/predictions``); ``odbench cache info`` shows it and
 ``odbench cache clear`` empties it.  Each entry holds the map as uint16 (``round(map · 65535)``,
-:func:`quantize`), the sample id and, for localization, the method's box; it is written
+:func:`quantize`), the sample id, for localization the method's box and for discovery its
+instances (scores, boxes, RLE masks: :meth:`PredictionCache.get_instances`); it is written
 atomically (temp file + rename) as soon as it is predicted, so a run that stops resumes where it
 stopped.  Entries are stored uncompressed (``np.savez``): deflate shrank a 400×300 uint16 map by
 only ~12% (208 -> 182 KiB, smooth 16-bit data compresses poorly) for ~12 ms of CPU per image,
@@ -47,6 +48,7 @@ import numpy as np
 
 from odbench.errors import OdbenchError
 from odbench.imageio import atomic_write_bytes
+from odbench.metrics.instances import Instances
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
@@ -188,13 +190,21 @@ class PredictionCache:
                 out.append(str(npz["id"]))
         return sorted(out)
 
-    def put(self, sample_id: str, pred: np.ndarray, box: np.ndarray | None) -> None:
-        """Store a uint16 map (and box) for ``sample_id``, atomically."""
+    def put(
+        self,
+        sample_id: str,
+        pred: np.ndarray,
+        box: np.ndarray | None,
+        instances: Instances | None = None,
+    ) -> None:
+        """Store a uint16 map (and box, and instances) for ``sample_id``, atomically."""
         if self.key is not None and not (self.folder / "key.json").is_file():
             atomic_write_bytes(self.folder / "key.json", json.dumps(self.key, indent=2).encode())
         arrays: dict[str, np.ndarray] = {"map": pred, "id": np.array(sample_id)}
         if box is not None:
             arrays["box"] = np.asarray(box, dtype=np.float64)
+        if instances is not None:
+            arrays.update(_instance_arrays(instances))
         buf = io.BytesIO()
         np.savez(buf, allow_pickle=False, **arrays)  # uncompressed: see the module docstring
         atomic_write_bytes(self.path(sample_id), buf.getvalue())
@@ -216,9 +226,45 @@ class PredictionCache:
             )
         return pred, box
 
+    def get_instances(self, sample_id: str) -> Instances | None:
+        """The stored instances of ``sample_id``; None for an entry stored without them (a run
+        of another task): a discovery run predicts such an image again."""
+        path = self.path(sample_id)
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                if "inst_scores" not in npz.files or str(npz["id"]) != sample_id:
+                    return None
+                return _instances_from(npz)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            raise CacheError(f"{path}: corrupt cache entry ({e}); delete it and re-run") from e
+
     def read_map(self, sample_id: str) -> np.ndarray:
         """The cached map of ``sample_id`` as float64 in [0, 1] (uint16 / 65535)."""
         return self.get(sample_id)[0].astype(np.float64) / 65535.0
+
+
+def _instance_arrays(instances: Instances) -> dict[str, np.ndarray]:
+    """Instances as plain arrays (no pickle): scores, boxes, and the RLEs' sizes and counts."""
+    out = {
+        "inst_scores": np.asarray(instances.scores, dtype=np.float64).reshape(-1),
+        "inst_boxes": np.asarray(instances.boxes, dtype=np.float64).reshape(-1, 4),
+        "inst_has_masks": np.array(instances.masks is not None),
+    }
+    masks = instances.masks or []
+    out["inst_sizes"] = np.array([m["size"] for m in masks], dtype=np.int64).reshape(-1, 2)
+    counts = [m["counts"] for m in masks]
+    out["inst_counts"] = np.array([c.encode() if isinstance(c, str) else c for c in counts], "S")
+    return out
+
+
+def _instances_from(npz: Any) -> Instances:
+    masks = None
+    if bool(npz["inst_has_masks"]):
+        masks = [
+            {"size": [int(h), int(w)], "counts": bytes(c)}
+            for (h, w), c in zip(npz["inst_sizes"], npz["inst_counts"])
+        ]
+    return Instances(npz["inst_scores"], npz["inst_boxes"], masks)
 
 
 # ----------------------------------------------------------------------------- info / clear

@@ -79,6 +79,8 @@ _LIMITS = (
 class MethodCard:
     """A method's card.  ``reported`` rows: dicts with ``source``, ``dataset`` and metric keys
     (``acc``, ``iou``, ``max_fbeta``, ``corloc``), as published, never computed by odbench.
+    ``task`` always holds ``discovery``: every method proposes instances (one per image by
+    default, :meth:`odbench.methods.base.Method.predict_instances`).
 
     A card may hold **variants** (e.g. the Table 6 rows of ``attentioncut``)::
 
@@ -110,8 +112,11 @@ class MethodCard:
     @classmethod
     def from_file(cls, path: Path) -> MethodCard:
         data = _read_toml(path)
+        common = _common_fields(data, path)
+        if "discovery" not in common["task"]:  # every method: Method.predict_instances
+            common["task"] = (*common["task"], "discovery")
         return cls(
-            **_common_fields(data, path),
+            **common,
             paper=data.get("paper", ""),
             hyperparameters=dict(data.get("hyperparameters", {})),
             ranges=dict(data.get("ranges", {})),

@@ -28,7 +28,7 @@ from odbench.metrics.protocols import PROTOCOLS
 from odbench.registry import DATASETS, METHODS, Registry, UnknownNameError
 from odbench.reported import reported_rows
 
-TASKS = {"saliency", "localization"}
+TASKS = {"saliency", "localization", "discovery"}
 TABLES = {"1a", "1b", "1c", "3", "4", "5", "6", "7"}
 
 

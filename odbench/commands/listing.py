@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-_TASK_ABBREV = {"saliency": "sal", "localization": "loc"}
+_TASK_ABBREV = {"saliency": "sal", "localization": "loc", "discovery": "disc"}
 
 
 def _task(task: tuple[str, ...] | None) -> str:
@@ -65,7 +65,7 @@ def _print(table: list[tuple[str, ...]]) -> None:
 )
 def list_cmd(what: str | None) -> None:
     """List registered methods, datasets, protocols, feature extractors or metrics (all when
-    WHAT is omitted), with their task (sal = saliency, loc = localization), image count, family
+    WHAT is omitted), with their task (sal = saliency, loc = localization, disc = discovery), image count, family
     and weights of extractors (published, tiny or full-size random) and a one-line description.  Metrics: key, label,
     direction (↑ higher is better, ↓ lower), task, meter, BibTeX key of its paper, name."""
     sections = ["methods", "datasets", "protocols", "features", "metrics"]

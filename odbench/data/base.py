@@ -1,4 +1,5 @@
-"""The dataset interface: an indexed collection of samples (id, RGB image, GT mask and/or boxes).
+"""The dataset interface: an indexed collection of samples (id, RGB image, GT mask, boxes and/or
+class-agnostic instances).
 
 Every loader — the toy generator, a plain ``images/`` + ``masks/`` folder, the named benchmarks —
 subclasses :class:`Dataset`.  Images are returned as stored (never resized); GT masks are
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from odbench.errors import OdbenchError
+from odbench.metrics.instances import InstanceGT
 
 if TYPE_CHECKING:
     from odbench.metrics.sizes import SizeMismatch
@@ -33,17 +35,20 @@ class Sample:
     image: np.ndarray  # (H, W, 3) uint8 RGB
     mask: np.ndarray | None = None  # (H, W) uint8 or uint16 grayscale, as stored
     boxes: np.ndarray | None = None  # (N, 4) float64, x1 y1 x2 y2, continuous pixels
+    instances: InstanceGT | None = None  # class-agnostic instances (task "discovery")
 
 
 class Dataset(ABC):
     """An indexed dataset.  Subclasses implement :meth:`ids` and :meth:`load`.
 
     ``task`` says what ground truth the samples carry: ``"saliency"`` (masks),
-    ``"localization"`` (boxes) or both.
+    ``"localization"`` (boxes), ``"discovery"`` (class-agnostic instances) or several.
     """
 
     name: ClassVar[str] = ""
     task: tuple[str, ...] = ("saliency",)
+    #: Discovery datasets: whether the instances have masks (segm AP) or boxes only (bbox AP).
+    instance_masks: bool = True
 
     @abstractmethod
     def ids(self) -> list[str]:

@@ -4,9 +4,16 @@ file list published by LOST, Siméoni et al. BMVC 2021).
 
 Boxes: COCO stores ``[x, y, w, h]`` in continuous pixel coordinates; odbench returns
 ``[x, y, x + w, y + h]`` as float64 (LOST / TokenCut round them to integers; odbench does not).
-``drop_crowd`` (default on) removes ``iscrowd = 1`` annotations, as LOST's ``extract_gt_COCO``
-does for COCO20K.  With ``masks=True`` a sample also carries the union of its (kept)
-instance masks as a 0/255 uint8 mask.
+``drop_crowd`` (default on) removes ``iscrowd = 1`` annotations from the boxes, as LOST's
+``extract_gt_COCO`` does for COCO20K.  With ``masks=True`` a sample also carries the union of its
+(kept) instance masks as a 0/255 uint8 mask.
+
+Multi-object discovery (task ``discovery``): every sample also carries its class-agnostic
+instances (:class:`odbench.metrics.instances.InstanceGT`): EVERY annotation of the image, whatever
+its category, crowd regions included and flagged (COCOeval ignores them, ``drop_crowd`` does not
+apply), with the annotation's own ``area`` (its box's without one) and its mask as an RLE (``COCO.annToRLE``: polygons,
+RLE and uncompressed RLE alike); a file with an annotation lacking ``segmentation`` gives boxes
+only (bbox AP).
 
 COCO20K: on first use the selection list and ``annotations/instances_train2014.json`` are turned
 into ``annotations/instances_train2014_sel20k.json`` (images of the list, their non-crowd
@@ -30,6 +37,7 @@ from odbench.data.base import Dataset, DatasetError, Sample
 from odbench.data.folder import read_image
 from odbench.data.locate import locate_dataset
 from odbench.imageio import atomic_write_bytes
+from odbench.metrics.instances import InstanceGT
 
 SEL20K_JSON = "instances_train2014_sel20k.json"
 
@@ -69,7 +77,7 @@ class CocoDataset(Dataset):
     """Images of a COCO annotation file with their boxes (and optionally union masks)."""
 
     name = "coco"
-    task: tuple[str, ...] = ("localization",)
+    task: tuple[str, ...] = ("localization", "discovery")
 
     def __init__(
         self,
@@ -86,10 +94,12 @@ class CocoDataset(Dataset):
         self.name = name  # type: ignore[misc]
         self.drop_crowd, self.masks = drop_crowd, masks
         if masks:
-            self.task = ("saliency", "localization")
+            self.task = ("saliency", "localization", "discovery")
         if not self.images_dir.is_dir():
             raise DatasetError(f"{self.images_dir}: image folder not found")
         self.coco = _load_coco(self.annotations)
+        anns = self.coco.dataset.get("annotations", [])
+        self.instance_masks = all(a.get("segmentation") for a in anns)  # else: bbox AP only
         self._by_id: dict[str, int] = {}
         for image_id, info in self.coco.imgs.items():
             file_name = str(info["file_name"])
@@ -156,9 +166,11 @@ class CocoDataset(Dataset):
                 f"{image_path}: image is {image.shape[1]}x{image.shape[0]} but the annotations "
                 f"say {info.get('width')}x{info.get('height')}"
             )
-        anns = self.coco.loadAnns(self.coco.getAnnIds(imgIds=[image_id]))
-        if self.drop_crowd:
-            anns = [a for a in anns if not a.get("iscrowd", 0)]
+        every = self.coco.loadAnns(self.coco.getAnnIds(imgIds=[image_id]))
+        instances = coco_instance_gt(
+            self.coco, every, image.shape[0], image.shape[1], self.instance_masks
+        )
+        anns = [a for a in every if not a.get("iscrowd", 0)] if self.drop_crowd else every
         boxes = np.array(
             [
                 [
@@ -177,7 +189,7 @@ class CocoDataset(Dataset):
             for a in anns:
                 union |= self.coco.annToMask(a).astype(bool)
             mask = union.astype(np.uint8) * 255
-        return Sample(id=sample_id, image=image, mask=mask, boxes=boxes)
+        return Sample(id=sample_id, image=image, mask=mask, boxes=boxes, instances=instances)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -186,6 +198,25 @@ class CocoDataset(Dataset):
             "images": str(self.images_dir),
             "drop_crowd": self.drop_crowd,
         }
+
+
+def coco_instance_gt(
+    coco: Any, anns: list[dict[str, Any]], height: int, width: int, masks: bool = True
+) -> InstanceGT:
+    """One image's class-agnostic ground truth from its COCO annotations (all categories, crowd
+    regions flagged; see the module docstring); ``masks=False``: boxes only (a file whose
+    annotations lack ``segmentation``)."""
+    boxes = np.array(
+        [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], dtype=np.float64
+    ).reshape(-1, 4)
+    return InstanceGT(
+        height=height,
+        width=width,
+        boxes=boxes,
+        area=np.array([float(a.get("area", a["bbox"][2] * a["bbox"][3])) for a in anns]),
+        iscrowd=np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool),
+        masks=[coco.annToRLE(a) for a in anns] if masks else None,
+    )
 
 
 # ----------------------------------------------------------------------------- COCO20K

@@ -1,4 +1,5 @@
-"""PASCAL VOC 2007 / 2012 trainval (Everingham et al., IJCV 2010) for single-object discovery.
+"""PASCAL VOC 2007 / 2012 trainval (Everingham et al., IJCV 2010) for single- and multi-object
+discovery.
 
 Ids come from ``ImageSets/Main/<image_set>.txt`` (trainval: 5,011 images for 2007, 11,540 for
 2012); boxes from ``Annotations/<id>.xml``.
@@ -13,6 +14,11 @@ floats.
 All objects are kept by default, including ``difficult`` and ``truncated`` ones (as the CorLoc
 protocol of LOST / TokenCut does); ``drop_difficult`` / ``drop_truncated`` remove them.  An image
 whose boxes were all dropped yields an empty ``(0, 4)`` array.
+
+Multi-object discovery (task ``discovery``): the same boxes as class-agnostic instances
+(:class:`odbench.metrics.instances.InstanceGT`), boxes only (VOC's detection annotations have no
+instance masks: bbox AP only, segm refused), none of them crowd, each with its box's area
+(VOC has no ``area`` field; COCO's small / medium / large ranges read it).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from odbench.cards import DatasetCard
 from odbench.data.base import Dataset, DatasetError, Sample
 from odbench.data.folder import read_image
 from odbench.data.locate import locate_dataset
+from odbench.metrics.instances import InstanceGT
 
 
 def parse_voc_xml(
@@ -60,7 +67,8 @@ def parse_voc_xml(
 class VOCDataset(Dataset):
     """VOC images with GT boxes (no masks)."""
 
-    task = ("localization",)
+    task = ("localization", "discovery")
+    instance_masks = False  # boxes only: bbox AP
 
     def __init__(
         self,
@@ -126,7 +134,14 @@ class VOCDataset(Dataset):
             raise DatasetError(f"{image_path}: image has no annotation ({xml_path} is missing)")
         image = read_image(image_path)
         boxes = parse_voc_xml(xml_path, self.drop_difficult, self.drop_truncated)
-        return Sample(id=sample_id, image=image, boxes=boxes)
+        instances = InstanceGT(
+            height=image.shape[0],
+            width=image.shape[1],
+            boxes=boxes,
+            area=(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]),
+            iscrowd=np.zeros(len(boxes), dtype=bool),
+        )
+        return Sample(id=sample_id, image=image, boxes=boxes, instances=instances)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -4,7 +4,10 @@ A method is a class registered under a name (its card in ``methods/`` names the 
 ``entry = "module:Class"``; third-party packages use the ``odbench.methods`` entry-point group or
 :meth:`odbench.registry.Registry.register`).  Localization uses :meth:`Method.predict_boxes`,
 which by default takes the tight box of the largest connected component of ``map > 0.5``; a
-method that finds boxes itself (e.g. LOST) overrides it.
+method that finds boxes itself (e.g. LOST) overrides it.  Multi-object discovery (the
+``discovery`` task, class-agnostic COCO AP / AR) uses :meth:`Method.predict_instances`: by
+default one instance per image from the method's own single-object outputs (see there), so every
+method has a discovery row; a multi-object method (MaskCut) overrides it.
 
 A method whose maps need CPU-bound per-image post-processing (min-cut, CRF, bilateral solver) may
 split :meth:`Method.predict` into :meth:`Method.forward` (the device part, one intermediate per
@@ -23,6 +26,7 @@ import numpy as np
 
 from odbench.cards import MethodCard, method_card
 from odbench.errors import OdbenchError
+from odbench.metrics.instances import Instances
 
 
 class HyperparameterError(OdbenchError, ValueError):
@@ -118,6 +122,32 @@ class Method(ABC):
         from odbench.metrics.boxes import mask_to_box
 
         return [mask_to_box(m > 0.5) for m in maps]
+
+    def predict_instances(
+        self, images: list[np.ndarray], maps: list[np.ndarray]
+    ) -> list[Instances]:
+        """Scored instances per image for multi-object discovery (class-agnostic AP / AR).
+
+        Default, for single-object methods: at most ONE instance per image, made of the
+        method's own single-object outputs: its mask is ``map > 0.5`` (the mask saliency scores),
+        its box is :meth:`predict_boxes`' box (the box CorLoc scores), its score the mean of the
+        soft map inside the mask (so images rank by the method's confidence).  A map with no
+        pixel above 0.5 gives no instance.  Masks are COCO RLEs (pycocotools)."""
+        from pycocotools import mask as mask_utils
+
+        boxes = self.predict_boxes(images, maps)
+        out = []
+        for soft, box in zip(maps, boxes):
+            binary = np.asarray(soft) > 0.5
+            if not binary.any():
+                out.append(Instances(np.zeros(0), np.zeros((0, 4)), []))
+                continue
+            score = float(np.asarray(soft, dtype=np.float64)[binary].mean())
+            rle = mask_utils.encode(np.asfortranarray(binary.astype(np.uint8)))
+            out.append(
+                Instances(np.array([score]), np.asarray(box, np.float64).reshape(1, 4), [rle])
+            )
+        return out
 
     def describe(self) -> dict[str, Any]:
         """What goes into a results JSON to identify the method."""
