@@ -193,6 +193,20 @@ def test_planted_objects_are_found_one_per_cut(seed: int) -> None:
         assert [m.astype(float).tolist() for m in ours] == [r.tolist() for r in ref]
 
 
+def test_a_later_cut_of_one_percent_or_less_is_dropped() -> None:
+    rng = np.random.default_rng(0)
+    label = np.zeros((14, 14), int)
+    label[2:8, 2:7] = 1
+    label[10, 11] = label[11, 3] = 2  # two isolated patches: 1 / 196 of the grid each
+    feats = rng.standard_normal((3, 32))[label.ravel()] + 0.25 * rng.standard_normal((196, 32))
+    ours = maskcut_patch_masks(feats, (14, 14), 3, tau=0.15)
+    assert np.array_equal(ours[0], label == 1) and not ours[1].any() and not ours[2].any()
+    ref = ref_maskcut(
+        torch.from_numpy(feats.T.astype(np.float32)), [14, 14], [14, 14], 0.15, 3, "lapack"
+    )
+    assert [m.astype(float).tolist() for m in ours] == [r.tolist() for r in ref]
+
+
 def test_masked_patches_stay_masked_and_dropped_cuts_paint_nothing() -> None:
     feats, objs = planted(0)
     one = maskcut_patch_masks(feats, (14, 14), 1, tau=0.15)
@@ -215,12 +229,12 @@ def test_crf_step_equals_the_originals() -> None:
     image = np.clip(image + rng.integers(-20, 20, image.shape), 0, 255).astype(np.uint8)
     coarse = np.zeros((60, 80), bool)
     coarse[12:48, 16:56] = True  # a patch-level mask a little too large
-    bad = np.zeros((60, 80), bool)
-    bad[0:5, 0:80] = True  # the CRF moves it away: IoU < 0.5, dropped in both
-    got, dropped, again = crf_refine(image, [coarse, bad, coarse])  # one CRF, three unaries
+    loose = np.zeros((60, 80), bool)
+    loose[8:52, 8:64] = True  # the CRF shrinks it to the square: IoU 1050 / 2464 < 0.5, dropped
+    got, dropped, again = crf_refine(image, [coarse, loose, coarse])  # one CRF, three unaries
     assert np.array_equal(got, ref_densecrf(image, coarse)) and np.array_equal(got, again)
     assert got[20:40, 25:50].all() and not got[:10].any()
-    assert not dropped.any() and not ref_densecrf(image, bad).any()
+    assert not dropped.any() and not ref_densecrf(image, loose).any()
 
 
 def ref_pipeline(method: Any, image: np.ndarray) -> list[np.ndarray]:
