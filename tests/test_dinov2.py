@@ -170,7 +170,7 @@ def _image(h: int, w: int, seed: int) -> np.ndarray:
     return img
 
 
-@pytest.mark.parametrize("method_name", ["tokencut", "lost"])
+@pytest.mark.parametrize("method_name", ["tokencut", "lost", "tokencut.bs", "lost.bs"])
 def test_key_methods_on_dinov2_tiny_at_sizes_not_multiple_of_14(method_name: str) -> None:
     from odbench.methods.base import create_method
 

@@ -12,8 +12,9 @@ Sec. 3 of the paper, on the h × w patch tokens of one image:
 - Post-processing: the connected component of the foreground that holds that seed patch
   (TokenCut's ``detect_box``), upsampled to pixels; the box for CorLoc is that component's box.
 
-``+BS`` (``bilateral_solver = true``): the pixel mask refined by the bilateral solver shared with
-AttentionCut (Barron & Poole 2016); boxes then come from the refined map (TokenCut's published
+``+BS`` (``bilateral_solver = true``, the variant ``tokencut.bs``): the pixel mask refined by
+TokenCut's bilateral solver (Barron & Poole 2016; :mod:`odbench.methods.bilateral_solver`, shared
+with LOST, FOUND and AttentionCut); boxes then come from the refined map (TokenCut's published
 CorLoc is without BS).
 """
 
