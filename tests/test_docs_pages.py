@@ -5,10 +5,10 @@ are shown beside their values, and each protocol setting names the line that set
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
+from docs_helpers import build_site, copy_repo, titled
 
 from odbench.docsite.cards import read_comments
 from odbench.docsite.tables import field_meanings, setting_sources
@@ -44,21 +44,18 @@ NEW_METRIC = """    ("zz_metric",          "ZZ metric",            "ZZm",    "ZZ
 
 
 def test_a_new_card_and_catalog_entry_appear_with_no_other_edit(tmp_path: Path) -> None:
-    """A copy of the checkout, plus one card file and one catalog row, built with mkdocs."""
+    """A copy of the checkout, plus one card file and the catalog row of the adding-a-metric
+    guide, built with mkdocs."""
     pytest.importorskip("mkdocs", reason="the docs extra is not installed")
-    from test_docs_site import build_site
-
-    copy = tmp_path / "repo"
-    for name in ("odbench", "methods", "datasets", "leaderboard", "docs"):
-        shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("mkdocs.yml", "pyproject.toml", "README.md"):
-        shutil.copy2(ROOT / name, copy / name)
+    copy = copy_repo(tmp_path / "repo")
     (copy / "methods" / "zz-new-method.toml").write_text(NEW_CARD)
     catalog = copy / "odbench" / "metrics" / "catalog.py"
     text = catalog.read_text()
     assert "\n)\n# fmt: on" in text
-    catalog.write_text(text.replace("\n)\n# fmt: on", "\n" + NEW_METRIC + ")\n# fmt: on", 1))
-    build_site(copy, tmp_path / "site")
+    row = titled("adding-a-metric.md", "odbench/metrics/catalog.py (inside _TABLE)")
+    catalog.write_text(text.replace("\n)\n# fmt: on", "\n" + row + ")\n# fmt: on", 1))
+    # no real data: the numbers page says so (and the build stays quick)
+    build_site(copy, tmp_path / "site", ODBENCH_DOCS_DATA=str(tmp_path / "no-data"))
     zoo = (tmp_path / "site" / "reference" / "zoo.html").read_text()
     for expected in (
         'id="zz-new-method"',
@@ -72,8 +69,10 @@ def test_a_new_card_and_catalog_entry_appear_with_no_other_edit(tmp_path: Path) 
     ):
         assert expected in zoo, expected
     metrics = (tmp_path / "site" / "reference" / "metrics.html").read_text()
-    assert 'id="zz_metric"' in metrics and "ZZ metric" in metrics
+    assert 'id="precision05"' in metrics and "precision@0.5" in metrics
     assert "No definition written yet" in metrics
+    numbers = (tmp_path / "site" / "why-numbers-differ.html").read_text()
+    assert "No numbers in this build" in numbers and str(tmp_path / "no-data") in numbers
 
 
 def test_card_comments(tmp_path: Path) -> None:

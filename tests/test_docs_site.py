@@ -8,44 +8,26 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from docs_helpers import ROOT, build_site
+from realdata import REAL_DATA
 
 from odbench.cli import BENCHMARKS, COMMANDS
 from odbench.docsite.markdown import anchor
 from odbench.registry import DATASETS, FEATURES, METHODS
 
-ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("mkdocs", reason='the docs extra is not installed (pip install -e ".[docs]")')
 pytest.importorskip("material", reason='the docs extra is not installed (pip install -e ".[docs]")')
-
-
-def build_site(root: Path, out: Path) -> float:
-    """``mkdocs build --strict`` of the checkout ``root`` into ``out``; seconds taken."""
-    env = {**os.environ, "PYTHONPATH": str(root), "NO_MKDOCS_2_WARNING": "1"}
-    env["DISABLE_MKDOCS_2_WARNING"] = "true"
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(out)],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return time.perf_counter() - start
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("docs") / "site"
-    seconds = build_site(ROOT, out)
+    seconds = build_site(ROOT, out, ODBENCH_DOCS_DATA=str(REAL_DATA))
     print(f"mkdocs build --strict: {seconds:.1f} s")
     return out
 
@@ -106,6 +88,54 @@ def test_the_built_site_opens_from_disk(site: Path) -> None:
     index = (site / "index.html").read_text()
     assert 'href="reference/zoo.html"' in index
     assert not re.search(r'href="[^"#:]+/"', index)  # no folder links (index.html needed)
+
+
+# ----------------------------------------------------------------------------- numbers
+
+
+def _row(page: Path, label: str) -> list[str]:
+    """The cells of the table row of ``page`` whose first cell contains ``label``."""
+    for row in re.findall(r"<tr>(.*?)</tr>", page.read_text(), re.S):
+        cells = [
+            re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td>(.*?)</td>", row, re.S)
+        ]
+        if cells and label in cells[0]:
+            return cells[1:]
+    raise AssertionError(f"{page}: no row {label!r}")
+
+
+def test_numbers_page_agrees_with_odbench_score(site: Path, tmp_path: Path) -> None:
+    """The page's "8-bit PNG" row, recomputed through ``odbench.score`` on PNG files: the page's
+    numbers are the ones odbench's public scoring gives, at four decimals."""
+    import numpy as np
+    from PIL import Image
+
+    import odbench
+    from odbench.cache import quantize
+    from odbench.docsite import numbers
+    from odbench.imageio import read_gray
+
+    gt_dir = REAL_DATA / "ECSSD" / "ground_truth_mask"
+    if not gt_dir.is_dir():
+        pytest.skip(f"real ECSSD not found at {gt_dir}: the page says so instead")
+    page = site / "why-numbers-differ.html"
+    row = _row(page, "maps saved as 8-bit PNG")
+    keys = ["acc", "iou", "max_fbeta", "mean_fbeta", "mae"]
+    assert len(row) == len(keys) * len(numbers.SOURCES)
+    for i, (source, make) in enumerate(numbers.SOURCES.items()):
+        preds = tmp_path / source
+        preds.mkdir()
+        for path in numbers.subset(gt_dir):
+            stored = quantize(make(read_gray(path)))  # as eval caches it, then as 8 bits
+            Image.fromarray(np.round(stored / 65535 * 255).astype(np.uint8)).save(preds / path.name)
+        run = odbench.score(preds, gt_dir, subset_of_gt=True, show_progress=False)
+        got = run.metrics["saliency"]
+        shown = [cell.split(" ")[0] for cell in row[i * len(keys) : (i + 1) * len(keys)]]
+        for key, text in zip(keys, shown):
+            if key == "mean_fbeta":
+                continue  # not a key odbench score reports; the mean of its curve
+            assert f"{got[key]:.4f}" == text, (source, key)
+    assert f"on {len(numbers.subset(gt_dir))} ECSSD images" in page.read_text()
 
 
 # ----------------------------------------------------------------------------- browser

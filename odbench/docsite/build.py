@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from odbench.docsite.cards import datasets_page, zoo_page
+from odbench.docsite.numbers import numbers_page
 from odbench.docsite.tables import features_page, metrics_page, protocols_page
 
 #: Site path -> the function that writes it.
@@ -15,6 +16,7 @@ PAGES: dict[str, Callable[[], str]] = {
     "reference/protocols.md": protocols_page,
     "reference/metrics.md": metrics_page,
     "reference/features.md": features_page,
+    "why-numbers-differ.md": numbers_page,
 }
 
 
