@@ -38,6 +38,12 @@ def train_errors() -> Iterator[None]:
 )
 @click.option("--model", default=None, help="End-to-end segmenter instead: unet or deeplabv3.")
 @click.option(
+    "--method",
+    default=None,
+    help="A method with its own training (found: FOUND's head on frozen DINO keys, its loss and "
+    "schedule from its card); --features defaults to the card's.",
+)
+@click.option(
     "--data", required=True, help="Registered dataset (toy, duts_tr, synthetic, folder, ...)."
 )
 @options.data_root()
@@ -107,6 +113,7 @@ def train_errors() -> Iterator[None]:
 def train_cmd(
     features: str | None,
     model: str | None,
+    method: str | None,
     data: str,
     data_root: Path | None,
     out: Path,
@@ -170,11 +177,11 @@ def train_cmd(
             "seed": seed,
         }
         if cache_only:
-            if features is None:
+            if features is None and method is None:
                 raise UserError(
                     "--cache-only fills the feature cache of --features; give --features"
                 )
-            cached = fill_feature_cache(features=features, shard=shard, **common)
+            cached = fill_feature_cache(features=features, method=method, shard=shard, **common)
             if cached.rank == 0:
                 part = "" if cached.shard.whole else f" (shard {cached.shard})"
                 click.echo(
@@ -187,6 +194,7 @@ def train_cmd(
             out=out,
             model=model,
             features=features,
+            method=method,
             steps=steps,
             epochs=epochs,
             minutes=minutes,
@@ -198,7 +206,7 @@ def train_cmd(
     if result.rank != 0:
         return  # rank 0 reports for the launch
     c = result.config
-    if features is not None:
+    if features is not None or method is not None:
         click.echo(f"features: {result.features_computed} images computed")
     click.echo(
         f"{c['card']['name']}: step {result.step}/{c['target_steps']} on {c['data']['n_train']} "

@@ -243,15 +243,27 @@ class ViTExtractor(FeatureExtractor):
     @torch.inference_mode()
     def keys(self, images: torch.Tensor) -> torch.Tensor:
         """(B, D, h, w) keys of the last attention layer, heads concatenated."""
+        return self.keys_and_attention(images)[0]
+
+    @torch.inference_mode()
+    def keys_and_attention(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last attention layer's keys (B, D, h, w), heads concatenated, and the attention
+        of the CLS token to the patches (B, heads, h, w): ``softmax(scale · q_cls k_j)`` over
+        every token (prefix tokens included), as DINO's ``get_last_selfattention``, read at the
+        patches (FOUND, Siméoni et al. 2023, Sec. 3.1)."""
         self.check_images(images)
         x = self.normalise(images)
         captured: list[torch.Tensor] = []
-        qkv = self.model.blocks[-1].attn.qkv
-        handle = qkv.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        attn = self.model.blocks[-1].attn
+        handle = attn.qkv.register_forward_hook(lambda _m, _i, out: captured.append(out))
         try:
             self.model.forward_features(x)
         finally:
             handle.remove()
         b, n, three_d = captured[0].shape  # (B, N, 3 * D), laid out (3, heads, head_dim)
-        k = captured[0].reshape(b, n, 3, three_d // 3)[:, :, 1]
-        return self._grid(x, k)
+        heads = int(attn.num_heads)
+        qkv = captured[0].reshape(b, n, 3, heads, three_d // 3 // heads).permute(2, 0, 3, 1, 4)
+        q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])  # (B, heads, N, head_dim)
+        cls_attn = torch.softmax((q[:, :, :1] * attn.scale) @ k.transpose(-2, -1), dim=-1)
+        keys = captured[0].reshape(b, n, 3, three_d // 3)[:, :, 1]
+        return self._grid(x, keys), self._grid(x, cls_attn[:, :, 0].transpose(1, 2))

@@ -11,11 +11,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from odbench.models.decoder import SegmentDecoder
+from odbench.models.found import FoundHead
 from odbench.models.segmenters import build_segmenter
 
 
 def build_model(spec: dict[str, Any], *, init_weights: bool = False) -> nn.Module:
-    """The network a ``model`` spec describes (``type``: ``unet``, ``deeplabv3`` or ``decoder``)."""
+    """The network a ``model`` spec describes (``type``: ``unet``, ``deeplabv3``, ``decoder`` or
+    ``found``: FOUND's 1×1-conv head on the keys, level 0 of its features)."""
+    if spec["type"] == "found":
+        return FoundHead(int(spec["channels"][0]))
     if spec["type"] == "decoder":
         return SegmentDecoder(
             channels=[int(c) for c in spec["channels"]],

@@ -253,6 +253,7 @@ class Loop:
 
         self.world, self.setup, self.out, self.batches = world, setup, out, batches
         self.net, self.optimizer, self.state = net, optimizer, state
+        self.wrapped = wrapped
         self.device = str(torch.device(setup.device))
         self.saved = state.step if resumed else None  # the step of the run folder's checkpoint
         r = setup.resolution
@@ -324,12 +325,22 @@ class Loop:
         # weighted by the share's size, so that the gradients DDP averages over ranks are those
         # of the global batch's mean loss.
         share = len(rows[world.rank :: world.size]) / len(rows)
-        x, target = self.batches.inputs.batch(
-            rows[world.rank :: world.size], flip[world.rank :: world.size], self.device
-        )
-        loss = soft_dice_bce(
-            self.forward(x), target, float(opts["bce_weight"]), float(opts["dice_weight"])
-        )
+        mine, mine_flip = rows[world.rank :: world.size], flip[world.rank :: world.size]
+        x, target = self.batches.inputs.batch(mine, mine_flip, self.device)
+        if opts.get("loss") == "found":  # FOUND's own loss on the head's patch logits
+            from odbench.training.found import found_loss
+
+            images = np.asarray(self.batches.inputs.prepared.images[mine])
+            images = np.where(mine_flip[:, None, None, None], images[..., ::-1], images)
+            loss = found_loss(self.wrapped(x), x[1], images, state.step, opts)
+        else:
+            loss = soft_dice_bce(
+                self.forward(x), target, float(opts["bce_weight"]), float(opts["dice_weight"])
+            )
+        if "lr_step" in opts:  # StepLR, from the step alone (a resumed run continues it)
+            lr = float(opts["lr"]) * float(opts["lr_gamma"]) ** (state.step // int(opts["lr_step"]))
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         (loss * (share * world.size) if world.size > 1 else loss).backward()
         value, stop, signalled = _agree(

@@ -35,6 +35,24 @@ def card_for_model(model: str) -> MethodCard:
     return cards[model]
 
 
+def card_for_method(method: str) -> MethodCard:
+    """``--method found`` (or a variant, ``found.multi``) -> the card whose ``[model]`` and
+    ``[training]`` a run trains (a variant's parent)."""
+    cards = method_cards()
+    card = cards.get(method)
+    if card is not None and card.parent is not None:
+        card = cards[card.parent]
+    trained = sorted(
+        n for n, c in cards.items() if c.parent is None and c.raw.get("model", {}).get("family")
+    )
+    if card is None or not card.raw.get("model", {}).get("family") or "training" not in card.raw:
+        raise TrainError(
+            f"--method {method!r}: not a method odbench train trains with --method; one of "
+            f"{', '.join(trained)} (or --model / --features)"
+        )
+    return card
+
+
 def card_for_features(features: str) -> MethodCard:
     """``--features dino-vits16`` -> the decoder card of the extractor's family (``dino``); an
     unknown extractor is the registry's line, with its "did you mean"."""
@@ -114,6 +132,7 @@ def setup(
     out: Path | None,
     model: str | None,
     features: str | None,
+    method: str | None = None,
     data_root: Path | None,
     n: int | None,
     steps: int | None,
@@ -131,11 +150,23 @@ def setup(
     from odbench.data.base import create_dataset
 
     device = world.device(resolve_device(device))
-    if (model is None) == (features is None):
+    if method is not None:
+        if model is not None:
+            raise TrainError("give --method (with --features) or --model, not both")
+        card = card_for_method(method)
+        features = features or str(card.raw["model"]["features"])
+        family = extractor_spec(features).family
+        if family != card.raw["model"]["family"]:
+            raise TrainError(
+                f"--features {features}: a {family} extractor; --method {card.name} trains on "
+                f"{card.raw['model']['family']} features (e.g. {card.raw['model']['features']})"
+            )
+    elif (model is None) == (features is None):
         raise TrainError("give exactly one of --model (end to end) or --features (decoder)")
+    else:
+        card = card_for_model(model) if model is not None else card_for_features(str(features))
     if steps is not None and epochs is not None:
         raise TrainError("give --steps or --epochs, not both")
-    card = card_for_model(model) if model is not None else card_for_features(str(features))
     if features is not None and overrides.get("resolution") is None:  # tiny extractors: small
         overrides = {**overrides, "resolution": extractor_spec(features).resolution}
     opts = training_options(card, **overrides)
@@ -228,6 +259,11 @@ def _load_extractor(setup: Setup, features: str, options: dict[str, Any]) -> Non
             f"resolution {setup.resolution} is not a multiple of {extractor.input_multiple} "
             f"(what {features} needs); pass --resolution"
         )
+    if setup.spec.get("type") == "found":  # keys + FOUND's pseudo-labels, cached together
+        from odbench.training.found import SeedTargets
+
+        hp = setup.card.hyperparameters
+        extractor = SeedTargets(extractor, float(hp["bkg_th"]), bool(hp["weighted"]))
     setup.spec.update(channels=list(extractor.channels), strides=list(extractor.strides))
     setup.extractor = extractor
     setup.extractor_info = {

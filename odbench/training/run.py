@@ -61,8 +61,9 @@ def _launched(device: str) -> Iterator[World]:
 def fill_feature_cache(
     *,
     data: str,
-    features: str,
+    features: str | None,
     data_root: Path | None = None,
+    method: str | None = None,
     n: int | None = None,
     shard: Shard | None = None,
     device: str = "auto",
@@ -84,6 +85,7 @@ def fill_feature_cache(
             out=None,
             model=None,
             features=features,
+            method=method,
             data_root=data_root,
             n=n,
             steps=None,
@@ -130,6 +132,7 @@ def train(
     out: Path,
     model: str | None = None,
     features: str | None = None,
+    method: str | None = None,
     data_root: Path | None = None,
     n: int | None = None,
     steps: int | None = None,
@@ -153,6 +156,7 @@ def train(
             out=out,
             model=model,
             features=features,
+            method=method,
             data_root=data_root,
             n=n,
             steps=steps,
@@ -281,7 +285,9 @@ def _loop(world: World, found: Setup, out: Path, batches: Batches, resume: bool)
 
         net = convert_batchnorm(net)  # statistics of the global batch, as on one process
     net.to(found.device).train()
-    optimizer = torch.optim.Adam(net.parameters(), lr=float(found.opts["lr"]))
+    # Adam unless the card names AdamW (FOUND); weight decay: torch's default of each.
+    kind = torch.optim.AdamW if found.opts.get("optimizer") == "adamw" else torch.optim.Adam
+    optimizer = kind(net.parameters(), lr=float(found.opts["lr"]))
     state = RunState(*restore(world, out, net, optimizer)) if resume else RunState()
     wrapped = net
     if world.size > 1:
