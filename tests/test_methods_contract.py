@@ -33,6 +33,8 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Any:
         if (kind, target) not in made:
             out = tmp_path_factory.mktemp(f"ckpt-{target}")
             kw: dict[str, Any] = {kind: target}
+            if kind == "method":  # a method with its own training, on its tiny extractor
+                kw["features"] = tiny_of(str(method_card(target).raw["model"]["features"]))
             # 32 px, or the tiny extractor's own side where 32 does not fit (dinov2-tiny: 56)
             own = (extractor_spec(target).resolution if kind == "features" else None) or 32
             res = 32 if own % 32 == 0 else own
@@ -57,6 +59,8 @@ def contract_overrides(name: str, checkpoints: Any) -> dict[str, Any]:
         model = card.raw.get("model", {})  # a variant shares its card's [model]
         if model.get("type") == "decoder":
             out["checkpoint"] = str(checkpoints("features", tiny_of(str(model["features"]))))
+        elif model.get("family"):  # trained by odbench train --method (found)
+            out["checkpoint"] = str(checkpoints("method", card.parent or card.name))
         else:
             out["checkpoint"] = str(checkpoints("model", str(model["type"])))
     return out

@@ -8,11 +8,14 @@ Steps (each timed, each a section of the markdown report):
    memory with and without capture (:mod:`odbench.bench.backbone`);
 3. every frozen feature extractor (full-size random variants): images/s at 224² and 448²
    (SD at 256² and 448²: its input must be a multiple of 64);
-4. AttentionCut end to end on 16 toy images with the full-size random SD.
+4. AttentionCut end to end on 16 toy images with the full-size random SD;
+5. FOUND end to end (``found``, ``found.multi``, ``found.bs``) on 16 random 320×400 images with
+   ``dino-vits8-random`` and a random head in FOUND's released format.
 
 The report goes to ``benchmarks/gpu/<device>-<date>.md`` (``--out`` to change).
 ``--dry-run`` runs every step on the CPU with the tiny models (tiny SD at 32², T = 2; tiny
-extractors at 32² and 64²; AttentionCut on 4 toy images; the gpu tests only collected), in well
+extractors at 32² and 64²; AttentionCut on 4 toy images; FOUND on 4 64² images with dino-tiny;
+the gpu tests only collected), in well
 under 3 minutes, so the command never rots; it writes a report only when ``--out`` is given.
 """
 
@@ -205,11 +208,48 @@ def step_attentioncut(plan: Plan) -> None:
              f"{len(images) / dt_s:.3f} images/s; maps valid: {ok}")  # fmt: skip
 
 
+def step_found(plan: Plan) -> None:
+    """FOUND's variants end to end on random images: images/s of the device part (backbone +
+    head) and of the whole (with the single-component / bilateral-solver post-processing)."""
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from odbench.methods.base import create_method
+
+    backbone, n, shape = ("dino-tiny", 4, (64, 64)) if plan.dry_run else (
+        "dino-vits8-random", 16, (320, 400))  # fmt: skip
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (*shape, 3), dtype=np.uint8) for _ in range(n)]
+    with tempfile.TemporaryDirectory() as tmp:
+        head = Path(tmp) / "decoder_weights.pt"
+        channels = 48 if plan.dry_run else 384
+        torch.save({"decoder": torch.nn.Conv2d(channels, 1, 1).state_dict()}, head)
+        for name in ("found", "found.multi", "found.bs"):
+            method: Any = create_method(name, device=plan.device, backbone=backbone,
+                                        checkpoint=str(head))  # fmt: skip
+            method.predict(images[:1])  # loads the backbone, warms up
+            _sync(plan.device)
+            t0 = time.perf_counter()
+            raws = method.forward(images)
+            _sync(plan.device)
+            t1 = time.perf_counter()
+            maps = [method.postprocess(im, r, method.hparams) for im, r in zip(images, raws)]
+            t2 = time.perf_counter()
+            ok = all(m.shape == shape and 0 <= m.min() and m.max() <= 1 for m in maps)
+            plan.say(f"- {name}, {backbone}, {n} images {shape[0]}×{shape[1]}: device part "
+                     f"{n / (t1 - t0):.2f} images/s, end to end {n / (t2 - t0):.2f} images/s "
+                     f"(post-processing {(t2 - t1) / n * 1e3:.0f} ms/image on the CPU); "
+                     f"maps valid: {ok}")  # fmt: skip
+
+
 STEPS = (
     ("gpu-marked tests", step_gpu_tests),
     ("Inversion + capture", step_inversion),
     ("Frozen extractors", step_extractors),
     ("AttentionCut end to end", step_attentioncut),
+    ("FOUND end to end", step_found),
 )
 
 

@@ -36,8 +36,9 @@ from odbench.methods.base import Method
 from odbench.methods.bilateral_solver import bilateral_solve
 
 EPS = 1e-10
-#: FOUND's bilateral-solver settings (their ``misc.py`` / ``bilateral_solver.py``).
-BS_SIGMAS = {"sigma_spatial": 16.0, "sigma_luma": 16.0, "sigma_chroma": 8.0}
+#: FOUND's bilateral-solver settings (their ``misc.py`` / ``bilateral_solver.py``): σ spatial,
+#: luma, chroma.
+BS_SIGMAS = (16.0, 16.0, 8.0)
 BS_LAMBDA = 256.0
 BS_CONFIDENCE = 0.999
 BS_IOU = 0.5
@@ -93,8 +94,15 @@ def found_bilateral(
     from scipy import ndimage
 
     target = np.asarray(mask, dtype=np.float64)
+    spatial, luma, chroma = BS_SIGMAS
     soft = bilateral_solve(
-        image, target, np.full(target.shape, BS_CONFIDENCE), lam=BS_LAMBDA, **BS_SIGMAS
+        image,
+        target,
+        np.full(target.shape, BS_CONFIDENCE),
+        sigma_spatial=spatial,
+        sigma_luma=luma,
+        sigma_chroma=chroma,
+        lam=BS_LAMBDA,
     )
     labels, count = ndimage.label(ndimage.binary_fill_holes(soft > 0.5))
     order = np.argsort(np.bincount(labels.ravel(), minlength=count + 1))
@@ -137,9 +145,10 @@ def _released_state(path: Path) -> dict[str, Any]:
         except Exception as e:  # UnpicklingError for any payload but tensors and containers
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise _refuse(path, f"refused by torch.load(weights_only=True): {first}") from e
-        inner = blob.get("decoder") if isinstance(blob, dict) else None
-        if not isinstance(inner, dict):
+        decoder = blob.get("decoder") if isinstance(blob, dict) else None
+        if not isinstance(decoder, dict):
             raise _refuse(path, "holds no 'decoder' state dict")
+        inner = decoder
     if set(inner) != {"weight", "bias"} or not all(torch.is_tensor(v) for v in inner.values()):
         raise _refuse(path, f"expected the tensors weight and bias, found {sorted(inner)}")
     w, b = inner["weight"], inner["bias"]
@@ -167,8 +176,13 @@ def load_head(source: str) -> tuple[dict[str, Any], dict[str, Any]]:
                 f"{path}: trained for method {config.get('card', {}).get('name')!r}, not "
                 f"'found'; evaluate it with that method"
             )
-        extractor = (config.get("extractor") or {}).get("name")
-        info |= {"format": "odbench", "step": config.get("step"), "extractor": extractor}
+        extractor = config.get("extractor") or {}
+        info |= {
+            "format": "odbench",
+            "step": config.get("step"),
+            "extractor": extractor.get("name"),
+            "extractor_options": extractor.get("options", {}),
+        }
         return state, info
     return _released_state(path), {**info, "format": "found-pt"}
 
@@ -206,14 +220,19 @@ class Found(Method):
             self.head.eval().to(device)
 
     def extractor(self) -> Any:
-        """The backbone, built on first use (``weights='field'`` where it has FOUND's
-        checkpoint and ``field_weights`` is on); refuses one whose keys the head does not fit."""
+        """The backbone, built on first use: with the options of the ``odbench train`` run the
+        head comes from, else ``weights='field'`` where the extractor has FOUND's checkpoint
+        and ``field_weights`` is on; refuses one whose keys the head does not fit."""
         if self._fx is None:
             from odbench.features import extractor_spec, load_extractor
 
             name = str(self.hparams["backbone"])
-            field = self.hparams["field_weights"] and "field_url" in extractor_spec(name).config
-            fx = load_extractor(name, device=self.device, **({"weights": "field"} if field else {}))
+            options: dict[str, Any] = {}
+            if self.hparams["field_weights"] and "field_url" in extractor_spec(name).config:
+                options["weights"] = "field"
+            if self.head_info is not None and "extractor_options" in self.head_info:
+                options = dict(self.head_info["extractor_options"])
+            fx = load_extractor(name, device=self.device, **options)
             if not hasattr(fx, "keys_and_attention"):
                 raise CheckpointError(f"backbone {name!r} gives no attention: use a ViT extractor")
             if self.head is not None and self.head.conv.in_channels != fx.channels[0]:

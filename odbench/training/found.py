@@ -91,9 +91,7 @@ class SeedTargets(FeatureExtractor):
         return [keys.float(), seed]
 
 
-def found_loss(
-    logits: Any, seeds: Any, images: np.ndarray, step: int, opts: dict[str, Any]
-) -> Any:
+def found_loss(logits: Any, seeds: Any, images: np.ndarray, step: int, opts: dict[str, Any]) -> Any:
     """FOUND's loss for one batch (see the module docstring): ``logits`` ``[B, 1, h, w]`` from the
     head, ``seeds`` the cached pseudo-labels, ``images`` the batch's ``[B, 3, R, R]`` uint8."""
     import torch

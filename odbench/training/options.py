@@ -192,7 +192,13 @@ def setup(
     # The extractor first: a bad name fails before any data is read.
     found = Setup(data, n, card, opts, dict(card.raw["model"]), device, None, [])
     if features is not None:
-        _load_extractor(found, features, extractor_options or {})
+        extractor_options = dict(extractor_options or {})
+        if (
+            card.hyperparameters.get("field_weights")
+            and "field_url" in extractor_spec(features).config
+        ):  # FOUND: the DINO checkpoint of the paper unless told otherwise
+            extractor_options.setdefault("weights", "field")
+        _load_extractor(found, features, extractor_options)
     elif "trunk_weights" in opts:
         found.spec["trunk_weights"] = opts["trunk_weights"]
     if resume and world.is_main and out is not None:
