@@ -201,7 +201,10 @@ def _their_head_logits(fx: Any, image: np.ndarray, conv: torch.nn.Conv2d) -> tor
     nb, tokens = hooked["qkv"].shape[:2]
     qkv = hooked["qkv"].reshape(nb, tokens, 3, nh, -1 // nh).permute(2, 0, 3, 1, 4)
     feats = qkv[1].transpose(1, 2).float()
-    feats = feats[:, 1:].reshape(nb, x.shape[-2] // p, x.shape[-1] // p, -1).permute(0, 3, 1, 2)
+    prefix = int(fx.model.num_prefix_tokens)  # 1 (CLS) in FOUND; DINOv2's registers too
+    feats = (
+        feats[:, prefix:].reshape(nb, x.shape[-2] // p, x.shape[-1] // p, -1).permute(0, 3, 1, 2)
+    )
     with torch.no_grad():
         preds = conv(feats)
         up = F.interpolate(preds, scale_factor=p, mode="bilinear", align_corners=False)
@@ -217,19 +220,20 @@ def _their_head_file(tmp_path: Path, channels: int, seed: int = 0) -> tuple[Path
     return path, conv
 
 
+@pytest.mark.parametrize("backbone", ["dino-tiny", "dinov2-tiny"])  # patch 16 and 14
 def test_head_logits_equal_founds_on_their_released_format(
-    tmp_path: Path, toy_images: list[np.ndarray]
+    tmp_path: Path, toy_images: list[np.ndarray], backbone: str
 ) -> None:
     path, conv = _their_head_file(tmp_path, 48)
-    method: Any = create_method("found.multi", backbone="dino-tiny", checkpoint=str(path))
+    method: Any = create_method("found.multi", backbone=backbone, checkpoint=str(path))
     fx = method.extractor()
-    for image in toy_images:  # 96 x 128 and 72 x 100 (padded to 80 x 112)
+    for image in toy_images:  # 96 x 128 and 72 x 100 (padded to the patch size)
         theirs = _their_head_logits(fx, image, conv)
         soft = method.predict([image])[0]
         assert soft.shape == image.shape[:2]
         ours = torch.logit(torch.from_numpy(soft).double(), eps=1e-12)
         assert torch.allclose(ours, theirs[0, 0].double(), atol=1e-5)
-        single = create_method("found", backbone="dino-tiny", checkpoint=str(path))
+        single = create_method("found", backbone=backbone, checkpoint=str(path))
         expected = their_single((torch.sigmoid(theirs[0, 0]) > 0.5).float().numpy())
         assert np.array_equal(single.predict([image])[0], expected.astype(np.float32))
 
@@ -395,7 +399,7 @@ def test_train_refuses_a_method_it_cannot_train_and_a_foreign_family() -> None:
 
     with pytest.raises(TrainError, match="not a method odbench train trains"):
         train(data="toy", out=Path("unused"), method="tokencut")
-    with pytest.raises(TrainError, match="trains on dino features"):
+    with pytest.raises(TrainError, match="trains on dino or dinov2 features"):
         train(data="toy", out=Path("unused"), method="found", features="clip-tiny")
 
 

@@ -155,11 +155,12 @@ def setup(
             raise TrainError("give --method (with --features) or --model, not both")
         card = card_for_method(method)
         features = features or str(card.raw["model"]["features"])
-        family = extractor_spec(features).family
-        if family != card.raw["model"]["family"]:
+        family, model_table = extractor_spec(features).family, card.raw["model"]
+        allowed = list(model_table.get("families", [model_table["family"]]))
+        if family not in allowed:
             raise TrainError(
                 f"--features {features}: a {family} extractor; --method {card.name} trains on "
-                f"{card.raw['model']['family']} features (e.g. {card.raw['model']['features']})"
+                f"{' or '.join(allowed)} features (e.g. {model_table['features']})"
             )
     elif (model is None) == (features is None):
         raise TrainError("give exactly one of --model (end to end) or --features (decoder)")
