@@ -78,7 +78,11 @@ def safe_name(sample_id: str) -> str:
 
 def quantize(pred: np.ndarray) -> np.ndarray:
     """A [0, 1] float map as uint16, ``round(p · 65535)``: what is cached, scored and saved."""
-    return np.round(np.clip(pred.astype(np.float64), 0.0, 1.0) * 65535.0).astype(np.uint16)
+    unit = pred.astype(np.float64)  # a copy: the steps below work in place
+    np.clip(unit, 0.0, 1.0, out=unit)
+    unit *= 65535.0
+    np.rint(unit, out=unit)  # what np.round does with no decimals: half to even
+    return unit.astype(np.uint16)
 
 
 # ----------------------------------------------------------------------------- code identity

@@ -33,12 +33,14 @@ from __future__ import annotations
 
 import os
 import pickle
+import queue
 import signal
 import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from functools import partial
 from typing import Any, TypeVar
 
 from odbench.errors import OdbenchError
@@ -248,3 +250,323 @@ class _Children:
         os.close(self.tickets_r)  # a feeder blocked on a full pipe gets EPIPE
         for t in self.threads:
             t.join()
+
+
+# ----------------------------------------------------------------------------- two-stage pipeline
+
+
+class Pipeline:
+    """Two stages of per-index work in this process and ``workers - 1`` forked children, for a
+    caller (``odbench eval``) that runs a model between them in this process's main thread.
+
+    * ``load(i) -> (public, kept)`` runs for every index, in whichever process is free first
+      (tickets, as in :func:`forked_map`; at most ``depth`` ahead of the index the caller
+      takes next, so memory does not grow with ``n``).  ``public`` comes back to the caller,
+      in index order, from :meth:`loaded`; ``kept`` (None: nothing) stays in the process that
+      loaded ``i`` (a decoded GT mask need not travel twice).
+    * ``finish(i, kept, payload)`` runs in that same process once the caller :meth:`submit`\\ s
+      ``payload`` for ``i`` (a model's output); :meth:`finished` returns its outcome.  A
+      child takes its finish tasks before new tickets.  Sending never blocks the caller
+      (one sender thread per child).
+
+    Outcomes are ``(ok, value)``: an exception is returned, not raised, so the caller decides
+    in index order.  This process takes a ticket itself whenever it would otherwise wait (and
+    finishes what it loaded at once).  ``workers == 1``: everything here, in order, lazily.
+    A child that dies is a :class:`WorkerDiedError` at the next wait.  Forking: as in
+    :func:`forked_map` (index 0 is loaded here first, OpenCV single-threaded meanwhile; torch,
+    when loaded, one thread in the children, as ``torch.utils.data`` workers do)."""
+
+    def __init__(
+        self,
+        load: Callable[[int], tuple[Any, Any]],
+        finish: Callable[[int, Any, Any], Any],
+        n: int,
+        workers: int,
+        depth: int,
+    ) -> None:
+        self.load, self.finish = load, finish
+        self.n, self.depth = n, max(1, depth)
+        self.kept: dict[int, Any] = {}  # what this process loaded and keeps
+        self.owner: dict[int, int] = {}  # index -> child number; absent: here
+        self.done: dict[tuple[str, int], tuple[bool, Any]] = {}
+        self.changed = threading.Condition()
+        self.taken = 0  # loads handed to the caller
+        self.written = 0  # tickets issued
+        self.children: list[_Child] = []
+        self.dead = False
+        self.stack = ExitStack()
+        if workers > 1 and n > 1:
+            self._load_here(0)  # before forking: the children inherit what it imported
+            self.written = 1
+            self.stack.enter_context(_native_threads_stopped())
+            self.stack.callback(self._stop)
+            self.tickets_r, self.tickets_w = os.pipe()
+            os.set_blocking(self.tickets_r, False)
+            for k in range(min(workers, n) - 1):
+                self.children.append(_Child.fork(self, k))
+            for child in self.children:
+                child.start_threads(self)
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stack.close()
+
+    # -- the caller's side
+
+    def loaded(self) -> Iterator[tuple[int, tuple[bool, Any]]]:
+        """``(i, load outcome)`` for every index, in order."""
+        for i in range(self.n):
+            self._issue()
+            outcome = self._wait(("L", i))
+            self.taken = i + 1
+            yield i, outcome
+
+    def submit(self, i: int, payload: Any) -> None:
+        """``finish(i, kept, payload)`` in the process that loaded ``i`` (here: now)."""
+        k = self.owner.pop(i, None)
+        if k is None:
+            self.done["F", i] = _outcome(self.finish, i, self.kept.pop(i, None), payload)
+        else:
+            self.children[k].send((i, payload))
+
+    def finished(self, i: int) -> tuple[bool, Any]:
+        """The outcome of ``finish`` for ``i`` (submitted before)."""
+        return self._wait(("F", i))
+
+    # -- internals
+
+    def _issue(self) -> None:
+        """Tickets up to ``depth`` ahead of the caller."""
+        if not self.children:
+            return
+        while self.written < min(self.n, self.taken + self.depth):
+            os.write(self.tickets_w, self.written.to_bytes(TICKET, "little"))
+            self.written += 1
+
+    def _load_here(self, i: int) -> None:
+        ok, value = _outcome(self.load, i)
+        if ok:
+            value, kept = value
+            if kept is not None:
+                self.kept[i] = kept
+        self.done["L", i] = (ok, value)
+
+    def _wait(self, key: tuple[str, int]) -> tuple[bool, Any]:
+        while True:
+            with self.changed:
+                if key in self.done:
+                    return self.done.pop(key)
+            if not self.children:  # one worker: load on demand
+                self._load_here(key[1])
+                continue
+            try:  # rather than wait idle, load the next ticket here
+                ticket = os.read(self.tickets_r, TICKET)
+            except BlockingIOError:
+                ticket = b""
+            if len(ticket) == TICKET:
+                self._load_here(int.from_bytes(ticket, "little"))
+                continue
+            with self.changed:
+                if key in self.done:
+                    return self.done.pop(key)
+                if self.dead:
+                    raise WorkerDiedError(
+                        "a worker process died before returning its result (killed? out of "
+                        "memory?); run again, or with --workers 1"
+                    )
+                self.changed.wait(0.05)  # a ticket this process could take may appear
+
+    def _received(self, k: int, message: tuple[str, int, bool, Any, list[Any]]) -> None:
+        stage, i, ok, value, caught = message
+        for warning in caught:
+            warnings.warn(warning, stacklevel=1)
+        if stage == "L" and ok and value[1]:  # the child keeps something for finish
+            self.owner[i] = k
+        with self.changed:
+            self.done[stage, i] = (ok, value[0] if stage == "L" and ok else value)
+            self.changed.notify_all()
+
+    def _died(self) -> None:
+        with self.changed:
+            self.dead = True
+            self.changed.notify_all()
+
+    def _stop(self) -> None:
+        os.close(self.tickets_w)
+        for child in self.children:
+            child.stop()
+        for child in self.children:
+            child.join()
+        os.close(self.tickets_r)
+
+
+def _outcome(fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+    try:
+        return True, fn(*args)
+    except Exception as e:
+        return False, e
+
+
+class _Child:
+    """One forked worker of a :class:`Pipeline`: its task pipe, result pipe and threads."""
+
+    def __init__(self, pid: int, tasks_w: int, results_r: int, number: int) -> None:
+        self.pid, self.tasks_w, self.results_r, self.number = pid, tasks_w, results_r, number
+        self.queue: queue.SimpleQueue[tuple[int, Any] | None] = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+
+    @classmethod
+    def fork(cls, pipeline: Pipeline, number: int) -> _Child:
+        tasks_r, tasks_w = os.pipe()
+        results_r, results_w = os.pipe()
+        for fd in (tasks_w, results_w):
+            _widen(fd)
+        pid = os.fork()
+        if pid == 0:
+            os.close(tasks_w)
+            os.close(results_r)
+            os.close(pipeline.tickets_w)
+            for other in pipeline.children:  # siblings' pipes are not ours
+                os.close(other.tasks_w)
+                os.close(other.results_r)
+            _pipeline_child(pipeline, tasks_r, results_w)
+        os.close(tasks_r)
+        os.close(results_w)
+        return cls(pid, tasks_w, results_r, number)
+
+    def start_threads(self, pipeline: Pipeline) -> None:
+        """Threads only after the last fork (forking a process with threads is unsafe)."""
+        self.threads = [
+            threading.Thread(target=self._send, daemon=True),
+            threading.Thread(target=self._receive, args=(pipeline,), daemon=True),
+        ]
+        for t in self.threads:
+            t.start()
+
+    def send(self, task: tuple[int, Any]) -> None:
+        self.queue.put(task)
+
+    def _send(self) -> None:
+        try:
+            with os.fdopen(self.tasks_w, "wb") as out:
+                while (task := self.queue.get()) is not None:
+                    _write_message(out, task)
+        except OSError:  # the child is gone: its receiver reports it
+            pass
+
+    def _receive(self, pipeline: Pipeline) -> None:
+        try:
+            with os.fdopen(self.results_r, "rb") as pipe:
+                while len(header := pipe.read(8)) == 8:
+                    data = pipe.read(int.from_bytes(header, "little"))
+                    pipeline._received(self.number, pickle.loads(data))  # from our own fork
+        except Exception:  # a worker killed mid-message
+            pass
+        pipeline._died()
+
+    def stop(self) -> None:
+        self.queue.put(None)
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    def join(self) -> None:
+        os.waitpid(self.pid, 0)
+        for t in self.threads:
+            t.join()
+
+
+def _widen(fd: int) -> None:
+    """A 1 MiB pipe (Linux; fewer context switches per image-sized message), if allowed."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+    except (OSError, ImportError):
+        pass
+
+
+def _write_message(out: Any, message: Any) -> None:
+    """A length-prefixed pickle; an outcome (``(stage, i, ok, value, warnings)``) that does not
+    pickle, or an exception that does not load back, is sent as a RuntimeError with its text."""
+    try:
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        if len(message) == 5 and not message[2]:
+            pickle.loads(data)  # some exception classes do not load back
+    except Exception as e:
+        if len(message) != 5:
+            raise
+        stage, i, ok, value, caught = message
+        what = value if not ok else e
+        error = RuntimeError(f"{type(what).__name__}: {what}")
+        data = pickle.dumps((stage, i, False, error, [str(m) for m in caught]))
+    out.write(len(data).to_bytes(8, "little"))
+    out.write(data)
+    out.flush()
+
+
+def _ignoring_index(task: Callable[[], Any]) -> Callable[[int], Any]:
+    return lambda _: task()
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    parts, left = [], size
+    while left:
+        chunk = os.read(fd, left)
+        if not chunk:
+            return None
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+def _pipeline_child(pipeline: Pipeline, tasks: int, out_fd: int) -> None:
+    """A forked :class:`Pipeline` worker: finish tasks first, else the next ticket; never
+    returns."""
+    import select
+
+    code = 1
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent stops us with it
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.set_num_threads(1)
+        kept: dict[int, Any] = {}
+        tickets: int | None = pipeline.tickets_r
+        with os.fdopen(out_fd, "wb") as out:
+            while True:
+                ready = select.select([tasks] + ([tickets] if tickets is not None else []), [], [])
+                if tasks in ready[0]:
+                    header = _read_exactly(tasks, 8)
+                    if header is None:
+                        break
+                    data = _read_exactly(tasks, int.from_bytes(header, "little"))
+                    if data is None:
+                        break
+                    i, payload = pickle.loads(data)  # from our own parent
+                    task = partial(pipeline.finish, i, kept.pop(i, None), payload)
+                    ok, value, caught = _recorded(_ignoring_index(task), i)
+                    _write_message(out, ("F", i, ok, value, caught))
+                    continue
+                try:
+                    ticket = os.read(tickets, TICKET)  # type: ignore[arg-type]
+                except BlockingIOError:  # another process took it
+                    continue
+                if len(ticket) < TICKET:  # no more tickets: finish tasks only
+                    tickets = None
+                    continue
+                i = int.from_bytes(ticket, "little")
+                ok, value, caught = _recorded(pipeline.load, i)
+                if ok:
+                    public, keep = value
+                    if keep is not None:
+                        kept[i] = keep
+                    value = (public, keep is not None)
+                _write_message(out, ("L", i, ok, value, caught))
+        code = 0
+    finally:
+        os._exit(code)

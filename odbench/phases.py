@@ -1,21 +1,22 @@
 """The three phases of a run (the shape of pycocotools' evaluate -> accumulate -> summarize),
 chained by :func:`odbench.runner.run`:
 
-1. :func:`predict` — method × dataset -> per-image entries of the prediction cache
+1. predict — method × dataset -> per-image entries of the prediction cache
    (:mod:`odbench.cache`; the unit of caching, resuming, sharding and merging).  Cached images
    are not predicted again, so an interrupted run resumes where it stopped.
-2. :func:`score` — (sample, cached uint16 map) pairs × protocol -> typed per-image
+2. score — (sample, cached uint16 map) pairs × protocol -> typed per-image
    :class:`~odbench.results.Records` (:func:`odbench.metrics.saliency.score_image`, CorLoc hits).
    Scoring always reads the uint16 map, so a resumed run and an uninterrupted one agree exactly.
 3. :func:`summarize` — records -> dataset metrics, through the same meters (and the one maxFβ
    reduction, :func:`odbench.metrics.saliency.reduce_max_fbeta`) as every other command
    (:mod:`odbench.merge` summarizes merged shards with it).
 
-The phases stream: images are decoded by ``workers`` threads ahead of the model, and storing,
-scoring and (for methods that split their work, see
-:meth:`odbench.methods.base.Method.postprocess`) CPU-bound post-processing run beside it, so
-the model never waits on the CPU.  Every function here takes ids explicitly, so a caller can
-predict a shard of a dataset and score the union later.
+Phases 1 and 2 stream together (:func:`evaluate`): decoding, the cache look-up, CPU-bound
+post-processing (:meth:`odbench.methods.base.Method.postprocess`), storing and scoring run in
+``workers`` processes (:class:`odbench.forked.Pipeline`), at least two batches ahead of the
+model, which runs in this process's main thread; each GT mask is decoded once, in the process
+that scores it, and dropped with its image.  Every function here takes ids explicitly, so a
+caller can predict a shard of a dataset and score the union later.
 
 Saliency (dataset task "saliency", samples with masks) and localization (task "localization",
 samples with boxes: :meth:`Method.predict_boxes` -> CorLoc) are scored when the dataset has them.
@@ -25,11 +26,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Generic, TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -98,41 +99,7 @@ def _check_map(method: Method, sample: Sample, pred: Any) -> np.ndarray:
     return arr
 
 
-# ----------------------------------------------------------------------------- streaming helpers
-
-
-class _Job(Generic[R]):
-    """A call submitted to a pool that the caller runs itself if no worker has started it by
-    the time its result is needed (the main thread helps instead of idling)."""
-
-    def __init__(self, pool: Executor, fn: Callable[..., R], *args: Any) -> None:
-        self.fn, self.args = fn, args
-        self.future = pool.submit(fn, *args)
-
-    def result(self) -> R:
-        if self.future.cancel():
-            return self.fn(*self.args)
-        return self.future.result()
-
-
-def _ordered(pool: Executor, fn: Callable[[T], R], items: Iterable[T], depth: int) -> Iterator[R]:
-    """``map(fn, items)`` on ``pool`` with at most ``depth`` items in flight, in order."""
-    pending: deque[_Job[R]] = deque()
-    it = iter(items)
-    try:
-        for item in it:
-            pending.append(_Job(pool, fn, item))
-            if len(pending) >= depth:
-                break
-        while pending:
-            done = pending.popleft().result()
-            for nxt in it:
-                pending.append(_Job(pool, fn, nxt))
-                break
-            yield done
-    finally:
-        for job in pending:
-            job.future.cancel()
+# ----------------------------------------------------------------------------- phases 1 + 2
 
 
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -146,9 +113,6 @@ def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-# ----------------------------------------------------------------------------- phase 1: predict
-
-
 @dataclass(frozen=True)
 class Prediction:
     """One image's sample and its stored prediction (uint16 map, box or None)."""
@@ -159,34 +123,136 @@ class Prediction:
     cached: bool
 
 
-def _post_pool(method: Method, workers: int, stack: ExitStack) -> Executor | None:
-    """Worker processes for :meth:`Method.postprocess`, when the method splits its work."""
-    if not method.has_postprocess():
-        return None
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+@dataclass(frozen=True)
+class _Scored:
+    id: str
+    saliency: Any  # ImageRecord | None
+    hit: bool | None
+    box: np.ndarray | None
+    sod: Any = None  # SodRecord | None (metrics_set="all")
+    n_boxes: int = 0  # GT boxes (localization)
+    cached: bool = False
 
-    ctx = multiprocessing.get_context("spawn")  # safe with CUDA and threads in the parent
-    return stack.enter_context(ProcessPoolExecutor(max_workers=workers, mp_context=ctx))
+
+class MethodFailed(Exception):
+    """The method's code failed on one image in a worker (post-processing, a bad map)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
 
 
-def predict(
+_BOX_LATER = "box-later"  # the default box, from the checked map, in the worker
+
+
+class _Work:
+    """The per-image work of :func:`evaluate` that runs in the :class:`~odbench.forked.Pipeline`
+    processes: decode + cache look-up (``load``), then post-processing, the map's checks,
+    quantizing, storing and scoring against the GT decoded by ``load`` (``finish``)."""
+
+    def __init__(
+        self,
+        method: Method,
+        dataset: Dataset,
+        ids: Sequence[str],
+        cache: PredictionCache | None,
+        score: Callable[[Prediction], _Scored],
+        save_preds: Path | None,
+    ) -> None:
+        self.method, self.dataset, self.ids, self.cache = method, dataset, ids, cache
+        self.score, self.save_preds = score, save_preds
+        # made here, so a claim taken in a worker names this process (alive while the run is)
+        self.claims = Claims(cache.folder) if cache is not None else None
+
+    def usable(self, sample_id: str, shape: tuple[int, ...]) -> tuple[np.ndarray, Any] | None:
+        """The cached entry of ``sample_id``; None when there is none, or it is unreadable or
+        not of the image's size (then it is predicted again and overwritten, as the feature
+        cache recomputes a damaged file)."""
+        if self.cache is None or not self.cache.has(sample_id):
+            return None
+        try:
+            pred, box = self.cache.get(sample_id)
+        except CacheError:
+            return None
+        return (pred, box) if pred.shape == shape else None
+
+    def load(self, i: int) -> tuple[tuple[str, Any], Sample | None]:
+        """(("done", scored) for a cached image, or ("image", its pixels) for the model, once
+        claimed; the sample, kept for :meth:`finish`, or None)."""
+        sample = self.dataset.load(self.ids[i])
+        shape = sample.image.shape[:2]
+        hit = self.usable(sample.id, shape)
+        if hit is None and self.claims is not None:
+            name = safe_name(sample.id)
+            ready = partial(self.usable, sample.id, shape)
+            if self.claims.acquire(name) or self.claims.wait(name, lambda: ready() is not None):
+                hit = ready()  # stored by another process since it was looked up
+                if hit is not None:
+                    self.claims.release(name)
+            else:
+                hit = ready()
+        if hit is not None:
+            return ("done", self.stored(sample, hit[0], hit[1], cached=True)), None
+        return ("image", sample.image), sample
+
+    def finish(self, i: int, sample: Sample | None, payload: tuple[Any, ...]) -> _Scored | None:
+        """("raw", the model's output, its box (None, _BOX_LATER: the default box of the map,
+        or the method's own), whether it is :meth:`Method.forward`'s and needs
+        :meth:`Method.postprocess`), or ("drop",): the method failed on it in the main
+        process."""
+        if sample is None or payload[0] == "drop":
+            return None
+        _, raw, box, post = payload
+        method = self.method
+        try:
+            if post:
+                raw = type(method).postprocess(sample.image, raw, method.hparams)
+            raw = _check_map(method, sample, raw)
+            if isinstance(box, str):  # _BOX_LATER
+                box = Method.predict_boxes(method, [sample.image], [raw])[0]
+        except Exception as e:  # the method's code failed on this image
+            raise MethodFailed(e) from e
+        q = quantize(raw)
+        if self.cache is not None and self.claims is not None:
+            self.cache.put(sample.id, q, box)
+            self.claims.release(safe_name(sample.id))
+        return self.stored(sample, q, box, cached=False)
+
+    def stored(self, sample: Sample, q: np.ndarray, box: Any, cached: bool) -> _Scored:
+        if self.save_preds is not None:
+            from odbench.imageio import write_png
+
+            write_png(Path(self.save_preds) / f"{safe_name(sample.id)}.png", q)
+        box = None if box is None else np.asarray(box, np.float64)
+        return replace(self.score(Prediction(sample, q, box, cached)), cached=cached)
+
+
+def evaluate(
     method: Method,
     dataset: Dataset,
     ids: Sequence[str],
     cache: PredictionCache | None,
-    pool: Executor,
+    protocol: Any,
+    tasks: Collection[str],
     *,
     batch_size: int = 4,
-    boxes: bool = False,
     workers: int = 1,
+    metrics_set: str = "basic",
+    started: Callable[[], None] | None = None,
+    on_image: Callable[[str, bool], None] | None = None,
     on_failure: Callable[[str, str], None] | None = None,
-) -> Iterator[Prediction]:
-    """Phase 1: yield every id's :class:`Prediction` in order, predicting (in batches of
-    ``batch_size``) only the images ``cache`` does not hold and storing each as soon as it is
-    predicted.  ``pool`` (threads) decodes samples ahead of the model and stores maps; a method
-    with :meth:`Method.postprocess` gets ``workers`` processes for it.  ``cache`` None: nothing is
-    stored (plain callables).
+    save_preds: Path | None = None,
+) -> Records:
+    """Phases 1 and 2, streamed: per-image records of every id, in order, under ``protocol``
+    for ``tasks`` ("saliency", "localization").  Images ``cache`` holds are scored from it;
+    the others are predicted in batches of ``batch_size`` by the model in this thread, each
+    stored as soon as it is predicted (``cache`` None: nothing is stored).  Decoding, the cache
+    look-up, :meth:`Method.postprocess`, the map's checks, storing and scoring run in
+    ``workers`` processes (:class:`odbench.forked.Pipeline`: this one and ``workers - 1``
+    forked from it), decoding at least two batches ahead of the model; each GT is decoded
+    once, in the process that scores it.  ``started()`` once the workers are forked (a
+    progress bar's thread starts there), ``on_image(id, cached)`` after each image,
+    ``save_preds``: 16-bit PNG maps written there.
 
     An image the method fails on (any exception of its code, e.g. a ``MemoryError``; a batch
     that fails is predicted again image by image to find it) stops the run with an
@@ -196,8 +262,21 @@ def predict(
     Processes sharing the cache never predict the same image: each uncached image is claimed
     first (:mod:`odbench.claims`); one that another live process claimed is waited for (its
     entry, or its claim when that process dies)."""
-    claims = Claims(cache.folder) if cache is not None else None
-    held: set[str] = set()
+    from odbench.forked import Pipeline
+    from odbench.scoring.folders import keep_freed_memory
+
+    keep_freed_memory()  # maps of a few hundred KB per image: no page faults for each
+    score_one = partial(_score_one, protocol, tasks, metrics_set)
+    work = _Work(method, dataset, ids, cache, score_one, save_preds)
+    claims = work.claims
+    held: set[str] = set()  # claimed (by any of the processes), not stored yet
+    own_boxes = "localization" in tasks and type(method).predict_boxes is not Method.predict_boxes
+    split = method.has_postprocess() and not own_boxes
+
+    def release(sample_id: str) -> None:
+        if claims is not None and safe_name(sample_id) in held:
+            claims.release(safe_name(sample_id))
+            held.discard(safe_name(sample_id))
 
     def release_all() -> None:
         if claims is not None:
@@ -205,201 +284,149 @@ def predict(
                 claims.release(name)
             claims.remove_if_empty()
 
-    def usable(sample: Sample) -> tuple[np.ndarray, np.ndarray | None] | None:
-        """The cached entry of ``sample``; None when there is none, or it is unreadable or not
-        of the image's size (then it is predicted again and overwritten, as the feature cache
-        recomputes a damaged file)."""
-        if cache is None or not cache.has(sample.id):
-            return None
-        try:
-            pred, box = cache.get(sample.id)
-        except CacheError:
-            return None
-        return (pred, box) if pred.shape == sample.image.shape[:2] else None
-
-    def ready(sample: Sample) -> bool:
-        return usable(sample) is not None
-
-    def claim(batch: list[tuple[Sample, Any]]) -> list[tuple[Sample, Any]]:
-        if claims is None or cache is None:
-            return batch
-        out = []
-        for sample, hit in batch:
-            name = safe_name(sample.id)
-            if hit is None:
-                if claims.acquire(name) or claims.wait(name, partial(ready, sample)):
-                    held.add(name)
-                hit = usable(sample)
-                if hit is not None:  # stored by another process since it was loaded
-                    claims.release(name)
-                    held.discard(name)
-            out.append((sample, hit))
-        return out
-
-    def failure(sample: Sample, error: Exception) -> None:
-        if claims is not None and safe_name(sample.id) in held:
-            claims.release(safe_name(sample.id))
-            held.discard(safe_name(sample.id))
+    def failure(sample_id: str, error: BaseException) -> None:
+        release(sample_id)
         if on_failure is None:
             if isinstance(error, OdbenchError):  # already one line naming the image
                 raise error
-            raise ImageError(method.name, sample.id, error) from error
-        on_failure(sample.id, describe_error(error))
+            raise ImageError(method.name, sample_id, error) from error
+        on_failure(sample_id, describe_error(error))
 
-    def load(sample_id: str) -> tuple[Sample, tuple[np.ndarray, np.ndarray | None] | None]:
-        sample = dataset.load(sample_id)
-        return sample, usable(sample)
-
-    def store(sample: Sample, pred: Any, box: Any) -> Prediction | None:
-        try:
-            if isinstance(pred, Future):
-                pred = pred.result()
-            raw = _check_map(method, sample, pred)
-            if box is _BOX_LATER:
-                box = method.predict_boxes([sample.image], [raw])[0]
-        except Exception as e:  # the method's code failed on this image
-            failure(sample, e)
-            return None
-        q = quantize(raw)
-        if cache is not None and claims is not None:
-            cache.put(sample.id, q, box)
-            claims.release(safe_name(sample.id))
-            held.discard(safe_name(sample.id))
-        return Prediction(sample, q, None if box is None else np.asarray(box, np.float64), False)
-
-    def run_batch(todo: list[Sample], post: Executor | None) -> list[tuple[Sample, Any, Any]]:
-        images = [s.image for s in todo]
-        if post is not None:
-            raws = method.forward(images)
-            fn = type(method).postprocess
-            maps: list[Any] = [
-                post.submit(fn, im, r, method.hparams) for im, r in zip(images, raws)
-            ]
-            box_list: list[Any] = [_BOX_LATER if boxes else None] * len(todo)
+    def run_batch(todo: list[tuple[int, np.ndarray]]) -> list[tuple[int, Any, Any]]:
+        images = [image for _, image in todo]
+        raws = method.forward(images) if split else method.predict(images)
+        if len(raws) != len(images):
+            raise EvalError(
+                f"method {method.name!r} returned {len(raws)} maps for {len(images)} images"
+            )
+        if own_boxes:
+            maps = [_check_map_shape(method, ids[i], im, m) for (i, im), m in zip(todo, raws)]
+            box_list: list[Any] = list(method.predict_boxes(images, maps))
         else:
-            maps = [_check_map(method, s, m) for s, m in zip(todo, method.predict(images))]
-            box_list = method.predict_boxes(images, maps) if boxes else [None] * len(todo)
-        return list(zip(todo, maps, box_list))
+            box_list = [_BOX_LATER if "localization" in tasks else None] * len(todo)
+        return [(i, raw, box) for (i, _), raw, box in zip(todo, raws, box_list)]
 
     def run_each(
-        todo: list[Sample], post: Executor | None
-    ) -> tuple[list[tuple[Sample, Any, Any]], tuple[Sample, Exception] | None]:
+        todo: list[tuple[int, np.ndarray]],
+    ) -> tuple[list[tuple[int, Any, Any]], tuple[int, Exception] | None]:
         """The batch, or (when it fails) each image alone, so only the failing one is lost:
         (what was predicted, the image that stops the run and its error, or None)."""
         try:
-            return run_batch(todo, post), None
+            return run_batch(todo), None
         except Exception as e:  # the method's code failed on (an image of) this batch
             if len(todo) == 1:
-                if on_failure is None:
-                    return [], (todo[0], e)
-                failure(todo[0], e)
-                return [], None
+                return [], (todo[0][0], e)
         out = []
-        for sample in todo:
+        for item in todo:
             try:
-                out += run_batch([sample], post)
+                out += run_batch([item])
             except Exception as e:
-                if on_failure is None:
-                    return out, (sample, e)
-                failure(sample, e)
+                return out, (item[0], e)
         return out, None
 
+    scored: list[_Scored] = []
+    depth = max(2 * batch_size, 2 * workers, 4)  # decoded ahead: two batches at least
     with ExitStack() as stack:
         stack.callback(release_all)  # on an error: leave no claim of ours behind
-        post = _post_pool(method, max(1, workers), stack)
-        depth = max(2 * batch_size, 4 * workers)
-        pending: deque[_Job[Prediction | None] | Prediction] = deque()
-        for loaded in _batches(_ordered(pool, load, ids, depth), batch_size):
-            batch = claim(loaded)
-            todo = [s for s, hit in batch if hit is None]
-            results: dict[str, _Job[Prediction | None]] = {}
-            if todo:
-                done, stop = run_each(todo, post)
-                for s, m, b in done:
-                    results[s.id] = _Job(pool, store, s, m, b)
-                if stop is not None:
-                    for job in [*pending, *results.values()]:  # store what came before it
-                        _resolve(job)
-                    failure(*stop)
-            for sample, hit in batch:
-                if hit is not None:
-                    pending.append(Prediction(sample, hit[0], hit[1], True))
-                elif sample.id in results:  # not when the method failed on it (skipped)
-                    pending.append(results[sample.id])
-            while len(pending) > depth:
-                item = _resolve(pending.popleft())
-                if item is not None:
-                    yield item
-        while pending:
-            item = _resolve(pending.popleft())
-            if item is not None:
-                yield item
+        pipe = stack.enter_context(Pipeline(work.load, work.finish, len(ids), workers, depth))
+        if started is not None:
+            started()
+        order: deque[int] = deque()  # indices whose result is still to be taken, in order
+        known: dict[int, _Scored] = {}  # results known here (cached images)
+
+        def emit(i: int) -> None:
+            if i in known:
+                result = known.pop(i)
+            else:
+                ok, value = pipe.finished(i)
+                if not ok:
+                    if not isinstance(value, MethodFailed):
+                        raise value
+                    failure(ids[i], value.error)
+                    return
+                result = value
+            if result is not None:
+                held.discard(safe_name(ids[i]))  # released where it was stored
+                scored.append(result)
+                if on_image is not None:
+                    on_image(ids[i], result.cached)
+
+        def stop(before: int, error: BaseException) -> None:
+            """The images before ``before`` stored and taken, then the error."""
+            while order and order[0] < before:
+                emit(order.popleft())
+            raise error
+
+        for batch in _batches(pipe.loaded(), batch_size):
+            todo = []
+            for i, (ok, value) in batch:
+                if not ok:
+                    stop(i, value)
+                order.append(i)
+                kind, payload = value
+                if kind == "done":
+                    known[i] = payload
+                else:
+                    if claims is not None:
+                        held.add(safe_name(ids[i]))
+                    todo.append((i, payload))
+            while todo:
+                done, stopped = run_each(todo)
+                for i, raw, box in done:
+                    pipe.submit(i, ("raw", raw, box, split))
+                if stopped is None:
+                    break
+                k, error = stopped
+                pipe.submit(k, ("drop",))
+                if on_failure is None:
+                    try:
+                        failure(ids[k], error)
+                    except OdbenchError as e:
+                        stop(k, e)
+                failure(ids[k], error)
+                todo = [t for t in todo if t[0] > k]
+            while len(order) > depth:
+                emit(order.popleft())
+        while order:
+            emit(order.popleft())
+    return _records(scored, tasks, metrics_set)
 
 
-_BOX_LATER = object()
+def _check_map_shape(method: Method, sample_id: str, image: np.ndarray, pred: Any) -> np.ndarray:
+    return _check_map(method, Sample(sample_id, image), pred)
 
 
-def _resolve(item: _Job[Prediction | None] | Prediction) -> Prediction | None:
-    return item.result() if isinstance(item, _Job) else item
-
-
-# ----------------------------------------------------------------------------- phase 2: score
-
-
-@dataclass(frozen=True)
-class _Scored:
-    id: str
-    saliency: Any  # ImageRecord | None
-    hit: bool | None
-    box: np.ndarray | None
-    sod: Any = None  # SodRecord | None (metrics_set="all")
-    n_boxes: int = 0  # GT boxes (localization)
-
-
-def score(
-    predictions: Iterable[Prediction],
-    protocol: Any,
-    tasks: Collection[str],
-    pool: Executor | None = None,
-    *,
-    depth: int = 8,
-    on_image: Callable[[Prediction], None] | None = None,
-    metrics_set: str = "basic",
-) -> Records:
-    """Phase 2: per-image records of ``predictions`` under ``protocol`` for ``tasks``
-    ("saliency", "localization"), in their order; scored on ``pool`` when given.
-    ``metrics_set="all"``: the salient-object family too (one histogram pass per image)."""
+def _score_one(protocol: Any, tasks: Collection[str], metrics_set: str, p: Prediction) -> _Scored:
+    """One image's records under ``protocol`` (phase 2)."""
     from odbench.metrics.boxes import CorLocMeter
     from odbench.metrics.saliency import score_image
     from odbench.metrics.sod import score_image_all
 
-    def one(p: Prediction) -> _Scored:
-        s = p.sample
-        if p.map.shape != s.image.shape[:2]:
-            raise CacheError(
-                f"map of shape {p.map.shape} for image {s.id!r} of size "
-                f"{s.image.shape[:2]}: the prediction of another image; predict it again"
-            )
-        rec = hit = box = family = None
-        n_boxes = 0
-        if "saliency" in tasks:
-            if s.mask is None:
-                raise EvalError(f"sample {s.id!r} has no mask")
-            if metrics_set == "all":
-                rec, family = score_image_all(p.map, s.mask, protocol, s.id)
-            else:
-                rec = score_image(p.map, s.mask, protocol, s.id)
-        if "localization" in tasks:
-            if s.boxes is None or p.box is None:
-                raise EvalError(f"sample {s.id!r} has no boxes")
-            hit = bool(CorLocMeter().score(p.box, s.boxes, s.id))  # None (no GT box): False
-            box = np.asarray(p.box, dtype=np.float64)
-            n_boxes = len(np.asarray(s.boxes).reshape(-1, 4))
-        if on_image is not None:
-            on_image(p)
-        return _Scored(s.id, rec, hit, box, family, n_boxes)
+    s = p.sample
+    if p.map.shape != s.image.shape[:2]:
+        raise CacheError(
+            f"map of shape {p.map.shape} for image {s.id!r} of size "
+            f"{s.image.shape[:2]}: the prediction of another image; predict it again"
+        )
+    rec = hit = box = family = None
+    n_boxes = 0
+    if "saliency" in tasks:
+        if s.mask is None:
+            raise EvalError(f"sample {s.id!r} has no mask")
+        if metrics_set == "all":
+            rec, family = score_image_all(p.map, s.mask, protocol, s.id)
+        else:
+            rec = score_image(p.map, s.mask, protocol, s.id)
+    if "localization" in tasks:
+        if s.boxes is None or p.box is None:
+            raise EvalError(f"sample {s.id!r} has no boxes")
+        hit = bool(CorLocMeter().score(p.box, s.boxes, s.id))  # None (no GT box): False
+        box = np.asarray(p.box, dtype=np.float64)
+        n_boxes = len(np.asarray(s.boxes).reshape(-1, 4))
+    return _Scored(s.id, rec, hit, box, family, n_boxes)
 
-    scored = list(_ordered(pool, one, predictions, depth) if pool else map(one, predictions))
+
+def _records(scored: list[_Scored], tasks: Collection[str], metrics_set: str) -> Records:
     if not scored:  # every image failed (on_error="skip"): the caller says so
         return Records(())
     sal = loc = None

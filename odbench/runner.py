@@ -10,8 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from odbench.cache import (
     PredictionCache,
     cache_key,
     default_cache_root,
-    safe_name,
 )
 from odbench.cards import dataset_size
 from odbench.data.base import Dataset
@@ -30,7 +28,7 @@ from odbench.methods.base import Method
 from odbench.metrics.protocols import DEFAULT_PROTOCOL
 from odbench.metrics.selection import MetricSelection, parse_metrics
 from odbench.outputs import OutputPathError, check_output_folder
-from odbench.phases import EvalError, Prediction, predict, score, summarize
+from odbench.phases import EvalError, evaluate, summarize
 from odbench.results import (
     DEFAULT_RESULTS_DIR,
     RunResult,
@@ -135,8 +133,6 @@ def run(
     line naming it (``"error"``) or is left out, its id and the reason in
     ``dataset["failed_ids"]`` (``"skip"``; not with a shard, whose parts must hold every image
     for the merge)."""
-    from odbench.imageio import write_png
-
     metrics_set = parse_metrics(metrics_set, "metrics_set").tier
     if batch_size < 1:
         raise EvalError(f"--batch-size must be >= 1, got {batch_size}")
@@ -201,42 +197,35 @@ def run(
     counts = {"predicted": 0, "cached": 0}
     failed: dict[str, str] = {}
     start, cpu_start = time.perf_counter(), time.process_time()
-    with (
-        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="odbench") as pool,
-        _progress(
-            len(ids), progress_label or f"{method.name} on {dataset_name}", show_progress
-        ) as advance,
-    ):
+    with ExitStack() as bars:
+        bar: list[Callable[[int], None]] = []
 
-        def on_image(p: Prediction) -> None:
-            counts["cached" if p.cached else "predicted"] += 1
-            if save_preds is not None:
-                write_png(Path(save_preds) / f"{_png_name(p.sample.id)}.png", p.map)
-            advance(1)
+        def started() -> None:  # the progress bar's thread after the workers are forked
+            label = progress_label or f"{method.name} on {dataset_name}"
+            bar.append(bars.enter_context(_progress(len(ids), label, show_progress)))
+
+        def on_image(sample_id: str, cached: bool) -> None:
+            counts["cached" if cached else "predicted"] += 1
+            bar[0](1)
 
         def on_failure(sample_id: str, why: str) -> None:  # on_error="skip"
             failed[sample_id] = why
-            advance(1)
+            bar[0](1)
 
-        stream = predict(
+        records = evaluate(
             method,
             dataset,
             ids,
             cache,
-            pool,
-            batch_size=batch_size,
-            boxes="localization" in tasks,
-            workers=workers,
-            on_failure=on_failure if on_error == "skip" else None,
-        )
-        records = score(
-            stream,
             protocol,
             tasks,
-            pool,
-            depth=2 * workers,
-            on_image=on_image,
+            batch_size=batch_size,
+            workers=workers,
             metrics_set=metrics_set,
+            started=started,
+            on_image=on_image,
+            on_failure=on_failure if on_error == "skip" else None,
+            save_preds=save_preds,
         )
     wall = time.perf_counter() - start
     if failed:
@@ -292,11 +281,6 @@ def write_boxes_json(folder: Path, records: dict[str, np.ndarray], shard: Shard 
     boxes = {str(i): b.tolist() for i, b in zip(records["ids"], records["pred_box"])}
     name = "boxes.json" if shard is None or shard.whole else f"boxes.{shard.label()}.json"
     atomic_write_bytes(folder / name, json.dumps(boxes).encode())
-
-
-def _png_name(sample_id: str) -> str:
-
-    return safe_name(sample_id)
 
 
 # ----------------------------------------------------------------------------- by name

@@ -22,6 +22,7 @@ from odbench.errors import OdbenchError, UserError
 #: reason, or derives from OdbenchError.
 NOT_USER_FACING = {
     "odbench.cli.ErrorLine": "how the CLI shows an OdbenchError (a click exception)",
+    "odbench.phases.MethodFailed": "carries a method's error from a worker; raised as ImageError",
     "odbench.synthesis.pipeline.SynthInterrupted": "test hook simulating a kill",
     "odbench.training.loop.Terminated": "SIGTERM as KeyboardInterrupt; the train command says where",
 }

@@ -4,7 +4,7 @@ code identity, output checks, result file names and the post-processing pool."""
 from __future__ import annotations
 
 import json
-import multiprocessing
+import os
 import subprocess
 import sys
 import textwrap
@@ -21,10 +21,11 @@ from odbench.cache import PredictionCache, cache_folders, code_identity, quantiz
 from odbench.cards import method_card
 from odbench.cli import main
 from odbench.data.base import create_dataset
+from odbench.imageio import read_gray
 from odbench.methods.base import Method
 from odbench.methods.center_prior import CenterPrior
 from odbench.metrics.protocols import get_protocol
-from odbench.phases import EvalError, predict, score, summarize
+from odbench.phases import EvalError, evaluate, summarize
 from odbench.results import read_results
 from odbench.runner import CallableMethod, run
 
@@ -88,9 +89,8 @@ def test_import_odbench_is_cheap() -> None:
 
 
 def test_phases_compose_to_the_run(tmp_path: Path) -> None:
-    """predict -> score -> summarize by hand gives the run's records and metrics exactly."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """evaluate (predict + score) -> summarize by hand, from the cache, gives the run's records
+    and metrics exactly; --save-preds' PNGs are the cached maps."""
     ds = create_dataset("toy", n=6)
     proto = get_protocol("odbench")
     method = CenterPrior(method_card("center-prior"))
@@ -98,15 +98,26 @@ def test_phases_compose_to_the_run(tmp_path: Path) -> None:
     whole = run(method, ds, proto, dataset_name="toy", cache_dir=tmp_path, results_dir=None)
     cache = PredictionCache(Path(whole.info["cache"]))
     assert cache.ids() == ds.ids()
-    with ThreadPoolExecutor(1) as pool:
-        preds = list(predict(method, ds, ds.ids(), cache, pool, boxes=True))
-    assert all(p.cached for p in preds)
-    records = score(preds, proto, ["saliency", "localization"])
+    seen: list[tuple[str, bool]] = []
+    tasks = ["saliency", "localization"]
+    records = evaluate(
+        method,
+        ds,
+        ds.ids(),
+        cache,
+        proto,
+        tasks,
+        workers=2,
+        on_image=lambda i, cached: seen.append((i, cached)),
+        save_preds=tmp_path / "png",
+    )
+    assert seen == [(i, True) for i in ds.ids()]
     assert records.ids == whole.records.ids
     for k, v in records.arrays().items():
         np.testing.assert_array_equal(v, whole.records.arrays()[k])
     assert summarize(records, proto) == whole.metrics
-    np.testing.assert_array_equal(cache.read_map("toy_00001"), preds[1].map / 65535.0)
+    png = read_gray(tmp_path / "png" / "toy_00001.png")
+    np.testing.assert_array_equal(cache.read_map("toy_00001"), png / 65535.0)
 
 
 def test_skipped_ids_are_left_out_and_recorded(tmp_path: Path) -> None:
@@ -448,15 +459,15 @@ def test_folder_datasets_are_named_by_their_folder(tmp_path: Path) -> None:
 
 
 class Pooled(CenterPrior):
-    """center-prior split into forward (the Gaussian) + postprocess (1 - g, in a worker)."""
+    """center-prior split into forward (the Gaussian) + postprocess (1 - g, in a worker); each
+    postprocess call leaves a file named by its process id in ``hparams["pids"]``."""
 
     def forward(self, images: list[np.ndarray]) -> list[Any]:
         return super().predict(images)
 
     @staticmethod
     def postprocess(image: np.ndarray, raw: Any, hparams: dict[str, Any]) -> np.ndarray:
-        if multiprocessing.current_process().name == "MainProcess":
-            raise AssertionError("postprocess ran in the main process")
+        (Path(hparams["pids"]) / str(os.getpid())).touch()
         return (1.0 - np.asarray(raw)).astype(np.float32)
 
     def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -466,12 +477,15 @@ class Pooled(CenterPrior):
 def test_postprocess_runs_in_worker_processes(tmp_path: Path) -> None:
     method = Pooled(method_card("center-prior"))
     method.name = "pooled"
+    method.hparams["pids"] = str(tmp_path)
     assert Pooled.has_postprocess() and not CenterPrior.has_postprocess()
-    ds = create_dataset("toy", n=5)
+    ds = create_dataset("toy", n=12)
     kw: dict[str, Any] = {"dataset_name": "toy", "results_dir": None, "use_cache": False}
     pooled = run(method, ds, get_protocol("odbench"), workers=2, **kw)
     direct = run(CallableMethod(method.predict), ds, get_protocol("odbench"), **kw)
     assert pooled.metrics == direct.metrics
+    pids = {int(p.name) for p in tmp_path.iterdir()}
+    assert pids - {os.getpid()}, "no image was post-processed in a worker process"
 
 
 @pytest.mark.skipif(not (REAL_DATA / "ECSSD").is_dir(), reason=f"{REAL_DATA}/ECSSD absent")

@@ -52,8 +52,8 @@ def parse_set(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
     name="metrics_set",
 )
 @options.workers(
-    "Threads decoding images ahead of the model (and storing and scoring), and processes "
-    "for methods with CPU post-processing.",
+    "Processes decoding images ahead of the model, post-processing, storing and scoring "
+    "them (this one and N-1 forked; 1: all here, in turn).",
     default=2,
 )
 @click.option(
