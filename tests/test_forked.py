@@ -253,3 +253,70 @@ def test_scoring_with_forked_workers_100_times_on_busy_cores_finishes(tmp_path):
                 pass
             p.wait()
     assert loop.returncode == 0 and "finished" in out, out
+
+
+# ----------------------------------------------------------------------------- Pipeline
+
+
+def _pid_load(i):
+    if i == 7:
+        raise ValueError("bad seven")
+    time.sleep(0.005)  # long enough for the children to take a share
+    return (i, os.getpid()), os.getpid()  # public, kept where loaded
+
+
+def _pid_finish(i, kept, payload):
+    return kept == os.getpid(), payload + 1
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_pipeline_loads_in_order_and_finishes_where_it_loaded(workers):
+    from odbench.forked import Pipeline
+
+    with deadline(60), Pipeline(_pid_load, _pid_finish, 40, workers, depth=4) as pipe:
+        pids = set()
+        for i, (ok, value) in pipe.loaded():
+            if i == 7:  # an error is an outcome, in its turn
+                assert not ok and str(value) == "bad seven"
+                continue
+            assert ok and value[0] == i
+            pids.add(value[1])
+            pipe.submit(i, 10 * i)
+            assert pipe.finished(i) == (True, (True, 10 * i + 1))
+    assert os.getpid() in pids  # this process loads too (index 0 at least)
+    assert len(pids) > 1 if workers > 1 else pids == {os.getpid()}
+    assert no_children_left()
+
+
+def _die_in_child(parent):
+    def load(i):
+        if os.getpid() != parent:
+            os._exit(3)
+        time.sleep(0.01)
+        return i, None
+
+    return load
+
+
+def test_pipeline_worker_killed_is_an_error_not_a_hang():
+    from odbench.forked import Pipeline
+
+    with deadline(60), pytest.raises(WorkerDiedError):
+        with Pipeline(_die_in_child(os.getpid()), _pid_finish, 200, 2, depth=8) as pipe:
+            for _ in pipe.loaded():
+                pass
+    assert no_children_left()
+
+
+def test_pipeline_prefetches_at_most_depth_ahead(tmp_path):
+    """Loads never run more than ``depth`` indices ahead of what the caller took."""
+    from odbench.forked import Pipeline
+
+    def load(i):
+        (tmp_path / str(i)).touch()
+        return i, None
+
+    with deadline(60), Pipeline(load, _pid_finish, 30, 2, depth=3) as pipe:
+        for i, _ in pipe.loaded():
+            time.sleep(0.02)  # a slow model: the workers would run ahead
+            assert max(int(p.name) for p in tmp_path.iterdir()) < i + 1 + 3
