@@ -152,8 +152,8 @@ def _fresh_metrics(tmp_path: Path) -> dict[str, object]:
 def test_sigkill_then_resume_recomputes_only_the_batch_in_flight(tmp_path: Path) -> None:
     child = _child(tmp_path, "killed.log", delay=0.0, hang_after=6)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (
-        len(_entries(tmp_path, ".npz")) >= 6 and _in_flight(tmp_path)
+    while time.monotonic() < deadline and not (  # images are claimed as they are loaded
+        len(_entries(tmp_path, ".npz")) >= 6 and len(_in_flight(tmp_path)) >= 2
     ):
         time.sleep(0.02)
     os.kill(child.pid, signal.SIGKILL)  # while it predicts its 4th batch (which never returns)
