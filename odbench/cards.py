@@ -108,6 +108,9 @@ class MethodCard:
     reported: tuple[dict[str, Any], ...] = ()
     raw: dict[str, Any] = field(default_factory=dict)
     parent: str | None = None
+    #: Images the method takes at once to use its device well (1: it works image by image);
+    #: ``eval`` feeds it batches of this size unless ``--batch-size`` says otherwise.
+    batch_size: int = 1
 
     @classmethod
     def from_file(cls, path: Path) -> MethodCard:
@@ -115,8 +118,12 @@ class MethodCard:
         common = _common_fields(data, path)
         if "discovery" not in common["task"]:  # every method: Method.predict_instances
             common["task"] = (*common["task"], "discovery")
+        batch_size = data.get("batch_size", 1)
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise CardError(f"{path}: batch_size must be an integer >= 1, got {batch_size!r}")
         return cls(
             **common,
+            batch_size=batch_size,
             paper=data.get("paper", ""),
             hyperparameters=dict(data.get("hyperparameters", {})),
             ranges=dict(data.get("ranges", {})),

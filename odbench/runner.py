@@ -74,6 +74,9 @@ class CallableMethod(Method):
 
 # ----------------------------------------------------------------------------- run
 
+#: Batch size for a method without a card (a plain callable).
+DEFAULT_BATCH = 4
+
 
 @contextmanager
 def _progress(total: int, label: str, show: bool) -> Iterator[Callable[[int], None]]:
@@ -107,7 +110,7 @@ def run(
     dataset_name: str,
     limit: int | None = None,
     skip_ids: Collection[str] = (),
-    batch_size: int = 4,
+    batch_size: int | None = None,
     workers: int = 1,
     cache_dir: Path | None = None,
     use_cache: bool = True,
@@ -134,6 +137,8 @@ def run(
     ``dataset["failed_ids"]`` (``"skip"``; not with a shard, whose parts must hold every image
     for the merge)."""
     metrics_set = parse_metrics(metrics_set, "metrics_set").tier
+    if batch_size is None:  # the method's card says what batch it works best on
+        batch_size = method.card.batch_size if method.card is not None else DEFAULT_BATCH
     if batch_size < 1:
         raise EvalError(f"--batch-size must be >= 1, got {batch_size}")
     if workers < 1:

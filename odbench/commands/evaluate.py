@@ -43,7 +43,12 @@ def parse_set(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
 @options.protocol()
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N samples.")
 @options.device()
-@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=None,
+    help="Images per forward of the method (default: its card's batch_size).",
+)
 @options.metrics(
     "basic: Acc, IoU, maxFβ, MAE; all: also S, E, weighted/adaptive/mean Fβ, Dice, BER, "
     "AUC and the curves; or a comma-separated list of result keys, e.g. s_measure,mae "
@@ -122,7 +127,7 @@ def eval_cmd(
     protocol: str,
     limit: int | None,
     device: str,
-    batch_size: int,
+    batch_size: int | None,
     workers: int,
     metrics_set: str,
     save_preds: Path | None,
