@@ -48,6 +48,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "attentioncut": ("odbench.bench.attentioncut:cli", "AttentionCut per-stage timing."),
     "wctr": ("odbench.bench.wctr:cli", "wCtr images/s on one core."),
     "tokencut": ("odbench.bench.tokencut:cli", "TokenCut NCut eigen-solve time."),
+    "dsm": ("odbench.bench.dsm:cli", "Deep Spectral Methods eigensolve time; images/s."),
     "synth": ("odbench.bench.synth:cli", "Synthesis pairs/s and time shares (SD-1.4 random)."),
     "runner": ("odbench.bench.runner:cli", "eval's input pipeline vs a plain decode; workers."),
     "learn": ("odbench.bench.learn:cli", "Train unet-e2e on real DUTS-TR-1k, score on ECSSD."),
