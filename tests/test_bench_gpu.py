@@ -18,8 +18,9 @@ def test_dry_run_runs_every_step_and_writes_the_report(tmp_path: Path) -> None:
     (report,) = tmp_path.glob("cpu-*.md")
     text = report.read_text()
     for section in ("gpu-marked tests", "Inversion + capture", "Frozen extractors",
-                    "AttentionCut end to end"):  # fmt: skip
+                    "AttentionCut end to end", "Training-free methods end to end"):  # fmt: skip
         assert f"## {section}" in text
+    assert "| dsm | dino-tiny |" in text and text.count("| True |") >= 1
     for name in ("dino-tiny", "moco-tiny", "clip-tiny", "sd-tiny"):
         assert f"| {name} |" in text
     assert "maps valid: True" in text

@@ -236,19 +236,31 @@ def test_box_rule_equals_the_original(mask: np.ndarray) -> None:
         assert np.array_equal(box_from_patch_mask(mask, 16, size), their_box(mask, 16, size))
 
 
-@pytest.mark.parametrize(("factor", "lam"), [(0, 0.0), (8, 0.0), (0, 0.5), (8, 0.5)])
-def test_method_on_tiny_vit_equals_the_original_pipeline(factor: int, lam: float) -> None:
+@pytest.mark.parametrize(
+    ("backbone", "size", "factor", "lam"),
+    [
+        ("dino-tiny", (115, 150), 0, 0.0),  # 7 x 9 patches of 16
+        ("dino-tiny", (115, 150), 8, 0.0),
+        ("dino-tiny", (115, 150), 0, 0.5),
+        ("dino-tiny", (115, 150), 8, 0.5),
+        ("dinov2-tiny", (100, 130), 0, 0.5),  # 7 x 9 patches of 14
+        ("dinov2-tiny", (100, 130), 7, 0.0),
+    ],
+)
+def test_method_on_tiny_vit_equals_the_original_pipeline(
+    backbone: str, size: tuple[int, int], factor: int, lam: float
+) -> None:
     """The method end to end (crop, keys, downsampled grid, KNN colour, map, boxes) against the
     original's steps on the same keys.  (At lambda = 10 the near-spatial KNN graph of a random
     image splits the grid exactly in half, where the original's sign, hence mask, is arbitrary.)"""
     method = create_method(
-        "dsm", backbone="dino-tiny", image_downsample_factor=factor, color_lambda=lam
+        "dsm", backbone=backbone, image_downsample_factor=factor, color_lambda=lam
     )
     fx = method.extractor()  # type: ignore[attr-defined]
     p = fx.patch_size
     rng = np.random.default_rng(3)
-    image = rng.integers(0, 256, (115, 150, 3), dtype=np.uint8)  # 7 x 9 patches at P = 16
-    hc, wc = 115 // p * p, 150 // p * p
+    image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    hc, wc = size[0] // p * p, size[1] // p * p
     # the original: crop to multiples of P, keys, bilinear resize to the downsampled grid
     from odbench.features.vit import IMAGENET_MEAN
     from odbench.methods.keyfeatures import padded_batch
@@ -291,3 +303,24 @@ def test_method_on_tiny_vit_equals_the_original_pipeline(factor: int, lam: float
 def test_unknown_solver_is_one_clear_error() -> None:
     with pytest.raises(ValueError, match="unknown eigensolver"):
         spectral_vectors(np.eye(3), solver="magic")  # type: ignore[arg-type]
+
+
+def test_bench_dsm_runs_and_every_solver_agrees_with_the_original(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``odbench bench dsm`` on small planted graphs and the tiny ViT (so the command never
+    rots): the three solvers give the original's masks."""
+    from click.testing import CliRunner
+
+    import odbench.bench.dsm as bench
+    from odbench.cli import main
+
+    monkeypatch.setattr(bench, "SIZES", (("small", (12, 15)),))
+    r = CliRunner().invoke(
+        main, ["bench", "dsm", "--n", "2", "--planted-only", "--backbone", "dino-tiny"]
+    )
+    assert r.exit_code == 0, r.output
+    for solver in ("original", "dense", "lanczos"):
+        assert r.output.count(f"{solver}") >= 2
+    assert r.output.count("mask agreement with the original 1.0000") == 6  # 3 solvers x 2 lambdas
+    assert "dsm on dino-tiny, 2 planted 320×400 images" in r.output

@@ -10,7 +10,9 @@ Steps (each timed, each a section of the markdown report):
    (SD at 256² and 448²: its input must be a multiple of 64);
 4. AttentionCut end to end on 16 toy images with the full-size random SD;
 5. FOUND end to end (``found``, ``found.multi``, ``found.bs``) on 16 random 320×400 images with
-   ``dino-vits8-random`` and a random head in FOUND's released format.
+   ``dino-vits8-random`` and a random head in FOUND's released format;
+6. training-free methods end to end (:data:`METHOD_ROWS`) on the toy images of step 4: images/s, the
+   device part (``forward``) and the CPU part (``postprocess``) timed apart.
 
 The report goes to ``benchmarks/gpu/<device>-<date>.md`` (``--out`` to change).
 ``--dry-run`` runs every step on the CPU with the tiny models (tiny SD at 32², T = 2; tiny
@@ -46,6 +48,13 @@ EXTRACTORS = {
         "sd-v1-4-random",
     ],
     "tiny": ["dino-tiny", "moco-tiny", "clip-tiny", "sd-tiny"],
+}
+
+
+#: Training-free methods timed end to end: (method, backbone), full-size (GPU) and tiny (dry run).
+METHOD_ROWS = {
+    "full": [("dsm", "dino-vits16-random"), ("dsm", "dino-vitb8-random")],
+    "tiny": [("dsm", "dino-tiny")],
 }
 
 
@@ -244,12 +253,43 @@ def step_found(plan: Plan) -> None:
                      f"maps valid: {ok}")  # fmt: skip
 
 
+def step_methods(plan: Plan) -> None:
+    """Each of :data:`METHOD_ROWS` on the toy images: images/s end to end, and per image the
+    device part (``forward``) and the CPU part (``postprocess``, run here in this process)."""
+    from odbench.data.base import create_dataset
+    from odbench.methods.base import create_method
+
+    ds = create_dataset("toy")
+    images = [ds.load(i).image for i in ds.ids()[: plan.ac_images]]
+    plan.say("| method | backbone | images/s end to end | forward ms/image | postprocess ms/image "
+             "| maps valid |")  # fmt: skip
+    plan.say("|---|---|---|---|---|---|")
+    for name, backbone in METHOD_ROWS["tiny" if plan.dry_run else "full"]:
+        method: Any = create_method(name, device=plan.device, backbone=backbone)
+        method.predict(images[:1])  # loads the model, warms up
+        _sync(plan.device)
+        t0 = time.perf_counter()
+        raws = method.forward(images)
+        _sync(plan.device)
+        t1 = time.perf_counter()
+        post = type(method).postprocess
+        maps = [post(im, r, method.hparams) for im, r in zip(images, raws)]
+        t2 = time.perf_counter()
+        ok = all(m.shape == im.shape[:2] and 0 <= m.min() and m.max() <= 1
+                 for m, im in zip(maps, images))  # fmt: skip
+        n = len(images)
+        plan.say(f"| {name} | {backbone} | {n / (t2 - t0):.2f} | {1000 * (t1 - t0) / n:.1f} | "
+                 f"{1000 * (t2 - t1) / n:.1f} | {ok} |")  # fmt: skip
+        del method
+
+
 STEPS = (
     ("gpu-marked tests", step_gpu_tests),
     ("Inversion + capture", step_inversion),
     ("Frozen extractors", step_extractors),
     ("AttentionCut end to end", step_attentioncut),
     ("FOUND end to end", step_found),
+    ("Training-free methods end to end", step_methods),
 )
 
 
@@ -307,5 +347,6 @@ def run(dry_run: bool, device: str | None, out: Path | None) -> Path | None:
     help="Report folder (default benchmarks/gpu; a dry run writes one only with --out).",
 )
 def cli(dry_run: bool, device: str | None, out: Path | None) -> None:
-    """The GPU check: gpu tests, SD inversion + capture, extractors, AttentionCut; a report."""
+    """The GPU check: gpu tests, SD inversion + capture, extractors, AttentionCut, FOUND, training-free
+    methods; a report."""
     run(dry_run, device, out)

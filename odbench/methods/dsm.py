@@ -249,13 +249,6 @@ def dsm_patch_mask(
 class DSM(KeyFeatureMethod):
     """Deep Spectral Methods, single object (see the module docstring)."""
 
-    def extractor(self) -> Any:  # the patch size comes from the extractor, not the card
-        if self._fx is None:
-            from odbench.features import load_extractor
-
-            self._fx = load_extractor(str(self.hparams["backbone"]), device=self.device)
-        return self._fx
-
     def scale(self) -> int:
         """Pixels per cell of the eigenvector grid: the downsample factor, else the patch size."""
         s = int(self.hparams["image_downsample_factor"])
