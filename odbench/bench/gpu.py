@@ -11,8 +11,8 @@ Steps (each timed, each a section of the markdown report):
 4. AttentionCut end to end on 16 toy images with the full-size random SD;
 5. FOUND end to end (``found``, ``found.multi``, ``found.bs``) on 16 random 320×400 images with
    ``dino-vits8-random`` and a random head in FOUND's released format;
-6. training-free methods end to end (:data:`METHOD_ROWS`) on the toy images of step 4: images/s, the
-   device part (``forward``) and the CPU part (``postprocess``) timed apart.
+6. training-free methods end to end (:data:`METHOD_ROWS`) on the toy images of step 4:
+   images/s, the device part (``forward``) and the CPU part (``postprocess``) timed apart.
 
 The report goes to ``benchmarks/gpu/<device>-<date>.md`` (``--out`` to change).
 ``--dry-run`` runs every step on the CPU with the tiny models (tiny SD at 32², T = 2; tiny
@@ -347,6 +347,6 @@ def run(dry_run: bool, device: str | None, out: Path | None) -> Path | None:
     help="Report folder (default benchmarks/gpu; a dry run writes one only with --out).",
 )
 def cli(dry_run: bool, device: str | None, out: Path | None) -> None:
-    """The GPU check: gpu tests, SD inversion + capture, extractors, AttentionCut, FOUND, training-free
-    methods; a report."""
+    """The GPU check: gpu tests, SD inversion + capture, extractors, AttentionCut, FOUND,
+    training-free methods; a report."""
     run(dry_run, device, out)
