@@ -50,7 +50,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "tokencut": ("odbench.bench.tokencut:cli", "TokenCut NCut eigen-solve time."),
     "dsm": ("odbench.bench.dsm:cli", "Deep Spectral Methods eigensolve time; images/s."),
     "synth": ("odbench.bench.synth:cli", "Synthesis pairs/s and time shares (SD-1.4 random)."),
-    "runner": ("odbench.bench.runner:cli", "eval's input pipeline vs a plain decode; workers."),
+    "runner": (
+        "odbench.bench.runner:cli",
+        "eval's pipeline vs a plain decode, workers, memory; methods vs their reference loops.",
+    ),
     "learn": ("odbench.bench.learn:cli", "Train unet-e2e on real DUTS-TR-1k, score on ECSSD."),
     "report": ("odbench.bench.report:cli", "odbench report at DUTS-TE size; page sort time."),
     "scale": ("odbench.bench.scale:cli", "eval with 1 and 2 processes: the speed-up."),

@@ -43,8 +43,8 @@ from odbench.results import (
     SOD_SCALARS,
     LocalizationRecords,
     Records,
-    saliency_records,
-    sod_records,
+    SaliencyRecords,
+    SodRecords,
 )
 
 T = TypeVar("T")
@@ -324,7 +324,7 @@ def evaluate(
                 return out, (item[0], e)
         return out, None
 
-    scored: list[_Scored] = []
+    rows = _Rows(len(ids))
     depth = max(2 * batch_size, 2 * workers, 4)  # decoded ahead: two batches at least
     with ExitStack() as stack:
         stack.callback(release_all)  # on an error: leave no claim of ours behind
@@ -347,7 +347,7 @@ def evaluate(
                 result = value
             if result is not None:
                 held.discard(safe_name(ids[i]))  # released where it was stored
-                scored.append(result)
+                rows.add(result)
                 if on_image is not None:
                     on_image(ids[i], result.cached)
 
@@ -389,7 +389,7 @@ def evaluate(
                 emit(order.popleft())
         while order:
             emit(order.popleft())
-    return _records(scored, tasks, metrics_set)
+    return rows.records(tasks, metrics_set)
 
 
 def _check_map_shape(method: Method, sample_id: str, image: np.ndarray, pred: Any) -> np.ndarray:
@@ -426,22 +426,54 @@ def _score_one(protocol: Any, tasks: Collection[str], metrics_set: str, p: Predi
     return _Scored(s.id, rec, hit, box, family, n_boxes)
 
 
-def _records(scored: list[_Scored], tasks: Collection[str], metrics_set: str) -> Records:
-    if not scored:  # every image failed (on_error="skip"): the caller says so
-        return Records(())
-    sal = loc = None
-    if "saliency" in tasks:
-        sal = saliency_records([r.saliency for r in scored])
-    if "localization" in tasks:
-        loc = LocalizationRecords(
-            hit=np.array([r.hit for r in scored], dtype=bool),
-            pred_box=np.stack([np.asarray(r.box, dtype=np.float64) for r in scored]),
-            n_boxes=np.array([r.n_boxes for r in scored], dtype=np.int64),
-        )
-    sod = None
-    if "saliency" in tasks and metrics_set == "all":
-        sod = sod_records([r.sod for r in scored])
-    return Records(tuple(r.id for r in scored), sal, loc, sod)
+class _Rows:
+    """Per-image records written, as they come, into arrays sized for every id (rows are
+    committed to memory only when written), so a run holds no per-image object: its memory
+    does not grow with the dataset but for these arrays (what the results hold anyway)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.count = n, 0
+        self.ids: list[str] = []
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def _put(self, name: str, value: Any, dtype: Any) -> None:
+        array = self.arrays.get(name)
+        if array is None:
+            shape = np.shape(value)
+            array = self.arrays[name] = np.empty((self.n, *shape), dtype=dtype)
+        array[self.count] = value
+
+    def add(self, r: _Scored) -> None:
+        if r.saliency is not None:
+            for key in ("acc", "iou", "mae"):
+                self._put(key, getattr(r.saliency, key), np.float64)
+            self._put("fbeta", np.asarray(r.saliency.fbeta, dtype=np.float64), np.float64)
+        if r.hit is not None:
+            self._put("hit", r.hit, bool)
+            self._put("pred_box", np.asarray(r.box, dtype=np.float64), np.float64)
+            self._put("n_boxes", r.n_boxes, np.int64)
+        if r.sod is not None:
+            for key in SOD_SCALARS:
+                self._put(f"sod.{key}", getattr(r.sod, key), np.float64)
+            self._put("sod.tp", r.sod.tp, np.int64)
+            self._put("sod.fp", r.sod.fp, np.int64)
+            self._put("sod.n_gt", r.sod.n_gt, np.int64)
+            self._put("sod.n_pix", r.sod.n_pix, np.int64)
+        self.ids.append(r.id)
+        self.count += 1
+
+    def records(self, tasks: Collection[str], metrics_set: str) -> Records:
+        if not self.count:  # every image failed (on_error="skip"): the caller says so
+            return Records(())
+        a = {k: v[: self.count] for k, v in self.arrays.items()}
+        sal = loc = sod = None
+        if "saliency" in tasks:
+            sal = SaliencyRecords(acc=a["acc"], iou=a["iou"], mae=a["mae"], fbeta=a["fbeta"])
+            if metrics_set == "all":
+                sod = SodRecords(**{k[4:]: v for k, v in a.items() if k.startswith("sod.")})
+        if "localization" in tasks:
+            loc = LocalizationRecords(hit=a["hit"], pred_box=a["pred_box"], n_boxes=a["n_boxes"])
+        return Records(tuple(self.ids), sal, loc, sod)
 
 
 # ----------------------------------------------------------------------------- phase 3: summarize

@@ -492,7 +492,10 @@ def test_postprocess_runs_in_worker_processes(tmp_path: Path) -> None:
 def test_bench_runner_reports_both_ratios() -> None:
     result = CliRunner().invoke(
         main,
-        ["bench", "runner", "--n", "4", "--repeats", "1", "--data-root", str(REAL_DATA)],
+        ["bench", "runner", "--n", "4", "--rounds", "1", "--memory-n", "20"]
+        + ["--method-images", "0", "--data-root", str(REAL_DATA)],
     )
     assert result.exit_code == 0, result.output
     assert "1 worker vs decode:" in result.output and "2 workers vs 1:" in result.output
+    assert "identical across worker counts: yes" in result.output
+    assert "center-prior" in result.output and "MiB on 20" in result.output

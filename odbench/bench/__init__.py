@@ -4,7 +4,8 @@ process, measured per core."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -56,3 +57,16 @@ def one_thread() -> Iterator[None]:
         cv2.setNumThreads(cv2_threads)
         if torch is not None and torch_threads is not None:
             torch.set_num_threads(torch_threads)
+
+
+def interleaved(
+    fns: Mapping[str, Callable[[], object]], rounds: int
+) -> dict[str, tuple[float, float]]:
+    """(best wall seconds, CPU seconds of that run) of each over ``rounds`` interleaved rounds."""
+    best = dict.fromkeys(fns, (float("inf"), 0.0))
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            best[name] = min(best[name], (time.perf_counter() - t0, time.process_time() - c0))
+    return best

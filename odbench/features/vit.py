@@ -40,7 +40,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from odbench.features.base import FeatureExtractor
+from odbench.features.base import FeatureExtractor, to_device
 from odbench.features.specs import ExtractorSpec
 from odbench.features.weights import (
     WeightsNotFoundError,
@@ -225,7 +225,7 @@ class ViTExtractor(FeatureExtractor):
         mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         x = (images.float().cpu() - mean) / std
-        return x.to(device=self.device, dtype=self.dtype)
+        return to_device(x, self.device, self.dtype)
 
     def _grid(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[2] // self.patch_size, x.shape[3] // self.patch_size

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from odbench.cards import MethodCard
 from odbench.checkpoint import CheckpointError, checkpoint_path, file_sha256, load_checkpoint
+from odbench.features.base import to_device
 from odbench.methods.base import Method
 from odbench.models.build import build_model, to_batch
 
@@ -81,7 +82,7 @@ class TrainedMethod(Method):
 
     @torch.no_grad()
     def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        batch = to_batch(images, self.resolution).to(self.device)
+        batch = to_device(to_batch(images, self.resolution), self.device)
         logits = self.forward(batch).float().cpu()
         maps = []
         for im, logit in zip(images, logits):
