@@ -3,6 +3,7 @@ and writes its report (so the command cannot rot without a GPU)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,12 @@ def test_dry_run_runs_every_step_and_writes_the_report(tmp_path: Path) -> None:
                     "AttentionCut end to end", "Training-free methods end to end"):  # fmt: skip
         assert f"## {section}" in text
     assert "| dsm | dino-tiny |" in text and text.count("| True |") >= 1
-    for name in ("dino-tiny", "moco-tiny", "clip-tiny", "sd-tiny"):
+    for name in ("dino-tiny", "moco-tiny", "clip-tiny", "dinov2-tiny", "sd-tiny"):
         assert f"| {name} |" in text
+    assert "| dinov2-tiny | 28²: " in text  # 32 rounded down to a multiple of 14
+    for name in ("tokencut", "tokencut.bs", "lost", "lost.bs"):
+        row = rf"\| {re.escape(name)} \| dinov2-tiny \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| True \|"
+        assert re.search(row, text), name
     assert "maps valid: True" in text
     assert "| 1 |" in text and "| 2 |" in text  # both batch sizes measured
 

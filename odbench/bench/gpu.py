@@ -7,17 +7,21 @@ Steps (each timed, each a section of the markdown report):
    512², T = 40, bf16, batches 1 / 4 / 16: images/s, TFLOP/s against the device's peak, peak
    memory with and without capture (:mod:`odbench.bench.backbone`);
 3. every frozen feature extractor (full-size random variants): images/s at 224² and 448²
-   (SD at 256² and 448²: its input must be a multiple of 64);
+   (SD at 256² and 448²: its input must be a multiple of 64; other sides round down to a multiple
+   of the extractor's patch);
 4. AttentionCut end to end on 16 toy images with the full-size random SD;
 5. FOUND end to end (``found``, ``found.multi``, ``found.bs``) on 16 random 320×400 images with
    ``dino-vits8-random`` and a random head in FOUND's released format;
-6. training-free methods end to end (:data:`METHOD_ROWS`) on the toy images of step 4:
-   images/s, the device part (``forward``) and the CPU part (``postprocess``) timed apart.
+6. training-free methods end to end (:data:`METHOD_ROWS`: Deep Spectral Methods on DINO,
+   TokenCut, LOST and their "+BS" variants on DINOv2 ViT-S/14 and ViT-B/14 with registers) on the
+   toy images of step 4 (96 × 128: no multiple of 14): images/s, the device part (``forward``)
+   and the CPU part (``postprocess``) timed apart.
 
 The report goes to ``benchmarks/gpu/<device>-<date>.md`` (``--out`` to change).
 ``--dry-run`` runs every step on the CPU with the tiny models (tiny SD at 32², T = 2; tiny
-extractors at 32² and 64²; AttentionCut on 4 toy images; FOUND on 4 64² images with dino-tiny;
-the gpu tests only collected), in well
+extractors at 32² and 64² (28², 56² at patch 14); AttentionCut on 4 toy images; FOUND on 4 64²
+images with dino-tiny; the training-free methods on their tiny backbones; the gpu tests only
+collected), in well
 under 3 minutes, so the command never rots; it writes a report only when ``--out`` is given.
 """
 
@@ -45,16 +49,22 @@ EXTRACTORS = {
         "dino-vitb8-random",
         "moco-v3-vitb16-random",
         "clip-vitb16-random",
+        "dinov2-vits14-random",
+        "dinov2-vitb14-random",
+        "dinov2-vitb14-reg-random",
         "sd-v1-4-random",
     ],
-    "tiny": ["dino-tiny", "moco-tiny", "clip-tiny", "sd-tiny"],
+    "tiny": ["dino-tiny", "moco-tiny", "clip-tiny", "dinov2-tiny", "sd-tiny"],
 }
 
 
 #: Training-free methods timed end to end: (method, backbone), full-size (GPU) and tiny (dry run).
+#: TokenCut / LOST and their "+BS" variants on DINOv2 (patch 14 on images of no multiple of 14).
+KEY_METHODS = ("tokencut", "tokencut.bs", "lost", "lost.bs")
 METHOD_ROWS = {
-    "full": [("dsm", "dino-vits16-random"), ("dsm", "dino-vitb8-random")],
-    "tiny": [("dsm", "dino-tiny")],
+    "full": [("dsm", "dino-vits16-random"), ("dsm", "dino-vitb8-random")]
+    + [(m, b) for b in ("dinov2-vits14-random", "dinov2-vitb14-reg-random") for m in KEY_METHODS],
+    "tiny": [("dsm", "dino-tiny")] + [(m, "dinov2-tiny") for m in KEY_METHODS],
 }
 
 
@@ -174,7 +184,8 @@ def step_extractors(plan: Plan) -> None:
         if not sd and plan.dtype == "bf16":
             fx.to(plan.device, torch.bfloat16)
         cells = []
-        for side in plan.sd_sides if sd else plan.sides:
+        for wanted in plan.sd_sides if sd else plan.sides:
+            side = wanted // fx.input_multiple * fx.input_multiple  # 224 -> 224 at patch 14
             x = torch.rand(plan.extractor_batch, 3, side, side, generator=torch.Generator())
             fx.extract(x[:1])  # warm-up
             _sync(plan.device)
@@ -259,14 +270,14 @@ def step_methods(plan: Plan) -> None:
     from odbench.data.base import create_dataset
     from odbench.methods.base import create_method
 
-    ds = create_dataset("toy")
-    images = [ds.load(i).image for i in ds.ids()[: plan.ac_images]]
+    ds = create_dataset("toy", n=plan.ac_images + 1)  # + the warm-up's own image: LOST
+    *images, warm = [ds.load(i).image for i in ds.ids()]  # remembers the images it saw
     plan.say("| method | backbone | images/s end to end | forward ms/image | postprocess ms/image "
              "| maps valid |")  # fmt: skip
     plan.say("|---|---|---|---|---|---|")
     for name, backbone in METHOD_ROWS["tiny" if plan.dry_run else "full"]:
         method: Any = create_method(name, device=plan.device, backbone=backbone)
-        method.predict(images[:1])  # loads the model, warms up
+        method.predict([warm])  # loads the model, warms up
         _sync(plan.device)
         t0 = time.perf_counter()
         raws = method.forward(images)

@@ -13,6 +13,10 @@ Affinities come from planted 30 × 30 patch layouts (object/background key direc
 so the cut is as well or ill conditioned as a real image's) and, when ``--data-root`` holds
 ECSSD, from the tiny random ViT's keys of ECSSD images resized to 480 × 480.  Each solver's
 bipartition is compared with the reference's (fraction of patches on the same side).
+
+``--backbone NAME`` (e.g. ``dinov2-vits14-random``, a full-size random architecture) also times
+``tokencut`` and ``tokencut.bs`` end to end (keys, cut, bilateral solver) on ``--n`` ECSSD images
+at their own size (toy images of 300 × 400 with ``--planted-only``), one thread: images/s.
 """
 
 from __future__ import annotations
@@ -78,17 +82,59 @@ def _time(
     return (time.process_time() - t0) / len(affinities), vectors
 
 
+def end_to_end(backbone: str, images: list[np.ndarray]) -> None:
+    """images/s of ``tokencut`` and ``tokencut.bs`` on ``backbone``, one image per call; the
+    last image only warms up (builds the extractor)."""
+    from odbench.methods.base import create_method
+
+    *timed, warm = images
+    for name in ("tokencut", "tokencut.bs"):
+        method = create_method(name, backbone=backbone)
+        method.predict([warm])
+        t0, c0 = time.perf_counter(), time.process_time()
+        for image in timed:
+            method.predict([image])
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        click.echo(
+            f"  {name:12s} {len(timed) / wall:6.2f} images/s  {1000 * cpu / len(timed):7.0f} ms "
+            f"CPU/image  ({len(timed)} images, {backbone})"
+        )
+
+
+def _images(folder: Path | None, n: int) -> tuple[str, list[np.ndarray]]:
+    """``n`` + 1 ECSSD images at their own size, or toy images of 300 × 400 without ECSSD."""
+    if folder is None:
+        from odbench.data.toy import ToyDataset
+
+        ds = ToyDataset(n=n + 1, size=(300, 400))
+        return "toy 300 × 400", [ds.load(i).image for i in ds.ids()]
+    from PIL import Image
+
+    out = []
+    for f in sorted(folder.glob("*.jpg"))[: n + 1]:
+        with Image.open(f) as im:
+            out.append(np.asarray(im.convert("RGB")))
+    return "ECSSD", out
+
+
 @click.command("tokencut")
 @click.option("--n", "n_images", default=20, show_default=True, help="Affinities per source.")
 @data_root_option
 @click.option("--planted-only", is_flag=True, help="Only the planted affinities (no ECSSD).")
-def cli(n_images: int, data_root: Path | None, planted_only: bool) -> None:
+@click.option(
+    "--backbone",
+    default=None,
+    help="Also time tokencut and tokencut.bs end to end on this extractor "
+    "(e.g. dinov2-vits14-random), on --n images.",
+)
+def cli(n_images: int, data_root: Path | None, planted_only: bool, backbone: str | None) -> None:
     """TokenCut NCut eigen-solve time per image at 900 patches, one thread."""
     import torch  # noqa: F401  (loaded first so one_thread() limits it too)
 
     from odbench.methods.tokencut import bipartition, cosine_affinity, ncut_vector
 
     sources = {"planted": planted_keys(n_images, seed=0)}
+    folder = None
     if not planted_only:
         folder = ecssd_images(data_root, "use --planted-only")
         sources["ecssd+tiny-vit"] = ecssd_keys(folder, n_images)
@@ -115,3 +161,7 @@ def cli(n_images: int, data_root: Path | None, planted_only: bool) -> None:
                     f"  {name:10s} {1000 * seconds:8.1f} ms CPU/image ({ok} {1000 * TARGET_S:.0f} ms)"
                     f"  bipartition agreement with reference {agree:.4f}"
                 )
+        if backbone is not None:
+            label, images = _images(folder, n_images)
+            click.echo(f"end to end on {label} images, one thread:")
+            end_to_end(backbone, images)
