@@ -324,3 +324,44 @@ def test_bench_dsm_runs_and_every_solver_agrees_with_the_original(
         assert r.output.count(f"{solver}") >= 2
     assert r.output.count("mask agreement with the original 1.0000") == 6  # 3 solvers x 2 lambdas
     assert "dsm on dino-tiny, 2 planted 320×400 images" in r.output
+
+
+def their_crf(image: np.ndarray, segmap: np.ndarray, p: int, it: int = 5) -> np.ndarray:
+    """``_extract_crf_segmentations`` on a saved (0/255) patch segmentation, with SimpleCRF's
+    ``densecrf`` (computeUnary's clipping, bilateral then Gaussian Potts terms, ``map(it)``)
+    re-expressed with pydensecrf, the same Krähenbühl code; defaults (10, 80, 13, 3, 3, 5)."""
+    import cv2
+    import pydensecrf.densecrf as dcrf
+
+    h, w = image.shape[:2]
+    h_pad, w_pad = h // p * p, w // p * p
+    up = cv2.resize(segmap, dsize=(w_pad, h_pad), interpolation=cv2.INTER_NEAREST)
+    full = cv2.resize(segmap, dsize=(w, h), interpolation=cv2.INTER_NEAREST)
+    full[:h_pad, :w_pad] = up
+    if set(np.unique(full).tolist()) == {0, 255}:
+        full[full == 255] = 1
+    prob = np.eye(2, dtype=np.float32)[full].reshape(-1, 2).T
+    unary = -np.log(np.clip(prob, 0.01, 0.99))
+    crf = dcrf.DenseCRF2D(w, h, 2)
+    crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
+    crf.addPairwiseBilateral(sxy=80, srgb=13, rgbim=np.ascontiguousarray(image), compat=10)
+    crf.addPairwiseGaussian(sxy=3, compat=3)
+    return np.argmax(np.asarray(crf.inference(it)), axis=0).reshape(h, w)
+
+
+def test_crf_variant_equals_the_original_crf_step() -> None:
+    method = create_method("dsm.crf", backbone="dino-tiny")
+    p = 16
+    image = np.random.default_rng(3).integers(0, 256, (115, 150, 3), dtype=np.uint8)
+    image[:60, :70] //= 3  # a dark block for the bilateral kernel; a strip beyond the crop
+    raw = method.forward([image])[0]  # type: ignore[attr-defined]
+    _, mask = dsm_patch_mask(image, raw, method.hparams)
+    assert 0 < mask.mean() < 0.5
+    saved = np.where(mask, 255, 0).astype(np.uint8)  # Image.fromarray(bool).convert('L')
+    (got,) = method.predict([image])
+    expected = their_crf(image, saved, p)
+    assert np.array_equal(got > 0.5, expected == 1)
+    plain = create_method("dsm", backbone="dino-tiny").predict([image])[0]
+    assert not np.array_equal(got, plain)  # the CRF changed the map
+    (box,) = method.predict_boxes([image], [got])
+    assert box.tolist() != [0.0, 0.0, 0.0, 0.0]
