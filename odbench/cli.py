@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("odbench.commands.listing:list_cmd", "List registered methods, datasets, protocols."),
     "score": ("odbench.commands.score:score", "Score saved prediction maps against GT masks."),
     "score-boxes": ("odbench.commands.score:score_boxes", "Score saved boxes (CorLoc)."),
+    "score-detections": (
+        "odbench.commands.detections:score_detections_cmd",
+        "Class-agnostic COCO AP/AR of a COCO-results file.",
+    ),
     "eval": ("odbench.commands.evaluate:eval_cmd", "Run a method over a dataset and score it."),
     "merge": ("odbench.commands.merge:merge_cmd", "Merge the results of eval --shard I/N runs."),
     "leaderboard": ("odbench.commands.leaderboard:leaderboard", "Render markdown leaderboards."),
@@ -59,6 +63,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "scale": ("odbench.bench.scale:cli", "eval with 1 and 2 processes: the speed-up."),
     "decoder": ("odbench.bench.decoder:cli", "Decoder training steps/s on cached features."),
     "features": ("odbench.bench.features:cli", "Extractor images/s; SD vs diffusers' DDIM loop."),
+    "discovery": (
+        "odbench.bench.discovery:cli",
+        "Class-agnostic COCO AP vs pycocotools and faster-coco-eval.",
+    ),
     "gpu": (
         "odbench.bench.gpu:cli",
         "The one GPU check (tests, SD, extractors); --dry-run on CPU.",

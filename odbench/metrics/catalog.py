@@ -22,9 +22,15 @@ METERS: dict[str, str] = {
     "saliency": "odbench.metrics.saliency.SaliencyMeter",
     "sod": "odbench.metrics.sod.SodMeter",
     "corloc": "odbench.metrics.boxes.CorLocMeter",
+    "discovery": "odbench.metrics.discovery.DiscoveryMeter",
 }
 #: Meter name -> the task (the ``metrics`` block of a results file) its metrics belong to.
-_TASKS = {"saliency": "saliency", "sod": "saliency", "corloc": "localization"}
+_TASKS = {
+    "saliency": "saliency",
+    "sod": "saliency",
+    "corloc": "localization",
+    "discovery": "discovery",
+}
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,38 @@ _TABLE: tuple[tuple[str, str, str, str, str, str, str, str | None, bool], ...] =
         "↑", "corloc",   "deselaers2012weakly",     False),
 )
 # fmt: on
+
+#: The discovery task's class-agnostic COCO summary (:mod:`odbench.metrics.detection`), for boxes
+#: (``box_AP`` ...) and masks (``mask_AP`` ...): COCO name, long name, LaTeX body.
+_COCO_SUMMARY = (
+    ("AP", "AP (IoU .50:.95)", "AP"),
+    ("AP50", "AP at IoU .50", "AP_{50}"),
+    ("AP75", "AP at IoU .75", "AP_{75}"),
+    ("APs", "AP small", "AP_{S}"),
+    ("APm", "AP medium", "AP_{M}"),
+    ("APl", "AP large", "AP_{L}"),
+    ("AR1", "AR at 1 detection", "AR_{1}"),
+    ("AR10", "AR at 10 detections", "AR_{10}"),
+    ("AR100", "AR at max detections (100; LVIS 300)", "AR_{100}"),
+    ("ARs", "AR small", "AR_{S}"),
+    ("ARm", "AR medium", "AR_{M}"),
+    ("ARl", "AR large", "AR_{L}"),
+)
+_TABLE += tuple(
+    (
+        f"{kind}_{coco}",
+        f"{kind} {name}",
+        f"{coco}^{kind}",
+        rf"${body}^{{\text{{{kind}}}}}$",
+        f"{kind}{coco}",
+        "↑",
+        "discovery",
+        "lin2014microsoft",
+        False,
+    )
+    for kind in ("box", "mask")
+    for coco, name, body in _COCO_SUMMARY
+)
 
 #: Every metric by key, in listing order.
 METRICS: dict[str, Metric] = {

@@ -70,4 +70,11 @@ BIBTEX: dict[str, str] = {
   pages={275--293},
   year={2012}
 }""",
+    "lin2014microsoft": """@inproceedings{lin2014microsoft,
+  title={Microsoft {COCO}: Common Objects in Context},
+  author={Lin, Tsung-Yi and Maire, Michael and Belongie, Serge and Hays, James and Perona, Pietro and Ramanan, Deva and Doll{\\'a}r, Piotr and Zitnick, C. Lawrence},
+  booktitle={ECCV},
+  pages={740--755},
+  year={2014}
+}""",
 }

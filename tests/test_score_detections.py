@@ -1,0 +1,123 @@
+"""``odbench score-detections`` (issue 22): its --json equals pycocotools on the same files, each
+common mistake in a results file is one line naming it, and it never imports torch."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from odbench.bench.discovery import generate, pycocotools_summary
+from odbench.cli import main
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    gt, results = generate(10, (0, 25), seed=2, crowd_rate=0.2, empty_rate=0.2)
+    folder = tmp_path_factory.mktemp("dets")
+    (folder / "gt.json").write_text(json.dumps(gt))
+    (folder / "res.json").write_text(json.dumps(results))
+    return folder, gt, results
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, ["score-detections", *map(str, args)])
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_json_equals_pycocotools(case, iou_type):
+    folder, gt, results = case
+    r = run(
+        "--pred", folder / "res.json", "--gt", folder / "gt.json", "--iou-type", iou_type, "--json"
+    )
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)
+    ref = pycocotools_summary(gt, results, iou_type)
+    assert list(got) == list(ref)
+    for key, value in ref.items():
+        assert (got[key] is None) if math.isnan(value) else abs(got[key] - value) <= 1e-12, key
+    table = run("--pred", folder / "res.json", "--gt", folder / "gt.json", "--iou-type", iou_type)
+    assert table.exit_code == 0 and f"{ref['AP50']:6.3f}" in table.stdout
+
+
+def test_category_ids_not_in_gt_are_mapped_to_one_with_a_note(case, tmp_path):
+    folder, gt, results = case
+    zero = [{**r, "category_id": 0} for r in results]  # MaskDistill's category_id 0
+    (tmp_path / "zero.json").write_text(json.dumps(zero))
+    a = run("--pred", tmp_path / "zero.json", "--gt", folder / "gt.json", "--json")
+    b = run("--pred", folder / "res.json", "--gt", folder / "gt.json", "--json")
+    assert a.exit_code == 0 and json.loads(a.stdout) == json.loads(b.stdout)
+    assert json.loads(a.stdout)["AP"] > 0
+    assert "note:" in a.stderr and "category ids not declared in the GT (0)" in a.stderr
+
+
+def bad_files(results: list[dict]) -> dict[str, tuple[object, str, str]]:
+    """name -> (results content, --iou-type, what the error line must say)."""
+    first = results[0]
+    xyxy = [
+        {**r, "bbox": [b[0], b[1], b[0] + b[2], b[1] + b[3]]} for r in results for b in [r["bbox"]]
+    ]
+    return {
+        "dict": ({"annotations": []}, "bbox", "JSON list of detections, got a dict"),
+        "no score": ([{k: v for k, v in first.items() if k != "score"}], "bbox", "no 'score'"),
+        "nan score": ([{**first, "score": "high"}], "bbox", "expected a finite number"),
+        "unknown image": ([{**first, "image_id": 999}], "bbox", "1 detections refer to image ids not in the GT"),
+        "polygons": ([{**first, "segmentation": [[1, 1, 5, 1, 5, 5]]}], "segm", "polygon segmentation"),
+        "no mask": ([{k: v for k, v in first.items() if k != "segmentation"}], "segm", "no 'segmentation'"),
+        "mask size": ([{**first, "segmentation": {"size": [3, 3], "counts": "9"}}], "segm", "mask of size [3, 3]"),
+        "xyxy": (xyxy, "bbox", "boxes look like corners [x1, y1, x2, y2]"),
+        "bad box": ([{**first, "bbox": [1, 2, 3]}], "bbox", "expected [x, y, w, h]"),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["dict", "no score", "nan score", "unknown image", "polygons", "no mask", "mask size", "xyxy", "bad box"],
+)  # fmt: skip
+def test_bad_results_files_give_one_line(case, tmp_path, name):
+    folder, _, results = case
+    content, iou_type, expected = bad_files(results)[name]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(content))
+    r = run("--pred", path, "--gt", folder / "gt.json", "--iou-type", iou_type)
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], r.stderr
+    assert str(path) in lines[0]
+
+
+def test_unreadable_files_give_one_line(case, tmp_path):
+    folder, _, _ = case
+    (tmp_path / "broken.json").write_text("[{")
+    for pred, gt, expected in (
+        (tmp_path / "broken.json", folder / "gt.json", "not a JSON file"),
+        (tmp_path / "missing.json", folder / "gt.json", "cannot read the results file"),
+        (folder / "res.json", folder / "res.json", "not a COCO instances file"),
+    ):
+        r = run("--pred", pred, "--gt", gt)
+        assert r.exit_code == 2 and r.stderr.count("\n") == 1 and expected in r.stderr, r.stderr
+
+
+def test_score_detections_does_not_import_torch(case):
+    folder, _, _ = case
+    code = (
+        "import json, sys\n"
+        "from click.testing import CliRunner\n"
+        "from odbench.cli import main\n"
+        f"r = CliRunner().invoke(main, ['score-detections', '--pred', {str(folder / 'res.json')!r}, "
+        f"'--gt', {str(folder / 'gt.json')!r}, '--iou-type', 'segm', '--json'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'AP': json.loads(r.stdout)['AP'] > 0}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"torch": False, "AP": True}
+
+
+def test_bench_discovery_quick_runs_and_agrees():
+    r = CliRunner().invoke(main, ["bench", "discovery", "--images", "20", "--dets", "20"])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("= pycocotools") >= 4 and "DIFFERS" not in r.output
