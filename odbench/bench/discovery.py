@@ -236,7 +236,7 @@ def _same(a: dict[str, float], b: dict[str, float]) -> bool:
     )
 
 
-@click.command()
+@click.command("discovery")
 @click.option("--images", default=5000, show_default=True, help="Generated images.")
 @click.option("--dets", default=100, show_default=True, help="Detections per image.")
 @click.option("--quick", is_flag=True, help="200 images: a check in seconds, not a figure.")
