@@ -12,6 +12,8 @@ import pytest
 
 from odbench.metrics.boxes import CorLocMeter
 from odbench.metrics.catalog import METERS
+from odbench.metrics.discovery import DiscoveryMeter
+from odbench.metrics.instances import Instances
 from odbench.metrics.meter import Meter
 from odbench.registry import import_target
 from odbench.scoring.meters import make_meter
@@ -44,8 +46,24 @@ def _meters():
     return out
 
 
+def _instances(n: int = 7):
+    from odbench.bench.discovery import generate
+    from odbench.data.instances import instances_from_coco
+    from odbench.scoring.detections import read_results
+
+    gt, results = generate(n, (0, 12), seed=7, crowd_rate=0.2)
+    gts, _, cats = instances_from_coco(gt)
+    dets, _ = read_results(results, gts, cats, "segm")
+    for i, g in gts.items():
+        yield g, dets.get(i, Instances(np.zeros(0), np.zeros((0, 4)), [])), i
+
+
+def _inputs(cls):
+    return _boxes() if cls is CorLocMeter else _instances() if cls is DiscoveryMeter else _maps()
+
+
 def _new(cls) -> Meter:
-    return cls() if cls is CorLocMeter else cls("pysodmetrics")
+    return cls() if cls in (CorLocMeter, DiscoveryMeter) else cls("pysodmetrics")
 
 
 def _record(meter, inputs):
@@ -74,7 +92,7 @@ def _state(meter) -> str:
 
 @pytest.mark.parametrize("cls", _meters())
 def test_merge_equals_one_meter_and_every_state_is_declared(cls):
-    inputs = list(_boxes() if cls is CorLocMeter else _maps())
+    inputs = list(_inputs(cls))
     one, a, b = _new(cls), _new(cls), _new(cls)
     assert isinstance(one, Meter) and one.states
     for k, x in enumerate(inputs):
