@@ -44,6 +44,8 @@ DATASET_LABELS = {
     "voc07": "VOC07",
     "voc12": "VOC12",
     "coco20k": "COCO20K",
+    "coco": "COCO",  # discovery: COCO val2017 (class-agnostic instances)
+    "lvis": "LVIS",  # discovery: LVIS v1 val (class-agnostic)
 }
 SALIENCY_DATASETS = ("dut_omron", "duts_te", "ecssd", "cub")
 LOCALIZATION_DATASETS = ("voc07", "voc12", "coco20k")

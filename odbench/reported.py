@@ -1,5 +1,8 @@
 """The papers' published numbers: ``[[reported]]`` rows of the method cards and of
 ``leaderboard/reported/*.toml``, parsed and checked (copied from papers, never computed).
+
+A row's ``table`` names the source's table (DiffusionSeg's "1a" .. "7", or e.g. "README Model
+Zoo (zero-shot)" for a repository's README); discovery rows carry :data:`DISCOVERY_KEYS`.
 """
 
 from __future__ import annotations
@@ -11,7 +14,15 @@ from typing import Any
 
 from odbench.cards import CardError, card_dir, method_cards
 
-METRIC_KEYS = frozenset({"acc", "iou", "max_fbeta", "mae", "corloc"})
+#: The discovery task's keys (class-agnostic COCO AP / AR, fractions as COCOeval gives them):
+#: ``box_`` (iouType bbox) or ``mask_`` (segm) + COCO's summary names.
+DISCOVERY_KEYS = frozenset(
+    f"{kind}_{name}"
+    for kind in ("box", "mask")
+    for name in ("AP", "AP50", "AP75", "APs", "APm", "APl")
+    + ("AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+)
+METRIC_KEYS = frozenset({"acc", "iou", "max_fbeta", "mae", "corloc"}) | DISCOVERY_KEYS
 _ROW_KEYS = frozenset(
     {"method", "variant", "source", "table", "dataset", "protocol", "note", "doubtful"}
 )
