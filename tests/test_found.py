@@ -283,6 +283,10 @@ def test_a_pickled_payload_is_refused_in_one_line(tmp_path: Path) -> None:
         ({"model": {}}, "holds no 'decoder' state dict"),
         ({"decoder": {"weight": torch.zeros(1, 8, 3, 3), "bias": torch.zeros(1)}}, "1x1 conv"),
         ({"decoder": {"weight": torch.zeros(1, 8, 1, 1)}}, "expected the tensors weight and bias"),
+        (
+            {"decoder": {"weight": torch.full((1, 8, 1, 1), torch.nan), "bias": torch.zeros(1)}},
+            "NaN or inf",
+        ),
     ],
 )
 def test_other_head_files_are_refused(tmp_path: Path, blob: Any, why: str) -> None:

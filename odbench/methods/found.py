@@ -154,6 +154,8 @@ def _released_state(path: Path) -> dict[str, Any]:
     w, b = inner["weight"], inner["bias"]
     if w.ndim != 4 or tuple(w.shape[::2]) != (1, 1) or w.shape[3] != 1 or tuple(b.shape) != (1,):
         raise _refuse(path, f"weight {tuple(w.shape)} / bias {tuple(b.shape)} is not a 1x1 conv")
+    if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
+        raise _refuse(path, "its weights hold NaN or inf (a diverged or damaged head)")
     return {"conv.weight": w.float(), "conv.bias": b.float()}
 
 
