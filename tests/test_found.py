@@ -265,6 +265,8 @@ def test_a_pickled_payload_is_refused_in_one_line(tmp_path: Path) -> None:
         load_head(str(evil))
     assert str(e.value).startswith(f"{evil}: refused by torch.load(weights_only=True)")
     assert "\n" not in str(e.value)
+    # torch's reason (the global it refused), not its advice to load with weights_only=False
+    assert "GLOBAL print" in str(e.value) and "`False`" not in str(e.value)
     # through the CLI: one error line, exit != 0, nothing unpickled
     r = CliRunner().invoke(
         main,

@@ -126,6 +126,20 @@ def _refuse(path: Path, why: str) -> CheckpointError:
     )
 
 
+def _load_error(e: Exception) -> str:
+    """torch's reason in one line, without its advice to re-load with ``weights_only=False``
+    (never for a file from elsewhere): the ``WeightsUnpickler error`` detail when it gives one."""
+    text = " ".join(str(e).split())
+    _, found, detail = text.partition("WeightsUnpickler error:")
+    if found and detail.strip():
+        return (
+            "holds more than tensors, or is damaged ("
+            + detail.split(" Please use ")[0].split(" Check the ")[0].strip()
+            + ")"
+        )
+    return text.split(". ")[0] if text else type(e).__name__
+
+
 def _released_state(path: Path) -> dict[str, Any]:
     """FOUND's ``{"decoder": conv.state_dict()}`` (``.pt``, read with ``weights_only=True``) or
     its safetensors conversion (``decoder.weight``, ``decoder.bias``), as our keys."""
@@ -143,8 +157,9 @@ def _released_state(path: Path) -> dict[str, Any]:
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # UnpicklingError for any payload but tensors and containers
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise _refuse(path, f"refused by torch.load(weights_only=True): {first}") from e
+            raise _refuse(
+                path, f"refused by torch.load(weights_only=True): {_load_error(e)}"
+            ) from e
         decoder = blob.get("decoder") if isinstance(blob, dict) else None
         if not isinstance(decoder, dict):
             raise _refuse(path, "holds no 'decoder' state dict")
