@@ -365,3 +365,13 @@ def test_crf_variant_equals_the_original_crf_step() -> None:
     assert not np.array_equal(got, plain)  # the CRF changed the map
     (box,) = method.predict_boxes([image], [got])
     assert box.tolist() != [0.0, 0.0, 0.0, 0.0]
+
+
+def test_bench_dsm_help_says_it_takes_minutes() -> None:
+    """A command over a minute says so up front (the README's and --help's promise)."""
+    from click.testing import CliRunner
+
+    from odbench.cli import main
+
+    r = CliRunner().invoke(main, ["bench", "dsm", "--help"])
+    assert r.exit_code == 0 and "Takes minutes" in r.output

@@ -172,7 +172,10 @@ def cli(
     planted_only: bool,
     solvers_only: bool,
 ) -> None:
-    """Deep Spectral Methods: eigensolve time per image (3 solvers), method images/s; 1 thread."""
+    """Deep Spectral Methods: eigensolve time per image (3 solvers), method images/s; 1 thread.
+
+    Takes minutes: the eigensolve part alone ~2.5 min at the default --n 10 on 2 shared cores
+    (`--n 2 --solvers-only`: ~1 min)."""
     import torch  # noqa: F401  (loaded first so one_thread() limits it too)
 
     images: list[Any] = []
