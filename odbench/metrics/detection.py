@@ -454,13 +454,12 @@ def accumulate(
         rank = np.concatenate([np.arange(len(m)) for m in ordered])
         num_gt = np.sum([m.num_gt for m in ordered], axis=0)
         for mi, md in enumerate(max_dets):
-            keep = rank < md
-            kept = scores[keep]
-            order = np.argsort(-kept, kind="mergesort")
+            kept = np.flatnonzero(rank < md)
+            kept = kept[np.argsort(-scores[kept], kind="mergesort")]
             for a in range(n_area):
                 if num_gt[a] == 0:
                     continue
-                st = status[a][:, keep][:, order]  # (T, D)
+                st = status[a][:, kept]  # (T, D), sorted by score
                 p, r = _precision_recall(st, int(num_gt[a]), rec_thr)
                 precision[:, :, 0, a, mi] = p
                 recall[:, 0, a, mi] = r
@@ -471,8 +470,11 @@ def _precision_recall(
     status: np.ndarray, npig: int, rec_thr: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Interpolated precision (T, R) and final recall (T,) of score-sorted statuses (T, D)."""
-    tp_sum = np.cumsum(status == TP, axis=1).astype(np.float64)
-    fp_sum = np.cumsum(status == FP, axis=1).astype(np.float64)
+    # Ignored detections add no TP or FP: dropping them changes no interpolated precision
+    # (each repeats the (TP, FP) of the detection before it) and no recall.
+    status = status[:, (status != IGNORED).any(axis=0)]
+    tp_sum = np.cumsum(status == TP, axis=1, dtype=np.float64)
+    fp_sum = np.cumsum(status == FP, axis=1, dtype=np.float64)
     n_thr, nd = status.shape
     if nd == 0:
         return np.zeros((n_thr, len(rec_thr))), np.zeros(n_thr)

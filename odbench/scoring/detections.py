@@ -90,7 +90,7 @@ def score_results(
         raise ScoringError(f"--max-dets: {e}") from e
     dets, notes = read_results(results, gts, cats, iou_type, source)
     # COCO.loadRes: a detection's area is its box's w * h when the file gives boxes.
-    boxed = all(isinstance(r, dict) and r.get("bbox") for r in results)
+    boxed = all("bbox" in r for r in results)
     metrics = coco_ap(gts, dets, iou_type, proto, det_area="box" if boxed else "mask")
     n = sum(len(d) for d in dets.values())
     return DetectionScore(metrics, proto, iou_type, len(gts), n, notes)
@@ -115,25 +115,34 @@ def read_results(
         raise ScoringError(
             f"{source}: a COCO results file is a JSON list of detections, got a {kind}{hint}"
         )
-    bad = [i for i, r in enumerate(results) if not isinstance(r, dict)]
+    bad = [i for i, r in enumerate(results) if type(r) is not dict]
     if bad:
         raise ScoringError(
             f"{source}: {len(bad)} entries are not objects, e.g. entry {bad[0]}: {results[bad[0]]!r}"
         )
-    _require(results, "image_id", source, "")
-    _require(results, "score", source, " (every detection needs a confidence 'score')")
-    if iou_type == "bbox":
-        _require(results, "bbox", source, " (bbox scoring reads [x, y, w, h])")
-    else:
-        _require(results, "segmentation", source, " (segm scoring needs an RLE mask per detection)")
-    unknown = [r["image_id"] for r in results if r["image_id"] not in gts]
+    key = "bbox" if iou_type == "bbox" else "segmentation"
+    try:
+        ids = [r["image_id"] for r in results]
+        raw_scores = [r["score"] for r in results]
+        given = [r[key] for r in results]
+    except KeyError:
+        _require(results, "image_id", source, "")
+        _require(results, "score", source, " (every detection needs a confidence 'score')")
+        why = (
+            " (bbox scoring reads [x, y, w, h])"
+            if iou_type == "bbox"
+            else " (segm scoring needs an RLE mask per detection)"
+        )
+        _require(results, key, source, why)
+        raise
+    unknown = [i for i in ids if i not in gts]
     if unknown:
         raise ScoringError(
             f"{source}: {len(unknown)} detections refer to image ids not in the GT "
             f"({len(set(map(repr, unknown)))} distinct, e.g. {unknown[0]!r}); the GT has "
             f"{len(gts)} images"
         )
-    scores = np.array([_number(r["score"], "score", source, i) for i, r in enumerate(results)])
+    scores = _scores(raw_scores, source)
     notes = []
     cat_ids = {r.get("category_id") for r in results}
     foreign = sorted(map(repr, cat_ids - set(category_ids)))
@@ -144,23 +153,35 @@ def read_results(
             f"({', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}): class-agnostic "
             "scoring maps every category to one, so they are scored like the others"
         )
-    by_image: dict[int, list[int]] = {}
-    for i, r in enumerate(results):
-        by_image.setdefault(r["image_id"], []).append(i)
-    if iou_type == "segm":
-        masks = _masks(results, gts, source)
-    boxes = _boxes(results, iou_type, source, masks if iou_type == "segm" else None)
+    sizes = {i: (g.height, g.width) for i, g in gts.items()}
+    hw = np.array([sizes[i] for i in ids], dtype=np.float64).reshape(len(ids), 2)
+    masks = _masks(results, given, hw, source) if iou_type == "segm" else None
+    boxes = _boxes(results, iou_type, source, masks)
     if iou_type == "bbox":
-        _check_xywh(results, boxes, gts, source)
+        _check_xywh(results, boxes, hw, source)
+    boxes[:, 2:] += boxes[:, :2]
+    id_arr = np.asarray(ids)
+    order = np.argsort(id_arr, kind="stable")
+    uniq, starts = np.unique(id_arr[order], return_index=True)
+    ends = np.append(starts[1:], len(order))
     out = {}
-    for image_id, idx in by_image.items():
-        sel = np.asarray(idx)
-        b = boxes[sel].copy()
-        b[:, 2:] += b[:, :2]
+    for image_id, a, b in zip(uniq.tolist(), starts, ends):
+        sel = order[a:b]
         out[image_id] = Instances(
-            scores[sel], b, [masks[i] for i in idx] if iou_type == "segm" else None
+            scores[sel], boxes[sel], [masks[i] for i in sel] if masks is not None else None
         )
     return out, notes
+
+
+def _scores(raw: list[Any], source: str) -> np.ndarray:
+    """The scores as float64: finite numbers (not booleans, not strings) or one error line."""
+    if all(type(s) is float or type(s) is int for s in raw):
+        scores = np.array(raw, dtype=np.float64)
+        if np.all(np.isfinite(scores)):
+            return scores
+    for i, s in enumerate(raw):
+        _number(s, "score", source, i)
+    raise AssertionError("unreachable: a bad score was found above")
 
 
 def _require(results: list[dict[str, Any]], key: str, source: str, why: str) -> None:
@@ -221,13 +242,13 @@ def _boxes(
 
 
 def _check_xywh(
-    results: Sequence[dict[str, Any]], boxes: np.ndarray, gts: Mapping[int, InstanceGT], source: str
+    results: Sequence[dict[str, Any]], boxes: np.ndarray, hw: np.ndarray, source: str
 ) -> None:
     """Refuse boxes that are corners [x1, y1, x2, y2]: many overflow the image as [x, y, w, h]
     while fitting as corners."""
     if not len(boxes):
         return
-    size = np.array([(gts[r["image_id"]].width, gts[r["image_id"]].height) for r in results])
+    size = hw[:, ::-1]  # (width, height) of each detection's image
     x, y, w, h = boxes.T
     over = (x + w > size[:, 0] + 1) | (y + h > size[:, 1] + 1)
     fits = (w >= x) & (h >= y) & (w <= size[:, 0] + 1) & (h <= size[:, 1] + 1)
@@ -238,7 +259,7 @@ def _check_xywh(
             f"{source}: boxes look like corners [x1, y1, x2, y2], not COCO's [x, y, w, h]: "
             f"{n_over} of {len(boxes)} extend beyond their image as [x, y, w, h] and {n_fit} of "
             f"those fit as corners (e.g. detection {i}: {results[i]['bbox']!r} in a "
-            f"{size[i][0]}x{size[i][1]} image); convert with w = x2 - x1, h = y2 - y1"
+            f"{size[i][0]:.0f}x{size[i][1]:.0f} image); convert with w = x2 - x1, h = y2 - y1"
         )
     negative = np.flatnonzero((w < 0) | (h < 0))
     if len(negative):
@@ -250,15 +271,22 @@ def _check_xywh(
 
 
 def _masks(
-    results: Sequence[dict[str, Any]], gts: Mapping[int, InstanceGT], source: str
+    results: Sequence[dict[str, Any]], segs: list[Any], hw: np.ndarray, source: str
 ) -> list[Any]:
-    """The detections' masks as compressed RLE of their image's size."""
+    """The detections' masks as compressed RLE of their image's size (``hw``: (N, 2))."""
     from pycocotools import mask as mask_utils
 
+    if all(type(s) is dict for s in segs):
+        try:
+            size = np.array([s["size"] for s in segs], dtype=np.float64).reshape(len(segs), 2)
+            plain = all(type(s["counts"]) is str or type(s["counts"]) is bytes for s in segs)
+        except (KeyError, TypeError, ValueError):
+            size, plain = None, False
+        if plain and size is not None and np.array_equal(size, hw):
+            return segs
     out = []
-    for i, r in enumerate(results):
-        seg = r["segmentation"]
-        gt = gts[r["image_id"]]
+    for i, seg in enumerate(segs):
+        h, w = (int(v) for v in hw[i])
         if isinstance(seg, list):
             raise ScoringError(
                 f"{source}: detection {i} has a polygon segmentation; a COCO results file holds "
@@ -270,12 +298,12 @@ def _masks(
                 f"{source}: detection {i} has segmentation {str(seg)[:80]!r}; expected an RLE "
                 "{'size': [h, w], 'counts': ...}"
             )
-        if list(seg["size"]) != [gt.height, gt.width]:
+        if list(seg["size"]) != [h, w]:
             raise ScoringError(
-                f"{source}: detection {i} (image {r['image_id']!r}) has a mask of size "
-                f"{list(seg['size'])}, its image is [{gt.height}, {gt.width}] (height, width)"
+                f"{source}: detection {i} (image {results[i]['image_id']!r}) has a mask of size "
+                f"{list(seg['size'])}, its image is [{h}, {w}] (height, width)"
             )
         if isinstance(seg["counts"], list):
-            seg = mask_utils.frPyObjects(seg, gt.height, gt.width)
+            seg = mask_utils.frPyObjects(seg, h, w)
         out.append(seg)
     return out
