@@ -327,14 +327,19 @@ def _box_candidates(
     pair_det = np.repeat(np.arange(len(det_img)), per_det)
     first = np.repeat(np.cumsum(per_det) - per_det, per_det)
     pair_gt = np.repeat(gt_off[:-1][det_img], per_det) + (np.arange(total) - first)
-    d, g = det_box[pair_det], gt_box[pair_gt]
-    w = np.minimum(d[:, 2], g[:, 2]) - np.maximum(d[:, 0], g[:, 0])
-    h = np.minimum(d[:, 3], g[:, 3]) - np.maximum(d[:, 1], g[:, 1])
-    overlap = (w > 0) & (h > 0)
-    pair_det, pair_gt, d, g = pair_det[overlap], pair_gt[overlap], d[overlap], g[overlap]
-    inter = w[overlap] * h[overlap]
-    d_area = (d[:, 2] - d[:, 0]) * (d[:, 3] - d[:, 1])
-    g_area = (g[:, 2] - g[:, 0]) * (g[:, 3] - g[:, 1])
+    dx1, dy1, dx2, dy2 = (np.ascontiguousarray(det_box[:, k]) for k in range(4))
+    gx1, gy1, gx2, gy2 = (np.ascontiguousarray(gt_box[:, k]) for k in range(4))
+    w = np.minimum(dx2[pair_det], gx2[pair_gt])
+    w -= np.maximum(dx1[pair_det], gx1[pair_gt])
+    keep = np.flatnonzero(w > 0)
+    pair_det, pair_gt, w = pair_det[keep], pair_gt[keep], w[keep]
+    h = np.minimum(dy2[pair_det], gy2[pair_gt])
+    h -= np.maximum(dy1[pair_det], gy1[pair_gt])
+    keep = np.flatnonzero(h > 0)
+    pair_det, pair_gt = pair_det[keep], pair_gt[keep]
+    inter = w[keep] * h[keep]
+    d_area = ((dx2 - dx1) * (dy2 - dy1))[pair_det]
+    g_area = ((gx2 - gx1) * (gy2 - gy1))[pair_gt]
     union = np.where(gt_crowd[pair_gt], d_area, d_area + g_area - inter)
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = inter / union
