@@ -11,18 +11,18 @@ import click
 
 #: COCO's summary lines, in its order (what ``COCOeval.summarize`` prints for each number).
 _LINES = {
-    "AP": "AP  @[ IoU=0.50:0.95 | area=   all | maxDets={m} ]",
-    "AP50": "AP  @[ IoU=0.50      | area=   all | maxDets={m} ]",
-    "AP75": "AP  @[ IoU=0.75      | area=   all | maxDets={m} ]",
-    "APs": "AP  @[ IoU=0.50:0.95 | area= small | maxDets={m} ]",
-    "APm": "AP  @[ IoU=0.50:0.95 | area=medium | maxDets={m} ]",
-    "APl": "AP  @[ IoU=0.50:0.95 | area= large | maxDets={m} ]",
-    "AR1": "AR  @[ IoU=0.50:0.95 | area=   all | maxDets=1 ]",
-    "AR10": "AR  @[ IoU=0.50:0.95 | area=   all | maxDets=10 ]",
-    "AR100": "AR  @[ IoU=0.50:0.95 | area=   all | maxDets={m} ]",
-    "ARs": "AR  @[ IoU=0.50:0.95 | area= small | maxDets={m} ]",
-    "ARm": "AR  @[ IoU=0.50:0.95 | area=medium | maxDets={m} ]",
-    "ARl": "AR  @[ IoU=0.50:0.95 | area= large | maxDets={m} ]",
+    "AP": ("0.50:0.95", "   all", "{m}"),
+    "AP50": ("0.50     ", "   all", "{m}"),
+    "AP75": ("0.75     ", "   all", "{m}"),
+    "APs": ("0.50:0.95", " small", "{m}"),
+    "APm": ("0.50:0.95", "medium", "{m}"),
+    "APl": ("0.50:0.95", " large", "{m}"),
+    "AR1": ("0.50:0.95", "   all", "1"),
+    "AR10": ("0.50:0.95", "   all", "10"),
+    "AR100": ("0.50:0.95", "   all", "{m}"),
+    "ARs": ("0.50:0.95", " small", "{m}"),
+    "ARm": ("0.50:0.95", "medium", "{m}"),
+    "ARl": ("0.50:0.95", " large", "{m}"),
 }
 
 
@@ -81,8 +81,9 @@ def score_detections_cmd(
         f"protocol {result.protocol.name}"
     )
     for key, value in result.metrics.items():
-        shown = "   n/a" if math.isnan(value) else f"{value:6.3f}"
+        iou, area, dets = _LINES[key]
+        kind = "Average Precision (AP)" if key.startswith("AP") else "Average Recall    (AR)"
+        shown = "  n/a" if math.isnan(value) else f"{value:.3f}"
         click.echo(
-            f" Average {'Precision' if key.startswith('AP') else 'Recall   '} "
-            f"({key:>5}) {_LINES[key].format(m=m)} = {shown}"
+            f" {kind} @[ IoU={iou} | area={area} | maxDets={dets.format(m=m):>4} ] = {shown}  {key}"
         )
