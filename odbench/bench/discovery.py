@@ -10,6 +10,9 @@ from the same parsed JSON (GT dict and results list) and ends with the 12 number
 builds its GT and detections and matches and accumulates; pycocotools builds ``COCO`` and
 ``loadRes``, then ``evaluate`` + ``accumulate`` + ``summarize``; faster-coco-eval the same
 through its own classes.  The figures are the two ratios; the numbers must be identical.
+
+Measured 7 Dec 2026 on the 2-core VM (benchmarks/README.md), 5,000 images x 100 detections:
+bbox 14.8x pycocotools and 2.2x faster-coco-eval, segm 9.0x and 3.0x, numbers identical.
 """
 
 from __future__ import annotations
