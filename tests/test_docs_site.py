@@ -189,3 +189,15 @@ def test_site_in_headless_chromium(site: Path, tmp_path: Path) -> None:
         assert page.locator("article table").count() >= 2
         browser.close()
     assert errors == []
+
+
+def test_readme_points_into_the_site() -> None:
+    """The README is short and names site pages that exist (and are in the nav)."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme) < 6000
+    assert 'pip install -e ".[docs]" && mkdocs build --strict' in readme
+    named = set(re.findall(r"docs/([\w-]+\.md)", readme))
+    assert {"quickstart.md", "usage.md", "cluster.md"} <= named
+    nav = (ROOT / "mkdocs.yml").read_text()
+    for page in named:
+        assert (ROOT / "docs" / page).is_file() and f": {page}" in nav, page
