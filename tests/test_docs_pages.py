@@ -68,6 +68,8 @@ def test_a_new_card_and_catalog_entry_appear_with_no_other_edit(tmp_path: Path) 
         "zz2026",
     ):
         assert expected in zoo, expected
+    # the papers' rows of methods without a card (leaderboard/reported/)
+    assert 'id="reported-elsewhere"' in zoo and "diffusionseg-paper.toml" in zoo
     metrics = (tmp_path / "site" / "reference" / "metrics.html").read_text()
     assert 'id="precision05"' in metrics and "precision@0.5" in metrics
     assert "No definition written yet" in metrics

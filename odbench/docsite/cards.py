@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from odbench.cards import DatasetCard, MethodCard, dataset_cards, method_cards
+from odbench.cards import DatasetCard, MethodCard, card_dir, dataset_cards, method_cards
 from odbench.docsite.markdown import anchor, cell, code, fmt_value, generated_note, heading, table
 from odbench.metrics.catalog import METRICS
 from odbench.registry import DATASETS, METHODS
+from odbench.reported import reported_rows
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(?:#(.*))?$")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"']+)\s*=")
@@ -113,7 +114,7 @@ def _settings_table(
 
 def reported_table(rows: tuple[dict[str, Any], ...]) -> str:
     """Reported rows as published: source, table, variant, dataset, then each metric."""
-    fixed = ["source", "table", "variant", "dataset"]
+    fixed = ["method", "source", "table", "variant", "dataset"]
     keys = {k for r in rows for k in r}
     metrics = [k for k in METRICS if k in keys]
     other = sorted(keys - set(fixed) - set(metrics))
@@ -208,6 +209,21 @@ def zoo_page() -> str:
     for card in parents:
         variants = [c for c in cards.values() if c.parent == card.name]
         out.append(method_section(card, read_comments(card.path), variants))
+    methods_dir = card_dir("methods").resolve()
+    elsewhere = [r for r in reported_rows() if Path(r.origin).resolve().parent != methods_dir]
+    if elsewhere:
+        out.append(heading(2, "Reported rows of methods without a card", "reported-elsewhere"))
+        files = sorted({f"`{card_dir('reported').name}/{Path(r.origin).name}`" for r in elsewhere})
+        out.append(
+            f"Published numbers of the papers' other rows ({', '.join(files)} under "
+            "`leaderboard/`): reference rows for `odbench leaderboard`, never computed here.\n"
+        )
+        flat = tuple(
+            {"method": r.method, "source": r.source, "table": r.table, "variant": r.variant,
+             "dataset": r.dataset, **r.metrics}
+            for r in elsewhere
+        )  # fmt: skip
+        out.append(reported_table(flat))
     plugins = [n for n in names if n not in cards]
     if plugins:
         out.append(heading(2, "Methods from plugins", "plugins"))
