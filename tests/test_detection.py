@@ -244,3 +244,39 @@ def test_protocols_round_trip_and_max_dets():
     assert np.array_equal(coco.iou_thresholds, p.iouThrs)
     assert np.array_equal(coco.recall_thresholds, p.recThrs)
     assert [list(r) for r in coco.area_ranges] == p.areaRng
+
+
+def test_a_detection_takes_the_later_of_two_gt_of_equal_iou():
+    # COCOeval.evaluateImg scans the GT in file order and keeps a later GT of equal IoU.  The
+    # first detection meets GT A and GT B at exactly IoU 0.5; the second equals A.  COCO: the
+    # first takes B, the second A (two hits at 0.5); taking the first GT of equal IoU would
+    # leave the second detection a miss (IoU 1/3 with B).
+    gt = {
+        "images": [{"id": 1, "width": 40, "height": 40, "file_name": "a.jpg"}],
+        "categories": [{"id": 1, "name": "object"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [0, 0, 10, 20],
+                "area": 200.0,
+                "iscrowd": 0,
+            },
+            {
+                "id": 2,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [0, 0, 20, 10],
+                "area": 200.0,
+                "iscrowd": 0,
+            },
+        ],
+    }
+    results = [
+        {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9},
+        {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 20], "score": 0.8},
+    ]
+    got = ours(gt, results, "bbox")
+    assert_equal(got, pycocotools_summary(gt, results, "bbox"))
+    assert got["AP50"] == pytest.approx(1.0)
