@@ -116,3 +116,11 @@ def test_every_protocol_setting_has_a_meaning() -> None:
     fields = set(Protocol.__dataclass_fields__) - {"name", "description"}
     assert fields <= set(meanings), fields - set(meanings)
     assert meanings["beta2"] == meanings["square_beta2"]
+
+
+def test_every_catalog_metric_has_its_definition():
+    from odbench.metrics.catalog import METRICS
+    from odbench.metrics.definitions import DEFINITIONS
+
+    assert sorted(set(METRICS) - set(DEFINITIONS)) == []
+    assert sorted(set(DEFINITIONS) - set(METRICS)) == []

@@ -109,3 +109,38 @@ DEFINITIONS: dict[str, Definition] = {
         "`tests/test_corloc_no_gt.py`)",
     ),
 }
+
+_COCO = (
+    "pycocotools' `COCOeval` run directly with every category mapped to one, all 12 numbers to "
+    "1e-12 on random cases (crowd regions, empty images, duplicates), real COCO GT and equal-IoU "
+    "cases (`tests/test_detection.py`, `tests/test_score_detections.py`)"
+)
+_MATCHING = (
+    "Class-agnostic COCO matching ({kind}): every GT category mapped to one, crowd regions "
+    "ignored, each image's detections in the tie policy's order (score, then box, then RLE: never "
+    "the submission order) greedily matched to the unmatched GT of highest IoU at each threshold "
+    ".50:.05:.95, at most the protocol's max detections per image."
+)
+_SUMMARY = {
+    "AP": "Precision averaged over 101 recall points and the 10 IoU thresholds.",
+    "AP50": "Precision averaged over 101 recall points at IoU .50.",
+    "AP75": "Precision averaged over 101 recall points at IoU .75.",
+    "APs": "AP over GT of area < 32² (the annotation's area field); NaN without such GT.",
+    "APm": "AP over GT of area 32²–96²; NaN without such GT.",
+    "APl": "AP over GT of area > 96²; NaN without such GT.",
+    "AR1": "Recall at 1 detection per image, averaged over the 10 IoU thresholds.",
+    "AR10": "Recall at 10 detections per image, averaged over the 10 IoU thresholds.",
+    "AR100": "Recall at the protocol's max detections (100; 300 under `lvis-agnostic`).",
+    "ARs": "AR (max detections) over small GT.",
+    "ARm": "AR (max detections) over medium GT.",
+    "ARl": "AR (max detections) over large GT.",
+}
+DEFINITIONS.update(
+    {
+        f"{kind}_{name}": Definition(
+            f"{_MATCHING.format(kind='boxes' if kind == 'box' else 'RLE masks')} {text}", _COCO
+        )
+        for kind in ("box", "mask")
+        for name, text in _SUMMARY.items()
+    }
+)
