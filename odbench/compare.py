@@ -5,7 +5,9 @@ resample for both methods: a paired bootstrap; Efron & Tibshirani 1993, ch. 13) 
 test across images.  maxFβ under resampling goes through the one reduction every command uses,
 :func:`odbench.metrics.saliency.reduce_max_fbeta`; the salient-object family's curve metrics
 (E mean / max, mean Fβ, AUC; runs scored with ``--metrics all``) through the meter's
-:func:`odbench.metrics.sod.reduce_family_curves`.
+:func:`odbench.metrics.sod.reduce_family_curves`; discovery's AP / AR (box and mask AP, AP50,
+AR100: dataset-level numbers) by re-accumulating the per-image match records of each resample
+(:func:`odbench.discovery.bootstrap_statistics`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from odbench.discovery import DiscoveryError, bootstrap_statistics, protocol_of
 from odbench.metrics.catalog import METRICS, keys
+from odbench.metrics.detection_protocols import DetectionProtocol
 from odbench.metrics.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
 from odbench.metrics.saliency import reduce_max_fbeta
 from odbench.metrics.sod import SOD_KEYS, family_curves, reduce_family_curves
@@ -187,6 +191,7 @@ def compare_records(
     n_resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    discovery: DetectionProtocol | None = None,
 ) -> list[MetricComparison]:
     """Per-metric comparison of two runs' per-image records on the same images.
 
@@ -196,7 +201,9 @@ def compare_records(
     paired-bootstrap p-value.  When both have the family's records: E mean / max, mean Fβ and
     AUC (:data:`SOD_CURVE_METRICS`) recomputed from the resampled mean curves
     (:func:`family_statistics`) as maxFβ.  Rows in the catalog's order.  CorLoc (when both have hits): bootstrap CIs and an
-    exact McNemar test.  The resamples are the rows of one weights matrix (Efron & Tibshirani
+    exact McNemar test.  Discovery (when both have its records; ``discovery``: the protocol):
+    AP, AP50 and AR100 per iou type re-accumulated per resample, paired-bootstrap p-value.  The
+    resamples are the rows of one weights matrix (Efron & Tibshirani
     1993, ch. 6): every statistic is a matrix product with per-image values."""
     protocol = get_protocol(protocol)
     ids_a, ids_b = list(rec_a.ids), list(rec_b.ids)
@@ -258,6 +265,11 @@ def compare_records(
         sa = stat(ha.astype(np.float64), weights) * 100.0
         sb = stat(hb.astype(np.float64), weights) * 100.0
         out["corloc"] = resampled("corloc", sa, sb, "McNemar (exact)", mcnemar_p_value(ha, hb))
+    if a.discovery is not None and b.discovery is not None and discovery is not None:
+        da = bootstrap_statistics(a.discovery, weights, discovery)
+        db = bootstrap_statistics(b.discovery, weights, discovery)
+        for metric in [k for k in da if k in db]:
+            out[metric] = resampled(metric, da[metric], db[metric], "paired bootstrap", None)
     return [out[k] for k in METRICS if k in out]  # in the catalog's order
 
 
@@ -273,12 +285,24 @@ def compare_runs(
     runs = [select(results, m, dataset, protocol, results_dir=results_dir) for m in methods]
     for run in runs:
         _check_reproduces(run, run_protocol(run))
+    try:
+        found = [protocol_of(r.protocol) for r in runs]
+    except DiscoveryError as e:
+        raise ResultsError(f"{runs[0].path}: {e}") from e
+    for run, proto in zip(runs, found):
+        _check_discovery(run, proto)
+    if found[0] is not None and found[1] is not None and found[0] != found[1]:
+        raise ResultsError(
+            f"the runs were scored under different discovery protocols ({found[0].name} vs "
+            f"{found[1].name}); re-run one of them with the other's"
+        )
     comparisons = compare_records(
         runs[0].records,
         runs[1].records,
         protocol=run_protocol(runs[0]),
         n_resamples=n_resamples,
         seed=seed,
+        discovery=found[0],
     )
     return runs, comparisons
 
@@ -330,6 +354,24 @@ def _check_reproduces(run: RunResult, protocol: Protocol) -> None:
             )
 
 
+def _check_discovery(run: RunResult, protocol: DetectionProtocol | None) -> None:
+    """The discovery records must give back the run's own AP / AR (NaN where it stored null)."""
+    stored, rec = run.metrics.get("discovery"), run.records.discovery
+    if stored is None or rec is None or protocol is None:
+        return
+    for metric, value in rec.summarize(protocol).items():
+        want = stored.get(metric)
+        if (
+            metric in METRICS
+            and not (want is None and math.isnan(value))
+            and not _same(value, want)
+        ):
+            raise ResultsError(
+                f"{run.path}: {metric} = {want} but its records give {value}; the records file "
+                "does not belong to this run"
+            )
+
+
 def render_compare(
     runs: list[RunResult], comparisons: list[MetricComparison], level: float = 0.95
 ) -> str:
@@ -364,8 +406,8 @@ def render_compare(
     )
     lines.append(
         "p: Wilcoxon signed-rank (scipy) on per-image values; exact McNemar on CorLoc hits; "
-        "two-sided paired bootstrap for maxFβ and the family's curve metrics (smallest possible "
-        "p = 2/(resamples + 1))."
+        "two-sided paired bootstrap for maxFβ, the family's curve metrics and discovery's AP / "
+        "AR (smallest possible p = 2/(resamples + 1))."
     )
     skipped = _skipped_family(runs)
     if skipped:

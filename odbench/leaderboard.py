@@ -2,7 +2,8 @@ r"""Leaderboard rendering, generated only from results files and reported rows.
 
 ``render_saliency`` / ``render_localization`` lay out the paper's Table 1 (datasets as column
 groups): odbench's own runs and, clearly marked with †, the numbers published in papers
-(:mod:`odbench.reported`).  ``render_ablation`` shows the paper's Tables 3-7 (reported only).
+(:mod:`odbench.reported`); ``render_discovery`` the class-agnostic AP / AR of multi-object
+discovery (CutLER's layout: box and mask AP50, AP, AR100 per dataset).  ``render_ablation`` shows the paper's Tables 3-7 (reported only).
 Run comparisons with bootstrap CIs live in :mod:`odbench.compare`.
 
 Which runs are shown: by default the run of each method, dataset and protocol
@@ -49,6 +50,9 @@ DATASET_LABELS = {
 }
 SALIENCY_DATASETS = ("dut_omron", "duts_te", "ecssd", "cub")
 LOCALIZATION_DATASETS = ("voc07", "voc12", "coco20k")
+DISCOVERY_DATASETS = ("coco", "coco20k", "voc07", "voc12", "lvis")
+#: The discovery table's metrics per dataset (CutLER's README reports AP50 and AR; papers AP).
+DISCOVERY_METRICS = ("box_AP50", "box_AP", "box_AR100", "mask_AP50", "mask_AP")
 #: Table 1a/1c's metrics (labels: the catalog's).
 SALIENCY_METRICS = ("acc", "iou", "max_fbeta")
 ABLATION_TABLES = {
@@ -291,6 +295,41 @@ def render_localization(
     return f"{title}\n\n{_table(columns, _interleave(run_rows, ref_rows))}\n\n{footer}\n"
 
 
+def render_discovery(
+    results: list[RunResult], reported: list[ReportedRow], show_all: bool = False
+) -> str:
+    """Multi-object discovery: class-agnostic box / mask AP50, AP and AR100 (×100, as the
+    papers print them) per dataset (COCO, COCO20K, VOC07, VOC12, LVIS, then others), under each
+    run's discovery protocol (LVIS: 300 detections)."""
+    fmt: dict[str, Fmt] = {k: _fmt_ap for k in DISCOVERY_METRICS}
+    shown = shown_runs(results, show_all)
+    run_rows, found, subset = _run_rows(shown, "discovery", fmt)
+    names: dict[str, set[str]] = {}  # a row's discovery protocols (coco-agnostic, lvis-...)
+    for (key, _), r in shown.items():
+        block = r.protocol.get("discovery")
+        if block and "discovery" in r.metrics:
+            label = run_label(key[0], json.loads(key[1]), key[3])
+            names.setdefault(label, set()).add(str(block.get("name")))
+    for row in run_rows:
+        row.protocol = ", ".join(sorted(names.get(row.label, ()))) or row.protocol
+    tables = {r.table for r in reported if set(r.metrics) & set(DISCOVERY_METRICS)}
+    ref_rows = _reported_table_rows(reported, tables, fmt)
+    found |= {r.dataset for r in reported if r.table in tables}
+    columns = [
+        (d, k, f"{DATASET_LABELS.get(d, d)} {METRICS[k].label}")
+        for d in _ordered_datasets(DISCOVERY_DATASETS, found)
+        for k in DISCOVERY_METRICS
+    ]
+    title = "## Multi-object discovery, class-agnostic AP / AR ×100 (CutLER's layout)"
+    footer = "\n\n".join([_footer(subset, show_all), *_doubtful_notes(reported, tables)])
+    return f"{title}\n\n{_table(columns, _interleave(run_rows, ref_rows))}\n\n{footer}\n"
+
+
+def _fmt_ap(v: float | None) -> str:
+    """AP / AR as the discovery papers print them: ×100, one decimal."""
+    return "-" if v is None or not math.isfinite(v) or v < 0 else f"{100 * v:.1f}"
+
+
 def render_ablation(reported: list[ReportedRow]) -> str:
     """The paper's Tables 3-7 from reported rows: "Acc / IoU" per dataset."""
     parts = []
@@ -326,7 +365,7 @@ def render(
     show_all: bool = False,
     skipped: list[str] | None = None,
 ) -> str:
-    """``task``: saliency, localization, ablation or all; ``show_all``: see the module doc;
+    """``task``: saliency, localization, discovery, ablation or all; ``show_all``: see the module doc;
     ``skipped``: unreadable results files are left out and reported there
     (:func:`odbench.results.load_all_results`), else they are an error."""
     results = load_all_results(results_dir, skipped) if task != "ablation" else []
@@ -334,6 +373,7 @@ def render(
     parts = {
         "saliency": lambda: render_saliency(results, reported, show_all),
         "localization": lambda: render_localization(results, reported, show_all),
+        "discovery": lambda: render_discovery(results, reported, show_all),
         "ablation": lambda: render_ablation(reported),
     }
     if task == "all":

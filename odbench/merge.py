@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from odbench.discovery import DiscoveryError, protocol_of
 from odbench.distributed import Shard, ShardError, ids_digest, interleave
 from odbench.errors import OdbenchError
 from odbench.results import jsonable
@@ -35,6 +36,7 @@ _MUST_MATCH = (
     (("dataset",), "dataset"),
     (("protocol", "name"), "protocol"),
     (("protocol", "definition"), "protocol definition"),
+    (("protocol", "discovery"), "discovery protocol"),
     (("tasks",), "tasks"),
 )
 #: Per-run fields that differ between shards and are not copied into the merged result as is.
@@ -209,13 +211,14 @@ def merge_records(ordered: Sequence[Part]) -> dict[str, np.ndarray]:
     return merged
 
 
-def summarize(records: dict[str, np.ndarray], protocol: Any) -> dict:
+def summarize(records: dict[str, np.ndarray], protocol: Any, discovery: Any = None) -> dict:
     """Metrics from per-image records in run order, by the runner's own summarize phase (the
-    accumulators a single run uses, fed the same numbers in the same order: bit-identical)."""
+    accumulators a single run uses, fed the same numbers in the same order: bit-identical);
+    ``discovery``: the discovery protocol the shards were scored under."""
     from odbench.phases import summarize as summarize_records
     from odbench.results import Records
 
-    return summarize_records(Records.from_arrays(records), protocol)
+    return summarize_records(Records.from_arrays(records), protocol, discovery)
 
 
 def merge(parts: Sequence[Part], into: Shard | None = None) -> tuple[dict[str, Any], dict]:
@@ -244,7 +247,11 @@ def merge(parts: Sequence[Part], into: Shard | None = None) -> tuple[dict[str, A
         )
     results = {k: v for k, v in first.items() if k not in _PER_RUN}
     results["dataset"] = {**first["dataset"], "n_evaluated": len(records["ids"])}
-    results["metrics"] = summarize(records, protocol)
+    try:
+        discovery = protocol_of(first.get("protocol") or {})
+    except DiscoveryError as e:
+        raise MergeError(f"{ordered[0].name}: {e}") from None
+    results["metrics"] = summarize(records, protocol, discovery)
     wall = sum(float(p.results.get("wall_time_s") or 0.0) for p in ordered)
     results["wall_time_s"] = wall
     results["images_per_s"] = len(records["ids"]) / wall if wall > 0 else None

@@ -18,8 +18,10 @@ model, which runs in this process's main thread; each GT mask is decoded once, i
 that scores it, and dropped with its image.  Every function here takes ids explicitly, so a
 caller can predict a shard of a dataset and score the union later.
 
-Saliency (dataset task "saliency", samples with masks) and localization (task "localization",
-samples with boxes: :meth:`Method.predict_boxes` -> CorLoc) are scored when the dataset has them.
+Saliency (dataset task "saliency", samples with masks), localization (task "localization",
+samples with boxes: :meth:`Method.predict_boxes` -> CorLoc) and discovery (task "discovery":
+:meth:`Method.predict_instances` -> class-agnostic AP / AR, :mod:`odbench.discovery`) are scored
+when the dataset has them.
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ import numpy as np
 from odbench.cache import CacheError, PredictionCache, quantize, safe_name
 from odbench.claims import Claims
 from odbench.data.base import Dataset, Sample
+from odbench.discovery import check_instances, discovery_records, score_sample
 from odbench.errors import OdbenchError
 from odbench.methods.base import Method
+from odbench.metrics.instances import Instances
 from odbench.results import (
     SOD_SCALARS,
     LocalizationRecords,
@@ -121,6 +125,7 @@ class Prediction:
     map: np.ndarray
     box: np.ndarray | None
     cached: bool
+    instances: Instances | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,8 @@ class _Scored:
     sod: Any = None  # SodRecord | None (metrics_set="all")
     n_boxes: int = 0  # GT boxes (localization)
     cached: bool = False
+    discovery: dict[str, bytes] | None = None  # match records per iou type (discovery)
+    n_gt: int = 0  # GT instances, crowd regions not counted (discovery)
 
 
 class MethodFailed(Exception):
@@ -142,7 +149,7 @@ class MethodFailed(Exception):
         self.error = error
 
 
-_BOX_LATER = "box-later"  # the default box, from the checked map, in the worker
+_BOX_LATER = "box-later"  # the default box (or instances), from the checked map, in the worker
 
 
 class _Work:
@@ -158,23 +165,28 @@ class _Work:
         cache: PredictionCache | None,
         score: Callable[[Prediction], _Scored],
         save_preds: Path | None,
+        instances: bool = False,
     ) -> None:
         self.method, self.dataset, self.ids, self.cache = method, dataset, ids, cache
+        self.instances = instances  # discovery: an entry must hold them
         self.score, self.save_preds = score, save_preds
         # made here, so a claim taken in a worker names this process (alive while the run is)
         self.claims = Claims(cache.folder) if cache is not None else None
 
-    def usable(self, sample_id: str, shape: tuple[int, ...]) -> tuple[np.ndarray, Any] | None:
-        """The cached entry of ``sample_id``; None when there is none, or it is unreadable or
-        not of the image's size (then it is predicted again and overwritten, as the feature
-        cache recomputes a damaged file)."""
+    def usable(self, sample_id: str, shape: tuple[int, ...]) -> tuple[np.ndarray, Any, Any] | None:
+        """The cached entry of ``sample_id``; None when there is none, or it is unreadable, not
+        of the image's size or lacks the instances a discovery run needs (then it is predicted
+        again and overwritten, as the feature cache recomputes a damaged file)."""
         if self.cache is None or not self.cache.has(sample_id):
             return None
         try:
             pred, box = self.cache.get(sample_id)
+            found = self.cache.get_instances(sample_id) if self.instances else None
         except CacheError:
             return None
-        return (pred, box) if pred.shape == shape else None
+        if pred.shape != shape or (self.instances and found is None):
+            return None
+        return pred, box, found
 
     def load(self, i: int) -> tuple[tuple[str, Any], Sample | None]:
         """(("done", scored) for a cached image, or ("image", its pixels) for the model, once
@@ -192,7 +204,7 @@ class _Work:
             else:
                 hit = ready()
         if hit is not None:
-            return ("done", self.stored(sample, hit[0], hit[1], cached=True)), None
+            return ("done", self.stored(sample, hit[0], hit[1], cached=True, found=hit[2])), None
         return ("image", sample.image), sample
 
     def finish(self, i: int, sample: Sample | None, payload: tuple[Any, ...]) -> _Scored | None:
@@ -202,7 +214,7 @@ class _Work:
         process."""
         if sample is None or payload[0] == "drop":
             return None
-        _, raw, box, post = payload
+        _, raw, box, post, found = payload
         method = self.method
         try:
             if post:
@@ -210,21 +222,27 @@ class _Work:
             raw = _check_map(method, sample, raw)
             if isinstance(box, str):  # _BOX_LATER
                 box = Method.predict_boxes(method, [sample.image], [raw])[0]
+            if isinstance(found, str):  # _BOX_LATER: the default, one instance from the map
+                found = Method.predict_instances(method, [sample.image], [raw])[0]
+            if self.instances:
+                found = check_instances(method.name, sample, found)
         except Exception as e:  # the method's code failed on this image
             raise MethodFailed(e) from e
         q = quantize(raw)
         if self.cache is not None and self.claims is not None:
-            self.cache.put(sample.id, q, box)
+            self.cache.put(sample.id, q, box, found)
             self.claims.release(safe_name(sample.id))
-        return self.stored(sample, q, box, cached=False)
+        return self.stored(sample, q, box, cached=False, found=found)
 
-    def stored(self, sample: Sample, q: np.ndarray, box: Any, cached: bool) -> _Scored:
+    def stored(
+        self, sample: Sample, q: np.ndarray, box: Any, cached: bool, found: Any = None
+    ) -> _Scored:
         if self.save_preds is not None:
             from odbench.imageio import write_png
 
             write_png(Path(self.save_preds) / f"{safe_name(sample.id)}.png", q)
         box = None if box is None else np.asarray(box, np.float64)
-        return replace(self.score(Prediction(sample, q, box, cached)), cached=cached)
+        return replace(self.score(Prediction(sample, q, box, cached, found)), cached=cached)
 
 
 def evaluate(
@@ -242,6 +260,7 @@ def evaluate(
     on_image: Callable[[str, bool], None] | None = None,
     on_failure: Callable[[str, str], None] | None = None,
     save_preds: Path | None = None,
+    discovery: tuple[Any, tuple[str, ...]] | None = None,
 ) -> Records:
     """Phases 1 and 2, streamed: per-image records of every id, in order, under ``protocol``
     for ``tasks`` ("saliency", "localization").  Images ``cache`` holds are scored from it;
@@ -252,7 +271,9 @@ def evaluate(
     forked from it), decoding at least two batches ahead of the model; each GT is decoded
     once, in the process that scores it.  ``started()`` once the workers are forked (a
     progress bar's thread starts there), ``on_image(id, cached)`` after each image,
-    ``save_preds``: 16-bit PNG maps written there.
+    ``save_preds``: 16-bit PNG maps written there.  ``discovery``: (discovery protocol, iou
+    types) for the task "discovery": each image's instances (:meth:`Method.predict_instances`,
+    after its map) are stored with it and matched to its GT.
 
     An image the method fails on (any exception of its code, e.g. a ``MemoryError``; a batch
     that fails is predicted again image by image to find it) stops the run with an
@@ -266,12 +287,17 @@ def evaluate(
     from odbench.scoring.folders import keep_freed_memory
 
     keep_freed_memory()  # maps of a few hundred KB per image: no page faults for each
-    score_one = partial(_score_one, protocol, tasks, metrics_set)
-    work = _Work(method, dataset, ids, cache, score_one, save_preds)
+    score_one = partial(_score_one, protocol, tasks, metrics_set, discovery)
+    work = _Work(method, dataset, ids, cache, score_one, save_preds, discovery is not None)
     claims = work.claims
     held: set[str] = set()  # claimed (by any of the processes), not stored yet
     own_boxes = "localization" in tasks and type(method).predict_boxes is not Method.predict_boxes
-    split = method.has_postprocess() and not own_boxes
+    # a method's own instances (MaskCut), or the default's from its own boxes, need the model
+    own_instances = discovery is not None and (
+        type(method).predict_instances is not Method.predict_instances
+        or type(method).predict_boxes is not Method.predict_boxes
+    )
+    split = method.has_postprocess() and not own_boxes and not own_instances
 
     def release(sample_id: str) -> None:
         if claims is not None and safe_name(sample_id) in held:
@@ -292,23 +318,33 @@ def evaluate(
             raise ImageError(method.name, sample_id, error) from error
         on_failure(sample_id, describe_error(error))
 
-    def run_batch(todo: list[tuple[int, np.ndarray]]) -> list[tuple[int, Any, Any]]:
+    def run_batch(todo: list[tuple[int, np.ndarray]]) -> list[tuple[int, Any, Any, Any]]:
         images = [image for _, image in todo]
         raws = method.forward(images) if split else method.predict(images)
         if len(raws) != len(images):
             raise EvalError(
                 f"method {method.name!r} returned {len(raws)} maps for {len(images)} images"
             )
-        if own_boxes:
+        maps = raws
+        if own_boxes or own_instances:
             maps = [_check_map_shape(method, ids[i], im, m) for (i, im), m in zip(todo, raws)]
+        if own_boxes:
             box_list: list[Any] = list(method.predict_boxes(images, maps))
         else:
             box_list = [_BOX_LATER if "localization" in tasks else None] * len(todo)
-        return [(i, raw, box) for (i, _), raw, box in zip(todo, raws, box_list)]
+        found: list[Any] = [_BOX_LATER if discovery is not None else None] * len(todo)
+        if own_instances:
+            found = list(method.predict_instances(images, maps))
+            if len(found) != len(todo):
+                raise EvalError(
+                    f"method {method.name!r} returned {len(found)} instance sets for "
+                    f"{len(todo)} images"
+                )
+        return [(i, raw, box, f) for (i, _), raw, box, f in zip(todo, raws, box_list, found)]
 
     def run_each(
         todo: list[tuple[int, np.ndarray]],
-    ) -> tuple[list[tuple[int, Any, Any]], tuple[int, Exception] | None]:
+    ) -> tuple[list[tuple[int, Any, Any, Any]], tuple[int, Exception] | None]:
         """The batch, or (when it fails) each image alone, so only the failing one is lost:
         (what was predicted, the image that stops the run and its error, or None)."""
         try:
@@ -372,8 +408,8 @@ def evaluate(
                     todo.append((i, payload))
             while todo:
                 done, stopped = run_each(todo)
-                for i, raw, box in done:
-                    pipe.submit(i, ("raw", raw, box, split))
+                for i, raw, box, found in done:
+                    pipe.submit(i, ("raw", raw, box, split, found))
                 if stopped is None:
                     break
                 k, error = stopped
@@ -389,15 +425,21 @@ def evaluate(
                 emit(order.popleft())
         while order:
             emit(order.popleft())
-    return rows.records(tasks, metrics_set)
+    return rows.records(tasks, metrics_set, discovery is not None)
 
 
 def _check_map_shape(method: Method, sample_id: str, image: np.ndarray, pred: Any) -> np.ndarray:
     return _check_map(method, Sample(sample_id, image), pred)
 
 
-def _score_one(protocol: Any, tasks: Collection[str], metrics_set: str, p: Prediction) -> _Scored:
-    """One image's records under ``protocol`` (phase 2)."""
+def _score_one(
+    protocol: Any,
+    tasks: Collection[str],
+    metrics_set: str,
+    discovery: tuple[Any, tuple[str, ...]] | None,
+    p: Prediction,
+) -> _Scored:
+    """One image's records under ``protocol`` (and ``discovery``: its protocol, iou types)."""
     from odbench.metrics.boxes import CorLocMeter
     from odbench.metrics.saliency import score_image
     from odbench.metrics.sod import score_image_all
@@ -423,7 +465,13 @@ def _score_one(protocol: Any, tasks: Collection[str], metrics_set: str, p: Predi
         hit = bool(CorLocMeter().score(p.box, s.boxes, s.id))  # None (no GT box): False
         box = np.asarray(p.box, dtype=np.float64)
         n_boxes = len(np.asarray(s.boxes).reshape(-1, 4))
-    return _Scored(s.id, rec, hit, box, family, n_boxes)
+    matched, n_gt = None, 0
+    if "discovery" in tasks and discovery is not None:
+        if p.instances is None or s.instances is None:
+            raise EvalError(f"sample {s.id!r} has no instances")
+        matched = score_sample(s, p.instances, *discovery)
+        n_gt = int(np.count_nonzero(~s.instances.iscrowd))
+    return _Scored(s.id, rec, hit, box, family, n_boxes, discovery=matched, n_gt=n_gt)
 
 
 class _Rows:
@@ -435,6 +483,7 @@ class _Rows:
         self.n, self.count = n, 0
         self.ids: list[str] = []
         self.arrays: dict[str, np.ndarray] = {}
+        self.matches: list[dict[str, bytes]] = []  # discovery: JSON match records per image
 
     def _put(self, name: str, value: Any, dtype: Any) -> None:
         array = self.arrays.get(name)
@@ -459,10 +508,13 @@ class _Rows:
             self._put("sod.fp", r.sod.fp, np.int64)
             self._put("sod.n_gt", r.sod.n_gt, np.int64)
             self._put("sod.n_pix", r.sod.n_pix, np.int64)
+        if r.discovery is not None:
+            self.matches.append(r.discovery)
+            self._put("disc_n_gt", r.n_gt, np.int64)
         self.ids.append(r.id)
         self.count += 1
 
-    def records(self, tasks: Collection[str], metrics_set: str) -> Records:
+    def records(self, tasks: Collection[str], metrics_set: str, discovery: bool = False) -> Records:
         if not self.count:  # every image failed (on_error="skip"): the caller says so
             return Records(())
         a = {k: v[: self.count] for k, v in self.arrays.items()}
@@ -473,15 +525,19 @@ class _Rows:
                 sod = SodRecords(**{k[4:]: v for k, v in a.items() if k.startswith("sod.")})
         if "localization" in tasks:
             loc = LocalizationRecords(hit=a["hit"], pred_box=a["pred_box"], n_boxes=a["n_boxes"])
-        return Records(tuple(self.ids), sal, loc, sod)
+        disc = None
+        if "discovery" in tasks and discovery:
+            disc = discovery_records(self.matches, a["disc_n_gt"].tolist())
+        return Records(tuple(self.ids), sal, loc, sod, disc)
 
 
 # ----------------------------------------------------------------------------- phase 3: summarize
 
 
-def summarize(records: Records, protocol: Any) -> dict[str, dict[str, Any]]:
+def summarize(records: Records, protocol: Any, discovery: Any = None) -> dict[str, dict[str, Any]]:
     """Phase 3: dataset metrics from per-image records, in record order (the meters' sums, so
-    the numbers equal a streaming evaluation's bit for bit)."""
+    the numbers equal a streaming evaluation's bit for bit); ``discovery``: the discovery
+    protocol, for discovery records."""
     from odbench.metrics.boxes import CorLocMeter
     from odbench.metrics.saliency import ImageRecord, SaliencyMeter
 
@@ -505,6 +561,10 @@ def summarize(records: Records, protocol: Any) -> dict[str, dict[str, Any]]:
         corloc.n = int(np.count_nonzero(loc.n_boxes > 0))
         corloc.n_no_gt = len(records.ids) - corloc.n
         metrics["localization"] = corloc.compute()  # type: ignore[assignment]
+    if records.discovery is not None:
+        if discovery is None:
+            raise EvalError("discovery records but no discovery protocol to summarize them")
+        metrics["discovery"] = records.discovery.summarize(discovery)
     return metrics
 
 

@@ -7,8 +7,8 @@ definition), the metrics, package versions, date (UTC), device, wall time, image
 commit.  Leaderboards are generated only from these files and the reported rows.
 
 The per-image records (``<stem>.records.npz``: ids, acc, iou, mae, the Fβ curve per image,
-CorLoc hits and predicted boxes; :class:`Records`) are what ``odbench compare`` resamples.  A run
-travels as a typed :class:`RunResult`.  Both files are written atomically and under names taken
+CorLoc hits and predicted boxes, discovery match records; :class:`Records`) are what ``odbench
+compare`` resamples.  A run travels as a typed :class:`RunResult`.  Both files are written atomically and under names taken
 by exclusive creation (:func:`write_results`); npz files are read with ``allow_pickle=False``.
 The JSON holds the records file's sha256 (``records_sha256``; older files may lack it): records
 edited, re-ordered or swapped for another run's are refused when read.
@@ -39,6 +39,7 @@ from odbench.cards import method_card
 from odbench.distributed import Shard
 from odbench.errors import OdbenchError
 from odbench.metrics.catalog import keys
+from odbench.metrics.discovery_records import DiscoveryRecords
 from odbench.metrics.protocols import DEFAULT_PROTOCOL
 
 SCHEMA_VERSION = 1
@@ -47,18 +48,9 @@ SCHEMA_VERSION = 1
 DEFAULT_RESULTS_DIR = Path("leaderboard/results")
 RESULTS_KIND = "odbench-results"
 #: Packages whose version is recorded when they are imported in the running process.
-TRACKED_PACKAGES = (
-    "numpy",
-    "scipy",
-    "pillow",
-    "torch",
-    "torchvision",
-    "diffusers",
-    "transformers",
-    "open_clip_torch",
-    "timm",
-    "opencv-python",
-    "PyMaxflow",
+TRACKED_PACKAGES = tuple(
+    "numpy scipy pillow torch torchvision diffusers transformers open_clip_torch timm "
+    "opencv-python PyMaxflow".split()
 )
 _IMPORT_NAME = {
     "pillow": "PIL",
@@ -233,6 +225,7 @@ class Records:
     saliency: SaliencyRecords | None = None
     localization: LocalizationRecords | None = None
     sod: SodRecords | None = None
+    discovery: DiscoveryRecords | None = None
 
     def __len__(self) -> int:
         """The number of images."""
@@ -246,7 +239,7 @@ class Records:
             out.update(dataclasses.asdict(self.localization))
         if self.sod is not None:
             out.update(dataclasses.asdict(self.sod))
-        return out
+        return {**out, **(self.discovery.arrays() if self.discovery is not None else {})}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], origin: object = "records") -> Records:
@@ -255,7 +248,10 @@ class Records:
         n = len(arrays["ids"])
         if "hit" in arrays and "n_boxes" not in arrays:  # written before n_boxes: every image
             arrays = {**arrays, "n_boxes": np.ones(n, dtype=np.int64)}  # counted, as then
-        parts: dict[str, Any] = {}
+        try:
+            parts: dict[str, Any] = {"discovery": DiscoveryRecords.from_arrays(arrays, n)}
+        except ValueError as e:
+            raise ResultsError(f"{origin}: {e}; re-run odbench eval") from e
         kinds = (
             ("saliency", SaliencyRecords),
             ("localization", LocalizationRecords),
@@ -282,7 +278,8 @@ class Records:
             return type(part)(**{k: v[order] for k, v in fields.items()})
 
         ids = tuple(self.ids[i] for i in order)
-        return Records(ids, sub(self.saliency), sub(self.localization), sub(self.sod))
+        disc = self.discovery.take(order) if self.discovery is not None else None
+        return Records(ids, sub(self.saliency), sub(self.localization), sub(self.sod), disc)
 
 
 #: Record fields holding a row per image (curves, boxes); every other field is one number each.

@@ -23,6 +23,7 @@ from odbench.cache import (
 )
 from odbench.cards import dataset_size
 from odbench.data.base import Dataset
+from odbench.discovery import dataset_protocol, has_discovery, iou_types_for, protocol_block
 from odbench.distributed import Shard, World, detect_world, resolve_device, shard_block
 from odbench.methods.base import Method
 from odbench.metrics.protocols import DEFAULT_PROTOCOL
@@ -123,6 +124,9 @@ def run(
     metrics_set: str | MetricSelection = "basic",
     write_boxes: bool = True,
     on_error: str = "error",
+    discovery_protocol: str | None = None,
+    max_dets: int | None = None,
+    iou_type: str | None = None,
 ) -> RunResult:
     """Run ``method`` over (the first ``limit`` samples, less ``skip_ids``, of) ``dataset``,
     score every image under ``protocol`` and write the results JSON + records to
@@ -135,7 +139,9 @@ def run(
     boxes of all ranks).  ``on_error``: an image the method fails on stops the run with one
     line naming it (``"error"``) or is left out, its id and the reason in
     ``dataset["failed_ids"]`` (``"skip"``; not with a shard, whose parts must hold every image
-    for the merge)."""
+    for the merge).  On a dataset with the task "discovery": ``discovery_protocol`` (default:
+    the dataset's), ``max_dets`` and ``iou_type`` (``bbox``, ``segm``; default: segm too when
+    the data has instance masks) choose how instances are scored (:mod:`odbench.discovery`)."""
     metrics_set = parse_metrics(metrics_set, "metrics_set").tier
     if batch_size is None:  # the method's card says what batch it works best on
         batch_size = method.card.batch_size if method.card is not None else DEFAULT_BATCH
@@ -152,6 +158,7 @@ def run(
             "--on-error skip: a shard (or a launched process) must hold every image of its part "
             "for odbench merge; evaluate without --shard, or let the failing image stop the run"
         )
+    found = discovery_setup(dataset, dataset_name, discovery_protocol, max_dets, iou_type)
     root = cache_dir or default_cache_root()
     outputs = [("--results-dir", results_dir), ("--save-preds", save_preds)]
     outputs.append(("--cache-dir", root if use_cache else None))
@@ -193,7 +200,7 @@ def run(
                 "--all only)",
                 file=sys.stderr,
             )
-    tasks: list[str] = [t for t in ("saliency", "localization") if t in dataset.task]
+    tasks: list[str] = [t for t in ("saliency", "localization", "discovery") if t in dataset.task]
     cache = None
     if use_cache:
         digest, key = cache_key(method, description)
@@ -231,6 +238,7 @@ def run(
             on_image=on_image,
             on_failure=on_failure if on_error == "skip" else None,
             save_preds=save_preds,
+            discovery=found,
         )
     wall = time.perf_counter() - start
     if failed:
@@ -242,7 +250,7 @@ def run(
             )
         dataset_info["failed_ids"] = dict(sorted(failed.items()))
         dataset_info["n_evaluated"] = len(records.ids)
-    metrics = summarize(records, protocol)
+    metrics = summarize(records, protocol, found[0] if found is not None else None)
     if save_preds is not None and write_boxes:
         write_boxes_json(Path(save_preds), records.arrays(), shard if sharded else None)
 
@@ -250,7 +258,11 @@ def run(
     result = RunResult(
         method={**method.describe(), "overrides": overrides or {}},
         dataset=dataset_info,
-        protocol={"name": protocol.name, "definition": jsonable(protocol.as_dict())},
+        protocol={
+            "name": protocol.name,
+            "definition": jsonable(protocol.as_dict()),
+            **({"discovery": protocol_block(found[0])} if found is not None else {}),
+        },
         tasks=tasks,
         metrics=metrics,
         date=when.isoformat(timespec="seconds"),
@@ -272,6 +284,31 @@ def run(
     if results_dir is not None:
         write_results(result, Path(results_dir))
     return result
+
+
+def discovery_setup(
+    dataset: Dataset,
+    name: str,
+    protocol: str | None,
+    max_dets: int | None,
+    iou_type: str | None,
+) -> tuple[Any, tuple[str, ...]] | None:
+    """(discovery protocol, iou types) of a run on ``dataset``; None when it has no discovery
+    task (then the discovery options are refused, in one line)."""
+    if not has_discovery(dataset):
+        given = [
+            o
+            for o, v in (
+                ("--discovery-protocol", protocol),
+                ("--max-dets", max_dets),
+                ("--iou-type", iou_type),
+            )
+            if v is not None
+        ]
+        if given:
+            raise EvalError(f"{given[0]}: dataset {name} has no discovery task (instances)")
+        return None
+    return dataset_protocol(dataset, protocol, max_dets), iou_types_for(dataset, name, iou_type)
 
 
 def write_boxes_json(folder: Path, records: dict[str, np.ndarray], shard: Shard | None) -> None:

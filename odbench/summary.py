@@ -55,4 +55,12 @@ def format_metrics(metrics: dict[str, Any], keys: Sequence[str] | None = None) -
                 f"; {m['n_no_gt']} image(s) without a (non-crowd) GT box left out, as LOST and "
                 "TokenCut do"
             )
+    if "discovery" in metrics:
+        m = metrics["discovery"]
+        for prefix, iou_type in (("box", "bbox"), ("mask", "segm")):
+            if f"{prefix}_AP" in m:
+                shown = "  ".join(
+                    f"{k} {_number(m[f'{prefix}_{k}'])}" for k in ("AP", "AP50", "AP75", "AR100")
+                )
+                lines.append(f"discovery:    {iou_type} {shown}")
     return lines

@@ -310,6 +310,30 @@ def mini_coco20k() -> Miniature:
     )
 
 
+def mini_lvis() -> Miniature:
+    """LVIS v1 val: images from val2017 and train2017, named by coco_url, no file_name."""
+    url = "http://images.cocodataset.org/{}/{:012d}.jpg"
+    images = [(1, "val2017"), (2, "train2017")]
+    lvis = {
+        "images": [
+            {"id": i, "coco_url": url.format(s, i), "height": 12, "width": 16} for i, s in images
+        ],
+        "annotations": [
+            {"id": 10 + i, "image_id": i, "category_id": 3, "bbox": [1.0, 2.0, 4.0, 3.0],
+             "area": 12.0, "segmentation": [[1, 2, 5, 2, 5, 5, 1, 5]]}
+            for i, _ in images
+        ],
+        "categories": [{"id": 3, "name": "dog"}],
+    }  # fmt: skip
+    files = {
+        "lvis_v1_val.json.zip": make_zip({"lvis_v1_val.json": json.dumps(lvis).encode()}),
+        "val2017.zip": make_zip({f"val2017/{1:012d}.jpg": jpg()}),
+        "train2017.zip": make_zip({f"train2017/{2:012d}.jpg": jpg()}),
+    }
+    expected = {f"{i:012d}": {"boxes": np.array([[1.0, 2.0, 5.0, 5.0]])} for i, _ in images}
+    return Miniature(files, expected, 2)
+
+
 MINIATURES: dict[str, Callable[[], Miniature]] = {
     "ecssd": mini_ecssd,
     "duts_te": lambda: mini_duts("TE"),
@@ -321,6 +345,7 @@ MINIATURES: dict[str, Callable[[], Miniature]] = {
         "2012", "VOCtrainval_11-May-2012.tar", ["2008_000002", "2008_000003"]
     ),
     "coco20k": mini_coco20k,
+    "lvis": mini_lvis,
 }
 
 
@@ -415,7 +440,23 @@ def test_coco20k_records_selection_checksum(server: Server, tmp_path: Path) -> N
     )
     digest = hashlib.sha256(mini.files["coco_20k_filenames.txt"]).hexdigest()
     assert sel["info"]["odbench"]["selection_sha256"] == digest
-    assert len(sel["images"]) == 3 and all(a["iscrowd"] == 0 for a in sel["annotations"])
+    source = root / "COCO" / "annotations" / "instances_train2014.json"
+    assert (
+        sel["info"]["odbench"]["source_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    )
+    assert len(sel["images"]) == 3 and sum(a["iscrowd"] for a in sel["annotations"]) == 3
+    data = DATASETS.get("coco20k").from_card(served, data_root=root)
+    sample = data.load(data.ids()[0])
+    assert sample.boxes is not None and len(sample.boxes) == 1  # crowd left out (CorLoc)
+    assert sample.instances is not None and sample.instances.iscrowd.tolist() == [False, True]
+    assert sample.instances.masks is not None and len(sample.instances.masks) == 2
+    # a file built by an older odbench (crowd removed, no format) is rebuilt, not used
+    path = root / "COCO" / "annotations" / "instances_train2014_sel20k.json"
+    old = {**sel, "annotations": [a for a in sel["annotations"] if not a["iscrowd"]]}
+    old["info"]["odbench"].pop("format")
+    path.write_text(json.dumps(old))
+    again = DATASETS.get("coco20k").from_card(served, data_root=root)
+    assert again.load(data.ids()[0]).instances.iscrowd.tolist() == [False, True]  # type: ignore[union-attr]
 
 
 # ----------------------------------------------------------------------------- checksums

@@ -4,6 +4,7 @@ the COCO and VOC loaders."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from realdata import REAL_DATA
 
 from odbench.cache import PredictionCache
 from odbench.data.base import create_dataset
+from odbench.discovery import dataset_protocol
 from odbench.methods.base import create_method
 from odbench.metrics.instances import Instances
 
@@ -135,3 +137,50 @@ def test_coco_file_without_segmentation_is_boxes_only(tmp_path: Path) -> None:
     assert data.instance_masks is False and gt is not None and gt.masks is None
     np.testing.assert_array_equal(gt.boxes, [[1, 2, 6, 6]])
     np.testing.assert_array_equal(gt.area, [20.0])  # no area field: the box's
+
+
+def _lvis(root: Path) -> Path:
+    from PIL import Image
+
+    for split in ("val2017", "train2017"):
+        (root / split).mkdir(parents=True)
+    Image.new("RGB", (20, 10)).save(root / "val2017" / "000000000001.jpg")
+    Image.new("RGB", (16, 12)).save(root / "train2017" / "000000000002.jpg")
+    url = "http://images.cocodataset.org/{}/{:012d}.jpg"
+    ann = {
+        "images": [
+            {"id": 1, "coco_url": url.format("val2017", 1), "height": 10, "width": 20},
+            {"id": 2, "coco_url": url.format("train2017", 2), "height": 12, "width": 16},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 7, "bbox": [2, 1, 6, 4], "area": 24.0,
+             "segmentation": [[2, 1, 8, 1, 8, 5, 2, 5]]},
+            {"id": 2, "image_id": 2, "category_id": 9, "bbox": [0, 0, 4, 4], "area": 16.0,
+             "segmentation": [[0, 0, 4, 0, 4, 4, 0, 4]]},
+        ],
+        "categories": [{"id": 7, "name": "a"}, {"id": 9, "name": "b"}],
+    }  # fmt: skip
+    (root / "lvis_v1_val.json").write_text(json.dumps(ann))
+    return root
+
+
+def test_lvis_is_built_once_class_agnostic_at_300_detections(tmp_path: Path) -> None:
+    root = _lvis(tmp_path / "LVIS")
+    data = create_dataset("lvis", data_root=tmp_path)
+    assert data.ids() == ["000000000001", "000000000002"]
+    s = data.load("000000000002")  # a train2017 image
+    assert s.image.shape == (12, 16, 3) and s.instances is not None
+    np.testing.assert_array_equal(s.instances.boxes, [[0, 0, 4, 4]])
+    assert not s.instances.iscrowd.any() and s.instances.masks is not None
+    built = json.loads((root / "lvis_v1_val_odbench.json").read_text())
+    source = (root / "lvis_v1_val.json").read_bytes()
+    assert built["info"]["odbench"]["source_sha256"] == hashlib.sha256(source).hexdigest()
+    assert dataset_protocol(data).name == "lvis-agnostic"
+    assert dataset_protocol(data).max_dets == 300
+    # the source changes: the built file follows
+    ann = json.loads(source)
+    ann["annotations"] = ann["annotations"][:1]
+    (root / "lvis_v1_val.json").write_text(json.dumps(ann))
+    again = create_dataset("lvis", data_root=tmp_path)
+    assert again.load("000000000002").instances is not None
+    assert len(again.load("000000000002").instances) == 0  # type: ignore[arg-type]

@@ -106,6 +106,20 @@ def parse_set(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
     metavar="KEY=VALUE",
     help="Override a hyperparameter (TOML literal); repeatable.",
 )
+@click.option(
+    "--iou-type",
+    type=click.Choice(["bbox", "segm"]),
+    default=None,
+    help="Discovery datasets (class-agnostic AP / AR): bbox only, or segm too (refused on "
+    "boxes-only data such as VOC).  Default: segm too when the data has instance masks.",
+)
+@click.option(
+    "--max-dets",
+    type=click.IntRange(min=10),
+    default=None,
+    help="Discovery datasets: detections per image scored (default: the dataset's protocol, "
+    "100; LVIS 300).",
+)
 @options.results_dir("Folder of results JSON files (the results store).")
 @click.option(
     "--cache-dir",
@@ -138,6 +152,8 @@ def eval_cmd(
     backbone: str | None,
     checkpoint: Path | None,
     set_items: tuple[str, ...],
+    iou_type: str | None,
+    max_dets: int | None,
     results_dir: Path,
     cache_dir: Path | None,
     shard_spec: str | None,
@@ -177,6 +193,8 @@ def eval_cmd(
             show_progress=True,
             shard=shard,
             metrics_set=selection,  # parsed once, here
+            iou_type=iou_type,
+            max_dets=max_dets,
         )
     if result.info.get("rank"):  # a launch's other ranks: rank 0 reports
         return
@@ -200,9 +218,11 @@ def eval_cmd(
     info = result.info
     part = f" shard {shard}" if shard is not None and not shard.whole else ""
     procs = f", {info['processes']} processes" if info.get("processes") else ""
+    found = result.protocol.get("discovery")
+    protocol_line = result.protocol_name + (f" + {found['name']}" if found else "")
     click.echo(
         f"{result.method_name} on {result.dataset_name}{part} ({result.n_evaluated} images, "
-        f"protocol {result.protocol_name}, device {info['device']}, {info['n_predicted']} "
+        f"protocol {protocol_line}, device {info['device']}, {info['n_predicted']} "
         f"predicted, {info['n_cached']} from cache, {info['wall_time_s']:.1f} s{procs})"
     )
     keys = None if selection.spec in ("basic", "all") else selection.keys

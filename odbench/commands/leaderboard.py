@@ -15,10 +15,11 @@ _RESULTS_DIR = options.results_dir("Folder of results JSON files written by odbe
 @click.command("leaderboard")
 @click.option(
     "--task",
-    type=click.Choice(["saliency", "localization", "ablation", "all"]),
+    type=click.Choice(["saliency", "localization", "discovery", "ablation", "all"]),
     default="all",
     show_default=True,
-    help="Table 1a/1c, Table 1b, the paper's Tables 3-7 (reported), or all of them.",
+    help="Table 1a/1c, Table 1b, multi-object discovery (class-agnostic AP / AR), the paper's "
+    "Tables 3-7 (reported), or all of them.",
 )
 @click.option(
     "--out",

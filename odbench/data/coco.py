@@ -16,9 +16,12 @@ RLE and uncompressed RLE alike); a file with an annotation lacking ``segmentatio
 only (bbox AP).
 
 COCO20K: on first use the selection list and ``annotations/instances_train2014.json`` are turned
-into ``annotations/instances_train2014_sel20k.json`` (images of the list, their non-crowd
-annotations, all categories), written atomically; its ``info.odbench`` records the sha256 of the
-list it was built from, and it is rebuilt if the list changes.
+into ``annotations/instances_train2014_sel20k.json`` (images of the list, their annotations with
+their instance masks, crowd regions included and flagged, all categories), written atomically;
+its ``info.odbench`` records the sha256 of the list and of the annotation file it was built from
+(and that file's size and modification time), and it is rebuilt when either changes.  Its
+samples' boxes leave the crowd regions out (LOST's ``extract_gt_COCO``: CorLoc); its instances
+keep them flagged (COCOeval ignores them: discovery).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from odbench.imageio import atomic_write_bytes
 from odbench.metrics.instances import InstanceGT
 
 SEL20K_JSON = "instances_train2014_sel20k.json"
+#: The built file's format (bumped when its content changes: 2 keeps crowd regions, flagged).
+SEL20K_FORMAT = 2
 
 
 def _load_coco(annotations: Path) -> Any:
@@ -247,14 +252,16 @@ def build_sel20k(selection_file: Path, instances: Path, out: Path) -> None:
             f"{selection_file}: {len(missing)} listed images are not in {instances.name} (e.g. {example})"
         )
     keep = {im["id"] for im in images}
-    anns = [a for a in data["annotations"] if a["image_id"] in keep and not a.get("iscrowd", 0)]
+    anns = [a for a in data["annotations"] if a["image_id"] in keep]
     info = {
         **data.get("info", {}),
         "odbench": {
+            "format": SEL20K_FORMAT,
             "selection": selection_file.name,
             "selection_sha256": digest,
             "source": instances.name,
-            "iscrowd_removed": True,
+            "source_sha256": sha256_file(instances),
+            **_stat(instances),
         },
     }
     out_data = {
@@ -268,7 +275,22 @@ def build_sel20k(selection_file: Path, instances: Path, out: Path) -> None:
     atomic_write_bytes(out, json.dumps(out_data).encode())
 
 
-def _sel20k_is_current(out: Path, selection_file: Path) -> bool:
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _stat(path: Path) -> dict[str, int]:
+    st = path.stat()
+    return {"source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns}
+
+
+def _sel20k_is_current(out: Path, selection_file: Path, instances: Path) -> bool:
+    """Built in the current format from this list and this annotation file (by its size and
+    modification time: hashing ~450 MB at every load would cost seconds)."""
     if not out.is_file():
         return False
     try:
@@ -277,12 +299,15 @@ def _sel20k_is_current(out: Path, selection_file: Path) -> bool:
     except (OSError, json.JSONDecodeError):
         return False
     return bool(
-        info.get("selection_sha256") == hashlib.sha256(selection_file.read_bytes()).hexdigest()
+        info.get("format") == SEL20K_FORMAT
+        and all(info.get(k) == v for k, v in _stat(instances).items())
+        and info.get("selection_sha256") == sha256_file(selection_file)
     )
 
 
 class Coco20kDataset(CocoDataset):
-    """COCO20K: boxes of the 19,817 selected train2014 images, iscrowd boxes removed."""
+    """COCO20K: the 19,817 selected train2014 images; boxes without crowd regions (CorLoc),
+    instances with them flagged (discovery)."""
 
     @classmethod
     def from_card(  # type: ignore[override]
@@ -316,8 +341,119 @@ class Coco20kDataset(CocoDataset):
         folder, (images, listed) = locate_dataset(
             card, data_root, path, match, expected, download=download, progressbar=progressbar
         )
-        sel = folder / "annotations" / SEL20K_JSON
-        if not _sel20k_is_current(sel, listed):
-            build_sel20k(listed, folder / "annotations" / "instances_train2014.json", sel)
+        sel, source = (
+            folder / "annotations" / SEL20K_JSON,
+            folder / "annotations" / "instances_train2014.json",
+        )
+        if not _sel20k_is_current(sel, listed, source):
+            build_sel20k(listed, source, sel)
         selection = set(read_selection(listed))
         return cls(sel, images, name=card.name, drop_crowd=True, masks=masks, selection=selection)
+
+
+# ----------------------------------------------------------------------------- LVIS
+
+LVIS_JSON = "lvis_v1_val.json"
+LVIS_BUILT = "lvis_v1_val_odbench.json"
+#: What a rebuild of the class-agnostic LVIS file is keyed on (bumped when its content changes).
+LVIS_FORMAT = 1
+
+
+def build_lvis(source: Path, out: Path) -> None:
+    """Write the COCO-format, class-agnostic LVIS file (see :class:`LvisDataset`), atomically,
+    recording the source's name and sha256 in ``info.odbench``."""
+    raw = source.read_bytes()
+    try:
+        data = json.loads(raw)
+        images = [
+            {**im, "file_name": "/".join(str(im["coco_url"]).split("/")[-2:])}
+            for im in data["images"]
+        ]
+        anns = [{**a, "iscrowd": 0} for a in data["annotations"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DatasetError(
+            f"{source}: not an LVIS annotation file ({type(e).__name__}: {e})"
+        ) from e
+    info = {
+        "odbench": {
+            "source": source.name,
+            "source_sha256": hashlib.sha256(raw).hexdigest(),
+            "format": LVIS_FORMAT,
+        }
+    }
+    out_data = {
+        "info": info,
+        "images": images,
+        "annotations": anns,
+        "categories": data["categories"],
+    }
+    atomic_write_bytes(out, json.dumps(out_data).encode())
+
+
+def _built_from(out: Path, source: Path) -> bool:
+    """Whether ``out`` was built (in the current format) from ``source`` as it is now."""
+    if not out.is_file():
+        return False
+    try:
+        with out.open("rb") as f:
+            info = json.load(f).get("info", {}).get("odbench", {})
+    except (OSError, json.JSONDecodeError):
+        return False
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    return bool(info.get("format") == LVIS_FORMAT and info.get("source_sha256") == digest)
+
+
+class LvisDataset(CocoDataset):
+    """LVIS v1 val (Gupta et al., CVPR 2019) for class-agnostic discovery: 19,809 COCO 2017
+    images (from train2017 and val2017) with their exhaustively annotated instance masks.
+
+    On first use ``lvis_v1_val.json`` is turned into ``lvis_v1_val_odbench.json`` beside it:
+    COCO format (each image's ``file_name`` is ``<split>/<name>`` from its ``coco_url``, every
+    annotation ``iscrowd = 0``: LVIS has no crowd regions), written atomically with the source's
+    sha256 in ``info.odbench``; it is rebuilt when the source changes.  Class-agnostic scoring
+    maps every category to one, so LVIS's federated rules (``neg_category_ids``,
+    ``not_exhaustive_category_ids``: per-category) do not apply.  Scored under the protocol
+    ``lvis-agnostic`` (300 detections per image, as CutLER reports LVIS)."""
+
+    discovery_protocol = "lvis-agnostic"
+
+    @classmethod
+    def from_card(  # type: ignore[override]
+        cls,
+        card: DatasetCard | None,
+        data_root: Any = None,
+        path: str | Path | None = None,
+        download: bool = False,
+        progressbar: bool = True,
+    ) -> LvisDataset:
+        """``path``: the folder holding ``lvis_v1_val.json`` (or ``annotations/`` with it) and
+        the COCO 2017 images ``train2017/`` and ``val2017/`` (or ``images/`` with them)."""
+        if card is None:
+            raise DatasetError("LvisDataset needs a dataset card")
+
+        def match(folder: Path) -> tuple[Path, Path] | None:
+            source = next(
+                (
+                    p
+                    for p in (folder / LVIS_JSON, folder / "annotations" / LVIS_JSON)
+                    if p.is_file()
+                ),
+                None,
+            )
+            images = next(
+                (p for p in (folder, folder / "images") if (p / "val2017").is_dir()), None
+            )
+            return (source, images) if source is not None and images is not None else None
+
+        expected = f"{LVIS_JSON} (or annotations/{LVIS_JSON}) and the COCO 2017 images in train2017/ and val2017/"
+        _, (source, images) = locate_dataset(
+            card, data_root, path, match, expected, download=download, progressbar=progressbar
+        )
+        built = source.parent / LVIS_BUILT
+        if not _built_from(built, source):
+            build_lvis(source, built)
+        return cls(built, images, name=card.name, drop_crowd=True)
+
+    def files(self, sample_id: str) -> tuple[Path, Path]:
+        info = self.coco.imgs[self._by_id[sample_id]]
+        return self.images_dir / str(info["file_name"]), self.annotations
