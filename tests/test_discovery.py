@@ -22,6 +22,7 @@ from odbench.discovery import DiscoveryError
 from odbench.distributed import Shard
 from odbench.merge import Part, merge
 from odbench.methods.base import Method
+from odbench.metrics.catalog import METRICS
 from odbench.metrics.instances import InstanceGT, Instances
 from odbench.metrics.protocols import get_protocol
 from odbench.results import RunResult, jsonable
@@ -251,7 +252,8 @@ def test_leaderboard_shows_discovery_ap_columns(tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     lines = out.output.splitlines()
     header = next(line for line in lines if line.startswith("| method"))
-    assert "planted box AP50" in header and "planted mask AP" in header
+    for key in ("box_AP50", "box_AP", "box_AR100", "mask_AP50", "mask_AP"):
+        assert f"planted {METRICS[key].label} |" in header
     cells = dict(
         (line.split("|")[1].strip(), line.split("|")[2:-1]) for line in lines if "| oracle" in line
     )
@@ -263,7 +265,8 @@ def test_leaderboard_shows_discovery_ap_columns(tmp_path: Path) -> None:
         "100.0",
         "100.0",
     ]
-    for fmt, needle in (("csv", "box_AP50"), ("latex", "box AP50"), ("md", "box AP50")):
+    box_ap50 = METRICS["box_AP50"]
+    for fmt, needle in (("csv", "box_AP50"), ("latex", box_ap50.latex), ("md", box_ap50.label)):
         out = runner.invoke(main, ["leaderboard", "--format", fmt, "--results-dir", str(res)])
         assert out.exit_code == 0, out.output
         assert needle in out.output and "halfshift" in out.output
@@ -289,7 +292,7 @@ def test_compare_bootstraps_discovery_ap_over_images(tmp_path: Path) -> None:
          str(res), "--resamples", "100"],
     )  # fmt: skip
     assert out.exit_code == 0, out.output
-    assert "box AP50" in out.output or "box_AP50" in out.output
+    assert "| box_AP50 ↑ |" in out.output and "| mask_AR100 ↑ |" in out.output
 
 
 TINY = REAL_DATA / "tiny_coco"
