@@ -346,3 +346,14 @@ def test_tiny_coco_eval_equals_pycocotools_on_the_cached_instances(tmp_path: Pat
                 assert got is None, (prefix, name)
             else:
                 assert got == pytest.approx(want, abs=1e-12), (prefix, name)
+
+
+def test_mixed_case_metric_keys_are_selectable(tmp_path: Path) -> None:
+    """box_AP and friends keep COCO's case: --metrics finds them however they are typed."""
+    res = _two_runs(tmp_path)
+    for spec in ("box_AP,mask_AP50", "BOX_ap,mask_ap50"):
+        out = CliRunner().invoke(
+            main, ["leaderboard", "--format", "csv", "--metrics", spec, "--results-dir", str(res)]
+        )
+        assert out.exit_code == 0, out.output
+        assert out.output.splitlines()[0].endswith(",box_AP,mask_AP50")

@@ -80,9 +80,11 @@ def parse_metrics(
         spec = default
     items = spec.split(",") if isinstance(spec, str) else [str(s) for s in spec]
     typed = {s.strip().lower(): s.strip() for s in items if s.strip()}  # as typed, for errors
-    names = list(typed)
     shown_spec = spec if isinstance(spec, str) else ",".join(str(s) for s in spec)
     groups = {"basic": BASIC_KEYS, "all": tuple(valid)}
+    canonical = {v.lower(): v for v in valid}  # box_AP: keys need not be lower case
+    names = [canonical.get(n, n) for n in typed]
+    typed.update({canonical[n]: t for n, t in typed.items() if n in canonical})
     if names in (["basic"], ["all"]):
         return MetricSelection(names[0], groups[names[0]], names[0])
     choices = f"valid: basic, all, or a comma-separated list of {', '.join(valid)}"
