@@ -357,3 +357,63 @@ def test_mixed_case_metric_keys_are_selectable(tmp_path: Path) -> None:
         )
         assert out.exit_code == 0, out.output
         assert out.output.splitlines()[0].endswith(",box_AP,mask_AP50")
+
+
+class Mixed(Oracle):
+    """Image k's instances listed worst score first; the best one shifted 12 px (IoU 0.25:
+    unmatched), the others exact."""
+
+    name = "mixed"
+
+    def predict_instances(
+        self, images: list[np.ndarray], maps: list[np.ndarray]
+    ) -> list[Instances]:
+        out = []
+        for found in super().predict_instances(images, maps):
+            boxes = found.boxes.copy()
+            boxes[0] += [12, 0, 12, 0]  # the highest score (Oracle's scores descend)
+            masks = [_rle(_box_mask(list(b))) for b in boxes]
+            rev = slice(None, None, -1)
+            out.append(Instances(found.scores[rev], boxes[rev], masks[rev]))
+        return out
+
+
+def test_instance_overlays_mark_the_matched_instances(tmp_path: Path) -> None:
+    from odbench.report.instances import draw_instances, instance_panels, matched_at_50
+
+    data = Planted(n=3)
+    run = _run(tmp_path, Mixed(), data)
+    cache = PredictionCache(Path(run.info["cache"]))
+    rec = run.records.discovery
+    assert rec is not None
+    for k, sid in enumerate(run.records.ids):
+        dets = cache.get_instances(sid)
+        assert dets is not None
+        record = rec.take(np.array([k])).matches("segm")[0]
+        # listed worst first: the last one is the shifted best, unmatched
+        want = [True] * (len(dets) - 1) + [False]
+        assert matched_at_50(record, dets).tolist() == want
+    (image, drawn) = instance_panels([run], data, "im2")
+    assert image.shape == drawn.shape == (SIZE, SIZE, 3)
+    dets = cache.get_instances("im2")
+    assert dets is not None
+    thick = draw_instances(data.load("im2").image, dets, np.ones(len(dets), bool))
+    thin = draw_instances(data.load("im2").image, dets, np.zeros(len(dets), bool))
+    assert np.count_nonzero(np.any(thick != thin, axis=2)) > 0  # outlines differ
+
+
+@pytest.mark.skipif(not TINY.is_dir(), reason=f"real data absent: {TINY}")
+def test_report_grid_of_instances_on_tiny_coco(tmp_path: Path) -> None:
+    from PIL import Image
+
+    base = ["--dataset", "coco", "--data-root", str(TINY), "--split", "val2017", "--limit", "6"]
+    base += ["--results-dir", str(tmp_path / "res"), "--cache-dir", str(tmp_path / "cache")]
+    for method in ("center-prior", "wctr"):
+        res = CliRunner().invoke(main, ["eval", "--method", method, *base])
+        assert res.exit_code == 0, res.output
+    args = ["report", "--methods", "center-prior,wctr", "--dataset", "coco", "--grid", "3"]
+    args += ["--panel", "instances", "--results-dir", str(tmp_path / "res")]
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "fig.png")])
+    assert res.exit_code == 0, res.output
+    with Image.open(tmp_path / "fig.png") as fig:
+        assert fig.width == 3 * (192 + 4) + 4  # image + GT, two methods

@@ -221,10 +221,9 @@ def build_grid(
 ) -> Path:
     """One PNG for a paper figure: a row per image (the ``--ids``, else ``n`` images chosen by
     ``select`` over all methods), columns image, GT, then each method's soft map (``panel="map"``)
-    or binarised mask (``"mask"``); every panel scaled to fit a ``cell``-pixel square (rows as
-    tall as their images)."""
-    from PIL import Image, ImageDraw, ImageFont
-
+    or binarised mask (``"mask"``), or image + GT then each method's instances of its discovery
+    run (``"instances"``, :mod:`odbench.report.instances`); every panel scaled to fit a
+    ``cell``-pixel square (rows as tall as their images)."""
     from odbench.metrics.protocols import get_protocol
     from odbench.metrics.saliency import binarize_gt, binarize_prediction
     from odbench.report.select import rank_images
@@ -236,8 +235,19 @@ def build_grid(
     if out.is_dir():
         raise ResultsError(f"--out {out}: is a folder; give a .png file name")
     check_output_file(out, "--out")
-    if panel not in ("map", "mask"):
-        raise ResultsError(f"--panel {panel!r}: expected map or mask")
+    if panel not in ("map", "mask", "instances"):
+        raise ResultsError(f"--panel {panel!r}: expected map, mask or instances")
+    if panel == "instances":
+        from odbench.report.instances import instance_grid
+
+        full, labels = instance_grid(
+            results_dir, dataset, methods, n=n, protocol=protocol, data_root=data_root,
+            ids=ids, select=select,
+        )  # fmt: skip
+        atomic_write_bytes(
+            out, compose_grid([[fit_panel(a, cell) for a in r] for r in full], labels, cell)
+        )
+        return out
     data = load_report_data(results_dir, dataset, methods, protocol)
     proto = get_protocol(protocol)
     if ids:
@@ -263,11 +273,19 @@ def build_grid(
                 to_8bit(pred) if panel == "map" else mask_panel(binarize_prediction(pred, proto))
             )
         panels.append([fit_panel(arr, cell) for arr in row])
+    atomic_write_bytes(out, compose_grid(panels, ["image", "GT", *data.labels], cell))
+    return out
+
+
+def compose_grid(panels: list[list[Any]], labels: list[str], cell: int) -> bytes:
+    """The PNG bytes of fitted panels (rows of PIL images) under one row of column labels."""
+    from PIL import Image, ImageDraw, ImageFont
+
     header, gap = 28, 4
     heights = [max(p.height for p in fitted) for fitted in panels]
     canvas = Image.new(
         "RGB",
-        (len(panels[0]) * (cell + gap) + gap, header + sum(heights) + gap * (len(rows) + 1)),
+        (len(panels[0]) * (cell + gap) + gap, header + sum(heights) + gap * (len(panels) + 1)),
         "white",
     )
     draw = ImageDraw.Draw(canvas)
@@ -275,7 +293,7 @@ def build_grid(
         font: Any = ImageFont.load_default(size=14)
     except TypeError:  # Pillow < 10.1: the fixed-size bitmap font
         font = ImageFont.load_default()
-    for c, label in enumerate(["image", "GT", *data.labels]):
+    for c, label in enumerate(labels):
         x = gap + c * (cell + gap) + cell // 2
         left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
         xy = (x - (right - left) // 2 - left, header // 2 - (bottom - top) // 2 - top)
@@ -288,5 +306,4 @@ def build_grid(
         y += height + gap
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
-    atomic_write_bytes(out, buf.getvalue())
-    return out
+    return buf.getvalue()
