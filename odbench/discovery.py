@@ -143,7 +143,9 @@ def bootstrap_statistics(
 ) -> dict[str, np.ndarray]:
     """``{box_AP50: (B,), ...}``: :data:`COMPARED` per iou type under each row of ``weights``
     (B, n), how often each image is drawn (row 0 all ones: the point estimate); a resample's
-    AP is accumulated again over its images, each as often as it is drawn."""
+    AP is accumulated again over its images, each as often as it is drawn.  Cost: one
+    accumulation per resample and iou type (about 0.35 s for 1,000 images × 100 detections on
+    one core), so ``--resamples`` sets the time on large sets."""
     out: dict[str, np.ndarray] = {}
     counts = np.rint(weights).astype(np.int64)
     for iou_type in records.iou_types:
