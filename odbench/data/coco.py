@@ -38,6 +38,7 @@ import numpy as np
 from odbench.cards import DatasetCard
 from odbench.data.base import Dataset, DatasetError, Sample
 from odbench.data.folder import read_image
+from odbench.data.instances import ann_to_rle
 from odbench.data.locate import locate_dataset
 from odbench.imageio import atomic_write_bytes
 from odbench.metrics.instances import InstanceGT
@@ -172,9 +173,7 @@ class CocoDataset(Dataset):
                 f"say {info.get('width')}x{info.get('height')}"
             )
         every = self.coco.loadAnns(self.coco.getAnnIds(imgIds=[image_id]))
-        instances = coco_instance_gt(
-            self.coco, every, image.shape[0], image.shape[1], self.instance_masks
-        )
+        instances = coco_instance_gt(every, image.shape[0], image.shape[1], self.instance_masks)
         anns = [a for a in every if not a.get("iscrowd", 0)] if self.drop_crowd else every
         boxes = np.array(
             [
@@ -206,7 +205,7 @@ class CocoDataset(Dataset):
 
 
 def coco_instance_gt(
-    coco: Any, anns: list[dict[str, Any]], height: int, width: int, masks: bool = True
+    anns: list[dict[str, Any]], height: int, width: int, masks: bool = True
 ) -> InstanceGT:
     """One image's class-agnostic ground truth from its COCO annotations (all categories, crowd
     regions flagged; see the module docstring); ``masks=False``: boxes only (a file whose
@@ -220,7 +219,7 @@ def coco_instance_gt(
         boxes=boxes,
         area=np.array([float(a.get("area", a["bbox"][2] * a["bbox"][3])) for a in anns]),
         iscrowd=np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool),
-        masks=[coco.annToRLE(a) for a in anns] if masks else None,
+        masks=[ann_to_rle(a["segmentation"], height, width) for a in anns] if masks else None,
     )
 
 
