@@ -14,7 +14,12 @@ against the dataset's size, and each method's throughput against its reference l
 2. **Memory** (``--memory-n``, 0: skipped): peak RSS of ``eval`` (a fresh process each: the
    ``VmHWM`` of the eval process) of center-prior and wctr on the first tenth and on
    all of ``--memory-n`` generated 64×48 images (target: within 10 %).
-3. **Methods** (``--method-images``, 0: skipped): :mod:`odbench.bench.throughput`.
+3. **Methods** (``--method-images``, 0: skipped; ``--methods`` picks some):
+   :mod:`odbench.bench.throughput`, each method's eval against its original repository's
+   per-image loop (:mod:`odbench.bench.references`), wall and CPU time.
+
+``--dry-run`` prints the plan (and each method's expected time) without running anything;
+``--n 0`` skips the pipeline part.
 """
 
 from __future__ import annotations
@@ -44,7 +49,9 @@ def load_average() -> str:
 
 
 @click.command("runner")
-@click.option("--n", "n_images", default=300, show_default=True, help="ECSSD images to time.")
+@click.option(
+    "--n", "n_images", default=300, show_default=True, help="ECSSD images to time (0: skipped)."
+)
 @click.option("--rounds", default=3, show_default=True, help="Interleaved rounds (best kept).")
 @click.option(
     "--memory-n", default=5000, show_default=True, help="Generated images of the memory check."
@@ -53,28 +60,62 @@ def load_average() -> str:
     "--method-images",
     default=4,
     show_default=True,
-    help="ECSSD images per method of the throughput part (full-size random ViT-S/16 on CPU: "
-    "about 2 s per image per timing).",
+    help="ECSSD images per method of the throughput part (full-size random architectures on "
+    "CPU: 0.4-6 s per image per timing; see --dry-run).",
 )
+@click.option(
+    "--methods",
+    default="",
+    help="Comma-separated methods of the throughput part (default: all; --dry-run lists them).",
+)
+@click.option("--dry-run", is_flag=True, help="Print the plan and its expected time; run nothing.")
 @data_root_option
 def cli(
-    n_images: int, rounds: int, memory_n: int, method_images: int, data_root: Path | None
+    n_images: int,
+    rounds: int,
+    memory_n: int,
+    method_images: int,
+    methods: str,
+    dry_run: bool,
+    data_root: Path | None,
 ) -> None:
     """eval's pipeline vs a plain decode, its memory vs the dataset's size, methods vs their
     reference loops."""
+    from odbench.bench.throughput import CASES, plan
+
+    only = tuple(m.strip() for m in methods.split(",") if m.strip())
+    unknown = sorted(set(only) - {name for name, _, _ in CASES})
+    if unknown:
+        raise click.BadParameter(
+            f"no throughput case for {', '.join(unknown)}; choose from "
+            + ", ".join(name for name, _, _ in CASES),
+            param_hint="--methods",
+        )
     root = ecssd_images(data_root, "run it where the real data is").parent.parent
+    if dry_run:
+        click.echo(f"runner plan (data root {root}; nothing is run):")
+        click.echo(
+            f"  pipeline: {n_images} ECSSD images, {rounds} rounds"
+            if n_images
+            else "  pipeline: skipped"
+        )
+        click.echo(f"  memory: {memory_n} generated images" if memory_n else "  memory: skipped")
+        if method_images:
+            click.echo("\n".join(plan(method_images, rounds, only)))
+        return
     click.echo(f"runner: {os.cpu_count()} CPUs, shared: {load_average()}")
-    pipeline(root, n_images, rounds)
+    if n_images:
+        pipeline(root, n_images, rounds)
     if memory_n:
         memory(memory_n)
     if method_images:
         from odbench.bench.throughput import method_rows
 
         click.echo(
-            f"methods: {method_images} ECSSD images each, best of {rounds} interleaved rounds "
-            f"(expect about {15 * method_images * rounds} s)"
+            f"methods: {method_images} ECSSD images each, best of {rounds} interleaved rounds"
         )
-        method_rows(root, method_images, rounds, click.echo)
+        click.echo("\n".join(plan(method_images, rounds, only)))
+        method_rows(root, method_images, rounds, click.echo, only)
     click.echo(f"done: {load_average()}")
 
 

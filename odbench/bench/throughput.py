@@ -1,146 +1,220 @@
 """Per-method throughput of ``odbench eval`` against each method's natural reference loop (part of
-``odbench bench runner``): the original repository's per-image loop — read the image with PIL,
-normalise and pad, a timm forward with a hook on the last block's ``qkv`` (as TokenCut's and
-LOST's code capture the keys), then that repository's own solver — written here, run on the same
-images with the same random full-size weights, in the same process, torch at its default threads.
+``odbench bench runner``): the original repository's per-image loop
+(:mod:`odbench.bench.references`), run on the same images with the same random full-size
+weights, in the same process, torch at its default threads.
 
-* ``tokencut`` (``dino-vits16-random``): reference = TokenCut's ``ncut``:
-  ``scipy.linalg.eigh(D - A, D, subset_by_index=[1, 2])`` on the dense affinity, mean split,
-  the seed's connected component (``scipy.ndimage.label``), upsampled.
-* ``lost`` (``dino-vits16-random``): reference = LOST's seed (lowest degree), expansion over the
-  ``k`` lowest-degree patches, the seed's component of the summed correlations, its box.
+Methods and the architectures they run on (:data:`CASES`): tokencut, lost and dsm on
+``dino-vits16-random``; found (a random 1×1-conv head) on ``dino-vits8-random``, the card's
+ViT-S/8; the decoders (random decoder weights, the card's resolution and batch size) on their
+extractors.  :func:`build_case` makes the method and its reference loop; the tests run it on
+tiny backbones and check that the two give the same maps.
 
 odbench's side is ``eval`` end to end with an empty cache (decode, predict, store and score every
-image): it does more than the reference loop, which only computes the masks.  Reported: images/s
-of each and eval / reference (target >= 1x on CPU).  Methods not measured say why.
+image), with one and with two workers: it does more than the reference loop, which only computes
+the maps.  Best of ``rounds`` interleaved rounds (one of each timing per round), each side's
+best wall time and its least CPU time (``getrusage`` of this process and its waited-for
+children: less sensitive to the load of a shared machine).  Reported per method: images/s and
+CPU-seconds per image of each, eval / reference (target >= 1x on CPU).
 """
 
 from __future__ import annotations
 
+import resource
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from odbench.bench import interleaved
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+#: (method, extractor of its full-size random architecture, expected seconds per image of one
+#: timing on a loaded 2-core CPU: the plan's estimate).
+CASES: tuple[tuple[str, str, float], ...] = (
+    ("tokencut", "dino-vits16-random", 1.5),
+    ("lost", "dino-vits16-random", 1.5),
+    ("dsm", "dino-vits16-random", 1.6),
+    ("found", "dino-vits8-random", 6.0),
+    ("dino-decoder", "dino-vits16-random", 0.4),
+    ("clip-decoder", "clip-vitb16-random", 1.0),
+    ("moco-decoder", "moco-v3-vitb16-random", 1.0),
+)
 
 #: What is not measured here, and why (printed with the figures).
 NOT_MEASURED = {
     "attentioncut (sd-v1-4-random)": "no reference loop written yet (DiffusionSeg's inversion + "
     "capture + cut); its pieces: odbench bench features (1.002x diffusers' DDIM loop) and "
     "odbench bench attentioncut",
-    "dino-decoder / clip-decoder / moco-decoder": "trained decoders: no reference repository "
-    "loop (the decoders are DiffusionSeg's, trained by odbench train)",
-    "dsm": "landed while this benchmark was written: no reference loop yet",
-    "found": "not on main when this benchmark was written",
 }
 
+#: eval timings per method: one and two workers.
+WORKERS = (1, 2)
 
-def _keys_reference(model: Any, path: Path, patch: int) -> tuple[np.ndarray, tuple[int, int], Any]:
-    """The original repositories' input path: PIL read, ToTensor + Normalize, zero padding (after
-    normalisation) to multiples of the patch size, forward with a hook on the last ``qkv``."""
+
+@dataclass(frozen=True)
+class Timing:
+    """Best wall seconds and least CPU seconds (this process and its children) over rounds."""
+
+    wall: float
+    cpu: float
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its terminated, waited-for children."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def interleaved_cpu(fns: Mapping[str, Callable[[], object]], rounds: int) -> dict[str, Timing]:
+    """Each function once per round, in turn, ``rounds`` times: its best wall and least CPU."""
+    wall = dict.fromkeys(fns, float("inf"))
+    cpu = dict.fromkeys(fns, float("inf"))
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0, c0 = time.perf_counter(), cpu_seconds()
+            fn()
+            wall[name] = min(wall[name], time.perf_counter() - t0)
+            cpu[name] = min(cpu[name], cpu_seconds() - c0)
+    return {k: Timing(wall[k], cpu[k]) for k in fns}
+
+
+def _random_found_head(extractor: str, folder: Path) -> Path:
+    """A random FOUND head for ``extractor``'s keys, saved as FOUND's released head converted to
+    safetensors (``decoder.weight``, ``decoder.bias``)."""
     import torch
-    from PIL import Image
+    from safetensors.torch import save_file
 
-    with Image.open(path) as im:
-        image = np.asarray(im.convert("RGB"))
-    x = torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255.0
-    x = (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    h, w = -(-x.shape[1] // patch) * patch, -(-x.shape[2] // patch) * patch
-    padded = torch.zeros((3, h, w))
-    padded[:, : x.shape[1], : x.shape[2]] = x
-    out: dict[str, Any] = {}
-    hook = model.blocks[-1].attn.qkv.register_forward_hook(lambda m, i, o: out.update(qkv=o))
-    with torch.no_grad():
-        model.forward_features(padded[None])
-    hook.remove()
-    qkv = out["qkv"]
-    n, d3 = qkv.shape[1], qkv.shape[2]
-    k = qkv.reshape(1, n, 3, d3 // 3)[0, :, 1]
-    k = k[int(model.num_prefix_tokens) :]
-    return k.numpy(), (h // patch, w // patch), image.shape[:2]
+    from odbench.features import load_extractor
+    from odbench.models.found import FoundHead
+
+    torch.manual_seed(0)
+    head = FoundHead(int(load_extractor(extractor).channels[0]))
+    path = folder / f"found-head-{extractor}.safetensors"
+    save_file({f"decoder.{k}": v.contiguous() for k, v in head.conv.state_dict().items()}, path)
+    return path
 
 
-def tokencut_reference(model: Any, path: Path, patch: int, tau: float, eps: float) -> np.ndarray:
+def _random_decoder(card_name: str, extractor: str, folder: Path) -> Path:
+    """An ``odbench train`` run folder for ``card_name`` with random decoder weights on
+    ``extractor`` (the card's model spec and training resolution, step 0)."""
     import torch
-    from scipy import ndimage
-    from scipy.linalg import eigh
 
-    feats, dims, size = _keys_reference(model, path, patch)
-    f = torch.nn.functional.normalize(torch.from_numpy(feats), p=2, dim=1)
-    a = (f @ f.T).numpy() > tau
-    a = np.where(a.astype(float) == 0, eps, a)
-    d = np.diag(np.sum(a, axis=1))
-    _, vecs = eigh(d - a, d, subset_by_index=[1, 2])
-    second = vecs[:, 0]
-    part = second > np.sum(second) / len(second)
-    seed = int(np.argmax(np.abs(second)))
-    if not part[seed]:
-        part = ~part
-    objects, _ = ndimage.label(part.reshape(dims))
-    mask = objects == objects[np.unravel_index(seed, dims)]
-    up = np.repeat(np.repeat(mask, patch, axis=0), patch, axis=1)
-    return up[: size[0], : size[1]]
+    from odbench.cards import method_cards
+    from odbench.checkpoint import save_checkpoint
+    from odbench.features import load_extractor
+    from odbench.models.build import build_model
+
+    card = method_cards()[card_name]
+    fx = load_extractor(extractor)
+    spec = {**card.raw["model"], "channels": list(fx.channels), "strides": list(fx.strides)}
+    torch.manual_seed(0)
+    net = build_model(spec).eval()
+    config = {
+        "card": {"name": card.name, "sha256": card.sha256},
+        "model": spec,
+        "resolution": int(card.raw["training"]["resolution"]),
+        "extractor": {
+            "name": extractor,
+            "identity": fx.identity,
+            "options": {},
+            "channels": list(fx.channels),
+            "strides": list(fx.strides),
+        },
+        "data": None,
+        "step": 0,
+    }
+    run = folder / f"{card_name}-{extractor}"
+    save_checkpoint(run, config, net.state_dict())
+    return run
 
 
-def lost_reference(model: Any, path: Path, patch: int, k_patches: int) -> np.ndarray:
-    from scipy import ndimage
+def build_case(name: str, backbone: str, folder: Path) -> tuple[Any, Callable[[Path], np.ndarray]]:
+    """The method ``name`` on ``backbone`` (random weights of a head or decoder written under
+    ``folder``) and its reference loop: a function of one image file to the map eval predicts."""
+    from odbench.bench import references as ref
+    from odbench.methods.base import create_method
 
-    feats, dims, size = _keys_reference(model, path, patch)
-    a = feats @ feats.T
-    sorted_patches = np.argsort((a >= 0).sum(axis=1), kind="stable")
-    seed = int(sorted_patches[0])
-    potentials = sorted_patches[:k_patches]
-    similars = potentials[a[seed, potentials] > 0.0]
-    m = a[similars, :].sum(axis=0) >= 0
-    objects, _ = ndimage.label(m.reshape(dims))
-    mask = objects == objects[np.unravel_index(seed, dims)]
-    ys, xs = np.nonzero(mask)
-    box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]) * patch
-    up = np.repeat(np.repeat(mask, patch, axis=0), patch, axis=1)
-    _ = box
-    return up[: size[0], : size[1]]
+    if name.endswith("-decoder"):
+        method: Any = create_method(name, checkpoint=str(_random_decoder(name, backbone, folder)))
+        fx, net, res = method.extractor, method.model, method.resolution
+        return method, lambda f: ref.decoder_reference(fx, net, res, f)
+    if name == "found":
+        head = _random_found_head(backbone, folder)
+        method = create_method(name, backbone=backbone, checkpoint=str(head))
+    else:
+        method = create_method(name, backbone=backbone)
+    vit = method.extractor()
+    model, patch, hp = vit.model, vit.patch_size, method.hparams
+    if name == "tokencut":
+        tau, eps = float(hp["tau"]), float(hp["eps"])
+        return method, lambda f: ref.tokencut_reference(model, f, patch, tau, eps)
+    if name == "lost":
+        k = int(hp["k_patches"])
+        return method, lambda f: ref.lost_reference(model, f, patch, k)
+    if name == "dsm":
+        return method, lambda f: ref.dsm_reference(model, f, patch)
+    if name == "found":
+        return method, lambda f: ref.found_reference(model, method.head, f, patch)
+    raise ValueError(f"no reference loop for method {name!r}")
+
+
+def plan(n_images: int, rounds: int, only: tuple[str, ...] = ()) -> list[str]:
+    """One line per timed method (architecture, expected time) and per method not measured."""
+    lines = []
+    for name, backbone, seconds in CASES:
+        if only and name not in only:
+            continue
+        runs = (1 + len(WORKERS)) * rounds * n_images
+        lines.append(
+            f"  {name} on {backbone}: reference loop + eval ({'/'.join(map(str, WORKERS))} "
+            f"workers), {n_images} images x {rounds} rounds, expect ~{seconds * runs:.0f} s"
+        )
+    lines += [f"  {what}: not measured ({why})" for what, why in NOT_MEASURED.items()]
+    return lines
 
 
 def method_rows(
-    root: Path, n_images: int, rounds: int, echo: Callable[[str], None]
+    root: Path,
+    n_images: int,
+    rounds: int,
+    echo: Callable[[str], None],
+    only: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
-    """One row per measured method: images/s of eval (1 and 2 workers) and of the reference."""
+    """One row per measured method: images/s and CPU-s per image of the reference loop and of
+    eval (1 and 2 workers)."""
     from odbench.data.base import create_dataset
 
     dataset = create_dataset("ecssd", data_root=root)
     ids = dataset.ids()[:n_images]
-    rows = [
-        _measure(name, "dino-vits16-random", dataset, ids, rounds, echo)
-        for name in ("tokencut", "lost")
-    ]
-    for what, why in NOT_MEASURED.items():
-        echo(f"  {what}: not measured ({why})")
+    rows = []
+    with ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="odbench-bench-")))
+        for name, backbone, _ in CASES:
+            if not only or name in only:
+                rows.append(_measure(name, backbone, dataset, ids, rounds, echo, folder))
     return rows
 
 
 def _measure(
-    name: str, backbone: str, dataset: Any, ids: list[str], rounds: int, echo: Callable[[str], None]
+    name: str,
+    backbone: str,
+    dataset: Any,
+    ids: list[str],
+    rounds: int,
+    echo: Callable[[str], None],
+    folder: Path,
 ) -> dict[str, Any]:
-    from odbench.methods.base import create_method
     from odbench.metrics.protocols import DEFAULT_PROTOCOL, get_protocol
     from odbench.runner import run
 
     files = [dataset.mask_files(i)[0] for i in ids]
     protocol = get_protocol(DEFAULT_PROTOCOL)
-    method: Any = create_method(name, backbone=backbone)
-    fx = method.extractor()
-    model, patch, hp = fx.model, fx.patch_size, method.hparams
-
-    def ref(f: Path) -> Any:
-        if name == "tokencut":
-            return tokencut_reference(model, f, patch, float(hp["tau"]), float(hp["eps"]))
-        return lost_reference(model, f, patch, int(hp["k_patches"]))
+    method, ref = build_case(name, backbone, folder)
 
     def reference() -> None:
         for f in files:
@@ -164,12 +238,22 @@ def _measure(
         return go
 
     ref(files[0])  # warm-up: weights paged in, torch's kernels chosen
-    fns = {"reference": reference, "eval 1": evaluate(1), "eval 2": evaluate(2)}
-    speed = {k: len(ids) / v[0] for k, v in interleaved(fns, rounds).items()}
+    fns: dict[str, Callable[[], None]] = {"reference": reference}
+    fns |= {f"eval {w}": evaluate(w) for w in WORKERS}
+    best = interleaved_cpu(fns, rounds)
+    n = len(ids)
+    r = best["reference"]
+    cells = [
+        f"reference {n / r.wall:.3f} img/s, {r.cpu / n:.2f} CPU-s/img",
+    ]
+    for w in WORKERS:
+        e = best[f"eval {w}"]
+        cells.append(
+            f"eval {w} worker{'s' if w > 1 else ''} {n / e.wall:.3f} img/s = "
+            f"{r.wall / e.wall:.2f}x, {e.cpu / n:.2f} CPU-s/img = {r.cpu / e.cpu:.2f}x"
+        )
     label = f"{name} ({backbone})"
-    echo(
-        f"  {label:30s} reference {speed['reference']:.3f} img/s; eval, 1 worker "
-        f"{speed['eval 1']:.3f} img/s = {speed['eval 1'] / speed['reference']:.2f}x; 2 workers "
-        f"{speed['eval 2']:.3f} img/s = {speed['eval 2'] / speed['reference']:.2f}x (target >= 1x)"
-    )
-    return {"method": label, **speed}
+    echo(f"  {label:36s} " + "; ".join(cells) + " (target >= 1x)")
+    row: dict[str, Any] = {"method": label, "reference": (n / r.wall, r.cpu / n)}
+    row |= {f"eval {w}": (n / best[f"eval {w}"].wall, best[f"eval {w}"].cpu / n) for w in WORKERS}
+    return row
