@@ -31,6 +31,7 @@ but for its three handler threads, which took ~10 % of the CPU time from the wor
 
 from __future__ import annotations
 
+import mmap
 import os
 import pickle
 import queue
@@ -268,6 +269,9 @@ class Pipeline:
       ``payload`` for ``i`` (a model's output); :meth:`finished` returns its outcome.  A
       child takes its finish tasks before new tickets.  Sending never blocks the caller
       (one sender thread per child).
+    * Arrays in the messages (a decoded image going to the caller, a model's map coming back)
+      travel through shared memory (:class:`_Slots`: one copy in, one copy out), not inside
+      the pickle (four copies and a pipe's worth of system calls for each).
 
     Outcomes are ``(ok, value)``: an exception is returned, not raised, so the caller decides
     in index order.  This process takes a ticket itself whenever it would otherwise wait (and
@@ -384,6 +388,8 @@ class Pipeline:
             warnings.warn(warning, stacklevel=1)
         if stage == "L" and ok and value[1]:  # the child keeps something for finish
             self.owner[i] = k
+        if stage == "F":  # the child has copied the task's arrays out of its slots
+            self.children[k].down.release(i)
         with self.changed:
             self.done[stage, i] = (ok, value[0] if stage == "L" and ok else value)
             self.changed.notify_all()
@@ -412,8 +418,11 @@ def _outcome(fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
 class _Child:
     """One forked worker of a :class:`Pipeline`: its task pipe, result pipe and threads."""
 
-    def __init__(self, pid: int, tasks_w: int, results_r: int, number: int) -> None:
+    def __init__(
+        self, pid: int, tasks_w: int, results_r: int, number: int, up: _Slots, down: _Slots
+    ) -> None:
         self.pid, self.tasks_w, self.results_r, self.number = pid, tasks_w, results_r, number
+        self.up, self.down = up, down  # the child's slots (loads), this process's (tasks)
         self.queue: queue.SimpleQueue[tuple[int, Any] | None] = queue.SimpleQueue()
         self.threads: list[threading.Thread] = []
 
@@ -423,6 +432,8 @@ class _Child:
         results_r, results_w = os.pipe()
         for fd in (tasks_w, results_w):
             _widen(fd)
+        count = min(pipeline.depth + 2, 32)  # in flight at once, at most
+        up, down = _Slots(count), _Slots(count)
         pid = os.fork()
         if pid == 0:
             os.close(tasks_w)
@@ -431,10 +442,10 @@ class _Child:
             for other in pipeline.children:  # siblings' pipes are not ours
                 os.close(other.tasks_w)
                 os.close(other.results_r)
-            _pipeline_child(pipeline, tasks_r, results_w)
+            _pipeline_child(pipeline, tasks_r, results_w, up, down)
         os.close(tasks_r)
         os.close(results_w)
-        return cls(pid, tasks_w, results_r, number)
+        return cls(pid, tasks_w, results_r, number, up, down)
 
     def start_threads(self, pipeline: Pipeline) -> None:
         """Threads only after the last fork (forking a process with threads is unsafe)."""
@@ -452,16 +463,15 @@ class _Child:
         try:
             with os.fdopen(self.tasks_w, "wb") as out:
                 while (task := self.queue.get()) is not None:
-                    _write_message(out, task)
+                    _write_message(out, task, self.down, task[0])
         except OSError:  # the child is gone: its receiver reports it
             pass
 
     def _receive(self, pipeline: Pipeline) -> None:
         try:
             with os.fdopen(self.results_r, "rb") as pipe:
-                while len(header := pipe.read(8)) == 8:
-                    data = pipe.read(int.from_bytes(header, "little"))
-                    pipeline._received(self.number, pickle.loads(data))  # from our own fork
+                while (message := _read_message(pipe.read, self.up)) is not None:
+                    pipeline._received(self.number, message)  # from our own fork
         except Exception:  # a worker killed mid-message
             pass
         pipeline._died()
@@ -477,6 +487,58 @@ class _Child:
         os.waitpid(self.pid, 0)
         for t in self.threads:
             t.join()
+        self.up.close()
+        self.down.close()
+
+
+#: Arrays from this size on travel through :class:`_Slots`; smaller ones inside the pickle.
+SLOT_MIN_BYTES = 1 << 16
+#: One slot's size: larger arrays (an image over ~1.4 megapixels) travel inside the pickle.
+SLOT_BYTES = 4 << 20
+
+
+class _Slots:
+    """Fixed-size slots of shared memory (an anonymous shared mapping made before forking, so
+    both processes see it; pages are only committed where written) through which one process
+    sends arrays to one other: the sender copies an array into a free slot and names the slot
+    in its pickled message (pickle protocol 5's out-of-band buffers), the receiver copies it
+    out.  The sender alone allocates; a slot is freed (:meth:`release`) once the receiver has
+    answered the message that used it — an answer comes after the receiver's copy, through
+    the same pipes, so no memory ordering between the processes is relied on.  With no free
+    slot, or an array over :data:`SLOT_BYTES`, the array travels inside the pickle."""
+
+    def __init__(self, count: int) -> None:
+        self.memory = mmap.mmap(-1, count * SLOT_BYTES)  # MAP_SHARED | MAP_ANONYMOUS
+        self.free = list(range(count))
+        self.used: dict[int, list[int]] = {}  # message index -> its slots
+        self.lock = threading.Lock()
+
+    def put(self, index: int, buffer: pickle.PickleBuffer, refs: list[tuple[int, int]]) -> bool:
+        """Copy ``buffer`` into a free slot for the message of ``index`` and note it in ``refs``
+        (True); False: it travels inside the pickle."""
+        data = buffer.raw()
+        if data.nbytes < SLOT_MIN_BYTES or data.nbytes > SLOT_BYTES:
+            return False
+        with self.lock:
+            if not self.free:
+                return False
+            k = self.free.pop()
+            self.used.setdefault(index, []).append(k)
+        self.memory[k * SLOT_BYTES : k * SLOT_BYTES + data.nbytes] = data
+        refs.append((k, data.nbytes))
+        return True
+
+    def get(self, k: int, nbytes: int) -> bytearray:
+        """A copy of what slot ``k`` holds (writable, as an in-band pickled array is)."""
+        with memoryview(self.memory) as view:
+            return bytearray(view[k * SLOT_BYTES : k * SLOT_BYTES + nbytes])
+
+    def release(self, index: int) -> None:
+        with self.lock:
+            self.free += self.used.pop(index, [])
+
+    def close(self) -> None:
+        self.memory.close()
 
 
 def _widen(fd: int) -> None:
@@ -489,23 +551,58 @@ def _widen(fd: int) -> None:
         pass
 
 
-def _write_message(out: Any, message: Any) -> None:
-    """A length-prefixed pickle; an outcome (``(stage, i, ok, value, warnings)``) that does not
-    pickle, or an exception that does not load back, is sent as a RuntimeError with its text."""
+def _write_message(
+    out: Any, message: Any, slots: _Slots | None = None, index: int | None = None
+) -> None:
+    """A pickle behind its length and the slots of its out-of-band arrays (``slots``: the
+    sender's, used for the message of ``index``); an outcome (``(stage, i, ok, value,
+    warnings)``) that does not pickle, or an exception that does not load back, is sent as a
+    RuntimeError with its text."""
+    refs: list[tuple[int, int]] = []
+
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool:  # False: out of band
+        return slots is None or index is None or not slots.put(index, buffer, refs)
+
     try:
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(message, protocol=5, buffer_callback=out_of_band)
         if len(message) == 5 and not message[2]:
             pickle.loads(data)  # some exception classes do not load back
     except Exception as e:
+        if slots is not None and index is not None:
+            slots.release(index)
+        refs = []
         if len(message) != 5:
             raise
         stage, i, ok, value, caught = message
         what = value if not ok else e
         error = RuntimeError(f"{type(what).__name__}: {what}")
         data = pickle.dumps((stage, i, False, error, [str(m) for m in caught]))
-    out.write(len(data).to_bytes(8, "little"))
+    head = [len(data).to_bytes(8, "little"), len(refs).to_bytes(4, "little")]
+    head += [k.to_bytes(4, "little") + n.to_bytes(8, "little") for k, n in refs]
+    out.write(b"".join(head))
     out.write(data)
     out.flush()
+
+
+def _read_message(read: Callable[[int], bytes | None], slots: _Slots) -> Any:
+    """The message :func:`_write_message` sent (its arrays copied out of ``slots``, the
+    sender's), or None at the end of the pipe (or a message cut short)."""
+    head = read(12)
+    if head is None or len(head) != 12:
+        return None
+    size, n_refs = int.from_bytes(head[:8], "little"), int.from_bytes(head[8:], "little")
+    refs = read(12 * n_refs) if n_refs else b""
+    data = read(size)
+    if refs is None or data is None or len(refs) != 12 * n_refs or len(data) != size:
+        return None
+    buffers = [
+        slots.get(
+            int.from_bytes(refs[j : j + 4], "little"),
+            int.from_bytes(refs[j + 4 : j + 12], "little"),
+        )
+        for j in range(0, len(refs), 12)
+    ]
+    return pickle.loads(data, buffers=buffers)  # from our own fork
 
 
 def _ignoring_index(task: Callable[[], Any]) -> Callable[[int], Any]:
@@ -523,7 +620,7 @@ def _read_exactly(fd: int, size: int) -> bytes | None:
     return b"".join(parts)
 
 
-def _pipeline_child(pipeline: Pipeline, tasks: int, out_fd: int) -> None:
+def _pipeline_child(pipeline: Pipeline, tasks: int, out_fd: int, up: _Slots, down: _Slots) -> None:
     """A forked :class:`Pipeline` worker: finish tasks first, else the next ticket; never
     returns."""
     import select
@@ -541,13 +638,11 @@ def _pipeline_child(pipeline: Pipeline, tasks: int, out_fd: int) -> None:
             while True:
                 ready = select.select([tasks] + ([tickets] if tickets is not None else []), [], [])
                 if tasks in ready[0]:
-                    header = _read_exactly(tasks, 8)
-                    if header is None:
+                    message = _read_message(partial(_read_exactly, tasks), down)
+                    if message is None:
                         break
-                    data = _read_exactly(tasks, int.from_bytes(header, "little"))
-                    if data is None:
-                        break
-                    i, payload = pickle.loads(data)  # from our own parent
+                    i, payload = message  # from our own parent
+                    up.release(i)  # the caller took i's loaded arrays (copied) before this
                     task = partial(pipeline.finish, i, kept.pop(i, None), payload)
                     ok, value, caught = _recorded(_ignoring_index(task), i)
                     _write_message(out, ("F", i, ok, value, caught))
@@ -561,12 +656,13 @@ def _pipeline_child(pipeline: Pipeline, tasks: int, out_fd: int) -> None:
                     continue
                 i = int.from_bytes(ticket, "little")
                 ok, value, caught = _recorded(pipeline.load, i)
+                slots = None
                 if ok:
                     public, keep = value
-                    if keep is not None:
-                        kept[i] = keep
+                    if keep is not None:  # a task for i will come (it frees the slots)
+                        kept[i], slots = keep, up
                     value = (public, keep is not None)
-                _write_message(out, ("L", i, ok, value, caught))
+                _write_message(out, ("L", i, ok, value, caught), slots, i)
         code = 0
     finally:
         os._exit(code)

@@ -8,6 +8,7 @@ import time
 import warnings
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 
 from odbench.forked import WorkerDiedError, forked_map
@@ -320,3 +321,38 @@ def test_pipeline_prefetches_at_most_depth_ahead(tmp_path):
         for i, _ in pipe.loaded():
             time.sleep(0.02)  # a slow model: the workers would run ahead
             assert max(int(p.name) for p in tmp_path.iterdir()) < i + 1 + 3
+
+
+def _array_load(i):
+    rng = np.random.default_rng(i)
+    size = (5 << 20) if i % 9 == 4 else (70_000 + 1000 * i)  # one over a slot: in the pickle
+    image = rng.integers(0, 256, size, dtype=np.uint8)
+    return (image, rng.integers(0, 256, 100, dtype=np.uint8)), image.copy()
+
+
+def _array_finish(i, kept, payload):
+    assert payload.flags.writeable  # as an array unpickled in band is
+    payload[0] ^= 1  # the model's map is ours to change
+    return int(kept.astype(np.int64).sum()), payload[1:].copy()
+
+
+def test_pipeline_arrays_through_shared_slots_arrive_intact():
+    """Images and maps (64 KiB and more) travel through shared-memory slots, reused many
+    times over (40 images, a dozen slots per direction): each arrives with its own bytes,
+    writable; arrays over a slot's size still travel (inside the pickle)."""
+    from odbench.forked import Pipeline
+
+    with deadline(120), Pipeline(_array_load, _array_finish, 40, 2, depth=4) as pipe:
+        for i, (ok, value) in pipe.loaded():
+            assert ok
+            image, small = value
+            rng = np.random.default_rng(i)
+            expected = rng.integers(0, 256, image.size, dtype=np.uint8)
+            assert np.array_equal(image, expected) and image.flags.writeable
+            assert np.array_equal(small, rng.integers(0, 256, 100, dtype=np.uint8))
+            map_ = np.full(200_000, i % 251, dtype=np.uint8)
+            pipe.submit(i, map_)
+            ok, (total, rest) = pipe.finished(i)
+            assert ok and total == int(expected.astype(np.int64).sum())
+            assert np.array_equal(rest, map_[1:])
+    assert no_children_left()
