@@ -17,7 +17,9 @@ numpy plus pycocotools' C mask functions (``iou``, ``area``):
 * :func:`accumulate`: the 12 summary numbers from records (``accumulate`` + ``summarize``): the
   detections of all images sorted by score with a stable sort over images in image-id order
   (the records are sorted by image id first, whatever order they come in), cumulative TP / FP,
-  the precision envelope and 101-point interpolated precision, averaged over thresholds.
+  the precision envelope and 101-point interpolated precision, averaged over thresholds
+  (:func:`accumulate_arrays`: the precision / recall arrays; :func:`pr_curve`: the
+  precision-recall curve at one IoU threshold, whose mean is AP at that threshold).
 * :func:`coco_ap`: both at once for mappings image id -> GT / detections.
 
 Summary keys (:data:`SUMMARY_KEYS`, COCO's names): ``AP`` (IoU .50:.95, all areas, at
@@ -440,6 +442,17 @@ def accumulate(
     ``COCOeval.accumulate`` + ``summarize`` (NaN where COCO gives -1).  Records are taken in
     image-id order (:func:`image_order_key`, stable: a resampled record keeps its place)."""
     proto = get_detection_protocol(protocol)
+    return _summarize(*accumulate_arrays(matches, proto), proto)
+
+
+def accumulate_arrays(
+    matches: Sequence[ImageMatches],
+    protocol: str | DetectionProtocol = DEFAULT_DETECTION_PROTOCOL,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``COCOeval.accumulate``'s arrays from per-image records: ``precision`` (T, R, 1, A, M),
+    the interpolated precision at each IoU threshold, recall threshold, area range and
+    detection budget, and ``recall`` (T, 1, A, M); -1 where an area range has no GT."""
+    proto = get_detection_protocol(protocol)
     n_area, n_thr = len(proto.area_ranges), len(proto.iou_thresholds)
     for m in matches:
         if m.status.shape[:2] != (n_area, n_thr) or m.max_dets != proto.max_dets:
@@ -468,7 +481,28 @@ def accumulate(
                 p, r = _precision_recall(st, int(num_gt[a]), rec_thr)
                 precision[:, :, 0, a, mi] = p
                 recall[:, 0, a, mi] = r
-    return _summarize(precision, recall, proto)
+    return precision, recall
+
+
+def pr_curve(
+    matches: Sequence[ImageMatches],
+    protocol: str | DetectionProtocol = DEFAULT_DETECTION_PROTOCOL,
+    iou: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(recall thresholds (R,), interpolated precision (R,)) at IoU threshold ``iou``, all
+    areas, the protocol's budget (``max_dets``): the curve whose mean is AP at that IoU (AP50
+    at 0.5, AP75 at 0.75); precision is NaN throughout when no image has GT.  ValueError for
+    an ``iou`` that is not one of the protocol's thresholds."""
+    proto = get_detection_protocol(protocol)
+    at = np.flatnonzero(np.isclose(proto.iou_thresholds, iou, rtol=0.0, atol=1e-9))
+    if len(at) == 0:
+        raise ValueError(
+            f"IoU {iou} is not a threshold of protocol {proto.name!r} "
+            f"({', '.join(f'{t:g}' for t in proto.iou_thresholds)})"
+        )
+    precision, _ = accumulate_arrays(matches, proto)
+    curve = precision[at[0], :, 0, 0, -1]
+    return proto.recall_thresholds, np.where(curve > -1, curve, np.nan)
 
 
 def _precision_recall(
