@@ -373,7 +373,8 @@ class Mixed(Oracle):
 
 
 def test_instance_overlays_mark_the_matched_instances(tmp_path: Path) -> None:
-    from odbench.report.instances import draw_instances, instance_panels, matched_at_50
+    from odbench.metrics.detection import TP
+    from odbench.report.instances import draw_instances, instance_panels, run_protocol, states_of
 
     data = Planted(n=3)
     run = _run(tmp_path, Mixed(), data)
@@ -386,7 +387,7 @@ def test_instance_overlays_mark_the_matched_instances(tmp_path: Path) -> None:
         record = rec.take(np.array([k])).matches("segm")[0]
         # listed worst first: the last one is the shifted best, unmatched
         want = [True] * (len(dets) - 1) + [False]
-        assert matched_at_50(record, dets).tolist() == want
+        assert (states_of(record, dets, run_protocol(run)) == TP).tolist() == want
     (image, drawn) = instance_panels([run], data, "im2")
     assert image.shape == drawn.shape == (SIZE, SIZE, 3)
     dets = cache.get_instances("im2")

@@ -1,4 +1,5 @@
-"""``odbench plot curves``: PR, Fβ-threshold and E-threshold curves from stored results.
+"""``odbench plot curves``: PR, Fβ-threshold and E-threshold curves from stored results;
+``odbench plot discovery``: the precision-recall curves of multi-object discovery runs.
 
 Reads the curves the runs stored (``metrics.saliency.fbeta_curve`` always; ``curves.precision``,
 ``recall``, ``e_measure`` when scored with ``--metrics all``), never recomputes them.  One
@@ -240,3 +241,109 @@ def curves(
         raise UserError(f"--highlight {highlight}: no such method in the selected results")
     for path in plot_curves(chosen, out, highlight):
         click.echo(str(path))
+
+
+@plot.command("discovery")
+@click.option("--dataset", "datasets", multiple=True, required=True, help="Repeatable.")
+@click.option(
+    "--methods", default="", help="Comma-separated (default: every method with a discovery run)."
+)
+@click.option(
+    "--iou-type",
+    type=click.Choice(["bbox", "segm"]),
+    default=None,
+    help="Boxes or masks (default: both; segm where the runs scored masks).",
+)
+@options.protocol("The runs' protocol (discovery runs carry the saliency protocol's name).")
+@options.results_dir("Folder of results JSON files (the results store).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+def discovery(
+    datasets: tuple[str, ...],
+    methods: str,
+    iou_type: str | None,
+    protocol: str,
+    results_dir: Path,
+    out: Path,
+) -> None:
+    """Multi-object discovery: precision-recall curves at IoU .5 and .75 (all areas, the
+    protocol's max detections; COCO's interpolated precision at 101 recall points, whose mean
+    is AP50 / AP75), one curve per method, a column per dataset: discovery_pr_bbox /
+    discovery_pr_segm (PNG + PDF) and the points drawn in discovery_pr.csv."""
+    from odbench.report.discovery import runs_to_plot
+
+    chosen = runs_to_plot(
+        results_dir, list(datasets), [m for m in methods.split(",") if m], protocol
+    )
+    for path in plot_discovery(chosen, out, [iou_type] if iou_type else ["bbox", "segm"]):
+        click.echo(str(path))
+
+
+def plot_discovery(chosen: dict[str, list[Any]], out: Path, iou_types: list[str]) -> list[Path]:
+    """Write the figures (one per iou type that some run scored) and the CSV of their points;
+    returns the files written."""
+    import csv
+
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from odbench.imageio import atomic_write_bytes
+    from odbench.outputs import check_output_folder
+    from odbench.report.discovery import CURVE_IOUS, pr_curves, scored_iou_types
+
+    check_output_folder(out, "--out")
+    methods = sorted({r.method_name for runs in chosen.values() for r in runs})
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    rows: list[list[Any]] = []
+    written: list[Path] = []
+    for iou_type in iou_types:
+        have: dict[str, list[Any]] = {}
+        for dataset, runs in chosen.items():
+            drawn = [r for r in runs if iou_type in scored_iou_types(r)]
+            if drawn:
+                have[dataset] = drawn
+        if not have:
+            if len(iou_types) == 1:
+                raise UserError(f"--iou-type {iou_type}: no run scored {iou_type}")
+            continue
+        fig, axes = plt.subplots(
+            len(CURVE_IOUS), len(have), figsize=(4.2 * len(have), 3.8 * len(CURVE_IOUS)),
+            squeeze=False,
+        )  # fmt: skip
+        for c, (dataset, runs) in enumerate(have.items()):
+            for r, iou in enumerate(CURVE_IOUS):
+                ax = axes[r][c]
+                for run in runs:
+                    x, y = pr_curves(run, iou_type, iou)
+                    ap = 100 * float(np.mean(y))
+                    label = f"{run.method_name} (AP{round(100 * iou)} {ap:.1f})"
+                    ax.plot(x, y, color=colours[run.method_name], linewidth=1.6, label=label)
+                    rows += [
+                        [dataset, run.method_name, iou_type, iou, f"{a:.2f}", repr(float(b))]
+                        for a, b in zip(x, y)
+                    ]
+                ax.set_title(f"{dataset}, IoU {iou:g}")
+                ax.set_xlabel("recall")
+                ax.set_ylabel("precision")
+                ax.set_xlim(0, 1)
+                ax.set_ylim(0, 1.02)
+                ax.grid(alpha=0.3)
+                ax.legend(loc="upper right", fontsize=8, frameon=False)
+        kind = "boxes (bbox)" if iou_type == "bbox" else "masks (segm)"
+        fig.suptitle(f"Multi-object discovery, class-agnostic precision-recall, {kind}")
+        fig.tight_layout()
+        for ext in ("png", "pdf"):
+            buf = io.BytesIO()
+            fig.savefig(buf, format=ext, dpi=150)
+            path = out / f"discovery_pr_{iou_type}.{ext}"
+            atomic_write_bytes(path, buf.getvalue())
+            written.append(path)
+        plt.close(fig)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["dataset", "method", "iou_type", "iou", "recall", "precision"])
+    writer.writerows(rows)
+    atomic_write_bytes(out / "discovery_pr.csv", text.getvalue().encode())
+    return [*written, out / "discovery_pr.csv"]

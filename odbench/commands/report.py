@@ -26,6 +26,15 @@ def _names(text: str | None) -> list[str]:
     type=click.Path(path_type=Path),
     help="Report folder (index.html and thumbnails), or the .png file with --grid.",
 )
+@click.option(
+    "--task",
+    type=click.Choice(["saliency", "discovery"]),
+    default=None,
+    help="What the page shows: saliency (maps, masks, IoU, Fβ) or multi-object discovery "
+    "(class-agnostic AP / AR, per-image instance overlays, precision-recall curves; with "
+    "--grid: --panel instances).  Default: saliency when every method has a saliency run on "
+    "the dataset, else discovery.",
+)
 @click.option("-n", "n", type=int, default=8, show_default=True, help="Images per grid.")
 @click.option("--ids", default=None, help="Sample ids to show as well, comma-separated.")
 @click.option(
@@ -55,8 +64,8 @@ def _names(text: str | None) -> list[str]:
     default="map",
     show_default=True,
     help="With --grid: show the soft maps or the binarised masks, or the instances of the "
-    "methods' discovery runs (colour per instance, score, thick outline: matched at IoU .5; "
-    "images chosen by recall at IoU .5).",
+    "methods' discovery runs (colour per instance, score; solid outline: matched at IoU .5, "
+    "dashed: unmatched, dotted: matched a crowd region; images chosen by recall at IoU .5).",
 )
 def report(
     dataset: str,
@@ -68,12 +77,15 @@ def report(
     n: int,
     ids: str | None,
     row_images: bool,
+    task: str | None,
     grid: int | None,
     select: str,
     panel: str,
 ) -> None:
     """Static HTML report of runs: leaderboard, sortable per-image table, worst / best / most
-    disagreeing images, IoU histograms, paired scatter, Fβ curves, run metadata.
+    disagreeing images, IoU histograms, paired scatter, Fβ curves, run metadata; for discovery
+    runs: AP / AR, per-image instance overlays (matched / unmatched at IoU .5), precision-recall
+    curves at IoU .5 and .75.
 
     Everything is read from the results, the runs' prediction caches and the dataset; nothing is
     predicted again.  The page opens from disk (no server, no network)."""
@@ -82,7 +94,15 @@ def report(
     names = _names(methods)
     if not names:
         raise UserError(f"--methods {methods!r}: give method names, e.g. A,B")
+    if task is None:
+        from odbench.report.discovery import has_task
+
+        sal = has_task(results_dir, dataset, names, protocol, "saliency")
+        disc = has_task(results_dir, dataset, names, protocol, "discovery")
+        task = "discovery" if disc and not sal else "saliency"
     if grid is not None:
+        if task == "discovery":
+            panel = "instances"
         path = build_grid(
             results_dir,
             dataset,
@@ -97,18 +117,34 @@ def report(
         )
         click.echo(f"wrote {path}")
         return
-    outcome = build_report(
-        results_dir,
-        dataset,
-        names,
-        out,
-        protocol=protocol,
-        data_root=data_root,
-        n=n,
-        ids=_names(ids),
-        row_images=row_images,
-        show_progress=True,
-    )
+    if task == "discovery":
+        from odbench.report.build_discovery import build_discovery_report
+
+        outcome = build_discovery_report(
+            results_dir,
+            dataset,
+            names,
+            out,
+            protocol=protocol,
+            data_root=data_root,
+            n=n,
+            ids=_names(ids),
+            row_images=row_images,
+            show_progress=True,
+        )
+    else:
+        outcome = build_report(
+            results_dir,
+            dataset,
+            names,
+            out,
+            protocol=protocol,
+            data_root=data_root,
+            n=n,
+            ids=_names(ids),
+            row_images=row_images,
+            show_progress=True,
+        )
     click.echo(
         f"wrote {outcome.path} ({outcome.n_images} images, {outcome.n_selected} in grids; "
         f"thumbnails: {outcome.thumbs_written} written, {outcome.thumbs_reused} reused; "

@@ -33,14 +33,15 @@ class ReportOutcome:
     seconds: float
 
 
-def resolve_ids(data: ReportData, ids: list[str]) -> list[int]:
-    """Row indices of the chosen sample ids; an unknown id is one error listing a few valid."""
-    where = {sid: k for k, sid in enumerate(data.ids)}
+def resolve_ids(all_ids: list[str], ids: list[str]) -> list[int]:
+    """Row indices in ``all_ids`` (the runs' images) of the chosen sample ids; an unknown id
+    is one error listing a few valid."""
+    where = {sid: k for k, sid in enumerate(all_ids)}
     unknown = [i for i in ids if i not in where]
     if unknown:
         raise ResultsError(
-            f"--ids: {', '.join(unknown[:5])} not among the {len(data.ids)} images of the runs "
-            f"(e.g. {', '.join(data.ids[:3])})"
+            f"--ids: {', '.join(unknown[:5])} not among the {len(all_ids)} images of the runs "
+            f"(e.g. {', '.join(all_ids[:3])})"
         )
     return [where[i] for i in ids]
 
@@ -162,7 +163,7 @@ def build_report(
     if n < 0:
         raise ResultsError(f"-n {n}: give 0 or more images per grid")
     data = load_report_data(results_dir, dataset, methods, protocol)
-    chosen = resolve_ids(data, ids or [])
+    chosen = resolve_ids(data.ids, ids or [])
     selections = select_all(data.iou, n)
     wanted = sorted({*chosen, *(i for s in selections for i in s.indices)})
     dataset_obj = open_dataset(data, data_root)
@@ -251,7 +252,7 @@ def build_grid(
     data = load_report_data(results_dir, dataset, methods, protocol)
     proto = get_protocol(protocol)
     if ids:
-        rows = resolve_ids(data, ids)
+        rows = resolve_ids(data.ids, ids)
     else:
         if n < 1:
             raise ResultsError(f"--grid {n}: give 1 or more images")

@@ -214,15 +214,18 @@ def _axes(width: int, height: int, pad: int, xlabel: str, ylabel: str, ymax: flo
     return out
 
 
-def histograms_svg(data: ReportData, bins: int = 20) -> str:
-    """One IoU histogram per method (shared bins and y scale; NaN IoUs counted apart)."""
+def histograms_svg(
+    values: np.ndarray, labels: Sequence[str], xlabel: str = "IoU", bins: int = 20
+) -> str:
+    """One histogram of per-image ``values`` (M, N) on [0, 1] per method (shared bins and y
+    scale; NaN values counted apart)."""
     edges = np.linspace(0.0, 1.0, bins + 1)
-    counts = [np.histogram(v[np.isfinite(v)], bins=edges)[0] for v in data.iou]
+    counts = [np.histogram(v[np.isfinite(v)], bins=edges)[0] for v in values]
     ymax = max(1, max(int(c.max()) for c in counts))
     w, h, pad = 260, 170, 36
     out = []
     for m, c in enumerate(counts):
-        parts = _axes(w, h, pad, "IoU", "images", ymax)
+        parts = _axes(w, h, pad, xlabel, "images", ymax)
         bw = (w - 10 - pad) / bins
         for k, count in enumerate(c):
             bh = count / ymax * (h - pad - 10)
@@ -231,11 +234,11 @@ def histograms_svg(data: ReportData, bins: int = 20) -> str:
                 f"height='{bh:.1f}' fill='{colour(m)}'><title>{edges[k]:.2f}–{edges[k + 1]:.2f}: "
                 f"{count}</title></rect>"
             )
-        nan = int(np.count_nonzero(~np.isfinite(data.iou[m])))
+        nan = int(np.count_nonzero(~np.isfinite(values[m])))
         note = f" ({nan} NaN)" if nan else ""
         out.append(
             f"<figure><svg width='{w}' height='{h}' role='img'>{''.join(parts)}</svg>"
-            f"<figcaption>{esc(data.labels[m])}: mean IoU {fmt(np.mean(data.iou[m]))}{note}"
+            f"<figcaption>{esc(labels[m])}: mean {esc(xlabel)} {fmt(np.mean(values[m]))}{note}"
             "</figcaption></figure>"
         )
     return "<div class='plots'>" + "".join(out) + "</div>"
@@ -350,9 +353,11 @@ def stored_curves_html(data: ReportData) -> str:
 # ----------------------------------------------------------------------------- metadata
 
 
-def metadata_html(data: ReportData) -> str:
+def metadata_html(runs: Sequence[Any]) -> str:
+    """Each run's files, timing, settings and packages (``runs``: with ``label`` and
+    ``results``, the results JSON with its ``_path``)."""
     parts = []
-    for m, run in enumerate(data.runs):
+    for m, run in enumerate(runs):
         r = run.results
         fields = [
             ("results file", r.get("_path")),
@@ -402,6 +407,7 @@ def page_data(data: ReportData, grids: list[Grid], row_thumbs: dict[int, str]) -
             thumbs.setdefault(str(row.index), row.image)
             anchors.setdefault(str(row.index), f"g{g}-{row.index}")
     return {
+        "columns": [["iou", "IoU"], ["fbeta", "Fβ"]],
         "methods": data.labels,
         "colours": [colour(m) for m in range(len(data.runs))],
         "ids": data.ids,
@@ -458,11 +464,11 @@ def render_page(
         pair=pair + extra,
         grids=grids_html(data, grids),
         crop=crop,
-        histograms=histograms_svg(data),
+        histograms=histograms_svg(data.iou, data.labels),
         scatter=scatter,
         fbeta=fbeta_curves_html(data),
         curves=stored_curves_html(data),
-        metadata=metadata_html(data),
+        metadata=metadata_html(data.runs),
         payload=payload,
     )
 

@@ -1,20 +1,26 @@
 // odbench report: the per-image table (sort, filter, paginate) and the paired scatter plot.
-// Written for odbench; no library.  Data: the JSON in <script id="odb-data">.
+// Written for odbench; no library.  Data: the JSON in <script id="odb-data">: per-method
+// columns D.columns ([key, label]: values D[key][method][image]; the first one is compared by
+// the difference column and the scatter; an optional third entry: decimals, 3 by default),
+// columns shared by the methods D.common (D[key][image]).
 "use strict";
 (function () {
   const D = JSON.parse(document.getElementById("odb-data").textContent);
   const M = D.methods.length, N = D.ids.length, PAGE = 50;
+  const [K0, L0] = D.columns[0];
   const pa = document.getElementById("pa"), pb = document.getElementById("pb");
   const ex = document.getElementById("extra"); // per-image S, Eξ, wFβ... when stored
   if (pb) pb.value = "1";
   const st = { key: null, dir: 1, filter: "", page: 0, rows: D.ids.map((_, i) => i) };
 
-  // Columns: [key, header, value(i)]; missing values (null) always sort last.
+  // Columns: [key, header, value(i), decimals]; missing values (null) always sort last.
   function columns() {
     const cols = [["id", "id", (i) => D.ids[i]]];
+    for (const [key, label, d] of D.common || []) cols.push([key, label, (i) => D[key][i], d]);
     for (let m = 0; m < M; m++) {
-      cols.push(["iou" + m, "IoU " + D.methods[m], (i) => D.iou[m][i]]);
-      cols.push(["fbeta" + m, "Fβ " + D.methods[m], (i) => D.fbeta[m][i]]);
+      for (const [key, label, d] of D.columns) {
+        cols.push([key + m, label + " " + D.methods[m], (i) => D[key][m][i], d]);
+      }
       if (ex && ex.value) {
         const key = ex.value;
         cols.push([key + m, D.extraLabels[key] + " " + D.methods[m], (i) => D.extra[key][m][i]]);
@@ -22,8 +28,9 @@
     }
     if (pa && pb) {
       const a = +pa.value, b = +pb.value;
-      cols.push(["diff", "IoU " + D.methods[b] + " − " + D.methods[a], (i) =>
-        D.iou[a][i] === null || D.iou[b][i] === null ? null : D.iou[b][i] - D.iou[a][i]]);
+      const v = D[K0];
+      cols.push(["diff", L0 + " " + D.methods[b] + " − " + D.methods[a], (i) =>
+        v[a][i] === null || v[b][i] === null ? null : v[b][i] - v[a][i]]);
     }
     return cols;
   }
@@ -51,8 +58,8 @@
     render(cols, pages);
   }
 
-  function cell(v) {
-    return v === null ? "–" : typeof v === "number" ? v.toFixed(3) : v;
+  function cell(v, digits) {
+    return v === null ? "–" : typeof v === "number" ? v.toFixed(digits ?? 3) : v;
   }
 
   function render(cols, pages) {
@@ -78,10 +85,10 @@
     for (const i of st.rows.slice(start, start + PAGE)) {
       const img = D.thumbs[i] ? `<img src="${D.thumbs[i]}" alt="">` : "";
       const thumb = D.anchors[i] ? `<a href="#${D.anchors[i]}" title="show in the grids">${img}</a>` : img;
-      const tds = cols.map(([key, , value], k) => {
+      const tds = cols.map(([key, , value, digits], k) => {
         const v = value(i);
         const cls = key === "diff" && v !== null ? (v < 0 ? "neg" : v > 0 ? "pos" : "") : "";
-        return `<td class="${cls}">${k === 0 ? escapeHtml(v) : cell(v)}</td>`;
+        return `<td class="${cls}">${k === 0 ? escapeHtml(v) : cell(v, digits)}</td>`;
       });
       html.push(`<tr data-index="${i}"><td>${thumb}</td>${tds.join("")}</tr>`);
     }
@@ -105,16 +112,16 @@
       `<line x1="${x(0)}" y1="${y(0)}" x2="${x(1)}" y2="${y(1)}" stroke="#bbb"/>`,
       `<line x1="${x(0)}" y1="${y(0)}" x2="${x(1)}" y2="${y(0)}" class="ax"/>`,
       `<line x1="${x(0)}" y1="${y(0)}" x2="${x(0)}" y2="${y(1)}" class="ax"/>`,
-      `<text x="${x(0.5)}" y="${S - 6}" class="lbl">IoU ${escapeHtml(D.methods[a])} (A)</text>`,
+      `<text x="${x(0.5)}" y="${S - 6}" class="lbl">${escapeHtml(L0 + " " + D.methods[a])} (A)</text>`,
       `<text x="12" y="${y(0.5)}" class="lbl" transform="rotate(-90 12 ${y(0.5)})">` +
-        `IoU ${escapeHtml(D.methods[b])} (B)</text>`,
+        `${escapeHtml(L0 + " " + D.methods[b])} (B)</text>`,
     ];
     for (const t of [0, 0.5, 1]) {
       out.push(`<text x="${x(t)}" y="${y(0) + 14}" class="tick">${t}</text>`);
       out.push(`<text x="${x(0) - 4}" y="${y(t) + 4}" class="tick" text-anchor="end">${t}</text>`);
     }
     for (let i = 0; i < N; i++) {
-      const u = D.iou[a][i], v = D.iou[b][i];
+      const u = D[K0][a][i], v = D[K0][b][i];
       if (u === null || v === null) continue;
       out.push(`<circle cx="${x(u).toFixed(1)}" cy="${y(v).toFixed(1)}" r="2.5" ` +
         `data-i="${i}" fill="${D.colours[b]}" fill-opacity="0.5"><title>` +

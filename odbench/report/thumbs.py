@@ -161,7 +161,18 @@ class Thumbnailer:
         files = getattr(self.dataset, "files", None)
         if files is None:
             return {"dataset": self.dataset.describe(), "id": sample_id}
-        return {"files": [_stat(Path(p)) for p in files(sample_id)], "id": sample_id}
+        return {"files": [stat_key(Path(p)) for p in files(sample_id)], "id": sample_id}
+
+    def source(self, sample_id: str) -> dict[str, Any]:
+        """What the pixels of a sample's thumbnails depend on (its files, or the dataset's
+        description and the id)."""
+        return self._source(sample_id)
+
+    def drawn(self, kind: str, source: dict[str, Any], make: Any) -> str:
+        """Relative path of the thumbnail of ``make()`` (an image array drawn from ``source``,
+        everything its pixels depend on; ``kind`` names the drawing and its version), written
+        once and reused."""
+        return self._write(self._name(kind, source), make)
 
     def _name(self, kind: str, source: dict[str, Any], suffix: str = ".png") -> str:
         key = {
@@ -256,7 +267,7 @@ class Thumbnailer:
         from odbench.metrics.saliency import binarize_prediction
 
         path = map_file(run, sample_id)
-        source = {"cache": _stat(path) if path.is_file() else str(path), "id": sample_id}
+        source = {"cache": stat_key(path) if path.is_file() else str(path), "id": sample_id}
         names = (self._name("soft", source), self._name("mask", source))
         if all((self.folder / n).is_file() for n in names):
             self.reused += 2
@@ -274,6 +285,7 @@ class Thumbnailer:
         )
 
 
-def _stat(path: Path) -> list[Any]:
+def stat_key(path: Path) -> list[Any]:
+    """What a file's contents are known by: its resolved path, size and modification time."""
     st = path.stat()
     return [str(path.resolve()), st.st_size, st.st_mtime_ns]
