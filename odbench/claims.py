@@ -10,8 +10,9 @@ is older than the lease (``$ODBENCH_CLAIM_LEASE_S``, default 30 minutes — far 
 batch of any method).  So a run killed with SIGKILL leaves at most its in-flight batch claimed,
 and the restarted run (same host) takes those claims over at once.
 
-Cache entries themselves are written atomically (temp file + rename), so a lost race can only
-cost a duplicate computation of the same bytes, never a corrupt entry.  Taking over a stale
+Cache entries themselves are appended whole to each process's own pack file and checked (length,
+CRC-32) when read (:mod:`odbench.cache`), so a lost race can only cost a duplicate computation of
+the same bytes, never a corrupt entry.  Taking over a stale
 claim renames it aside first and checks that the file it moved is the one it judged stale, so
 two processes cannot both take one over.
 """

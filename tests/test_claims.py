@@ -11,8 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from odbench.claims import Claims
 
 
@@ -124,9 +122,18 @@ def _entries(tmp_path: Path, suffix: str) -> list[Path]:
     return sorted((tmp_path / "cache").rglob(f"*{suffix}"))
 
 
+def _stored(tmp_path: Path) -> list[str]:
+    """The ids the cache holds entries of (complete ones: a torn tail is not one)."""
+    from odbench.cache import PredictionCache
+
+    folders = {p.parent for p in _entries(tmp_path, ".pack")}
+    return sorted(i for folder in folders for i in PredictionCache(folder).ids())
+
+
 def _in_flight(tmp_path: Path) -> list[Path]:
     """Claims on images that have no cache entry yet."""
-    return [p for p in _entries(tmp_path, ".claim") if not p.with_suffix(".npz").exists()]
+    stored = set(_stored(tmp_path))
+    return [p for p in _entries(tmp_path, ".claim") if p.stem not in stored]
 
 
 def _fresh_metrics(tmp_path: Path) -> dict[str, object]:
@@ -153,17 +160,19 @@ def test_sigkill_then_resume_recomputes_only_the_batch_in_flight(tmp_path: Path)
     child = _child(tmp_path, "killed.log", delay=0.0, hang_after=6)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (  # images are claimed as they are loaded
-        len(_entries(tmp_path, ".npz")) >= 6 and len(_in_flight(tmp_path)) >= 2
+        len(_stored(tmp_path)) >= 6 and len(_in_flight(tmp_path)) >= 2
     ):
         time.sleep(0.02)
     os.kill(child.pid, signal.SIGKILL)  # while it predicts its 4th batch (which never returns)
     child.wait()
-    done = len(_entries(tmp_path, ".npz"))
+    done = len(_stored(tmp_path))
     assert done == 6
     assert len(_in_flight(tmp_path)) == 2  # the batch in flight is left claimed
-    for entry in _entries(tmp_path, ".npz"):  # no partial entries
-        with np.load(entry, allow_pickle=False) as npz:
-            assert npz["map"].shape == (96, 128)
+    from odbench.cache import PredictionCache
+
+    (pack,) = _entries(tmp_path, ".pack")
+    for sample_id in _stored(tmp_path):  # no partial entries
+        assert PredictionCache(pack.parent).get(sample_id)[0].shape == (96, 128)
     result = json.loads(_finish(_child(tmp_path, "resumed.log", delay=0.0)))
     assert result["n_predicted"] == 16 - done  # the killed run's claims were taken over
     assert (tmp_path / "resumed.log").read_text().count("\n") == 16 - done
@@ -177,4 +186,5 @@ def test_two_processes_on_one_cache_never_compute_the_same_image(tmp_path: Path)
     assert sum(r["n_predicted"] for r in results) == 16
     assert (tmp_path / "both.log").read_text().count("\n") == 16  # each image predicted once
     assert results[0]["metrics"] == results[1]["metrics"] == _fresh_metrics(tmp_path)
-    assert len(_entries(tmp_path, ".npz")) == 16 and not _entries(tmp_path, ".claim")
+    assert len(_stored(tmp_path)) == 16 and not _entries(tmp_path, ".claim")
+    assert len(_entries(tmp_path, ".pack")) <= 2  # one per process that predicted

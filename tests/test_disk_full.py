@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from odbench.cache import PredictionCache
 from odbench.cli import main
 
 
@@ -22,38 +23,28 @@ def test_enospc_mid_run_is_one_line_and_the_run_resumes(
     args = ["eval", "--method", "center-prior", "--dataset", "toy", "--limit", "6",
             "--batch-size", "1", "--workers", "1", "--results-dir", str(tmp_path / "res"),
             "--cache-dir", str(cache)]  # fmt: skip
-    real_fdopen = os.fdopen
+    real_pwritev = os.pwritev
     maps = {"n": 0}
 
-    class FullFile:
-        """The disk fills up after three prediction maps were cached: from the fourth map on,
-        every write fails with ENOSPC (claims, key files and results still go through)."""
+    def full_disk(fd: int, buffers: list[bytes], offset: int) -> int:
+        """The disk fills up after three prediction maps were cached: the fourth entry is
+        written in part (a torn tail), then ENOSPC (claims, key files, results go through)."""
+        maps["n"] += 1
+        if maps["n"] > 3:
+            real_pwritev(fd, [bytes(memoryview(buffers[0])[:10])], offset)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_pwritev(fd, buffers, offset)
 
-        def __init__(self, fd: int, *args: object, **kwargs: object) -> None:
-            self.full = ".npz." in os.readlink(f"/proc/self/fd/{fd}")
-            if self.full:
-                maps["n"] += 1
-            self.f = real_fdopen(fd, *args, **kwargs)  # type: ignore[arg-type]
-
-        def __enter__(self):  # type: ignore[no-untyped-def]
-            return self
-
-        def __exit__(self, *exc):  # type: ignore[no-untyped-def]
-            self.f.close()
-
-        def write(self, data: bytes) -> int:
-            if self.full and maps["n"] > 3:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            return int(self.f.write(data))
-
-    monkeypatch.setattr(os, "fdopen", FullFile)
+    monkeypatch.setattr(os, "pwritev", full_disk)
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 2, res.output
     (line,) = [x for x in res.stderr.splitlines() if x.startswith("error:")]  # after the bar
     assert line.startswith(f"error: {cache}") and "no space left" in line
     assert "resumes where it stopped" in line
     assert not [p for p in cache.rglob("*") if p.suffix in (".tmp", ".claim")]  # cleaned
-    monkeypatch.setattr(os, "fdopen", real_fdopen)
+    (pack,) = cache.rglob("*.pack")
+    assert len(PredictionCache(pack.parent).ids()) == 3  # no torn tail left
+    monkeypatch.setattr(os, "pwritev", real_pwritev)
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     (path,) = (tmp_path / "res").glob("*.json")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from odbench.cache import PredictionCache
 from odbench.distributed import (
     Shard,
     ShardError,
@@ -143,7 +144,8 @@ def test_two_process_launch_equals_one_process(tmp_path: Path) -> None:
     assert_same_run(r2, read_results(one))
     merged_from = [(p["name"], p["n_images"]) for p in r2.info["merged_from"]]
     assert merged_from == [("rank 0", 8), ("rank 1", 8)]
-    assert r2.info["n_predicted"] == 16 and len(list((tmp_path / "c2").rglob("*.npz"))) == 16
+    (folder,) = {p.parent for p in (tmp_path / "c2").rglob("*.pack")}
+    assert r2.info["n_predicted"] == 16 and len(PredictionCache(folder).ids()) == 16
 
 
 def test_a_peer_that_died_is_one_line_on_the_others(monkeypatch: pytest.MonkeyPatch) -> None:

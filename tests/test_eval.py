@@ -197,22 +197,30 @@ def test_same_relative_data_root_elsewhere_is_not_served_from_cache(
 
 
 def test_a_damaged_cache_entry_is_predicted_again(tmp_path: Path) -> None:
-    """Issue 26 item 14: an unreadable entry, or one holding another image's map, is predicted
-    again and overwritten (as the feature cache recomputes a damaged file), not an error the
-    user must clear by hand."""
+    """Issue 26 item 14: an unreadable entry (its CRC fails), or one holding a map of another
+    size, is predicted again and superseded (as the feature cache recomputes a damaged file),
+    not an error the user must clear by hand."""
     ds = create_dataset("toy", n=3)
     kw: dict[str, Any] = {"dataset_name": "toy", "cache_dir": tmp_path, "results_dir": None}
     first = evaluate(FlakyPrior(), ds, get_protocol("odbench"), **kw)
     folder = Path(first.info["cache"])
-    (folder / "toy_00000.npz").write_bytes(b"not a zip")  # damaged on disk
-    (folder / "toy_00001.npz").write_bytes((folder / "toy_00002.npz").read_bytes())  # foreign
-    with pytest.raises(CacheError, match="toy_00000.npz: corrupt cache entry"):
+    pack = PredictionCache(folder).path("toy_00000")
+    data = bytearray(pack.read_bytes())
+    data[data.index(b'"toy_00000"') + 500] ^= 0xFF  # a byte of toy_00000's map: damaged
+    pack.write_bytes(data)
+    with pytest.raises(CacheError, match=f"{pack}: corrupt cache entry of 'toy_00000'"):
         PredictionCache(folder).get("toy_00000")  # read directly (reports): one line
     method = FlakyPrior()
     again = evaluate(method, ds, get_protocol("odbench"), **kw)
-    assert len(method.seen) == 2 and again.info["n_predicted"] == 2
-    assert again.metrics == first.metrics
-    assert PredictionCache(folder).ids() == ["toy_00000", "toy_00001", "toy_00002"]
+    assert len(method.seen) == 1 and again.info["n_predicted"] == 1
+    PredictionCache(folder).put("toy_00001", np.zeros((5, 5), np.uint16), None)  # wrong size
+    method = FlakyPrior()
+    third = evaluate(method, ds, get_protocol("odbench"), **kw)
+    assert len(method.seen) == 1 and third.info["n_predicted"] == 1
+    assert again.metrics == third.metrics == first.metrics
+    cache = PredictionCache(folder)
+    assert cache.ids() == ["toy_00000", "toy_00001", "toy_00002"]
+    assert cache.get("toy_00000")[0].shape == cache.get("toy_00001")[0].shape == (96, 128)
 
 
 class WrongShape(CenterPrior):

@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from odbench.cache import PredictionCache
 from odbench.cli import main
 from odbench.metrics.protocols import get_protocol
 from odbench.metrics.saliency import binarize_gt, binarize_prediction, score_image
@@ -170,11 +171,13 @@ def test_thumbnails_are_written_once_and_never_stale(runs: Path, tmp_path: Path)
     assert sorted(p.name for p in (out / "thumbs").iterdir()) == written
     # a cache entry that changes gets a new thumbnail (its size/mtime are in the name)
     run = _stored(runs / "results")["wctr"][0]
-    entry = sorted(Path(run["cache"]).glob("*.npz"))[0]
+    cache = PredictionCache(Path(run["cache"]))
+    sample_id = cache.ids()[0]
+    entry = cache.path(sample_id)  # its pack: a change there may change the entry
     st = entry.stat()
     os.utime(entry, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     try:
-        third = _report(runs, out, "-n", "2", "--ids", entry.stem)
+        third = _report(runs, out, "-n", "2", "--ids", sample_id)
         assert "thumbnails: 2 written" in third.output, third.output
     finally:
         os.utime(entry, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -315,8 +318,9 @@ def test_missing_cache_entry_names_the_file(runs: Path, tmp_path: Path) -> None:
     for path in (copy / "results").glob("*.json"):
         path.write_text(path.read_text().replace(str(runs / "cache"), str(copy / "cache")))
     run = _stored(copy / "results")["wctr"][0]
-    victim = Path(run["cache"]) / "toy_00003.npz"
-    victim.unlink()
+    victim = Path(run["cache"])
+    for pack in victim.glob("*.pack"):
+        pack.unlink()
     result = _report(copy, tmp_path / "r", "--ids", "toy_00003")
     assert result.exit_code == 2, result.output
     assert str(victim) in result.output and "re-run odbench eval" in result.output

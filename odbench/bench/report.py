@@ -142,13 +142,13 @@ def _decode_reference(root: Path, methods: list[str]) -> float:
     from odbench.cache import PredictionCache
     from odbench.imageio import read_gray, read_rgb
 
-    entries = sorted((root / "cache" / methods[0]).glob("*.npz"))
+    entries = PredictionCache(root / "cache" / methods[0]).ids()
     t0 = time.perf_counter()
     for e in entries:
-        read_rgb(root / "data" / "images" / f"{e.stem}.jpg")
-        read_gray(root / "data" / "masks" / f"{e.stem}.png")
+        read_rgb(root / "data" / "images" / f"{e}.jpg")
+        read_gray(root / "data" / "masks" / f"{e}.png")
         for name in methods:
-            PredictionCache(root / "cache" / name).get(e.stem)
+            PredictionCache(root / "cache" / name).get(e)
     for path in sorted((root / "data" / "images").glob("*.jpg")):
         read_rgb(path)
     return time.perf_counter() - t0

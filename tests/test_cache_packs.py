@@ -1,0 +1,124 @@
+"""The prediction cache's pack files (``odbench.cache``): a torn tail (a run killed mid-write)
+is skipped, an entry still being written is not served until complete, a damaged entry is an
+error naming its file (and a newer sound entry of the id is served), two processes write one
+cache at once, and entries of the old format (one ``.npz`` each) are never read."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from odbench.cache import PACK_VERSION, CacheError, PredictionCache, cache_folders
+
+
+def _map(i: int, shape: tuple[int, int] = (30, 40)) -> np.ndarray:
+    return np.random.default_rng(i).integers(0, 65536, shape, dtype=np.uint16)
+
+
+def _fill(folder: Path, n: int) -> Path:
+    cache = PredictionCache(folder)
+    for i in range(n):
+        cache.put(f"img{i}", _map(i), np.array([1.0, 2.0, 3.0, 4.0 + i]))
+    (pack,) = folder.glob("*.pack")
+    return pack
+
+
+def test_entries_read_back_as_stored(tmp_path: Path) -> None:
+    _fill(tmp_path, 3)
+    cache = PredictionCache(tmp_path)  # a fresh reader: indexes the pack
+    assert cache.ids() == ["img0", "img1", "img2"]
+    pred, box = cache.get("img1")
+    assert pred.dtype == np.uint16 and np.array_equal(pred, _map(1)) and pred.flags.writeable
+    assert box is not None and box.tolist() == [1.0, 2.0, 3.0, 5.0]
+    assert not cache.has("img3") and cache.path("img3") == tmp_path
+
+
+def test_a_torn_tail_is_skipped_and_the_image_predicted_again(tmp_path: Path) -> None:
+    pack = _fill(tmp_path, 3)
+    size = pack.stat().st_size
+    os.truncate(pack, size - 100)  # killed while writing img2: its end never reached the disk
+    cache = PredictionCache(tmp_path)
+    assert cache.ids() == ["img0", "img1"] and not cache.has("img2")
+    cache.put("img2", _map(2), None)  # stored again (into this writer's own pack)
+    again = PredictionCache(tmp_path)
+    assert again.ids() == ["img0", "img1", "img2"]
+    assert np.array_equal(again.get("img2")[0], _map(2))
+
+
+def test_an_entry_being_written_is_served_only_once_complete(tmp_path: Path) -> None:
+    """Another process's entry becomes visible part by part (the file grows as its pages are
+    copied): a reader that looks in between never serves the part it saw."""
+    pack = _fill(tmp_path / "a", 1)
+    record = pack.read_bytes()
+    (tmp_path / "b").mkdir()
+    growing = tmp_path / "b" / "other-1-0.pack"
+    reader = PredictionCache(tmp_path / "b")
+    for cut in (10, 24, 100, len(record) - 1):
+        growing.write_bytes(record[:cut])
+        assert not reader.has("img0")
+    growing.write_bytes(record)
+    assert reader.has("img0") and np.array_equal(reader.get("img0")[0], _map(0))
+
+
+def test_a_damaged_entry_is_an_error_naming_its_file_until_stored_again(tmp_path: Path) -> None:
+    pack = _fill(tmp_path, 2)
+    data = bytearray(pack.read_bytes())
+    data[data.index(b'"img1"') + 400] ^= 0x01  # one bit of img1's map
+    pack.write_bytes(data)
+    cache = PredictionCache(tmp_path)
+    with pytest.raises(CacheError, match=f"{pack}: corrupt cache entry of 'img1'.*checksum"):
+        cache.get("img1")
+    assert np.array_equal(cache.get("img0")[0], _map(0))  # the others are sound
+    cache.put("img1", _map(1), None)
+    assert np.array_equal(PredictionCache(tmp_path).get("img1")[0], _map(1))
+
+
+def _writer(folder: str, start: int) -> None:
+    cache = PredictionCache(Path(folder))
+    for k in range(60):
+        i = (start + k) % 60
+        cache.put(f"img{i}", _map(i, (64, 64)), None)
+
+
+def test_two_processes_write_one_cache_at_once(tmp_path: Path) -> None:
+    """Each writer appends to its own pack; a reader looking while they write serves only
+    complete, sound entries, and every image is readable at the end."""
+    ctx = multiprocessing.get_context("fork")
+    writers = [ctx.Process(target=_writer, args=(str(tmp_path), s)) for s in (0, 30)]
+    for w in writers:
+        w.start()
+    reader = PredictionCache(tmp_path)
+    while any(w.is_alive() for w in writers):
+        for i in reader.ids():
+            assert np.array_equal(reader.get(i)[0], _map(int(i[3:]), (64, 64)))
+    for w in writers:
+        w.join()
+        assert w.exitcode == 0
+    assert len(list(tmp_path.glob("*.pack"))) == 2
+    final = PredictionCache(tmp_path)
+    assert final.ids() == sorted(f"img{i}" for i in range(60))
+    assert all(np.array_equal(final.get(f"img{i}")[0], _map(i, (64, 64))) for i in range(60))
+
+
+def test_old_format_entries_are_not_read_and_the_key_names_the_format(tmp_path: Path) -> None:
+    from odbench.cache import cache_key
+    from odbench.methods.base import create_method
+
+    _fill(tmp_path, 1)
+    np.savez(tmp_path / "img7.npz", map=_map(7), id=np.array("img7"))  # format 1
+    cache = PredictionCache(tmp_path)
+    assert cache.ids() == ["img0"] and not cache.has("img7")
+    _, key = cache_key(create_method("center-prior"), {"name": "toy"})
+    assert key["format"] == PACK_VERSION == 2  # so format-1 folders are never this key's
+
+
+def test_cache_info_counts_the_entries_in_packs(tmp_path: Path) -> None:
+    folder = tmp_path / "center-prior" / "abc"
+    _fill(folder, 3)
+    (folder / "key.json").write_text("{}")
+    (entry,) = cache_folders(tmp_path)
+    assert (entry.method, entry.key, entry.n_entries) == ("center-prior", "abc", 3)
