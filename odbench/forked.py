@@ -34,7 +34,6 @@ from __future__ import annotations
 import mmap
 import os
 import pickle
-import queue
 import signal
 import sys
 import threading
@@ -267,8 +266,11 @@ class Pipeline:
       loaded ``i`` (a decoded GT mask need not travel twice).
     * ``finish(i, kept, payload)`` runs in that same process once the caller :meth:`submit`\\ s
       ``payload`` for ``i`` (a model's output); :meth:`finished` returns its outcome.  A
-      child takes its finish tasks before new tickets.  Sending never blocks the caller
-      (one sender thread per child).
+      child takes its finish tasks before new tickets.  Tasks are written by the caller's
+      thread (a few hundred bytes each, the arrays going through the slots: a pipe of 1 MiB
+      does not fill); results are read by one thread per child, so a child never waits to
+      write one.  (A sender thread per child cost more than it saved: each task handed the
+      GIL back and forth between it and the caller.)
     * Arrays in the messages (a decoded image going to the caller, a model's map coming back)
       travel through shared memory (:class:`_Slots`: one copy in, one copy out), not inside
       the pickle (four copies and a pipe's worth of system calls for each).
@@ -416,14 +418,14 @@ def _outcome(fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
 
 
 class _Child:
-    """One forked worker of a :class:`Pipeline`: its task pipe, result pipe and threads."""
+    """One forked worker of a :class:`Pipeline`: its task pipe, result pipe and thread."""
 
     def __init__(
         self, pid: int, tasks_w: int, results_r: int, number: int, up: _Slots, down: _Slots
     ) -> None:
         self.pid, self.tasks_w, self.results_r, self.number = pid, tasks_w, results_r, number
         self.up, self.down = up, down  # the child's slots (loads), this process's (tasks)
-        self.queue: queue.SimpleQueue[tuple[int, Any] | None] = queue.SimpleQueue()
+        self.tasks: Any = os.fdopen(tasks_w, "wb")
         self.threads: list[threading.Thread] = []
 
     @classmethod
@@ -449,23 +451,25 @@ class _Child:
 
     def start_threads(self, pipeline: Pipeline) -> None:
         """Threads only after the last fork (forking a process with threads is unsafe)."""
-        self.threads = [
-            threading.Thread(target=self._send, daemon=True),
-            threading.Thread(target=self._receive, args=(pipeline,), daemon=True),
-        ]
+        self.threads = [threading.Thread(target=self._receive, args=(pipeline,), daemon=True)]
         for t in self.threads:
             t.start()
 
     def send(self, task: tuple[int, Any]) -> None:
-        self.queue.put(task)
-
-    def _send(self) -> None:
+        if self.tasks is None:
+            return
         try:
-            with os.fdopen(self.tasks_w, "wb") as out:
-                while (task := self.queue.get()) is not None:
-                    _write_message(out, task, self.down, task[0])
+            _write_message(self.tasks, task, self.down, task[0])
         except OSError:  # the child is gone: its receiver reports it
-            pass
+            self._close_tasks()
+
+    def _close_tasks(self) -> None:
+        tasks, self.tasks = self.tasks, None
+        if tasks is not None:
+            try:
+                tasks.close()
+            except OSError:  # a message the child never read: it is gone anyway
+                pass
 
     def _receive(self, pipeline: Pipeline) -> None:
         try:
@@ -477,7 +481,7 @@ class _Child:
         pipeline._died()
 
     def stop(self) -> None:
-        self.queue.put(None)
+        self._close_tasks()
         try:
             os.kill(self.pid, signal.SIGTERM)
         except ProcessLookupError:
