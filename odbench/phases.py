@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -242,7 +242,7 @@ class _Work:
 
             write_png(Path(self.save_preds) / f"{safe_name(sample.id)}.png", q)
         box = None if box is None else np.asarray(box, np.float64)
-        return replace(self.score(Prediction(sample, q, box, cached, found)), cached=cached)
+        return self.score(Prediction(sample, q, box, cached, found))
 
 
 def evaluate(
@@ -471,7 +471,7 @@ def _score_one(
             raise EvalError(f"sample {s.id!r} has no instances")
         matched = score_sample(s, p.instances, *discovery)
         n_gt = int(np.count_nonzero(~s.instances.iscrowd))
-    return _Scored(s.id, rec, hit, box, family, n_boxes, discovery=matched, n_gt=n_gt)
+    return _Scored(s.id, rec, hit, box, family, n_boxes, p.cached, matched, n_gt)
 
 
 class _Rows:
