@@ -331,3 +331,46 @@ def test_report_of_coco_discovery_runs_from_the_cli(tmp_path: Path) -> None:
     assert res.exit_code == 2
     (line,) = res.output.strip().splitlines()
     assert "no saliency metrics" in line
+
+
+@pytest.mark.slow
+def test_discovery_page_in_headless_chromium(scene_runs: Path, tmp_path: Path) -> None:
+    """Opened from disk: the per-image table sorts by a method's recall at .5 (worst first),
+    shows counts as integers, every image loads and nothing logs an error."""
+    from test_report import _chromium
+
+    from odbench.report.build_discovery import build_discovery_report
+
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    executable = _chromium()
+    if executable is None:
+        pytest.skip("no chromium on PATH (apt-get install chromium, or set ODBENCH_CHROMIUM)")
+    index = build_discovery_report(
+        scene_runs / "res", "scene", ["planned", "exact"], tmp_path / "rep",
+        protocol="odbench", n=2, dataset_obj=Scene(),
+    ).path  # fmt: skip
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(index.as_uri())
+        first = "#pi tbody tr:first-child td:nth-child(2)"
+        assert page.locator("#pi tbody tr").count() == 4
+        assert page.inner_text("#pi th[data-key=recall500]") == "recall@.5 planned"
+        page.click("#pi th[data-key=recall500]")
+        assert page.inner_text(first) == "im1"  # recall 2/3 (im1, im3: dataset order)
+        assert page.inner_text("#pi tbody tr:first-child td:nth-child(3)") == "3"  # GT
+        assert "recall@.5 exact − planned" in page.inner_text("#pi th[data-key=diff]")
+        page.eval_on_selector_all("details", "els => els.forEach(e => e.open = true)")
+        page.eval_on_selector_all("img", "els => els.forEach(e => e.loading = 'eager')")
+        page.wait_for_function("[...document.images].every(i => i.complete)")
+        broken = page.eval_on_selector_all(
+            "img", "els => els.filter(i => !(i.naturalWidth > 0)).map(i => i.src)"
+        )
+        assert page.eval_on_selector_all("img", "els => els.length") > 10 and broken == []
+        assert page.locator("#scatter circle").count() == 4
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        browser.close()
+    assert errors == []

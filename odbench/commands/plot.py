@@ -332,7 +332,7 @@ def plot_discovery(chosen: dict[str, list[Any]], out: Path, iou_types: list[str]
                 ax.grid(alpha=0.3)
                 ax.legend(loc="upper right", fontsize=8, frameon=False)
         kind = "boxes (bbox)" if iou_type == "bbox" else "masks (segm)"
-        fig.suptitle(f"Multi-object discovery, class-agnostic precision-recall, {kind}")
+        fig.suptitle(f"Class-agnostic precision-recall\n{kind}", fontsize=11)
         fig.tight_layout()
         for ext in ("png", "pdf"):
             buf = io.BytesIO()

@@ -5,7 +5,7 @@ predicted or scored again; the match record of each image shown is recomputed by
 :mod:`odbench.report.instances`).
 
 Per image and method (the table, the choice of images for the grids): recall at IoU 0.50 (GT
-matched / GT, all areas; 1 for an image without GT), precision at IoU 0.50 (matched / scored
+matched / GT, all areas; NaN for an image without GT, never chosen for a grid), precision at IoU 0.50 (matched / scored
 detections, crowd matches left out; NaN without any) and the number of detections scored (at
 most the protocol's budget), all read from the run's match records (segm when it scored masks,
 else bbox).  The precision-recall curves (:func:`pr_curves`) are COCO's interpolated precision
@@ -28,6 +28,7 @@ from odbench.report.instances import (
     _records,
     iou_index,
     load_discovery_runs,
+    recall_at_50,
     run_protocol,
 )
 from odbench.results import ResultsError, RunResult
@@ -77,14 +78,14 @@ def per_image(run: RunResult) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     (see the module docstring)."""
     rec, iou_type = _records(run)
     t = iou_index(run_protocol(run))
-    recall, precision, n_det = [], [], []
+    precision, n_det = [], []
     for m in rec.matches(iou_type):
         st = m.status[0, t]
-        tp, fp, n_gt = np.count_nonzero(st == TP), np.count_nonzero(st == FP), int(m.num_gt[0])
-        recall.append(tp / n_gt if n_gt else 1.0)
+        tp, fp = np.count_nonzero(st == TP), np.count_nonzero(st == FP)
         precision.append(tp / (tp + fp) if tp + fp else np.nan)
         n_det.append(len(m))
-    return np.array(recall), np.array(precision), np.array(n_det), iou_type
+    recall = recall_at_50(rec, iou_type, run_protocol(run))
+    return recall, np.array(precision), np.array(n_det), iou_type
 
 
 def load_discovery_data(

@@ -237,7 +237,7 @@ def render_discovery_page(
         pair=pair,
         grids=grids_html(data, grids),
         pr=pr_html(data),
-        histograms=histograms_svg(data.recall, data.labels, "recall@.5"),
+        histograms=histograms_svg(data.recall, data.labels, "recall@.5", missing="without GT"),
         scatter=scatter,
         metadata=metadata_html(shown),
         payload=payload,
@@ -247,7 +247,7 @@ def render_discovery_page(
 DISCOVERY_CSS = """
 ul.inst { list-style: none; padding: 0; margin: 2px 0; font-size: 0.75em; text-align: left; }
 ul.inst li.st-unmatched { color: #a33; } ul.inst li.st-crowd { color: #777; }
-table.grid img { max-height: 240px; }
+table.grid img { max-height: 240px; max-width: 260px; }
 .key span { margin-right: 1.2em; }
 """
 
@@ -263,7 +263,7 @@ TEMPLATE = """<!DOCTYPE html>
 {metrics}
 <h2 id="images">Per-image table</h2>
 <p class="note">Per image and method, at IoU .5, all areas (segm when the run scored masks,
-else bbox): recall (GT matched / GT; 1 without GT), precision (matched / scored detections,
+else bbox): recall (GT matched / GT; – without GT), precision (matched / scored detections,
 crowd matches left out) and the detections scored (at most the protocol's budget).</p>
 <div class="controls">
 <label>filter ids <input id="filter" type="search" placeholder="substring of the id"></label>

@@ -12,7 +12,7 @@ stored): matched a GT (:data:`~odbench.metrics.detection.TP`, solid outline), un
 (:data:`~odbench.metrics.detection.FP`, dashed outline, ``x`` after the score), matched a crowd
 region (:data:`~odbench.metrics.detection.IGNORED`, dotted outline, ``c``), or beyond the
 protocol's per-image budget (:data:`BEYOND`: not scored, not drawn).  Images are chosen by
-recall at IoU 0.50 per image (matched GT / GT; an image without GT counts as 1): ``disagree``
+recall at IoU 0.50 per image (matched GT / GT; never an image without GT): ``disagree``
 (largest spread across methods), ``worst`` or ``best`` (mean across methods), or given with
 ``--ids``.
 """
@@ -202,12 +202,13 @@ def draw_gt(image: np.ndarray, gt: InstanceGT) -> np.ndarray:
 
 
 def recall_at_50(rec: DiscoveryRecords, iou_type: str, protocol: DetectionProtocol) -> np.ndarray:
-    """Per image: GT matched at IoU 0.50 (all areas) over GT (1 for an image without GT)."""
+    """Per image: GT matched at IoU 0.50 (all areas) over GT (NaN for an image without GT:
+    never chosen for a figure)."""
     t = iou_index(protocol)
     out = []
     for m in rec.matches(iou_type):
         n_gt = int(m.num_gt[0])
-        out.append(float(np.count_nonzero(m.status[0, t] == TP)) / n_gt if n_gt else 1.0)
+        out.append(float(np.count_nonzero(m.status[0, t] == TP)) / n_gt if n_gt else np.nan)
     return np.asarray(out)
 
 

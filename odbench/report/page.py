@@ -215,10 +215,15 @@ def _axes(width: int, height: int, pad: int, xlabel: str, ylabel: str, ymax: flo
 
 
 def histograms_svg(
-    values: np.ndarray, labels: Sequence[str], xlabel: str = "IoU", bins: int = 20
+    values: np.ndarray,
+    labels: Sequence[str],
+    xlabel: str = "IoU",
+    bins: int = 20,
+    missing: str | None = None,
 ) -> str:
     """One histogram of per-image ``values`` (M, N) on [0, 1] per method (shared bins and y
-    scale; NaN values counted apart)."""
+    scale; NaN values counted apart, and their mean NaN; with ``missing``, what a NaN means,
+    they are left out of the mean)."""
     edges = np.linspace(0.0, 1.0, bins + 1)
     counts = [np.histogram(v[np.isfinite(v)], bins=edges)[0] for v in values]
     ymax = max(1, max(int(c.max()) for c in counts))
@@ -234,11 +239,13 @@ def histograms_svg(
                 f"height='{bh:.1f}' fill='{colour(m)}'><title>{edges[k]:.2f}–{edges[k + 1]:.2f}: "
                 f"{count}</title></rect>"
             )
-        nan = int(np.count_nonzero(~np.isfinite(values[m])))
-        note = f" ({nan} NaN)" if nan else ""
+        finite = np.isfinite(values[m])
+        nan = int(np.count_nonzero(~finite))
+        note = f" ({nan} {missing or 'NaN'})" if nan else ""
+        mean = np.mean(values[m][finite]) if missing and finite.any() else np.mean(values[m])
         out.append(
             f"<figure><svg width='{w}' height='{h}' role='img'>{''.join(parts)}</svg>"
-            f"<figcaption>{esc(labels[m])}: mean {esc(xlabel)} {fmt(np.mean(values[m]))}{note}"
+            f"<figcaption>{esc(labels[m])}: mean {esc(xlabel)} {fmt(mean)}{esc(note)}"
             "</figcaption></figure>"
         )
     return "<div class='plots'>" + "".join(out) + "</div>"
