@@ -31,6 +31,11 @@ that they agree), so the comparison times the same computation:
   decoders are DiffusionSeg's, trained by ``odbench train``): a plain per-image torch loop — the
   image resized to the training resolution (bilinear, antialiased), the extractor's forward, the
   decoder's forward, bilinear upsampling to the image, sigmoid.
+* ``attentioncut`` (``sd-v1-4-random``, T = the card's 40 steps): DiffusionSeg's code is not
+  public; the per-image loop is the CLIP prior's class, the prompt, the DDIM inversion and reverse
+  pass of this image alone through the backbone (diffusers' UNet; its capture costs 1.002× the
+  plain diffusers DDIM loop: ``odbench bench features``), Eq. 2 and the cut.  What eval adds to
+  it is the pipeline and the card's batch of 4 images per inversion.
 """
 
 from __future__ import annotations
@@ -219,3 +224,28 @@ def decoder_reference(extractor: Any, decoder: Any, resolution: int, path: Path)
         logits = decoder(extractor.extract(x), size=(resolution, resolution))
         full = F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)
     return torch.sigmoid(full)[0, 0].numpy().astype(np.float32)
+
+
+def attentioncut_reference(method: Any, path: Path) -> np.ndarray:
+    """AttentionCut one image at a time: the CLIP prior's class, the prompt, the backbone's DDIM
+    inversion of this image alone (diffusers' UNet, T = the card's steps; cross- and
+    self-attention captured in the reverse pass), Eq. 2, then the cut (``method.cut``)."""
+    from odbench.backbones.capture import Capture
+    from odbench.methods.diffusion import (
+        aggregate_cross_attention,
+        aggregate_self_attention,
+        attention_maps,
+    )
+
+    image = read_rgb(path)
+    fx = method.extractor
+    prompt, idx = fx.prompt(fx.classify([image])[0])
+    out = fx.backbone.invert(
+        [image], [prompt], [idx], num_steps=fx.num_steps, capture=Capture(features=False),
+        decode=False,
+    )  # fmt: skip
+    caps = out.captures
+    grid = max(caps.self_attn)
+    cross, selfs = attention_maps(caps, 0)
+    a_c = aggregate_cross_attention(cross, int(method.hparams["top_k"]), grid)
+    return np.asarray(method.cut(image, a_c, aggregate_self_attention(selfs, grid)))

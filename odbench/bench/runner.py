@@ -88,11 +88,11 @@ def cli(
     from odbench.bench.throughput import CASES, plan
 
     only = tuple(m.strip() for m in methods.split(",") if m.strip())
-    unknown = sorted(set(only) - {name for name, _, _ in CASES})
+    unknown = sorted(set(only) - {c.name for c in CASES})
     if unknown:
         raise click.BadParameter(
             f"no throughput case for {', '.join(unknown)}; choose from "
-            + ", ".join(name for name, _, _ in CASES),
+            + ", ".join(c.name for c in CASES),
             param_hint="--methods",
         )
     root = ecssd_images(data_root, "run it where the real data is").parent.parent

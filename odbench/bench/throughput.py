@@ -6,7 +6,8 @@ weights, in the same process, torch at its default threads.
 Methods and the architectures they run on (:data:`CASES`): tokencut, lost and dsm on
 ``dino-vits16-random``; found (a random 1×1-conv head) on ``dino-vits8-random``, the card's
 ViT-S/8; the decoders (random decoder weights, the card's resolution and batch size) on their
-extractors.  :func:`build_case` makes the method and its reference loop; the tests run it on
+extractors; attentioncut on ``sd-v1-4-random`` at the card's T = 40 (about 15 min per image per
+timing on a 2-core CPU: only when ``--methods`` names it).  :func:`build_case` makes the method and its reference loop; the tests run it on
 tiny backbones and check that the two give the same maps.
 
 odbench's side is ``eval`` end to end with an empty cache (decode, predict, store and score every
@@ -30,27 +31,36 @@ from typing import Any
 
 import numpy as np
 
-#: (method, extractor of its full-size random architecture, expected seconds per image of one
-#: timing on a loaded 2-core CPU: the plan's estimate).
-CASES: tuple[tuple[str, str, float], ...] = (
-    ("tokencut", "dino-vits16-random", 1.5),
-    ("lost", "dino-vits16-random", 1.5),
-    ("dsm", "dino-vits16-random", 1.6),
-    ("found", "dino-vits8-random", 6.0),
-    ("dino-decoder", "dino-vits16-random", 0.4),
-    ("clip-decoder", "clip-vitb16-random", 1.0),
-    ("moco-decoder", "moco-v3-vitb16-random", 1.0),
+
+@dataclass(frozen=True)
+class Case:
+    """A timed method: its full-size random architecture, the eval worker counts timed, the
+    expected seconds per image of one timing on a loaded 2-core CPU (the plan's estimate), and
+    whether it runs by default (else only when ``--methods`` names it)."""
+
+    name: str
+    backbone: str
+    seconds: float
+    workers: tuple[int, ...] = (1, 2)
+    default: bool = True
+
+
+CASES: tuple[Case, ...] = (
+    Case("tokencut", "dino-vits16-random", 1.5),
+    Case("lost", "dino-vits16-random", 1.5),
+    Case("dsm", "dino-vits16-random", 1.6),
+    Case("found", "dino-vits8-random", 4.0),
+    Case("dino-decoder", "dino-vits16-random", 0.6),
+    Case("clip-decoder", "clip-vitb16-random", 1.0),
+    Case("moco-decoder", "moco-v3-vitb16-random", 1.0),
+    # 512², T = 40: 80 UNet passes with capture per image (one worker: the UNet is all of it)
+    Case("attentioncut", "sd-v1-4-random", 900.0, workers=(1,), default=False),
 )
 
-#: What is not measured here, and why (printed with the figures).
-NOT_MEASURED = {
-    "attentioncut (sd-v1-4-random)": "no reference loop written yet (DiffusionSeg's inversion + "
-    "capture + cut); its pieces: odbench bench features (1.002x diffusers' DDIM loop) and "
-    "odbench bench attentioncut",
-}
 
-#: eval timings per method: one and two workers.
-WORKERS = (1, 2)
+def chosen(only: tuple[str, ...]) -> list[Case]:
+    """The cases ``--methods`` names, else the default ones."""
+    return [c for c in CASES if c.name in only] if only else [c for c in CASES if c.default]
 
 
 @dataclass(frozen=True)
@@ -133,9 +143,12 @@ def _random_decoder(card_name: str, extractor: str, folder: Path) -> Path:
     return run
 
 
-def build_case(name: str, backbone: str, folder: Path) -> tuple[Any, Callable[[Path], np.ndarray]]:
-    """The method ``name`` on ``backbone`` (random weights of a head or decoder written under
-    ``folder``) and its reference loop: a function of one image file to the map eval predicts."""
+def build_case(
+    name: str, backbone: str, folder: Path, **overrides: Any
+) -> tuple[Any, Callable[[Path], np.ndarray]]:
+    """The method ``name`` on ``backbone`` with hyperparameter ``overrides`` (random weights of a
+    head or decoder written under ``folder``) and its reference loop: a function of one image
+    file to the map eval predicts."""
     from odbench.bench import references as ref
     from odbench.methods.base import create_method
 
@@ -143,6 +156,9 @@ def build_case(name: str, backbone: str, folder: Path) -> tuple[Any, Callable[[P
         method: Any = create_method(name, checkpoint=str(_random_decoder(name, backbone, folder)))
         fx, net, res = method.extractor, method.model, method.resolution
         return method, lambda f: ref.decoder_reference(fx, net, res, f)
+    if name == "attentioncut":
+        method = create_method(name, backbone=backbone, **overrides)
+        return method, lambda f: ref.attentioncut_reference(method, f)
     if name == "found":
         head = _random_found_head(backbone, folder)
         method = create_method(name, backbone=backbone, checkpoint=str(head))
@@ -164,17 +180,21 @@ def build_case(name: str, backbone: str, folder: Path) -> tuple[Any, Callable[[P
 
 
 def plan(n_images: int, rounds: int, only: tuple[str, ...] = ()) -> list[str]:
-    """One line per timed method (architecture, expected time) and per method not measured."""
+    """One line per timed method (architecture, expected time); the opt-in ones when left out."""
     lines = []
-    for name, backbone, seconds in CASES:
-        if only and name not in only:
-            continue
-        runs = (1 + len(WORKERS)) * rounds * n_images
+    for c in chosen(only):
+        runs = (1 + len(c.workers)) * rounds * n_images
         lines.append(
-            f"  {name} on {backbone}: reference loop + eval ({'/'.join(map(str, WORKERS))} "
-            f"workers), {n_images} images x {rounds} rounds, expect ~{seconds * runs:.0f} s"
+            f"  {c.name} on {c.backbone}: reference loop + eval ({'/'.join(map(str, c.workers))} "
+            f"worker{'s' if c.workers != (1,) else ''}), {n_images} images x {rounds} rounds, "
+            f"expect ~{c.seconds * runs / 60:.1f} min"
         )
-    lines += [f"  {what}: not measured ({why})" for what, why in NOT_MEASURED.items()]
+    for c in CASES:
+        if c not in chosen(only) and not c.default:
+            lines.append(
+                f"  {c.name} on {c.backbone}: only with --methods {c.name} (~{c.seconds / 60:.0f} "
+                f"min per image per timing on CPU)"
+            )
     return lines
 
 
@@ -194,15 +214,13 @@ def method_rows(
     rows = []
     with ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="odbench-bench-")))
-        for name, backbone, _ in CASES:
-            if not only or name in only:
-                rows.append(_measure(name, backbone, dataset, ids, rounds, echo, folder))
+        for c in chosen(only):
+            rows.append(_measure(c, dataset, ids, rounds, echo, folder))
     return rows
 
 
 def _measure(
-    name: str,
-    backbone: str,
+    case: Case,
     dataset: Any,
     ids: list[str],
     rounds: int,
@@ -214,13 +232,14 @@ def _measure(
 
     files = [dataset.mask_files(i)[0] for i in ids]
     protocol = get_protocol(DEFAULT_PROTOCOL)
+    name, backbone, workers = case.name, case.backbone, case.workers
     method, ref = build_case(name, backbone, folder)
 
     def reference() -> None:
         for f in files:
             ref(f)
 
-    def evaluate(workers: int) -> Callable[[], None]:
+    def evaluate(workers: int, limit: int = len(ids)) -> Callable[[], None]:
         def go() -> None:
             getattr(method, "_cache", {}).clear()  # LOST remembers the images it has seen
             with tempfile.TemporaryDirectory(prefix="odbench-bench-") as tmp:
@@ -229,7 +248,7 @@ def _measure(
                     dataset,
                     protocol,
                     dataset_name="ecssd",
-                    limit=len(ids),
+                    limit=limit,
                     workers=workers,
                     cache_dir=Path(tmp),
                     results_dir=None,
@@ -237,16 +256,17 @@ def _measure(
 
         return go
 
-    ref(files[0])  # warm-up: weights paged in, torch's kernels chosen
+    ref(files[0])  # warm-up of both sides: weights paged in, torch's kernels chosen, imports
+    evaluate(1, limit=1)()
     fns: dict[str, Callable[[], None]] = {"reference": reference}
-    fns |= {f"eval {w}": evaluate(w) for w in WORKERS}
+    fns |= {f"eval {w}": evaluate(w) for w in workers}
     best = interleaved_cpu(fns, rounds)
     n = len(ids)
     r = best["reference"]
     cells = [
         f"reference {n / r.wall:.3f} img/s, {r.cpu / n:.2f} CPU-s/img",
     ]
-    for w in WORKERS:
+    for w in workers:
         e = best[f"eval {w}"]
         cells.append(
             f"eval {w} worker{'s' if w > 1 else ''} {n / e.wall:.3f} img/s = "
@@ -255,5 +275,5 @@ def _measure(
     label = f"{name} ({backbone})"
     echo(f"  {label:36s} " + "; ".join(cells) + " (target >= 1x)")
     row: dict[str, Any] = {"method": label, "reference": (n / r.wall, r.cpu / n)}
-    row |= {f"eval {w}": (n / best[f"eval {w}"].wall, best[f"eval {w}"].cpu / n) for w in WORKERS}
+    row |= {f"eval {w}": (n / best[f"eval {w}"].wall, best[f"eval {w}"].cpu / n) for w in workers}
     return row
