@@ -55,7 +55,7 @@ def read_rgb(path: Path) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+        return np.array(im.convert("RGB"))  # writable, as np.array(Image) in their code
 
 
 def normalised(image: np.ndarray) -> Any:
