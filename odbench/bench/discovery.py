@@ -233,6 +233,43 @@ def odbench_summary(
     return score_results(results, (gts, cats), iou_type, max_dets).metrics  # type: ignore[arg-type]
 
 
+def bootstrap_timing(
+    gt: dict[str, Any], results: list[dict[str, Any]], resamples: int, explicit: int, seed: int = 0
+) -> tuple[float, float, bool]:
+    """``odbench compare``'s discovery bootstrap on one set (bbox): resamples/s of weighted
+    accumulation (:func:`~odbench.metrics.detection_resample.accumulate_resampled`, the
+    compared keys AP, AP50, AR100) over ``resamples`` bootstrap rows, and of accumulating the
+    explicit resamples (each drawn record repeated, the way before) over the first
+    ``explicit`` rows; and whether those rows' numbers are identical."""
+    from odbench.data.instances import instances_from_coco
+    from odbench.discovery import COMPARED
+    from odbench.metrics.detection import accumulate, match_images
+    from odbench.metrics.detection_resample import accumulate_resampled
+    from odbench.metrics.instances import Instances
+    from odbench.scoring.detections import read_results
+
+    gts, _, cats = instances_from_coco(gt, masks=False)
+    dets, _ = read_results(results, gts, cats, "bbox")
+    empty = Instances(np.zeros(0), np.zeros((0, 4)), None)
+    matches = match_images([(i, g, dets.get(i, empty)) for i, g in gts.items()], "bbox")
+    n = len(matches)
+    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), size=resamples)
+    t0 = time.perf_counter()
+    weighted = accumulate_resampled(matches, counts, keys=COMPARED)
+    t_weighted = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rows = [
+        accumulate([m for m, c in zip(matches, row) for _ in range(c)]) for row in counts[:explicit]
+    ]
+    t_explicit = time.perf_counter() - t0
+    same = all(
+        (math.isnan(r[k]) and math.isnan(weighted[k][b])) or abs(r[k] - weighted[k][b]) <= 1e-12
+        for b, r in enumerate(rows)
+        for k in COMPARED
+    )
+    return resamples / t_weighted, len(rows) / t_explicit, same
+
+
 def _same(a: dict[str, float], b: dict[str, float]) -> bool:
     return all(
         (math.isnan(a[k]) and math.isnan(b[k])) or abs(a[k] - b[k]) <= 1e-12 for k in SUMMARY
@@ -252,16 +289,37 @@ def _same(a: dict[str, float], b: dict[str, float]) -> bool:
     show_default=True,
 )
 @click.option("--seed", default=0, show_default=True)
-def cli(images: int, dets: int, quick: bool, iou_types: tuple[str, ...], seed: int) -> None:
+@click.option(
+    "--bootstrap",
+    default=0,
+    show_default=True,
+    help="Instead: time odbench compare's discovery bootstrap (bbox AP, AP50, AR100) over this "
+    "many resamples, weighted accumulation vs accumulating explicit resamples (on the first "
+    "20), e.g. --images 1000 --bootstrap 500.",
+)
+def cli(
+    images: int, dets: int, quick: bool, iou_types: tuple[str, ...], seed: int, bootstrap: int
+) -> None:
     """Class-agnostic COCO AP: odbench vs pycocotools COCOeval vs faster-coco-eval."""
     if quick:
         images = 200
     t0 = time.perf_counter()
-    gt, results = generate(images, dets, seed=seed, masks="segm" in iou_types)
+    masks = "segm" in iou_types and not bootstrap
+    gt, results = generate(images, dets, seed=seed, masks=masks)
     click.echo(
         f"{images} images, {len(gt['annotations'])} GT, {len(results)} detections "
         f"(generated in {time.perf_counter() - t0:.1f} s); one process, one thread"
     )
+    if bootstrap:
+        fast, slow, same = bootstrap_timing(gt, results, bootstrap, min(bootstrap, 20), seed)
+        click.echo(
+            f"compare's bootstrap (bbox AP, AP50, AR100): weighted {fast:.1f} resamples/s, "
+            f"explicit resamples {slow:.2f} resamples/s = {fast / slow:.1f}x; "
+            f"{'identical numbers' if same else 'numbers DIFFER'}"
+        )
+        if not same:
+            raise UserError("weighted accumulation differs from the explicit resamples")
+        return
     try:
         import faster_coco_eval  # noqa: F401
 

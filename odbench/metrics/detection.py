@@ -442,7 +442,7 @@ def accumulate(
     ``COCOeval.accumulate`` + ``summarize`` (NaN where COCO gives -1).  Records are taken in
     image-id order (:func:`image_order_key`, stable: a resampled record keeps its place)."""
     proto = get_detection_protocol(protocol)
-    return _summarize(*accumulate_arrays(matches, proto), proto)
+    return summarize(*accumulate_arrays(matches, proto), proto)
 
 
 def accumulate_arrays(
@@ -454,13 +454,7 @@ def accumulate_arrays(
     detection budget, and ``recall`` (T, 1, A, M); -1 where an area range has no GT."""
     proto = get_detection_protocol(protocol)
     n_area, n_thr = len(proto.area_ranges), len(proto.iou_thresholds)
-    for m in matches:
-        if m.status.shape[:2] != (n_area, n_thr) or m.max_dets != proto.max_dets:
-            raise ValueError(
-                f"image {m.image_id!r}: record of {m.status.shape[0]} area ranges, "
-                f"{m.status.shape[1]} IoU thresholds, max_dets {m.max_dets}; protocol "
-                f"{proto.name!r} has {n_area}, {n_thr}, {proto.max_dets}"
-            )
+    check_records(matches, proto)
     ordered = sorted(matches, key=lambda m: image_order_key(m.image_id))
     rec_thr = proto.recall_thresholds
     max_dets = proto.max_dets_list
@@ -505,6 +499,19 @@ def pr_curve(
     return proto.recall_thresholds, np.where(curve > -1, curve, np.nan)
 
 
+def check_records(matches: Sequence[ImageMatches], proto: DetectionProtocol) -> None:
+    """ValueError unless every record was matched under ``proto``'s area ranges, IoU
+    thresholds and detection budget."""
+    n_area, n_thr = len(proto.area_ranges), len(proto.iou_thresholds)
+    for m in matches:
+        if m.status.shape[:2] != (n_area, n_thr) or m.max_dets != proto.max_dets:
+            raise ValueError(
+                f"image {m.image_id!r}: record of {m.status.shape[0]} area ranges, "
+                f"{m.status.shape[1]} IoU thresholds, max_dets {m.max_dets}; protocol "
+                f"{proto.name!r} has {n_area}, {n_thr}, {proto.max_dets}"
+            )
+
+
 def _precision_recall(
     status: np.ndarray, npig: int, rec_thr: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -517,21 +524,33 @@ def _precision_recall(
     n_thr, nd = status.shape
     if nd == 0:
         return np.zeros((n_thr, len(rec_thr))), np.zeros(n_thr)
+    q = [interpolated_precision(tp_sum[t], fp_sum[t], npig, rec_thr) for t in range(n_thr)]
+    return np.stack(q), tp_sum[:, -1] / npig
+
+
+def interpolated_precision(
+    tp_sum: np.ndarray, fp_sum: np.ndarray, npig: int | float, rec_thr: np.ndarray
+) -> np.ndarray:
+    """``COCOeval.accumulate``'s interpolated precision (R,) at one IoU threshold from the
+    cumulative TP and FP counts (D,) of score-sorted detections and the counted GT ``npig``
+    (> 0): the precision envelope (the best precision at or after a point) at the first point
+    reaching each recall threshold, 0 where none does."""
     rc = tp_sum / npig
     pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
-    pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]  # precision envelope
-    q = np.zeros((n_thr, len(rec_thr)))
-    for t in range(n_thr):
-        inds = np.searchsorted(rc[t], rec_thr, side="left")
-        inside = inds < nd
-        q[t, inside] = pr[t, inds[inside]]
-    return q, rc[:, -1]
+    pr = np.maximum.accumulate(pr[::-1])[::-1]  # precision envelope
+    inds = np.searchsorted(rc, rec_thr, side="left")
+    inside = inds < len(rc)
+    q = np.zeros(len(rec_thr))
+    q[inside] = pr[inds[inside]]
+    return q
 
 
-def _summarize(
+def summarize(
     precision: np.ndarray, recall: np.ndarray, proto: DetectionProtocol
 ) -> dict[str, float]:
-    """``COCOeval.summarize``'s 12 numbers (NaN for its -1)."""
+    """``COCOeval.summarize``'s 12 numbers (NaN for its -1) from :func:`accumulate_arrays`:
+    ``precision`` (T, R, 1, A, M) and ``recall`` (T, 1, A, M), -1 where an area range has no
+    counted GT (M: the budgets of ``max_dets_list``)."""
     thrs = np.asarray(proto.iou_thresholds)
     md = proto.max_dets_list
 
