@@ -170,6 +170,27 @@ def resize_to_image(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(a > a.max() / 2.0)
 
 
+def image_instances(
+    masks: list[np.ndarray], scores: list[float], size: tuple[int, int]
+) -> Instances:
+    """Bool masks (at the network input's size) with their scores -> the image's instances:
+    each mask :func:`resize_to_image`, boxes from the masks; a mask empty at the image's size
+    is left out, as the original's annotation writer leaves it out (area < 1)."""
+    import pycocotools.mask as mask_util
+
+    kept, rles = [], []
+    for mask, score in zip(masks, scores):
+        full = resize_to_image(mask, size)
+        if full.any():
+            kept.append(score)
+            rles.append(mask_util.encode(np.asfortranarray(full.astype(np.uint8))))
+    boxes = np.zeros((len(rles), 4))
+    if rles:
+        boxes = np.array(mask_util.toBbox(rles), dtype=np.float64).reshape(-1, 4)
+    boxes[:, 2:] += boxes[:, :2]  # COCO's x y w h -> x1 y1 x2 y2
+    return Instances(np.array(kept, dtype=np.float64), boxes, rles)
+
+
 def _image_key(image: np.ndarray) -> str:
     return f"{image.shape}:{hashlib.sha1(np.ascontiguousarray(image).data).hexdigest()}"
 
@@ -198,8 +219,6 @@ class MaskCut(KeyFeatureMethod):
 
     def instances(self, image: np.ndarray) -> Instances:
         """MaskCut's masks of one (H, W, 3) uint8 RGB image, with boxes and scores."""
-        import pycocotools.mask as mask_util
-
         hp = self.hparams
         fixed, x = self.network_input(image)
         keys = self.extractor().keys(x)[0]  # (D, h, w)
@@ -215,17 +234,8 @@ class MaskCut(KeyFeatureMethod):
         masks = [upsample_nearest(cut, fixed.shape[:2]) for cut in cuts]
         if hp["crf"]:
             masks = crf_refine(fixed, masks)
-        scores, rles = [], []
-        for t, mask in enumerate(masks):
-            full = resize_to_image(mask, image.shape[:2])
-            if full.any():
-                scores.append(1.0 / (t + 1) if hp["score"] == "rank" else 1.0)
-                rles.append(mask_util.encode(np.asfortranarray(full.astype(np.uint8))))
-        boxes = np.zeros((len(rles), 4))
-        if rles:
-            boxes = np.array(mask_util.toBbox(rles), dtype=np.float64).reshape(-1, 4)
-        boxes[:, 2:] += boxes[:, :2]  # COCO's x y w h -> x1 y1 x2 y2
-        return Instances(np.array(scores, dtype=np.float64), boxes, rles)
+        scores = [1.0 / (t + 1) if hp["score"] == "rank" else 1.0 for t in range(len(masks))]
+        return image_instances(masks, scores, image.shape[:2])
 
     def predict_instances(
         self, images: list[np.ndarray], maps: list[np.ndarray]
