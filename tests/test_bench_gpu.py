@@ -28,7 +28,9 @@ def test_dry_run_runs_every_step_and_writes_the_report(tmp_path: Path) -> None:
     for name in ("tokencut", "tokencut.bs", "lost", "lost.bs"):
         row = rf"\| {re.escape(name)} \| dinov2-tiny \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| True \|"
         assert re.search(row, text), name
-    assert re.search(r"\| maskcut \| dino-tiny \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| True \|", text)
+    for name in ("maskcut", "promerge"):
+        row = rf"\| {name} \| dino-tiny \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| True \|"
+        assert re.search(row, text), name
     assert "maps valid: True" in text
     assert "| 1 |" in text and "| 2 |" in text  # both batch sizes measured
 

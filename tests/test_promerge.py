@@ -311,6 +311,23 @@ def test_votes_count_the_proposals_merged_into_each_mask() -> None:
     assert stats["merged: overlap and features"] == 1 and stats["filtered: no new patch"] > 0
 
 
+def test_a_small_overlap_is_not_merged_even_with_similar_features() -> None:
+    """The same chain with a wide A1 (54 patches), a one-column A2 (6) and a wide A3 (60):
+    A1 + A2 overlaps A2 + A3 by IoA 6 / 60 = 0.1 (not above merge_ioa_tau), so the two stay
+    apart although their mean features are similar (dot product ~0.13 >= dino_merge_tau)."""
+    e = orthogonal(3, 32, 0)
+    label = np.zeros((24, 24), int)
+    label[4:10, 1:10], label[4:10, 10], label[4:10, 11:21] = 1, 2, 3
+    centres = np.stack([e[0], e[1], (e[1] + e[2]) / np.sqrt(2), e[2]])
+    feats = to_features(centres[label], 0, noise=0.1)
+    stats: Counter = Counter()
+    got = ours(feats, stride=1)
+    assert canonical(got) == canonical(ref(feats, stats, stride=1))
+    want = [(np.isin(label, (1, 2)), 1), (np.isin(label, (2, 3)), 1)]
+    assert canonical(got) == canonical(want)
+    assert not stats["merged: overlap and features"] and not stats["not merged: features differ"]
+
+
 @pytest.mark.parametrize("width", [1, 2])
 def test_an_image_without_enough_background_gets_no_masks(width: int) -> None:
     """The top rows and left columns share one feature (the background candidates: two sides);

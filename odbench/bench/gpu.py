@@ -14,9 +14,10 @@ Steps (each timed, each a section of the markdown report):
    ``dino-vits8-random`` and a random head in FOUND's released format;
 6. training-free methods end to end (:data:`METHOD_ROWS`: Deep Spectral Methods on DINO,
    TokenCut, LOST and their "+BS" variants on DINOv2 ViT-S/14 and ViT-B/14 with registers,
-   MaskCut on DINO ViT-B/8 at its 480²) on the toy images of step 4 (96 × 128: no multiple of
-   14): images/s, the device part (``forward``) and the CPU part (``postprocess``) timed apart
-   (MaskCut has no split: its eigen-solves and CRF count in ``forward``).
+   MaskCut and ProMerge on DINO ViT-B/8 at their 480²) on the toy images of step 4 (96 × 128:
+   no multiple of 14): images/s, the device part (``forward``) and the CPU part
+   (``postprocess``) timed apart (MaskCut and ProMerge have no split: their eigen-solves or
+   prompts and their CRF count in ``forward``).
 
 The report goes to ``benchmarks/gpu/<device>-<date>.md`` (``--out`` to change).
 ``--dry-run`` runs every step on the CPU with the tiny models (tiny SD at 32², T = 2; tiny
@@ -65,10 +66,10 @@ KEY_METHODS = ("tokencut", "tokencut.bs", "lost", "lost.bs")
 METHOD_ROWS = {
     "full": [("dsm", "dino-vits16-random"), ("dsm", "dino-vitb8-random")]
     + [(m, b) for b in ("dinov2-vits14-random", "dinov2-vitb14-reg-random") for m in KEY_METHODS]
-    + [("maskcut", "dino-vitb8-random")],
+    + [("maskcut", "dino-vitb8-random"), ("promerge", "dino-vitb8-random")],
     "tiny": [("dsm", "dino-tiny")]
     + [(m, "dinov2-tiny") for m in KEY_METHODS]
-    + [("maskcut", "dino-tiny")],
+    + [("maskcut", "dino-tiny"), ("promerge", "dino-tiny")],
 }
 
 
