@@ -26,10 +26,11 @@ when the dataset has them.
 
 from __future__ import annotations
 
+import tempfile
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,6 +43,7 @@ from odbench.data.base import Dataset, Sample
 from odbench.discovery import check_instances, discovery_records, score_sample
 from odbench.errors import OdbenchError
 from odbench.methods.base import Method
+from odbench.metrics.discovery_records import DiscoveryRecords
 from odbench.metrics.instances import Instances
 from odbench.results import (
     SOD_SCALARS,
@@ -261,6 +263,7 @@ def evaluate(
     on_failure: Callable[[str, str], None] | None = None,
     save_preds: Path | None = None,
     discovery: tuple[Any, tuple[str, ...]] | None = None,
+    summary: Summary | None = None,
 ) -> Records:
     """Phases 1 and 2, streamed: per-image records of every id, in order, under ``protocol``
     for ``tasks`` ("saliency", "localization").  Images ``cache`` holds are scored from it;
@@ -274,6 +277,10 @@ def evaluate(
     ``save_preds``: 16-bit PNG maps written there.  ``discovery``: (discovery protocol, iou
     types) for the task "discovery": each image's instances (:meth:`Method.predict_instances`,
     after its map) are stored with it and matched to its GT.
+    The records are streamed to temporary files as they come (the returned arrays are
+    read-only memory maps of them) and added to ``summary`` (:class:`Summary`), whose metrics
+    are then :func:`summarize` 's of the records, so the run's memory does not grow with
+    the dataset.
 
     An image the method fails on (any exception of its code, e.g. a ``MemoryError``; a batch
     that fails is predicted again image by image to find it) stops the run with an
@@ -360,7 +367,7 @@ def evaluate(
                 return out, (item[0], e)
         return out, None
 
-    rows = _Rows(len(ids))
+    rows = _Rows(summary)
     depth = max(2 * batch_size, 2 * workers, 4)  # decoded ahead: two batches at least
     with ExitStack() as stack:
         stack.callback(release_all)  # on an error: leave no claim of ours behind
@@ -383,7 +390,7 @@ def evaluate(
                 result = value
             if result is not None:
                 held.discard(safe_name(ids[i]))  # released where it was stored
-                rows.add(result)
+                rows.add(ids[i], result)
                 if on_image is not None:
                     on_image(ids[i], result.cached)
 
@@ -474,121 +481,177 @@ def _score_one(
     return _Scored(s.id, rec, hit, box, family, n_boxes, p.cached, matched, n_gt)
 
 
+class _Spool:
+    """One per-image field (its rows all of one dtype and shape) appended, as the images come,
+    to an unnamed temporary file (:func:`tempfile.TemporaryFile`: never visible, gone with the
+    last reference, whatever ends the process), read back as a read-only memory map whose pages
+    are read only where the records are used: a run holds no per-image row in memory."""
+
+    def __init__(self, row: np.ndarray) -> None:
+        self.dtype, self.shape = row.dtype, row.shape
+        self.file = tempfile.TemporaryFile(prefix="odbench-records-", buffering=1 << 16)
+
+    def write(self, row: np.ndarray) -> None:
+        self.file.write(row.tobytes())
+
+    def array(self, n: int) -> np.ndarray:
+        """The ``n`` rows written, memory-mapped (the map keeps the file; it is closed here)."""
+        with self.file:
+            self.file.flush()
+            return np.memmap(self.file, self.dtype, "r", shape=(n, *self.shape))
+
+
 class _Rows:
-    """Per-image records written, as they come, into arrays sized for every id (rows are
-    committed to memory only when written), so a run holds no per-image object: its memory
-    does not grow with the dataset but for these arrays (what the results hold anyway)."""
+    """Per-image records written, as they come, to one :class:`_Spool` per field (and added to
+    the run's :class:`Summary`), so the run's memory does not grow with the dataset but for the
+    ids (references to the caller's strings) and discovery's match records."""
 
-    def __init__(self, n: int) -> None:
-        self.n, self.count = n, 0
+    def __init__(self, summary: Summary | None = None) -> None:
+        self.summary, self.count = summary, 0
         self.ids: list[str] = []
-        self.arrays: dict[str, np.ndarray] = {}
+        self.spools: dict[str, _Spool] = {}
         self.matches: list[dict[str, bytes]] = []  # discovery: JSON match records per image
+        self.n_gt: list[int] = []  # discovery: GT instances per image
 
-    def _put(self, name: str, value: Any, dtype: Any) -> None:
-        array = self.arrays.get(name)
-        if array is None:
-            shape = np.shape(value)
-            array = self.arrays[name] = np.empty((self.n, *shape), dtype=dtype)
-        array[self.count] = value
-
-    def add(self, r: _Scored) -> None:
+    def add(self, sample_id: str, r: _Scored) -> None:
+        """Add the records of image ``sample_id`` (the caller's id string, shared, not a copy)."""
+        row: dict[str, Any] = {}
         if r.saliency is not None:
-            for key in ("acc", "iou", "mae"):
-                self._put(key, getattr(r.saliency, key), np.float64)
-            self._put("fbeta", np.asarray(r.saliency.fbeta, dtype=np.float64), np.float64)
+            row.update({k: getattr(r.saliency, k) for k in ("acc", "iou", "mae", "fbeta")})
         if r.hit is not None:
-            self._put("hit", r.hit, bool)
-            self._put("pred_box", np.asarray(r.box, dtype=np.float64), np.float64)
-            self._put("n_boxes", r.n_boxes, np.int64)
+            row.update(hit=np.asarray(r.hit, bool), pred_box=r.box, n_boxes=r.n_boxes)
         if r.sod is not None:
-            for key in SOD_SCALARS:
-                self._put(f"sod.{key}", getattr(r.sod, key), np.float64)
-            self._put("sod.tp", r.sod.tp, np.int64)
-            self._put("sod.fp", r.sod.fp, np.int64)
-            self._put("sod.n_gt", r.sod.n_gt, np.int64)
-            self._put("sod.n_pix", r.sod.n_pix, np.int64)
+            row.update({k: getattr(r.sod, k) for k in (*SOD_SCALARS, "tp", "fp", "n_gt", "n_pix")})
+        for key, value in row.items():  # the dtype of each field in the records
+            row[key] = value = np.asarray(value, _DTYPES.get(key, np.float64))
+            spool = self.spools.get(key)
+            if spool is None:
+                spool = self.spools[key] = _Spool(value)
+            spool.write(value)
         if r.discovery is not None:
             self.matches.append(r.discovery)
-            self._put("disc_n_gt", r.n_gt, np.int64)
-        self.ids.append(r.id)
+            self.n_gt.append(r.n_gt)
+        if self.summary is not None:
+            self.summary.add(sample_id, row)
+        self.ids.append(sample_id)
         self.count += 1
 
     def records(self, tasks: Collection[str], metrics_set: str, discovery: bool = False) -> Records:
         if not self.count:  # every image failed (on_error="skip"): the caller says so
             return Records(())
-        a = {k: v[: self.count] for k, v in self.arrays.items()}
+        a = {k: spool.array(self.count) for k, spool in self.spools.items()}
         sal = loc = sod = None
         if "saliency" in tasks:
             sal = SaliencyRecords(acc=a["acc"], iou=a["iou"], mae=a["mae"], fbeta=a["fbeta"])
             if metrics_set == "all":
-                sod = SodRecords(**{k[4:]: v for k, v in a.items() if k.startswith("sod.")})
+                sod = SodRecords(**{k: a[k] for k in (*SOD_SCALARS, "tp", "fp", "n_gt", "n_pix")})
         if "localization" in tasks:
             loc = LocalizationRecords(hit=a["hit"], pred_box=a["pred_box"], n_boxes=a["n_boxes"])
         disc = None
         if "discovery" in tasks and discovery:
-            disc = discovery_records(self.matches, a["disc_n_gt"].tolist())
+            disc = discovery_records(self.matches, self.n_gt)
         return Records(tuple(self.ids), sal, loc, sod, disc)
+
+
+#: The dtype of each integer or boolean record field (the others are float64).
+_DTYPES: dict[str, Any] = {
+    "hit": bool,
+    "n_boxes": np.int64,
+    "tp": np.int64,
+    "fp": np.int64,
+    "n_gt": np.int64,
+    "n_pix": np.int64,
+}
 
 
 # ----------------------------------------------------------------------------- phase 3: summarize
 
 
+class Summary:
+    """Phase 3 as the records stream: the meters of :func:`summarize` fed one image's records
+    at a time, in record order (the same additions in the same order: the same numbers bit for
+    bit), so a run summarizes without holding its per-image records."""
+
+    def __init__(self, protocol: Any, saliency: bool, sod: bool, localization: bool) -> None:
+        from odbench.metrics.saliency import SaliencyMeter
+        from odbench.metrics.sod import SodMeter
+
+        self.protocol = protocol
+        self.saliency = SaliencyMeter(protocol) if saliency else None
+        self.sod = SodMeter(protocol) if sod else None
+        self.localization = localization
+        self.n = self.hits = self.with_boxes = 0
+
+    @classmethod
+    def of_run(cls, protocol: Any, tasks: Collection[str], metrics_set: str) -> Summary:
+        """The summary of a run of ``tasks`` (``metrics_set`` "all": the family too)."""
+        saliency = "saliency" in tasks
+        return cls(protocol, saliency, saliency and metrics_set == "all", "localization" in tasks)
+
+    def add(self, sample_id: str, row: dict[str, Any]) -> None:
+        """One image's records: ``row`` maps each field of :meth:`Records.arrays` to its value
+        (as stored: float64 scalars and curves, int64 counts, a bool hit)."""
+        from odbench.metrics.saliency import ImageRecord
+        from odbench.metrics.sod import SodRecord
+
+        self.n += 1
+        if self.saliency is not None:
+            acc, iou, mae = (float(row[k]) for k in ("acc", "iou", "mae"))
+            self.saliency.add(ImageRecord(sample_id, acc, iou, mae, row["fbeta"]))
+        if self.sod is not None:
+            record = SodRecord(
+                sample_id,
+                **{k: float(row[k]) for k in SOD_SCALARS},
+                tp=row["tp"],
+                fp=row["fp"],
+                n_gt=int(row["n_gt"]),
+                n_pix=int(row["n_pix"]),
+                protocol=self.protocol,
+            )
+            self.sod.add(record)
+        if self.localization:
+            has_boxes = bool(row["n_boxes"] > 0)
+            self.with_boxes += has_boxes
+            self.hits += has_boxes and bool(row["hit"])
+
+    def compute(
+        self, discovery: DiscoveryRecords | None = None, protocol: Any = None
+    ) -> dict[str, dict[str, Any]]:
+        """The dataset metrics; ``discovery``: the run's discovery records, summarized under the
+        discovery ``protocol``."""
+        from odbench.metrics.boxes import CorLocMeter
+
+        metrics: dict[str, dict[str, Any]] = {}
+        if self.saliency is not None:
+            base: dict[str, Any] = self.saliency.compute()
+            metrics["saliency"] = base
+            if self.sod is not None:
+                family: dict[str, Any] = self.sod.compute(base["fbeta_curve"])
+                curves = family.pop("curves")
+                fbeta = base["fbeta_curve"]
+                metrics["saliency"] = {**base, **family, "curves": {**curves, "fbeta": fbeta}}
+        if self.localization:
+            corloc = CorLocMeter()
+            corloc.hits, corloc.n = self.hits, self.with_boxes
+            corloc.n_no_gt = self.n - self.with_boxes
+            metrics["localization"] = corloc.compute()  # type: ignore[assignment]
+        if discovery is not None:
+            if protocol is None:
+                raise EvalError("discovery records but no discovery protocol to summarize them")
+            metrics["discovery"] = discovery.summarize(protocol)
+        return metrics
+
+
 def summarize(records: Records, protocol: Any, discovery: Any = None) -> dict[str, dict[str, Any]]:
     """Phase 3: dataset metrics from per-image records, in record order (the meters' sums, so
-    the numbers equal a streaming evaluation's bit for bit); ``discovery``: the discovery
-    protocol, for discovery records."""
-    from odbench.metrics.boxes import CorLocMeter
-    from odbench.metrics.saliency import ImageRecord, SaliencyMeter
-
-    metrics: dict[str, dict[str, Any]] = {}
-    if records.saliency is not None:
-        s = records.saliency
-        meter = SaliencyMeter.from_records(
-            protocol,
-            (
-                ImageRecord(i, float(s.acc[k]), float(s.iou[k]), float(s.mae[k]), s.fbeta[k])
-                for k, i in enumerate(records.ids)
-            ),
-        )
-        metrics["saliency"] = meter.compute()
-        if records.sod is not None:
-            metrics["saliency"] = _with_family(metrics["saliency"], records, protocol)
-    if records.localization is not None:
-        loc = records.localization
-        corloc = CorLocMeter()
-        corloc.hits = int(np.count_nonzero(loc.hit & (loc.n_boxes > 0)))
-        corloc.n = int(np.count_nonzero(loc.n_boxes > 0))
-        corloc.n_no_gt = len(records.ids) - corloc.n
-        metrics["localization"] = corloc.compute()  # type: ignore[assignment]
-    if records.discovery is not None:
-        if discovery is None:
-            raise EvalError("discovery records but no discovery protocol to summarize them")
-        metrics["discovery"] = records.discovery.summarize(discovery)
-    return metrics
-
-
-def _with_family(base: dict[str, Any], records: Records, protocol: Any) -> dict[str, Any]:
-    """``base`` (the SaliencyMeter's summary) plus the family's keys and ``curves``."""
-    from odbench.metrics.sod import SodMeter, SodRecord
-
-    f = records.sod
-    assert f is not None
-    meter = SodMeter.from_records(
-        protocol,
-        (
-            SodRecord(
-                i,
-                **{k: float(getattr(f, k)[n]) for k in SOD_SCALARS},
-                tp=f.tp[n],
-                fp=f.fp[n],
-                n_gt=int(f.n_gt[n]),
-                n_pix=int(f.n_pix[n]),
-                protocol=protocol,
-            )
-            for n, i in enumerate(records.ids)
-        ),
-    )
-    family: dict[str, Any] = meter.compute(base["fbeta_curve"])
-    curves = family.pop("curves")
-    return {**base, **family, "curves": {**curves, "fbeta": base["fbeta_curve"]}}
+    the numbers equal a streaming evaluation's bit for bit: :class:`Summary`); ``discovery``:
+    the discovery protocol, for discovery records."""
+    loc = records.localization is not None
+    summary = Summary(protocol, records.saliency is not None, records.sod is not None, loc)
+    arrays: dict[str, np.ndarray] = {}
+    for part in (records.saliency, records.localization, records.sod):
+        if part is not None:
+            arrays.update((f.name, getattr(part, f.name)) for f in fields(part))
+    for n, sample_id in enumerate(records.ids):
+        summary.add(sample_id, {k: v[n] for k, v in arrays.items()})
+    return summary.compute(records.discovery, discovery)

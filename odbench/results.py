@@ -232,13 +232,12 @@ class Records:
         return len(self.ids)
 
     def arrays(self) -> dict[str, np.ndarray]:
+        """Every per-image array by its name in the records file (the arrays themselves, not
+        copies: the runner's are read-only memory maps of its streamed records)."""
         out: dict[str, np.ndarray] = {"ids": np.array(self.ids)}
-        if self.saliency is not None:
-            out.update(dataclasses.asdict(self.saliency))
-        if self.localization is not None:
-            out.update(dataclasses.asdict(self.localization))
-        if self.sod is not None:
-            out.update(dataclasses.asdict(self.sod))
+        for part in (self.saliency, self.localization, self.sod):
+            if part is not None:
+                out.update((f.name, getattr(part, f.name)) for f in dataclasses.fields(part))
         return {**out, **(self.discovery.arrays() if self.discovery is not None else {})}
 
     @classmethod

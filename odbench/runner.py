@@ -29,7 +29,7 @@ from odbench.methods.base import Method
 from odbench.metrics.protocols import DEFAULT_PROTOCOL
 from odbench.metrics.selection import MetricSelection, parse_metrics
 from odbench.outputs import OutputPathError, check_output_folder
-from odbench.phases import EvalError, evaluate, summarize
+from odbench.phases import EvalError, Summary, evaluate
 from odbench.results import (
     DEFAULT_RESULTS_DIR,
     RunResult,
@@ -224,6 +224,7 @@ def run(
             failed[sample_id] = why
             bar[0](1)
 
+        summary = Summary.of_run(protocol, tasks, metrics_set)
         records = evaluate(
             method,
             dataset,
@@ -239,6 +240,7 @@ def run(
             on_failure=on_failure if on_error == "skip" else None,
             save_preds=save_preds,
             discovery=found,
+            summary=summary,
         )
     wall = time.perf_counter() - start
     if failed:
@@ -250,7 +252,7 @@ def run(
             )
         dataset_info["failed_ids"] = dict(sorted(failed.items()))
         dataset_info["n_evaluated"] = len(records.ids)
-    metrics = summarize(records, protocol, found[0] if found is not None else None)
+    metrics = summary.compute(records.discovery, found[0] if found is not None else None)
     if save_preds is not None and write_boxes:
         write_boxes_json(Path(save_preds), records.arrays(), shard if sharded else None)
 
