@@ -489,7 +489,7 @@ class _Spool:
 
     def __init__(self, row: np.ndarray) -> None:
         self.dtype, self.shape = row.dtype, row.shape
-        self.file = tempfile.TemporaryFile(prefix="odbench-records-", buffering=1 << 16)
+        self.file = tempfile.TemporaryFile(prefix="odbench-records-")
 
     def write(self, row: np.ndarray) -> None:
         self.file.write(row.tobytes())
