@@ -9,7 +9,9 @@ chained by :func:`odbench.runner.run`:
    Scoring always reads the uint16 map, so a resumed run and an uninterrupted one agree exactly.
 3. :func:`summarize` — records -> dataset metrics, through the same meters (and the one maxFβ
    reduction, :func:`odbench.metrics.saliency.reduce_max_fbeta`) as every other command
-   (:mod:`odbench.merge` summarizes merged shards with it).
+   (:mod:`odbench.merge` summarizes merged shards with it).  A run summarizes as its records
+   stream (:class:`Summary`, the same additions in the same order) and holds none of them:
+   they go to temporary files, read back as memory maps where they are used.
 
 Phases 1 and 2 stream together (:func:`evaluate`): decoding, the cache look-up, CPU-bound
 post-processing (:meth:`odbench.methods.base.Method.postprocess`), storing and scoring run in
