@@ -509,10 +509,15 @@ class _Slots:
     out.  The sender alone allocates; a slot is freed (:meth:`release`) once the receiver has
     answered the message that used it — an answer comes after the receiver's copy, through
     the same pipes, so no memory ordering between the processes is relied on.  With no free
-    slot, or an array over :data:`SLOT_BYTES`, the array travels inside the pickle."""
+    slot, or an array over :data:`SLOT_BYTES`, the array travels inside the pickle; so do all
+    where the mapping cannot be made (a strict overcommit policy refusing shared memory)."""
 
     def __init__(self, count: int) -> None:
-        self.memory = mmap.mmap(-1, count * SLOT_BYTES)  # MAP_SHARED | MAP_ANONYMOUS
+        self.memory: mmap.mmap | None = None
+        try:
+            self.memory = mmap.mmap(-1, count * SLOT_BYTES)  # MAP_SHARED | MAP_ANONYMOUS
+        except OSError:
+            count = 0
         self.free = list(range(count))
         self.used: dict[int, list[int]] = {}  # message index -> its slots
         self.lock = threading.Lock()
@@ -528,12 +533,15 @@ class _Slots:
                 return False
             k = self.free.pop()
             self.used.setdefault(index, []).append(k)
+        assert self.memory is not None  # else there are no free slots
         self.memory[k * SLOT_BYTES : k * SLOT_BYTES + data.nbytes] = data
         refs.append((k, data.nbytes))
         return True
 
     def get(self, k: int, nbytes: int) -> bytearray:
         """A copy of what slot ``k`` holds (writable, as an in-band pickled array is)."""
+        if self.memory is None:  # a message naming a slot of a mapping that does not exist
+            raise RuntimeError("a message names a shared-memory slot, but there are none")
         with memoryview(self.memory) as view:
             return bytearray(view[k * SLOT_BYTES : k * SLOT_BYTES + nbytes])
 
@@ -542,7 +550,8 @@ class _Slots:
             self.free += self.used.pop(index, [])
 
     def close(self) -> None:
-        self.memory.close()
+        if self.memory is not None:
+            self.memory.close()
 
 
 def _widen(fd: int) -> None:

@@ -356,3 +356,15 @@ def test_pipeline_arrays_through_shared_slots_arrive_intact():
             assert ok and total == int(expected.astype(np.int64).sum())
             assert np.array_equal(rest, map_[1:])
     assert no_children_left()
+
+
+def test_pipeline_without_shared_memory_sends_arrays_in_the_pickles(monkeypatch):
+    """Where the shared mapping cannot be made (strict overcommit), the pipeline still runs:
+    every array travels inside its pickle."""
+    import mmap
+
+    def refused(*args, **kwargs):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(mmap, "mmap", refused)
+    test_pipeline_arrays_through_shared_slots_arrive_intact()
