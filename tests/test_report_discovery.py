@@ -374,3 +374,30 @@ def test_discovery_page_in_headless_chromium(scene_runs: Path, tmp_path: Path) -
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         browser.close()
     assert errors == []
+
+
+def test_a_discovery_run_without_its_records_is_one_line(scene_runs: Path, tmp_path: Path) -> None:
+    """A run whose metrics hold discovery numbers but whose records file lacks the match
+    records (written by an older odbench): the page and the plot refuse it in one line."""
+    import hashlib
+    import shutil
+
+    res = tmp_path / "res"
+    shutil.copytree(scene_runs / "res", res)
+    (path,) = res.glob("planned__*.json")
+    run = json.loads(path.read_text())
+    with np.load(res / run["records"], allow_pickle=False) as npz:
+        kept = {k: npz[k] for k in npz.files if not k.startswith("disc_")}
+    np.savez(res / run["records"], **kept)
+    run["records_sha256"] = hashlib.sha256((res / run["records"]).read_bytes()).hexdigest()
+    path.write_text(json.dumps(run))
+    base = ["--dataset", "scene", "--methods", "planned", "--results-dir", str(res)]
+    for args in (
+        ["report", *base, "--out", str(tmp_path / "rep")],
+        ["plot", "discovery", *base, "--out", str(tmp_path / "f")],
+    ):
+        out = CliRunner().invoke(main, args)
+        assert out.exit_code == 2, out.output
+        (line,) = out.output.strip().splitlines()
+        assert str(path) in line and "no discovery records" in line, line
+    assert not (tmp_path / "rep").exists()
