@@ -17,12 +17,18 @@ the run's saliency protocol, which the run's name and the leaderboard keep using
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from odbench.cache import safe_name
 from odbench.data.base import Dataset, Sample
 from odbench.errors import OdbenchError
+from odbench.imageio import atomic_write_bytes, atomic_writer
 from odbench.metrics.detection_protocols import (
     DEFAULT_DETECTION_PROTOCOL,
     DetectionProtocol,
@@ -31,6 +37,9 @@ from odbench.metrics.detection_protocols import (
 from odbench.metrics.detection_resample import accumulate_resampled
 from odbench.metrics.discovery_records import PREFIX, DiscoveryRecords, score_image
 from odbench.metrics.instances import Instances
+
+if TYPE_CHECKING:
+    from odbench.distributed import Shard
 
 
 class DiscoveryError(OdbenchError, ValueError):
@@ -153,3 +162,68 @@ def bootstrap_statistics(
         values = accumulate_resampled(records.matches(iou_type), counts, protocol, COMPARED)
         out.update({f"{PREFIX[iou_type]}_{k}": v for k, v in values.items()})
     return out
+
+
+#: ``--save-preds``' COCO-results file of a discovery run (Detectron2's name for it).
+COCO_RESULTS = "coco_instances_results.json"
+_PARTS = ".instances-parts"  # one file per image while the run goes, joined at its end
+
+
+def coco_results(found: Instances, image_id: int | str) -> list[dict[str, Any]]:
+    """An image's instances as COCO-results entries: ``image_id``, ``category_id`` 1
+    (class-agnostic), ``bbox`` ``[x, y, w, h]``, ``score`` and, when the method gave masks, the
+    compressed RLE ``segmentation`` (counts as text), what ``odbench score-detections`` reads
+    (a fractional box may come back one ulp off: ``x1 + (x2 - x1)`` need not be ``x2``)."""
+    entries = []
+    for k, (x1, y1, x2, y2) in enumerate(np.asarray(found.boxes, np.float64).tolist()):
+        entry: dict[str, Any] = {
+            "image_id": image_id,
+            "category_id": 1,
+            "bbox": [x1, y1, x2 - x1, y2 - y1],
+            "score": float(found.scores[k]),
+        }
+        if found.masks is not None:
+            rle = found.masks[k]
+            counts = rle["counts"]
+            entry["segmentation"] = {
+                "size": [int(v) for v in rle["size"]],
+                "counts": counts.decode("ascii") if isinstance(counts, bytes) else str(counts),
+            }
+        entries.append(entry)
+    return entries
+
+
+def save_instances(folder: Path, sample_id: str, found: Instances, image_id: int | str) -> None:
+    """One image's part of ``--save-preds``' COCO-results file (written by the process that
+    scored the image; :func:`write_coco_results` joins the parts)."""
+    body = json.dumps(coco_results(found, image_id)).encode()
+    atomic_write_bytes(folder / _PARTS / f"{safe_name(sample_id)}.json", body)
+
+
+def write_coco_results(folder: Path, ids: Sequence[str], shard: Shard | None = None) -> Path:
+    """Join the saved instances of ``ids`` (in that order) into ``folder``'s
+    :data:`COCO_RESULTS` (``coco_instances_results.shard-I-of-N.json`` for a shard: shards may
+    share one folder), atomically, and remove the per-image parts."""
+    parts = [folder / _PARTS / f"{safe_name(i)}.json" for i in ids]
+    missing = [i for i, p in zip(ids, parts) if not p.is_file()]
+    if missing:
+        raise DiscoveryError(
+            f"{folder / _PARTS}: the instances of {len(missing)} image(s) were not saved "
+            f"(e.g. {missing[0]!r}); run eval again"
+        )
+    stem = COCO_RESULTS.removesuffix(".json")
+    name = COCO_RESULTS if shard is None or shard.whole else f"{stem}.{shard.label()}.json"
+    with atomic_writer(folder / name) as f:
+        f.write(b"[")
+        first = True
+        for part in parts:
+            body = part.read_bytes().strip()[1:-1]  # the entries of one JSON list
+            if body.strip():
+                f.write(body if first else b"," + body)
+                first = False
+        f.write(b"]\n")
+    for part in parts:
+        part.unlink()
+    with contextlib.suppress(OSError):
+        (folder / _PARTS).rmdir()
+    return folder / name

@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -369,13 +370,21 @@ def to_unit(arr: np.ndarray) -> np.ndarray:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write a file through a temp file in the same folder and a rename: never half-written."""
+    with atomic_writer(path) as f:
+        f.write(data)
+
+
+@contextmanager
+def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file to write in parts: a temp file in the same folder, renamed to ``path``
+    when the block ends without an error (removed otherwise): never half-written."""
     path = _as_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with naming_full_disk(path.parent):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                yield f
             os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600; give the usual permissions
             os.replace(tmp, path)
         except BaseException:

@@ -42,7 +42,7 @@ import numpy as np
 from odbench.cache import CacheError, PredictionCache, quantize, safe_name
 from odbench.claims import Claims
 from odbench.data.base import Dataset, Sample
-from odbench.discovery import check_instances, discovery_records, score_sample
+from odbench.discovery import check_instances, discovery_records, save_instances, score_sample
 from odbench.errors import OdbenchError
 from odbench.methods.base import Method
 from odbench.metrics.discovery_records import DiscoveryRecords
@@ -245,6 +245,9 @@ class _Work:
             from odbench.imageio import write_png
 
             write_png(Path(self.save_preds) / f"{safe_name(sample.id)}.png", q)
+            if self.instances and isinstance(found, Instances):
+                image_id = self.dataset.gt_image_id(sample.id)
+                save_instances(Path(self.save_preds), sample.id, found, image_id)
         box = None if box is None else np.asarray(box, np.float64)
         return self.score(Prediction(sample, q, box, cached, found))
 

@@ -23,7 +23,13 @@ from odbench.cache import (
 )
 from odbench.cards import dataset_size
 from odbench.data.base import Dataset
-from odbench.discovery import dataset_protocol, has_discovery, iou_types_for, protocol_block
+from odbench.discovery import (
+    dataset_protocol,
+    has_discovery,
+    iou_types_for,
+    protocol_block,
+    write_coco_results,
+)
 from odbench.distributed import Shard, World, detect_world, resolve_device, shard_block
 from odbench.methods.base import Method
 from odbench.metrics.protocols import DEFAULT_PROTOCOL
@@ -255,6 +261,8 @@ def run(
     metrics = summary.compute(records.discovery, found[0] if found is not None else None)
     if save_preds is not None and write_boxes:
         write_boxes_json(Path(save_preds), records.arrays(), shard if sharded else None)
+        if found is not None:
+            write_coco_results(Path(save_preds), records.ids, shard if sharded else None)
 
     when = utc_now()
     result = RunResult(
@@ -515,6 +523,8 @@ def run_launched(
     merged.update(wall_time_s=wall, images_per_s=len(records["ids"]) / wall, processes=world.size)
     if kwargs.get("save_preds") is not None:
         write_boxes_json(Path(kwargs["save_preds"]), records, whole)
+        if has_discovery(dataset):
+            write_coco_results(Path(kwargs["save_preds"]), list(records["ids"]), whole)
     result = RunResult.from_json(merged, records=records)
     if results_dir is not None:
         write_results(result, Path(results_dir))

@@ -66,7 +66,9 @@ def parse_set(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
     type=click.Path(path_type=Path),
     default=None,
     help="Also write 16-bit PNG maps named by sample id (and boxes.json; with --shard I/N, "
-    "boxes.shard-I-of-N.json) here.",
+    "boxes.shard-I-of-N.json) here; on a discovery dataset also the instances as a COCO-results "
+    "file, coco_instances_results.json, that odbench score-detections scores to this run's "
+    "numbers.",
 )
 @options.data_root()
 @click.option(

@@ -69,6 +69,12 @@ class Dataset(ABC):
         """What goes into a results JSON to identify the data (name, size, root)."""
         return {"name": self.name, "n_images": len(self), "task": list(self.task)}
 
+    def gt_image_id(self, sample_id: str) -> int | str:
+        """The id of ``sample_id``'s image in the dataset's ground-truth file (a COCO-format
+        file's numeric image id; the sample id itself where there is no such file): what
+        ``--save-preds``' COCO-results file names the image by."""
+        return sample_id
+
     def mask_files(self, sample_id: str) -> tuple[Path, Path] | None:
         """``(image, GT mask)`` files of a sample whose mask is stored as an image file; None
         for datasets without mask files (generated, COCO, VOC)."""

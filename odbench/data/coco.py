@@ -195,6 +195,9 @@ class CocoDataset(Dataset):
             mask = union.astype(np.uint8) * 255
         return Sample(id=sample_id, image=image, mask=mask, boxes=boxes, instances=instances)
 
+    def gt_image_id(self, sample_id: str) -> int:
+        return self._by_id[sample_id]
+
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
