@@ -109,3 +109,14 @@ def test_weighted_keys_and_bad_counts():
         accumulate_resampled(matches, counts[:, 1:])
     with pytest.raises(ValueError, match="unknown summary keys"):
         accumulate_resampled(matches, counts, keys=("AP40",))
+
+
+def test_bench_discovery_bootstrap_agrees():
+    from click.testing import CliRunner
+
+    from odbench.cli import main
+
+    args = ["bench", "discovery", "--images", "30", "--dets", "20", "--bootstrap", "6"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "identical numbers" in r.output and "resamples/s" in r.output

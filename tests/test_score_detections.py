@@ -118,6 +118,24 @@ def test_score_detections_does_not_import_torch(case):
 
 
 def test_bench_discovery_quick_runs_and_agrees():
-    r = CliRunner().invoke(main, ["bench", "discovery", "--images", "20", "--dets", "20"])
+    args = ["bench", "discovery", "--images", "20", "--dets", "20", "--rounds", "2"]
+    r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     assert r.output.count("= pycocotools") >= 4 and "DIFFERS" not in r.output
+    assert r.output.count("(best of 2)") >= 4
+
+
+def test_bench_discovery_refuses_rounds_that_differ(monkeypatch):
+    import odbench.bench.discovery as bench
+
+    real, calls = bench.odbench_summary, []
+
+    def drifting(*args, **kwargs):  # the second round gives another AP
+        calls.append(1)
+        out = real(*args, **kwargs)
+        return {**out, "AP": out["AP"] + 0.01} if len(calls) == 2 else out
+
+    monkeypatch.setattr(bench, "odbench_summary", drifting)
+    args = ["bench", "discovery", "--images", "10", "--dets", "10", "--iou-type", "bbox"]
+    r = CliRunner().invoke(main, [*args, "--rounds", "2"])
+    assert r.exit_code != 0 and "bbox odbench (rounds differ)" in r.output, r.output
