@@ -11,9 +11,10 @@ Boxes: COCO stores ``[x, y, w, h]`` in continuous pixel coordinates; odbench ret
 Multi-object discovery (task ``discovery``): every sample also carries its class-agnostic
 instances (:class:`odbench.metrics.instances.InstanceGT`): EVERY annotation of the image, whatever
 its category, crowd regions included and flagged (COCOeval ignores them, ``drop_crowd`` does not
-apply), with the annotation's own ``area`` (its box's without one) and its mask as an RLE (``COCO.annToRLE``: polygons,
-RLE and uncompressed RLE alike); a file with an annotation lacking ``segmentation`` gives boxes
-only (bbox AP).
+apply), built by :func:`odbench.data.instances.instance_gt` as ``score-detections`` builds them
+(the annotation's own ``area``, its box's ``w * h`` without one; its mask as an RLE like
+``COCO.annToRLE``: polygons, RLE and uncompressed RLE alike); a file with an annotation lacking
+``segmentation`` gives boxes only (bbox AP).
 
 COCO20K: on first use the selection list and ``annotations/instances_train2014.json`` are turned
 into ``annotations/instances_train2014_sel20k.json`` (images of the list, their annotations with
@@ -38,10 +39,9 @@ import numpy as np
 from odbench.cards import DatasetCard
 from odbench.data.base import Dataset, DatasetError, Sample
 from odbench.data.folder import read_image
-from odbench.data.instances import ann_to_rle
+from odbench.data.instances import instance_gt
 from odbench.data.locate import locate_dataset
 from odbench.imageio import atomic_write_bytes
-from odbench.metrics.instances import InstanceGT
 
 SEL20K_JSON = "instances_train2014_sel20k.json"
 #: The built file's format (bumped when its content changes: 2 keeps crowd regions, flagged).
@@ -173,7 +173,8 @@ class CocoDataset(Dataset):
                 f"say {info.get('width')}x{info.get('height')}"
             )
         every = self.coco.loadAnns(self.coco.getAnnIds(imgIds=[image_id]))
-        instances = coco_instance_gt(every, image.shape[0], image.shape[1], self.instance_masks)
+        h, w = image.shape[:2]
+        instances = instance_gt(every, h, w, self.instance_masks, str(self.annotations))
         anns = [a for a in every if not a.get("iscrowd", 0)] if self.drop_crowd else every
         boxes = np.array(
             [
@@ -205,25 +206,6 @@ class CocoDataset(Dataset):
             "images": str(self.images_dir),
             "drop_crowd": self.drop_crowd,
         }
-
-
-def coco_instance_gt(
-    anns: list[dict[str, Any]], height: int, width: int, masks: bool = True
-) -> InstanceGT:
-    """One image's class-agnostic ground truth from its COCO annotations (all categories, crowd
-    regions flagged; see the module docstring); ``masks=False``: boxes only (a file whose
-    annotations lack ``segmentation``)."""
-    boxes = np.array(
-        [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], dtype=np.float64
-    ).reshape(-1, 4)
-    return InstanceGT(
-        height=height,
-        width=width,
-        boxes=boxes,
-        area=np.array([float(a.get("area", a["bbox"][2] * a["bbox"][3])) for a in anns]),
-        iscrowd=np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool),
-        masks=[ann_to_rle(a["segmentation"], height, width) for a in anns] if masks else None,
-    )
 
 
 # ----------------------------------------------------------------------------- COCO20K

@@ -3,7 +3,8 @@ LVIS, any COCO-format folder): the ``discovery`` task's GT.
 
 Every category is mapped to one.  Per image: boxes ``[x, y, w, h]`` become
 ``[x, y, x + w, y + h]``; ``area`` is the annotation's own field (COCO's small / medium /
-large read it); ``iscrowd`` (absent = 0, as ``COCOeval``) is kept, and crowd regions are
+large read it; where it is missing, the box's ``w * h``, with a note: :func:`instance_gt`, the
+one builder every COCO-format reader uses); ``iscrowd`` (absent = 0, as ``COCOeval``) is kept, and crowd regions are
 ignored in matching; masks are compressed RLEs made exactly as pycocotools'
 ``COCO.annToRLE`` makes them (polygons: ``frPyObjects`` then ``merge``; uncompressed RLE:
 ``frPyObjects``; compressed RLE as stored).  Annotations keep the file's order (COCO's matching
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ class InstanceFile:
     gt: dict[int, InstanceGT]
     images: dict[int, ImageInfo]
     category_ids: frozenset[int]
+    notes: tuple[str, ...] = ()  # e.g. annotations without 'area' (:func:`missing_area`)
 
 
 def ann_to_rle(segmentation: Any, height: int, width: int) -> RLE:
@@ -77,7 +79,9 @@ def read_instances(path: str | Path, masks: bool = True) -> InstanceFile:
     :class:`DatasetError` line naming the file for anything that is not one."""
     data, raw = read_json(path, "instances file")
     gt, images, cats = instances_from_coco(data, masks=masks, source=str(path))
-    return InstanceFile(Path(path), hashlib.sha256(raw).hexdigest(), gt, images, cats)
+    note = missing_area(data.get("annotations", []))
+    notes = (f"{path}: {note}",) if note else ()
+    return InstanceFile(Path(path), hashlib.sha256(raw).hexdigest(), gt, images, cats, notes)
 
 
 def load_instance_gt(path: str | Path, masks: bool = True) -> dict[int, InstanceGT]:
@@ -118,7 +122,10 @@ def instances_from_coco(
                 "which is not in 'images'"
             )
         per_image[image_id].append(ann)
-    gt = {i: _image_gt(images[i], per_image[i], masks, source) for i in images}
+    gt = {
+        i: instance_gt(per_image[i], images[i].height, images[i].width, masks, source)
+        for i in images
+    }
     cats = frozenset(
         int(c["id"]) for c in data.get("categories", []) if isinstance(c, Mapping) and "id" in c
     )
@@ -129,23 +136,37 @@ def _ann_id(ann: Any) -> str:
     return repr(ann.get("id")) if isinstance(ann, Mapping) else repr(ann)
 
 
-def _image_gt(
-    info: ImageInfo, anns: list[Mapping[str, Any]], masks: bool, source: str
+def instance_gt(
+    anns: Sequence[Mapping[str, Any]],
+    height: int,
+    width: int,
+    masks: bool = True,
+    source: str = "instances file",
 ) -> InstanceGT:
-    rles: list[RLE] | None = [] if masks else None
+    """One image's class-agnostic ground truth from its COCO annotations, for every reader of
+    COCO-format files (``score-detections``, the ``coco`` / ``coco20k`` / ``lvis`` datasets):
+    every annotation whatever its category, in the file's order; boxes ``[x, y, w, h]`` as
+    ``[x, y, x + w, y + h]``; crowd regions flagged (``iscrowd``, absent = 0); ``area`` the
+    annotation's own field, or, where it has none, its box's ``w * h`` (the missing-``area``
+    policy: ``COCOeval`` needs the field and fails without it, so such a file has no pycocotools
+    number to equal; :func:`missing_area` counts them for a note); masks (``masks=True``) as
+    :func:`ann_to_rle`.  A malformed annotation is one :class:`DatasetError` line naming
+    ``source`` and the annotation."""
     try:
         boxes = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(len(anns), 4)
-        area = np.array([a["area"] for a in anns], dtype=np.float64)
         crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
-    except (KeyError, TypeError, ValueError):
-        bad = next(
-            (a for a in anns if not {"bbox", "area"} <= set(a) or len(a["bbox"]) != 4), anns[0]
+        area = np.array(
+            [a["area"] if "area" in a else a["bbox"][2] * a["bbox"][3] for a in anns],
+            dtype=np.float64,
         )
+    except (KeyError, TypeError, ValueError):
+        bad = next((a for a in anns if not _well_formed(a)), anns[0])
         raise DatasetError(
-            f"{source}: annotation {_ann_id(bad)} needs a 4-number 'bbox' [x, y, w, h] and an "
-            "'area'"
+            f"{source}: annotation {_ann_id(bad)} needs a 4-number 'bbox' [x, y, w, h] (and a "
+            "numeric 'area', if any)"
         ) from None
     boxes[:, 2:] += boxes[:, :2]
+    rles: list[RLE] | None = [] if masks else None
     if rles is not None:
         for a in anns:
             if "segmentation" not in a:
@@ -154,9 +175,32 @@ def _image_gt(
                     "score bbox AP)"
                 )
             try:
-                rles.append(ann_to_rle(a["segmentation"], info.height, info.width))
+                rles.append(ann_to_rle(a["segmentation"], height, width))
             except (TypeError, ValueError, AttributeError, IndexError) as e:
                 raise DatasetError(
                     f"{source}: annotation {_ann_id(a)}: unreadable segmentation ({e})"
                 ) from e
-    return InstanceGT(info.height, info.width, boxes, area, crowd, rles)
+    return InstanceGT(height, width, boxes, area, crowd, rles)
+
+
+def _well_formed(ann: Mapping[str, Any]) -> bool:
+    box, area = ann.get("bbox"), ann.get("area", 0.0)
+    numbers = (int, float)
+    return (
+        isinstance(box, list)
+        and len(box) == 4
+        and all(isinstance(v, numbers) for v in box)
+        and isinstance(area, numbers)
+    )
+
+
+def missing_area(anns: Sequence[Any]) -> str | None:
+    """A note when some annotations have no ``area`` (their box's ``w * h`` is used: see
+    :func:`instance_gt`); None when all have one."""
+    n = sum(1 for a in anns if isinstance(a, Mapping) and "area" not in a)
+    if not n:
+        return None
+    return (
+        f"{n} of {len(anns)} annotations have no 'area': their box's w * h is used for the "
+        "small / medium / large ranges (pycocotools' COCOeval needs the field)"
+    )

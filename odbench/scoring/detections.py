@@ -81,8 +81,10 @@ def score_results(
     """:func:`score_detections` for a parsed results list and GT (an :class:`InstanceFile`,
     or (GT by image id, declared category ids))."""
     gts: Mapping[int, InstanceGT]
+    file_notes: list[str] = []
     if isinstance(instances, InstanceFile):
         gts, cats = instances.gt, instances.category_ids
+        file_notes = list(instances.notes)
     else:
         gts, cats = instances
     try:
@@ -100,7 +102,7 @@ def score_results(
         if enabled:
             gc.enable()
     n = sum(len(d) for d in dets.values())
-    return DetectionScore(metrics, proto, iou_type, len(gts), n, notes)
+    return DetectionScore(metrics, proto, iou_type, len(gts), n, file_notes + notes)
 
 
 def read_results(
