@@ -449,3 +449,19 @@ def mask_util_encode(mask: np.ndarray, size: tuple[int, int]) -> Any:
 
     full = resize_to_image(upsample_nearest(mask, (160, 160)), size)
     return mask_util.encode(np.asfortranarray(full.astype(np.uint8)))
+
+
+def test_a_fixed_size_off_the_patch_grid_runs_on_the_network_input() -> None:
+    """fixed_size 100 with patch 16: the network input is 96² (the original's resize_pil), the
+    CRF runs on it and the masks are upsampled to it (the original fails here: its mask is at
+    fixed_size, its CRF image at 96)."""
+    from PIL import Image
+
+    image = toy_image(1)
+    method: Any = create_method("promerge", **{**TINY, "fixed_size": 100})
+    net, x = method.network_input(image)
+    fixed = Image.fromarray(image).resize((100, 100), Image.LANCZOS)
+    assert np.array_equal(net, np.array(fixed.resize((96, 96), Image.LANCZOS)))
+    assert tuple(x.shape) == (1, 3, 96, 96)
+    (inst,) = method.predict_instances([image], [np.zeros(image.shape[:2], np.float32)])
+    assert len(inst) >= 1 and all(r["size"] == list(image.shape[:2]) for r in inst.masks)

@@ -42,6 +42,8 @@ Where odbench differs from the released code, and why (the card says the same):
   row's count by the number of rows (the same on the square grids both use).
 - A prompt outside its own mask (a zero key) proposes nothing; the original then indexes the
   last component, or fails when there is none.
+- Merging follows the code (IoA, or IoA above ``merge_ioa_tau`` AND similar features), where
+  summaries of the paper read IoA or similar features; the README's numbers were made by it.
 - Scores: the original writes 1.0 for every mask (``annotations.py``).  ``score = "votes"``
   (the card's default) scores a mask by the share of the kept proposals merged into it (the
   number of prompts that agree on it), so AP never rests on a tie rule; ``"equal"`` gives every
