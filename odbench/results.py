@@ -27,11 +27,11 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from odbench.errors import OdbenchError
 from odbench.metrics.catalog import keys
 from odbench.metrics.discovery_records import DiscoveryRecords
 from odbench.metrics.protocols import DEFAULT_PROTOCOL
+from odbench.npz import write_npz
 
 SCHEMA_VERSION = 1
 #: Where ``odbench eval`` writes and the results commands read unless ``--results-dir`` says
@@ -445,14 +446,19 @@ def _link_exclusive(tmp: Path, final: Path) -> bool:
     return True
 
 
-def _temp_file(folder: Path, data: bytes) -> Path:
+def _temp_file(folder: Path, data: bytes | Callable[[BinaryIO], None]) -> Path:
+    """A finished temp file in ``folder`` holding ``data`` or what ``data(file)`` wrote
+    (removed when writing fails)."""
     from odbench.imageio import naming_full_disk
 
     with naming_full_disk(folder):
         fd, name = tempfile.mkstemp(dir=folder, prefix=".results.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                if isinstance(data, bytes):
+                    f.write(data)
+                else:
+                    data(f)
             os.chmod(name, 0o644)
         except BaseException:
             Path(name).unlink(missing_ok=True)
@@ -471,11 +477,10 @@ def write_results(run: RunResult, results_dir: Path) -> Path:
     results_dir = Path(results_dir)
     stem = run_stem(run)
     results_dir.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, allow_pickle=False, **run.records.arrays())
-    run.records_sha256 = hashlib.sha256(buf.getbuffer()).hexdigest()
-    records_tmp = _temp_file(results_dir, buf.getvalue())
+    records_tmp = _temp_file(results_dir, lambda f: write_npz(f, run.records.arrays()))
     try:
+        with records_tmp.open("rb") as f:
+            run.records_sha256 = hashlib.file_digest(f, "sha256").hexdigest()
         for n in range(1, 10_000):
             final = stem if n == 1 else f"{stem}-{n}"
             records_path = results_dir / f"{final}.records.npz"
