@@ -59,6 +59,15 @@ def one_thread() -> Iterator[None]:
             torch.set_num_threads(torch_threads)
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its finished, waited-for children (the
+    forked workers of score and eval)."""
+    import os
+
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def interleaved(
     fns: Mapping[str, Callable[[], object]], rounds: int
 ) -> dict[str, tuple[float, float]]:

@@ -41,7 +41,7 @@ from typing import Any
 import click
 import numpy as np
 
-from odbench.bench import data_root_option, ecssd_images, one_thread
+from odbench.bench import cpu_seconds, data_root_option, ecssd_images, one_thread
 from odbench.commands import options
 
 
@@ -194,14 +194,6 @@ def pysod_loop_files(pred_dir: Path, gt_dir: Path, family: bool) -> tuple[float,
             "ber": float(v["ber"]["binary"]),
         }
     return seconds, out
-
-
-def cpu_seconds() -> float:
-    """CPU seconds of this process and of its finished children (score's worker processes)."""
-    import os
-
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
 
 
 def best_of(

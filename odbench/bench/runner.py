@@ -72,6 +72,13 @@ def load_average() -> str:
     default="",
     help="Comma-separated methods of the throughput part (default: all; --dry-run lists them).",
 )
+@click.option(
+    "--attentioncut-steps",
+    type=click.IntRange(min=0),
+    default=0,
+    help="attentioncut's T in the throughput part (0: the card's 40; fewer for a quicker look "
+    "at the same architecture, the row then says T).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan and its expected time; run nothing.")
 @data_root_option
 def cli(
@@ -80,6 +87,7 @@ def cli(
     memory_n: int,
     method_images: int,
     methods: str,
+    attentioncut_steps: int,
     dry_run: bool,
     data_root: Path | None,
 ) -> None:
@@ -105,7 +113,7 @@ def cli(
         )
         click.echo(f"  memory: {memory_n} generated images" if memory_n else "  memory: skipped")
         if method_images:
-            click.echo("\n".join(plan(method_images, rounds, only)))
+            click.echo("\n".join(plan(method_images, rounds, only, attentioncut_steps)))
         return
     click.echo(f"runner: {os.cpu_count()} CPUs, shared: {load_average()}")
     if n_images:
@@ -118,8 +126,8 @@ def cli(
         click.echo(
             f"methods: {method_images} ECSSD images each, best of {rounds} interleaved rounds"
         )
-        click.echo("\n".join(plan(method_images, rounds, only)))
-        method_rows(root, method_images, rounds, click.echo, only)
+        click.echo("\n".join(plan(method_images, rounds, only, attentioncut_steps)))
+        method_rows(root, method_images, rounds, click.echo, only, attentioncut_steps)
     click.echo(f"done: {load_average()}")
 
 

@@ -20,7 +20,6 @@ CPU-seconds per image of each, eval / reference (target >= 1x on CPU).
 
 from __future__ import annotations
 
-import resource
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from odbench.bench import cpu_seconds
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,18 @@ CASES: tuple[Case, ...] = (
 )
 
 
+#: The card's T of attentioncut (what :data:`CASES` estimates its time for).
+CARD_STEPS = 40
+
+
+def seconds(case: Case, steps: int) -> float:
+    """The expected seconds per image of one timing, with attentioncut at ``steps`` (0: the
+    card's T)."""
+    if case.name == "attentioncut" and steps:
+        return case.seconds * steps / CARD_STEPS
+    return case.seconds
+
+
 def chosen(only: tuple[str, ...]) -> list[Case]:
     """The cases ``--methods`` names, else the default ones."""
     return [c for c in CASES if c.name in only] if only else [c for c in CASES if c.default]
@@ -69,15 +82,6 @@ class Timing:
 
     wall: float
     cpu: float
-
-
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process and of its terminated, waited-for children."""
-    own, children = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
-    )
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def interleaved_cpu(fns: Mapping[str, Callable[[], object]], rounds: int) -> dict[str, Timing]:
@@ -179,15 +183,17 @@ def build_case(
     raise ValueError(f"no reference loop for method {name!r}")
 
 
-def plan(n_images: int, rounds: int, only: tuple[str, ...] = ()) -> list[str]:
-    """One line per timed method (architecture, expected time); the opt-in ones when left out."""
+def plan(n_images: int, rounds: int, only: tuple[str, ...] = (), steps: int = 0) -> list[str]:
+    """One line per timed method (architecture, expected time); the opt-in ones when left out.
+    ``steps``: attentioncut's T (0: the card's)."""
     lines = []
     for c in chosen(only):
         runs = (1 + len(c.workers)) * rounds * n_images
+        t = f" at T = {steps or CARD_STEPS}" if c.name == "attentioncut" else ""
         lines.append(
-            f"  {c.name} on {c.backbone}: reference loop + eval ({'/'.join(map(str, c.workers))} "
+            f"  {c.name} on {c.backbone}{t}: reference loop + eval ({'/'.join(map(str, c.workers))} "
             f"worker{'s' if c.workers != (1,) else ''}), {n_images} images x {rounds} rounds, "
-            f"expect ~{c.seconds * runs / 60:.1f} min"
+            f"expect ~{seconds(c, steps) * runs / 60:.1f} min"
         )
     for c in CASES:
         if c not in chosen(only) and not c.default:
@@ -204,9 +210,10 @@ def method_rows(
     rounds: int,
     echo: Callable[[str], None],
     only: tuple[str, ...] = (),
+    steps: int = 0,
 ) -> list[dict[str, Any]]:
     """One row per measured method: images/s and CPU-s per image of the reference loop and of
-    eval (1 and 2 workers)."""
+    eval (1 and 2 workers); ``steps``: attentioncut's T (0: the card's)."""
     from odbench.data.base import create_dataset
 
     dataset = create_dataset("ecssd", data_root=root)
@@ -215,7 +222,7 @@ def method_rows(
     with ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="odbench-bench-")))
         for c in chosen(only):
-            rows.append(_measure(c, dataset, ids, rounds, echo, folder))
+            rows.append(_measure(c, dataset, ids, rounds, echo, folder, steps))
     return rows
 
 
@@ -226,6 +233,7 @@ def _measure(
     rounds: int,
     echo: Callable[[str], None],
     folder: Path,
+    steps: int = 0,
 ) -> dict[str, Any]:
     from odbench.metrics.protocols import DEFAULT_PROTOCOL, get_protocol
     from odbench.runner import run
@@ -233,7 +241,8 @@ def _measure(
     files = [dataset.mask_files(i)[0] for i in ids]
     protocol = get_protocol(DEFAULT_PROTOCOL)
     name, backbone, workers = case.name, case.backbone, case.workers
-    method, ref = build_case(name, backbone, folder)
+    overrides = {"num_steps": steps} if name == "attentioncut" and steps else {}
+    method, ref = build_case(name, backbone, folder, **overrides)
 
     def reference() -> None:
         for f in files:
@@ -272,7 +281,7 @@ def _measure(
             f"eval {w} worker{'s' if w > 1 else ''} {n / e.wall:.3f} img/s = "
             f"{r.wall / e.wall:.2f}x, {e.cpu / n:.2f} CPU-s/img = {r.cpu / e.cpu:.2f}x"
         )
-    label = f"{name} ({backbone})"
+    label = f"{name} ({backbone}" + (f", T = {steps}" if overrides else "") + ")"
     echo(f"  {label:36s} " + "; ".join(cells) + " (target >= 1x)")
     row: dict[str, Any] = {"method": label, "reference": (n / r.wall, r.cpu / n)}
     row |= {f"eval {w}": (n / best[f"eval {w}"].wall, best[f"eval {w}"].cpu / n) for w in workers}
