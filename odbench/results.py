@@ -29,7 +29,6 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -95,7 +94,6 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-@cache  # once per process: reading the installed metadata cost ~50 ms per eval run
 def _version(dist: str) -> str:
     try:
         return version(dist)
