@@ -7,8 +7,10 @@ MaskCut's, UnSAM's...).  Scoring is class-agnostic: every GT category and every 
 ``category_id`` 0) changes nothing; it is reported in a note, never scored as a miss.  The file
 is checked before scoring, each mistake one :class:`ScoringError` line: not JSON, not a list,
 missing scores / boxes / masks, image ids not in the GT, polygons instead of RLE, masks of
-another size than their image, boxes written as corners ``[x1, y1, x2, y2]`` instead of
-``[x, y, w, h]``.  Uncompressed RLE (``counts`` a list) is accepted and compressed.
+another size than their image, RLEs whose runs do not cover their image exactly (pycocotools
+loops forever on one), boxes written as corners ``[x1, y1, x2, y2]`` instead of
+``[x, y, w, h]`` (segm too: the boxes' ``w * h`` are the detections' areas, as in
+``COCO.loadRes``); a GT file without annotations.  Uncompressed RLE (``counts`` a list) is accepted and compressed.
 """
 
 from __future__ import annotations
@@ -67,6 +69,11 @@ def score_detections(
         instances = read_instances(gt, masks=iou_type == "segm")
     except DatasetError as e:
         raise ScoringError(str(e)) from e
+    if not any(len(g.area) for g in instances.gt.values()):
+        raise ScoringError(
+            f"{gt}: no annotations in this instances file (an image-info file of a test split?): "
+            "every AP / AR would be undefined; give --gt the file with the annotations"
+        )
     return score_results(results, instances, iou_type, max_dets, protocol, source=str(pred))
 
 
@@ -166,8 +173,9 @@ def read_results(
     hw = np.array([sizes[i] for i in ids], dtype=np.float64).reshape(len(ids), 2)
     masks = _masks(results, given, hw, source) if iou_type == "segm" else None
     boxes = _boxes(results, iou_type, source, masks)
-    if iou_type == "bbox":
-        _check_xywh(results, boxes, hw, source)
+    # segm too: the file's boxes give the detections' areas (COCO.loadRes: w * h) and the
+    # tie order; boxes made from the masks always fit
+    _check_xywh(results, boxes, hw, source)
     boxes[:, 2:] += boxes[:, :2]
     id_arr = np.asarray(ids)
     order = np.argsort(id_arr, kind="stable")
@@ -292,6 +300,7 @@ def _masks(
         except (KeyError, TypeError, ValueError):
             size, plain = None, False
         if plain and size is not None and np.array_equal(size, hw):
+            _check_lengths(results, segs, hw, source)
             return segs
     out = []
     for i, seg in enumerate(segs):
@@ -307,12 +316,115 @@ def _masks(
                 f"{source}: detection {i} has segmentation {str(seg)[:80]!r}; expected an RLE "
                 "{'size': [h, w], 'counts': ...}"
             )
+        if not isinstance(seg["counts"], list | str | bytes):
+            raise ScoringError(
+                f"{source}: detection {i} has RLE counts {str(seg['counts'])[:80]!r}; expected "
+                "a string (compressed) or a list of run lengths"
+            )
         if list(seg["size"]) != [h, w]:
             raise ScoringError(
                 f"{source}: detection {i} (image {results[i]['image_id']!r}) has a mask of size "
                 f"{list(seg['size'])}, its image is [{h}, {w}] (height, width)"
             )
         if isinstance(seg["counts"], list):
+            runs = seg["counts"]
+            length = sum(runs) if all(type(c) is int and c >= 0 for c in runs) else -1
+            if length != h * w:
+                _bad_length(results, i, hw, source, "uncompressed counts", length)
             seg = mask_utils.frPyObjects(seg, h, w)
         out.append(seg)
+    _check_lengths(results, out, hw, source)
+    return out
+
+
+def _check_lengths(
+    results: Sequence[dict[str, Any]], segs: Sequence[Any], hw: np.ndarray, source: str
+) -> None:
+    """Refuse a compressed RLE whose runs do not cover exactly its image's height x width
+    pixels: pycocotools' mask IoU loops forever on one that is short or long (and its area and
+    box are garbage)."""
+    lengths = rle_lengths([s["counts"] for s in segs])
+    wrong = np.flatnonzero(lengths != hw[:, 0] * hw[:, 1])
+    if len(wrong):
+        _bad_length(results, int(wrong[0]), hw, source, "counts", int(lengths[wrong[0]]))
+
+
+def _bad_length(
+    results: Sequence[dict[str, Any]],
+    i: int,
+    hw: np.ndarray,
+    source: str,
+    what: str,
+    length: int | None = None,
+) -> None:
+    h, w = (int(v) for v in hw[i])
+    covers = "are not run lengths" if length is None or length < 0 else f"cover {length} pixels"
+    raise ScoringError(
+        f"{source}: detection {i} (image {results[i]['image_id']!r}) has an RLE mask whose "
+        f"{what} {covers}, not its {h}x{w} image's {h * w} (a truncated or corrupt RLE: "
+        "pycocotools would loop forever or score garbage on it); encode each mask whole with "
+        "pycocotools.mask.encode"
+    )
+
+
+def rle_lengths(counts: Sequence[str | bytes], chunk: int = 1 << 22) -> np.ndarray:
+    """The number of pixels each compressed RLE ``counts`` string covers (the sum of its runs,
+    decoded as pycocotools' ``rleFrString`` decodes them), or -1 where the string is not one (a
+    character outside '0'..'o', a number cut off or too long, a negative run); vectorised over
+    the strings, about ``chunk`` characters at a time."""
+    raw = [c.encode() if isinstance(c, str) else c for c in counts]
+    out = np.zeros(len(raw), np.int64)
+    i = 0
+    while i < len(raw):
+        j, size = i, 0
+        while j < len(raw) and (size == 0 or size + len(raw[j]) <= chunk):
+            size += len(raw[j])
+            j += 1
+        out[i:j] = _rle_lengths(raw[i:j])
+        i = j
+    return out
+
+
+def _rle_lengths(raw: Sequence[bytes]) -> np.ndarray:
+    n = len(raw)
+    lens = np.fromiter(map(len, raw), np.int64, n)
+    out = np.zeros(n, np.int64)
+    chars = np.frombuffer(b"".join(raw), np.uint8) - np.uint8(48)  # wraps below '0': > 63
+    if not len(chars):
+        return out
+    string_ends = np.cumsum(lens)
+    bad_chars = [np.flatnonzero(chars > 63)]
+    end = (chars & 0x20) == 0  # a number's last character
+    last = string_ends[lens > 0] - 1
+    bad_chars.append(last[~end[last]])  # the string stops inside a number
+    end[last] = True  # a number never runs on into the next string
+    stops = np.flatnonzero(end)
+    starts = np.empty_like(stops)
+    starts[0], starts[1:] = 0, stops[:-1] + 1
+    width = stops - starts + 1  # characters per number
+    bad_chars.append(stops[width > 7])  # over 35 bits: no run of a 32-bit count
+    digits = (chars & 0x1F).astype(np.int64)
+    x = digits[starts]
+    for k in range(1, 7):  # the few numbers of several characters
+        more = np.flatnonzero(width > k)
+        if not len(more):
+            break
+        x[more] += digits[starts[more] + k] << (5 * k)
+    negative = np.flatnonzero(chars[stops] & 0x10)
+    x[negative] -= np.int64(1) << (5 * np.minimum(width[negative], 7))  # x |= -1 << 5k
+    owner = np.searchsorted(string_ends, stops, side="right")
+    first = np.searchsorted(owner, np.arange(n + 1))  # each string's first number
+    j = np.arange(len(x)) - first[owner]  # a number's index within its string
+    # counts[j] = x[j] + counts[j - 2] for j >= 3: running sums over j = 1, 3, 5... and 2, 4...
+    runs = x.copy()
+    for parity in (1, 0):
+        chosen = (j % 2 == parity) & (j > 0)
+        sums = np.cumsum(np.where(chosen, x, 0))
+        before = np.concatenate(([0], sums))[first[:-1]]  # the sums before each string
+        runs = np.where(chosen, sums - before[owner], runs)
+    bad = np.zeros(n, dtype=bool)
+    bad[owner[(runs < 0) | (runs >= 1 << 32)]] = True
+    bad[np.searchsorted(string_ends, np.concatenate(bad_chars), side="right")] = True
+    out = np.bincount(owner, weights=runs.astype(np.float64), minlength=n).astype(np.int64)
+    out[bad] = -1
     return out
