@@ -82,6 +82,22 @@ def _shown_runs(
     return runs
 
 
+def _of_task(metric: str, task: str | None) -> bool:
+    return task is None or METRICS[metric].task == task
+
+
+def _with_metrics(runs: list[Any], metrics: Sequence[str]) -> list[Any]:
+    """The runs holding at least one of ``metrics`` (all of them when none are chosen): a
+    method or dataset without any of the chosen columns is no row or column of dashes."""
+    if len(metrics) == len(METRICS):
+        return runs
+    kept = [r for r in runs if any(m in _metrics_of(r) for m in metrics)]
+    if not kept:
+        chosen = ", ".join(metrics) if len(metrics) < 6 else "its task's metrics"
+        raise TableError(f"no run shown has any of the metrics {chosen}")
+    return kept
+
+
 def collect(
     results_dir: Path,
     protocol: str | None,
@@ -89,6 +105,7 @@ def collect(
     metrics: Sequence[str] = (),
     show_all: bool = False,
     skipped: list[str] | None = None,
+    task: str | None = None,
 ) -> Table:
     """(methods, datasets, metrics, values[(method, dataset)] -> {metric: value}, the
     (method, dataset) cells from runs on a subset) of the shown runs under ``protocol``
@@ -101,10 +118,11 @@ def collect(
     if unknown:
         raise TableError(f"unknown metric(s) {', '.join(unknown)}; valid: {', '.join(METRICS)}")
     runs = _shown_runs(results_dir, protocol, datasets, show_all, skipped)
+    runs = _with_metrics(runs, metrics or [m for m in METRICS if _of_task(m, task)])
     values = {(r.method_name, r.dataset_name): _metrics_of(r) for r in runs}
     starred = {(r.method_name, r.dataset_name) for r in runs if is_subset(r)}
     present = {k for v in values.values() for k in v}
-    shown = list(metrics) or [m for m in METRICS if m in present]
+    shown = list(metrics) or [m for m in METRICS if m in present and _of_task(m, task)]
     found = sorted({r.dataset_name for r in runs})
     order = [d for d in datasets if d in found] or found
     return sorted({r.method_name for r in runs}), order, shown, values, starred
@@ -245,14 +263,16 @@ def render_csv(
     metrics: Sequence[str] = (),
     show_all: bool = False,
     skipped: list[str] | None = None,
+    task: str | None = None,
 ) -> str:
     """One row per (method, dataset, protocol) with every metric (or ``metrics``), unrounded;
     ``n_images`` says how many images each run scored (``skipped``: as :func:`collect`)."""
     runs = _shown_runs(results_dir, None, datasets, show_all, skipped)
+    runs = _with_metrics(runs, metrics or [m for m in METRICS if _of_task(m, task)])
     runs.sort(key=lambda r: (r.method_name, r.dataset_name, r.protocol_name))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    columns = list(metrics) or list(METRICS)
+    columns = list(metrics) or [m for m in METRICS if _of_task(m, task)]
     writer.writerow(["method", "dataset", "protocol", "n_images", *columns])
     for r in runs:
         got = _metrics_of(r)

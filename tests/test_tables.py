@@ -174,3 +174,69 @@ def test_bib_notes_say_why_an_entry_is_missing(tmp_path):
     assert "% acc: a textbook quantity, no paper to cite" in notes
     assert not [n for n in notes if "card" in n and n.startswith(("% acc", "% max_fbeta"))]
     assert any(n.startswith("% alpha: no card") for n in notes)
+
+
+def test_format_keeps_to_the_task_and_leaves_out_empty_rows_and_columns(tmp_path):
+    """--task discovery --format md shows the discovery columns of the runs that have them, not
+    every saliency metric, dataset and method as dashes; --metrics does the same."""
+    from odbench.metrics.catalog import METRICS
+
+    plant(tmp_path)  # saliency runs on ecssd and duts_te
+    card = method_card("center-prior")
+    run = RunResult(
+        method={"name": "center-prior", "hyperparameters": jsonable(card.hyperparameters),
+                "overrides": {}},
+        dataset={"name": "coco", "n_evaluated": 1, "limit": None},
+        protocol={"name": "odbench", "definition": {}},
+        tasks=["discovery"],
+        metrics={"discovery": {"box_AP": 0.25, "box_AP50": 0.5}},
+        date=datetime(2026, 1, 2, tzinfo=UTC).isoformat(),
+        _records=Records(("x",), SaliencyRecords(*(np.zeros(1),) * 3, np.zeros((1, 255)))),
+    )  # fmt: skip
+    write_results(run, tmp_path)
+    md = table(tmp_path, "--format", "md", "--task", "discovery").splitlines()
+    ap, ap50 = METRICS["box_AP"].label, METRICS["box_AP50"].label
+    assert md[0] == f"| Method | coco {ap}↑ | coco {ap50}↑ |"
+    assert [line.split("|")[1].strip() for line in md[2:]] == ["center-prior"]
+    rows = list(
+        csv.DictReader(io.StringIO(table(tmp_path, "--format", "csv", "--task", "discovery")))
+    )
+    assert [(r["method"], r["dataset"]) for r in rows] == [("center-prior", "coco")]
+    assert "mae" not in rows[0] and rows[0]["box_AP50"] == "0.5"
+    mae = table(tmp_path, "--format", "md", "--metrics", "mae").splitlines()
+    assert mae[0] == "| Method | duts_te MAE↓ | ecssd MAE↓ |"
+    assert "center-prior" not in "\n".join(mae)
+    none = CliRunner().invoke(
+        main,
+        ["leaderboard", "--results-dir", str(tmp_path), "--format", "md", "--metrics", "corloc"],
+    )
+    assert none.exit_code == 2 and "no run shown has any of the metrics corloc" in none.stderr
+
+
+def test_table_layout_says_when_runs_are_left_out(tmp_path):
+    """The Table layout shows runs with the card's settings only: the others (here: wctr with an
+    override, as eval --set or --backbone makes) are counted in one note; --all shows them."""
+    plant(tmp_path)
+    hparams = jsonable(method_card("wctr").hyperparameters)
+    run = RunResult(
+        method={"name": "wctr", "hyperparameters": hparams, "overrides": {"sigma": 2}},
+        dataset={"name": "ecssd", "n_evaluated": 1, "limit": None},
+        protocol={"name": "odbench", "definition": {}},
+        tasks=["saliency"],
+        metrics={"saliency": {"s_measure": 0.5, "mae": 0.5, "max_fbeta": 0.777}},
+        date=datetime(2026, 1, 2, tzinfo=UTC).isoformat(),
+        _records=Records(("x",), SaliencyRecords(*(np.zeros(1),) * 3, np.zeros((1, 255)))),
+    )
+    write_results(run, tmp_path)
+    runner = CliRunner()
+    out = runner.invoke(main, ["leaderboard", "--task", "saliency", "--results-dir", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    assert out.stderr == (
+        "note: 1 run(s) with other settings or on a subset are not shown (e.g. wctr (sigma=2) on "
+        "ecssd): --all shows them\n"
+    )
+    assert ".777" not in out.stdout
+    every = runner.invoke(
+        main, ["leaderboard", "--task", "saliency", "--all", "--results-dir", str(tmp_path)]
+    )
+    assert every.exit_code == 0 and every.stderr == "" and ".777" in every.stdout

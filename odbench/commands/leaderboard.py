@@ -19,7 +19,8 @@ _RESULTS_DIR = options.results_dir("Folder of results JSON files written by odbe
     default="all",
     show_default=True,
     help="Table 1a/1c, Table 1b, multi-object discovery (class-agnostic AP / AR), the paper's "
-    "Tables 3-7 (reported), or all of them.",
+    "Tables 3-7 (reported), or all of them; with --format (and no --metrics): that task's "
+    "metrics as the columns.",
 )
 @click.option(
     "--out",
@@ -102,9 +103,14 @@ def leaderboard(
                 "odbench score --config wrote their results)"
             )
         if fmt is not None:
-            text = _table(fmt, results_dir, keys, datasets, protocol, marks, bib, show_all, skipped)
+            of_task = task if task in ("saliency", "localization", "discovery") else None
+            text = _table(
+                fmt, results_dir, keys, datasets, protocol, marks, bib, show_all, skipped, of_task
+            )
         else:
             text = render(task, results_dir, show_all=show_all, skipped=skipped)
+            if not show_all and task != "ablation":
+                _note_hidden(results_dir, task)
         if out is None:
             click.echo(text, nl=False)
         else:
@@ -120,6 +126,24 @@ def leaderboard(
             err=True,
         )
     _note_unmerged(results_dir)
+
+
+def _note_hidden(results_dir: Path, task: str) -> None:
+    """One line on stderr when the table leaves out runs of ``task`` (other settings, e.g.
+    ``--backbone dino-tiny``, or a subset), so a fresh run never vanishes without a word."""
+    from odbench.leaderboard import run_label, shown_runs
+    from odbench.results import load_all_results
+
+    runs = [r for r in load_all_results(results_dir, []) if task == "all" or task in r.metrics]
+    shown = {id(r) for r in shown_runs(runs).values()}
+    hidden = [r for r in shown_runs(runs, show_all=True).values() if id(r) not in shown]
+    if hidden:
+        r = max(hidden, key=lambda r: r.date)
+        click.echo(
+            f"note: {len(hidden)} run(s) with other settings or on a subset are not shown (e.g. "
+            f"{run_label(r.method_name, r.overrides)} on {r.dataset_name}): --all shows them",
+            err=True,
+        )
 
 
 def _note_unmerged(results_dir: Path) -> None:
@@ -147,13 +171,14 @@ def _table(
     bib: Path | None,
     show_all: bool = False,
     skipped: list[str] | None = None,
+    task: str | None = None,
 ) -> str:
     from odbench import tables
 
     wanted = [d for d in datasets.split(",") if d]
     if fmt == "csv":
-        return tables.render_csv(results_dir, wanted, metrics, show_all, skipped)
-    table = tables.collect(results_dir, protocol, wanted, metrics, show_all, skipped)
+        return tables.render_csv(results_dir, wanted, metrics, show_all, skipped, task)
+    table = tables.collect(results_dir, protocol, wanted, metrics, show_all, skipped, task)
     if fmt == "md":
         return tables.render_markdown(*table)
     cite = None
