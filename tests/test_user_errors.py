@@ -151,3 +151,30 @@ def test_synth_bad_shard_is_one_line(tmp_path: Path) -> None:
     line = _one_error_line(["synth", "--n", "1", "--out", str(out), "--shard", "2/2", *TINY_SYNTH])
     assert "--shard '2/2'" in line and "counted from 0" in line
     assert not out.exists()
+
+
+def test_results_folder_refusing_the_write_at_the_end_is_one_line(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The up-front check passes where the write later fails (root on a read-only mount, ACLs):
+    the permission error at the end is one line naming the file, not a traceback."""
+    import errno
+
+    import odbench.results
+
+    def refuse(folder: Path, data: bytes) -> Path:
+        name = str(folder / ".results.x.tmp")
+        raise PermissionError(errno.EACCES, "Permission denied", name)
+
+    monkeypatch.setattr(odbench.results, "_temp_file", refuse)
+    res = tmp_path / "res"
+    r = CliRunner().invoke(
+        main,
+        ["eval", "--method", "center-prior", "--dataset", "toy", "--limit", "2", "--workers", "1",
+         "--results-dir", str(res), "--cache-dir", str(tmp_path / "cache")],
+    )  # fmt: skip
+    assert r.exit_code == 2, r.output
+    assert r.stderr.splitlines()[-1] == (
+        f"error: {res / '.results.x.tmp'}: Permission denied; choose a folder you can write to "
+        "(finished work is kept: a re-run resumes where it stopped)"
+    )
