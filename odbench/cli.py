@@ -146,8 +146,8 @@ def user_errors() -> Iterator[None]:
         if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and e.filename:
             # found at the end when the up-front check passed: root on a read-only mount, ACLs
             raise UserError(
-                f"{e.filename}: {e.strerror or 'permission denied'}; choose a folder you can "
-                "write to (finished work is kept: a re-run resumes where it stopped)"
+                f"{e.filename}: {e.strerror or 'permission denied'}; fix its permissions or "
+                "choose another folder (finished work is kept: a re-run resumes where it stopped)"
             ) from e
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise

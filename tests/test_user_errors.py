@@ -175,6 +175,6 @@ def test_results_folder_refusing_the_write_at_the_end_is_one_line(
     )  # fmt: skip
     assert r.exit_code == 2, r.output
     assert r.stderr.splitlines()[-1] == (
-        f"error: {res / '.results.x.tmp'}: Permission denied; choose a folder you can write to "
-        "(finished work is kept: a re-run resumes where it stopped)"
+        f"error: {res / '.results.x.tmp'}: Permission denied; fix its permissions or choose "
+        "another folder (finished work is kept: a re-run resumes where it stopped)"
     )
