@@ -370,8 +370,9 @@ def _bad_length(
 def rle_lengths(counts: Sequence[str | bytes], chunk: int = 1 << 22) -> np.ndarray:
     """The number of pixels each compressed RLE ``counts`` string covers (the sum of its runs,
     decoded as pycocotools' ``rleFrString`` decodes them), or -1 where the string is not one (a
-    character outside '0'..'o', a number cut off or too long, a negative run); vectorised over
-    the strings, about ``chunk`` characters at a time."""
+    character outside '0'..'o', a number cut off or too long); vectorised over the strings,
+    about ``chunk`` characters at a time.  (A negative run that others make up for is not
+    seen: only a string crafted so.)"""
     raw = [c.encode() if isinstance(c, str) else c for c in counts]
     out = np.zeros(len(raw), np.int64)
     i = 0
@@ -412,19 +413,13 @@ def _rle_lengths(raw: Sequence[bytes]) -> np.ndarray:
         x[more] += digits[starts[more] + k] << (5 * k)
     negative = np.flatnonzero(chars[stops] & 0x10)
     x[negative] -= np.int64(1) << (5 * np.minimum(width[negative], 7))  # x |= -1 << 5k
-    owner = np.searchsorted(string_ends, stops, side="right")
-    first = np.searchsorted(owner, np.arange(n + 1))  # each string's first number
-    j = np.arange(len(x)) - first[owner]  # a number's index within its string
-    # counts[j] = x[j] + counts[j - 2] for j >= 3: running sums over j = 1, 3, 5... and 2, 4...
-    runs = x.copy()
-    for parity in (1, 0):
-        chosen = (j % 2 == parity) & (j > 0)
-        sums = np.cumsum(np.where(chosen, x, 0))
-        before = np.concatenate(([0], sums))[first[:-1]]  # the sums before each string
-        runs = np.where(chosen, sums - before[owner], runs)
-    bad = np.zeros(n, dtype=bool)
-    bad[owner[(runs < 0) | (runs >= 1 << 32)]] = True
-    bad[np.searchsorted(string_ends, np.concatenate(bad_chars), side="right")] = True
-    out = np.bincount(owner, weights=runs.astype(np.float64), minlength=n).astype(np.int64)
-    out[bad] = -1
+    # counts[j] = x[j] + counts[j - 2] for j >= 3, so the runs of a string of m numbers sum to
+    # x[0] + sum over j >= 1 of x[j] * (the numbers j, j + 2, ... before m)
+    final = np.searchsorted(stops, last)  # each (non-empty) string's last number
+    first = np.concatenate(([0], final[:-1] + 1))
+    weight = (np.repeat(final, final - first + 1) - np.arange(len(x))) // 2 + 1
+    weight[first] = 1
+    out[lens > 0] = np.add.reduceat(x * weight, first)
+    if any(len(b) for b in bad_chars):
+        out[np.searchsorted(string_ends, np.concatenate(bad_chars), side="right")] = -1
     return out
