@@ -109,7 +109,8 @@ def test_dataset_mismatches_reported_at_once(tmp_path: Path, command: str) -> No
         assert data["dataset"]["n_evaluated"] == 3
         board = ["leaderboard", "--task", "saliency", "--results-dir", str(tmp_path / "res")]
         hidden = CliRunner().invoke(main, board)
-        assert hidden.exit_code == 0 and "center-prior" not in hidden.output
+        assert hidden.exit_code == 0 and "center-prior" not in hidden.stdout
+        assert "1 run(s) with other settings or on a subset are not shown" in hidden.stderr
         shown = CliRunner().invoke(main, [*board, "--all"])
         (row,) = [line for line in shown.output.splitlines() if "center-prior" in line]
         assert "[subset, 3 skipped]" in row and "*" in row
