@@ -218,6 +218,13 @@ class PredictionCache:
     def has(self, sample_id: str) -> bool:
         return bool(self._find(sample_id))
 
+    def why_missing(self, sample_id: str) -> str:
+        """Why ``sample_id`` has no entry, for an error line: its old-format entry (format 1,
+        one ``.npz`` per entry) when the folder still holds one, else plainly absent."""
+        if (self.folder / f"{safe_name(sample_id)}.npz").is_file():
+            return "is only in an older cache format (an .npz per image), no longer read"
+        return "is not in the prediction cache"
+
     def ids(self) -> list[str]:
         """The sample ids of the entries in the folder (read from the entries), sorted."""
         self._refresh()

@@ -122,3 +122,12 @@ def test_cache_info_counts_the_entries_in_packs(tmp_path: Path) -> None:
     (folder / "key.json").write_text("{}")
     (entry,) = cache_folders(tmp_path)
     assert (entry.method, entry.key, entry.n_entries) == ("center-prior", "abc", 3)
+
+
+def test_a_missing_entry_says_when_only_an_old_format_entry_is_there(tmp_path: Path) -> None:
+    cache = PredictionCache(tmp_path / "c")
+    cache.put("a/1", np.zeros((3, 4), np.uint16), None)
+    np.savez(tmp_path / "c" / "b.npz", map=np.zeros((3, 4), np.uint16))  # a format-1 entry
+    assert not cache.has("b")
+    assert "older cache format" in cache.why_missing("b")
+    assert cache.why_missing("c") == "is not in the prediction cache"

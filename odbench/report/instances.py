@@ -274,8 +274,8 @@ def cached_instances(run: RunResult, sample_id: str) -> tuple[Instances, Path]:
         raise ResultsError(str(e)) from e
     if dets is None:
         raise ResultsError(
-            f"{cache.path(sample_id)}: the instances of {sample_id!r} are not in the "
-            f"prediction cache of {run.path}; re-run odbench eval to fill it"
+            f"{cache.path(sample_id)}: the instances of {sample_id!r} "
+            f"{cache.why_missing(sample_id)} (the run {run.path}); re-run odbench eval to fill it"
         )
     return dets, cache.path(sample_id)
 

@@ -98,8 +98,9 @@ def load_prediction(
     cache = PredictionCache(run.cache_folder)
     if not cache.has(sample_id):
         raise ResultsError(
-            f"{cache.path(sample_id)}: the map of {sample_id!r} is not in the prediction cache "
-            f"of {run.results['_path']}; re-run odbench eval --method {run.results['method']['name']}"
+            f"{cache.path(sample_id)}: the map of {sample_id!r} {cache.why_missing(sample_id)} "
+            f"(the run {run.results['_path']}); re-run odbench eval --method "
+            f"{run.results['method']['name']}"
             f" --dataset {run.results['dataset']['name']} to fill it"
         )
     try:
