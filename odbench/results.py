@@ -4,7 +4,7 @@ The JSON (``schema_version`` 1) identifies everything that produced the numbers:
 (name, card sha256, resolved hyperparameters and the overrides given), the dataset
 (``Dataset.describe()`` plus the ``--limit``), the protocol (name and its full declarative
 definition), the metrics, package versions, date (UTC), device, wall time, images/s and the git
-commit.  Leaderboards are generated only from these files and the reported rows.
+commit (:mod:`odbench.provenance`).  Leaderboards are generated only from these files and the reported rows.
 
 The per-image records (``<stem>.records.npz``: ids, acc, iou, mae, the Fβ curve per image,
 CorLoc hits and predicted boxes, discovery match records; :class:`Records`) are what ``odbench
@@ -22,14 +22,10 @@ import io
 import json
 import math
 import os
-import platform
-import subprocess
-import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -48,17 +44,6 @@ SCHEMA_VERSION = 1
 #: otherwise.
 DEFAULT_RESULTS_DIR = Path("leaderboard/results")
 RESULTS_KIND = "odbench-results"
-#: Packages whose version is recorded when they are imported in the running process.
-TRACKED_PACKAGES = tuple(
-    "numpy scipy pillow torch torchvision diffusers transformers open_clip_torch timm "
-    "opencv-python PyMaxflow".split()
-)
-_IMPORT_NAME = {
-    "pillow": "PIL",
-    "open_clip_torch": "open_clip",
-    "opencv-python": "cv2",
-    "PyMaxflow": "maxflow",
-}
 
 
 class ResultsError(OdbenchError, ValueError):
@@ -83,48 +68,6 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, str | int | bool) or obj is None:
         return obj
     return str(obj)
-
-
-def package_versions() -> dict[str, str]:
-    """odbench's version and those of the tracked packages that this process imported."""
-    versions = {"odbench": _version("odbench"), "python": platform.python_version()}
-    for dist in TRACKED_PACKAGES:
-        if _IMPORT_NAME.get(dist, dist) in sys.modules or dist == "numpy":
-            versions[dist] = _version(dist)
-    return versions
-
-
-def _version(dist: str) -> str:
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def git_commit(path: Path | None = None) -> str | None:
-    """The commit of the checkout odbench runs from (``+dirty`` when it has local changes), or
-    ``None`` outside a git checkout."""
-    cwd = path or Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5
-        )
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def results_stem(method: str, dataset: str, protocol: str, when: datetime) -> str:

@@ -36,15 +36,8 @@ from odbench.metrics.protocols import DEFAULT_PROTOCOL
 from odbench.metrics.selection import MetricSelection, parse_metrics
 from odbench.outputs import OutputPathError, check_output_folder
 from odbench.phases import EvalError, Summary, evaluate
-from odbench.results import (
-    DEFAULT_RESULTS_DIR,
-    RunResult,
-    git_commit,
-    jsonable,
-    package_versions,
-    utc_now,
-    write_results,
-)
+from odbench.provenance import git_commit, package_versions, utc_now
+from odbench.results import DEFAULT_RESULTS_DIR, RunResult, jsonable, write_results
 
 # ----------------------------------------------------------------------------- device
 

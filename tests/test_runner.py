@@ -367,10 +367,7 @@ def test_results_file_names_never_collide(tmp_path: Path, monkeypatch: pytest.Mo
     second process finishing in the same second does) keeps its file; ours gets ``-2``."""
     from datetime import UTC, datetime
 
-    import odbench.results as results
-
     fixed = datetime(2026, 1, 1, tzinfo=UTC)
-    monkeypatch.setattr(results, "utc_now", lambda: fixed)
     import odbench.runner as runner
 
     monkeypatch.setattr(runner, "utc_now", lambda: fixed)

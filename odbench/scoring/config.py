@@ -291,7 +291,8 @@ def inputs_digest(job: Job, protocol: Any, metrics: str, files: bytes | None = N
     """sha256 of everything a result depends on: the files' contents and ids
     (:func:`files_digest`, computed unless given), the protocol's definition, the metric set
     and the odbench version."""
-    from odbench.results import jsonable, package_versions
+    from odbench.provenance import package_versions
+    from odbench.results import jsonable
 
     h = hashlib.sha256()
     head = [jsonable(protocol.as_dict()), metrics, package_versions().get("odbench")]
@@ -449,7 +450,8 @@ def _store(
 ) -> tuple[Path, dict[str, Any]]:
     """Write one (method, dataset) pair's results JSON and records; returns the JSON's path and
     the metrics."""
-    from odbench.results import utc_now, write_results
+    from odbench.provenance import utc_now
+    from odbench.results import write_results
     from odbench.scoring.run import scored_run
 
     ids = tuple(i for i, _, _ in job.pairs)

@@ -25,15 +25,8 @@ def scored_run(
     computed saliency metrics), per-image records from ``scored`` (one meter record per id,
     in order: a pair of records under ``metrics_set="all"``), dated ``when`` (default: now); ``info`` completed with
     the metric set, device, package versions and git commit."""
-    from odbench.results import (
-        Records,
-        git_commit,
-        jsonable,
-        package_versions,
-        saliency_records,
-        sod_records,
-        utc_now,
-    )
+    from odbench.provenance import git_commit, package_versions, utc_now
+    from odbench.results import Records, jsonable, saliency_records, sod_records
 
     if metrics_set == "all":
         records = Records(

@@ -271,7 +271,7 @@ class Loop:
 
     def config(self) -> dict[str, Any]:
         """The checkpoint's config at the current step."""
-        from odbench.results import git_commit
+        from odbench.provenance import git_commit
 
         setup = self.setup
         return {
