@@ -1,14 +1,20 @@
 """Claim files: processes sharing a prediction cache never compute the same image twice.
 
-Before predicting an image a process creates ``<cache>/<name>.claim`` with ``O_CREAT | O_EXCL``
-(atomic on local filesystems and NFSv3+), holding its host, pid and a random nonce; it deletes
-the claim once the image's cache entry is written.  A process that finds an image claimed waits for
-the entry (:meth:`Claims.wait`) before going on in the dataset's order, so two runs of one
-command on one cache finish together, one having predicted what the other read.  A claim is *stale*, and may be taken
-over, when its holder is gone: on the same host, its pid no longer runs; from another host, it
-is older than the lease (``$ODBENCH_CLAIM_LEASE_S``, default 30 minutes — far longer than one
-batch of any method).  So a run killed with SIGKILL leaves at most its in-flight batch claimed,
-and the restarted run (same host) takes those claims over at once.
+Before predicting an image a process claims it: it makes ``<cache>/<name>.claim`` a hard link
+of its *holder file* ``<cache>/.<host>-<pid>-<nonce>.holder`` (its host, pid and a random
+nonce, written once per process), one ``link()`` that fails when the claim exists (atomic on
+local filesystems and NFS); it deletes the claim once the image's cache entry is written (a
+claim whose inode is its holder's is known to be its own: no read).  A process that finds an
+image claimed waits for the entry (:meth:`Claims.wait`) before going on in the dataset's order,
+so two runs of one command on one cache finish together, one having predicted what the other
+read.  A claim is *stale*, and may be taken over, when its holder is gone: on the same host, its
+pid no longer runs; from another host, it has shown no sign of life for longer than the lease
+(``$ODBENCH_CLAIM_LEASE_S``, default 30 minutes — far longer than one batch of any method): a
+claim's modification time is its holder file's (one inode), which the holder touches each time
+it claims an image (at most once a second).  So a run killed with SIGKILL leaves at most its
+in-flight batch claimed, and the restarted run (same host) takes those claims over at once.
+Holder files go when their process is done with the folder (:meth:`Claims.close`); those of
+dead processes when another one makes or closes its own.
 
 Cache entries themselves are appended whole to each process's own pack file and checked (length,
 CRC-32) when read (:mod:`odbench.cache`), so a lost race can only cost a duplicate computation of
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 import uuid
@@ -28,9 +35,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from odbench.imageio import naming_full_disk
+from odbench.imageio import DISK_FULL, naming_full_disk
 
 DEFAULT_LEASE_S = 1800.0
+_HOLDER = ".holder"
 
 
 def _lease_from_env() -> float:
@@ -51,6 +59,10 @@ def _pid_running(pid: int) -> bool:
     return True
 
 
+def _file_host(host: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._]", "_", host)  # no '-': it separates the name's parts
+
+
 @dataclass
 class Claims:
     """Claim files in ``folder`` (the cache folder), one per image name."""
@@ -59,52 +71,77 @@ class Claims:
     lease_s: float = field(default_factory=_lease_from_env)
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
+    #: this object's holder file (made on first use) and the inodes of those it made
+    _holder: str | None = field(default=None, init=False, repr=False, compare=False)
+    _inodes: set[tuple[int, int]] = field(
+        default_factory=set, init=False, repr=False, compare=False
+    )
+    _touched: float = field(default=0.0, init=False, repr=False, compare=False)
 
     def path(self, name: str) -> Path:
         return self.folder / f"{name}.claim"
 
     def acquire(self, name: str) -> bool:
         """Claim ``name``; ``False`` when a live process holds it."""
-        path = self.path(name)
+        path = f"{self.folder}{os.sep}{name}.claim"
         for _ in range(3):
+            holder = self._holder or self._make_holder()
             try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileNotFoundError:  # no folder yet, or the empty one was just removed
-                self.folder.mkdir(parents=True, exist_ok=True)
+                os.link(holder, path)
+            except FileNotFoundError:  # no folder, or our holder file was removed: make it
+                self._holder = None
                 continue
             except FileExistsError:
-                holder = self._read(path)
-                if holder is None:  # vanished (released) or half-written: look again
-                    if path.exists() and self._age(path) < 5.0:
+                found = self._read(path)
+                if found is None:  # vanished (released), or a half-written (older) claim
+                    if os.path.exists(path) and self._age(path) < 5.0:
                         return False  # being written right now by its creator
                     self._take_over(path, None)
                     continue
-                if not self._stale(path, holder):
+                if not self._stale(path, found):
                     return False
-                self._take_over(path, holder.get("nonce"))
+                self._take_over(path, found.get("nonce"))
                 continue
-            payload = {"host": self.host, "pid": self.pid, "nonce": uuid.uuid4().hex}
-            try:
-                with naming_full_disk(self.folder):
-                    os.write(fd, json.dumps({**payload, "time": time.time()}).encode())
-            except BaseException:  # e.g. a full disk: no half-written claim left behind
-                path.unlink(missing_ok=True)
+            except OSError as e:
+                if e.errno in DISK_FULL:
+                    raise OSError(e.errno, e.strerror, str(self.folder)) from e
                 raise
-            finally:
-                os.close(fd)
+            now = time.time()
+            if now - self._touched > 1.0:  # a sign of life, for the lease (other hosts)
+                try:
+                    os.utime(holder)
+                except FileNotFoundError:  # removed meanwhile: the claim itself, then
+                    os.utime(path)
+                self._touched = now
             return True
         return False
 
     def release(self, name: str) -> None:
         """Delete our claim on ``name`` (a claim someone else holds is left alone)."""
-        path = self.path(name)
-        holder = self._read(path)
-        if holder is not None and holder.get("host") == self.host and holder.get("pid") == self.pid:
-            path.unlink(missing_ok=True)
+        path = f"{self.folder}{os.sep}{name}.claim"
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if (st.st_dev, st.st_ino) not in self._inodes:  # made by a process forked from us?
+            holder = self._read(path)
+            if holder is None or holder.get("host") != self.host or holder.get("pid") != self.pid:
+                return
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    def close(self) -> None:
+        """Remove this identity's holder files (any process's of it: forked workers make their
+        own) and those of dead processes; the claims themselves stay until released."""
+        self._holder, self._touched = None, 0.0
+        self._sweep(mine=True)
 
     def remove_if_empty(self) -> None:
-        """Remove the folder when it holds nothing (a run that failed before storing anything
-        leaves no folder behind); a folder someone writes into stays."""
+        """:meth:`close`, then remove the folder when it holds nothing (a run that failed before
+        storing anything leaves no folder behind); a folder someone writes into stays."""
+        self.close()
         try:
             self.folder.rmdir()
         except OSError:
@@ -132,22 +169,66 @@ class Claims:
                 return True
             time.sleep(poll_s)
 
-    def _stale(self, path: Path, holder: dict[str, object]) -> bool:
+    def _make_holder(self) -> str:
+        """This object's holder file, written whole before any claim links it."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if not self._inodes:  # the first in this folder: clear dead processes' away
+            self._sweep(mine=False)
+        nonce = uuid.uuid4().hex
+        path = f"{self.folder}{os.sep}.{_file_host(self.host)}-{self.pid}-{nonce}{_HOLDER}"
+        payload = {"host": self.host, "pid": self.pid, "nonce": nonce, "time": time.time()}
+        with naming_full_disk(self.folder):
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            try:
+                os.write(fd, json.dumps(payload).encode())
+                st = os.fstat(fd)
+            except BaseException:  # e.g. a full disk: no half-written holder left behind
+                os.unlink(path)
+                raise
+            finally:
+                os.close(fd)
+        self._inodes.add((st.st_dev, st.st_ino))
+        self._holder, self._touched = path, time.time()
+        return path
+
+    def _sweep(self, mine: bool) -> None:
+        """Remove the holder files of dead processes (same host: pid gone; another host: not
+        touched for the lease) and, with ``mine``, those of this identity."""
+        own = _file_host(self.host)
+        try:
+            entries = [e for e in os.scandir(self.folder) if e.name.endswith(_HOLDER)]
+        except OSError:
+            return
+        for entry in entries:
+            host, pid, *_ = entry.name[1 : -len(_HOLDER)].rsplit("-", 2) + ["", ""]
+            try:
+                if host == own and int(pid) == self.pid:
+                    gone = mine
+                elif host == own:
+                    gone = not _pid_running(int(pid))
+                else:
+                    gone = time.time() - entry.stat().st_mtime > self.lease_s
+                if gone:
+                    os.unlink(entry.path)
+            except (OSError, ValueError):
+                pass
+
+    def _stale(self, path: str | Path, holder: dict[str, object]) -> bool:
         pid = holder.get("pid")
         if holder.get("host") == self.host and isinstance(pid, int):
             return pid == self.pid or not _pid_running(pid)
         return self._age(path) > self.lease_s
 
     @staticmethod
-    def _age(path: Path) -> float:
+    def _age(path: str | Path) -> float:
         try:
-            return time.time() - path.stat().st_mtime
+            return time.time() - os.stat(path).st_mtime
         except FileNotFoundError:
             return 0.0
 
     @staticmethod
-    def _read(path: Path) -> dict[str, object] | None:
-        try:  # os-level: a claim is read once per image (release), ~4x Path.read_text's speed
+    def _read(path: str | Path) -> dict[str, object] | None:
+        try:  # os-level: ~4x Path.read_text's speed
             fd = os.open(path, os.O_RDONLY)
             try:
                 data = json.loads(os.read(fd, 4096))
@@ -157,10 +238,10 @@ class Claims:
             return None
         return data if isinstance(data, dict) else None
 
-    def _take_over(self, path: Path, nonce: object) -> None:
+    def _take_over(self, path: str | Path, nonce: object) -> None:
         """Move a stale claim aside; if what moved is not the claim judged stale (someone
         replaced it meanwhile), put it back."""
-        aside = path.with_name(f"{path.name}.{uuid.uuid4().hex}.stale")
+        aside = f"{path}.{uuid.uuid4().hex}.stale"
         try:
             os.rename(path, aside)
         except FileNotFoundError:
@@ -171,4 +252,7 @@ class Claims:
                 os.link(aside, path)  # restore it unless a new claim appeared meanwhile
             except FileExistsError:
                 pass
-        aside.unlink(missing_ok=True)
+        try:
+            os.unlink(aside)
+        except FileNotFoundError:
+            pass

@@ -206,6 +206,7 @@ class FeatureEntry:
         finally:
             for h in held:
                 claims.release(h)
+            claims.close()
         return computed
 
     def store(self, image_hash: str, row: np.ndarray) -> None:

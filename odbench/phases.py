@@ -177,11 +177,14 @@ class _Work:
         # made here, so a claim taken in a worker names this process (alive while the run is)
         self.claims = Claims(cache.folder) if cache is not None else None
 
-    def usable(self, sample_id: str, shape: tuple[int, ...]) -> tuple[np.ndarray, Any, Any] | None:
+    def usable(
+        self, sample_id: str, shape: tuple[int, ...], look_again: bool = True
+    ) -> tuple[np.ndarray, Any, Any] | None:
         """The cached entry of ``sample_id``; None when there is none, or it is unreadable, not
         of the image's size or lacks the instances a discovery run needs (then it is predicted
-        again and overwritten, as the feature cache recomputes a damaged file)."""
-        if self.cache is None or not self.cache.has(sample_id):
+        again and overwritten, as the feature cache recomputes a damaged file).
+        ``look_again``: :meth:`PredictionCache.has`'s."""
+        if self.cache is None or not self.cache.has(sample_id, look_again):
             return None
         try:
             pred, box = self.cache.get(sample_id)
@@ -197,7 +200,7 @@ class _Work:
         claimed; the sample, kept for :meth:`finish`, or None)."""
         sample = self.dataset.load(self.ids[i])
         shape = sample.image.shape[:2]
-        hit = self.usable(sample.id, shape)
+        hit = self.usable(sample.id, shape, look_again=False)  # looked up again once claimed
         if hit is None and self.claims is not None:
             name = safe_name(sample.id)
             ready = partial(self.usable, sample.id, shape)

@@ -131,3 +131,39 @@ def test_a_missing_entry_says_when_only_an_old_format_entry_is_there(tmp_path: P
     assert not cache.has("b")
     assert "older cache format" in cache.why_missing("b")
     assert cache.why_missing("c") == "is not in the prediction cache"
+
+
+def test_a_look_up_without_looking_again_reads_the_packs_once(tmp_path: Path) -> None:
+    """``has(id, look_again=False)`` (before claiming an image) reads the packs on the first
+    look-up only; entries stored since by another process are seen when looked up again."""
+    _fill(tmp_path, 2)
+    reader = PredictionCache(tmp_path)
+    assert reader.has("img1", look_again=False)  # the first look-up reads the folder
+    PredictionCache(tmp_path).put("img5", _map(5), None)  # another writer, another pack
+    assert not reader.has("img5", look_again=False)
+    assert reader.has("img5") and np.array_equal(reader.get("img5")[0], _map(5))
+
+
+def test_entries_written_with_zlibs_crc_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CRC-32 is libdeflate's, whose values are zlib's: packs written with either read
+    alike, and a damaged entry fails both."""
+    import zlib
+
+    import odbench.cache
+
+    monkeypatch.setattr(odbench.cache, "_crc32", zlib.crc32)
+    pack = _fill(tmp_path / "z", 2)  # written (and checked) with zlib's CRC
+    monkeypatch.undo()
+    assert odbench.cache._crc32 is not zlib.crc32
+    cache = PredictionCache(tmp_path / "z")
+    assert all(np.array_equal(cache.get(f"img{i}")[0], _map(i)) for i in range(2))
+    _fill(tmp_path / "d", 1)  # and the other way round
+    monkeypatch.setattr(odbench.cache, "_crc32", zlib.crc32)
+    assert np.array_equal(PredictionCache(tmp_path / "d").get("img0")[0], _map(0))
+    data = bytearray(pack.read_bytes())
+    data[-5] ^= 0x10
+    pack.write_bytes(data)
+    with pytest.raises(CacheError, match="checksum"):
+        PredictionCache(tmp_path / "z").get("img1")

@@ -3,6 +3,7 @@ resume after SIGKILL, two processes on one cache never computing the same image.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -10,6 +11,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from odbench.claims import Claims
 
@@ -37,7 +40,81 @@ def test_claim_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
     assert me.acquire("img1")
     holder = json.loads(me.path("img1").read_text())
     assert holder["pid"] == os.getpid()
-    assert [p.name for p in tmp_path.iterdir()] == ["img1.claim"]  # nothing left aside
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(["img1.claim", _holder_name(holder)])  # the ghost's holder removed
+    me.release("img1")
+    me.close()
+    assert not list(tmp_path.iterdir())  # nothing left aside, nothing left behind
+
+
+def _holder_name(holder: dict[str, object]) -> str:
+    import re
+
+    host = re.sub(r"[^A-Za-z0-9._]", "_", str(holder["host"]))
+    return f".{host}-{holder['pid']}-{holder['nonce']}.holder"
+
+
+def test_a_claim_is_one_link_of_its_holder_file_and_released_without_reading_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claiming is one ``link()`` of the process's holder file (no file written per image);
+    releasing a claim whose inode is the holder's reads nothing."""
+    me = Claims(tmp_path)
+    assert me.acquire("img1") and me.acquire("img2")
+    holder = json.loads(me.path("img1").read_text())
+    (made,) = tmp_path.glob("*.holder")
+    assert made.name == _holder_name(holder) and made.stat().st_nlink == 3
+    assert me.path("img2").stat().st_ino == made.stat().st_ino
+    monkeypatch.setattr(Claims, "_read", staticmethod(lambda path: pytest.fail("read")))
+    me.release("img1")
+    assert not me.path("img1").exists() and made.stat().st_nlink == 2
+
+
+def test_claims_of_a_process_forked_from_the_holder_are_released_by_it(tmp_path: Path) -> None:
+    """A forked worker claims in its parent's name (its own holder file, the parent's pid): the
+    parent releases those claims and removes the worker's holder file when it closes."""
+    claims = Claims(tmp_path)
+    pid = os.fork()
+    if pid == 0:  # the worker: claims img1 with a holder file of its own, then exits
+        os._exit(0 if claims.acquire("img1") else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert len(list(tmp_path.glob("*.holder"))) == 1
+    assert Claims(tmp_path, pid=os.getppid()).held_by_other("img1")  # held, by this process
+    claims.release("img1")
+    assert not claims.path("img1").exists()
+    claims.close()
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_holder_that_keeps_claiming_stays_live_for_other_hosts(tmp_path: Path) -> None:
+    """The lease runs from the holder's last sign of life: a claim's time is its holder file's,
+    touched each time it claims (at most once a second)."""
+    other = Claims(tmp_path, host="node-b", pid=1)
+    assert other.acquire("img1")
+    old = os.stat(other.path("img1")).st_mtime - 7200
+    os.utime(other.path("img1"), (old, old))  # silent for two hours...
+    other._touched = 0.0  # (more than a second ago)
+    assert other.acquire("img2")  # ...until it claims another image
+    assert not Claims(tmp_path, lease_s=3600).acquire("img1")
+
+
+def test_a_full_disk_while_claiming_is_named_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(*args: object) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    claims = Claims(tmp_path / "c")
+    monkeypatch.setattr(os, "write", full)  # the holder file cannot be written
+    with pytest.raises(OSError, match="No space left") as info:
+        claims.acquire("img1")
+    assert info.value.filename == str(tmp_path / "c") and not list((tmp_path / "c").iterdir())
+    monkeypatch.undo()
+    assert claims.acquire("img1")
+    monkeypatch.setattr(os, "link", full)  # nor a claim linked (a directory block)
+    with pytest.raises(OSError, match="No space left") as info:
+        claims.acquire("img2")
+    assert info.value.filename == str(tmp_path / "c") and not claims.path("img2").exists()
 
 
 def test_claim_from_another_host_expires_after_the_lease(tmp_path: Path) -> None:
@@ -177,6 +254,7 @@ def test_sigkill_then_resume_recomputes_only_the_batch_in_flight(tmp_path: Path)
     assert result["n_predicted"] == 16 - done  # the killed run's claims were taken over
     assert (tmp_path / "resumed.log").read_text().count("\n") == 16 - done
     assert not _entries(tmp_path, ".claim")
+    assert not _entries(tmp_path, ".holder")  # the killed run's too
     assert result["metrics"] == _fresh_metrics(tmp_path)
 
 
@@ -187,4 +265,28 @@ def test_two_processes_on_one_cache_never_compute_the_same_image(tmp_path: Path)
     assert (tmp_path / "both.log").read_text().count("\n") == 16  # each image predicted once
     assert results[0]["metrics"] == results[1]["metrics"] == _fresh_metrics(tmp_path)
     assert len(_stored(tmp_path)) == 16 and not _entries(tmp_path, ".claim")
+    assert not _entries(tmp_path, ".holder")
     assert len(_entries(tmp_path, ".pack")) <= 2  # one per process that predicted
+
+
+def test_eval_lists_the_cache_folder_once_per_image_it_predicts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before claiming an image the look-up is among the entries indexed so far; once claimed,
+    the folder is listed again (an entry stored meanwhile by another process is served)."""
+    from odbench.cache import PredictionCache
+
+    listings = []
+    refresh = PredictionCache._refresh
+    monkeypatch.setattr(PredictionCache, "_refresh", lambda self: listings.append(refresh(self)))
+    from odbench.cards import method_card
+    from odbench.data.base import create_dataset
+    from odbench.methods.center_prior import CenterPrior
+    from odbench.metrics.protocols import get_protocol
+    from odbench.runner import run
+
+    out = run(CenterPrior(method_card("center-prior")), create_dataset("toy"),
+              get_protocol("odbench"), dataset_name="toy", batch_size=2, workers=1,
+              cache_dir=tmp_path / "c", results_dir=None)  # fmt: skip
+    assert out.info["n_predicted"] == 16
+    assert 16 <= len(listings) <= 16 + 2

@@ -41,7 +41,7 @@ def test_enospc_mid_run_is_one_line_and_the_run_resumes(
     (line,) = [x for x in res.stderr.splitlines() if x.startswith("error:")]  # after the bar
     assert line.startswith(f"error: {cache}") and "no space left" in line
     assert "resumes where it stopped" in line
-    assert not [p for p in cache.rglob("*") if p.suffix in (".tmp", ".claim")]  # cleaned
+    assert not [p for p in cache.rglob("*") if p.suffix in (".tmp", ".claim", ".holder")]  # cleaned
     (pack,) = cache.rglob("*.pack")
     assert len(PredictionCache(pack.parent).ids()) == 3  # no torn tail left
     monkeypatch.setattr(os, "pwritev", real_pwritev)
