@@ -286,11 +286,14 @@ def score_image_counts(
     """:func:`score_image` plus the counts of its histogram pass (for the other metrics)."""
     pred, gt_fg = prepare_pair(pred, gt, protocol)
     levels = level_counts = None
+    counts: _Counts | None = None
     if pred.dtype == np.uint8:
         counts, levels, level_counts = _counts_uint8(pred, gt_fg, protocol)
-    else:
+    elif pred.dtype == np.uint16:
+        counts = _counts_uint16(pred, gt_fg, protocol)
+    if counts is None:
         counts = _counts_pixels(pred, gt_fg, protocol)
-    hist_bg, hist_fg, tp05, fp05, abs_err_sum = counts
+    hist_bg, hist_fg, tp05, fp05, soft_mae = counts
     above_bg = np.cumsum(hist_bg[::-1])[::-1][1:]  # above[k] = #{code > k}
     above_fg = np.cumsum(hist_fg[::-1])[::-1][1:]
     n_gt = int(hist_fg.sum())
@@ -305,14 +308,14 @@ def score_image_counts(
         iou = protocol.empty_iou
     else:
         iou = tp05 / union
-    mae = abs_err_sum / n_pix if protocol.mae_on == "soft" else (fp05 + fn05) / n_pix
+    mae = soft_mae if protocol.mae_on == "soft" else (fp05 + fn05) / n_pix
     record = ImageRecord(id=image_id, acc=acc, iou=float(iou), mae=mae, fbeta=fbeta)
     pair = PairCounts(pred, gt_fg, above_fg, above_bg, n_gt, tp05, fp05, levels, level_counts)
     return record, pair
 
 
 # (code histogram of background pixels, of foreground pixels, TP and FP at the 0.5 binarisation,
-#  sum of |soft prediction - GT|)
+#  soft MAE: mean of |soft prediction - GT|)
 _Counts = tuple[np.ndarray, np.ndarray, int, int, float]
 
 
@@ -388,7 +391,7 @@ def _counts_uint8(
     hist_fg = np.bincount(code, weights=hist[1], minlength=n_codes).astype(np.int64)
     tp05, fp05 = int(hist[1] @ pos), int(hist[0] @ pos)
     abs_err = float(hist[0] @ unit + hist[1] @ (1.0 - unit))
-    return (hist_bg, hist_fg, tp05, fp05, abs_err), unit, hist
+    return (hist_bg, hist_fg, tp05, fp05, abs_err / gt_fg.size), unit, hist
 
 
 @lru_cache(maxsize=4096)
@@ -428,7 +431,83 @@ def _counts_pixels(pred: np.ndarray, gt_fg: np.ndarray, protocol: Protocol) -> _
     fp05 = int(np.count_nonzero(pos)) - tp05
     err = unit - gt_fg
     abs_err = float(np.abs(err, out=err).sum())  # in place: the same values, one array less
-    return hist_bg, hist_fg, tp05, fp05, abs_err
+    return hist_bg, hist_fg, tp05, fp05, abs_err / gt_fg.size
+
+
+# ceil(q / 257) = round(q / 257 + 0.4985) for every uint16 q: q / 257 + 0.4985 is at least
+# 0.0015 from a half-integer, a margin far above float32's error (OpenCV converts in float32).
+_U16_CODE_SCALE = (1.0 / 257, 0.4985)
+
+
+def _uint16_codes(pred: np.ndarray) -> np.ndarray:
+    """8-bit threshold codes ``ceil(q / 257)`` of a uint16 map (:func:`codes_k255`), one
+    OpenCV conversion."""
+    import cv2
+
+    alpha, beta = _U16_CODE_SCALE
+    return cv2.convertScaleAbs(pred, alpha=alpha, beta=beta)
+
+
+@lru_cache(maxsize=64)
+def _uint16_threshold(protocol: Protocol) -> int | None:
+    """The level q0 such that a uint16 prediction is foreground at the protocol's binarisation
+    exactly when ``q >= q0``, when the uint16 fast path applies to the protocol: ``dtype_max``
+    normalisation, and the threshold codes and the binarisation that the per-pixel path
+    computes with its float operations equal, on all 65536 levels, what :func:`_uint16_codes`
+    and ``cv2.compare(q, q0, CMP_GE)`` give.  None otherwise (the per-pixel path then runs)."""
+    import cv2
+
+    if protocol.pred_norm != "dtype_max" or protocol.n_thresholds + 1 != 256:
+        return None
+    raw = np.arange(65536, dtype=np.uint16)
+    unit = to_unit(raw)
+    code = _codes(unit, raw, protocol)
+    pos = _positive(unit, protocol)
+    if not pos.any():
+        return None
+    q0 = int(np.argmax(pos))
+    square = raw.reshape(256, 256)
+    if not np.array_equal(_uint16_codes(square).ravel(), code):
+        return None
+    if not np.array_equal(cv2.compare(square, q0, cv2.CMP_GE).ravel() != 0, pos):
+        return None
+    return q0
+
+
+def _counts_uint16(pred: np.ndarray, gt_fg: np.ndarray, protocol: Protocol) -> _Counts | None:
+    """uint16 predictions under ``dtype_max`` (what ``eval`` stores): no float map.  The code
+    ``ceil(q / 257)`` and the binarisation ``q >= q0`` are integer functions of the level, so
+    one OpenCV conversion, one comparison and one (code, GT + 2 · positive) histogram give the
+    same counts as the per-pixel path (checked on all 65536 levels: :func:`_uint16_threshold`).
+
+    The soft MAE is the exact value rounded once: the integer
+    S = Σ_background q + Σ_object (65535 - q) divided by 65535 · (pixels), where the per-pixel
+    path sums |q / 65535 - g| in float64 (at most an ulp or two away).  Σ_object q comes from
+    ``cv2.mean`` over the object: OpenCV sums integer maps exactly, and the mean times the
+    object's pixel count is within 2⁻⁵⁰ S of S, so it rounds back to S.  None where the
+    fast path does not apply: other protocols, 2²⁴ pixels or more (float32 counts), under
+    16 pixels (OpenCV's Python binding reads a 1 x 1 array as a scalar)."""
+    q0 = _uint16_threshold(protocol)
+    if q0 is None or not 16 <= pred.size < CALCHIST_MAX_PIXELS:
+        return None
+    import cv2
+
+    g8 = np.ascontiguousarray(gt_fg).view(np.uint8)
+    pred = np.ascontiguousarray(pred)
+    code = _uint16_codes(pred)
+    group = cv2.bitwise_and(cv2.compare(pred, q0, cv2.CMP_GE), 2)
+    cv2.bitwise_or(group, g8, dst=group)  # GT + 2 · positive: 0..3
+    hist = cv2.calcHist([code, group], [0, 1], None, [256, 4], [0, 256, 0, 4]).astype(np.int64)
+    hist_bg = hist[:, 0] + hist[:, 2]
+    hist_fg = hist[:, 1] + hist[:, 3]
+    _, n_fg, fp05, tp05 = (int(n) for n in hist.sum(axis=0))
+    soft_mae = 0.0
+    if protocol.mae_on == "soft":
+        n_fg += tp05
+        total = int(cv2.sumElems(pred)[0])
+        on_fg = round(cv2.mean(pred, mask=g8)[0] * n_fg) if n_fg else 0
+        soft_mae = (total - 2 * on_fg + 65535 * n_fg) / (65535 * pred.size)
+    return hist_bg, hist_fg, tp05, fp05, soft_mae
 
 
 # --------------------------------------------------------------------------- maxFβ
