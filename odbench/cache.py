@@ -280,16 +280,18 @@ class PredictionCache:
         self._index.setdefault(sample_id, []).append((name, start, len(meta), n_data))
         self._scanned[name] = start + total
 
-    def get(self, sample_id: str) -> tuple[np.ndarray, np.ndarray | None]:
+    def get(self, sample_id: str, look_again: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """(uint16 map, box or None) as stored; :class:`CacheError` for a corrupt or foreign
-        entry."""
-        arrays = self._read(sample_id)
+        entry.  ``look_again=False``: the newest sound entry indexed so far (as :meth:`has`),
+        without first looking at the packs' new tails."""
+        arrays = self._read(sample_id, look_again)
         return arrays["map"], arrays.get("box")
 
-    def get_instances(self, sample_id: str) -> Instances | None:
+    def get_instances(self, sample_id: str, look_again: bool = True) -> Instances | None:
         """The stored instances of ``sample_id``; None for an entry stored without them (a run
-        of another task): a discovery run predicts such an image again."""
-        arrays = self._read(sample_id)
+        of another task): a discovery run predicts such an image again.  ``look_again``:
+        :meth:`get`'s."""
+        arrays = self._read(sample_id, look_again)
         return _instances_from(arrays) if "inst_scores" in arrays else None
 
     def read_map(self, sample_id: str) -> np.ndarray:
@@ -326,21 +328,23 @@ class PredictionCache:
     def _refresh(self) -> None:
         """Index the complete entries the packs gained since they were last read."""
         own = self._writer[2] if self._writer and self._writer[0] == os.getpid() else None
+        scanned, grown = self._scanned, []
         try:  # this object's own pack is indexed as it writes: not even looked at
-            names = [e.name for e in os.scandir(self.folder) if e.name[-5:] == ".pack"]
+            with os.scandir(self.folder) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if name[-5:] == ".pack" and name != own:
+                        try:
+                            st = entry.stat()
+                        except FileNotFoundError:  # cleared meanwhile
+                            continue
+                        if st.st_size > scanned.get(name, 0):
+                            grown.append((st.st_mtime_ns, name, st.st_size))
         except (FileNotFoundError, NotADirectoryError):
             return
         self._listed = True
-        stats = []
-        for name in names:
-            if name != own:
-                try:
-                    stats.append((name, os.stat(self.folder / name)))
-                except FileNotFoundError:  # cleared meanwhile
-                    pass
-        for name, st in sorted(stats, key=lambda p: (p[1].st_mtime_ns, p[0])):
-            if st.st_size > self._scanned.get(name, 0):
-                self._scan(name, st.st_size)
+        for _, name, size in sorted(grown):  # in the order they were last written
+            self._scan(name, size)
 
     def _scan(self, name: str, size: int) -> None:
         offset = self._scanned.get(name, 0)
@@ -371,12 +375,14 @@ class PredictionCache:
             os.close(fd)
         self._scanned[name] = offset
 
-    def _read(self, sample_id: str) -> dict[str, np.ndarray]:
+    def _read(self, sample_id: str, look_again: bool = True) -> dict[str, np.ndarray]:
         """The arrays of ``sample_id``'s newest sound entry; the newest one's error if none.
-        Reading looks at the packs' tails first (one folder listing): a reader that lives on
-        (a report, a test) serves an entry stored since by another process or object."""
-        self._refresh()
-        found = self._find(sample_id)
+        Reading looks at the packs' tails first (one folder listing; not with ``look_again``
+        False): a reader that lives on (a report, a test) serves an entry stored since by
+        another process or object."""
+        if look_again:
+            self._refresh()
+        found = self._find(sample_id, look_again)
         if not found:
             raise CacheError(
                 f"{self.folder}: no cache entry for {sample_id!r}; re-run to predict it"
@@ -394,11 +400,13 @@ class PredictionCache:
         name, offset, n_meta, n_data = entry
         path = self.folder / name
         try:
-            with open(path, "rb", buffering=0) as f:
-                f.seek(offset)
-                head = f.read(_HEADER.size + n_meta)
-                body = bytearray(n_data)  # writable arrays, as np.load gave
-                got = f.readinto(body)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                head = os.pread(fd, _HEADER.size + n_meta, offset)
+                body = np.empty(n_data, np.uint8)  # writable arrays, as np.load gave
+                got = os.preadv(fd, [body.data], offset + _HEADER.size + n_meta)
+            finally:
+                os.close(fd)
             crc = _HEADER.unpack(head[: _HEADER.size])[5]
             if got != n_data or _crc32(body, _crc32(head[_HEADER.size :])) != crc:
                 raise ValueError("checksum mismatch")

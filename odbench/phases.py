@@ -187,8 +187,8 @@ class _Work:
         if self.cache is None or not self.cache.has(sample_id, look_again):
             return None
         try:
-            pred, box = self.cache.get(sample_id)
-            found = self.cache.get_instances(sample_id) if self.instances else None
+            pred, box = self.cache.get(sample_id, look_again)
+            found = self.cache.get_instances(sample_id, look_again) if self.instances else None
         except CacheError:
             return None
         if pred.shape != shape or (self.instances and found is None):

@@ -269,11 +269,12 @@ def test_two_processes_on_one_cache_never_compute_the_same_image(tmp_path: Path)
     assert len(_entries(tmp_path, ".pack")) <= 2  # one per process that predicted
 
 
-def test_eval_lists_the_cache_folder_once_per_image_it_predicts(
+def test_eval_lists_the_cache_folder_once_per_image_it_predicts_and_not_per_cached_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Before claiming an image the look-up is among the entries indexed so far; once claimed,
-    the folder is listed again (an entry stored meanwhile by another process is served)."""
+    """Before claiming an image the look-up (and the read of a cached entry) is among the
+    entries indexed so far; once claimed, the folder is listed again (an entry stored meanwhile
+    by another process is served)."""
     from odbench.cache import PredictionCache
 
     listings = []
@@ -285,8 +286,13 @@ def test_eval_lists_the_cache_folder_once_per_image_it_predicts(
     from odbench.metrics.protocols import get_protocol
     from odbench.runner import run
 
-    out = run(CenterPrior(method_card("center-prior")), create_dataset("toy"),
-              get_protocol("odbench"), dataset_name="toy", batch_size=2, workers=1,
-              cache_dir=tmp_path / "c", results_dir=None)  # fmt: skip
-    assert out.info["n_predicted"] == 16
+    def run_once() -> dict[str, object]:
+        out = run(CenterPrior(method_card("center-prior")), create_dataset("toy"),
+                  get_protocol("odbench"), dataset_name="toy", batch_size=2, workers=1,
+                  cache_dir=tmp_path / "c", results_dir=None)  # fmt: skip
+        return out.info
+
+    assert run_once()["n_predicted"] == 16
     assert 16 <= len(listings) <= 16 + 2
+    listings.clear()  # a resumed run serves every image from what it read at the start
+    assert run_once()["n_cached"] == 16 and len(listings) <= 2
