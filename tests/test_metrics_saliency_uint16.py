@@ -19,8 +19,8 @@ CUSTOM = (
     replace(ODBENCH, name="ge_0.3", binarize_op=">=", binarize_at=0.3),
     replace(ODBENCH, name="gt_1/65535", binarize_at=1 / 65535),
     replace(ODBENCH, name="ge_1", binarize_op=">=", binarize_at=1.0),
-    replace(ODBENCH, name="q256_grid", grid="ge_q256"),  # no fast path: per pixel
-    replace(ODBENCH, name="gt_1", binarize_at=1.0),  # nothing positive: per pixel
+    replace(ODBENCH, name="q256_grid", grid="ge_q256"),
+    replace(ODBENCH, name="gt_1", binarize_at=1.0),  # nothing positive
 )
 
 
@@ -91,17 +91,26 @@ def exact_soft_mae(pred: np.ndarray, fg: np.ndarray) -> float:
 
 def test_fast_path_applies_to_every_dtype_max_protocol():
     for name in DTYPE_MAX:  # the binarisation > 0.5 (>= 0.5 for voynov): q >= 32768
-        assert saliency._uint16_threshold(get_protocol(name)) == 32768, name
-    assert saliency._uint16_threshold(get_protocol("pysodmetrics")) is None  # min-max: per pixel
-    assert [saliency._uint16_threshold(p) for p in CUSTOM] == [19661, 2, 65535, None, None]
+        assert saliency._uint16_split(get_protocol(name)) == 256, name
+    assert saliency._uint16_split(get_protocol("pysodmetrics")) is None  # min-max: per pixel
+    # >= 0.3: q >= 19661 = 257 * 76 + 129, class 154; nothing positive: class 511 (none);
+    # q >= 2 and q >= 65535 are no class boundaries, the ge_q256 grid no function of the class
+    assert [saliency._uint16_split(p) for p in CUSTOM] == [154, None, None, None, 511]
 
 
-def test_uint16_codes_are_ceil_q_over_257_on_every_level():
+def test_uint16_index_on_every_level():
+    """class + 512 GT, the class splitting the levels at every threshold 257 k | 257 k + 1 and
+    at 32767 | 32768; in OpenCV's vector loop and its scalar tail."""
     every = np.arange(65536, dtype=np.uint16).reshape(256, 256)
-    expected = (every.astype(np.int64) + 256) // 257
-    np.testing.assert_array_equal(saliency._uint16_codes(every), expected)
-    for w in (1, 3, 17, 31):  # OpenCV's vector loop and its scalar tail
-        np.testing.assert_array_equal(saliency._uint16_codes(every[:, :w]), expected[:, :w])
+    q = every.astype(np.int64)
+    cls = np.floor((q - 0.25) / 128.5 + 1).astype(np.int64)  # boundaries at 128.5 j + 0.25
+    np.testing.assert_array_equal((cls + 1) // 2, (q + 256) // 257)
+    np.testing.assert_array_equal(cls >= 256, q >= 32768)
+    for g in (0, 1):
+        gt16 = np.full(every.shape, g, np.uint16)
+        for w in (1, 3, 17, 31, 256):
+            index = saliency._uint16_index(every[:, :w], gt16[:, :w])
+            np.testing.assert_array_equal(index, cls[:, :w] + 512 * g)
 
 
 @pytest.mark.parametrize("protocol", all_protocols(), ids=lambda p: p.name)
@@ -133,7 +142,7 @@ def test_uint16_counts_equal_the_per_pixel_path(protocol, monkeypatch):
             assert fast.mae == slow.mae
         else:
             assert fast.mae == pytest.approx(slow.mae, rel=1e-14, abs=1e-15), name
-    fast_path = saliency._uint16_threshold(protocol) is not None
+    fast_path = saliency._uint16_split(protocol) is not None
     assert len(used) == len(cases()) and all(u == (big and fast_path) for big, u in used)
 
 

@@ -434,51 +434,58 @@ def _counts_pixels(pred: np.ndarray, gt_fg: np.ndarray, protocol: Protocol) -> _
     return hist_bg, hist_fg, tp05, fp05, abs_err / gt_fg.size
 
 
-# ceil(q / 257) = round(q / 257 + 0.4985) for every uint16 q: q / 257 + 0.4985 is at least
-# 0.0015 from a half-integer, a margin far above float32's error (OpenCV converts in float32).
-_U16_CODE_SCALE = (1.0 / 257, 0.4985)
+# The classes of a uint16 level q: cls = round(2 q / 257 + 1/2 - 1/514), 0..510, i.e. a boundary
+# at every 257 j / 2 + 1/4: between 257 k and 257 k + 1 (the thresholds k/255: code ceil(q/257)
+# = ceil(cls / 2)) and between 257 k + 128 and 257 k + 129 (q/65535 > 1/2 is q >= 32768 =
+# 257 * 127 + 129).  2 q / 257 + 1/2 - 1/514 is at least 1/514 from a half-integer, far above
+# float32's error (OpenCV's arithmetic); every level is checked (_uint16_split).
+_U16_CLASS_SCALE = (2.0 / 257, 0.5 - 1.0 / 514)
+# first class of each threshold code: code 0 = class 0, code c = classes 2c - 1 and 2c
+_U16_CODE_STARTS = np.r_[0, np.arange(1, 511, 2)]
 
 
-def _uint16_codes(pred: np.ndarray) -> np.ndarray:
-    """8-bit threshold codes ``ceil(q / 257)`` of a uint16 map (:func:`codes_k255`), one
-    OpenCV conversion."""
+def _uint16_index(pred: np.ndarray, gt16: np.ndarray) -> np.ndarray:
+    """Per pixel of a uint16 map, ``cls + 512 g`` (uint16) with the level's class (above) and
+    the GT g (uint16 0 / 1): one ``cv2.addWeighted``."""
     import cv2
 
-    alpha, beta = _U16_CODE_SCALE
-    return cv2.convertScaleAbs(pred, alpha=alpha, beta=beta)
+    alpha, gamma = _U16_CLASS_SCALE
+    return cv2.addWeighted(pred, alpha, gt16, 512.0, gamma)
 
 
 @lru_cache(maxsize=64)
-def _uint16_threshold(protocol: Protocol) -> int | None:
-    """The level q0 such that a uint16 prediction is foreground at the protocol's binarisation
-    exactly when ``q >= q0``, when the uint16 fast path applies to the protocol: ``dtype_max``
+def _uint16_split(protocol: Protocol) -> int | None:
+    """The class c0 such that a uint16 prediction is foreground at the protocol's binarisation
+    exactly when its class is >= c0, when the uint16 fast path applies: ``dtype_max``
     normalisation, and the threshold codes and the binarisation that the per-pixel path
-    computes with its float operations equal, on all 65536 levels, what :func:`_uint16_codes`
-    and ``cv2.compare(q, q0, CMP_GE)`` give.  None otherwise (the per-pixel path then runs)."""
-    import cv2
-
+    computes with its float operations are, on all 65536 levels, functions of the class that
+    :func:`_uint16_index` computes (checked here for both GT values).  None otherwise (the
+    per-pixel path runs): a binarisation level that is no class boundary."""
     if protocol.pred_norm != "dtype_max" or protocol.n_thresholds + 1 != 256:
         return None
     raw = np.arange(65536, dtype=np.uint16)
     unit = to_unit(raw)
-    code = _codes(unit, raw, protocol)
+    code = _codes(unit, raw, protocol).astype(np.int64)
     pos = _positive(unit, protocol)
-    if not pos.any():
-        return None
-    q0 = int(np.argmax(pos))
     square = raw.reshape(256, 256)
-    if not np.array_equal(_uint16_codes(square).ravel(), code):
+    cls = _uint16_index(square, np.zeros(square.shape, np.uint16)).ravel().astype(np.int64)
+    with_gt = _uint16_index(square, np.ones(square.shape, np.uint16)).ravel()
+    c0 = int(cls[np.argmax(pos)]) if pos.any() else 511
+    if not (
+        np.array_equal(with_gt, cls + 512)
+        and np.array_equal(code, (cls + 1) // 2)
+        and np.array_equal(pos, cls >= c0)
+    ):
         return None
-    if not np.array_equal(cv2.compare(square, q0, cv2.CMP_GE).ravel() != 0, pos):
-        return None
-    return q0
+    return c0
 
 
 def _counts_uint16(pred: np.ndarray, gt_fg: np.ndarray, protocol: Protocol) -> _Counts | None:
-    """uint16 predictions under ``dtype_max`` (what ``eval`` stores): no float map.  The code
-    ``ceil(q / 257)`` and the binarisation ``q >= q0`` are integer functions of the level, so
-    one OpenCV conversion, one comparison and one (code, GT + 2 · positive) histogram give the
-    same counts as the per-pixel path (checked on all 65536 levels: :func:`_uint16_threshold`).
+    """uint16 predictions under ``dtype_max`` (what ``eval`` stores): no float map.  The
+    threshold code ``ceil(q / 257)`` and the binarisation (``q >= 32768`` at > 0.5) are
+    functions of the level's class (:func:`_uint16_index`), so one 1024-bin histogram of
+    (class, GT) (OpenCV's uint16 histogram with bins of width 1 is exact) gives the same
+    counts as the per-pixel path (checked on all 65536 levels: :func:`_uint16_split`).
 
     The soft MAE is the exact value rounded once: the integer
     S = Σ_background q + Σ_object (65535 - q) divided by 65535 · (pixels), where the per-pixel
@@ -487,25 +494,25 @@ def _counts_uint16(pred: np.ndarray, gt_fg: np.ndarray, protocol: Protocol) -> _
     object's pixel count is within 2⁻⁵⁰ S of S, so it rounds back to S.  None where the
     fast path does not apply: other protocols, 2²⁴ pixels or more (float32 counts), under
     16 pixels (OpenCV's Python binding reads a 1 x 1 array as a scalar)."""
-    q0 = _uint16_threshold(protocol)
-    if q0 is None or not 16 <= pred.size < CALCHIST_MAX_PIXELS:
+    c0 = _uint16_split(protocol)
+    if c0 is None or not 16 <= pred.size < CALCHIST_MAX_PIXELS:
         return None
     import cv2
 
-    g8 = np.ascontiguousarray(gt_fg).view(np.uint8)
-    pred = np.ascontiguousarray(pred)
-    code = _uint16_codes(pred)
-    group = cv2.bitwise_and(cv2.compare(pred, q0, cv2.CMP_GE), 2)
-    cv2.bitwise_or(group, g8, dst=group)  # GT + 2 · positive: 0..3
-    hist = cv2.calcHist([code, group], [0, 1], None, [256, 4], [0, 256, 0, 4]).astype(np.int64)
-    hist_bg = hist[:, 0] + hist[:, 2]
-    hist_fg = hist[:, 1] + hist[:, 3]
-    _, n_fg, fp05, tp05 = (int(n) for n in hist.sum(axis=0))
+    index = _uint16_index(pred, gt_fg.astype(np.uint16))
+    hist = cv2.calcHist([index], [0], None, [1024], [0, 1024]).reshape(2, 512)  # [g, class]
+    # float32 sums of counts below 2^24: exact
+    hist_bg, hist_fg = np.add.reduceat(hist, _U16_CODE_STARTS, axis=1).astype(np.int64)
+    fp05, tp05 = (int(n) for n in hist[:, c0:].sum(axis=1))
     soft_mae = 0.0
     if protocol.mae_on == "soft":
-        n_fg += tp05
+        n_fg = int(hist_fg.sum())
         total = int(cv2.sumElems(pred)[0])
-        on_fg = round(cv2.mean(pred, mask=g8)[0] * n_fg) if n_fg else 0
+        if n_fg:
+            g8 = np.ascontiguousarray(gt_fg).view(np.uint8)
+            on_fg = round(cv2.mean(pred, mask=g8)[0] * n_fg)
+        else:
+            on_fg = 0
         soft_mae = (total - 2 * on_fg + 65535 * n_fg) / (65535 * pred.size)
     return hist_bg, hist_fg, tp05, fp05, soft_mae
 
