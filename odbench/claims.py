@@ -3,18 +3,19 @@
 Before predicting an image a process claims it: it makes ``<cache>/<name>.claim`` a hard link
 of its *holder file* ``<cache>/.<host>-<pid>-<nonce>.holder`` (its host, pid and a random
 nonce, written once per process), one ``link()`` that fails when the claim exists (atomic on
-local filesystems and NFS); it deletes the claim once the image's cache entry is written (a
-claim whose inode is its holder's is known to be its own: no read).  A process that finds an
-image claimed waits for the entry (:meth:`Claims.wait`) before going on in the dataset's order,
-so two runs of one command on one cache finish together, one having predicted what the other
-read.  A claim is *stale*, and may be taken over, when its holder is gone: on the same host, its
-pid no longer runs; from another host, it has shown no sign of life for longer than the lease
-(``$ODBENCH_CLAIM_LEASE_S``, default 30 minutes — far longer than one batch of any method): a
-claim's modification time is its holder file's (one inode), which the holder touches each time
-it claims an image (at most once a second).  So a run killed with SIGKILL leaves at most its
-in-flight batch claimed, and the restarted run (same host) takes those claims over at once.
-Holder files go when their process is done with the folder (:meth:`Claims.close`); those of
-dead processes when another one makes or closes its own.
+local filesystems and NFS; on a filesystem without hard links the claim is a file of its own
+with that content, made with ``O_CREAT | O_EXCL``); it deletes the claim once the image's cache
+entry is written (a claim whose inode is its holder's is known to be its own: no read).  A
+process that finds an image claimed waits for the entry (:meth:`Claims.wait`) before going on
+in the dataset's order, so two runs of one command on one cache finish together, one having
+predicted what the other read.  A claim is *stale*, and may be taken over, when its holder is
+gone: on the same host, its pid no longer runs; from another host, it has shown no sign of life
+for longer than the lease (``$ODBENCH_CLAIM_LEASE_S``, default 30 minutes — far longer than one
+batch of any method): a claim's modification time is its holder file's (one inode), which the
+holder touches each time it claims an image (at most once a second).  So a run killed with
+SIGKILL leaves at most its in-flight batch claimed, and the restarted run (same host) takes
+those claims over at once.  Holder files go when their process is done with the folder
+(:meth:`Claims.close`); those of dead processes when another one makes or closes its own.
 
 Cache entries themselves are appended whole to each process's own pack file and checked (length,
 CRC-32) when read (:mod:`odbench.cache`), so a lost race can only cost a duplicate computation of
@@ -25,6 +26,7 @@ two processes cannot both take one over.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -38,6 +40,8 @@ from pathlib import Path
 from odbench.imageio import DISK_FULL, naming_full_disk
 
 DEFAULT_LEASE_S = 1800.0
+#: ``link()`` errors of a filesystem without hard links (FAT, some FUSE and SMB mounts)
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
 _HOLDER = ".holder"
 
 
@@ -77,6 +81,8 @@ class Claims:
         default_factory=set, init=False, repr=False, compare=False
     )
     _touched: float = field(default=0.0, init=False, repr=False, compare=False)
+    _payload: bytes = field(default=b"", init=False, repr=False, compare=False)
+    _links: bool = field(default=True, init=False, repr=False, compare=False)  # hard links work
 
     def path(self, name: str) -> Path:
         return self.folder / f"{name}.claim"
@@ -84,10 +90,13 @@ class Claims:
     def acquire(self, name: str) -> bool:
         """Claim ``name``; ``False`` when a live process holds it."""
         path = f"{self.folder}{os.sep}{name}.claim"
-        for _ in range(3):
+        for _ in range(4):
             holder = self._holder or self._make_holder()
             try:
-                os.link(holder, path)
+                if self._links:
+                    os.link(holder, path)
+                else:
+                    self._write_claim(path)
             except FileNotFoundError:  # no folder, or our holder file was removed: make it
                 self._holder = None
                 continue
@@ -103,15 +112,22 @@ class Claims:
                 self._take_over(path, found.get("nonce"))
                 continue
             except OSError as e:
+                if e.errno in _NO_LINKS and self._links:  # a filesystem without hard links
+                    self._links = False
+                    continue
                 if e.errno in DISK_FULL:
                     raise OSError(e.errno, e.strerror, str(self.folder)) from e
                 raise
             now = time.time()
-            if now - self._touched > 1.0:  # a sign of life, for the lease (other hosts)
+            if self._links and now - self._touched > 1.0:  # a sign of life, for the lease
                 try:
                     os.utime(holder)
-                except FileNotFoundError:  # removed meanwhile: the claim itself, then
-                    os.utime(path)
+                except FileNotFoundError:  # removed meanwhile: this claim, a new holder next
+                    self._holder = None
+                    try:
+                        os.utime(path)
+                    except FileNotFoundError:
+                        pass
                 self._touched = now
             return True
         return False
@@ -169,6 +185,19 @@ class Claims:
                 return True
             time.sleep(poll_s)
 
+    def _write_claim(self, path: str) -> None:
+        """The claim as a file of its own with the holder's content (``O_CREAT | O_EXCL``): where
+        the filesystem has no hard links."""
+        with naming_full_disk(self.folder):
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            try:
+                os.write(fd, self._payload)
+            except BaseException:  # e.g. a full disk: no half-written claim left behind
+                os.unlink(path)
+                raise
+            finally:
+                os.close(fd)
+
     def _make_holder(self) -> str:
         """This object's holder file, written whole before any claim links it."""
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -177,10 +206,11 @@ class Claims:
         nonce = uuid.uuid4().hex
         path = f"{self.folder}{os.sep}.{_file_host(self.host)}-{self.pid}-{nonce}{_HOLDER}"
         payload = {"host": self.host, "pid": self.pid, "nonce": nonce, "time": time.time()}
+        self._payload = json.dumps(payload).encode()
         with naming_full_disk(self.folder):
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             try:
-                os.write(fd, json.dumps(payload).encode())
+                os.write(fd, self._payload)
                 st = os.fstat(fd)
             except BaseException:  # e.g. a full disk: no half-written holder left behind
                 os.unlink(path)

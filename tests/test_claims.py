@@ -296,3 +296,22 @@ def test_eval_lists_the_cache_folder_once_per_image_it_predicts_and_not_per_cach
     assert 16 <= len(listings) <= 16 + 2
     listings.clear()  # a resumed run serves every image from what it read at the start
     assert run_once()["n_cached"] == 16 and len(listings) <= 2
+
+
+def test_on_a_filesystem_without_hard_links_a_claim_is_a_file_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(*args: object) -> None:
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(os, "link", no_links)
+    a, b = Claims(tmp_path, pid=os.getpid()), Claims(tmp_path, pid=os.getppid())
+    assert a.acquire("img1") and not b.acquire("img1") and b.held_by_other("img1")
+    assert json.loads(a.path("img1").read_text())["pid"] == os.getpid()
+    b.release("img1")  # not b's: left alone
+    a.release("img1")
+    assert b.acquire("img1") and not a.acquire("img1")
+    b.release("img1")
+    a.close()
+    b.close()
+    assert not list(tmp_path.iterdir())
