@@ -99,7 +99,23 @@ def safe_name(sample_id: str) -> str:
 
 
 def quantize(pred: np.ndarray) -> np.ndarray:
-    """A [0, 1] float map as uint16, ``round(p · 65535)``: what is cached, scored and saved."""
+    """A finite [0, 1] float map as uint16, ``round(p · 65535)`` (half to even, as ``np.rint``;
+    values outside [0, 1] clipped): what is cached, scored and saved.  One OpenCV pass over the
+    float64 map: its product by 65535 is rounded to nearest-even and saturated to [0, 65535]
+    (``saturate_cast``), the same as clipping first, since the product of a float32 value is
+    exact and rounding is monotone (tested against ``np.rint`` on every tie); 2-3x numpy's
+    clip-multiply-round-cast passes."""
+    import cv2
+
+    unit = np.asarray(pred, dtype=np.float64)  # float32 maps: widened exactly
+    if unit.ndim != 2 or unit.size == 0:
+        return _quantize_numpy(unit)
+    return cv2.multiply(unit, 65535.0, dtype=cv2.CV_16U)
+
+
+def _quantize_numpy(pred: np.ndarray) -> np.ndarray:
+    """:func:`quantize` in numpy, for arrays OpenCV does not take as one image (not 2-D, or
+    empty)."""
     unit = pred.astype(np.float64)  # a copy: the steps below work in place
     np.clip(unit, 0.0, 1.0, out=unit)
     unit *= 65535.0

@@ -35,7 +35,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 
@@ -174,6 +174,9 @@ class _Work:
         self.method, self.dataset, self.ids, self.cache = method, dataset, ids, cache
         self.instances = instances  # discovery: an entry must hold them
         self.score, self.save_preds = score, save_preds
+        #: ``(i, image) -> (i, raw, box, instances)``: the method's prediction, set by
+        #: :func:`evaluate` for a method that runs in the workers (:attr:`Method.in_workers`)
+        self.predict: Callable[[int, np.ndarray], tuple[int, Any, Any, Any]] | None = None
         # made here, so a claim taken in a worker names this process (alive while the run is)
         self.claims = Claims(cache.folder) if cache is not None else None
 
@@ -196,8 +199,9 @@ class _Work:
         return pred, box, found
 
     def load(self, i: int) -> tuple[tuple[str, Any], Sample | None]:
-        """(("done", scored) for a cached image, or ("image", its pixels) for the model, once
-        claimed; the sample, kept for :meth:`finish`, or None)."""
+        """(("done", scored) for a cached image (or one predicted here: :attr:`predict`),
+        ("failed", the error) for one the method failed on here, or ("image", its pixels) for
+        the model, once claimed; the sample, kept for :meth:`finish`, or None)."""
         sample = self.dataset.load(self.ids[i])
         shape = sample.image.shape[:2]
         hit = self.usable(sample.id, shape, look_again=False)  # looked up again once claimed
@@ -212,7 +216,15 @@ class _Work:
                 hit = ready()
         if hit is not None:
             return ("done", self.stored(sample, hit[0], hit[1], cached=True, found=hit[2])), None
-        return ("image", sample.image), sample
+        if self.predict is None:
+            return ("image", sample.image), sample
+        try:
+            _, raw, box, found = self.predict(i, sample.image)
+            return ("done", self.finish(i, sample, ("raw", raw, box, False, found))), None
+        except Exception as e:  # the method's code failed on this image: no entry, no claim
+            if self.claims is not None:
+                self.claims.release(safe_name(sample.id))
+            return ("failed", e.error if isinstance(e, MethodFailed) else e), None
 
     def finish(self, i: int, sample: Sample | None, payload: tuple[Any, ...]) -> _Scored | None:
         """("raw", the model's output, its box (None, _BOX_LATER: the default box of the map,
@@ -313,15 +325,22 @@ def evaluate(
         or type(method).predict_boxes is not Method.predict_boxes
     )
     split = method.has_postprocess() and not own_boxes and not own_instances
+    split = split and not method.in_workers  # predict() in the workers: nothing to split
 
     def release(sample_id: str) -> None:
         if claims is not None and safe_name(sample_id) in held:
             claims.release(safe_name(sample_id))
             held.discard(safe_name(sample_id))
 
+    ahead = [0, 0]  # indices [first not taken, first not loaded]: loaded ahead, maybe claimed
+
     def release_all() -> None:
+        """Once the workers are stopped: no claim of ours left (another process would wait on
+        it while this one lives): the model's, and those the workers took for images loaded
+        ahead of an error (released, unless stored meanwhile; a claim not ours stays)."""
         if claims is not None:
-            for name in list(held):
+            names = held | {safe_name(ids[i]) for i in range(*ahead)}
+            for name in names:
                 claims.release(name)
             claims.remove_if_empty()
 
@@ -375,17 +394,21 @@ def evaluate(
                 return out, (item[0], e)
         return out, None
 
+    if method.in_workers:
+        work.predict = lambda i, image: run_batch([(i, image)])[0]
     rows = _Rows(summary)
     depth = max(2 * batch_size, 2 * workers, 4)  # decoded ahead: two batches at least
     with ExitStack() as stack:
         stack.callback(release_all)  # on an error: leave no claim of ours behind
         pipe = stack.enter_context(Pipeline(work.load, work.finish, len(ids), workers, depth))
+        stack.callback(lambda: ahead.__setitem__(1, pipe.written))  # after the workers stop
         if started is not None:
             started()
         order: deque[int] = deque()  # indices whose result is still to be taken, in order
         known: dict[int, _Scored] = {}  # results known here (cached images)
 
         def emit(i: int) -> None:
+            ahead[0] = i + 1
             if i in known:
                 result = known.pop(i)
             else:
@@ -402,7 +425,7 @@ def evaluate(
                 if on_image is not None:
                     on_image(ids[i], result.cached)
 
-        def stop(before: int, error: BaseException) -> None:
+        def stop(before: int, error: BaseException) -> NoReturn:
             """The images before ``before`` stored and taken, then the error."""
             while order and order[0] < before:
                 emit(order.popleft())
@@ -417,6 +440,11 @@ def evaluate(
                 kind, payload = value
                 if kind == "done":
                     known[i] = payload
+                elif kind == "failed":  # in a worker (Method.in_workers); claim released there
+                    order.pop()
+                    if on_failure is None:
+                        stop(i, _as_image_error(method.name, ids[i], payload))
+                    on_failure(ids[i], describe_error(payload))
                 else:
                     if claims is not None:
                         held.add(safe_name(ids[i]))
@@ -441,6 +469,11 @@ def evaluate(
         while order:
             emit(order.popleft())
     return rows.records(tasks, metrics_set, discovery is not None)
+
+
+def _as_image_error(method: str, sample_id: str, error: BaseException) -> OdbenchError:
+    """The error that stops a run at an image the method failed on: one line naming it."""
+    return error if isinstance(error, OdbenchError) else ImageError(method, sample_id, error)
 
 
 def _check_map_shape(method: Method, sample_id: str, image: np.ndarray, pred: Any) -> np.ndarray:

@@ -155,6 +155,7 @@ while len(list(log.parent.glob(f"ready-{log.name}-*"))) < peers:  # start togeth
 
 class Slow(CenterPrior):
     done = 0
+    in_workers = False  # batches in the main process, as a model
 
     def predict(self, images):
         if hang_after and Slow.done >= hang_after:

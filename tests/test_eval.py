@@ -116,7 +116,10 @@ def test_eval_center_prior_toy_end_to_end(tmp_path: Path) -> None:
 
 
 class FlakyPrior(CenterPrior):
-    """center-prior that records what it predicts and raises after ``fail_after`` images."""
+    """center-prior that records what it predicts and raises after ``fail_after`` images
+    (predicting in batches, in the main process, as a model does)."""
+
+    in_workers = False
 
     def __init__(self, fail_after: int | None = None, **kw: Any) -> None:
         super().__init__(method_card("center-prior"), **kw)

@@ -457,7 +457,10 @@ def test_folder_datasets_are_named_by_their_folder(tmp_path: Path) -> None:
 
 class Pooled(CenterPrior):
     """center-prior split into forward (the Gaussian) + postprocess (1 - g, in a worker); each
-    postprocess call leaves a file named by its process id in ``hparams["pids"]``."""
+    postprocess call leaves a file named by its process id in ``hparams["pids"]``; forward in
+    the main process, as a model's."""
+
+    in_workers = False
 
     def forward(self, images: list[np.ndarray]) -> list[Any]:
         return super().predict(images)

@@ -78,6 +78,12 @@ class Method(ABC):
     """
 
     name: str = ""
+    #: Whether :meth:`predict` is plain CPU work (numpy / OpenCV: no model on a device, no
+    #: threads of its own), so the runner calls it in its worker processes, next to decoding,
+    #: one image at a time: the images never travel to the main process, and every worker
+    #: predicts (center-prior, wctr).  False: :meth:`predict` (or :meth:`forward`) runs in the
+    #: main process, on batches, the workers decoding ahead of it.
+    in_workers: bool = False
 
     def __init__(
         self, card: MethodCard | None = None, device: str = "cpu", **overrides: Any

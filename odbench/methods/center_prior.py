@@ -31,6 +31,8 @@ def center_gaussian(height: int, width: int, sigma: float) -> np.ndarray:
 class CenterPrior(Method):
     """Anisotropic centred Gaussian; ``sigma`` in units of the image side."""
 
+    in_workers = True
+
     def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
         sigma = float(self.hparams["sigma"])
         return [center_gaussian(im.shape[0], im.shape[1], sigma) for im in images]

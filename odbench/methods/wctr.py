@@ -367,6 +367,8 @@ def wctr_saliency(
 class WCtr(Method):
     """Zhu et al. 2014 (the optimised "wCtr*" map); weight-free, CPU."""
 
+    in_workers = True
+
     def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
         hp = self.hparams
         return [

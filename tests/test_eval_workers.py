@@ -1,0 +1,143 @@
+"""CPU-only methods predicted in eval's worker processes (``Method.in_workers``), and the
+one-pass quantizer every prediction goes through."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import odbench
+from odbench.cache import _quantize_numpy, quantize
+from odbench.data.base import Dataset, Sample
+from odbench.methods.base import Method
+from odbench.metrics.protocols import get_protocol
+from odbench.phases import EvalError
+from odbench.runner import run
+
+linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork: Linux")
+
+
+def test_quantize_rounds_half_to_even_and_clips_like_numpy() -> None:
+    k = np.arange(65536, dtype=np.float64)
+    ties = (k + 0.5) / 65535
+    values = np.concatenate(
+        [ties, np.nextafter(ties, 0), np.nextafter(ties, 1), k / 65535, [-1e-3, -0.0, 1.0005]]
+    )
+    rng = np.random.default_rng(0)
+    for dtype in (np.float64, np.float32):
+        for shape in [(1, -1), (-1, 1), (-1, 3), (-1, 4)]:  # OpenCV reads (n, 3) as one channel
+            a = values[: len(values) // 12 * 12].astype(dtype).reshape(shape)
+            np.testing.assert_array_equal(quantize(a), _quantize_numpy(a))
+        smooth = (rng.random((97, 131)) * 1.002 - 0.001).astype(dtype)
+        np.testing.assert_array_equal(quantize(smooth), _quantize_numpy(smooth))
+        np.testing.assert_array_equal(
+            quantize(smooth[::2, ::-1]), _quantize_numpy(smooth[::2, ::-1])
+        )
+    assert quantize(np.array([[0.5 / 65535, 1.5 / 65535, 2.5 / 65535]])).tolist() == [[0, 2, 2]]
+    assert quantize(np.zeros((0, 4))).shape == (0, 4)
+
+
+class Blobs(Dataset):
+    """``n`` small random images with a mask of their bright pixels."""
+
+    name = "blobs"
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def ids(self) -> list[str]:
+        return [f"b{i:03d}" for i in range(self.n)]
+
+    def load(self, sample_id: str) -> Sample:
+        rng = np.random.default_rng(int(sample_id[1:]))
+        image = rng.integers(0, 256, (20 + int(sample_id[1:]) % 5, 30, 3), dtype=np.uint8)
+        return Sample(sample_id, image, (image[..., 0] > 127).astype(np.uint8) * 255)
+
+
+class Brightness(Method):
+    """A CPU method (the map: red channel / 255) that notes which process predicted each image
+    in ``log`` and fails on the images named in ``fail``."""
+
+    name = "brightness"
+    in_workers = True
+
+    def __init__(self, log: Path, fail: tuple[str, ...] = ()) -> None:
+        super().__init__(None)
+        self.log, self.fail = log, fail
+
+    def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()} {len(images)}\n")
+        for im in images:
+            if f"{int(im[0, 0, 0])}" in self.fail:
+                raise MemoryError("out of memory on this one")
+        return [im[..., 0].astype(np.float32) / 255 for im in images]
+
+
+def _eval(method: Method, tmp_path: Path, workers: int, **kw: object) -> odbench.RunResult:
+    kw.setdefault("cache_dir", tmp_path / "cache")
+    return run(
+        method,
+        Blobs(24),
+        get_protocol("odbench"),
+        dataset_name="blobs",
+        workers=workers,
+        results_dir=None,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@linux
+def test_a_cpu_method_predicts_in_every_worker_one_image_at_a_time(tmp_path: Path) -> None:
+    log = tmp_path / "pids.txt"
+    two = _eval(Brightness(log), tmp_path, workers=2)
+    lines = [line.split() for line in log.read_text().splitlines()]
+    assert {n for _, n in lines} == {"1"}  # one image per call
+    assert len(lines) == 24  # each image once
+    assert len({pid for pid, _ in lines}) == 2, "the forked worker predicted nothing"
+    assert two.info["n_predicted"] == 24
+
+    log.unlink()
+    main = _eval(InMain(log), tmp_path, workers=2, use_cache=False)
+    assert {pid for pid, _ in (line.split() for line in log.read_text().splitlines())} == {
+        str(os.getpid())
+    }
+    assert two.metrics == main.metrics
+    for key, value in two.records.arrays().items():
+        np.testing.assert_array_equal(value, main.records.arrays()[key])
+    again = _eval(Brightness(log), tmp_path, workers=1)  # all from the cache now
+    assert again.info["n_cached"] == 24 and again.metrics == two.metrics
+
+
+def _first_pixel_of(sample_id: str) -> str:
+    return str(int(Blobs(1).load(sample_id).image[0, 0, 0]))
+
+
+class InMain(Brightness):
+    in_workers = False
+
+
+@linux
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("kind", [Brightness, InMain])
+def test_a_failure_stops_the_run_naming_the_image_or_is_skipped(
+    tmp_path: Path, workers: int, kind: type[Brightness]
+) -> None:
+    """In a worker (``in_workers``) or in the main process: the run stops at the image with
+    one line, leaves no claim behind (the workers' claims of images loaded ahead included:
+    another process would wait on them while this one lives), and resumes from the cache."""
+    bad = "b013"
+    method = kind(tmp_path / "log.txt", fail=(_first_pixel_of(bad),))
+    with pytest.raises(EvalError, match=f"failed on image '{bad}': MemoryError"):
+        _eval(method, tmp_path, workers)
+    claims = [p for p in (tmp_path / "cache").rglob("*.claim")]
+    # (an empty claim file: a worker stopped while creating it; others take it over in 5 s)
+    assert not [p for p in claims if p.stat().st_size], "a claim of ours was left behind"
+    resumed = _eval(method, tmp_path, workers, on_error="skip")
+    assert resumed.dataset["failed_ids"] == {bad: "MemoryError: out of memory on this one"}
+    assert resumed.records.ids == tuple(i for i in Blobs(24).ids() if i != bad)
+    assert resumed.info["n_cached"] >= 13  # the images before it were stored
