@@ -28,6 +28,7 @@ when the dataset has them.
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -94,11 +95,13 @@ def _check_map(method: Method, sample: Sample, pred: Any) -> np.ndarray:
             f"method {method.name!r} returned a map of shape {arr.shape} for sample "
             f"{sample.id!r} of size {sample.image.shape[:2]}"
         )
-    if not np.issubdtype(arr.dtype, np.floating) or not np.isfinite(arr).all():
+    floating = np.issubdtype(arr.dtype, np.floating)
+    # min and max are NaN when any value is, infinite when one is: two passes check it all
+    lo, hi = (float(arr.min()), float(arr.max())) if floating and arr.size else (0.0, 0.0)
+    if not floating or not (math.isfinite(lo) and math.isfinite(hi)):
         raise EvalError(
             f"method {method.name!r} returned a non-finite or non-float map for {sample.id!r}"
         )
-    lo, hi = float(arr.min()), float(arr.max())
     if lo < -MAP_RANGE_TOLERANCE or hi > 1.0 + MAP_RANGE_TOLERANCE:
         raise EvalError(
             f"method {method.name!r} returned a map with values in [{lo:g}, {hi:g}] for "

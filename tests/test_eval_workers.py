@@ -141,3 +141,27 @@ def test_a_failure_stops_the_run_naming_the_image_or_is_skipped(
     assert resumed.dataset["failed_ids"] == {bad: "MemoryError: out of memory on this one"}
     assert resumed.records.ids == tuple(i for i in Blobs(24).ids() if i != bad)
     assert resumed.info["n_cached"] >= 13  # the images before it were stored
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype", "why"),
+    [
+        (np.nan, np.float32, "non-finite or non-float"),
+        (np.inf, np.float64, "non-finite or non-float"),
+        (-np.inf, np.float32, "non-finite or non-float"),
+        (1, np.int64, "non-finite or non-float"),
+        (255.0, np.float32, r"values in \[0.25, 255\]"),
+    ],
+)
+def test_a_map_with_a_bad_pixel_stops_the_run_in_one_line(
+    tmp_path: Path, value: float, dtype: type, why: str
+) -> None:
+    def one_bad_pixel(images: list[np.ndarray]) -> list[np.ndarray]:
+        maps = [np.full(im.shape[:2], 0.25).astype(dtype) for im in images]
+        for m in maps:
+            m[3, 5] = value
+        return maps
+
+    with pytest.raises(EvalError, match=why) as caught:
+        odbench.evaluate(one_bad_pixel, Blobs(3), results_dir=None)
+    assert "'b000'" in str(caught.value) and "\n" not in str(caught.value)
