@@ -222,12 +222,17 @@ class _Work:
         if self.predict is None:
             return ("image", sample.image), sample
         try:
-            _, raw, box, found = self.predict(i, sample.image)
+            try:
+                _, raw, box, found = self.predict(i, sample.image)
+            except Exception as e:  # the method's code failed on this image
+                raise MethodFailed(e) from e
             return ("done", self.finish(i, sample, ("raw", raw, box, False, found))), None
-        except Exception as e:  # the method's code failed on this image: no entry, no claim
+        except BaseException as e:  # no entry stored: no claim left (storing's errors go on)
             if self.claims is not None:
                 self.claims.release(safe_name(sample.id))
-            return ("failed", e.error if isinstance(e, MethodFailed) else e), None
+            if isinstance(e, MethodFailed):
+                return ("failed", e.error), None
+            raise
 
     def finish(self, i: int, sample: Sample | None, payload: tuple[Any, ...]) -> _Scored | None:
         """("raw", the model's output, its box (None, _BOX_LATER: the default box of the map,
