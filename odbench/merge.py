@@ -215,8 +215,8 @@ def summarize(records: dict[str, np.ndarray], protocol: Any, discovery: Any = No
     """Metrics from per-image records in run order, by the runner's own summarize phase (the
     accumulators a single run uses, fed the same numbers in the same order: bit-identical);
     ``discovery``: the discovery protocol the shards were scored under."""
-    from odbench.phases import summarize as summarize_records
     from odbench.results import Records
+    from odbench.summarize import summarize as summarize_records
 
     return summarize_records(Records.from_arrays(records), protocol, discovery)
 

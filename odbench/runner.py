@@ -35,9 +35,10 @@ from odbench.methods.base import Method
 from odbench.metrics.protocols import DEFAULT_PROTOCOL
 from odbench.metrics.selection import MetricSelection, parse_metrics
 from odbench.outputs import OutputPathError, check_output_folder
-from odbench.phases import EvalError, Summary, evaluate
+from odbench.phases import EvalError, evaluate
 from odbench.provenance import git_commit, package_versions, utc_now
 from odbench.results import DEFAULT_RESULTS_DIR, RunResult, jsonable, write_results
+from odbench.summarize import Summary
 
 # ----------------------------------------------------------------------------- device
 

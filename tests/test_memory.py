@@ -15,9 +15,9 @@ from odbench.cards import method_card
 from odbench.data.base import create_dataset
 from odbench.methods.center_prior import CenterPrior
 from odbench.metrics.protocols import get_protocol
-from odbench.phases import summarize
 from odbench.results import Records, RunResult, SaliencyRecords, read_results, write_results
 from odbench.runner import run
+from odbench.summarize import summarize
 
 
 def _peak_heap(n: int) -> tuple[int, object]:

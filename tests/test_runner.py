@@ -25,9 +25,10 @@ from odbench.imageio import read_gray
 from odbench.methods.base import Method
 from odbench.methods.center_prior import CenterPrior
 from odbench.metrics.protocols import get_protocol
-from odbench.phases import EvalError, evaluate, summarize
+from odbench.phases import EvalError, evaluate
 from odbench.results import read_results
 from odbench.runner import CallableMethod, run
+from odbench.summarize import summarize
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
