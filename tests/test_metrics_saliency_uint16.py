@@ -10,7 +10,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from odbench.metrics import saliency
+from odbench.metrics import levels16, saliency
 from odbench.metrics.protocols import ODBENCH, PROTOCOLS, Protocol, get_protocol
 from odbench.metrics.sod import score_image_all
 
@@ -21,6 +21,8 @@ CUSTOM = (
     replace(ODBENCH, name="ge_1", binarize_op=">=", binarize_at=1.0),
     replace(ODBENCH, name="q256_grid", grid="ge_q256"),
     replace(ODBENCH, name="gt_1", binarize_at=1.0),  # nothing positive
+    replace(ODBENCH, name="minmax_k255", pred_norm="minmax"),
+    replace(ODBENCH, name="minmax_ge_half", pred_norm="minmax", binarize_op=">="),
 )
 
 
@@ -83,19 +85,24 @@ def assert_records_equal(fast: saliency.ImageRecord, slow: saliency.ImageRecord)
     assert fast.iou == slow.iou or (math.isnan(fast.iou) and math.isnan(slow.iou))
 
 
-def exact_soft_mae(pred: np.ndarray, fg: np.ndarray) -> float:
+def exact_soft_mae(pred: np.ndarray, fg: np.ndarray, minmax: bool = False) -> float:
+    """Mean |(q - lo) / (hi - lo) - g| (min-max, unless constant) or |q / 65535 - g|, exactly,
+    correctly rounded."""
     q = pred.astype(np.int64)
-    err = int(q[~fg].sum()) + int((65535 - q[fg]).sum())
-    return float(Fraction(err, 65535 * q.size))  # correctly rounded
+    lo, scale = (
+        (int(q.min()), int(q.max() - q.min())) if minmax and q.max() > q.min() else (0, 65535)
+    )
+    err = int((q[~fg] - lo).sum()) + int((lo + scale - q[fg]).sum())
+    return float(Fraction(err, scale * q.size))
 
 
 def test_fast_path_applies_to_every_dtype_max_protocol():
     for name in DTYPE_MAX:  # the binarisation > 0.5 (>= 0.5 for voynov): q >= 32768
         assert saliency._uint16_split(get_protocol(name)) == 256, name
-    assert saliency._uint16_split(get_protocol("pysodmetrics")) is None  # min-max: per pixel
+    assert saliency._uint16_split(get_protocol("pysodmetrics")) is None  # min-max: a table
     # >= 0.3: q >= 19661 = 257 * 76 + 129, class 154; nothing positive: class 511 (none);
     # q >= 2 and q >= 65535 are no class boundaries, the ge_q256 grid no function of the class
-    assert [saliency._uint16_split(p) for p in CUSTOM] == [154, None, None, None, 511]
+    assert [saliency._uint16_split(p) for p in CUSTOM] == [154, None, None, None, 511, None, None]
 
 
 def test_uint16_index_on_every_level():
@@ -109,7 +116,7 @@ def test_uint16_index_on_every_level():
     for g in (0, 1):
         gt16 = np.full(every.shape, g, np.uint16)
         for w in (1, 3, 17, 31, 256):
-            index = saliency._uint16_index(every[:, :w], gt16[:, :w])
+            index = levels16.class_index(every[:, :w], gt16[:, :w])
             np.testing.assert_array_equal(index, cls[:, :w] + 512 * g)
 
 
@@ -124,6 +131,7 @@ def test_uint16_counts_equal_the_per_pixel_path(protocol, monkeypatch):
         return out
 
     monkeypatch.setattr(saliency, "_counts_uint16", spy)
+    monkeypatch.setattr(saliency, "MINMAX_TABLE_LEVELS_PER_PIXEL", 65536)  # every map
     for name, pred, fg in cases():
         gt = gt_255(fg)
         fast, fast_pair = saliency.score_image_counts(pred, gt, protocol, name)
@@ -142,7 +150,7 @@ def test_uint16_counts_equal_the_per_pixel_path(protocol, monkeypatch):
             assert fast.mae == slow.mae
         else:
             assert fast.mae == pytest.approx(slow.mae, rel=1e-14, abs=1e-15), name
-    fast_path = saliency._uint16_split(protocol) is not None
+    fast_path = protocol.pred_norm == "minmax" or saliency._uint16_split(protocol) is not None
     assert len(used) == len(cases()) and all(u == (big and fast_path) for big, u in used)
 
 
@@ -155,6 +163,37 @@ def test_uint16_soft_mae_is_the_exact_value_rounded_once(monkeypatch):
         float_sum = per_pixel(monkeypatch, saliency.score_image, pred, gt_255(fg), protocol, name)
         # the float64 per-pixel sum: each |q / 65535 - g| within 2^-53, then pairwise summation
         assert abs(record.mae - float_sum.mae) <= 1e-15 * float_sum.mae + 2**-52, name
+
+
+@pytest.mark.parametrize("name", ["pysodmetrics", "minmax_k255"])
+def test_uint16_minmax_soft_mae_is_the_exact_value_rounded_once(name, monkeypatch):
+    protocol = get_protocol(name) if name in PROTOCOLS else CUSTOM[-2]
+    monkeypatch.setattr(saliency, "MINMAX_TABLE_LEVELS_PER_PIXEL", 65536)  # every map
+    for case, pred, fg in cases():
+        record = saliency.score_image(pred, gt_255(fg), protocol, case)
+        if pred.size >= 16:
+            assert record.mae == exact_soft_mae(pred, fg, minmax=True), case
+        slow = per_pixel(monkeypatch, saliency.score_image, pred, gt_255(fg), protocol, case)
+        assert abs(record.mae - slow.mae) <= 1e-15 * slow.mae + 2**-52, case
+
+
+def test_minmax_level_tables_are_cached_per_range_and_used_when_they_pay(monkeypatch):
+    saliency._uint16_lut.cache_clear()
+    rng = np.random.default_rng(5)
+    fg = rng.random((20, 30)) < 0.5
+    protocol = get_protocol("pysodmetrics")
+    for lo, hi in [(0, 65535), (0, 65535), (100, 699), (100, 700), (0, 65535)]:
+        pred = rng.integers(lo, hi + 1, (20, 30), dtype=np.uint16)
+        pred[0, :2] = lo, hi
+        saliency.score_image(pred, gt_255(fg), protocol, "x")
+    # 600 pixels: the table for 600 levels (100..699) only; 601 levels and 65536: per pixel
+    info = saliency._uint16_lut.cache_info()
+    assert (info.misses, info.hits) == (1, 0)
+    monkeypatch.setattr(saliency, "MINMAX_TABLE_LEVELS_PER_PIXEL", 200)
+    for _ in range(2):
+        saliency.score_image(pred, gt_255(fg), protocol, "x")
+    info = saliency._uint16_lut.cache_info()
+    assert (info.misses, info.hits) == (2, 1)
 
 
 def test_uint16_soft_mae_on_smooth_maps_within_1e15_of_the_float_sum(monkeypatch):

@@ -5,7 +5,9 @@ foreground at threshold index k exactly when ``code > k``; ``np.bincount`` over
 ``code + n_codes * gt`` and a suffix sum then give TP and FP for every threshold at once (no
 Python loop over thresholds).  For 8-bit predictions the pass is a 512-bin histogram of
 (GT, value) and the codes, the 0.5 binarisation and the MAE terms are evaluated on the 256
-levels only.  Codes are exact for every input type:
+levels only; uint16 predictions (what ``eval`` stores) are counted by level class or level table
+without a float map (:mod:`odbench.metrics.levels16`; their soft MAE is the exact value, rounded
+once).  Codes are exact for every input type:
 
 * uint8 v with thresholds k/255 and ``>``: code = v (v/255 > k/255 ⟺ v > k);
 * uint16 v: code = ceil(v / 257) (v/65535 > k/255 ⟺ v > 257 k, as 65535 = 255 · 257);
@@ -31,6 +33,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from odbench.metrics import levels16
 from odbench.metrics.meter import Meter
 from odbench.metrics.protocols import DEFAULT_PROTOCOL, MetricInputError, Protocol, get_protocol
 
@@ -434,87 +437,57 @@ def _counts_pixels(pred: np.ndarray, gt_fg: np.ndarray, protocol: Protocol) -> _
     return hist_bg, hist_fg, tp05, fp05, abs_err / gt_fg.size
 
 
-# The classes of a uint16 level q: cls = round(2 q / 257 + 1/2 - 1/514), 0..510, i.e. a boundary
-# at every 257 j / 2 + 1/4: between 257 k and 257 k + 1 (the thresholds k/255: code ceil(q/257)
-# = ceil(cls / 2)) and between 257 k + 128 and 257 k + 129 (q/65535 > 1/2 is q >= 32768 =
-# 257 * 127 + 129).  2 q / 257 + 1/2 - 1/514 is at least 1/514 from a half-integer, far above
-# float32's error (OpenCV's arithmetic); every level is checked (_uint16_split).
-_U16_CLASS_SCALE = (2.0 / 257, 0.5 - 1.0 / 514)
-# first class of each threshold code: code 0 = class 0, code c = classes 2c - 1 and 2c
-_U16_CODE_STARTS = np.r_[0, np.arange(1, 511, 2)]
-
-
-def _uint16_index(pred: np.ndarray, gt16: np.ndarray) -> np.ndarray:
-    """Per pixel of a uint16 map, ``cls + 512 g`` (uint16) with the level's class (above) and
-    the GT g (uint16 0 / 1): one ``cv2.addWeighted``."""
-    import cv2
-
-    alpha, gamma = _U16_CLASS_SCALE
-    return cv2.addWeighted(pred, alpha, gt16, 512.0, gamma)
-
-
 @lru_cache(maxsize=64)
 def _uint16_split(protocol: Protocol) -> int | None:
-    """The class c0 such that a uint16 prediction is foreground at the protocol's binarisation
-    exactly when its class is >= c0, when the uint16 fast path applies: ``dtype_max``
-    normalisation, and the threshold codes and the binarisation that the per-pixel path
-    computes with its float operations are, on all 65536 levels, functions of the class that
-    :func:`_uint16_index` computes (checked here for both GT values).  None otherwise (the
-    per-pixel path runs): a binarisation level that is no class boundary."""
+    """:func:`~odbench.metrics.levels16.class_split` of the 65536 levels' codes and
+    binarisation under a ``dtype_max`` protocol, computed with the per-pixel path's float
+    operations; None where the class histogram does not apply."""
     if protocol.pred_norm != "dtype_max" or protocol.n_thresholds + 1 != 256:
         return None
     raw = np.arange(65536, dtype=np.uint16)
     unit = to_unit(raw)
-    code = _codes(unit, raw, protocol).astype(np.int64)
-    pos = _positive(unit, protocol)
-    square = raw.reshape(256, 256)
-    cls = _uint16_index(square, np.zeros(square.shape, np.uint16)).ravel().astype(np.int64)
-    with_gt = _uint16_index(square, np.ones(square.shape, np.uint16)).ravel()
-    c0 = int(cls[np.argmax(pos)]) if pos.any() else 511
-    if not (
-        np.array_equal(with_gt, cls + 512)
-        and np.array_equal(code, (cls + 1) // 2)
-        and np.array_equal(pos, cls >= c0)
-    ):
-        return None
-    return c0
+    return levels16.class_split(_codes(unit, raw, protocol), _positive(unit, protocol))
+
+
+#: a min-max uint16 map is counted through a table of its levels when it has fewer levels
+#: than this many per pixel (a level of the table costs about a third of a pixel's float path)
+MINMAX_TABLE_LEVELS_PER_PIXEL = 1
+
+
+@lru_cache(maxsize=8)
+def _uint16_lut(protocol: Protocol, lo: int, hi: int) -> np.ndarray:
+    """The level table (:func:`~odbench.metrics.levels16.level_lut`) of a uint16 map with
+    levels ``lo .. hi`` under a ``minmax`` protocol: normalised, coded and binarised with the
+    per-pixel path's float operations (maps stretched to the full range share one)."""
+    raw = np.arange(lo, hi + 1, dtype=np.uint16)
+    unit = to_unit(raw)
+    unit = _normalise(unit, protocol, unit[0], unit[-1])
+    return levels16.level_lut(lo, _codes(unit, raw, protocol), _positive(unit, protocol))
 
 
 def _counts_uint16(pred: np.ndarray, gt_fg: np.ndarray, protocol: Protocol) -> _Counts | None:
-    """uint16 predictions under ``dtype_max`` (what ``eval`` stores): no float map.  The
-    threshold code ``ceil(q / 257)`` and the binarisation (``q >= 32768`` at > 0.5) are
-    functions of the level's class (:func:`_uint16_index`), so one 1024-bin histogram of
-    (class, GT) (OpenCV's uint16 histogram with bins of width 1 is exact) gives the same
-    counts as the per-pixel path (checked on all 65536 levels: :func:`_uint16_split`).
-
-    The soft MAE is the exact value rounded once: the integer
-    S = Σ_background q + Σ_object (65535 - q) divided by 65535 · (pixels), where the per-pixel
-    path sums |q / 65535 - g| in float64 (at most an ulp or two away).  Σ_object q comes from
-    ``cv2.mean`` over the object: OpenCV sums integer maps exactly, and the mean times the
-    object's pixel count is within 2⁻⁵⁰ S of S, so it rounds back to S.  None where the
-    fast path does not apply: other protocols, 2²⁴ pixels or more (float32 counts), under
-    16 pixels (OpenCV's Python binding reads a 1 x 1 array as a scalar)."""
-    c0 = _uint16_split(protocol)
-    if c0 is None or not 16 <= pred.size < CALCHIST_MAX_PIXELS:
+    """uint16 predictions (what ``eval`` stores) without a float map
+    (:mod:`odbench.metrics.levels16`): the same counts as the per-pixel path, the soft MAE
+    exact and rounded once (:func:`~odbench.metrics.levels16.soft_mae`; the per-pixel path's
+    float64 sum is at most an ulp or two away).  None where it does not apply: a ``dtype_max``
+    protocol whose binarisation level is no class boundary, a ``minmax`` map with more levels
+    than pixels, 2²⁴ pixels or more (float32 counts), under 16 pixels (OpenCV's Python binding reads a 1 x 1 array as a scalar)."""
+    if not 16 <= pred.size < CALCHIST_MAX_PIXELS:
         return None
-    import cv2
-
-    index = _uint16_index(pred, gt_fg.astype(np.uint16))
-    hist = cv2.calcHist([index], [0], None, [1024], [0, 1024]).reshape(2, 512)  # [g, class]
-    # float32 sums of counts below 2^24: exact
-    hist_bg, hist_fg = np.add.reduceat(hist, _U16_CODE_STARTS, axis=1).astype(np.int64)
-    fp05, tp05 = (int(n) for n in hist[:, c0:].sum(axis=1))
-    soft_mae = 0.0
-    if protocol.mae_on == "soft":
-        n_fg = int(hist_fg.sum())
-        total = int(cv2.sumElems(pred)[0])
-        if n_fg:
-            g8 = np.ascontiguousarray(gt_fg).view(np.uint8)
-            on_fg = round(cv2.mean(pred, mask=g8)[0] * n_fg)
-        else:
-            on_fg = 0
-        soft_mae = (total - 2 * on_fg + 65535 * n_fg) / (65535 * pred.size)
-    return hist_bg, hist_fg, tp05, fp05, soft_mae
+    soft = protocol.mae_on == "soft"
+    if protocol.pred_norm == "minmax":
+        lo, hi = levels16.level_range(pred)
+        if hi - lo >= MINMAX_TABLE_LEVELS_PER_PIXEL * pred.size:
+            return None  # the table would cost more than the pixels
+        norm = (lo, hi - lo) if hi > lo else (0, 65535)  # a constant map is not normalised
+        lut = _uint16_lut(protocol, lo, hi)
+        return levels16.counts_lut(
+            pred, gt_fg, lut, protocol.n_thresholds + 1, norm if soft else None
+        )
+    c0 = _uint16_split(protocol)
+    if c0 is None:
+        return None
+    return levels16.counts_classes(pred, gt_fg, c0, soft)
 
 
 # --------------------------------------------------------------------------- maxFβ
