@@ -5,6 +5,7 @@ converted and a wrong head count refused, and names are checked against the regi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -108,6 +109,38 @@ def test_vit_tokens_are_the_last_layer_output_of_the_normalised_image() -> None:
     with torch.inference_mode():
         ref = fx.model.norm(fx.model.blocks(fx.model._pos_embed(fx.model.patch_embed(norm))))  # type: ignore[attr-defined]
     torch.testing.assert_close(got, ref[:, 1:].transpose(1, 2).reshape(1, 48, 2, 3))
+
+
+def test_vit_keys_stop_the_forward_at_the_last_qkv() -> None:
+    """keys() and keys_and_attention() run the ViT only up to the last block's qkv (its attention
+    and MLP, the final norm: never called); the keys are those a full forward's hook captures,
+    bit for bit, and the model works as before afterwards (no hook left)."""
+    fx: Any = load_extractor("dino-tiny")
+    x = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(2))
+    last = fx.model.blocks[-1]
+    full: list[torch.Tensor] = []
+    handle = last.attn.qkv.register_forward_hook(lambda _m, _i, out: full.append(out))
+    try:
+        with torch.inference_mode():
+            fx.model.forward_features(fx.normalise(x))
+    finally:
+        handle.remove()
+    ran: list[str] = []
+    hooks = [
+        m.register_forward_hook(lambda *_a, name=name: ran.append(name))
+        for name, m in (("mlp", last.mlp), ("proj", last.attn.proj), ("norm", fx.model.norm))
+    ]
+    try:
+        keys, _ = fx.keys_and_attention(x)
+        assert torch.equal(fx.keys(x), keys)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert ran == []
+    d = full[0].shape[-1] // 3
+    want = full[0][:, 1:, d : 2 * d].transpose(1, 2).reshape(2, d, 2, 3)
+    assert torch.equal(keys, want)
+    assert not last.attn.qkv._forward_hooks  # no hook left behind
 
 
 def test_clip_tokens_equal_open_clip_at_the_native_size() -> None:

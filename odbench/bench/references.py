@@ -6,7 +6,9 @@ them in the same process on the same weights.
 Every loop starts from the file: a PIL read (``Image.open(path).convert("RGB")``), the
 repository's transform (``ToTensor`` + ``Normalize`` with ImageNet's mean and std), a timm
 forward (a hook on the last block's ``qkv`` captures the keys, as LOST's, TokenCut's, DSM's and
-FOUND's code do), then the repository's own solver and post-processing.  Each returns the (H, W)
+FOUND's code do; it ends after the last block's attention for LOST, TokenCut and FOUND, whose
+code calls DINO's ``get_last_selfattention``, and runs to the end for DSM's
+``get_intermediate_layers``), then the repository's own solver and post-processing.  Each returns the (H, W)
 map that odbench's eval predicts for the same image (``tests/test_bench_references.py`` checks
 that they agree), so the comparison times the same computation:
 
@@ -79,24 +81,41 @@ def zero_padded(x: Any, patch: int) -> Any:
     return padded
 
 
-def last_qkv(model: Any, x: Any) -> Any:
+class _LastAttention(Exception):
+    """Ends a forward after the last block's attention, as DINO's ``get_last_selfattention``."""
+
+
+def last_qkv(model: Any, x: Any, whole: bool = False) -> Any:
     """The timm ViT's forward on (3, H, W) with a hook on the last block's ``qkv``: its output
-    (N, 3 * D), prefix tokens included."""
+    (N, 3 * D), prefix tokens included.  The forward ends after the last block's attention, as
+    DINO's ``get_last_selfattention`` that LOST, TokenCut and FOUND call (that block's MLP and
+    the final norm are not run); ``whole``: to the end, as DSM's ``get_intermediate_layers``."""
     import torch
 
     out: dict[str, Any] = {}
-    hook = model.blocks[-1].attn.qkv.register_forward_hook(lambda m, i, o: out.update(qkv=o))
+    attn = model.blocks[-1].attn
+    hooks = [attn.qkv.register_forward_hook(lambda m, i, o: out.update(qkv=o))]
+    if not whole:
+        hooks.append(attn.register_forward_hook(lambda m, i, o: _stop()))
     try:
         with torch.no_grad():
             model.forward_features(x[None])
+    except _LastAttention:
+        pass
     finally:
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
     return out["qkv"][0]
 
 
-def patch_keys(model: Any, x: Any) -> Any:
-    """(N_patches, D) keys of the last block, heads concatenated, prefix tokens dropped."""
-    qkv = last_qkv(model, x)
+def _stop() -> None:
+    raise _LastAttention
+
+
+def patch_keys(model: Any, x: Any, whole: bool = False) -> Any:
+    """(N_patches, D) keys of the last block, heads concatenated, prefix tokens dropped
+    (``whole``: :func:`last_qkv`)."""
+    qkv = last_qkv(model, x, whole)
     k = qkv.reshape(qkv.shape[0], 3, qkv.shape[1] // 3)[:, 1]
     return k[int(model.num_prefix_tokens) :]
 
@@ -157,7 +176,7 @@ def dsm_reference(model: Any, path: Path, patch: int) -> np.ndarray:
     x = normalised(image)
     hp, wp = x.shape[1] // patch, x.shape[2] // patch
     x = x[:, : hp * patch, : wp * patch]
-    feats = torch.nn.functional.normalize(patch_keys(model, x).double(), p=2, dim=-1)
+    feats = torch.nn.functional.normalize(patch_keys(model, x, whole=True).double(), p=2, dim=-1)
     w = feats @ feats.T
     w = (w * (w > 0)).numpy()
     w = w / w.max()
