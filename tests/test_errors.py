@@ -21,7 +21,9 @@ from odbench.errors import OdbenchError, UserError
 #: Exception classes of odbench that never reach a user, and why.  A new one goes here with its
 #: reason, or derives from OdbenchError.
 NOT_USER_FACING = {
+    "odbench.bench.references._LastAttention": "ends a reference loop's ViT forward; caught there",
     "odbench.cli.ErrorLine": "how the CLI shows an OdbenchError (a click exception)",
+    "odbench.features.vit._KeysCaptured": "ends a ViT forward at the last qkv; caught there",
     "odbench.phases.MethodFailed": "carries a method's error from a worker; raised as ImageError",
     "odbench.synthesis.pipeline.SynthInterrupted": "test hook simulating a kill",
     "odbench.training.loop.Terminated": "SIGTERM as KeyboardInterrupt; the train command says where",
