@@ -98,11 +98,11 @@ def exact_soft_mae(pred: np.ndarray, fg: np.ndarray, minmax: bool = False) -> fl
 
 def test_fast_path_applies_to_every_dtype_max_protocol():
     for name in DTYPE_MAX:  # the binarisation > 0.5 (>= 0.5 for voynov): q >= 32768
-        assert saliency._uint16_split(get_protocol(name)) == 256, name
+        assert saliency._uint16_split(get_protocol(name)) == 257, name
     assert saliency._uint16_split(get_protocol("pysodmetrics")) is None  # min-max: a table
-    # >= 0.3: q >= 19661 = 257 * 76 + 129, class 154; nothing positive: class 511 (none);
+    # >= 0.3: q >= 19661 = 257 * 76 + 129, class 155; nothing positive: class 512 (none);
     # q >= 2 and q >= 65535 are no class boundaries, the ge_q256 grid no function of the class
-    assert [saliency._uint16_split(p) for p in CUSTOM] == [154, None, None, None, 511, None, None]
+    assert [saliency._uint16_split(p) for p in CUSTOM] == [155, None, None, None, 512, None, None]
 
 
 def test_uint16_index_on_every_level():
@@ -110,9 +110,9 @@ def test_uint16_index_on_every_level():
     at 32767 | 32768; in OpenCV's vector loop and its scalar tail."""
     every = np.arange(65536, dtype=np.uint16).reshape(256, 256)
     q = every.astype(np.int64)
-    cls = np.floor((q - 0.25) / 128.5 + 1).astype(np.int64)  # boundaries at 128.5 j + 0.25
-    np.testing.assert_array_equal((cls + 1) // 2, (q + 256) // 257)
-    np.testing.assert_array_equal(cls >= 256, q >= 32768)
+    cls = np.floor((q - 0.25) / 128.5 + 2).astype(np.int64)  # boundaries at 128.5 j + 0.25
+    np.testing.assert_array_equal(cls // 2, (q + 256) // 257)
+    np.testing.assert_array_equal(cls >= 257, q >= 32768)
     for g in (0, 1):
         gt16 = np.full(every.shape, g, np.uint16)
         for w in (1, 3, 17, 31, 256):

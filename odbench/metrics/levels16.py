@@ -5,7 +5,7 @@ soft error) is a function of the pixel's level q, so one histogram over (GT, lev
 the counts.  :mod:`odbench.metrics.saliency` computes the per-level tables with the same float
 operations as its per-pixel path and hands them here; this module only counts:
 
-* ``dtype_max`` (the default): the level's *class* ``round(2 q / 257 + 1/2 - 1/514)`` splits the
+* ``dtype_max`` (the default): the level's *class* ``round(2 q / 257 + 3/2 - 1/514)`` splits the
   levels at every threshold (257 k | 257 k + 1) and at 0.5 (32767 | 32768), so one
   ``cv2.addWeighted`` and one 1024-bin histogram count everything (:func:`counts_classes`);
 * ``minmax``: the per-level codes depend on the map's range, so a table over its levels
@@ -24,14 +24,13 @@ import numpy as np
 #  soft MAE)
 Counts = tuple[np.ndarray, np.ndarray, int, int, float]
 
-# The class of a uint16 level q: round(2 q / 257 + 1/2 - 1/514), 0..510, i.e. a boundary at
+# The class of a uint16 level q: round(2 q / 257 + 3/2 - 1/514), 1..511, i.e. a boundary at
 # every 257 j / 2 + 1/4: between 257 k and 257 k + 1 (the thresholds k/255: code ceil(q / 257)
-# = ceil(cls / 2)) and between 257 k + 128 and 257 k + 129 (q/65535 > 1/2 is q >= 32768 =
-# 257 * 127 + 129).  2 q / 257 + 1/2 - 1/514 is at least 1/514 from a half-integer, far above
-# float32's error (OpenCV's arithmetic); every level is checked (:func:`class_split`).
-CLASS_SCALE = (2.0 / 257, 0.5 - 1.0 / 514)
-# first class of each threshold code: code 0 = class 0, code c = classes 2c - 1 and 2c
-CODE_STARTS = np.r_[0, np.arange(1, 511, 2)]
+# = cls // 2, classes 2c and 2c + 1 for code c) and between 257 k + 128 and 257 k + 129
+# (q/65535 > 1/2 is q >= 32768 = 257 * 127 + 129).  2 q / 257 + 3/2 - 1/514 is at least 1/514
+# from a half-integer, far above float32's error (OpenCV's arithmetic); every level is checked
+# (:func:`class_split`).
+CLASS_SCALE = (2.0 / 257, 1.5 - 1.0 / 514)
 # a level-table entry: code + POSITIVE [foreground at the binarisation]; + 2 POSITIVE on the GT
 POSITIVE = 512
 
@@ -53,10 +52,10 @@ def class_split(code: np.ndarray, positive: np.ndarray) -> int | None:
     square = np.arange(65536, dtype=np.uint16).reshape(256, 256)
     cls = class_index(square, np.zeros(square.shape, np.uint16)).ravel().astype(np.int64)
     with_gt = class_index(square, np.ones(square.shape, np.uint16)).ravel()
-    c0 = int(cls[np.argmax(positive)]) if positive.any() else 511
+    c0 = int(cls[np.argmax(positive)]) if positive.any() else 512
     if (
         np.array_equal(with_gt, cls + 512)
-        and np.array_equal(np.asarray(code, np.int64), (cls + 1) // 2)
+        and np.array_equal(np.asarray(code, np.int64), cls // 2)
         and np.array_equal(positive, cls >= c0)
     ):
         return c0
@@ -71,7 +70,7 @@ def counts_classes(pred: np.ndarray, gt_fg: np.ndarray, c0: int, soft: bool) -> 
     index = class_index(pred, gt_fg.astype(np.uint16))
     hist = cv2.calcHist([index], [0], None, [1024], [0, 1024]).reshape(2, 512)  # [g, class]
     # float32 sums of counts below 2^24: exact
-    hist_bg, hist_fg = np.add.reduceat(hist, CODE_STARTS, axis=1).astype(np.int64)
+    hist_bg, hist_fg = hist.reshape(2, 256, 2).sum(axis=2).astype(np.int64)
     fp05, tp05 = (int(n) for n in hist[:, c0:].sum(axis=1))
     mae = soft_mae(pred, gt_fg, int(hist_fg.sum()), 0, 65535) if soft else 0.0
     return hist_bg, hist_fg, tp05, fp05, mae
