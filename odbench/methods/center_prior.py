@@ -22,8 +22,10 @@ def center_gaussian(height: int, width: int, sigma: float) -> np.ndarray:
     almost nothing and ``odbench bench runner`` times the pipeline around it."""
     y = (np.arange(height, dtype=np.float64) + 0.5) / height - 0.5
     x = (np.arange(width, dtype=np.float64) + 0.5) / width - 0.5
-    d2 = y[:, None] ** 2 + x[None, :] ** 2
-    out = np.exp(-d2 / (2.0 * sigma**2)).astype(np.float32)
+    # separable: exp(-dy²/2σ²) · exp(-dx²/2σ²), h + w exponentials instead of h·w; in float32
+    # the same map as exp(-(dx² + dy²)/2σ²) on every size of ECSSD, DUTS and COCO (tested)
+    gy, gx = np.exp(-(y**2) / (2.0 * sigma**2)), np.exp(-(x**2) / (2.0 * sigma**2))
+    out = np.multiply.outer(gy, gx).astype(np.float32)
     out.flags.writeable = False
     return out
 
