@@ -22,7 +22,10 @@ raced on it, one predicted again after its entry was damaged) the last indexed w
 matches is served: all come from one key, so from the same method, code, weights and data.  Why packs, not a file per entry (``np.savez`` to a temp file,
 renamed; format 1): that cost 0.66 ms of CPU per image (zip writing, a file created and renamed
 in a folder of thousands) where one appended write costs ~0.08 ms (``odbench bench runner``).
-Maps are stored uncompressed: deflate shrank a 400×300 uint16 map by only ~12% (208 -> 182 KiB,
+During a run (:meth:`PredictionCache.writing_behind`) the process running the model hands its
+entries to a thread that writes them (``pwritev`` leaves the interpreter's lock), so the model
+never waits on the disk; a claim is released only once its entry is written.  Maps are stored
+uncompressed: deflate shrank a 400×300 uint16 map by only ~12% (208 -> 182 KiB,
 smooth 16-bit data compresses poorly) for ~12 ms of CPU per image.
 
 The key (:func:`cache_key`) hashes everything that changes a prediction: the method name, its
@@ -49,15 +52,19 @@ import hashlib
 import importlib.util
 import json
 import os
+import queue
 import re
 import shutil
 import socket
 import struct
+import threading
 import uuid
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache as _memo
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +223,51 @@ _HEADER = struct.Struct("<4sHHIQI")  # magic, version, 0, JSON bytes, array byte
 _Entry = tuple[str, int, int, int]  # pack file name, offset, JSON bytes, array bytes
 
 
+#: Entries a :meth:`PredictionCache.writing_behind` thread holds waiting, at most.
+BEHIND = 8
+
+
+class _Behind:
+    """The thread of :meth:`PredictionCache.writing_behind`: writes, then ``then()``, in order."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.error: BaseException | None = None
+        self.raised = False
+        self.todo: queue.Queue[tuple[Callable[[], None], Callable[[], None] | None] | None]
+        self.todo = queue.Queue(maxsize=BEHIND)
+        self.thread = threading.Thread(target=self._run, name="odbench-cache", daemon=True)
+        self.thread.start()
+
+    def submit(self, write: Callable[[], None], then: Callable[[], None] | None) -> None:
+        self.raise_error()
+        self.todo.put((write, then))
+
+    def raise_error(self) -> None:
+        """The first write's error, once (later entries were dropped)."""
+        if self.error is not None and not self.raised:
+            self.raised = True
+            raise self.error
+
+    def close(self) -> None:
+        self.todo.put(None)
+        self.thread.join()
+
+    def _run(self) -> None:
+        while (task := self.todo.get()) is not None:
+            write, then = task
+            try:
+                if self.error is None:
+                    write()
+            except BaseException as e:  # raised in the caller's thread, at its next put
+                self.error = e
+            if then is not None:
+                try:
+                    then()
+                except BaseException as e:
+                    self.error = self.error or e
+
+
 @dataclass
 class PredictionCache:
     """One folder of per-image entries in pack files (the module docstring): one (method
@@ -230,6 +282,7 @@ class PredictionCache:
     _scanned: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
     _writer: tuple[int, int, str] | None = field(default=None, repr=False, compare=False)
     _listed: bool = field(default=False, repr=False, compare=False)  # the folder read once
+    _behind: _Behind | None = field(default=None, repr=False, compare=False)
 
     def path(self, sample_id: str) -> Path:
         """The pack file holding ``sample_id``'s entry; the folder when there is none."""
@@ -261,9 +314,46 @@ class PredictionCache:
         pred: np.ndarray,
         box: np.ndarray | None,
         instances: Instances | None = None,
+        then: Callable[[], None] | None = None,
     ) -> None:
         """Store a uint16 map (and box, and instances) for ``sample_id``: one write at the end
-        of this process's pack."""
+        of this process's pack, then ``then()`` (releasing the image's claim).  Within
+        :meth:`writing_behind`, in this process: handed to its thread (``then()`` runs there,
+        after the write, or after it failed); the arrays must not change afterwards."""
+        behind = self._behind
+        if behind is not None and behind.pid == os.getpid():
+            behind.submit(partial(self._write, sample_id, pred, box, instances), then)
+            return
+        self._write(sample_id, pred, box, instances)
+        if then is not None:
+            then()
+
+    @contextmanager
+    def writing_behind(self) -> Iterator[None]:
+        """Within the context, :meth:`put` in this process returns at once and a thread writes
+        the entries, in order (at most :data:`BEHIND` waiting: a slow disk holds the model
+        back rather than filling memory).  A write's error is raised by the next :meth:`put`
+        or when the context ends (entries handed over after it are dropped, their ``then``
+        still called); leaving the context waits for every write.  Enter it after forking:
+        forked processes write themselves."""
+        behind = self._behind = _Behind()
+        try:
+            yield
+        except BaseException:
+            self._behind = None
+            behind.close()  # the error on its way out stays the one reported
+            raise
+        self._behind = None
+        behind.close()
+        behind.raise_error()
+
+    def _write(
+        self,
+        sample_id: str,
+        pred: np.ndarray,
+        box: np.ndarray | None,
+        instances: Instances | None = None,
+    ) -> None:
         arrays: dict[str, np.ndarray] = {"map": np.ascontiguousarray(pred)}
         if box is not None:
             arrays["box"] = np.asarray(box, dtype=np.float64)

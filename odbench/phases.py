@@ -257,8 +257,8 @@ class _Work:
             raise MethodFailed(e) from e
         q = quantize(raw)
         if self.cache is not None and self.claims is not None:
-            self.cache.put(sample.id, q, box, found)
-            self.claims.release(safe_name(sample.id))
+            release = partial(self.claims.release, safe_name(sample.id))
+            self.cache.put(sample.id, q, box, found, then=release)
         return self.stored(sample, q, box, cached=False, found=found)
 
     def stored(
@@ -410,6 +410,8 @@ def evaluate(
         stack.callback(release_all)  # on an error: leave no claim of ours behind
         pipe = stack.enter_context(Pipeline(work.load, work.finish, len(ids), workers, depth))
         stack.callback(lambda: ahead.__setitem__(1, pipe.written))  # after the workers stop
+        if cache is not None:  # this process's entries written by a thread (after forking)
+            stack.enter_context(cache.writing_behind())
         if started is not None:
             started()
         order: deque[int] = deque()  # indices whose result is still to be taken, in order

@@ -165,3 +165,56 @@ def test_a_map_with_a_bad_pixel_stops_the_run_in_one_line(
     with pytest.raises(EvalError, match=why) as caught:
         odbench.evaluate(one_bad_pixel, Blobs(3), results_dir=None)
     assert "'b000'" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_model_s_process_writes_its_entries_from_a_thread_claims_released_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries of the process running the model are written by the cache's thread (the model
+    never waits on the disk), each while its image is still claimed; all are written, and
+    no claim is left, when the run returns."""
+    import threading
+
+    real = os.pwritev
+    writes: list[tuple[str, bool]] = []
+
+    def pwritev(fd: int, buffers: list[bytes], offset: int) -> int:
+        meta = bytes(buffers[1])
+        sample_id = meta.split(b'"id": "')[1].split(b'"')[0].decode()
+        claimed = any(p.name == f"{sample_id}.claim" for p in (tmp_path / "cache").rglob("*"))
+        writes.append((threading.current_thread().name, claimed))
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "pwritev", pwritev)
+    result = _eval(Brightness(tmp_path / "log.txt"), tmp_path, workers=1)
+    assert len(writes) == 24 and result.info["n_predicted"] == 24
+    assert {name for name, _ in writes[1:]} == {"odbench-cache"}  # the first: before forking
+    assert all(claimed for _, claimed in writes), "a claim was released before its entry"
+    assert not list((tmp_path / "cache").rglob("*.claim"))
+    again = _eval(Brightness(tmp_path / "log.txt"), tmp_path, workers=1)
+    assert again.info["n_cached"] == 24
+
+
+@pytest.mark.parametrize("fail_at", [5, 24])
+def test_a_failed_write_behind_stops_the_run_and_it_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_at: int
+) -> None:
+    """The disk fills while the thread writes entry ``fail_at`` (the last one: the error comes
+    when the run ends, not lost): one error, no claim left, the entries before it kept."""
+    import errno
+
+    real, count = os.pwritev, {"n": 0}
+
+    def pwritev(fd: int, buffers: list[bytes], offset: int) -> int:
+        count["n"] += 1
+        if count["n"] == fail_at:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "pwritev", pwritev)
+    with pytest.raises(Exception, match="(?i)no space left"):
+        _eval(Brightness(tmp_path / "log.txt"), tmp_path, workers=1)
+    assert not list((tmp_path / "cache").rglob("*.claim"))
+    monkeypatch.setattr(os, "pwritev", real)
+    resumed = _eval(Brightness(tmp_path / "log.txt"), tmp_path, workers=1)
+    assert resumed.info["n_cached"] == fail_at - 1
