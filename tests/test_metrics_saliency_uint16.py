@@ -225,10 +225,11 @@ def test_center_crop_protocol_crops_uint16_before_the_fast_path(monkeypatch):
     )
 
 
-@pytest.mark.parametrize("name", ["odbench", "selfmask", "found"])
+@pytest.mark.parametrize("name", ["odbench", "selfmask", "found", "pysodmetrics"])
 def test_uint16_family_numbers_unchanged(name, monkeypatch):
     """``metrics_set="all"`` reads the fast path's counts (PR / ROC / E curves, Dice, BER)."""
     protocol = get_protocol(name)
+    monkeypatch.setattr(saliency, "MINMAX_TABLE_LEVELS_PER_PIXEL", 65536)  # every map
     for case, pred, fg in cases()[:6]:
         fast_record, fast = score_image_all(pred, gt_255(fg), protocol, case)
         slow_record, slow = per_pixel(
