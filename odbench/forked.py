@@ -279,8 +279,9 @@ class Pipeline:
     in index order.  This process takes a ticket itself whenever it would otherwise wait (and
     finishes what it loaded at once).  ``workers == 1``: everything here, in order, lazily.
     A child that dies is a :class:`WorkerDiedError` at the next wait.  Forking: as in
-    :func:`forked_map` (index 0 is loaded here first, OpenCV single-threaded meanwhile; torch,
-    when loaded, one thread in the children, as ``torch.utils.data`` workers do)."""
+    :func:`forked_map` (index 0 is loaded here first; torch, when loaded, one thread in the
+    children, as ``torch.utils.data`` workers do); OpenCV, when loaded, single-threaded while the
+    pipeline runs, whatever ``workers``."""
 
     def __init__(
         self,
@@ -301,10 +302,12 @@ class Pipeline:
         self.children: list[_Child] = []
         self.dead = False
         self.stack = ExitStack()
+        # one thread per process, here too: OpenCV's worker spun on sched_yield after each
+        # call (~60 times per image of eval: ~0.1 ms of CPU), for calls too short to share
+        self.stack.enter_context(_native_threads_stopped())
         if workers > 1 and n > 1:
             self._load_here(0)  # before forking: the children inherit what it imported
             self.written = 1
-            self.stack.enter_context(_native_threads_stopped())
             self.stack.callback(self._stop)
             self.tickets_r, self.tickets_w = os.pipe()
             os.set_blocking(self.tickets_r, False)

@@ -318,6 +318,8 @@ def evaluate(
     Processes sharing the cache never predict the same image: each uncached image is claimed
     first (:mod:`odbench.claims`); one that another live process claimed is waited for (its
     entry, or its claim when that process dies)."""
+    import cv2  # noqa: F401  (loaded before the pipeline starts: it runs it single-threaded)
+
     from odbench.forked import Pipeline
     from odbench.scoring.folders import keep_freed_memory
 

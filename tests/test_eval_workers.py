@@ -218,3 +218,27 @@ def test_a_failed_write_behind_stops_the_run_and_it_resumes(
     monkeypatch.setattr(os, "pwritev", real)
     resumed = _eval(Brightness(tmp_path / "log.txt"), tmp_path, workers=1)
     assert resumed.info["n_cached"] == fail_at - 1
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_opencv_runs_single_threaded_during_a_run_and_as_before_after(
+    tmp_path: Path, workers: int
+) -> None:
+    """One thread per process (workers=1 too): OpenCV's idle worker spun on sched_yield after
+    every call of a run's per-image work."""
+    import cv2
+
+    seen: list[int] = []
+
+    def threads(images: list[np.ndarray]) -> list[np.ndarray]:
+        seen.append(cv2.getNumThreads())
+        return [np.zeros(im.shape[:2], np.float32) for im in images]
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        odbench.evaluate(threads, Blobs(6), results_dir=None, workers=workers)
+        assert seen and set(seen) == {1}
+        assert cv2.getNumThreads() == 2
+    finally:
+        cv2.setNumThreads(before)
