@@ -281,6 +281,9 @@ class PredictionCache:
     _index: dict[str, list[_Entry]] = field(default_factory=dict, repr=False, compare=False)
     _scanned: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
     _writer: tuple[int, int, str] | None = field(default=None, repr=False, compare=False)
+    #: where this process's next entry goes in its pack: its own count, not ``_scanned``, which
+    #: a look-up in another thread may set (scanning the pack just made, before it is ours)
+    _end: int = field(default=0, repr=False, compare=False)
     _listed: bool = field(default=False, repr=False, compare=False)  # the folder read once
     _behind: _Behind | None = field(default=None, repr=False, compare=False)
 
@@ -382,9 +385,9 @@ class PredictionCache:
             except OSError:
                 self._writer = None  # the next entry starts a new pack
             raise
-        self._writer = (os.getpid(), fd, name)
+        self._writer, self._end = (os.getpid(), fd, name), start + total
         self._index.setdefault(sample_id, []).append((name, start, len(meta), n_data))
-        self._scanned[name] = start + total
+        self._scanned[name] = max(self._scanned.get(name, 0), start + total)
 
     def get(self, sample_id: str, look_again: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """(uint16 map, box or None) as stored; :class:`CacheError` for a corrupt or foreign
@@ -411,7 +414,7 @@ class PredictionCache:
         (a forked worker makes its own), with ``key.json`` beside it."""
         if self._writer is not None and self._writer[0] == os.getpid():
             _, fd, name = self._writer
-            return fd, name, self._scanned[name]
+            return fd, name, self._end
         self.folder.mkdir(parents=True, exist_ok=True)
         if self.key is not None and not (self.folder / "key.json").is_file():
             atomic_write_bytes(self.folder / "key.json", json.dumps(self.key, indent=2).encode())
@@ -420,7 +423,7 @@ class PredictionCache:
         with naming_full_disk(self.folder):
             fd = os.open(self.folder / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         weakref.finalize(self, _close_in, os.getpid(), fd)
-        self._writer, self._scanned[name] = (os.getpid(), fd, name), 0
+        self._writer, self._end, self._scanned[name] = (os.getpid(), fd, name), 0, 0
         return fd, name, 0
 
     def _find(self, sample_id: str, look_again: bool = True) -> list[_Entry]:

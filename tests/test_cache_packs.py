@@ -37,6 +37,25 @@ def test_entries_read_back_as_stored(tmp_path: Path) -> None:
     assert not cache.has("img3") and cache.path("img3") == tmp_path
 
 
+def test_a_look_up_scanning_the_writer_s_own_pack_never_moves_where_it_writes(
+    tmp_path: Path,
+) -> None:
+    """During a run the entries are written by the cache's thread while the main thread looks
+    up others; a look-up that listed the pack just made (before it was known as ours) may note
+    an older size for it.  The next entry still goes after the last one written: none is
+    overwritten (one run in CI lost an entry this way)."""
+    cache = PredictionCache(tmp_path)
+    cache.put("a", _map(0), None)
+    cache.put("b", _map(1), None)
+    (pack,) = tmp_path.glob("*.pack")
+    cache._scanned[pack.name] = 0  # what the concurrent scan left: the size before "a"
+    cache.put("c", _map(2), None)
+    fresh = PredictionCache(tmp_path)
+    assert fresh.ids() == ["a", "b", "c"]
+    for i, sample_id in enumerate("abc"):
+        assert np.array_equal(fresh.get(sample_id)[0], _map(i))
+
+
 def test_a_torn_tail_is_skipped_and_the_image_predicted_again(tmp_path: Path) -> None:
     pack = _fill(tmp_path, 3)
     size = pack.stat().st_size
