@@ -58,7 +58,8 @@ def parse_set(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
 )
 @options.workers(
     "Processes decoding images ahead of the model, post-processing, storing and scoring "
-    "them (this one and N-1 forked; 1: all here, in turn).",
+    "them (this one and N-1 forked; 1: all here, in turn); CPU-only methods (center-prior, "
+    "wctr) predict in each of them.",
     default=2,
 )
 @click.option(
