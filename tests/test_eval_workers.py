@@ -186,13 +186,17 @@ def test_the_model_s_process_writes_its_entries_from_a_thread_claims_released_af
         return real(fd, buffers, offset)
 
     monkeypatch.setattr(os, "pwritev", pwritev)
-    result = _eval(Brightness(tmp_path / "log.txt"), tmp_path, workers=1)
+    result = _eval(InMain(tmp_path / "log.txt"), tmp_path, workers=1)
     assert len(writes) == 24 and result.info["n_predicted"] == 24
-    assert {name for name, _ in writes[1:]} == {"odbench-cache"}  # the first: before forking
+    assert {name for name, _ in writes} == {"odbench-cache"}
     assert all(claimed for _, claimed in writes), "a claim was released before its entry"
     assert not list((tmp_path / "cache").rglob("*.claim"))
-    again = _eval(Brightness(tmp_path / "log.txt"), tmp_path, workers=1)
+    again = _eval(InMain(tmp_path / "log.txt"), tmp_path, workers=1)
     assert again.info["n_cached"] == 24
+    # no model in the main process (in_workers): written inline, cheaper in CPU
+    writes.clear()
+    _eval(Brightness(tmp_path / "log.txt"), tmp_path, workers=1, cache_dir=tmp_path / "c2")
+    assert len(writes) == 24 and {name for name, _ in writes} == {"MainThread"}
 
 
 @pytest.mark.parametrize("fail_at", [5, 24])
@@ -213,10 +217,10 @@ def test_a_failed_write_behind_stops_the_run_and_it_resumes(
 
     monkeypatch.setattr(os, "pwritev", pwritev)
     with pytest.raises(Exception, match="(?i)no space left"):
-        _eval(Brightness(tmp_path / "log.txt"), tmp_path, workers=1)
+        _eval(InMain(tmp_path / "log.txt"), tmp_path, workers=1)
     assert not list((tmp_path / "cache").rglob("*.claim"))
     monkeypatch.setattr(os, "pwritev", real)
-    resumed = _eval(Brightness(tmp_path / "log.txt"), tmp_path, workers=1)
+    resumed = _eval(InMain(tmp_path / "log.txt"), tmp_path, workers=1)
     assert resumed.info["n_cached"] == fail_at - 1
 
 
