@@ -69,15 +69,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from deflate import crc32 as _crc32  # libdeflate: zlib's CRC-32 values, ~15x faster
 
 from odbench.errors import OdbenchError
 from odbench.imageio import atomic_write_bytes, naming_full_disk
 from odbench.metrics.instances import Instances
-
-try:  # libdeflate's CRC-32: zlib's values (packs written with either read alike), ~15x faster
-    from deflate import crc32 as _crc32
-except ImportError:  # pragma: no cover - a dependency
-    from zlib import crc32 as _crc32  # type: ignore[assignment]
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
@@ -342,12 +338,9 @@ class PredictionCache:
         behind = self._behind = _Behind()
         try:
             yield
-        except BaseException:
+        finally:  # an error on its way out stays the one reported
             self._behind = None
-            behind.close()  # the error on its way out stays the one reported
-            raise
-        self._behind = None
-        behind.close()
+            behind.close()
         behind.raise_error()
 
     def _write(

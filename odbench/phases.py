@@ -307,8 +307,8 @@ def evaluate(
     after its map) are stored with it and matched to its GT.
     The records are streamed to temporary files as they come (the returned arrays are
     read-only memory maps of them) and added to ``summary`` (:class:`Summary`), whose metrics
-    are then :func:`~odbench.summarize.summarize` 's of the records, so the run's memory does not grow with
-    the dataset.
+    are then :func:`~odbench.summarize.summarize` 's of the records, so the run's memory does
+    not grow with the dataset.
 
     An image the method fails on (any exception of its code, e.g. a ``MemoryError``; a batch
     that fails is predicted again image by image to find it) stops the run with an
