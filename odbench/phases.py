@@ -88,7 +88,9 @@ class ImageError(EvalError):
 MAP_RANGE_TOLERANCE = 1e-3
 
 
-def _check_map(method: Method, sample: Sample, pred: Any) -> np.ndarray:
+def check_map(method: Method, sample: Sample, pred: Any) -> np.ndarray:
+    """``pred`` as an array, checked: a finite float map of the sample's size in [0, 1] (up to
+    :data:`MAP_RANGE_TOLERANCE`); else an :class:`EvalError` naming the method and the sample."""
     arr = np.asarray(pred)
     if arr.shape != sample.image.shape[:2]:
         raise EvalError(
@@ -246,7 +248,7 @@ class _Work:
         try:
             if post:
                 raw = type(method).postprocess(sample.image, raw, method.hparams)
-            raw = _check_map(method, sample, raw)
+            raw = check_map(method, sample, raw)
             if isinstance(box, str):  # _BOX_LATER
                 box = Method.predict_boxes(method, [sample.image], [raw])[0]
             if isinstance(found, str):  # _BOX_LATER: the default, one instance from the map
@@ -491,7 +493,7 @@ def _as_image_error(method: str, sample_id: str, error: BaseException) -> Odbenc
 
 
 def _check_map_shape(method: Method, sample_id: str, image: np.ndarray, pred: Any) -> np.ndarray:
-    return _check_map(method, Sample(sample_id, image), pred)
+    return check_map(method, Sample(sample_id, image), pred)
 
 
 def _score_one(

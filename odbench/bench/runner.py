@@ -5,11 +5,14 @@ against the dataset's size, and each method's throughput against its reference l
    the pipeline is what is timed), best of ``--rounds`` interleaved rounds (one of each timing
    per round, so a burst of load on the shared machine hits them alike): (a) a plain,
    single-process decode of every image and mask file the run reads (``Dataset.load``: the
-   floor any evaluation pays); (b) ``eval`` with one worker; (c) with two.  Each eval starts
-   from an empty prediction cache and writes no results file, so it decodes, predicts, stores
-   and scores every image.  Reported: (b)/(a) (target <= 1.2: the pipeline adds little to
-   decoding), (b)/(c) (target >= 1.6, goal 1.8: workers scale) and whether (b) and (c) gave
-   identical metrics and records.  "1 worker": decoding, the model, storing and scoring all in
+   floor any evaluation pays); (s) eval's per-image steps (decode, predict, check + quantize,
+   store, score) called one after the other in a plain loop, each step timed: what eval must
+   do, without its claims, look-ups and pipeline; (b) ``eval`` with one worker; (c) with two.
+   Each eval starts from an empty prediction cache and writes no results file, so it decodes,
+   predicts, stores and scores every image.  Reported: the steps' times per image, (s)/(a) and
+   (b) - (s) (what the steps cost beyond decoding, and the glue), (b)/(a) (target <= 1.2: the
+   pipeline adds little to decoding), (b)/(c) (target >= 1.6, goal 1.8: workers scale) and
+   whether (b) and (c) gave identical metrics and records.  "1 worker": decoding, the model, storing and scoring all in
    this process, one image after the other; "2 workers": this process and one forked from it
    (:class:`odbench.forked.Pipeline`).  Wall-clock times, with the CPU time per image of all the
    processes of a timing (``getrusage`` of this one and of its reaped workers; the least of the
@@ -32,6 +35,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,6 +49,8 @@ TARGET_OVERHEAD = 1.2
 TARGET_SPEEDUP = 1.6
 GOAL_SPEEDUP = 1.8
 TARGET_MEMORY = 1.10
+#: eval's per-image steps, as the pipeline part times them one by one
+STEPS = ("decode", "predict", "check + quantize", "store", "score")
 
 
 def load_average() -> str:
@@ -133,9 +139,12 @@ def cli(
 
 def pipeline(root: Path, n_images: int, rounds: int) -> None:
     from odbench.bench.throughput import interleaved_cpu
+    from odbench.cache import PredictionCache, quantize
     from odbench.data.base import create_dataset
     from odbench.methods.base import create_method
     from odbench.metrics.protocols import DEFAULT_PROTOCOL, get_protocol
+    from odbench.metrics.saliency import score_image
+    from odbench.phases import check_map
     from odbench.runner import run
     from odbench.scoring.folders import keep_freed_memory
 
@@ -150,6 +159,31 @@ def pipeline(root: Path, n_images: int, rounds: int) -> None:
     def decode() -> None:
         for sample_id in ids:
             dataset.load(sample_id)
+
+    stage_times: list[dict[str, float]] = []
+
+    def steps() -> None:
+        """eval's per-image steps called one after the other in a plain loop (no claims, no
+        look-ups, no pipeline), each timed: what eval does per image, without its glue."""
+        spent = dict.fromkeys(STEPS, 0.0)
+        with tempfile.TemporaryDirectory(prefix="odbench-bench-") as tmp:
+            cache = PredictionCache(Path(tmp))
+            for sample_id in ids:
+                t0 = time.perf_counter()
+                sample = dataset.load(sample_id)
+                assert sample.mask is not None  # ECSSD: every image has its mask
+                t1 = time.perf_counter()
+                (raw,) = method.predict([sample.image])
+                t2 = time.perf_counter()
+                q = quantize(check_map(method, sample, raw))
+                t3 = time.perf_counter()
+                cache.put(sample_id, q, None)
+                t4 = time.perf_counter()
+                score_image(q, sample.mask, protocol, sample_id)
+                t5 = time.perf_counter()
+                for key, t in zip(STEPS, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+                    spent[key] += t
+        stage_times.append(spent)
 
     def evaluate(workers: int) -> Callable[[], object]:
         def go() -> object:
@@ -170,10 +204,11 @@ def pipeline(root: Path, n_images: int, rounds: int) -> None:
 
     decode()  # warm the page cache and imports
     evaluate(1)()
-    fns = {"decode": decode, "one": evaluate(1), "two": evaluate(2)}
+    fns = {"decode": decode, "steps": steps, "one": evaluate(1), "two": evaluate(2)}
     best = interleaved_cpu(fns, rounds)
     labels = {
         "decode": "plain decode (1 process)",
+        "steps": "eval's steps, plain loop",
         "one": "eval, 1 worker",
         "two": "eval, 2 workers",
     }
@@ -183,6 +218,13 @@ def pipeline(root: Path, n_images: int, rounds: int) -> None:
             f"  {labels[key]:24s} {t.wall:6.2f} s wall  {1000 * t.wall / n:6.2f} ms/image;  "
             f"CPU {1000 * t.cpu / n:5.2f} ms/image (all its processes)"
         )
+    spent = min(stage_times, key=lambda d: sum(d.values()))  # the round of least time
+    click.echo(
+        "  eval's steps, per image (the plain loop's fastest round): "
+        + ", ".join(f"{k} {1000 * v / n:.2f} ms" for k, v in spent.items())
+        + f"; the loop is {best['steps'].wall / best['decode'].wall:.2f}x the plain decode, eval "
+        f"(1 worker) {1000 * (best['one'].wall - best['steps'].wall) / n:+.2f} ms/image beyond it"
+    )
     beyond = {k: 1000 * (best[k].cpu - best["decode"].cpu) / n for k in ("one", "two")}
     click.echo(
         f"  CPU beyond decoding: 1 worker {beyond['one']:+.2f} ms/image, 2 workers "

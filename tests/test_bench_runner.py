@@ -1,0 +1,57 @@
+"""``odbench bench runner``'s pipeline part on a small ECSSD-shaped folder: every row printed, the
+per-step times adding up to the plain loop's time, metrics identical across worker counts."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from odbench.bench.runner import STEPS, cli
+
+
+def _ecssd(root: Path, n: int) -> None:
+    rng = np.random.default_rng(0)
+    (root / "ECSSD" / "images").mkdir(parents=True)
+    (root / "ECSSD" / "ground_truth_mask").mkdir()
+    for i in range(1, n + 1):
+        h, w = (48, 64) if i % 2 else (64, 40)
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(image).save(root / "ECSSD" / "images" / f"{i:04d}.jpg")
+        mask = np.zeros((h, w), np.uint8)
+        mask[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 255
+        Image.fromarray(mask).save(root / "ECSSD" / "ground_truth_mask" / f"{i:04d}.png")
+
+
+def test_pipeline_rows_and_the_steps_breakdown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # its caches: under tmp_path
+    _ecssd(tmp_path, 12)
+    args = ["--n", "12", "--rounds", "2", "--memory-n", "0", "--method-images", "0"]
+    result = CliRunner().invoke(cli, [*args, "--data-root", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "pipeline: 12 ECSSD images" in out
+    rows = dict(re.findall(r"^  (.+?)\s+[\d.]+ s wall\s+([\d.]+) ms/image", out, re.M))
+    assert set(rows) == {
+        "plain decode (1 process)",
+        "eval's steps, plain loop",
+        "eval, 1 worker",
+        "eval, 2 workers",
+    }
+    line = next(x for x in out.splitlines() if "eval's steps, per image" in x)
+    found = re.findall(r"([a-z +]+) ([\d.]+) ms", line.split(": ", 1)[1])
+    step_ms = {k.strip(): v for k, v in found}
+    assert list(step_ms) == list(STEPS)
+    # the steps of the round of least time: their sum is at most the loop's best time (each
+    # printed to 0.01 ms)
+    total = sum(float(v) for v in step_ms.values())
+    assert 0 < total <= float(rows["eval's steps, plain loop"]) + 0.03
+    assert float(step_ms["decode"]) > 0 and float(step_ms["score"]) > 0
+    assert "metrics and records identical across worker counts: yes" in out
