@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -374,3 +376,24 @@ def test_capture_refuses_attention_with_qk_normalisation() -> None:
         assert proc(plain, x).shape == x.shape
         with pytest.raises(NotImplementedError, match="q/k normalisation"):
             proc(normed, x)
+
+
+def test_preprocess_takes_read_only_images_silently() -> None:
+    """Decoded images are read-only arrays (``read_rgb``): no torch warning about them (torch
+    warns once per process, so in a process of its own), the same tensor as a writable copy's."""
+    code = """
+import warnings
+from types import SimpleNamespace
+import numpy as np, torch
+from odbench.backbones.diffusion import DiffusionBackbone
+image = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+frozen = image.copy()
+frozen.flags.writeable = False
+stub = SimpleNamespace(resolution=32, device="cpu")
+with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    out = DiffusionBackbone.preprocess(stub, [frozen])
+assert torch.equal(out, DiffusionBackbone.preprocess(stub, [image]))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

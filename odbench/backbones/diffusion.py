@@ -239,7 +239,7 @@ class DiffusionBackbone:
             images = [images]
         out = []
         for img in images:
-            t = torch.as_tensor(np.asarray(img))
+            t = torch.tensor(np.asarray(img))  # a copy: read-only arrays (decoded images) too
             if t.ndim != 3 or t.shape[-1] != 3 or t.dtype != torch.uint8:
                 raise ValueError(f"expected (H, W, 3) uint8 images, got {tuple(t.shape)} {t.dtype}")
             x = t.permute(2, 0, 1)[None].float() / 127.5 - 1.0
