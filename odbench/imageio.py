@@ -1,7 +1,8 @@
 """Reading and writing images with one-line errors that name the file.
 
-Pillow (no torch, no OpenCV), so ``odbench score`` starts fast; 8-bit grayscale PNGs, what
-prediction folders and GT masks hold, are inflated with libdeflate (:func:`_gray8_png`).
+Pillow (no torch; OpenCV only once :func:`read_rgb` meets a JPEG, see :mod:`odbench.jpeg`), so
+``odbench score`` starts fast; 8-bit grayscale PNGs, what prediction folders and GT masks hold,
+are inflated with libdeflate (:func:`_gray8_png`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from odbench import jpeg
 from odbench.errors import OdbenchError
 
 UMASK = os.umask(0o022)
@@ -87,10 +89,21 @@ def _unreadable(path: Path, e: OSError) -> ImageReadError:
     return ImageReadError(f"{path}: cannot read the file ({e.strerror or e})")
 
 
-def _open(path: Path, data: bytes | None = None) -> Image.Image:
-    try:
+def _open(path: Path, data: bytes | None = None, *, load: bool = True) -> Image.Image:
+    """``path`` (or its bytes ``data``) opened by Pillow and, with ``load``, decoded; Pillow's
+    errors as one line naming the file."""
+    with _pillow_errors(path):
         img = Image.open(path if data is None else io.BytesIO(data))
-        img.load()
+        if load:
+            img.load()
+    return img
+
+
+@contextmanager
+def _pillow_errors(path: Path) -> Iterator[None]:
+    """Pillow's errors while opening or decoding ``path`` as :class:`ImageReadError` lines."""
+    try:
+        yield
     except FileNotFoundError as e:
         raise ImageReadError(f"{path}: file not found") from e
     except (PermissionError, IsADirectoryError) as e:
@@ -104,7 +117,6 @@ def _open(path: Path, data: bytes | None = None) -> Image.Image:
         ) from e
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"{path}: unreadable or corrupt image ({e}); {REEXPORT}") from e
-    return img
 
 
 def _too_large(e: Exception) -> str:
@@ -151,9 +163,17 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 def read_rgb(path: str | Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB.  Grayscale and palette images are expanded; 16-bit is scaled to 8-bit;
-    RGBA is refused (transparency has no meaning for a benchmark image)."""
+    RGBA is refused (transparency has no meaning for a benchmark image).  Most JPEGs are
+    decoded by OpenCV, where its pixels are provably Pillow's (:mod:`odbench.jpeg`)."""
     path = _as_path(path)
-    img = _open(path)
+    data = jpeg.file_bytes(path)
+    img = _open(path, data, load=False)
+    if data is not None:
+        arr = jpeg.pixels(data, img)
+        if arr is not None:
+            return arr
+    with _pillow_errors(path):
+        img.load()
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         raise ImageReadError(f"{path}: image has an alpha channel ({img.mode}); save it as RGB")
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
