@@ -1,4 +1,5 @@
-"""JPEG pixels decoded by OpenCV where they are provably Pillow's, for :func:`odbench.imageio.read_rgb`.
+"""JPEG pixels decoded by OpenCV where they are provably Pillow's (for
+:func:`odbench.imageio.read_rgb`).
 
 Pillow and OpenCV both bundle libjpeg-turbo, whose default decode (ISLOW integer IDCT, fancy
 upsampling) is bit-exact by design; OpenCV hands the pixels over as RGB directly, Pillow through
@@ -11,9 +12,9 @@ stays what Pillow gives:
   its header parse, EXIF reading, decompression-bomb check and warnings have run as always;
 * the header, read here marker by marker (:func:`frame_size`), is a clean run of APPn, COM, DQT,
   DHT and DRI segments, one SOF0/1/2 frame (8-bit Huffman: baseline, extended, progressive) of
-  1 or 3 components (Pillow's L or RGB) with common sampling (4:4:4, 4:2:2, 4:2:0, 4:4:0, 4:1:1), then SOS; the
-  frame's size is Pillow's; the file ends with EOI (a truncated file is left to Pillow, which
-  says "image file is truncated");
+  1 or 3 components (Pillow's L or RGB) with common sampling (4:4:4, 4:2:2, 4:2:0, 4:4:0,
+  4:1:1), then SOS; the frame's size is Pillow's; the file ends with EOI (a truncated file is
+  left to Pillow, which says "image file is truncated");
 * libjpeg printed nothing.  A damaged scan (a bad Huffman code, a marker met early, extraneous
   bytes) makes libjpeg conceal the damage and print a warning on the C ``stderr``: Pillow
   silences it, OpenCV prints it.  So while OpenCV decodes, the C library's ``stderr`` stream is a

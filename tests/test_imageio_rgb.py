@@ -66,6 +66,12 @@ def _pillow_jpeg(path: Path, pixels: np.ndarray, **options: object) -> Path:
     return path
 
 
+def _jpeg_bytes(pixels: np.ndarray, **options: object) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", **options)
+    return buf.getvalue()
+
+
 def _opencv_jpeg(path: Path, pixels: np.ndarray, *params: int) -> Path:
     ok, buf = cv2.imencode(".jpg", pixels, list(params))
     assert ok
@@ -235,7 +241,7 @@ def _insert_after_soi(data: bytes, extra: bytes) -> bytes:
     return data[:2] + extra + data[2:]
 
 
-BASELINE = _pillow_jpeg(io.BytesIO(), PICTURE, quality=90).getvalue()  # type: ignore[arg-type]
+BASELINE = _jpeg_bytes(PICTURE, quality=90)
 #: Headers OpenCV must leave to Pillow (arithmetic coding, lossless, 12-bit, CMYK, unusual
 #: sampling, two frames, a marker outside the clean set, an empty frame, junk between segments).
 NOT_FOR_OPENCV = {
@@ -296,7 +302,7 @@ def test_truncated_jpeg_gives_todays_error_line(
 ) -> None:
     """OpenCV would give a grey-filled image (or None) for a truncated file: the missing EOI
     sends it to Pillow, which says "image file is truncated"."""
-    data = _pillow_jpeg(io.BytesIO(), _picture(64, 80), progressive=keep == 0.8).getvalue()  # type: ignore[arg-type]
+    data = _jpeg_bytes(_picture(64, 80), progressive=keep == 0.8)
     cut = data[: int(len(data) * keep) if keep > 0 else int(keep)]
     assert jpeg.frame_size(cut) is None
     path = tmp_path / "cut.jpg"
@@ -363,15 +369,11 @@ def _restart_out_of_order(data: bytes) -> bytes:
 
 #: Damage inside a complete file: libjpeg conceals it and warns; Pillow silences the warning.
 DAMAGED = {
-    "scan-bytes-flipped": lambda: _flip_scan(
-        _pillow_jpeg(io.BytesIO(), _picture(120, 160)).getvalue()
-    ),  # type: ignore[arg-type]
-    "scan-shortened": lambda: _shorten_scan(
-        _pillow_jpeg(io.BytesIO(), _picture(120, 160)).getvalue()
-    ),  # type: ignore[arg-type]
+    "scan-bytes-flipped": lambda: _flip_scan(_jpeg_bytes(_picture(120, 160))),
+    "scan-shortened": lambda: _shorten_scan(_jpeg_bytes(_picture(120, 160))),
     "junk-before-eoi": lambda: _junk_before_eoi(BASELINE),
     "restart-out-of-order": lambda: _restart_out_of_order(
-        _pillow_jpeg(io.BytesIO(), _picture(64, 80), restart_marker_blocks=2).getvalue()  # type: ignore[arg-type]
+        _jpeg_bytes(_picture(64, 80), restart_marker_blocks=2)
     ),
 }
 
@@ -408,8 +410,8 @@ def test_random_damage_gives_todays_outcome_and_prints_nothing(
     rng = np.random.default_rng(7)
     bases = [
         BASELINE,
-        _pillow_jpeg(io.BytesIO(), _picture(61, 83), progressive=True).getvalue(),  # type: ignore[arg-type]
-        _pillow_jpeg(io.BytesIO(), _picture(61, 83)[..., 0], restart_marker_blocks=3).getvalue(),  # type: ignore[arg-type]
+        _jpeg_bytes(_picture(61, 83), progressive=True),
+        _jpeg_bytes(_picture(61, 83)[..., 0], restart_marker_blocks=3),
     ]
     path = tmp_path / "fuzz.jpg"
     for i in range(240):
@@ -435,7 +437,7 @@ def test_random_damage_gives_todays_outcome_and_prints_nothing(
 def test_opencv_result_of_another_shape_or_type_is_not_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = _pillow_jpeg(io.BytesIO(), PICTURE).getvalue()  # type: ignore[arg-type]
+    data = _jpeg_bytes(PICTURE)
     decoder = jpeg._decoder()
     assert decoder is not None
     img = Image.open(io.BytesIO(data))

@@ -12,10 +12,10 @@ against the dataset's size, and each method's throughput against its reference l
    predicts, stores and scores every image.  Reported: the steps' times per image, (s)/(a) and
    (b) - (s) (what the steps cost beyond decoding, and the glue), (b)/(a) (target <= 1.2: the
    pipeline adds little to decoding), (b)/(c) (target >= 1.6, goal 1.8: workers scale) and
-   whether (b) and (c) gave identical metrics and records.  "1 worker": decoding, the model, storing and scoring all in
-   this process, one image after the other; "2 workers": this process and one forked from it
-   (:class:`odbench.forked.Pipeline`).  Wall-clock times, with the CPU time per image of all the
-   processes of a timing (``getrusage`` of this one and of its reaped workers; the least of the
+   whether (b) and (c) gave identical metrics and records.  "1 worker": decoding, the model,
+   storing and scoring all in this process, one image after the other; "2 workers": this
+   process and one forked from it (:class:`odbench.forked.Pipeline`).  Wall-clock times, with
+   the CPU time per image of all the processes of a timing (``getrusage`` of this one and of its reaped workers; the least of the
    rounds: CPU time inflates less than wall time when others load the machine, but it does)
    and the load average before and after: the machine is shared.
 2. **Memory** (``--memory-n``, 0: skipped): peak RSS of ``eval`` (a fresh process each: the
