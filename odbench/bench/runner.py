@@ -1,23 +1,23 @@
 """``odbench bench runner``: eval's pipeline against a plain decode of the same files, its memory
 against the dataset's size, and each method's throughput against its reference loop.
 
-1. **Pipeline** (``--n`` real ECSSD images, center-prior: a method that costs almost nothing, so
-   the pipeline is what is timed), best of ``--rounds`` interleaved rounds (one of each timing
-   per round, so a burst of load on the shared machine hits them alike): (a) a plain,
-   single-process decode of every image and mask file the run reads (``Dataset.load``: the
-   floor any evaluation pays); (s) eval's per-image steps (decode, predict, check + quantize,
-   store, score) called one after the other in a plain loop, each step timed: what eval must
-   do, without its claims, look-ups and pipeline; (b) ``eval`` with one worker; (c) with two.
-   Each eval starts from an empty prediction cache and writes no results file, so it decodes,
-   predicts, stores and scores every image.  Reported: the steps' times per image, (s)/(a) and
-   (b) - (s) (what the steps cost beyond decoding, and the glue), (b)/(a) (target <= 1.2: the
-   pipeline adds little to decoding), (b)/(c) (target >= 1.6, goal 1.8: workers scale) and
-   whether (b) and (c) gave identical metrics and records.  "1 worker": decoding, the model,
-   storing and scoring all in this process, one image after the other; "2 workers": this
-   process and one forked from it (:class:`odbench.forked.Pipeline`).  Wall-clock times, with
-   the CPU time per image of all the processes of a timing (``getrusage`` of this one and of its reaped workers; the least of the
-   rounds: CPU time inflates less than wall time when others load the machine, but it does)
-   and the load average before and after: the machine is shared.
+1. **Pipeline** (``--n`` real ECSSD images, center-prior: a method that costs almost nothing, so the
+   pipeline is what is timed), best of ``--rounds`` interleaved rounds (one of each timing per
+   round, so a burst of load on the shared machine hits them alike): (a) a plain, single-process
+   decode of every image and mask file the run reads (``Dataset.load``: the floor any evaluation
+   pays); (s) eval's per-image steps (decode, predict, check + quantize, store, score) called one
+   after the other in a plain loop, each step timed: what eval must do, without its claims, look-ups
+   and pipeline; (b) ``eval`` with one worker; (c) with two. Each eval starts from an empty
+   prediction cache and writes no results file, so it decodes, predicts, stores and scores every
+   image.  Reported: the steps' times per image, (s)/(a) and (b) - (s) (what the steps cost beyond
+   decoding, and the glue), (b)/(a) (target <= 1.2: the pipeline adds little to decoding), (b)/(c)
+   (target >= 1.6, goal 1.8: workers scale) and whether (b) and (c) gave identical metrics and
+   records.  "1 worker": decoding, the model, storing and scoring all in this process, one image
+   after the other; "2 workers": this process and one forked from it
+   (:class:`odbench.forked.Pipeline`).  Wall-clock times, with the CPU time per image of all the
+   processes of a timing (``getrusage`` of this one and of its reaped workers; the least of the
+   rounds: CPU time inflates less than wall time when others load the machine, but it does) and the
+   load average before and after: the machine is shared.
 2. **Memory** (``--memory-n``, 0: skipped): peak RSS of ``eval`` (a fresh process each: the
    ``VmHWM`` of the eval process) of center-prior and wctr on the first tenth and on
    all of ``--memory-n`` generated 64×48 images (target: within 10 %).
