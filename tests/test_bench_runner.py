@@ -54,4 +54,13 @@ def test_pipeline_rows_and_the_steps_breakdown(
     total = sum(float(v) for v in step_ms.values())
     assert 0 < total <= float(rows["eval's steps, plain loop"]) + 0.03
     assert float(step_ms["decode"]) > 0 and float(step_ms["score"]) > 0
+    # the floor without storing: the other steps over the decode (each step printed to 0.01 ms)
+    match = re.search(r"the steps but storing, per image, are ([\d.]+)x", out)
+    assert match is not None
+    floor = float(match[1])
+    others = sum(float(v) for k, v in step_ms.items() if k != "store")
+    decode = float(step_ms["decode"])
+    low = (others - 0.005 * 4) / (decode + 0.005)
+    high = (others + 0.005 * 4) / (decode - 0.005)
+    assert low - 0.005 <= floor <= high + 0.005
     assert "metrics and records identical across worker counts: yes" in out
