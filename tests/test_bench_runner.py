@@ -64,3 +64,24 @@ def test_pipeline_rows_and_the_steps_breakdown(
     high = (others + 0.005 * 4) / (decode - 0.005)
     assert low - 0.005 <= floor <= high + 0.005
     assert "metrics and records identical across worker counts: yes" in out
+
+
+@pytest.mark.parametrize("option", ["--rounds 0", "--n -3", "--memory-n -1", "--method-images -2"])
+def test_counts_out_of_range_are_one_line(tmp_path: Path, option: str) -> None:
+    _ecssd(tmp_path, 2)
+    args = [*option.split(), "--dry-run", "--data-root", str(tmp_path)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and result.exception is not None
+    assert f"Invalid value for '{option.split()[0]}'" in result.output
+
+
+def test_the_plan_never_counts_more_images_than_there_are(tmp_path: Path) -> None:
+    _ecssd(tmp_path, 12)
+    args = ["--n", "50", "--method-images", "20", "--methods", "lost", "--memory-n", "0"]
+    result = CliRunner().invoke(cli, [*args, "--dry-run", "--data-root", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert f"only 12 ECSSD images under {tmp_path}" in result.output
+    assert "pipeline: 12 ECSSD images, 3 rounds" in result.output
+    assert "lost on dino-vits16-random: reference loop + eval (1/2 workers), 12 images" in (
+        result.output
+    )

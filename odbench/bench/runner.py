@@ -61,14 +61,30 @@ def load_average() -> str:
 
 @click.command("runner")
 @click.option(
-    "--n", "n_images", default=300, show_default=True, help="ECSSD images to time (0: skipped)."
+    "--n",
+    "n_images",
+    type=click.IntRange(min=0),
+    default=300,
+    show_default=True,
+    help="ECSSD images to time (0: skipped).",
 )
-@click.option("--rounds", default=3, show_default=True, help="Interleaved rounds (best kept).")
 @click.option(
-    "--memory-n", default=5000, show_default=True, help="Generated images of the memory check."
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Interleaved rounds (best kept).",
+)
+@click.option(
+    "--memory-n",
+    type=click.IntRange(min=0),
+    default=5000,
+    show_default=True,
+    help="Generated images of the memory check (0: skipped).",
 )
 @click.option(
     "--method-images",
+    type=click.IntRange(min=0),
     default=4,
     show_default=True,
     help="ECSSD images per method of the throughput part (full-size random architectures on "
@@ -111,6 +127,7 @@ def cli(
             param_hint="--methods",
         )
     root = ecssd_images(data_root, "run it where the real data is").parent.parent
+    n_images, method_images = _available(root, n_images, method_images)
     if dry_run:
         click.echo(f"runner plan (data root {root}; nothing is run):")
         click.echo(
@@ -136,6 +153,17 @@ def cli(
         click.echo("\n".join(plan(method_images, rounds, only, attentioncut_steps)))
         method_rows(root, method_images, rounds, click.echo, only, attentioncut_steps)
     click.echo(f"done: {load_average()}")
+
+
+def _available(root: Path, *counts: int) -> tuple[int, ...]:
+    """``counts`` of ECSSD images, each at most the number of ECSSD samples under ``root`` (a
+    line says so when one is cut: a subset is never shown as more images than were timed)."""
+    from odbench.data.base import create_dataset
+
+    available = len(create_dataset("ecssd", data_root=root).ids())
+    if any(c > available for c in counts):
+        click.echo(f"only {available} ECSSD images under {root}: counts above it cut to it")
+    return tuple(min(c, available) for c in counts)
 
 
 def pipeline(root: Path, n_images: int, rounds: int) -> None:
