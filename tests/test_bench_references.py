@@ -103,8 +103,13 @@ def test_runner_dry_run_prints_the_plan_and_refuses_unknown_methods(tmp_path: Pa
 
     from odbench.bench.runner import cli
 
-    (tmp_path / "ECSSD" / "images").mkdir(parents=True)
-    Image.new("RGB", (8, 8)).save(tmp_path / "ECSSD" / "images" / "a.jpg")
+    for folder, image, suffix in (
+        ("images", Image.new("RGB", (8, 8)), ".jpg"),
+        ("ground_truth_mask", Image.new("L", (8, 8)), ".png"),
+    ):
+        (tmp_path / "ECSSD" / folder).mkdir(parents=True)
+        for name in ("a", "b"):  # the plan reads the dataset: images with their masks
+            image.save(tmp_path / "ECSSD" / folder / f"{name}{suffix}")
     args = ["--dry-run", "--data-root", str(tmp_path), "--memory-n", "0"]
     out = CliRunner().invoke(cli, [*args, "--methods", "dsm,found", "--method-images", "2"])
     assert out.exit_code == 0, out.output
