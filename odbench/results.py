@@ -431,16 +431,21 @@ def write_results(run: RunResult, results_dir: Path) -> Path:
                 continue
             if not _link_exclusive(records_tmp, records_path):
                 continue
-            run.records_file = records_path.name
-            text = json.dumps(run.to_json(), indent=2, allow_nan=False) + "\n"
-            json_tmp = _temp_file(results_dir, text.encode())
+            linked = False
             try:
-                if _link_exclusive(json_tmp, results_dir / f"{final}.json"):
-                    run.path = results_dir / f"{final}.json"
-                    return run.path
-            finally:
-                json_tmp.unlink(missing_ok=True)
-            records_path.unlink()  # the JSON name was taken after all: give the name back
+                run.records_file = records_path.name
+                text = json.dumps(run.to_json(), indent=2, allow_nan=False) + "\n"
+                json_tmp = _temp_file(results_dir, text.encode())
+                try:
+                    linked = _link_exclusive(json_tmp, results_dir / f"{final}.json")
+                finally:
+                    json_tmp.unlink(missing_ok=True)
+            finally:  # the JSON name taken after all, or its write failed (disk full)
+                if not linked:  # no records file without its JSON: give the name back
+                    records_path.unlink(missing_ok=True)
+            if linked:
+                run.path = results_dir / f"{final}.json"
+                return run.path
         raise ResultsError(f"{results_dir}: no free results file name for {stem}")
     finally:
         records_tmp.unlink(missing_ok=True)

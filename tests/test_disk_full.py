@@ -49,3 +49,32 @@ def test_enospc_mid_run_is_one_line_and_the_run_resumes(
     assert res.exit_code == 0, res.output
     (path,) = (tmp_path / "res").glob("*.json")
     assert json.loads(path.read_text())["n_cached"] == 3  # the maps written before were kept
+
+
+def test_a_full_disk_while_writing_the_results_json_leaves_no_records_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The records .npz is written, then the disk fills up before the JSON: one line, and no
+    records file left without its JSON (it was, named as a finished run's)."""
+    import odbench.results
+
+    real = odbench.results._temp_file
+    calls = {"n": 0}
+
+    def full_at_the_json(folder: Path, data: object) -> Path:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the JSON, after the records
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder))
+        return real(folder, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(odbench.results, "_temp_file", full_at_the_json)
+    results = tmp_path / "res"
+    args = ["eval", "--method", "center-prior", "--dataset", "toy", "--limit", "3",
+            "--workers", "1", "--results-dir", str(results),
+            "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2, res.output
+    (line,) = [x for x in res.stderr.splitlines() if x.startswith("error:")]
+    assert "no space left" in line
+    assert calls["n"] == 2
+    assert sorted(p.name for p in results.iterdir()) == []
