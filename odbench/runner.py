@@ -159,7 +159,7 @@ def run(
             "for odbench merge; evaluate without --shard, or let the failing image stop the run"
         )
     found = discovery_setup(dataset, dataset_name, discovery_protocol, max_dets, iou_type)
-    root = cache_dir or default_cache_root()
+    root = Path(cache_dir) if cache_dir else default_cache_root()  # a str from the API too
     outputs = [("--results-dir", results_dir), ("--save-preds", save_preds)]
     outputs.append(("--cache-dir", root if use_cache else None))
     try:

@@ -76,6 +76,21 @@ def test_api_takes_names_methods_and_datasets_and_writes_nothing(
     assert whole.limit is None and whole.n_evaluated == 16
 
 
+def test_api_takes_its_folders_as_strings(tmp_path: Path) -> None:
+    """``cache_dir``, ``results_dir`` and ``save_preds`` given as str, as ``data_root`` may
+    be (``cache_dir`` was a TypeError traceback)."""
+    kw = {"cache_dir": str(tmp_path / "c"), "save_preds": str(tmp_path / "p")}
+    first = odbench.evaluate("center-prior", "toy", limit=2, results_dir=str(tmp_path / "r"), **kw)
+    again = odbench.evaluate("center-prior", "toy", limit=2, **kw)
+    assert first.info["n_predicted"] == 2 and again.info["n_cached"] == 2
+    assert first.path is not None and first.path.parent == tmp_path / "r"
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [
+        "boxes.json",
+        "toy_00000.png",
+        "toy_00001.png",
+    ]
+
+
 def test_import_odbench_is_cheap() -> None:
     code = (
         "import sys, odbench; "
