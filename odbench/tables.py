@@ -119,8 +119,9 @@ def collect(
         raise TableError(f"unknown metric(s) {', '.join(unknown)}; valid: {', '.join(METRICS)}")
     runs = _shown_runs(results_dir, protocol, datasets, show_all, skipped)
     runs = _with_metrics(runs, metrics or [m for m in METRICS if _of_task(m, task)])
-    values = {(r.method_name, r.dataset_name): _metrics_of(r) for r in runs}
-    starred = {(r.method_name, r.dataset_name) for r in runs if is_subset(r)}
+    cells = {(r.method_name, r.dataset_name): r for r in runs}  # the last: the preferred
+    values = {key: _metrics_of(r) for key, r in cells.items()}
+    starred = {key for key, r in cells.items() if is_subset(r)}  # that run's, not another's
     present = {k for v in values.values() for k in v}
     shown = list(metrics) or [m for m in METRICS if m in present and _of_task(m, task)]
     found = sorted({r.dataset_name for r in runs})

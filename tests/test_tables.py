@@ -240,3 +240,26 @@ def test_table_layout_says_when_runs_are_left_out(tmp_path):
         main, ["leaderboard", "--task", "saliency", "--all", "--results-dir", str(tmp_path)]
     )
     assert every.exit_code == 0 and every.stderr == "" and ".777" in every.stdout
+
+
+def test_a_full_run_is_not_starred_for_a_subset_run_beside_it(tmp_path):
+    """--all with a full run and a --limit run of one method on one dataset: the cell shows
+    the full run's value (preferred), unstarred; it was starred for the subset beside it."""
+    card = method_card("wctr")
+    assert card is not None
+    results = tmp_path / "results"
+    for n, value in ((4, 0.25), (1, 0.75)):  # the full run, then a later subset (--limit 1)
+        rec = SaliencyRecords(np.zeros(n), np.zeros(n), np.zeros(n), np.zeros((n, 255)))
+        run = RunResult(
+            method={"name": "wctr", "hyperparameters": jsonable(card.hyperparameters)},
+            dataset={"name": "folder:x", "n_images": 4, "n_evaluated": n, "limit": n},
+            protocol={"name": "odbench", "definition": {}},
+            tasks=["saliency"],
+            metrics={"saliency": {"mae": value}},
+            date=datetime(2026, 1, 1, 0, 0, n, tzinfo=UTC).isoformat(),
+            _records=Records(tuple(f"i{k}" for k in range(n)), rec),
+        )
+        write_results(run, results)
+    text = table(results, "--format", "md", "--all", "--metrics", "mae")
+    (row,) = [line for line in text.splitlines() if line.startswith("| wctr")]
+    assert "0.250" in row and "\\*" not in row, text  # "\\*": the subset star
