@@ -62,7 +62,13 @@ def time_once(
 
 
 @click.command("attentioncut")
-@click.option("--repeats", default=20, show_default=True, help="Timed runs per setting.")
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Timed runs per setting.",
+)
 def cli(repeats: int) -> None:
     """AttentionCut per-stage timing at a 64² and a 512² cut, one CPU thread (median ms)."""
     cross, selfs, image = synthetic_maps()

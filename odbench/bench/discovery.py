@@ -282,8 +282,20 @@ def _same(a: dict[str, float], b: dict[str, float]) -> bool:
 
 
 @click.command("discovery")
-@click.option("--images", default=5000, show_default=True, help="Generated images.")
-@click.option("--dets", default=100, show_default=True, help="Detections per image.")
+@click.option(
+    "--images",
+    type=click.IntRange(min=1),
+    default=5000,
+    show_default=True,
+    help="Generated images.",
+)
+@click.option(
+    "--dets",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Detections per image.",
+)
 @click.option("--quick", is_flag=True, help="200 images: a check in seconds, not a figure.")
 @click.option(
     "--iou-type",
@@ -304,6 +316,7 @@ def _same(a: dict[str, float], b: dict[str, float]) -> bool:
 )
 @click.option(
     "--bootstrap",
+    type=click.IntRange(min=0),
     default=0,
     show_default=True,
     help="Instead: time odbench compare's discovery bootstrap (bbox AP, AP50, AR100) over this "

@@ -153,7 +153,14 @@ def load_images(data_root: Path | None, planted_only: bool, n: int) -> tuple[lis
 
 
 @click.command("dsm")
-@click.option("--n", "n_images", default=10, show_default=True, help="Graphs / images per row.")
+@click.option(
+    "--n",
+    "n_images",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Graphs / images per row.",
+)
 @click.option(
     "--backbone",
     "backbones",
@@ -178,8 +185,12 @@ def cli(
     (`--n 2 --solvers-only`: ~1 min)."""
     import torch  # noqa: F401  (loaded first so one_thread() limits it too)
 
+    from odbench.methods.base import create_method
+
     images: list[Any] = []
     if not solvers_only:
+        for backbone in backbones:  # a wrong name fails now, not after the solver part
+            create_method("dsm", backbone=backbone)
         images, source = load_images(data_root, planted_only, n_images)
     with one_thread():
         bench_solvers(n_images)

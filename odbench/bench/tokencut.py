@@ -118,7 +118,14 @@ def _images(folder: Path | None, n: int) -> tuple[str, list[np.ndarray]]:
 
 
 @click.command("tokencut")
-@click.option("--n", "n_images", default=20, show_default=True, help="Affinities per source.")
+@click.option(
+    "--n",
+    "n_images",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Affinities per source.",
+)
 @data_root_option
 @click.option("--planted-only", is_flag=True, help="Only the planted affinities (no ECSSD).")
 @click.option(
@@ -131,8 +138,11 @@ def cli(n_images: int, data_root: Path | None, planted_only: bool, backbone: str
     """TokenCut NCut eigen-solve time per image at 900 patches, one thread."""
     import torch  # noqa: F401  (loaded first so one_thread() limits it too)
 
+    from odbench.methods.base import create_method
     from odbench.methods.tokencut import bipartition, cosine_affinity, ncut_vector
 
+    if backbone is not None:  # a wrong name fails now, not after the solver part
+        create_method("tokencut", backbone=backbone)
     sources = {"planted": planted_keys(n_images, seed=0)}
     folder = None
     if not planted_only:

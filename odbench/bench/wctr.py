@@ -35,7 +35,14 @@ def _images(data_root: Path | None, n: int, toy: bool) -> tuple[list[np.ndarray]
 
 
 @click.command("wctr")
-@click.option("--n", "n_images", default=100, show_default=True, help="Images to time.")
+@click.option(
+    "--n",
+    "n_images",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Images to time.",
+)
 @data_root_option
 @click.option("--toy", is_flag=True, help="Time generated toy images instead of ECSSD.")
 def cli(n_images: int, data_root: Path | None, toy: bool) -> None:
