@@ -40,7 +40,7 @@ from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 
-from odbench.cache import CacheError, PredictionCache, quantize, safe_name
+from odbench.cache import CacheError, PredictionCache, image_digest, quantize, safe_name
 from odbench.claims import Claims
 from odbench.data.base import Dataset, Sample
 from odbench.discovery import check_instances, discovery_records, save_instances, score_sample
@@ -185,21 +185,24 @@ class _Work:
         # made here, so a claim taken in a worker names this process (alive while the run is)
         self.claims = Claims(cache.folder) if cache is not None else None
 
-    def usable(
-        self, sample_id: str, shape: tuple[int, ...], look_again: bool = True
-    ) -> tuple[np.ndarray, Any, Any] | None:
-        """The cached entry of ``sample_id``; None when there is none, or it is unreadable, not
-        of the image's size or lacks the instances a discovery run needs (then it is predicted
-        again and overwritten, as the feature cache recomputes a damaged file).
+    def usable(self, sample: Sample, look_again: bool = True) -> tuple[np.ndarray, Any, Any] | None:
+        """The cached entry of ``sample``; None when there is none, or it is unreadable, was
+        predicted from another version of the image (:func:`~odbench.cache.image_digest`), is
+        not of the image's size or lacks the instances a discovery run needs (then it is
+        predicted again and overwritten, as the feature cache recomputes a damaged file).
         ``look_again``: :meth:`PredictionCache.has`'s."""
+        sample_id = sample.id
         if self.cache is None or not self.cache.has(sample_id, look_again):
             return None
+        source = image_digest(sample.image)
         try:
-            pred, box = self.cache.get(sample_id, look_again)
-            found = self.cache.get_instances(sample_id, look_again) if self.instances else None
+            pred, box = self.cache.get(sample_id, look_again, source)
+            found = (
+                self.cache.get_instances(sample_id, look_again, source) if self.instances else None
+            )
         except CacheError:
             return None
-        if pred.shape != shape or (self.instances and found is None):
+        if pred.shape != sample.image.shape[:2] or (self.instances and found is None):
             return None
         return pred, box, found
 
@@ -208,11 +211,10 @@ class _Work:
         ("failed", the error) for one the method failed on here, or ("image", its pixels) for
         the model, once claimed; the sample, kept for :meth:`finish`, or None)."""
         sample = self.dataset.load(self.ids[i])
-        shape = sample.image.shape[:2]
-        hit = self.usable(sample.id, shape, look_again=False)  # looked up again once claimed
+        hit = self.usable(sample, look_again=False)  # looked up again once claimed
         if hit is None and self.claims is not None:
             name = safe_name(sample.id)
-            ready = partial(self.usable, sample.id, shape)
+            ready = partial(self.usable, sample)
             if self.claims.acquire(name) or self.claims.wait(name, lambda: ready() is not None):
                 hit = ready()  # stored by another process since it was looked up
                 if hit is not None:
@@ -260,7 +262,7 @@ class _Work:
         q = quantize(raw)
         if self.cache is not None and self.claims is not None:
             release = partial(self.claims.release, safe_name(sample.id))
-            self.cache.put(sample.id, q, box, found, then=release)
+            self.cache.put(sample.id, q, box, found, release, image_digest(sample.image))
         return self.stored(sample, q, box, cached=False, found=found)
 
     def stored(

@@ -15,7 +15,7 @@ from pycocotools import mask as mask_utils
 from realdata import REAL_DATA
 from test_discovery_data import _voc
 
-from odbench.cache import PredictionCache
+from odbench.cache import PredictionCache, image_digest
 from odbench.cli import main
 from odbench.data.base import Dataset, Sample
 from odbench.discovery import DiscoveryError
@@ -156,7 +156,7 @@ def test_cache_resume_gives_identical_numbers_and_no_stale_entry(tmp_path: Path)
     # An entry stored without instances (another task's run) is predicted again, not used.
     cache = PredictionCache(Path(first.info["cache"]))
     pred, box = cache.get("im2")
-    cache.put("im2", pred, box)
+    cache.put("im2", pred, box, source=image_digest(data.load("im2").image))
     third = _run(tmp_path, method, data)
     assert third.info["n_predicted"] == 1 and method.calls == 1
     assert third.metrics == first.metrics

@@ -13,7 +13,7 @@ from PIL import Image
 from realdata import REAL_DATA
 from scipy import ndimage
 
-from odbench.cache import CacheError, PredictionCache, quantize, safe_name
+from odbench.cache import CacheError, PredictionCache, image_digest, quantize, safe_name
 from odbench.cards import method_card, method_cards
 from odbench.cli import main
 from odbench.commands.evaluate import parse_set
@@ -216,7 +216,8 @@ def test_a_damaged_cache_entry_is_predicted_again(tmp_path: Path) -> None:
     method = FlakyPrior()
     again = evaluate(method, ds, get_protocol("odbench"), **kw)
     assert len(method.seen) == 1 and again.info["n_predicted"] == 1
-    PredictionCache(folder).put("toy_00001", np.zeros((5, 5), np.uint16), None)  # wrong size
+    source = image_digest(ds.load("toy_00001").image)  # of the image, as eval stores it
+    PredictionCache(folder).put("toy_00001", np.zeros((5, 5), np.uint16), None, source=source)
     method = FlakyPrior()
     third = evaluate(method, ds, get_protocol("odbench"), **kw)
     assert len(method.seen) == 1 and third.info["n_predicted"] == 1

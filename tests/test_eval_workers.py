@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -246,3 +247,35 @@ def test_opencv_runs_single_threaded_during_a_run_and_as_before_after(
         assert cv2.getNumThreads() == 2
     finally:
         cv2.setNumThreads(before)
+
+
+class Replaced(Blobs):
+    """Blobs whose image ``b005`` was replaced by another of the same size (a file re-exported
+    or copied again), its GT mask as before."""
+
+    def load(self, sample_id: str) -> Sample:
+        sample = super().load(sample_id)
+        if sample_id != "b005":
+            return sample
+        return Sample(sample_id, np.ascontiguousarray(sample.image[::-1]), sample.mask)
+
+
+@linux
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("kind", [Brightness, InMain])
+def test_an_image_replaced_by_another_of_its_size_is_predicted_again(
+    tmp_path: Path, workers: int, kind: type[Brightness]
+) -> None:
+    """The cache key names the data by its folders, not its pixels: an image replaced by
+    another of its size was served the old image's map (a silently wrong number)."""
+    method = kind(tmp_path / "log.txt")
+    first = _eval(method, tmp_path, workers)
+    kw: dict[str, Any] = {"dataset_name": "blobs", "workers": workers, "results_dir": None}
+    replaced = run(
+        method, Replaced(24), get_protocol("odbench"), cache_dir=tmp_path / "cache", **kw
+    )
+    assert (replaced.info["n_predicted"], replaced.info["n_cached"]) == (1, 23)
+    fresh = run(method, Replaced(24), get_protocol("odbench"), use_cache=False, **kw)
+    assert replaced.metrics == fresh.metrics != first.metrics
+    again = run(method, Replaced(24), get_protocol("odbench"), cache_dir=tmp_path / "cache", **kw)
+    assert again.info["n_cached"] == 24 and again.metrics == fresh.metrics
