@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -169,6 +170,12 @@ def run(
     except OutputPathError as e:
         raise EvalError(str(e)) from e
     all_ids = dataset.ids()
+    if len(set(all_ids)) != len(all_ids):  # each would be scored twice: weighted silently
+        twice = next(i for i, n in Counter(all_ids).items() if n > 1)
+        raise EvalError(
+            f"dataset {dataset_name!r} lists the sample id {twice!r} more than once; "
+            "its ids() must name each sample once"
+        )
     chosen = all_ids[:limit] if limit is not None else all_ids
     skipped = set(skip_ids)
     ids = [i for i in chosen if i not in skipped]

@@ -20,7 +20,7 @@ import odbench
 from odbench.cache import PredictionCache, cache_folders, code_identity, quantize
 from odbench.cards import method_card
 from odbench.cli import main
-from odbench.data.base import create_dataset
+from odbench.data.base import Dataset, Sample, create_dataset
 from odbench.imageio import read_gray
 from odbench.methods.base import Method
 from odbench.methods.center_prior import CenterPrior
@@ -89,6 +89,25 @@ def test_api_takes_its_folders_as_strings(tmp_path: Path) -> None:
         "toy_00000.png",
         "toy_00001.png",
     ]
+
+
+class _Twice(Dataset):
+    """A dataset whose ids() names one sample twice (a custom loader's bug)."""
+
+    name = "twice"
+
+    def ids(self) -> list[str]:
+        return ["toy_00000", "toy_00001", "toy_00000"]
+
+    def load(self, sample_id: str) -> Sample:
+        return create_dataset("toy").load(sample_id)
+
+
+def test_a_dataset_listing_an_id_twice_is_one_line_before_any_work(tmp_path: Path) -> None:
+    """It was evaluated and scored twice, weighting it double in every metric, silently."""
+    with pytest.raises(EvalError, match="lists the sample id 'toy_00000' more than once"):
+        odbench.evaluate(CallableMethod(_mean_gray), _Twice(), cache_dir=tmp_path / "c")
+    assert not (tmp_path / "c").exists()
 
 
 def test_import_odbench_is_cheap() -> None:
