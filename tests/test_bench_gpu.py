@@ -45,3 +45,22 @@ def test_without_cuda_the_real_run_is_one_line(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["bench", "gpu", "--out", str(tmp_path)])
     assert r.exit_code == 2 and "no CUDA device" in r.output
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_the_real_run_refuses_a_cpu_device(tmp_path: Path) -> None:
+    """The full-size plan on a CPU would run for hours: --dry-run is the CPU run."""
+    from odbench.cli import main
+
+    r = CliRunner().invoke(main, ["bench", "gpu", "--device", "cpu", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "--device cpu" in r.output and "--dry-run" in r.output, r.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_out_folder_under_a_file_is_one_line(tmp_path: Path) -> None:
+    from odbench.cli import main
+
+    (tmp_path / "afile").write_text("")
+    r = CliRunner().invoke(
+        main, ["bench", "gpu", "--dry-run", "--out", str(tmp_path / "afile" / "x")]
+    )
+    assert r.exit_code == 2 and "--out" in r.output and "is a file, not a folder" in r.output

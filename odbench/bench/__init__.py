@@ -9,11 +9,20 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+import click
+
 from odbench.commands import options
 from odbench.errors import UserError
 
 #: The shared real data beside a source checkout (``../shared/data``), when present.
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+#: The side SD-1.4's images must be a multiple of (VAE x8, then the UNet's three
+#: down-samplings x8): ``--resolution`` of the benchmarks on ``sd-v1-4-random``.
+SD_MULTIPLE = 64
+
+#: ``--dtype`` of the benchmarks on SD-1.4 (default: the device's).
+SD_DTYPES = ("fp32", "fp16", "bf16")
 
 #: ``--data-root`` of the benchmarks that read real images.
 data_root_option = options.data_root(
@@ -36,6 +45,29 @@ def ecssd_images(data_root: Path | None, fallback: str) -> Path:
             f"holding ECSSD/, or {fallback}"
         )
     return folder
+
+
+def multiple_of(m: int) -> Callable[[click.Context, click.Parameter, int | None], int | None]:
+    """A click callback: the option's value is ``None`` or a positive multiple of ``m``."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+        if value is not None and (value < m or value % m):
+            raise click.BadParameter(f"{value} is not a positive multiple of {m}")
+        return value
+
+    return check
+
+
+def batch_sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A click callback: ``None`` or comma-separated positive integers (``1,4,16``)."""
+    if value is None:
+        return None
+    parts = [p.strip() for p in value.split(",")]
+    if not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise click.BadParameter(
+            f"{value!r}: give positive integers separated by commas, e.g. 1,4,16"
+        )
+    return value
 
 
 @contextmanager

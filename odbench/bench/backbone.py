@@ -34,6 +34,7 @@ from typing import Any
 
 import click
 
+from odbench.bench import SD_DTYPES, SD_MULTIPLE, batch_sizes, multiple_of
 from odbench.commands import options
 
 #: Dense fp16/bf16 tensor-core peak, TFLOP/s, by device-name substring (vendor data sheets).
@@ -204,13 +205,38 @@ def time_passes(bb: Any, batch: int, repeats: int) -> tuple[list[float], list[fl
 
 @click.command("backbone")
 @options.device(default=None, help="cpu or cuda (default: cuda when available).")
-@click.option("--dtype", default=None, help="fp32 / fp16 / bf16 (default: fp32 cpu, bf16 cuda).")
 @click.option(
-    "--resolution", type=int, default=None, help="Image side (default 256 cpu, 512 cuda)."
+    "--dtype",
+    type=click.Choice(SD_DTYPES),
+    default=None,
+    help="Default: fp32 cpu, bf16 cuda.",
 )
-@click.option("--steps", type=int, default=None, help="DDIM steps T (default 2 cpu, 40 cuda).")
-@click.option("--batches", default=None, help="Comma-separated batch sizes (default 1 / 1,4,16).")
-@click.option("--repeats", type=int, default=3, show_default=True, help="Passes per condition.")
+@click.option(
+    "--resolution",
+    type=int,
+    default=None,
+    callback=multiple_of(SD_MULTIPLE),
+    help=f"Image side, a multiple of {SD_MULTIPLE} (default 256 cpu, 512 cuda).",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(1, 1000),
+    default=None,
+    help="DDIM steps T (default 2 cpu, 40 cuda).",
+)
+@click.option(
+    "--batches",
+    default=None,
+    callback=batch_sizes,
+    help="Comma-separated batch sizes (default 1 / 1,4,16).",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Passes per condition.",
+)
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Write results.")
 def cli(
     device: str | None,
@@ -225,8 +251,12 @@ def cli(
     import torch
 
     from odbench.backbones.diffusion import load_backbone
+    from odbench.distributed import resolve_device
+    from odbench.outputs import check_output_file
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if json_out:
+        check_output_file(json_out, "--json-out")  # fail now, not after the run
+    device = resolve_device(device or "auto")
     cuda = device.startswith("cuda")
     dtype = dtype or ("bf16" if cuda else "fp32")
     resolution = resolution or (512 if cuda else 256)

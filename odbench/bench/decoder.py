@@ -21,15 +21,41 @@ import numpy as np
 @click.option(
     "--features", default="sd-v1-4-random", show_default=True, help="Extractor whose levels to use."
 )
-@click.option("--resolution", type=int, default=512, show_default=True)
-@click.option("--batch-size", type=int, default=10, show_default=True)
-@click.option("--steps", type=int, default=10, show_default=True, help="Timed steps per variant.")
-@click.option("--rows", type=int, default=40, show_default=True, help="Cached rows (images).")
-@click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
+@click.option("--resolution", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Rows per step (distinct: at most --rows).",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Timed steps per variant.",
+)
+@click.option(
+    "--rows",
+    type=click.IntRange(min=1),
+    default=40,
+    show_default=True,
+    help="Cached rows (images).",
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch CPU threads."
+)
 def cli(
     features: str, resolution: int, batch_size: int, steps: int, rows: int, threads: int
 ) -> None:
     """Decoder training steps/s on cached features vs in-memory features."""
+    if batch_size > rows:
+        raise click.BadParameter(
+            f"{batch_size} is more than --rows {rows} (a batch draws distinct rows); "
+            "lower it or raise --rows",
+            param_hint="'--batch-size'",
+        )
     import torch
 
     from odbench.feature_cache import FeatureEntry
@@ -41,6 +67,11 @@ def cli(
 
     torch.set_num_threads(threads)
     fx = load_extractor(features)
+    if resolution % fx.input_multiple:
+        raise click.BadParameter(
+            f"{resolution} is not a multiple of {fx.input_multiple} (what {features} needs)",
+            param_hint="'--resolution'",
+        )
     card = card_for_features(features)
     spec = {**card.raw["model"], "channels": list(fx.channels), "strides": list(fx.strides)}
     del fx

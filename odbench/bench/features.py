@@ -69,11 +69,22 @@ def diffusers_loop(bb: Any, x: Any, prompt: str, num_steps: int) -> Any:
 
 @click.command("features")
 @click.option("--features", "name", default="sd-v1-4-random", show_default=True)
-@click.option("--resolution", type=int, default=None, help="Default: 256 for sd-*, else 224.")
-@click.option("--batch-size", type=int, default=1, show_default=True)
-@click.option("--steps", type=int, default=2, show_default=True, help="T for sd-* (both loops).")
-@click.option("--repeats", type=int, default=2, show_default=True)
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option(
+    "--resolution",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Default: 256 for sd-*, else 224 (rounded down to the extractor's multiple).",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--steps",
+    type=click.IntRange(1, 1000),
+    default=2,
+    show_default=True,
+    help="T for sd-* (both loops).",
+)
+@click.option("--repeats", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
 def cli(
     name: str,
     resolution: int | None,
@@ -94,6 +105,11 @@ def cli(
     options: dict[str, Any] = {"prior": False, "num_steps": steps} if sd else {}
     fx = load_extractor(name, **options)
     size -= size % fx.input_multiple
+    if size == 0:
+        raise click.BadParameter(
+            f"{resolution} is below {fx.input_multiple}, the smallest side {name} takes",
+            param_hint="'--resolution'",
+        )
     x = torch.rand(batch_size, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         fx.extract(x)  # warm-up

@@ -320,8 +320,16 @@ def run(dry_run: bool, device: str | None, out: Path | None) -> Path | None:
     import torch
 
     from odbench.errors import UserError
+    from odbench.outputs import check_output_folder
 
     device = "cpu" if dry_run else (device or "cuda")
+    if not dry_run and not device.startswith("cuda"):  # the full-size plan: hours on a CPU
+        raise UserError(
+            f"--device {device}: odbench bench gpu measures a CUDA device (cuda or cuda:N); "
+            "use --dry-run to run its steps on the CPU"
+        )
+    if out is not None:
+        check_output_folder(out, "--out")  # fail now, not after the run
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("odbench bench gpu: torch sees no CUDA device; use --dry-run on a CPU")
     if out is None and not dry_run:

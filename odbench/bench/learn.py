@@ -29,12 +29,25 @@ TARGET_ECSSD_IOU = 0.55
 
 @click.command("learn")
 @data_root_option
-@click.option("--minutes", type=float, default=8.0, show_default=True, help="Training wall budget.")
-@click.option("--threads", type=int, default=2, show_default=True, help="torch CPU threads.")
+@click.option(
+    "--minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=8.0,
+    show_default=True,
+    help="Training wall budget.",
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=2, show_default=True, help="torch CPU threads."
+)
 @click.option("--resolution", type=int, default=128, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Keep the run here.")
 @click.option("--n", type=int, default=None, help="Train on N of the pairs (smoke runs).")
-@click.option("--limit", type=int, default=None, help="Evaluate on the first N ECSSD images.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Evaluate on the first N ECSSD images.",
+)
 def cli(
     data_root: Path | None,
     minutes: float,

@@ -29,6 +29,7 @@ import click
 import numpy as np
 
 from odbench.errors import UserError
+from odbench.outputs import check_output_folder
 
 TARGET_S = 60.0
 
@@ -188,9 +189,18 @@ def _browser(index: Path) -> str:
 
 
 @click.command("report")
-@click.option("--images", "n_images", default=5019, show_default=True, help="DUTS-TE: 5,019.")
-@click.option("--methods", "n_methods", default=5, show_default=True)
-@click.option("-n", "n", default=8, show_default=True, help="Images per grid.")
+@click.option(
+    "--images",
+    "n_images",
+    type=click.IntRange(min=1),
+    default=5019,
+    show_default=True,
+    help="DUTS-TE: 5,019.",
+)
+@click.option("--methods", "n_methods", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option(
+    "-n", "n", type=click.IntRange(min=0), default=8, show_default=True, help="Images per grid."
+)
 @click.option(
     "--keep",
     type=click.Path(path_type=Path),
@@ -209,6 +219,8 @@ def cli(n_images: int, n_methods: int, n: int, keep: Path | None, browser: bool)
 
     if keep is not None and keep.exists():
         raise UserError(f"--keep {keep}: exists; give a new folder")
+    if keep is not None:
+        check_output_folder(keep, "--keep")
     root = keep if keep is not None else Path(tempfile.mkdtemp(prefix="odbench-bench-report-"))
     root.mkdir(parents=True, exist_ok=True)
     try:

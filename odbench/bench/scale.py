@@ -74,20 +74,26 @@ def _timed_eval(launcher: list[str], args: list[str], out: Path) -> tuple[float,
 @data_root_option
 def cli(n_images: int, method: str, toy: bool, data_root: Path | None) -> None:
     """eval with 1 and 2 processes on CPU: the speed-up (target >= 1.7x)."""
+    from odbench.data.base import create_dataset
+
     if toy:
         args = ["--method", method, "--dataset", "toy", "--limit", str(n_images)]
         what = "toy"
+        available = len(create_dataset("toy").ids())
     else:
         root = ecssd_images(data_root, "pass --toy").parent.parent
         args = ["--method", method, "--dataset", "ecssd", "--data-root", str(root)]
         args += ["--limit", str(n_images)]
         what = f"ECSSD from {root}"
+        available = len(create_dataset("ecssd", data_root=root).ids())
     args += ["--device", "cpu", "--workers", "1"]  # one process = one core
     one_proc = [sys.executable]
     two_procs = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
     two_procs += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
-    click.echo(f"scale: {method} on the first {n_images} images of {what}, one thread per process")
+    shown = min(n_images, available)  # --limit beyond the dataset evaluates all of it
+    click.echo(f"scale: {method} on the first {shown} images of {what}, one thread per process")
     with tempfile.TemporaryDirectory(prefix="odbench-scale-") as tmp:
+        two_procs += ["--log-dir", str(Path(tmp) / "torchrun")]  # not /tmp/torchelastic_*
         e1, r1 = _timed_eval(one_proc, args, Path(tmp) / "one")
         e2, r2 = _timed_eval(two_procs, args, Path(tmp) / "two")
     if r1["metrics"] != r2["metrics"]:

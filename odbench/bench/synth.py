@@ -29,6 +29,7 @@ from typing import Any
 
 import click
 
+from odbench.bench import SD_DTYPES, SD_MULTIPLE, multiple_of
 from odbench.commands import options
 
 TARGET_PAIRS_PER_S = 1.5  # one H100/H200, bf16, 512², T = 40, guidance
@@ -44,12 +45,35 @@ def _timed(fn: Any, sync: Any) -> float:
 
 @click.command("synth")
 @options.device()
-@click.option("--resolution", type=int, default=None, help="Image side (CPU 256, CUDA 512).")
-@click.option("--steps", type=int, default=None, help="DDIM steps T (CPU 2, CUDA 40).")
-@click.option("--n", "n", type=int, default=None, help="Pairs to make (CPU 2, CUDA 32).")
-@click.option("--batch-size", type=int, default=None, help="Prompts per batch (CPU 1, CUDA 8).")
-@click.option("--dtype", default=None, help="UNet dtype (CPU fp32, CUDA bf16).")
-@click.option("--repeats", default=3, show_default=True, help="Timed UNet passes per condition.")
+@click.option(
+    "--resolution",
+    type=int,
+    default=None,
+    callback=multiple_of(SD_MULTIPLE),
+    help=f"Image side, a multiple of {SD_MULTIPLE} (CPU 256, CUDA 512).",
+)
+@click.option(
+    "--steps", type=click.IntRange(1, 1000), default=None, help="DDIM steps T (CPU 2, CUDA 40)."
+)
+@click.option(
+    "--n", "n", type=click.IntRange(min=1), default=None, help="Pairs to make (CPU 2, CUDA 32)."
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Prompts per batch (CPU 1, CUDA 8).",
+)
+@click.option(
+    "--dtype", type=click.Choice(SD_DTYPES), default=None, help="UNet dtype (CPU fp32, CUDA bf16)."
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Timed UNet passes per condition.",
+)
 def cli(
     device: str,
     resolution: int | None,
@@ -63,10 +87,10 @@ def cli(
     import torch
 
     from odbench.backbones.diffusion import Capture, load_backbone
+    from odbench.distributed import resolve_device
     from odbench.synthesis.pipeline import Synthesizer, SynthOptions
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     cuda = device.startswith("cuda")
     resolution = resolution or (512 if cuda else 256)
     steps = steps or (40 if cuda else 2)
