@@ -51,7 +51,8 @@ TICKET = 4  # bytes per index in the ticket pipe (PIPE_BUF >= 512: one write is 
 
 
 class WorkerDiedError(OdbenchError, RuntimeError):
-    """A forked worker ended without returning its result (killed, out of memory)."""
+    """A forked worker ended without returning its result (killed, out of memory), or could
+    not be started (a limit on processes or open files)."""
 
 
 @contextmanager
@@ -308,11 +309,18 @@ class Pipeline:
         if workers > 1 and n > 1:
             self._load_here(0)  # before forking: the children inherit what it imported
             self.written = 1
-            self.stack.callback(self._stop)
-            self.tickets_r, self.tickets_w = os.pipe()
-            os.set_blocking(self.tickets_r, False)
-            for k in range(min(workers, n) - 1):
-                self.children.append(_Child.fork(self, k))
+            try:
+                self.tickets_r, self.tickets_w = os.pipe()
+                self.stack.callback(self._stop)
+                os.set_blocking(self.tickets_r, False)
+                for k in range(min(workers, n) - 1):
+                    self.children.append(_Child.fork(self, k))
+            except BaseException as e:  # no child, pipe or OpenCV setting left behind
+                self.stack.close()
+                if isinstance(e, OSError):  # e.g. a limit on processes or open files
+                    why = f"could not start worker process {len(self.children) + 1} ({e.strerror})"
+                    raise WorkerDiedError(f"{why}; run with fewer --workers") from e
+                raise
             for child in self.children:
                 child.start_threads(self)
 
@@ -433,13 +441,19 @@ class _Child:
 
     @classmethod
     def fork(cls, pipeline: Pipeline, number: int) -> _Child:
-        tasks_r, tasks_w = os.pipe()
-        results_r, results_w = os.pipe()
-        for fd in (tasks_w, results_w):
-            _widen(fd)
-        count = min(pipeline.depth + 2, 32)  # in flight at once, at most
-        up, down = _Slots(count), _Slots(count)
-        pid = os.fork()
+        fds: list[int] = []
+        try:  # a pipe or the fork refused (limits): no descriptor left open
+            fds += [*os.pipe(), *os.pipe()]
+            tasks_r, tasks_w, results_r, results_w = fds
+            for fd in (tasks_w, results_w):
+                _widen(fd)
+            count = min(pipeline.depth + 2, 32)  # in flight at once, at most
+            up, down = _Slots(count), _Slots(count)
+            pid = os.fork()
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
         if pid == 0:
             os.close(tasks_w)
             os.close(results_r)
@@ -494,6 +508,8 @@ class _Child:
         os.waitpid(self.pid, 0)
         for t in self.threads:
             t.join()
+        if not self.threads:  # stopped before its receiver started (which closes the pipe)
+            os.close(self.results_r)
         self.up.close()
         self.down.close()
 

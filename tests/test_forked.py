@@ -368,3 +368,33 @@ def test_pipeline_without_shared_memory_sends_arrays_in_the_pickles(monkeypatch)
 
     monkeypatch.setattr(mmap, "mmap", refused)
     test_pipeline_arrays_through_shared_slots_arrive_intact()
+
+
+def test_pipeline_refused_a_worker_is_one_line_and_leaves_nothing_behind(monkeypatch):
+    """A fork refused (a limit on processes, files or memory) after two children started: one
+    line; the two stopped and waited for, no pipe left open, OpenCV's threads as before (they
+    were a traceback, and left the children running and their pipes open in this process)."""
+    import errno
+
+    import cv2
+
+    from odbench.forked import Pipeline
+
+    real_fork, forks = os.fork, []
+
+    def fork_twice() -> int:
+        if len(forks) == 2:
+            raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+        pid = real_fork()
+        forks.append(pid)
+        return pid
+
+    def open_fds() -> set[str]:
+        return set(os.listdir("/proc/self/fd"))
+
+    threads, before = cv2.getNumThreads(), open_fds()
+    monkeypatch.setattr(os, "fork", fork_twice)
+    with deadline(60), pytest.raises(WorkerDiedError, match="start worker process 3 .*--workers"):
+        Pipeline(_pid_load, _pid_finish, 40, 6, depth=4)
+    assert len(forks) == 2 and no_children_left()
+    assert open_fds() == before and cv2.getNumThreads() == threads
