@@ -143,3 +143,45 @@ def test_metrics_end_to_end_counts_the_masks_there_are(
     r = bench("metrics", "--data-root", str(tmp_path / "data"), "--n", "1", "--n-files", "5")
     assert r.exit_code == 0, r.output
     assert "end to end on 2 PNG pairs" in r.output
+
+
+def _ecssd_with_one_image(root: Path, data: bytes = b"", masks: bool = False) -> Path:
+    images = root / "ECSSD" / "images"
+    images.mkdir(parents=True)
+    (images / "0001.jpg").write_bytes(data)
+    if masks:
+        (root / "ECSSD" / "ground_truth_mask").mkdir()
+    return images / "0001.jpg"
+
+
+@pytest.mark.parametrize("name", ["tokencut", "dsm"])
+def test_an_unreadable_ecssd_image_is_one_line(name: str, tmp_path: Path) -> None:
+    _ecssd_with_one_image(tmp_path, b"not a jpeg")
+    r = bench(name, "--n", "1", "--data-root", str(tmp_path))
+    assert r.exit_code == 2 and "0001.jpg: unreadable or corrupt image" in r.output, r.output
+
+
+def test_metrics_without_gt_masks_is_refused_before_timing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    _ecssd_with_one_image(tmp_path / "data")
+    r = bench("metrics", "--data-root", str(tmp_path / "data"), "--n", "1", "--n-files", "1")
+    assert r.exit_code == 2, r.output
+    assert "ground_truth_mask: no PNG masks" in r.output and "pairs" not in r.output
+
+
+def test_learn_checks_ecssd_before_training(tmp_path: Path) -> None:
+    """A broken ECSSD was found by the evaluation after the whole training budget."""
+    import numpy as np
+
+    from odbench.imageio import write_png
+
+    duts = tmp_path / "data" / "DUTS-TR-1k"
+    for i in range(4):
+        write_png(duts / "DUTS-TR-Image" / f"{i}.png", np.zeros((32, 32, 3), np.uint8))
+        write_png(duts / "DUTS-TR-Mask" / f"{i}.png", np.zeros((32, 32), np.uint8))
+    _ecssd_with_one_image(tmp_path / "data", masks=True)
+    r = bench("learn", "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "run"))
+    assert r.exit_code == 2 and "0001.jpg: image has no GT mask" in r.output, r.output
+    assert not (tmp_path / "run").exists()  # nothing trained

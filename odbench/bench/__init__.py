@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -45,6 +46,21 @@ def ecssd_images(data_root: Path | None, fallback: str) -> Path:
             f"holding ECSSD/, or {fallback}"
         )
     return folder
+
+
+def read_pil_rgb(path: Path) -> Any:
+    """``path`` as an RGB PIL image, read as the reference loops read it (Pillow, no EXIF
+    rotation); an unreadable or truncated file is one error line naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except OSError as e:  # UnidentifiedImageError, truncated data
+        raise UserError(
+            f"{path}: unreadable or corrupt image; replace it, or pass --data-root to another "
+            "copy of ECSSD"
+        ) from e
 
 
 def multiple_of(m: int) -> Callable[[click.Context, click.Parameter, int | None], int | None]:

@@ -30,7 +30,7 @@ from typing import Any
 import click
 import numpy as np
 
-from odbench.bench import data_root_option, ecssd_images, one_thread
+from odbench.bench import data_root_option, ecssd_images, one_thread, read_pil_rgb
 
 #: (label, grid) of the planted graphs.
 SIZES = (("480² ViT-S/16", (30, 30)), ("480×352 ViT-B/8", (44, 60)))
@@ -142,13 +142,8 @@ def load_images(data_root: Path | None, planted_only: bool, n: int) -> tuple[lis
             _, small = planted_graph((20, 25), seed)
             imgs.append(np.repeat(np.repeat(small, 16, 0), 16, 1))
         return imgs, "planted 320×400"
-    from PIL import Image
-
     folder = ecssd_images(data_root, "use --planted-only")
-    out = []
-    for f in sorted(folder.glob("*.jpg"))[:n]:
-        with Image.open(f) as im:
-            out.append(np.asarray(im.convert("RGB")))
+    out = [np.asarray(read_pil_rgb(f)) for f in sorted(folder.glob("*.jpg"))[:n]]
     return out, "real ECSSD"
 
 

@@ -63,6 +63,7 @@ def cli(
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
+    from odbench.data.base import create_dataset
     from odbench.errors import UserError
     from odbench.runner import run_eval
     from odbench.summary import format_metrics
@@ -76,6 +77,7 @@ def cli(
                 f"{data_root / folder}: not found; pass --data-root (or set $ODBENCH_DATA) to "
                 f"the folder holding DUTS-TR-1k/ and ECSSD/"
             )
+    create_dataset("ecssd", data_root=data_root).ids()  # a broken ECSSD fails before training
     if out is not None and (out / "checkpoint.safetensors").exists():
         raise UserError(f"--out {out}: holds a run already; choose another folder")
     torch.set_num_threads(threads)

@@ -43,6 +43,7 @@ import numpy as np
 
 from odbench.bench import cpu_seconds, data_root_option, ecssd_images, one_thread
 from odbench.commands import options
+from odbench.errors import UserError
 
 
 def random_pairs(n: int, shape: tuple[int, int], seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -363,6 +364,11 @@ def cli(
     gt_folder = None
     if not synthetic:
         gt_folder = ecssd_images(data_root, "use --synthetic").parent / "ground_truth_mask"
+        if not any(gt_folder.glob("*.png")):  # part 3 reads them: fail now, not after parts 1-2
+            raise UserError(
+                f"{gt_folder}: no PNG masks; pass --data-root (or set $ODBENCH_DATA) to the "
+                "folder holding ECSSD/ with its ground_truth_mask/, or use --synthetic"
+            )
     shape = (300, 400)
     pairs = random_pairs(n, shape, seed)
     with one_thread():

@@ -29,7 +29,7 @@ from typing import Any
 import click
 import numpy as np
 
-from odbench.bench import data_root_option, ecssd_images, one_thread
+from odbench.bench import data_root_option, ecssd_images, one_thread, read_pil_rgb
 
 TARGET_S = 0.1
 GRID = 30  # 480 / 16
@@ -59,8 +59,7 @@ def ecssd_keys(folder: Path, n: int) -> list[np.ndarray]:
     method: Any = create_method("tokencut", backbone="dino-tiny")
     out = []
     for f in files:
-        with Image.open(f) as im:
-            image = np.asarray(im.convert("RGB").resize((480, 480), Image.Resampling.BILINEAR))
+        image = np.asarray(read_pil_rgb(f).resize((480, 480), Image.Resampling.BILINEAR))
         out.append(method.keys(image).keys)
     return out
 
@@ -108,12 +107,7 @@ def _images(folder: Path | None, n: int) -> tuple[str, list[np.ndarray]]:
 
         ds = ToyDataset(n=n + 1, size=(300, 400))
         return "toy 300 × 400", [ds.load(i).image for i in ds.ids()]
-    from PIL import Image
-
-    out = []
-    for f in sorted(folder.glob("*.jpg"))[: n + 1]:
-        with Image.open(f) as im:
-            out.append(np.asarray(im.convert("RGB")))
+    out = [np.asarray(read_pil_rgb(f)) for f in sorted(folder.glob("*.jpg"))[: n + 1]]
     return "ECSSD", out
 
 
