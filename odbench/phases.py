@@ -45,6 +45,7 @@ from odbench.claims import Claims
 from odbench.data.base import Dataset, Sample
 from odbench.discovery import check_instances, discovery_records, save_instances, score_sample
 from odbench.errors import OdbenchError
+from odbench.imageio import DISK_FULL
 from odbench.methods.base import Method
 from odbench.metrics.instances import Instances
 from odbench.results import (
@@ -551,13 +552,27 @@ class _Spool:
         self.file = tempfile.TemporaryFile(prefix="odbench-records-")
 
     def write(self, row: np.ndarray) -> None:
-        self.file.write(row.tobytes())
+        try:
+            self.file.write(row.tobytes())
+        except OSError as e:
+            _raise_naming_temp_folder(e)
 
     def array(self, n: int) -> np.ndarray:
         """The ``n`` rows written, memory-mapped (the map keeps the file; it is closed here)."""
         with self.file:
-            self.file.flush()
+            try:
+                self.file.flush()
+            except OSError as e:
+                _raise_naming_temp_folder(e)
             return np.memmap(self.file, self.dtype, "r", shape=(n, *self.shape))
+
+
+def _raise_naming_temp_folder(error: OSError) -> NoReturn:
+    """``error``; a full disk met writing an unnamed temporary file with the temporary folder
+    as its file name (the error line said "the output folder": not where space is missing)."""
+    if error.errno in DISK_FULL and not error.filename:
+        raise OSError(error.errno, error.strerror, tempfile.gettempdir()) from error
+    raise error
 
 
 class _Rows:

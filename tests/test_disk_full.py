@@ -78,3 +78,28 @@ def test_a_full_disk_while_writing_the_results_json_leaves_no_records_file(
     assert "no space left" in line
     assert calls["n"] == 2
     assert sorted(p.name for p in results.iterdir()) == []
+
+
+def test_a_full_temporary_folder_is_named_not_the_output_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-image records go to unnamed files in the temporary folder ($TMPDIR): a full disk
+    there said "the output folder", sending the user to the results or cache folder."""
+    import io
+    import tempfile
+
+    class Full(io.BytesIO):
+        def write(self, data: object) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # names no file
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda **_: Full())
+    args = ["eval", "--method", "center-prior", "--dataset", "toy", "--limit", "3",
+            "--workers", "1", "--results-dir", str(tmp_path / "res"),
+            "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2, res.output
+    (line,) = [x for x in res.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith(f"error: {temp}: no space left on the device"), line
