@@ -130,12 +130,15 @@ def test_two_process_launch_equals_one_process(tmp_path: Path) -> None:
     assert single.exit_code == 0, single.output
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
     launcher += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+    launcher += ["--log-dir", str(tmp_path / "torchrun")]  # not /tmp/torchelastic_*
     args = [*common, "--results-dir", str(tmp_path / "two"), "--cache-dir", str(tmp_path / "c2")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path / "tmp")}
     run = subprocess.run(
         [*launcher, "-m", "odbench", *args], capture_output=True, text=True, env=env, timeout=120
     )
     assert run.returncode == 0, run.stderr
+    assert any((tmp_path / "torchrun").iterdir())  # torchrun's logs: here, not in /tmp
     assert run.stdout.count("results: ") == 1 and "2 processes" in run.stdout  # rank 0 only
     (one,) = (tmp_path / "one").glob("*.json")
     (two,) = (tmp_path / "two").glob("*.json")
