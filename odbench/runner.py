@@ -181,6 +181,8 @@ def run(
     ids = [i for i in chosen if i not in skipped]
     if not ids:
         raise EvalError(f"dataset {dataset_name!r} has no samples to evaluate")
+    if save_preds is not None:
+        _check_save_preds(dataset, ids[0], Path(save_preds))
     whole_ids, sharded = ids, shard is not None and not shard.whole
     if shard is not None and sharded:
         ids = shard.take(whole_ids)
@@ -530,6 +532,23 @@ def run_launched(
     if results_dir is not None:
         write_results(result, Path(results_dir))
     return result
+
+
+def _check_save_preds(dataset: Dataset, sample_id: str, save_preds: Path) -> None:
+    """``--save-preds`` may not be the folder of the dataset's images or GT masks: its maps,
+    named by sample id, overwrote the GT masks (``0001.png``: the next run scored the
+    predictions against themselves) or joined the images."""
+    from odbench.cache import safe_name
+
+    files = dataset.mask_files(sample_id)
+    target = save_preds.expanduser().resolve()
+    for what, file in zip(("images", "GT masks"), files or ()):
+        if Path(file).parent.resolve() == target:
+            raise EvalError(
+                f"--save-preds {save_preds}: is the folder of the dataset's {what}; the maps "
+                f"(named by sample id, e.g. {safe_name(sample_id)}.png) would be written among "
+                "them; choose another folder"
+            )
 
 
 def _mismatched(dataset: Dataset, name: str, on_mismatch: str, limit: int | None) -> list[str]:

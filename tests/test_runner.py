@@ -487,6 +487,28 @@ def test_folder_datasets_are_named_by_their_folder(tmp_path: Path) -> None:
     assert out.dataset_name == "folder:SOD"
 
 
+@pytest.mark.parametrize("into", ["masks", "images"])
+def test_save_preds_into_the_dataset_s_own_folder_is_refused(tmp_path: Path, into: str) -> None:
+    """--save-preds naming the GT mask folder overwrote the GT masks with the maps (named by
+    sample id, x.png): the next run scored the predictions against themselves (acc 1.0)."""
+    from odbench.imageio import write_png
+
+    for sub in ("images", "masks"):
+        (tmp_path / "SOD" / sub).mkdir(parents=True)
+    image = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    write_png(tmp_path / "SOD" / "images" / "x.png", image)
+    write_png(tmp_path / "SOD" / "masks" / "x.png", (image[..., 0] > 127).astype(np.uint8) * 255)
+    before = {p: p.read_bytes() for p in (tmp_path / "SOD").rglob("*.png")}
+    args = ["eval", "--method", "center-prior", "--dataset", "folder", "--workers", "1"]
+    args += ["--data-root", str(tmp_path / "SOD"), "--results-dir", str(tmp_path / "r")]
+    args += ["--cache-dir", str(tmp_path / "c"), "--save-preds", str(tmp_path / "SOD" / into)]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 2, out.output
+    assert out.stderr.startswith(f"error: --save-preds {tmp_path / 'SOD' / into}: is the folder")
+    assert {p: p.read_bytes() for p in (tmp_path / "SOD").rglob("*.png")} == before
+    assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
+
+
 # ----------------------------------------------------------------------------- post-processing
 
 
