@@ -509,6 +509,53 @@ def test_save_preds_into_the_dataset_s_own_folder_is_refused(tmp_path: Path, int
     assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
 
 
+_STOPPED_AT_THE_THIRD = """
+import os, signal, sys
+from odbench.cli import main
+from odbench.methods.center_prior import CenterPrior
+real, calls = CenterPrior.predict, []
+def predict(self, images):
+    calls.append(1)
+    if len(calls) == 3 and sys.argv[1] == "SIGTERM":
+        os.kill(os.getpid(), signal.SIGTERM)
+    if len(calls) == 3 and sys.argv[1] == "Ctrl-C":
+        raise KeyboardInterrupt
+    return real(self, images)
+CenterPrior.predict = predict
+main(sys.argv[2:])
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
+def test_eval_stopped_by_sigterm_or_ctrl_c_is_one_line_and_resumes(
+    tmp_path: Path, how: str
+) -> None:
+    """SIGTERM (a time limit, a pre-emption, `timeout`) ended eval at once, silently, the
+    claim of the image in flight left behind; now, as Ctrl-C, one line once it has cleaned up."""
+    cache = tmp_path / "c"
+    args = ["eval", "--method", "center-prior", "--dataset", "toy", "--limit", "6"]
+    args += ["--workers", "1", "--results-dir", str(tmp_path / "r"), "--cache-dir", str(cache)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(
+        [sys.executable, "-c", _STOPPED_AT_THE_THIRD, how, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    said = "terminated (SIGTERM)" if how == "SIGTERM" else "interrupted"
+    (line,) = [x for x in out.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith(f"error: {said}; the images finished are cached")
+    assert "Traceback" not in out.stderr
+    assert not [p for p in cache.rglob("*") if p.suffix in (".claim", ".holder")]
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    (path,) = (tmp_path / "r").glob("*.json")
+    assert json.loads(path.read_text())["n_cached"] == 2
+
+
 # ----------------------------------------------------------------------------- post-processing
 
 
