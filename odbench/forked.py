@@ -31,7 +31,6 @@ but for its three handler threads, which took ~10 % of the CPU time from the wor
 
 from __future__ import annotations
 
-import mmap
 import os
 import pickle
 import signal
@@ -44,6 +43,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from odbench.errors import OdbenchError
+from odbench.messages import Slots, read_exactly, read_message, widen_pipe, write_message
 
 T = TypeVar("T")
 
@@ -140,6 +140,12 @@ def _pickled(i: int, outcome: Outcome) -> bytes:
         return pickle.dumps((i, False, error, [str(m) for m in outcome[2]]))
 
 
+def _not_started(error: OSError, started: int) -> WorkerDiedError:
+    """A worker refused (a limit on processes or open files) as one line."""
+    why = f"could not start worker process {started + 1} ({error.strerror or error})"
+    return WorkerDiedError(f"{why}; run with fewer --workers")
+
+
 class _Children:
     """``count`` forked workers, the ticket feeder and one receiving thread per worker."""
 
@@ -147,26 +153,35 @@ class _Children:
         self.fn, self.n = fn, n
         self.done: dict[int, Outcome] = {}
         self.changed = threading.Condition()
-        self.tickets_r, self.tickets_w = os.pipe()
         self.pids: list[int] = []
         readers: list[int] = []
+        try:
+            self.tickets_r, self.tickets_w = os.pipe()
+        except OSError as e:
+            raise _not_started(e, 0) from e
         try:
             for _ in range(count):
                 r, w = os.pipe()
                 readers.append(r)
-                pid = os.fork()
+                try:
+                    pid = os.fork()
+                except BaseException:  # its pipe's write end is ours alone
+                    os.close(w)
+                    raise
                 if pid == 0:
                     os.close(r)
                     os.close(self.tickets_w)  # else the tickets never end
                     _child(fn, self.tickets_r, w)
                 os.close(w)
                 self.pids.append(pid)
-        except BaseException:  # no process or pipe left behind (fork: out of memory...)
+        except BaseException as e:  # no process or pipe left behind (fork: out of memory...)
             self.threads = []
             os.close(self.tickets_w)
             self.stop()
             for r in readers:
                 os.close(r)
+            if isinstance(e, OSError):
+                raise _not_started(e, len(self.pids)) from e
             raise
         self.running = len(readers)
         self.feeding = True
@@ -273,8 +288,8 @@ class Pipeline:
       write one.  (A sender thread per child cost more than it saved: each task handed the
       GIL back and forth between it and the caller.)
     * Arrays in the messages (a decoded image going to the caller, a model's map coming back)
-      travel through shared memory (:class:`_Slots`: one copy in, one copy out), not inside
-      the pickle (four copies and a pipe's worth of system calls for each).
+      travel through shared memory (:class:`~odbench.messages.Slots`: one copy in, one copy
+      out), not inside the pickle (four copies and a pipe's worth of system calls for each).
 
     Outcomes are ``(ok, value)``: an exception is returned, not raised, so the caller decides
     in index order.  This process takes a ticket itself whenever it would otherwise wait (and
@@ -317,9 +332,8 @@ class Pipeline:
                     self.children.append(_Child.fork(self, k))
             except BaseException as e:  # no child, pipe or OpenCV setting left behind
                 self.stack.close()
-                if isinstance(e, OSError):  # e.g. a limit on processes or open files
-                    why = f"could not start worker process {len(self.children) + 1} ({e.strerror})"
-                    raise WorkerDiedError(f"{why}; run with fewer --workers") from e
+                if isinstance(e, OSError):
+                    raise _not_started(e, len(self.children)) from e
                 raise
             for child in self.children:
                 child.start_threads(self)
@@ -432,7 +446,7 @@ class _Child:
     """One forked worker of a :class:`Pipeline`: its task pipe, result pipe and thread."""
 
     def __init__(
-        self, pid: int, tasks_w: int, results_r: int, number: int, up: _Slots, down: _Slots
+        self, pid: int, tasks_w: int, results_r: int, number: int, up: Slots, down: Slots
     ) -> None:
         self.pid, self.tasks_w, self.results_r, self.number = pid, tasks_w, results_r, number
         self.up, self.down = up, down  # the child's slots (loads), this process's (tasks)
@@ -446,9 +460,9 @@ class _Child:
             fds += [*os.pipe(), *os.pipe()]
             tasks_r, tasks_w, results_r, results_w = fds
             for fd in (tasks_w, results_w):
-                _widen(fd)
+                widen_pipe(fd)
             count = min(pipeline.depth + 2, 32)  # in flight at once, at most
-            up, down = _Slots(count), _Slots(count)
+            up, down = Slots(count), Slots(count)
             pid = os.fork()
         except BaseException:
             for fd in fds:
@@ -476,7 +490,7 @@ class _Child:
         if self.tasks is None:
             return
         try:
-            _write_message(self.tasks, task, self.down, task[0])
+            write_message(self.tasks, task, self.down, task[0])
         except OSError:  # the child is gone: its receiver reports it
             self._close_tasks()
 
@@ -491,7 +505,7 @@ class _Child:
     def _receive(self, pipeline: Pipeline) -> None:
         try:
             with os.fdopen(self.results_r, "rb") as pipe:
-                while (message := _read_message(pipe.read, self.up)) is not None:
+                while (message := read_message(pipe.read, self.up)) is not None:
                     pipeline._received(self.number, message)  # from our own fork
         except Exception:  # a worker killed mid-message
             pass
@@ -514,145 +528,11 @@ class _Child:
         self.down.close()
 
 
-#: Arrays from this size on travel through :class:`_Slots`; smaller ones inside the pickle.
-SLOT_MIN_BYTES = 1 << 16
-#: One slot's size: larger arrays (an image over ~1.4 megapixels) travel inside the pickle.
-SLOT_BYTES = 4 << 20
-
-
-class _Slots:
-    """Fixed-size slots of shared memory (an anonymous shared mapping made before forking, so
-    both processes see it; pages are only committed where written) through which one process
-    sends arrays to one other: the sender copies an array into a free slot and names the slot
-    in its pickled message (pickle protocol 5's out-of-band buffers), the receiver copies it
-    out.  The sender alone allocates; a slot is freed (:meth:`release`) once the receiver has
-    answered the message that used it — an answer comes after the receiver's copy, through
-    the same pipes, so no memory ordering between the processes is relied on.  With no free
-    slot, or an array over :data:`SLOT_BYTES`, the array travels inside the pickle; so do all
-    where the mapping cannot be made (a strict overcommit policy refusing shared memory)."""
-
-    def __init__(self, count: int) -> None:
-        self.memory: mmap.mmap | None = None
-        try:
-            self.memory = mmap.mmap(-1, count * SLOT_BYTES)  # MAP_SHARED | MAP_ANONYMOUS
-        except OSError:
-            count = 0
-        self.free = list(range(count))
-        self.used: dict[int, list[int]] = {}  # message index -> its slots
-        self.lock = threading.Lock()
-
-    def put(self, index: int, buffer: pickle.PickleBuffer, refs: list[tuple[int, int]]) -> bool:
-        """Copy ``buffer`` into a free slot for the message of ``index`` and note it in ``refs``
-        (True); False: it travels inside the pickle."""
-        data = buffer.raw()
-        if data.nbytes < SLOT_MIN_BYTES or data.nbytes > SLOT_BYTES:
-            return False
-        with self.lock:
-            if not self.free:
-                return False
-            k = self.free.pop()
-            self.used.setdefault(index, []).append(k)
-        assert self.memory is not None  # else there are no free slots
-        self.memory[k * SLOT_BYTES : k * SLOT_BYTES + data.nbytes] = data
-        refs.append((k, data.nbytes))
-        return True
-
-    def get(self, k: int, nbytes: int) -> bytearray:
-        """A copy of what slot ``k`` holds (writable, as an in-band pickled array is)."""
-        if self.memory is None:  # a message naming a slot of a mapping that does not exist
-            raise RuntimeError("a message names a shared-memory slot, but there are none")
-        with memoryview(self.memory) as view:
-            return bytearray(view[k * SLOT_BYTES : k * SLOT_BYTES + nbytes])
-
-    def release(self, index: int) -> None:
-        with self.lock:
-            self.free += self.used.pop(index, [])
-
-    def close(self) -> None:
-        if self.memory is not None:
-            self.memory.close()
-
-
-def _widen(fd: int) -> None:
-    """A 1 MiB pipe (Linux; fewer context switches per image-sized message), if allowed."""
-    try:
-        import fcntl
-
-        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
-    except (OSError, ImportError):
-        pass
-
-
-def _write_message(
-    out: Any, message: Any, slots: _Slots | None = None, index: int | None = None
-) -> None:
-    """A pickle behind its length and the slots of its out-of-band arrays (``slots``: the
-    sender's, used for the message of ``index``); an outcome (``(stage, i, ok, value,
-    warnings)``) that does not pickle, or an exception that does not load back, is sent as a
-    RuntimeError with its text."""
-    refs: list[tuple[int, int]] = []
-
-    def out_of_band(buffer: pickle.PickleBuffer) -> bool:  # False: out of band
-        return slots is None or index is None or not slots.put(index, buffer, refs)
-
-    try:
-        data = pickle.dumps(message, protocol=5, buffer_callback=out_of_band)
-        if len(message) == 5 and not message[2]:
-            pickle.loads(data)  # some exception classes do not load back
-    except Exception as e:
-        if slots is not None and index is not None:
-            slots.release(index)
-        refs = []
-        if len(message) != 5:
-            raise
-        stage, i, ok, value, caught = message
-        what = value if not ok else e
-        error = RuntimeError(f"{type(what).__name__}: {what}")
-        data = pickle.dumps((stage, i, False, error, [str(m) for m in caught]))
-    head = [len(data).to_bytes(8, "little"), len(refs).to_bytes(4, "little")]
-    head += [k.to_bytes(4, "little") + n.to_bytes(8, "little") for k, n in refs]
-    out.write(b"".join(head))
-    out.write(data)
-    out.flush()
-
-
-def _read_message(read: Callable[[int], bytes | None], slots: _Slots) -> Any:
-    """The message :func:`_write_message` sent (its arrays copied out of ``slots``, the
-    sender's), or None at the end of the pipe (or a message cut short)."""
-    head = read(12)
-    if head is None or len(head) != 12:
-        return None
-    size, n_refs = int.from_bytes(head[:8], "little"), int.from_bytes(head[8:], "little")
-    refs = read(12 * n_refs) if n_refs else b""
-    data = read(size)
-    if refs is None or data is None or len(refs) != 12 * n_refs or len(data) != size:
-        return None
-    buffers = [
-        slots.get(
-            int.from_bytes(refs[j : j + 4], "little"),
-            int.from_bytes(refs[j + 4 : j + 12], "little"),
-        )
-        for j in range(0, len(refs), 12)
-    ]
-    return pickle.loads(data, buffers=buffers)  # from our own fork
-
-
 def _ignoring_index(task: Callable[[], Any]) -> Callable[[int], Any]:
     return lambda _: task()
 
 
-def _read_exactly(fd: int, size: int) -> bytes | None:
-    parts, left = [], size
-    while left:
-        chunk = os.read(fd, left)
-        if not chunk:
-            return None
-        parts.append(chunk)
-        left -= len(chunk)
-    return b"".join(parts)
-
-
-def _pipeline_child(pipeline: Pipeline, tasks: int, out_fd: int, up: _Slots, down: _Slots) -> None:
+def _pipeline_child(pipeline: Pipeline, tasks: int, out_fd: int, up: Slots, down: Slots) -> None:
     """A forked :class:`Pipeline` worker: finish tasks first, else the next ticket; never
     returns."""
     import select
@@ -670,14 +550,14 @@ def _pipeline_child(pipeline: Pipeline, tasks: int, out_fd: int, up: _Slots, dow
             while True:
                 ready = select.select([tasks] + ([tickets] if tickets is not None else []), [], [])
                 if tasks in ready[0]:
-                    message = _read_message(partial(_read_exactly, tasks), down)
+                    message = read_message(partial(read_exactly, tasks), down)
                     if message is None:
                         break
                     i, payload = message  # from our own parent
                     up.release(i)  # the caller took i's loaded arrays (copied) before this
                     task = partial(pipeline.finish, i, kept.pop(i, None), payload)
                     ok, value, caught = _recorded(_ignoring_index(task), i)
-                    _write_message(out, ("F", i, ok, value, caught))
+                    write_message(out, ("F", i, ok, value, caught))
                     continue
                 try:
                     ticket = os.read(tickets, TICKET)  # type: ignore[arg-type]
@@ -694,7 +574,7 @@ def _pipeline_child(pipeline: Pipeline, tasks: int, out_fd: int, up: _Slots, dow
                     if keep is not None:  # a task for i will come (it frees the slots)
                         kept[i], slots = keep, up
                     value = (public, keep is not None)
-                _write_message(out, ("L", i, ok, value, caught), slots, i)
+                write_message(out, ("L", i, ok, value, caught), slots, i)
         code = 0
     finally:
         os._exit(code)

@@ -398,3 +398,27 @@ def test_pipeline_refused_a_worker_is_one_line_and_leaves_nothing_behind(monkeyp
         Pipeline(_pid_load, _pid_finish, 40, 6, depth=4)
     assert len(forks) == 2 and no_children_left()
     assert open_fds() == before and cv2.getNumThreads() == threads
+
+
+@pytest.mark.parametrize("refused", ["fork", "pipe"])
+def test_forked_map_refused_a_worker_is_one_line_and_leaves_nothing_behind(monkeypatch, refused):
+    """``odbench score --workers N`` under a limit on processes or open files: a fork or a pipe
+    refused after two children started is one line naming the fix (it was the raw OSError's
+    traceback), the two children stopped and waited for, no pipe left open."""
+    import errno
+
+    real, calls = getattr(os, refused), []
+
+    def twice(*args):
+        if len(calls) == (2 if refused == "fork" else 3):  # pipes: the tickets', then one each
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        calls.append(None)
+        return real(*args)
+
+    before = set(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, refused, twice)
+    with deadline(60), pytest.raises(WorkerDiedError, match="start worker process 3 .*--workers"):
+        with forked_map(lambda i: i * i, 40, 6) as results:
+            list(results)
+    monkeypatch.undo()
+    assert no_children_left() and set(os.listdir("/proc/self/fd")) == before
