@@ -93,6 +93,36 @@ def _native_threads_stopped() -> Iterator[None]:
 Outcome = tuple[bool, Any, list[Any]]  # (ok, the result or the exception, warnings caught)
 
 
+#: Held back while forking: a child inherits the parent's handlers, and one that raises (eval's
+#: SIGTERM handler raises KeyboardInterrupt) would unwind the child through the parent's code if
+#: the parent stopped it before it set its own (a run of a few images stops its workers at once).
+_HELD = {signal.SIGINT, signal.SIGTERM}
+_mask: set[int | signal.Signals] = set()  # the parent's signal mask before the fork, for the child
+
+
+def _fork() -> int:
+    """``os.fork()`` with :data:`_HELD` blocked until the child has set its dispositions
+    (:func:`_as_child`); in the parent, the mask is restored at once."""
+    _mask.clear()
+    _mask.update(signal.pthread_sigmask(signal.SIG_BLOCK, _HELD))
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, _mask)
+        raise
+    if pid:
+        signal.pthread_sigmask(signal.SIG_SETMASK, _mask)
+    return pid
+
+
+def _as_child() -> None:
+    """A forked worker's signals: Ctrl-C is the parent's to handle, SIGTERM (the parent stopping
+    it) ends it; then what was held back while forking is delivered."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, _mask)
+
+
 def _here(fn: Callable[[int], Any], i: int) -> Outcome:
     """``fn(i)`` in this process (its warnings go where the caller's filters send them)."""
     try:
@@ -105,8 +135,7 @@ def _child(fn: Callable[[int], Any], tickets: int, out_fd: int) -> None:
     """A forked worker: take tickets until there are none, send each outcome; never returns."""
     code = 1
     try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent stops us with it
+        _as_child()
         with os.fdopen(out_fd, "wb") as out:
             while len(ticket := os.read(tickets, TICKET)) == TICKET:
                 i = int.from_bytes(ticket, "little")
@@ -164,7 +193,7 @@ class _Children:
                 r, w = os.pipe()
                 readers.append(r)
                 try:
-                    pid = os.fork()
+                    pid = _fork()
                 except BaseException:  # its pipe's write end is ours alone
                     os.close(w)
                     raise
@@ -463,7 +492,7 @@ class _Child:
                 widen_pipe(fd)
             count = min(pipeline.depth + 2, 32)  # in flight at once, at most
             up, down = Slots(count), Slots(count)
-            pid = os.fork()
+            pid = _fork()
         except BaseException:
             for fd in fds:
                 os.close(fd)
@@ -539,8 +568,7 @@ def _pipeline_child(pipeline: Pipeline, tasks: int, out_fd: int, up: Slots, down
 
     code = 1
     try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent stops us with it
+        _as_child()
         torch = sys.modules.get("torch")
         if torch is not None:
             torch.set_num_threads(1)

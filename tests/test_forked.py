@@ -422,3 +422,36 @@ def test_forked_map_refused_a_worker_is_one_line_and_leaves_nothing_behind(monke
             list(results)
     monkeypatch.undo()
     assert no_children_left() and set(os.listdir("/proc/self/fd")) == before
+
+
+def _slow_start(real):
+    def start(*args):
+        time.sleep(0.5)  # a child slow to start (page faults in a large process)
+        real(*args)
+
+    return start
+
+
+def test_a_worker_stopped_while_starting_never_runs_the_parent_s_code(monkeypatch, tmp_path):
+    """With a SIGTERM handler that raises (eval's: KeyboardInterrupt), a worker stopped before it
+    set its own signals unwound through the parent's code (its cleanup, then the caller's: here
+    the test itself; under eval, an exit-2 error in the parent, as a flaky test showed); now the
+    signal waits until the worker has set them and ends it."""
+    import odbench.forked as forked
+
+    me = os.getpid()
+
+    def raising(*_):
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, raising)
+    monkeypatch.setattr(forked, "_pipeline_child", _slow_start(forked._pipeline_child))
+    try:
+        with deadline(60), forked.Pipeline(lambda i: (i, None), lambda *a: None, 2, 2, 2) as pipe:
+            assert [v for _, (ok, v) in pipe.loaded()] == [0, 1]  # all loaded here, at once
+    finally:
+        if os.getpid() != me:  # the escaped worker: say so, and never go on as pytest
+            (tmp_path / "escaped").touch()
+            os._exit(17)
+        signal.signal(signal.SIGTERM, previous)
+    assert not (tmp_path / "escaped").exists() and no_children_left()
