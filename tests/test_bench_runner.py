@@ -42,6 +42,7 @@ def test_pipeline_rows_and_the_steps_breakdown(
     assert set(rows) == {
         "plain decode (1 process)",
         "eval's steps, plain loop",
+        "the loop in 2 processes",
         "eval, 1 worker",
         "eval, 2 workers",
     }
@@ -63,6 +64,12 @@ def test_pipeline_rows_and_the_steps_breakdown(
     low = (others - 0.005 * 4) / (decode + 0.005)
     high = (others + 0.005 * 4) / (decode - 0.005)
     assert low - 0.005 <= floor <= high + 0.005
+    # the plain loop in two processes: its ratio to the one-process loop, from the printed times
+    match = re.search(r"the plain loop in 2 processes vs 1: ([\d.]+)x faster", out)
+    assert match is not None
+    one, two = float(rows["eval's steps, plain loop"]), float(rows["the loop in 2 processes"])
+    assert (one - 0.005) / (two + 0.005) - 0.005 <= float(match[1])
+    assert float(match[1]) <= (one + 0.005) / (two - 0.005) + 0.005
     assert "metrics and records identical across worker counts: yes" in out
 
 

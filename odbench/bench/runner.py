@@ -7,13 +7,15 @@ against the dataset's size, and each method's throughput against its reference l
    decode of every image and mask file the run reads (``Dataset.load``: the floor any evaluation
    pays); (s) eval's per-image steps (decode, predict, check + quantize, store, score) called one
    after the other in a plain loop, each step timed: what eval must do, without its claims, look-ups
-   and pipeline; (b) ``eval`` with one worker; (c) with two. Each eval starts from an empty
+   and pipeline; (s2) that loop in two processes (this one and one forked), each over every other
+   image: what two processes gain on this machine with no pipeline at all, the ceiling of
+   (b)/(c); (b) ``eval`` with one worker; (c) with two. Each eval starts from an empty
    prediction cache and writes no results file, so it decodes, predicts, stores and scores every
    image.  Reported: the steps' times per image, (s)/(a) and (b) - (s) (what the steps cost beyond
    decoding, and the glue), the steps but storing over their own decode (the least eval with one
    worker can cost, whatever its cache costs), (b)/(a) (target <= 1.2: the pipeline adds little to
-   decoding), (b)/(c) (target >= 1.6, goal 1.8: workers scale) and whether (b) and (c) gave
-   identical metrics and records.  "1 worker": decoding, the model, storing and scoring all in this
+   decoding), (b)/(c) (target >= 1.6, goal 1.8: workers scale) beside (s)/(s2) and (c)/(s2), and
+   whether (b) and (c) gave identical metrics and records.  "1 worker": decoding, the model, storing and scoring all in this
    process, one image after the other; "2 workers": this process and one forked from it
    (:class:`odbench.forked.Pipeline`).  Wall-clock times, with the CPU time per image of all the
    processes of a timing (``getrusage`` of this one and of its reaped workers; the least of the
@@ -170,6 +172,7 @@ def pipeline(root: Path, n_images: int, rounds: int) -> None:
     from odbench.bench.throughput import interleaved_cpu
     from odbench.cache import PredictionCache, quantize
     from odbench.data.base import create_dataset
+    from odbench.forked import forked_map
     from odbench.methods.base import create_method
     from odbench.metrics.protocols import DEFAULT_PROTOCOL, get_protocol
     from odbench.metrics.saliency import score_image
@@ -191,28 +194,41 @@ def pipeline(root: Path, n_images: int, rounds: int) -> None:
 
     stage_times: list[dict[str, float]] = []
 
-    def steps() -> None:
-        """eval's per-image steps called one after the other in a plain loop (no claims, no
-        look-ups, no pipeline), each timed: what eval does per image, without its glue."""
+    def loop(chosen: list[str], cache: PredictionCache) -> dict[str, float]:
+        """eval's per-image steps over ``chosen``, called one after the other in a plain loop (no
+        claims, no look-ups, no pipeline), each timed: what eval does per image, without its
+        glue."""
         spent = dict.fromkeys(STEPS, 0.0)
+        for sample_id in chosen:
+            t0 = time.perf_counter()
+            sample = dataset.load(sample_id)
+            assert sample.mask is not None  # ECSSD: every image has its mask
+            t1 = time.perf_counter()
+            (raw,) = method.predict([sample.image])
+            t2 = time.perf_counter()
+            q = quantize(check_map(method, sample, raw))
+            t3 = time.perf_counter()
+            cache.put(sample_id, q, None)
+            t4 = time.perf_counter()
+            score_image(q, sample.mask, protocol, sample_id)
+            t5 = time.perf_counter()
+            for key, t in zip(STEPS, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+                spent[key] += t
+        return spent
+
+    def steps() -> None:
+        with tempfile.TemporaryDirectory(prefix="odbench-bench-") as tmp:
+            stage_times.append(loop(ids, PredictionCache(Path(tmp))))
+
+    def steps_forked() -> None:
+        """The plain loop in two processes, each over every other image (this one and one
+        forked, as eval's two workers; index 0 of the map is nothing: it runs before forking)."""
+        halves = [[], ids[0::2], ids[1::2]]
         with tempfile.TemporaryDirectory(prefix="odbench-bench-") as tmp:
             cache = PredictionCache(Path(tmp))
-            for sample_id in ids:
-                t0 = time.perf_counter()
-                sample = dataset.load(sample_id)
-                assert sample.mask is not None  # ECSSD: every image has its mask
-                t1 = time.perf_counter()
-                (raw,) = method.predict([sample.image])
-                t2 = time.perf_counter()
-                q = quantize(check_map(method, sample, raw))
-                t3 = time.perf_counter()
-                cache.put(sample_id, q, None)
-                t4 = time.perf_counter()
-                score_image(q, sample.mask, protocol, sample_id)
-                t5 = time.perf_counter()
-                for key, t in zip(STEPS, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
-                    spent[key] += t
-        stage_times.append(spent)
+            with forked_map(lambda k: loop(halves[k], cache), len(halves), 2) as spent:
+                for _ in spent:
+                    pass
 
     def evaluate(workers: int) -> Callable[[], object]:
         def go() -> object:
@@ -233,11 +249,18 @@ def pipeline(root: Path, n_images: int, rounds: int) -> None:
 
     decode()  # warm the page cache and imports
     evaluate(1)()
-    fns = {"decode": decode, "steps": steps, "one": evaluate(1), "two": evaluate(2)}
+    fns = {
+        "decode": decode,
+        "steps": steps,
+        "steps2": steps_forked,
+        "one": evaluate(1),
+        "two": evaluate(2),
+    }
     best = interleaved_cpu(fns, rounds)
     labels = {
         "decode": "plain decode (1 process)",
         "steps": "eval's steps, plain loop",
+        "steps2": "the loop in 2 processes",
         "one": "eval, 1 worker",
         "two": "eval, 2 workers",
     }
@@ -272,6 +295,12 @@ def pipeline(root: Path, n_images: int, rounds: int) -> None:
     goal = "goal met" if speedup >= GOAL_SPEEDUP else f"goal {GOAL_SPEEDUP}x"
     click.echo(
         f"  2 workers vs 1:     {speedup:.2f}x faster ({verdict} >= {TARGET_SPEEDUP}x; {goal})"
+    )
+    ceiling = best["steps"].wall / best["steps2"].wall
+    click.echo(
+        f"  the plain loop in 2 processes vs 1: {ceiling:.2f}x faster (what two processes gain "
+        f"here, with no pipeline); eval's 2 workers take {best['two'].wall / best['steps2'].wall:.2f}x"
+        " its time"
     )
     one, two = results[1], results[2]
     same = one.metrics == two.metrics and all(
