@@ -358,6 +358,30 @@ def test_pipeline_arrays_through_shared_slots_arrive_intact():
     assert no_children_left()
 
 
+def _big_load(i):
+    return np.full(6 << 20, i % 251, np.uint8), i  # over a slot: inside the pickle
+
+
+def _big_finish(i, kept, payload):
+    return kept, int(payload[0]), payload.size
+
+
+def test_pipeline_large_arrays_both_ways_never_deadlock():
+    """Images and maps over a slot's size, larger than a pipe holds, in both directions: while
+    a map does not fit in a child's task pipe, the caller reads the results that child is
+    waiting to write (else each waits for the other, for ever)."""
+    from odbench.forked import Pipeline
+
+    n = 12
+    with deadline(30), Pipeline(_big_load, _big_finish, n, 2, depth=4) as pipe:
+        for i, (ok, image) in pipe.loaded():
+            assert ok and image.size == 6 << 20 and image[-1] == i % 251
+            pipe.submit(i, np.full(6 << 20, 1 + i % 250, np.uint8))
+        for i in range(n):
+            assert pipe.finished(i) == (True, (i, 1 + i % 250, 6 << 20))
+    assert no_children_left()
+
+
 def test_pipeline_without_shared_memory_sends_arrays_in_the_pickles(monkeypatch):
     """Where the shared mapping cannot be made (strict overcommit), the pipeline still runs:
     every array travels inside its pickle."""
