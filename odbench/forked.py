@@ -16,8 +16,10 @@ but for its three handler threads, which took ~10 % of the CPU time from the wor
 * Results are yielded in index order; an exception raised by ``fn(i)`` is raised when index
   ``i``'s turn comes, so the error reported is the first in order whichever process met it
   first.  Warnings a child caught are re-issued here (``warnings.warn``) with its results.
-* A child that dies (killed, out of memory) is an error, not a hang.  Leaving the context
-  (done, an error, Ctrl-C) kills the children (which ignore Ctrl-C: the parent handles it).
+* A child that dies (killed, out of memory) is an error, not a hang, raised at the next result
+  this process waits for, not once the others have done all the work (a child that ends
+  cleanly sends :data:`FINISHED` last).  Leaving the context (done, an error, Ctrl-C) kills
+  the children (which ignore Ctrl-C: the parent handles it).
 * No native worker thread exists when forking: a child inherits the memory of the parent's
   threads, not the threads, so a lock one of them held at that instant stays locked forever in
   the child.  OpenCV's pool did this (a worker descheduled on a busy machine while holding its
@@ -48,6 +50,7 @@ from odbench.messages import Slots, read_exactly, read_message, widen_pipe, writ
 T = TypeVar("T")
 
 TICKET = 4  # bytes per index in the ticket pipe (PIPE_BUF >= 512: one write is atomic)
+FINISHED = bytes(8)  # a message of length 0: a forked_map child's last, when no ticket is left
 
 
 class WorkerDiedError(OdbenchError, RuntimeError):
@@ -143,6 +146,7 @@ def _child(fn: Callable[[int], Any], tickets: int, out_fd: int) -> None:
                 out.write(len(data).to_bytes(8, "little"))
                 out.write(data)
                 out.flush()
+            out.write(FINISHED)
         code = 0
     finally:
         os._exit(code)  # no atexit handlers, no flushing the parent's buffers twice
@@ -182,6 +186,7 @@ class _Children:
         self.fn, self.n = fn, n
         self.done: dict[int, Outcome] = {}
         self.changed = threading.Condition()
+        self.died = False  # a child ended without FINISHED: its index, if it held one, is lost
         self.pids: list[int] = []
         readers: list[int] = []
         try:
@@ -234,9 +239,11 @@ class _Children:
             os.close(self.tickets_w)
 
     def _receive(self, fd: int) -> None:
+        """One child's results until its FINISHED; an end without it is a death."""
+        finished = False
         try:
             with os.fdopen(fd, "rb") as pipe:
-                while len(header := pipe.read(8)) == 8:
+                while len(header := pipe.read(8)) == 8 and not (finished := header == FINISHED):
                     data = pipe.read(int.from_bytes(header, "little"))
                     i, ok, value, caught = pickle.loads(data)  # from our own fork
                     with self.changed:
@@ -247,6 +254,7 @@ class _Children:
         finally:
             with self.changed:
                 self.running -= 1
+                self.died = self.died or not finished
                 self.changed.notify_all()
 
     def _take(self) -> int | None:
@@ -262,12 +270,12 @@ class _Children:
                     if k in self.done:
                         ok, value, caught = self.done.pop(k)
                         break
+                    if self.died or (not tickets_left and self.running == 0):
+                        raise WorkerDiedError(
+                            "a worker process died before returning its result (killed? "
+                            "out of memory?); run again, or with --workers 1"
+                        )
                     if not tickets_left:
-                        if self.running == 0:
-                            raise WorkerDiedError(
-                                "a worker process died before returning its result (killed? "
-                                "out of memory?); run again, or with --workers 1"
-                            )
                         self.changed.wait()
                         continue
                 i = self._take()  # rather than wait idle, take the next index

@@ -109,6 +109,30 @@ def test_a_killed_worker_is_an_error_not_a_hang():
     assert no_children_left()
 
 
+def test_a_killed_worker_is_reported_at_once_not_after_the_rest_of_the_work(tmp_path):
+    """A worker killed while others still run (one child of two, early in a long run) was
+    reported only once every other index had been computed (the run's whole time: minutes on
+    a large dataset); now at the next result this process waits for."""
+    parent = os.getpid()
+
+    def fn(i):
+        if os.getpid() != parent:
+            try:  # the first child to take an index, once
+                os.close(os.open(tmp_path / "killed", os.O_CREAT | os.O_EXCL))
+                os.kill(os.getpid(), signal.SIGKILL)
+            except FileExistsError:
+                pass
+        time.sleep(0.05)  # 200 indices: ~5 s of work for this process and the other child
+        return i
+
+    t0 = time.perf_counter()
+    with deadline(60), pytest.raises(WorkerDiedError, match="died"):
+        with forked_map(fn, 200, 3) as results:
+            list(results)
+    assert time.perf_counter() - t0 < 2.0
+    assert no_children_left()
+
+
 def test_leaving_early_stops_the_children():
     parent = os.getpid()
 
