@@ -240,3 +240,26 @@ def test_config_paths_may_start_with_the_home_folder(tmp_path, monkeypatch):
     )
     (row,) = run_config(config, tmp_path / "res")
     assert row["status"] == "scored" and row["n_images"] == 3
+
+
+def test_workers_below_one_are_refused_before_any_file_is_read(tmp_path, monkeypatch):
+    """``--config --workers 0`` was accepted when every pair was unchanged (nothing to score)
+    and refused only after every file had been read and hashed when one had changed; now it
+    is one line before anything is read, either way."""
+    import odbench.scoring.config as config_module
+
+    config = make_project(tmp_path)
+    results = tmp_path / "results"
+    run_config(config, results)  # stored: a re-run has nothing to score
+
+    def read(*args: object) -> bytes:
+        raise AssertionError("files read before --workers was checked")
+
+    monkeypatch.setattr(config_module, "files_digest", read)
+    for store in (results, tmp_path / "empty-store"):
+        out = invoke(
+            "score", "--config", str(config), "--results-dir", str(store), "--workers", "0"
+        )
+        assert out.exit_code == 2, out.output
+        assert out.output.strip() == "error: --workers must be >= 1, got 0"
+    assert not (tmp_path / "empty-store").exists()

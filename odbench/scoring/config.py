@@ -41,7 +41,7 @@ from typing import Any
 from odbench.metrics.protocols import DEFAULT_PROTOCOL
 from odbench.metrics.selection import MetricSelection
 from odbench.scoring import ScoringError
-from odbench.scoring.folders import score_methods
+from odbench.scoring.folders import check_workers, score_methods
 from odbench.scoring.meters import make_meter
 
 
@@ -350,6 +350,7 @@ def score_config(
     from odbench.registry import UnknownNameError
     from odbench.results import load_all_results
 
+    check_workers(workers)
     settings, jobs, problems = load_config(path)
     protocol_name = protocol or settings.get("protocol", DEFAULT_PROTOCOL)
     selection = _selection(metrics, settings.get("metrics"), problems)

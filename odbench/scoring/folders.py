@@ -48,6 +48,12 @@ def _name_some(paths: list[Path]) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
+def check_workers(workers: int | None) -> None:
+    """Refuse a ``workers`` count below 1 (None: the default) before anything is read."""
+    if workers is not None and workers < 1:
+        raise ScoringError(f"--workers must be >= 1, got {workers}")
+
+
 def default_workers() -> int:
     """The cores this process may use (``os.sched_getaffinity`` where it exists)."""
     import os
@@ -115,9 +121,8 @@ def score_methods(
     time waiting for the GIL in the small per-image Python work, so two threads gave 1.3x one,
     two processes 1.6-1.7x (``odbench bench metrics``, 2 cores).  Warnings raised in the
     workers (RGB maps converted, 0/1 masks) reach the caller as Python warnings, in order."""
+    check_workers(workers)
     workers = default_workers() if workers is None else workers
-    if workers < 1:
-        raise ScoringError(f"--workers must be >= 1, got {workers}")
     keep_freed_memory()
     # a few images per task: handing a task to a worker costs tens of microseconds.  The first
     # image alone: it is scored before the workers are forked (they inherit what it loaded).
@@ -222,8 +227,7 @@ def _score_pairs(
     from odbench.metrics.selection import parse_metrics
     from odbench.metrics.sizes import describe_mismatches, protocol_mismatches
 
-    if workers is not None and workers < 1:
-        raise ScoringError(f"--workers must be >= 1, got {workers}")
+    check_workers(workers)
     selection = parse_metrics(metrics)
     meter = make_meter(protocol, selection)
     preds = _by_stem(Path(pred_dir), "prediction")
