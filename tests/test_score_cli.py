@@ -418,3 +418,15 @@ def test_a_map_this_user_may_not_read_is_permission_denied_not_corrupt(tmp_path,
     assert "re-export" not in str(e.value)
     with pytest.raises(ImageReadError, match="a folder, not an image file"):
         read_gray(pred_dir)
+
+
+def test_results_dir_without_config_is_refused_not_silently_ignored(tmp_path):
+    """``score --pred-dir P --gt-dir G --results-dir R`` exited 0 with nothing written to R (the
+    store is --config's): a user who asked for stored results found none.  Now one line."""
+    pred_dir, gt_dir = make_pairs(tmp_path)
+    store = tmp_path / "store"
+    args = ("score", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir))
+    result = invoke(*args, "--results-dir", str(store))
+    assert_one_line_error(result, "--results-dir", "--config", "--json")
+    assert not store.exists()
+    assert invoke(*args).exit_code == 0  # the default store, not given: nothing to refuse

@@ -32,6 +32,13 @@ def _warning_lines() -> Iterator[None]:
             click.echo(f"warning: {line}", err=True)
 
 
+def _given(name: str) -> bool:
+    """Whether the option of parameter ``name`` was given (command line or environment), not
+    left at its default."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source not in (None, click.core.ParameterSource.DEFAULT)
+
+
 def _json_ready(result: dict[str, Any]) -> dict[str, Any]:
     """NaN -> null (strict JSON)."""
     return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in result.items()}
@@ -136,6 +143,11 @@ def score(
         return
     if pred_dir is None or gt_dir is None:
         raise UserError("give --pred-dir and --gt-dir (or --config runs.toml)")
+    if _given("results_dir"):
+        raise UserError(
+            "--results-dir goes with --config (the results store); --pred-dir/--gt-dir write "
+            "nothing: print the result with --json, or list the folders in a runs.toml"
+        )
     from odbench.metrics.protocols import DEFAULT_PROTOCOL
     from odbench.scoring.folders import score_folders
 
