@@ -179,6 +179,14 @@ def _not_started(error: OSError, started: int) -> WorkerDiedError:
     return WorkerDiedError(f"{why}; run with fewer --workers")
 
 
+def _no_thread(error: RuntimeError) -> WorkerDiedError:
+    """A thread refused (a limit on processes, which counts threads, or memory for its stack)
+    as one line."""
+    return WorkerDiedError(
+        f"could not start a thread for the workers ({error}); run with fewer --workers"
+    )
+
+
 class _Children:
     """``count`` forked workers, the ticket feeder and one receiving thread per worker."""
 
@@ -188,6 +196,7 @@ class _Children:
         self.changed = threading.Condition()
         self.died = False  # a child ended without FINISHED: its index, if it held one, is lost
         self.pids: list[int] = []
+        self.threads: list[threading.Thread] = []  # started
         readers: list[int] = []
         try:
             self.tickets_r, self.tickets_w = os.pipe()
@@ -209,23 +218,32 @@ class _Children:
                 os.close(w)
                 self.pids.append(pid)
         except BaseException as e:  # no process or pipe left behind (fork: out of memory...)
-            self.threads = []
-            os.close(self.tickets_w)
-            self.stop()
-            for r in readers:
-                os.close(r)
+            self._abandon(readers)
             if isinstance(e, OSError):
                 raise _not_started(e, len(self.pids)) from e
             raise
         self.running = len(readers)
         self.feeding = True
         # threads only after the last fork (forking a process with threads is unsafe)
-        self.threads = [threading.Thread(target=self._feed, daemon=True)]
-        self.threads += [
-            threading.Thread(target=self._receive, args=(r,), daemon=True) for r in readers
-        ]
-        for t in self.threads:
-            t.start()
+        threads = [threading.Thread(target=self._feed, daemon=True)]
+        threads += [threading.Thread(target=self._receive, args=(r,), daemon=True) for r in readers]
+        try:
+            for t in threads:
+                t.start()
+                self.threads.append(t)
+        except RuntimeError as e:  # can't start new thread
+            self._abandon(readers)
+            raise _no_thread(e) from e
+
+    def _abandon(self, readers: list[int]) -> None:
+        """Undo a start refused (a fork, a pipe or a thread): the children stopped and waited
+        for, every pipe closed (the feeder, started first, and a started receiver close their
+        own)."""
+        if not self.threads:
+            os.close(self.tickets_w)
+        self.stop()
+        for r in readers[max(0, len(self.threads) - 1) :]:
+            os.close(r)
 
     def _feed(self) -> None:
         try:
@@ -372,8 +390,12 @@ class Pipeline:
                 if isinstance(e, OSError):
                     raise _not_started(e, len(self.children)) from e
                 raise
-            for child in self.children:
-                child.start_threads(self)
+            try:
+                for child in self.children:
+                    child.start_threads(self)
+            except RuntimeError as e:  # can't start new thread: stop what was started
+                self.stack.close()
+                raise _no_thread(e) from e
 
     def __enter__(self) -> Pipeline:
         return self
@@ -519,9 +541,9 @@ class _Child:
 
     def start_threads(self, pipeline: Pipeline) -> None:
         """Threads only after the last fork (forking a process with threads is unsafe)."""
-        self.threads = [threading.Thread(target=self._receive, args=(pipeline,), daemon=True)]
-        for t in self.threads:
-            t.start()
+        thread = threading.Thread(target=self._receive, args=(pipeline,), daemon=True)
+        thread.start()
+        self.threads = [thread]
 
     def send(self, task: tuple[int, Any]) -> None:
         if self.tasks is None:

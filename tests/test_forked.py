@@ -472,6 +472,41 @@ def test_forked_map_refused_a_worker_is_one_line_and_leaves_nothing_behind(monke
     assert no_children_left() and set(os.listdir("/proc/self/fd")) == before
 
 
+def _threads_refused_after(monkeypatch, started: int) -> None:
+    """threading.Thread.start refused (a limit on threads, or memory for their stacks) after
+    ``started`` threads."""
+    import threading
+
+    real, calls = threading.Thread.start, []
+
+    def start(self):
+        if len(calls) == started:
+            raise RuntimeError("can't start new thread")
+        calls.append(None)
+        real(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+
+
+@pytest.mark.parametrize("started", [0, 1, 2])
+def test_a_thread_refused_is_one_line_and_leaves_nothing_behind(monkeypatch, started):
+    """A thread refused after the workers were forked (a limit on processes counts threads
+    too: --workers 64 under a container's pids limit) was RuntimeError's traceback, and left
+    the children waiting for tickets, and their pipes open, as long as this process lived."""
+    from odbench.forked import Pipeline
+
+    before = set(os.listdir("/proc/self/fd"))
+    _threads_refused_after(monkeypatch, started)
+    with deadline(60), pytest.raises(WorkerDiedError, match="thread.*--workers"):
+        with forked_map(lambda i: i * i, 40, 4) as results:
+            list(results)
+    assert no_children_left() and set(os.listdir("/proc/self/fd")) == before
+    with deadline(60), pytest.raises(WorkerDiedError, match="thread.*--workers"):
+        Pipeline(_pid_load, _pid_finish, 40, 4, depth=4)
+    monkeypatch.undo()
+    assert no_children_left() and set(os.listdir("/proc/self/fd")) == before
+
+
 def _slow_start(real):
     def start(*args):
         time.sleep(0.5)  # a child slow to start (page faults in a large process)
