@@ -430,3 +430,20 @@ def test_results_dir_without_config_is_refused_not_silently_ignored(tmp_path):
     assert_one_line_error(result, "--results-dir", "--config", "--json")
     assert not store.exists()
     assert invoke(*args).exit_code == 0  # the default store, not given: nothing to refuse
+
+
+@pytest.mark.parametrize("kind", ["folder", "broken link"])
+def test_a_map_that_is_a_folder_or_a_broken_link_is_named_not_a_missing_prediction(tmp_path, kind):
+    """A prediction named like an image that is a folder or a broken link was skipped while
+    listing: the error named its GT as having no prediction and offered --subset-of-gt, which
+    then scored without it.  Now one line naming the entry, with or without --subset-of-gt."""
+    pred_dir, gt_dir = make_pairs(tmp_path, n=3)
+    odd = pred_dir / "img1.png"
+    odd.unlink()
+    if kind == "folder":
+        odd.mkdir()
+    else:
+        odd.symlink_to(tmp_path / "moved" / "img1.png")
+    args = ("score", "--pred-dir", str(pred_dir), "--gt-dir", str(gt_dir))
+    for extra in ((), ("--subset-of-gt",)):
+        assert_one_line_error(invoke(*args, *extra), f"{odd}: {kind}")

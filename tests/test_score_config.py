@@ -263,3 +263,18 @@ def test_workers_below_one_are_refused_before_any_file_is_read(tmp_path, monkeyp
         assert out.exit_code == 2, out.output
         assert out.output.strip() == "error: --workers must be >= 1, got 0"
     assert not (tmp_path / "empty-store").exists()
+
+
+def test_a_map_that_is_a_folder_or_a_broken_link_is_reported_by_name(tmp_path):
+    """A prediction or GT named like an image that is a folder or a broken link was skipped
+    while listing: the report said its GT had no prediction (or its prediction no GT)."""
+    config = make_project(tmp_path, n=3)
+    (tmp_path / "preds/a/0001.png").unlink()
+    (tmp_path / "preds/a/0001.png").mkdir()
+    (tmp_path / "gt/0002.png").unlink()
+    (tmp_path / "gt/0002.png").symlink_to(tmp_path / "moved.png")
+    out = invoke("score", "--config", str(config), "--results-dir", str(tmp_path / "res"))
+    assert out.exit_code == 2 and "Traceback" not in out.output, out.output
+    assert f"{tmp_path / 'preds/a/0001.png'}: folder named like an image file" in out.stderr
+    assert f"{tmp_path / 'gt/0002.png'}: broken link" in out.stderr
+    assert "no prediction" not in out.stderr and "match no GT" not in out.stderr

@@ -41,7 +41,7 @@ from typing import Any
 from odbench.metrics.protocols import DEFAULT_PROTOCOL
 from odbench.metrics.selection import MetricSelection
 from odbench.scoring import ScoringError
-from odbench.scoring.folders import check_workers, score_methods
+from odbench.scoring.folders import check_workers, score_methods, why_not_a_file
 from odbench.scoring.meters import make_meter
 
 
@@ -65,14 +65,15 @@ class Folder:
 
     def ids(self, problems: list[str] | None = None, where: str = "") -> dict[str, Path]:
         """id -> file for the image files whose names fit prefix + id + suffix; two files
-        giving one id (``0001.png`` and ``0001.jpg``) are a problem appended to ``problems``."""
+        giving one id (``0001.png`` and ``0001.jpg``) and a name that fits but is not a file
+        (a folder, a broken link) are problems appended to ``problems``."""
         from odbench.imageio import IMAGE_SUFFIXES
 
         out: dict[str, Path] = {}
         twice: list[str] = []
         for p in sorted(self.path.iterdir()):
             name = p.name
-            if not p.is_file() or name.startswith("."):
+            if name.startswith("."):
                 continue
             if self.suffix:
                 if not name.endswith(self.suffix):
@@ -85,6 +86,10 @@ class Folder:
             if not core.startswith(self.prefix):
                 continue
             image_id = core[len(self.prefix) :]
+            if not p.is_file():
+                if problems is None:  # nobody to tell: skipped
+                    continue
+                problems.append(f"{where}: {p}: {why_not_a_file(p)}")  # its id is not missing
             if image_id in out:
                 twice.append(f"{out[image_id].name} and {name}")
             out[image_id] = p
@@ -262,6 +267,8 @@ def size_problems(jobs: list[Job], protocol: Any) -> list[str]:
         where = f"[methods.{job.method}] {job.dataset}"
         sizes, bad = [], []
         for image_id, pred, gt in job.pairs:
+            if not (pred.is_file() and gt.is_file()):  # a folder, a broken link: reported
+                continue
             p, g = size(pred), size(gt)
             bad += [f"{f} ({why})" for f, why in ((pred, p), (gt, g)) if isinstance(why, str)]
             if not isinstance(p, str) and not isinstance(g, str):

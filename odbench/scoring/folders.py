@@ -34,12 +34,44 @@ CHUNK = 16  # images per worker task at most (score_methods)
 
 
 def _by_stem(folder: Path, what: str) -> dict[str, Path]:
+    """The image files of ``folder`` by stem; an entry named like one that is not a file (a
+    folder, a broken link), which listing skips, is an error naming it."""
     from odbench.data.folder import index_by_stem
 
     files = index_by_stem(folder, what)
+    odd = not_files(folder)
+    if odd:
+        raise ScoringError(f"{odd[0]}: {why_not_a_file(odd[0])}")
     if not files:
         raise ScoringError(f"{folder}: no images in the {what} folder")
     return files
+
+
+def not_files(folder: Path) -> list[Path]:
+    """The entries of ``folder`` named like images (not hidden) that are not files, sorted."""
+    import os
+
+    from odbench.imageio import IMAGE_SUFFIXES
+
+    with os.scandir(folder) as entries:  # the type from the listing: a stat only for links
+        return sorted(
+            Path(e.path)
+            for e in entries
+            if not e.name.startswith(".")
+            and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
+            and not e.is_file()
+        )
+
+
+def why_not_a_file(path: Path) -> str:
+    """What ``path`` (named like an image, not a file) is, and the fix."""
+    import os
+
+    if path.is_dir():
+        return "folder named like an image file; move it out (only the images belong there)"
+    if path.is_symlink():
+        return f"broken link (to {os.readlink(path)}); point it at the image file or remove it"
+    return "not a regular file; put the image file in its place"
 
 
 def _name_some(paths: list[Path]) -> str:
