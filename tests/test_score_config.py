@@ -278,3 +278,42 @@ def test_a_map_that_is_a_folder_or_a_broken_link_is_reported_by_name(tmp_path):
     assert f"{tmp_path / 'preds/a/0001.png'}: folder named like an image file" in out.stderr
     assert f"{tmp_path / 'gt/0002.png'}: broken link" in out.stderr
     assert "no prediction" not in out.stderr and "match no GT" not in out.stderr
+
+
+TERMINATED_WHILE_STORING = """
+import os, signal, sys
+import odbench.results as results
+real = results._link_exclusive
+def terminated_first(*args):  # SIGTERM while the records' temp file exists
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real(*args)
+results._link_exclusive = terminated_first
+from odbench.cli import main
+main(["score", "--config", sys.argv[1], "--results-dir", sys.argv[2], "--workers", "2"])
+"""
+
+
+def test_sigterm_while_storing_leaves_no_temp_file_and_is_one_line(tmp_path):
+    """SIGTERM (``timeout``, ``kill``, a job's time limit) while a result was being stored
+    ended the process at once: a hidden ``.results.*.tmp`` of the records (megabytes) stayed
+    in the results folder.  Now it is cleaned up, as on Ctrl-C, and said in one line."""
+    import os
+    import subprocess
+    import sys
+
+    config, results = make_project(tmp_path), tmp_path / "results"
+    script = tmp_path / "terminate.py"
+    script.write_text(TERMINATED_WHILE_STORING)
+    out = subprocess.run(
+        [sys.executable, str(script), str(config), str(results)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    assert out.stderr.strip().splitlines() == [
+        "error: terminated (SIGTERM); the pairs finished are stored: run the same command "
+        "again to score the rest"
+    ]
+    assert sorted(p.name for p in results.iterdir()) == []

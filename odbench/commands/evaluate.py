@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
 from odbench.commands import options
+from odbench.commands.stopping import interrupted_in_one_line
 from odbench.errors import UserError
+
+#: What an interrupted eval keeps (its cached images), and how to resume.
+RESUME = "the images finished are cached: run the same command again to resume where it stopped"
 
 
 def parse_set(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
@@ -37,33 +39,6 @@ def parse_set(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
                 value = raw
         out[key] = value
     return out
-
-
-@contextmanager
-def interrupted_in_one_line() -> Iterator[None]:
-    """Ctrl-C, or SIGTERM (a time limit, a pre-emption, ``timeout``, ``kill``), ends the run as
-    one line once it has cleaned up: the claims of the images in flight released (another host
-    would wait out their lease), the workers stopped; as ``odbench train`` does.  SIGTERM ended
-    it at once, silently, its claims left behind."""
-    import signal
-    import threading
-
-    def terminate(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt("SIGTERM")
-
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, terminate) if main else None
-    try:
-        yield
-    except KeyboardInterrupt as e:
-        how = "terminated (SIGTERM)" if e.args == ("SIGTERM",) else "interrupted"
-        raise UserError(
-            f"{how}; the images finished are cached: run the same command again to resume "
-            "where it stopped"
-        ) from e
-    finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 @click.command("eval")
@@ -201,7 +176,7 @@ def eval_cmd(
     from odbench.metrics.selection import parse_metrics
     from odbench.runner import run_eval
 
-    with read_warnings() as notes, interrupted_in_one_line():
+    with read_warnings() as notes, interrupted_in_one_line(RESUME):
         selection = parse_metrics(metrics_set)
         shard = Shard.parse(shard_spec) if shard_spec is not None else None
         result = run_eval(

@@ -188,9 +188,11 @@ def _score_config(
     results_dir: Path,
     as_json: bool,
 ) -> None:
+    from odbench.commands.stopping import interrupted_in_one_line
     from odbench.scoring.config import score_config
 
-    with _warning_lines():
+    kept = "the pairs finished are stored: run the same command again to score the rest"
+    with _warning_lines(), interrupted_in_one_line(kept):
         rows = score_config(path, protocol, metrics, workers, results_dir, show_progress=True)
     if as_json:
         click.echo(json.dumps([_json_ready(r) for r in rows]))
