@@ -126,6 +126,16 @@ def _as_child() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, _mask)
 
 
+def _end(pid: int) -> None:
+    """SIGTERM to a child, then SIGCONT: a stopped child (SIGSTOP, a debugger) handles the
+    SIGTERM only once continued, and waiting for it would never return (Ctrl-C hung)."""
+    for signum in (signal.SIGTERM, signal.SIGCONT):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            return
+
+
 def _here(fn: Callable[[int], Any], i: int) -> Outcome:
     """``fn(i)`` in this process (its warnings go where the caller's filters send them)."""
     try:
@@ -312,10 +322,7 @@ class _Children:
     def stop(self) -> None:
         self.feeding = False
         for pid in self.pids:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            _end(pid)
         for pid in self.pids:
             os.waitpid(pid, 0)
         os.close(self.tickets_r)  # a feeder blocked on a full pipe gets EPIPE
@@ -572,10 +579,7 @@ class _Child:
 
     def stop(self) -> None:
         self._close_tasks()
-        try:
-            os.kill(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        _end(self.pid)
 
     def join(self) -> None:
         os.waitpid(self.pid, 0)

@@ -109,6 +109,50 @@ def test_a_killed_worker_is_an_error_not_a_hang():
     assert no_children_left()
 
 
+def _stopping_child(parent, folder):
+    """A task that stops (SIGSTOP) the child running it, its pid noted in ``folder``."""
+
+    def fn(i):
+        if os.getpid() != parent:
+            (folder / str(os.getpid())).touch()
+            os.kill(os.getpid(), signal.SIGSTOP)
+        time.sleep(0.02)
+        return i, None
+
+    return fn
+
+
+@pytest.mark.parametrize("kind", ["forked_map", "Pipeline"])
+def test_ctrl_c_with_a_stopped_worker_ends_the_run(tmp_path, kind):
+    """A worker stopped (SIGSTOP, a debugger) holds its result for ever; Ctrl-C must still end
+    the run: a stopped process handles the SIGTERM that ends it only once continued."""
+    import threading
+
+    from odbench.forked import Pipeline
+
+    fn = _stopping_child(os.getpid(), tmp_path)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    try:
+        with deadline(20), pytest.raises(KeyboardInterrupt):
+            timer.start()
+            if kind == "forked_map":
+                with forked_map(fn, 100, 2) as results:
+                    list(results)
+            else:
+                with Pipeline(fn, _pid_finish, 100, 2, depth=4) as pipe:
+                    list(pipe.loaded())
+    finally:
+        timer.cancel()
+        for pid in (int(p.name) for p in tmp_path.iterdir()):
+            try:  # a stopped child left behind by a failure: not left to the next tests
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+    assert any(tmp_path.iterdir())  # a child did stop
+    assert no_children_left()
+
+
 def test_a_killed_worker_is_reported_at_once_not_after_the_rest_of_the_work(tmp_path):
     """A worker killed while others still run (one child of two, early in a long run) was
     reported only once every other index had been computed (the run's whole time: minutes on
