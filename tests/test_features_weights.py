@@ -71,7 +71,7 @@ def test_local_file_and_weights_only_load(tmp_path: Path) -> None:
         W.load_state_dict(bad)
 
 
-def test_missing_weights_are_one_cli_line(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_weights_are_one_cli_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from odbench.cli import main
@@ -80,7 +80,8 @@ def test_missing_weights_are_one_cli_line(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("HF_HOME", "/nonexistent-odbench-test")
     r = CliRunner().invoke(
         main,
-        ["eval", "--method", "lost", "--dataset", "toy", "--limit", "1", "--cache-dir", "/tmp"],
+        ["eval", "--method", "lost", "--dataset", "toy", "--limit", "1"]
+        + ["--cache-dir", str(tmp_path), "--results-dir", str(tmp_path / "results")],
     )
     assert r.exit_code == 2
     assert "hf download timm/vit_small_patch16_224.dino" in r.output
