@@ -15,10 +15,10 @@ against the dataset's size, and each method's throughput against its reference l
    decoding, and the glue), the steps but storing over their own decode (the least eval with one
    worker can cost, whatever its cache costs), (b)/(a) (target <= 1.2: the pipeline adds little to
    decoding), (b)/(c) (target >= 1.6, goal 1.8: workers scale) beside (s)/(s2) and (c)/(s2), and
-   whether (b) and (c) gave identical metrics and records.  "1 worker": decoding, the model, storing and scoring all in this
-   process, one image after the other; "2 workers": this process and one forked from it
-   (:class:`odbench.forked.Pipeline`).  Wall-clock times, with the CPU time per image of all the
-   processes of a timing (``getrusage`` of this one and of its reaped workers; the least of the
+   whether (b) and (c) gave identical metrics and records.  "1 worker": decoding, the model,
+   storing and scoring all in this process, one image after the other; "2 workers": this
+   process and one forked from it (:class:`odbench.forked.Pipeline`).  Wall-clock times, with the
+   CPU time per image of all the processes of a timing (``getrusage`` of this one and of its reaped workers; the least of the
    rounds: CPU time inflates less than wall time when others load the machine, but it does) and the
    load average before and after: the machine is shared.
 2. **Memory** (``--memory-n``, 0: skipped): peak RSS of ``eval`` (a fresh process each: the
@@ -297,10 +297,10 @@ def pipeline(root: Path, n_images: int, rounds: int) -> None:
         f"  2 workers vs 1:     {speedup:.2f}x faster ({verdict} >= {TARGET_SPEEDUP}x; {goal})"
     )
     ceiling = best["steps"].wall / best["steps2"].wall
+    glue = best["two"].wall / best["steps2"].wall
     click.echo(
         f"  the plain loop in 2 processes vs 1: {ceiling:.2f}x faster (what two processes gain "
-        f"here, with no pipeline); eval's 2 workers take {best['two'].wall / best['steps2'].wall:.2f}x"
-        " its time"
+        f"here, with no pipeline); eval's 2 workers take {glue:.2f}x its time"
     )
     one, two = results[1], results[2]
     same = one.metrics == two.metrics and all(
