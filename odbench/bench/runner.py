@@ -18,9 +18,9 @@ against the dataset's size, and each method's throughput against its reference l
    whether (b) and (c) gave identical metrics and records.  "1 worker": decoding, the model,
    storing and scoring all in this process, one image after the other; "2 workers": this
    process and one forked from it (:class:`odbench.forked.Pipeline`).  Wall-clock times, with the
-   CPU time per image of all the processes of a timing (``getrusage`` of this one and of its reaped workers; the least of the
-   rounds: CPU time inflates less than wall time when others load the machine, but it does) and the
-   load average before and after: the machine is shared.
+   CPU time per image of all the processes of a timing (``getrusage`` of this one and of its
+   reaped workers; the least of the rounds: CPU time inflates less than wall time when others
+   load the machine, but it does) and the load average before and after: the machine is shared.
 2. **Memory** (``--memory-n``, 0: skipped): peak RSS of ``eval`` (a fresh process each: the
    ``VmHWM`` of the eval process) of center-prior and wctr on the first tenth and on
    all of ``--memory-n`` generated 64×48 images (target: within 10 %).
